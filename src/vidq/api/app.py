@@ -1,0 +1,152 @@
+"""``create_app(settings, store, storage)``: the FastAPI application.
+
+The app holds no module-level state: everything it needs hangs off ``app.state.ctx``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidq.api.auth import Authenticator
+from vidq.api.eta import EtaEstimator
+from vidq.config import Settings
+from vidq.errors import PayloadTooLarge, ServiceUnavailable, VidqError
+from vidq.storage.base import BlobStore
+from vidq.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class AppContext:
+    """What the routes share."""
+
+    settings: Settings
+    store: JobStore
+    storage: BlobStore
+    auth: Authenticator
+    eta: EtaEstimator
+    reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def base_url(self, request: Request) -> str:
+        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+_JSON_ALIASES = (b"application/x-www-form-urlencoded", b"text/plain", b"")
+
+
+class RequestGuard:
+    """Rejects bodies over ``max_bytes`` with 413, by Content-Length or while streaming,
+    and reads bodies as JSON whatever the client claimed: ``curl -d`` (the spec's examples)
+    sends form encoding, and every body this API takes is JSON."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = []
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await _too_large(self.max_bytes, send)
+                    return
+            if name == b"content-type" and value.split(b";")[0].strip() in _JSON_ALIASES:
+                value = b"application/json"
+            headers.append((name, value))
+        scope = {**scope, "headers": headers}
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"request body is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(max_bytes: int, send: Send) -> None:
+    body = JSONResponse(
+        {"detail": f"request body is over the limit of {max_bytes} bytes"}, status_code=413
+    )
+    await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
+    await send({"type": "http.response.body", "body": body.body})
+
+
+def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastAPI:
+    """The vidq API over a job store and a blob store."""
+    ctx = AppContext(
+        settings=settings,
+        store=store,
+        storage=storage,
+        auth=Authenticator(store),
+        eta=EtaEstimator(store),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        reaper = threading.Thread(target=_reaper, args=(ctx,), name="vidq-reaper", daemon=True)
+        reaper.start()
+        yield
+        ctx.reaper_stop.set()
+
+    app = FastAPI(
+        title="vidq",
+        version="0.1.0",
+        summary="Self-hosted video generation queue (Wan 2.2, HunyuanVideo-Foley).",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(VidqError)
+    async def vidq_error(request: Request, exc: VidqError) -> Response:
+        headers = {"Retry-After": "5"} if isinstance(exc, ServiceUnavailable) else None
+        if exc.http_status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        if exc.http_status >= 500:
+            log.error("internal error: %s", exc.message)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
+        # Never echo inputs back: they can be megabytes of base64.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    from vidq.api import files, native, ops
+
+    app.include_router(ops.router)
+    app.include_router(files.router)
+    app.include_router(native.router)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _reaper(ctx: AppContext) -> None:
+    """Turns expired leases into RETRY/FAILED; safe to run in every API and worker."""
+    while not ctx.reaper_stop.wait(ctx.settings.reaper_interval):
+        try:
+            ctx.store.reap()
+        except VidqError as exc:
+            log.warning("reaper: %s", exc.message)
+
+

@@ -1,0 +1,73 @@
+"""Bearer/Key token authentication. Tokens are stored as sha256 hashes and compared in
+constant time; they never appear in logs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+
+from vidq.errors import Unauthorized
+from vidq.store.base import JobStore, Token
+
+TOKEN_PREFIX = "vq_"
+
+
+def new_token() -> str:
+    """A fresh random API token (shown to its owner once)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(store: JobStore, user: str, max_priority: int = 100, admin: bool = False) -> str:
+    """Create a token for ``user``; returns the token (only its hash is stored)."""
+    token = new_token()
+    store.create_token(user, hash_token(token), max_priority, admin)
+    return token
+
+
+def parse_authorization(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <t>`` (or fal's ``Key <t>``) header."""
+    if not header:
+        raise Unauthorized()
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() not in ("bearer", "key") or not value.strip():
+        raise Unauthorized()
+    return value.strip()
+
+
+class Authenticator:
+    """Resolves tokens to their records, with a short cache (revocation takes effect
+    within ``ttl_s``)."""
+
+    def __init__(self, store: JobStore, ttl_s: float = 2.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Token]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, token: str) -> Token | None:
+        hit = self._cache.get(hash_token(token))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def lookup(self, token: str) -> Token:
+        """The live token record; Unauthorized if unknown or revoked."""
+        digest = hash_token(token)
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        found = self.store.token_by_hash(digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
+            raise Unauthorized()
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (time.monotonic() + self.ttl_s, found[0])
+        return found[0]

@@ -1,0 +1,45 @@
+"""Request dependencies shared by the routers: the context, the caller, path checks."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api.app import AppContext
+from vidq.api.auth import parse_authorization
+from vidq.catalog import Model, get_model
+from vidq.errors import InvalidRequestId, NotFound
+from vidq.store.base import Token
+
+_REQUEST_ID = re.compile(r"[0-9]{1,18}")
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+async def caller(request: Request) -> Token:
+    """The authenticated token of this request (401 otherwise)."""
+    ctx = context(request)
+    token = parse_authorization(request.headers.get("authorization"))
+    hit = ctx.auth.cached(token)
+    if hit is not None:
+        return hit
+    return await run_in_threadpool(ctx.auth.lookup, token)
+
+
+def model_or_404(model_id: str) -> Model:
+    model = get_model(model_id)
+    if model is None:
+        raise NotFound(f"Unknown model '{model_id[:100]}'.")
+    return model
+
+
+def request_id(value: str) -> int:
+    """A path's request id: a decimal number (400 otherwise)."""
+    if not _REQUEST_ID.fullmatch(value):
+        raise InvalidRequestId()
+    return int(value)

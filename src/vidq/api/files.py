@@ -1,0 +1,47 @@
+"""Downloads: signed file URLs of the local store, and ``/fal/download/{bucket}/{key}``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api.deps import caller, context
+from vidq.errors import NotFound, Unauthorized
+from vidq.store.base import Token
+
+router = APIRouter()
+
+
+@router.get(
+    "/fal/download/{bucket}/{key:path}",
+    summary="A signed download URL for one of your outputs",
+    tags=["download"],
+)
+async def fal_download(bucket: str, key: str, request: Request, token: Token = Depends(caller)) -> Response:
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, str]:
+        job = ctx.store.find_by_result_key(key) if bucket == ctx.storage.bucket else None
+        if job is None or job.user != token.user:
+            raise NotFound("No such file.")
+        url = ctx.storage.signed_url(key, ctx.settings.signed_url_ttl * 2, base)
+        return {"url": url, "key": key, "r2_uri": f"r2://{bucket}/{key}"}
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/files/{bucket}/{key:path}", summary="Signed download (local storage)", tags=["download"])
+async def signed_file(bucket: str, key: str, request: Request, expires: str = "", signature: str = "") -> Response:
+    """Serves an object of the local store to whoever holds a valid, unexpired signature."""
+    ctx = context(request)
+    from vidq.storage.local import LocalBlobStore
+
+    storage = ctx.storage
+    if not isinstance(storage, LocalBlobStore) or bucket != storage.bucket:
+        raise NotFound("No such file.")
+    if not storage.verify(key, expires, signature):
+        raise Unauthorized("Invalid or expired signature.")
+    path = storage.open_path(key)
+    return FileResponse(path, media_type="video/mp4", filename=path.name)

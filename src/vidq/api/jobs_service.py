@@ -1,0 +1,99 @@
+"""Submit, status, cancel and result in terms of the store: the logic both wire dialects
+(native and fal-compatible) share. Routers only translate to and from HTTP."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from vidq.api.app import AppContext
+from vidq.api.eta import work_units
+from vidq.catalog import Family, Model, _Inputs, frame_count, get_model
+from vidq.errors import Conflict, InvalidInput, NotFound
+from vidq.jobs import Job, JobState, NewJob
+from vidq.store.base import Token
+
+
+def submit(
+    ctx: AppContext,
+    model: Model,
+    body: _Inputs,
+    token: Token,
+    *,
+    binary_output: bool,
+    priority: int | None = None,
+    idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+) -> Job:
+    """Validate what the schema cannot, then enqueue. Runs in a worker thread."""
+    prio = body.priority if priority is None else priority
+    if prio > token.max_priority:
+        raise InvalidInput(
+            "priority", f"priority {prio} is above this token's maximum of {token.max_priority}"
+        )
+    inputs = body.model_dump(mode="json", exclude_none=True)
+    inputs["priority"] = prio
+    new = NewJob(
+        user=token.user,
+        model_id=model.id,
+        pool=model.pool,
+        tier=int(model.tier),
+        priority=prio,
+        inputs=inputs,
+        binary_output=binary_output,
+        max_attempts=ctx.settings.max_attempts,
+        work_units=estimate_units(model, inputs),
+        idempotency_key=idempotency_key,
+        webhook_url=webhook_url,
+    )
+    return ctx.store.enqueue(new)
+
+
+def estimate_units(model: Model, inputs: dict[str, Any]) -> float:
+    """Work units of a request, from what is known at submit time."""
+    width = int(inputs.get("width") or 1280)
+    height = int(inputs.get("height") or inputs.get("min_height") or 720)
+    if model.family is not Family.T2V and not inputs.get("width"):
+        width = height * 16 // 9
+    duration = int(inputs.get("duration") or 5)
+    steps = model.steps_for(bool(inputs.get("higher_quality_with_more_steps")))
+    return work_units(width, height, frame_count(duration), steps, model.steps)
+
+
+def job_of(ctx: AppContext, job_id: int, token: Token) -> Job:
+    """The caller's job; 404 for unknown ids and other users' jobs alike."""
+    job = ctx.store.get(job_id, token.user)
+    if job is None:
+        raise NotFound(f"Request {job_id} not found.")
+    return job
+
+
+def cancel(ctx: AppContext, job_id: int, token: Token) -> Job | None:
+    """Cancel a queued job; returns None on success, else the job (not cancellable)."""
+    if ctx.store.cancel(job_id, token.user):
+        return None
+    return job_of(ctx, job_id, token)
+
+
+def model_of(job: Job) -> Model:
+    model = get_model(job.model_id)
+    assert model is not None, job.model_id
+    return model
+
+
+def eta_total(ctx: AppContext, job: Job) -> float:
+    return ctx.eta.total_seconds(model_of(job), job.work_units)
+
+
+def result_bytes_b64(ctx: AppContext, job: Job) -> str:
+    if job.result_key is None:
+        raise NotFound(f"Request {job.id} has no stored output.")
+    return base64.b64encode(ctx.storage.get_bytes(job.result_key)).decode("ascii")
+
+
+def require_completed(job: Job) -> None:
+    if job.state is not JobState.COMPLETED:
+        status = job.wire_status.value
+        if job.state is JobState.FAILED:
+            raise Conflict(f"Request {job.id} is FAILED: {job.error or 'unknown error'}")
+        raise Conflict(f"Request {job.id} is {status}; the result is available once COMPLETED.")

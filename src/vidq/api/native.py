@@ -1,0 +1,164 @@
+"""The native dialect: exactly the routes and shapes of spec/video-generation-api.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api import jobs_service as svc
+from vidq.api.app import AppContext
+from vidq.api.deps import caller, context, model_or_404, request_id
+from vidq.catalog import MODELS, Model, _Inputs, input_schema
+from vidq.jobs import Job, JobState
+from vidq.store.base import Token
+
+router = APIRouter()
+
+BINARY_HEADER = "x-pipelet-output"
+
+
+def urls(base: str, model_id: str, job_id: int) -> dict[str, str]:
+    response_url = f"{base}/queue/{model_id}/requests/{job_id}"
+    return {
+        "request_id": str(job_id),
+        "response_url": response_url,
+        "status_url": f"{response_url}/status",
+        "cancel_url": f"{response_url}/cancel",
+    }
+
+
+def _submit_route(model: Model) -> Any:
+    schema = input_schema(model)
+
+    async def create_request(request: Request, body: _Inputs, token: Token = Depends(caller)) -> Response:
+        ctx = context(request)
+        binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
+        job = await run_in_threadpool(svc.submit, ctx, model, body, token, binary_output=binary)
+        return JSONResponse(urls(ctx.base_url(request), model.id, job.id))
+
+    # With postponed annotations FastAPI resolves names from module globals; give it the
+    # family's schema class itself so validation and OpenAPI use it.
+    create_request.__annotations__ = {
+        "request": Request, "body": schema, "token": Token, "return": Response,
+    }
+    create_request.__doc__ = f"Create a {model.family.value.upper()} request for `{model.id}`."
+    return create_request
+
+
+
+
+for _model in MODELS.values():
+    router.add_api_route(
+        f"/queue/{_model.id}",
+        _submit_route(_model),
+        methods=["POST"],
+        name=f"create_{_model.id}",
+        summary=f"Create a request ({_model.id})",
+        tags=[_model.family.value],
+        responses={
+            200: {"description": "Queued: request_id and the URLs to poll, fetch and cancel."},
+            401: {"description": "Missing or unknown token."},
+            413: {"description": "Body too large."},
+        },
+    )
+
+
+@router.post("/queue/{model_id}", include_in_schema=False)
+async def create_unknown_model(model_id: str, token: Token = Depends(caller)) -> Response:
+    model_or_404(model_id)  # every known model has its own route above
+    raise AssertionError("unreachable")
+
+
+def status_body(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
+    """The spec's status object for a job (runs in a worker thread: it may query)."""
+    response_url = f"{base}/queue/{job.model_id}/requests/{job.id}"
+    body: dict[str, Any] = {"status": job.wire_status.value}
+    if job.state.queued:
+        body["queue_position"] = ctx.store.queue_position(job)
+        body["statusMessages"] = {}
+    elif job.state is JobState.RUNNING:
+        total = job.progress_total
+        body["statusMessages"] = {
+            "message": "PROCESSING",
+            "detail_message": f"Progress: {job.progress_done}/{total} Tasks done",
+            "estimated_total_time_seconds": svc.eta_total(ctx, job),
+        }
+    elif job.state is JobState.COMPLETED:
+        uri = ctx.storage.uri(job.result_key or "")
+        body["queue_position"] = 0
+        body["statusMessages"] = {
+            "message": "Job completed successfully",
+            "result_uri": uri,
+            "results": [uri],
+        }
+        body["etaSeconds"] = 0
+    elif job.state is JobState.FAILED:
+        body["statusMessages"] = {"message": "Job failed", "error": job.error or "unknown error"}
+        body["error"] = job.error or "unknown error"
+    else:
+        body["statusMessages"] = {"message": "Job cancelled"}
+    if job.state.queued or job.state is JobState.RUNNING:
+        body["etaSeconds"] = _eta_remaining(ctx, job, body)
+    body["response_url"] = response_url
+    return body
+
+
+def _eta_remaining(ctx: AppContext, job: Job, body: dict[str, Any]) -> float:
+    total = svc.eta_total(ctx, job)
+    if job.state is JobState.RUNNING:
+        done = job.progress_done / job.progress_total if job.progress_total else 0.0
+        return round(total * (1.0 - done), 1)
+    return round(total * (1 + int(body.get("queue_position", 0))), 1)
+
+
+@router.get("/queue/{model_id}/requests/{rid}/status", summary="Poll a request's status")
+async def get_status(model_id: str, rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+    model_or_404(model_id)
+    job_id = request_id(rid)
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, Any]:
+        return status_body(ctx, svc.job_of(ctx, job_id, token), base)
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.put(
+    "/queue/{model_id}/requests/{rid}/cancel",
+    status_code=204,
+    summary="Cancel a queued request",
+    responses={204: {"description": "Cancelled."}, 409: {"description": "Already started or finished."}},
+)
+async def cancel(model_id: str, rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+    model_or_404(model_id)
+    job_id = request_id(rid)
+    ctx = context(request)
+    job = await run_in_threadpool(svc.cancel, ctx, job_id, token)
+    if job is None:
+        return Response(status_code=204)
+    return JSONResponse(
+        {"detail": f"Cannot cancel request {job_id}: it is {job.wire_status.value}."},
+        status_code=409,
+    )
+
+
+@router.get("/queue/{model_id}/requests/{rid}", summary="Fetch a completed request's video")
+async def get_result(model_id: str, rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+    model_or_404(model_id)
+    job_id = request_id(rid)
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, Any]:
+        job = svc.job_of(ctx, job_id, token)
+        svc.require_completed(job)
+        if job.binary_output:
+            url = ctx.storage.signed_url(job.result_key or "", ctx.settings.signed_url_ttl, base)
+            return {"video": {"data_uri": url, "data_url": url}}
+        return {"video": {"data_uri": svc.result_bytes_b64(ctx, job)}}
+
+    return JSONResponse(await run_in_threadpool(work))

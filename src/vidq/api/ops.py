@@ -1,0 +1,74 @@
+"""Operators' routes: the model list, liveness, readiness and queue statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api.deps import caller, context
+from vidq.catalog import MODELS, schema_json
+from vidq.errors import NotFound, VidqError
+from vidq.store.base import Token
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/models", summary="Every model id with its family, tier, pool, engine and input schema")
+async def list_models(request: Request) -> Response:
+    settings = context(request).settings
+    return JSONResponse(
+        {
+            "models": [
+                {
+                    "id": m.id,
+                    "family": m.family.value,
+                    "tier": m.tier.name.lower(),
+                    "pool": m.pool,
+                    "engine": settings.engine_for(m.pool),
+                    "input_schema": schema_json(m),
+                }
+                for m in MODELS.values()
+            ]
+        }
+    )
+
+
+@router.get("/health", summary="Liveness")
+async def health() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/ready", summary="Readiness: the job store and the object storage answer")
+async def ready(request: Request) -> Response:
+    ctx = context(request)
+    checks: dict[str, str] = {}
+    for name, probe in (("database", ctx.store.now), ("storage", ctx.storage.check)):
+        try:
+            await run_in_threadpool(probe)
+            checks[name] = "ok"
+        except VidqError as exc:
+            checks[name] = exc.message
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+        headers=None if ok else {"Retry-After": "5"},
+    )
+
+
+@router.get("/admin/queues", summary="Queue depth and live workers per pool (admin token)")
+async def queues(request: Request, token: Token = Depends(caller)) -> Response:
+    if not token.admin:
+        raise NotFound("Not found.")
+    ctx = context(request)
+
+    def work() -> dict[str, Any]:
+        depths = ctx.store.queue_depths()
+        workers = ctx.store.live_workers()
+        pools = sorted({m.pool for m in MODELS.values()})
+        return {"pools": {p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0)} for p in pools}}
+
+    return JSONResponse(await run_in_threadpool(work))

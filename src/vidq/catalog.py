@@ -1,0 +1,197 @@
+"""Model ids -> Model (family, tier, pool, engine variant, defaults), and the input schema
+of each family.
+
+Models that differ only by tier share one pool; the tier orders jobs within it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Wan's VAE downsamples by 8 and its transformer patches by 2: sides must be multiples of 16.
+SIDE_MULTIPLE = 16
+SIDE_MIN = 128
+SIDE_MAX = 1920
+DURATION_MIN = 1
+DURATION_MAX = 10
+FPS = 16
+PROMPT_MAX_CHARS = 4000
+
+
+def frame_count(duration_s: int) -> int:
+    """Wan generates 4k+1 frames; at 16 fps a clip of d seconds has 16*d+1."""
+    return FPS * duration_s + 1
+
+
+class Family(enum.StrEnum):
+    """What a model takes and makes."""
+
+    T2V = "t2v"  # prompt -> video
+    I2V = "i2v"  # image (+ optional last frame) + prompt -> video
+    S2V = "s2v"  # image + audio + prompt -> video with that audio
+    FOLEY = "foley"  # video + prompt -> the video with generated sound
+
+
+class Tier(enum.IntEnum):
+    """Queue tier: higher tiers are served first within a pool."""
+
+    BASE = 0  # the plain model id
+    PRO = 1  # "-pro"
+    PREMIUM = 2  # "-premium"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Model:
+    """One public model id."""
+
+    id: str
+    family: Family
+    tier: Tier
+    pool: str
+    variant: str  # engine variant: "fast" (4-step Lightning), "fp8", "s2v", "foley"
+    steps: int  # denoising steps by default
+    steps_hq: int  # with higher_quality_with_more_steps
+    eta_seconds: float  # ETA for a 5 s clip until the pool has history
+    output_name: str  # the middle of the output file name, as the spec's examples
+
+    def steps_for(self, higher_quality: bool) -> int:
+        return self.steps_hq if higher_quality else self.steps
+
+
+# ---------------------------------------------------------------------------------------
+# Input schemas. Unknown fields are accepted and forwarded (the spec: "Arbitrary JSON
+# accepted and forwarded to the model"); known fields are validated strictly.
+
+
+class _Inputs(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, str_max_length=50_000_000)
+
+    prompt: str = Field("", max_length=PROMPT_MAX_CHARS, description="What to generate.")
+    negative_prompt: str | None = Field(None, max_length=PROMPT_MAX_CHARS)
+    priority: int = Field(
+        0,
+        ge=-1000,
+        le=1000,
+        description="Queue priority within the pool; bigger first. Capped per token.",
+    )
+    higher_quality_with_more_steps: bool = Field(
+        False, description="More denoising steps: slower, higher quality."
+    )
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Random seed.")
+
+
+def _check_side(name: str, value: int | None) -> None:
+    if value is not None and value % SIDE_MULTIPLE:
+        raise ValueError(f"{name} must be a multiple of {SIDE_MULTIPLE} (got {value})")
+
+
+class T2VInputs(_Inputs):
+    """Text-to-video inputs."""
+
+    prompt: str = Field(..., min_length=1, max_length=PROMPT_MAX_CHARS)
+    width: int = Field(1280, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
+    height: int = Field(720, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
+    duration: int = Field(5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds, 16 fps.")
+
+    @model_validator(mode="after")
+    def _sides(self) -> T2VInputs:
+        _check_side("width", self.width)
+        _check_side("height", self.height)
+        return self
+
+
+class _ImageInputs(_Inputs):
+    data_uri: str = Field(
+        ..., min_length=1, description="The image: base64, a data: URI, or an https URL."
+    )
+    duration: int = Field(5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds, 16 fps.")
+    min_height: int | None = Field(None, ge=SIDE_MIN, le=SIDE_MAX)
+    height: int | None = Field(None, ge=SIDE_MIN, le=SIDE_MAX)
+    width: int | None = Field(None, ge=SIDE_MIN, le=SIDE_MAX)
+    use_best_resolution: bool = False
+    new_resolution: str | int | None = Field(
+        None, description="Upscale the input image first: '1280x720', '720p' or a height."
+    )
+
+
+class I2VInputs(_ImageInputs):
+    """Image-to-video inputs (first frame, optional last frame)."""
+
+    second_image_uri: str | None = Field(None, description="Optional last frame.")
+
+
+class S2VInputs(_ImageInputs):
+    """Sound+image-to-video inputs."""
+
+    audio_uri: str = Field(..., min_length=1, description="The audio: base64, data: URI or URL.")
+
+
+class FoleyInputs(_Inputs):
+    """Add-sound-to-video inputs."""
+
+    data_uri: str = Field(..., min_length=1, description="The video: base64, data: URI or URL.")
+    background_music: bool = Field(False, description="Add a music bed under the effects.")
+    use_best_resolution: bool = False
+
+
+INPUT_SCHEMAS: dict[Family, type[_Inputs]] = {
+    Family.T2V: T2VInputs,
+    Family.I2V: I2VInputs,
+    Family.S2V: S2VInputs,
+    Family.FOLEY: FoleyInputs,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# The catalog.
+
+
+def _tiers(
+    base_id: str, family: Family, pool: str, variant: str, eta: float, name: str
+) -> list[Model]:
+    ids = {Tier.BASE: base_id, Tier.PRO: f"{base_id}-pro", Tier.PREMIUM: f"{base_id}-premium"}
+    steps, steps_hq = (4, 8) if variant != "foley" else (25, 50)
+    return [Model(mid, family, tier, pool, variant, steps, steps_hq, eta, name) for tier, mid in ids.items()]
+
+
+def _single(mid: str, family: Family, pool: str, eta: float, name: str) -> Model:
+    return Model(mid, family, Tier.BASE, pool, "fp8", 4, 8, eta, name)
+
+
+def _build() -> dict[str, Model]:
+    models = [
+        *_tiers("wan22-fast-t2v", Family.T2V, "wan22-t2v", "fast", 180, "WanVideo2_2_T2V"),
+        _single("wan22-t2v-fp8", Family.T2V, "wan22-t2v-fp8", 180, "WanVideo2_2_T2V"),
+        _single("wan22-fast-t2v-fp8", Family.T2V, "wan22-t2v-fp8", 180, "WanVideo2_2_T2V"),
+        *_tiers("wan22-fast-i2v", Family.I2V, "wan22-i2v", "fast", 120, "WanVideo2_2_I2V"),
+        _single("wan22-i2v-fp8", Family.I2V, "wan22-i2v-fp8", 120, "WanVideo2_2_I2V"),
+        _single("wan22-fast-i2v-fp8", Family.I2V, "wan22-i2v-fp8", 120, "WanVideo2_2_I2V"),
+        *_tiers("wan22-s2v-fast", Family.S2V, "wan22-s2v", "s2v", 240, "WanVideo2_2_S2V"),
+        *_tiers("hunyuan-foley", Family.FOLEY, "hunyuan-foley", "foley", 90, "HunyuanFoley"),
+    ]
+    # The spec names the S2V tiers wan22-s2v-pro / -premium, not wan22-s2v-fast-pro.
+    renamed = {"wan22-s2v-fast-pro": "wan22-s2v-pro", "wan22-s2v-fast-premium": "wan22-s2v-premium"}
+    models = [dataclasses.replace(m, id=renamed.get(m.id, m.id)) for m in models]
+    return {m.id: m for m in models}
+
+
+MODELS: dict[str, Model] = _build()
+POOLS: tuple[str, ...] = tuple(sorted({m.pool for m in MODELS.values()}))
+
+
+def get_model(model_id: str) -> Model | None:
+    """The model for a public id, or None."""
+    return MODELS.get(model_id)
+
+
+def input_schema(model: Model) -> type[_Inputs]:
+    return INPUT_SCHEMAS[model.family]
+
+
+def schema_json(model: Model) -> dict[str, Any]:
+    """The JSON schema of a model's inputs (for ``GET /models``)."""
+    return input_schema(model).model_json_schema()

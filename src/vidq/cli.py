@@ -1,0 +1,210 @@
+"""The composition root: builds Settings, picks adapters, configures logging, runs things."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vidq.config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="vidq: self-hosted video generation.")
+token_app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
+db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+app.add_typer(token_app, name="token")
+app.add_typer(db_app, name="db")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (VIDQ_DATA_DIR).")]
+
+
+class _RedactQuery(logging.Filter):
+    """Drops query strings from access-log lines: they may hold URL signatures."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
+
+
+def settings_from(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def open_backends(settings: Settings) -> tuple[Any, Any]:
+    from vidq.storage import load_secret, open_storage
+    from vidq.store import open_store
+
+    store = open_store(settings.resolved_database_url())
+    secret = load_secret(settings.data_dir, settings.secret_key)
+    storage = open_storage(settings.resolved_storage_url(), secret=secret, bucket=settings.bucket)
+    return store, storage
+
+
+def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -> Any:
+    from vidq.catalog import POOLS
+    from vidq.worker import WorkerOptions
+
+    pools = tuple(settings.pool_list() or POOLS)
+    unknown = sorted(set(pools) - set(POOLS))
+    if unknown:
+        raise typer.BadParameter(f"unknown pools: {', '.join(unknown)}; known: {', '.join(POOLS)}")
+    engine_options: dict[str, dict[str, Any]] = {
+        "preview": {"step_seconds": settings.preview_step_seconds},
+    }
+    if settings.models_dir is not None:
+        engine_options["wan"] = {"models_dir": str(settings.models_dir)}
+    return WorkerOptions(
+        pools=pools,
+        engines={p: settings.engine_for(p) for p in pools},
+        engine_options=engine_options,
+        lease_s=settings.lease_seconds,
+        poll_s=settings.poll_interval,
+        reaper_s=settings.reaper_interval,
+        burst=burst,
+        drain_s=settings.drain_seconds,
+        name=name,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    data_dir: DataDir = None,
+    workers: Annotated[int | None, typer.Option(help="In-process workers (0: API only).")] = None,
+) -> None:
+    """Run the API and N in-process workers on the embedded (or configured) backends."""
+    import uvicorn
+
+    from vidq.api import create_app
+    from vidq.api.auth import create_token
+    from vidq.worker import Worker
+
+    settings = settings_from(host=host, port=port, data_dir=data_dir, workers=workers)
+    configure_logging(settings.log_level)
+    store, storage = open_backends(settings)
+    if not store.list_tokens():
+        token = create_token(store, "admin", max_priority=1000, admin=True)
+        typer.echo(f"Created admin token (shown once, keep it): {token}")
+    pool = [
+        Worker(store, storage, worker_options(settings, name=f"serve-{i}"))
+        for i in range(settings.workers)
+    ]
+    threads = [threading.Thread(target=w.run, name=f"vidq-worker-{i}", daemon=True) for i, w in enumerate(pool)]
+    for t in threads:
+        t.start()
+    config = uvicorn.Config(
+        create_app(settings, store, storage),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        server_header=False,
+    )
+    typer.echo(f"vidq serving on http://{settings.host}:{settings.port} ({settings.workers} workers)")
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for w in pool:
+            w.stop(drain=True)
+        for t in threads:
+            t.join(settings.drain_seconds)
+        for w in pool:
+            w.stop(drain=False)
+        for t in threads:
+            t.join(10)
+        store.close()
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    pools: Annotated[str | None, typer.Option(help="Comma-separated pools (default: all).")] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Drain the queue, then exit.")] = False,
+) -> None:
+    """Run one worker process on the configured job store and storage."""
+    from vidq.worker import Worker
+
+    settings = settings_from(data_dir=data_dir, pools=pools)
+    configure_logging(settings.log_level)
+    store, storage = open_backends(settings)
+    w = Worker(store, storage, worker_options(settings, burst=burst))
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals["count"] += 1
+        # First signal: finish the current job; second: release it and exit now.
+        w.stop(drain=signals["count"] == 1)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        done = w.run()
+    finally:
+        store.close()
+    typer.echo(f"worker finished {done} jobs", err=True)
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="The user this token acts as.")],
+    max_priority: Annotated[int, typer.Option(help="Highest priority this token may ask for.")] = 100,
+    admin: Annotated[bool, typer.Option("--admin", help="May read operators' routes.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a token; prints only the token on stdout."""
+    from vidq.api.auth import create_token
+
+    if not user.strip() or len(user) > 200:
+        raise typer.BadParameter("user must be 1-200 characters")
+    settings = settings_from(data_dir=data_dir)
+    store, _ = open_backends(settings)
+    typer.echo(create_token(store, user.strip(), max_priority=max_priority, admin=admin))
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `token list`).")], data_dir: DataDir = None) -> None:
+    """Revoke a token by id."""
+    store, _ = open_backends(settings_from(data_dir=data_dir))
+    if not store.revoke_token(token_id):
+        typer.echo(f"no live token with id {token_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked token {token_id}")
+
+
+@token_app.command("list")
+def token_list(data_dir: DataDir = None) -> None:
+    """List tokens (ids and users; never the tokens themselves)."""
+    store, _ = open_backends(settings_from(data_dir=data_dir))
+    for t in store.list_tokens():
+        state = "revoked" if t.revoked else "active"
+        typer.echo(f"{t.id}\t{t.user}\tmax_priority={t.max_priority}\t{'admin' if t.admin else 'user'}\t{state}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Apply the migration history to the configured database."""
+    from vidq.store.migrate import upgrade
+
+    settings = settings_from(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url())
+    typer.echo("database is up to date")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,56 @@
+"""Settings, from ``VIDQ_*`` environment variables and CLI flags. Read only by entrypoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of vidq. Each is also the environment variable ``VIDQ_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDQ_", extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="SQLite file, local blobs, secret key.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=0, description="In-process workers of `vidq serve`.")
+    public_url: str | None = Field(None, description="Base of absolute URLs; else the request's.")
+    database_url: str | None = Field(None, description="Default: sqlite:///<data_dir>/vidq.db")
+    storage_url: str | None = Field(None, description="Default: file://<data_dir>/blobs")
+    bucket: str = Field("vidq", description="Bucket name of the local store (s3:// names its own).")
+    secret_key: str | None = Field(None, description="HMAC key of signed URLs; default: in data dir.")
+    signed_url_ttl: int = Field(3600, ge=1, description="Seconds a signed download URL is valid.")
+    lease_seconds: float = Field(30.0, gt=0, description="A claim's lease; heartbeats renew it.")
+    max_attempts: int = Field(3, ge=1)
+    poll_interval: float = Field(0.5, gt=0, description="Idle worker poll when not woken.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    pools: str | None = Field(None, description="Comma-separated pools a worker serves; all if unset.")
+    engine: str = Field("preview", description="Default engine of pools not in `engines`.")
+    engines: str | None = Field(None, description="Per-pool engines: 'wan22-t2v=wan,wan22-s2v=comfyui'.")
+    models_dir: Path | None = Field(None, description="Local model weights (diffusers layout).")
+    reaper_interval: float = Field(2.0, gt=0)
+    drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")
+    preview_step_seconds: float = Field(0.0, ge=0, description="Preview engine pause per step.")
+    log_level: str = "INFO"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"
+
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.data_dir.resolve() / 'blobs'}"
+
+    def pool_list(self) -> list[str] | None:
+        if not self.pools:
+            return None
+        return [p.strip() for p in self.pools.split(",") if p.strip()]
+
+    def engine_for(self, pool: str) -> str:
+        if self.engines:
+            for item in self.engines.split(","):
+                name, _, engine = item.partition("=")
+                if name.strip() == pool and engine.strip():
+                    return engine.strip()
+        return self.engine

@@ -1,0 +1,70 @@
+"""The Engine protocol: turns one job's inputs into an MP4 at ``output_path``.
+
+An engine lives in a spawned child process (``vidq.worker.child``): ``load`` runs once
+when the child starts (model weights), ``run`` once per job. Engines raise
+``EngineError`` subclasses for failures a user should read; anything else is reported as
+an internal engine error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+Report = Callable[[int, int], None]  # (done, total) -> None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineJob:
+    """One attempt of a job, as an engine sees it. JSON-serialisable."""
+
+    request_id: int
+    model_id: str
+    family: str
+    variant: str
+    inputs: dict[str, Any]  # the validated request body (input media replaced by keys)
+    files: dict[str, str]  # input field -> local file path (downloaded by the worker)
+    output_path: str
+    steps: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineResult:
+    """What an engine made: the output file is at the job's ``output_path``."""
+
+    name: str  # the middle part of the output's file name, e.g. "WanVideo2_2_T2V"
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # seed, frames, ...
+
+
+class Engine(Protocol):
+    """A video generator."""
+
+    name: str
+
+    def load(self) -> None:
+        """Load models; called once per child process before any ``run``."""
+
+    def run(self, job: EngineJob, report: Report) -> EngineResult:
+        """Generate the video for ``job``; call ``report(done, total)`` as work proceeds."""
+
+
+def create_engine(name: str, options: dict[str, Any]) -> Engine:
+    """The engine called ``name`` (preview, wan, comfyui), built with worker options."""
+    if name == "preview":
+        from vidq.engines.preview import PreviewEngine
+
+        return PreviewEngine(**options)
+    if name == "wan":
+        from vidq.engines.wan import WanEngine  # type: ignore[import-not-found,unused-ignore]
+
+        engine: Engine = WanEngine(**options)
+        return engine
+    if name == "comfyui":
+        from vidq.engines.comfyui import ComfyUIEngine  # type: ignore[import-not-found,unused-ignore]
+
+        engine = ComfyUIEngine(**options)
+        return engine
+    from vidq.errors import EngineUnavailable
+
+    raise EngineUnavailable(f"unknown engine {name!r}; known: preview, wan, comfyui")

@@ -1,0 +1,126 @@
+"""The one exception tree of vidq.
+
+Every error a user can cause maps to exactly one HTTP status; the API turns a
+``VidqError`` into ``{"detail": ...}`` with ``http_status``. A class docstring is the
+default message.
+
+    VidqError                      (500) base; never raised directly
+    ├── UserError                  (400) the request is wrong
+    │   ├── InvalidRequestId       (400) request id is not a number
+    │   ├── InvalidInput           (422) an input field is invalid; names the field
+    │   ├── PayloadTooLarge        (413) body or decoded input over its limit
+    │   ├── Unauthorized           (401) missing or unknown token
+    │   ├── NotFound               (404) unknown model, request, blob — or not yours
+    │   └── Conflict               (409) the job is not in a state that allows this
+    ├── ServiceUnavailable         (503) a dependency is down; retry later
+    │   ├── StoreUnavailable       (503) the job store cannot be reached
+    │   └── StorageUnavailable     (503) the object storage cannot be reached
+    ├── LeaseLost                  (---) a worker's fenced update changed no row
+    └── EngineError                (---) an engine failed one attempt
+        ├── EngineCrashed          (---) the engine child process died
+        └── EngineUnavailable      (---) the engine cannot run here (weights, GPU)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VidqError(Exception):
+    """Internal error."""
+
+    http_status = 500
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.message = message or (self.__doc__ or type(self).__name__).strip()
+        self.context = context
+        super().__init__(self.message)
+
+    @property
+    def detail(self) -> Any:
+        """What the API sends as ``detail``."""
+        return self.message
+
+
+class UserError(VidqError):
+    """Bad request."""
+
+    http_status = 400
+
+
+class InvalidRequestId(UserError):
+    """Invalid requestId format: it must be a decimal number."""
+
+    http_status = 400
+
+
+class InvalidInput(UserError):
+    """Invalid input."""
+
+    http_status = 422
+
+    def __init__(self, field: str, message: str, *, kind: str = "value_error") -> None:
+        self.field = field
+        self.kind = kind
+        super().__init__(f"{field}: {message}")
+        self.reason = message
+
+    @property
+    def detail(self) -> Any:
+        # The shape FastAPI uses for validation errors, so clients parse one format.
+        loc: list[str | int] = ["body", *self.field.split(".")] if self.field else ["body"]
+        return [{"loc": loc, "msg": self.reason, "type": self.kind}]
+
+
+class PayloadTooLarge(UserError):
+    """Request body too large."""
+
+    http_status = 413
+
+
+class Unauthorized(UserError):
+    """Missing or unknown token: send 'Authorization: Bearer <token>'."""
+
+    http_status = 401
+
+
+class NotFound(UserError):
+    """Not found."""
+
+    http_status = 404
+
+
+class Conflict(UserError):
+    """The request is not in a state that allows this."""
+
+    http_status = 409
+
+
+class ServiceUnavailable(VidqError):
+    """Service temporarily unavailable; retry later."""
+
+    http_status = 503
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The job store is unreachable; retry later."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object storage is unreachable; retry later."""
+
+
+class LeaseLost(VidqError):
+    """The worker no longer holds the job's lease."""
+
+
+class EngineError(VidqError):
+    """The engine failed to generate the video."""
+
+
+class EngineCrashed(EngineError):
+    """The engine process crashed."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot run on this worker."""

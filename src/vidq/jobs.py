@@ -1,0 +1,127 @@
+"""The Job value object, its state machine and the mapping to the wire statuses."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    """Internal job states (DESIGN.md)."""
+
+    PENDING = "PENDING"  # accepted, waiting for a worker
+    RETRY = "RETRY"  # a lease expired or an attempt failed; waiting for another attempt
+    RUNNING = "RUNNING"  # claimed by a worker holding a lease
+    COMPLETED = "COMPLETED"  # output stored; terminal
+    FAILED = "FAILED"  # no attempts left or a permanent error; terminal
+    CANCELLED = "CANCELLED"  # cancelled while queued; terminal
+
+    @property
+    def queued(self) -> bool:
+        return self in (JobState.PENDING, JobState.RETRY)
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class WireStatus(enum.StrEnum):
+    """External statuses of the spec."""
+
+    IN_QUEUE = "IN_QUEUE"  # PENDING or RETRY
+    IN_PROGRESS = "IN_PROGRESS"  # RUNNING
+    COMPLETED = "COMPLETED"  # COMPLETED
+    FAILED = "FAILED"  # FAILED
+    CANCELLED = "CANCELLED"  # CANCELLED
+
+
+WIRE_STATUS: dict[JobState, WireStatus] = {
+    JobState.PENDING: WireStatus.IN_QUEUE,
+    JobState.RETRY: WireStatus.IN_QUEUE,
+    JobState.RUNNING: WireStatus.IN_PROGRESS,
+    JobState.COMPLETED: WireStatus.COMPLETED,
+    JobState.FAILED: WireStatus.FAILED,
+    JobState.CANCELLED: WireStatus.CANCELLED,
+}
+
+# Which state may follow which. The stores enforce these with conditional updates;
+# this table is what the tests check the stores against.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RETRY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.RETRY}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+PRIORITY_MIN = -1000
+PRIORITY_MAX = 1000
+MAX_TIER = 3
+
+
+def queue_rank(tier: int, priority: int) -> int:
+    """One integer that orders a pool: tier (higher first), then priority (higher first).
+
+    Ties are broken by job id (submission order). Stores index ``(pool, rank, id)``, so the
+    claim is an index seek and ``queue_position`` a count over one index range.
+    """
+    if not 0 <= tier <= MAX_TIER:
+        raise ValueError(f"tier out of range: {tier}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"priority out of range: {priority}")
+    return (MAX_TIER - tier) * 10_000 + (PRIORITY_MAX - priority)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """One generation request as the store keeps it."""
+
+    id: int
+    user: str
+    model_id: str
+    pool: str
+    tier: int
+    priority: int
+    state: JobState
+    inputs: dict[str, Any]
+    binary_output: bool = False
+    attempt: int = 0
+    max_attempts: int = 3
+    lease_token: str | None = None
+    worker: str | None = None
+    progress_done: int = 0
+    progress_total: int = 0
+    work_units: float = 0.0
+    result_key: str | None = None
+    result_meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_until: float | None = None
+
+    @property
+    def wire_status(self) -> WireStatus:
+        return WIRE_STATUS[self.state]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewJob:
+    """What the API hands the store to enqueue."""
+
+    user: str
+    model_id: str
+    pool: str
+    tier: int
+    priority: int
+    inputs: dict[str, Any]
+    binary_output: bool = False
+    max_attempts: int = 3
+    work_units: float = 0.0
+    idempotency_key: str | None = None
+    webhook_url: str | None = None

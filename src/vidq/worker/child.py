@@ -1,0 +1,164 @@
+"""Runs an engine in a spawned child process, so a crash or an out-of-memory error in
+native code fails one attempt, not the worker.
+
+Parent and child speak JSON over a pipe (never pickle): the parent sends
+``{"job": EngineJob}``, the child answers ``{"progress": [k, n]}`` any number of times,
+then ``{"result": EngineResult}`` or ``{"error": {...}}``. The child is started once per
+worker and engine and reused for every job, so weights load once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from vidq.engines.base import EngineJob, EngineResult
+from vidq.errors import EngineCrashed, EngineError, LeaseLost
+
+log = logging.getLogger(__name__)
+
+
+def _send(conn: Connection, message: dict[str, Any]) -> None:
+    conn.send_bytes(json.dumps(message).encode())
+
+
+def _recv(conn: Connection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(conn.recv_bytes())
+    return message
+
+
+def _child_main(engine_name: str, options_json: str, conn: Connection) -> None:
+    from vidq.engines.base import create_engine
+
+    try:
+        engine = create_engine(engine_name, json.loads(options_json))
+        engine.load()
+    except Exception as exc:
+        _send(conn, {"load_error": _describe(exc)})
+        return
+    _send(conn, {"ready": True})
+    while True:
+        try:
+            message = _recv(conn)
+        except (EOFError, OSError):
+            return
+        job = EngineJob(**message["job"])
+        try:
+            result = engine.run(job, lambda done, total: _send(conn, {"progress": [done, total]}))
+            _send(conn, {"result": dataclasses.asdict(result)})
+        except Exception as exc:
+            _send(conn, {"error": _describe(exc)})
+
+
+def _describe(exc: BaseException) -> dict[str, Any]:
+    user_facing = isinstance(exc, EngineError)
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc) if user_facing else f"{type(exc).__name__}: {exc}",
+        "retryable": not user_facing,
+        "traceback": "" if user_facing else traceback.format_exc(limit=8),
+    }
+
+
+class EngineFailed(EngineError):
+    """The engine reported an error for this attempt."""
+
+    def __init__(self, message: str, error_type: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable
+
+
+class EngineProcess:
+    """A long-lived engine child process (see module docstring)."""
+
+    def __init__(self, engine_name: str, options: dict[str, Any]) -> None:
+        self.engine_name = engine_name
+        self.options = options
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def start(self) -> None:
+        """Spawn the child and wait until its engine is loaded."""
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_child_main,
+            args=(self.engine_name, json.dumps(self.options), child),
+            name=f"vidq-engine-{self.engine_name}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        message = self._wait(lambda: False)
+        if "load_error" in message:
+            err = message["load_error"]
+            self.stop()
+            raise EngineFailed(
+                f"engine {self.engine_name!r} failed to load: {err['message']}", err["type"], True
+            )
+
+    def stop(self) -> None:
+        """Terminate the child (it is restarted on the next job)."""
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(5)
+                if self._proc.is_alive():
+                    self._proc.kill()
+                    self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def run(
+        self,
+        job: EngineJob,
+        on_progress: Callable[[int, int], None],
+        should_abort: Callable[[], bool],
+    ) -> EngineResult:
+        """Run one job in the child. Raises EngineCrashed if the child dies, LeaseLost if
+        ``should_abort`` turns true (the child is then stopped), EngineFailed on an error."""
+        if not self.alive:
+            self.stop()
+            self.start()
+        assert self._conn is not None
+        _send(self._conn, {"job": dataclasses.asdict(job)})
+        while True:
+            message = self._wait(should_abort)
+            if "progress" in message:
+                on_progress(*message["progress"])
+            elif "result" in message:
+                return EngineResult(**message["result"])
+            elif "error" in message:
+                err = message["error"]
+                if err.get("traceback"):
+                    log.warning("engine error: %s", err["traceback"], extra={"job_id": job.request_id})
+                raise EngineFailed(err["message"], err["type"], bool(err["retryable"]))
+
+    def _wait(self, should_abort: Callable[[], bool]) -> dict[str, Any]:
+        assert self._conn is not None and self._proc is not None
+        while True:
+            if should_abort():
+                self.stop()
+                raise LeaseLost()
+            try:
+                if self._conn.poll(0.2):
+                    return _recv(self._conn)
+            except (EOFError, OSError):
+                pass
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self.stop()
+                raise EngineCrashed(f"the engine process crashed (exit code {code})")

@@ -1,0 +1,237 @@
+"""The worker loop: claim -> download inputs -> engine child -> upload -> fenced complete.
+
+Invariants (DESIGN.md): every update after the claim is conditional on the lease token;
+a worker whose update changes no row has lost the job, stops its engine and deletes what
+it uploaded. Outputs are uploaded under a key unique to the attempt, so a stale worker
+can never overwrite the output of the attempt that won.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vidq.catalog import Model, get_model
+from vidq.engines.base import EngineJob, EngineResult
+from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
+from vidq.jobs import Job
+from vidq.storage.base import BlobStore
+from vidq.store.base import JobStore
+from vidq.worker.child import EngineFailed, EngineProcess
+
+log = logging.getLogger(__name__)
+
+TIER_FOLDERS = {0: "free", 1: "pro", 2: "premium"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker behaves."""
+
+    pools: tuple[str, ...]
+    engines: dict[str, str]  # pool -> engine name
+    engine_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    lease_s: float = 30.0
+    poll_s: float = 0.5
+    reaper_s: float = 2.0
+    burst: bool = False  # drain the queue, then exit
+    drain_s: float = 30.0  # on stop, how long the current job may still run
+    name: str = ""
+
+
+def output_key(job: Job, model: Model, result: EngineResult) -> str:
+    """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4``, as the spec's examples; unique per attempt."""
+    folder = TIER_FOLDERS.get(job.tier, "free")
+    return f"outputs/{folder}/{job.id}_0_{result.name}_{job.attempt:05d}.mp4"
+
+
+class Worker:
+    """One worker: serves its pools until stopped (or, in burst mode, until idle)."""
+
+    def __init__(self, store: JobStore, storage: BlobStore, options: WorkerOptions) -> None:
+        self.store = store
+        self.storage = storage
+        self.options = options
+        self.name = options.name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10_000}"
+        self._engines: dict[str, EngineProcess] = {}
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._last_reap = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------
+    def stop(self, *, drain: bool = True) -> None:
+        """Ask the loop to stop after the current job (``drain``) or at once (release it)."""
+        self._stopping.set()
+        if not drain:
+            self._abort.set()
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.stop()
+        self._engines.clear()
+
+    def run(self) -> int:
+        """Serve until stopped; returns the number of jobs this worker finished."""
+        done = 0
+        log.info("worker started", extra={"worker": self.name, "pools": self.options.pools})
+        try:
+            while not self._stopping.is_set():
+                self._maybe_reap()
+                try:
+                    self.store.register_worker(self.name, self.options.pools)
+                    job = self.store.claim(self.options.pools, self.name, self.options.lease_s)
+                except ServiceUnavailable as exc:
+                    log.warning("store unavailable, retrying: %s", exc, extra={"worker": self.name})
+                    self._stopping.wait(1.0)
+                    continue
+                if job is None:
+                    if self.options.burst:
+                        break
+                    self.store.wait_for_jobs(self.options.pools, self.options.poll_s)
+                    continue
+                self.execute(job)
+                done += 1
+        finally:
+            self.close()
+        return done
+
+    def _maybe_reap(self) -> None:
+        now = time.monotonic()
+        if now - self._last_reap < self.options.reaper_s:
+            return
+        self._last_reap = now
+        try:
+            reaped = self.store.reap()
+        except ServiceUnavailable:
+            return
+        if reaped.retried or reaped.failed:
+            log.warning("expired leases", extra={"retried": reaped.retried, "failed": reaped.failed})
+
+    # -- one job ---------------------------------------------------------------------
+    def execute(self, job: Job) -> None:
+        """Run one claimed job to a fenced end state (or lose it cleanly)."""
+        extra = {"job_id": job.id, "worker": self.name, "attempt": job.attempt}
+        log.info("job claimed", extra=extra)
+        model = get_model(job.model_id)
+        if model is None:
+            self._fail(job, f"unknown model {job.model_id!r}", "unknown_model", retry=False)
+            return
+        lost = threading.Event()  # set when the store rejects a fenced update
+        finished = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, lost, finished), daemon=True)
+        beat.start()
+        workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
+        uploaded: str | None = None
+        try:
+            engine_job = self._engine_job(job, model, workdir)
+            result = self._run_engine(job, engine_job, lost)
+            if lost.is_set():
+                raise LeaseLost()
+            uploaded = output_key(job, model, result)
+            self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
+            meta = {**result.meta, "engine": self._engine_name(job.pool)}
+            if not self.store.complete(job.id, job.lease_token or "", uploaded, meta):
+                lost.set()
+                raise LeaseLost()
+            uploaded = None
+            log.info("job completed", extra=extra)
+        except LeaseLost:
+            if lost.is_set():
+                log.warning("lease lost; abandoning the attempt", extra=extra)
+            else:  # stopped without draining: hand the job back, no attempt spent
+                self.store.release(job.id, job.lease_token or "")
+                log.info("job released on shutdown", extra=extra)
+        except EngineFailed as exc:
+            self._fail(job, exc.message, exc.error_type, retry=exc.retryable)
+        except EngineCrashed as exc:
+            self._fail(job, exc.message, "engine_crashed", retry=True)
+        except ServiceUnavailable as exc:
+            # Storage or store trouble: let the attempt be retried (lease expiry if the
+            # store itself is down).
+            self._fail(job, f"service unavailable: {exc.message}", "unavailable", retry=True)
+        except VidqError as exc:
+            self._fail(job, exc.message, type(exc).__name__, retry=False)
+        finally:
+            finished.set()
+            beat.join(5)
+            if uploaded is not None:
+                self._delete_quietly(uploaded)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _engine_name(self, pool: str) -> str:
+        return self.options.engines.get(pool, "preview")
+
+    def _engine_job(self, job: Job, model: Model, workdir: Path) -> EngineJob:
+        files: dict[str, str] = {}
+        for field, key in dict(job.inputs.get("_blobs", {})).items():
+            local = workdir / f"input-{field}"
+            self.storage.download(str(key), local)
+            files[str(field)] = str(local)
+        inputs = {k: v for k, v in job.inputs.items() if k != "_blobs"}
+        return EngineJob(
+            request_id=job.id,
+            model_id=model.id,
+            family=model.family.value,
+            variant=model.variant,
+            inputs=inputs,
+            files=files,
+            output_path=str(workdir / "output.mp4"),
+            steps=model.steps_for(bool(inputs.get("higher_quality_with_more_steps"))),
+        )
+
+    def _run_engine(self, job: Job, engine_job: EngineJob, lost: threading.Event) -> EngineResult:
+        name = self._engine_name(job.pool)
+        engine = self._engines.get(name)
+        if engine is None:
+            engine = EngineProcess(name, self.options.engine_options.get(name, {}))
+            self._engines[name] = engine
+        token = job.lease_token or ""
+        last = [0.0]
+
+        def on_progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done < total and now - last[0] < 0.2:
+                return  # throttle writes; the final step is always recorded
+            last[0] = now
+            try:
+                if not self.store.progress(job.id, token, done, total):
+                    lost.set()
+            except ServiceUnavailable:
+                pass  # progress is advisory; the heartbeat decides about the lease
+
+        return engine.run(engine_job, on_progress, lambda: lost.is_set() or self._abort.is_set())
+
+    def _heartbeat(self, job: Job, lost: threading.Event, finished: threading.Event) -> None:
+        interval = max(0.05, self.options.lease_s / 3)
+        while not finished.wait(interval) and not lost.is_set():
+            try:
+                if not self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s):
+                    log.warning("heartbeat rejected: lease lost", extra={"job_id": job.id})
+                    lost.set()
+            except ServiceUnavailable:
+                continue  # keep trying; the lease decides
+
+    def _fail(self, job: Job, message: str, error_type: str, *, retry: bool) -> None:
+        if self._abort.is_set():
+            # Shutting down without draining: hand the job back without spending an attempt.
+            self.store.release(job.id, job.lease_token or "")
+            return
+        log.warning("job attempt failed: %s", message, extra={"job_id": job.id, "retry": retry})
+        try:
+            self.store.fail(job.id, job.lease_token or "", message, error_type, retry)
+        except ServiceUnavailable:
+            pass  # the lease will expire and the reaper retries the job
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.storage.delete(key)
+        except VidqError:
+            log.warning("could not delete orphan upload", extra={"key": key})
