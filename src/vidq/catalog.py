@@ -155,7 +155,10 @@ def _tiers(
 ) -> list[Model]:
     ids = {Tier.BASE: base_id, Tier.PRO: f"{base_id}-pro", Tier.PREMIUM: f"{base_id}-premium"}
     steps, steps_hq = (4, 8) if variant != "foley" else (25, 50)
-    return [Model(mid, family, tier, pool, variant, steps, steps_hq, eta, name) for tier, mid in ids.items()]
+    return [
+        Model(mid, family, tier, pool, variant, steps, steps_hq, eta, name)
+        for tier, mid in ids.items()
+    ]
 
 
 def _single(mid: str, family: Family, pool: str, eta: float, name: str) -> Model:

@@ -13,7 +13,9 @@ import typer
 
 from vidq.config import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="vidq: self-hosted video generation.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="vidq: self-hosted video generation."
+)
 token_app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(token_app, name="token")
@@ -105,7 +107,10 @@ def serve(
         Worker(store, storage, worker_options(settings, name=f"serve-{i}"))
         for i in range(settings.workers)
     ]
-    threads = [threading.Thread(target=w.run, name=f"vidq-worker-{i}", daemon=True) for i, w in enumerate(pool)]
+    threads = [
+        threading.Thread(target=w.run, name=f"vidq-worker-{i}", daemon=True)
+        for i, w in enumerate(pool)
+    ]
     for t in threads:
         t.start()
     config = uvicorn.Config(
@@ -115,7 +120,9 @@ def serve(
         log_config=None,
         server_header=False,
     )
-    typer.echo(f"vidq serving on http://{settings.host}:{settings.port} ({settings.workers} workers)")
+    typer.echo(
+        f"vidq serving on http://{settings.host}:{settings.port} ({settings.workers} workers)"
+    )
     try:
         uvicorn.Server(config).run()
     finally:
@@ -162,7 +169,9 @@ def worker(
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option(help="The user this token acts as.")],
-    max_priority: Annotated[int, typer.Option(help="Highest priority this token may ask for.")] = 100,
+    max_priority: Annotated[
+        int, typer.Option(help="Highest priority this token may ask for.")
+    ] = 100,
     admin: Annotated[bool, typer.Option("--admin", help="May read operators' routes.")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -177,7 +186,10 @@ def token_create(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `token list`).")], data_dir: DataDir = None) -> None:
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (see `token list`).")],
+    data_dir: DataDir = None,
+) -> None:
     """Revoke a token by id."""
     store, _ = open_backends(settings_from(data_dir=data_dir))
     if not store.revoke_token(token_id):
@@ -192,7 +204,8 @@ def token_list(data_dir: DataDir = None) -> None:
     store, _ = open_backends(settings_from(data_dir=data_dir))
     for t in store.list_tokens():
         state = "revoked" if t.revoked else "active"
-        typer.echo(f"{t.id}\t{t.user}\tmax_priority={t.max_priority}\t{'admin' if t.admin else 'user'}\t{state}")
+        role = "admin" if t.admin else "user"
+        typer.echo(f"{t.id}\t{t.user}\tmax_priority={t.max_priority}\t{role}\t{state}")
 
 
 @db_app.command("upgrade")

@@ -21,15 +21,21 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="Default: sqlite:///<data_dir>/vidq.db")
     storage_url: str | None = Field(None, description="Default: file://<data_dir>/blobs")
     bucket: str = Field("vidq", description="Bucket name of the local store (s3:// names its own).")
-    secret_key: str | None = Field(None, description="HMAC key of signed URLs; default: in data dir.")
+    secret_key: str | None = Field(
+        None, description="HMAC key of signed URLs; default: in data dir."
+    )
     signed_url_ttl: int = Field(3600, ge=1, description="Seconds a signed download URL is valid.")
     lease_seconds: float = Field(30.0, gt=0, description="A claim's lease; heartbeats renew it.")
     max_attempts: int = Field(3, ge=1)
     poll_interval: float = Field(0.5, gt=0, description="Idle worker poll when not woken.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    pools: str | None = Field(None, description="Comma-separated pools a worker serves; all if unset.")
+    pools: str | None = Field(
+        None, description="Comma-separated pools a worker serves; all if unset."
+    )
     engine: str = Field("preview", description="Default engine of pools not in `engines`.")
-    engines: str | None = Field(None, description="Per-pool engines: 'wan22-t2v=wan,wan22-s2v=comfyui'.")
+    engines: str | None = Field(
+        None, description="Per-pool engines: 'wan22-t2v=wan,wan22-s2v=comfyui'."
+    )
     models_dir: Path | None = Field(None, description="Local model weights (diffusers layout).")
     reaper_interval: float = Field(2.0, gt=0)
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")

@@ -75,7 +75,9 @@ class RequestGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"request body is over the limit of {self.max_bytes} bytes")
+                    raise PayloadTooLarge(
+                        f"request body is over the limit of {self.max_bytes} bytes"
+                    )
             return message
 
         await self.app(scope, limited, send)
@@ -148,5 +150,3 @@ def _reaper(ctx: AppContext) -> None:
             ctx.store.reap()
         except VidqError as exc:
             log.warning("reaper: %s", exc.message)
-
-

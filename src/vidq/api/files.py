@@ -18,7 +18,9 @@ router = APIRouter()
     summary="A signed download URL for one of your outputs",
     tags=["download"],
 )
-async def fal_download(bucket: str, key: str, request: Request, token: Token = Depends(caller)) -> Response:
+async def fal_download(
+    bucket: str, key: str, request: Request, token: Token = Depends(caller)
+) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
 
@@ -32,8 +34,12 @@ async def fal_download(bucket: str, key: str, request: Request, token: Token = D
     return JSONResponse(await run_in_threadpool(work))
 
 
-@router.get("/files/{bucket}/{key:path}", summary="Signed download (local storage)", tags=["download"])
-async def signed_file(bucket: str, key: str, request: Request, expires: str = "", signature: str = "") -> Response:
+@router.get(
+    "/files/{bucket}/{key:path}", summary="Signed download (local storage)", tags=["download"]
+)
+async def signed_file(
+    bucket: str, key: str, request: Request, expires: str = "", signature: str = ""
+) -> Response:
     """Serves an object of the local store to whoever holds a valid, unexpired signature."""
     ctx = context(request)
     from vidq.storage.local import LocalBlobStore

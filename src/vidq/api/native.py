@@ -33,7 +33,9 @@ def urls(base: str, model_id: str, job_id: int) -> dict[str, str]:
 def _submit_route(model: Model) -> Any:
     schema = input_schema(model)
 
-    async def create_request(request: Request, body: _Inputs, token: Token = Depends(caller)) -> Response:
+    async def create_request(
+        request: Request, body: _Inputs, token: Token = Depends(caller)
+    ) -> Response:
         ctx = context(request)
         binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
         job = await run_in_threadpool(svc.submit, ctx, model, body, token, binary_output=binary)
@@ -42,12 +44,13 @@ def _submit_route(model: Model) -> Any:
     # With postponed annotations FastAPI resolves names from module globals; give it the
     # family's schema class itself so validation and OpenAPI use it.
     create_request.__annotations__ = {
-        "request": Request, "body": schema, "token": Token, "return": Response,
+        "request": Request,
+        "body": schema,
+        "token": Token,
+        "return": Response,
     }
     create_request.__doc__ = f"Create a {model.family.value.upper()} request for `{model.id}`."
     return create_request
-
-
 
 
 for _model in MODELS.values():
@@ -115,7 +118,9 @@ def _eta_remaining(ctx: AppContext, job: Job, body: dict[str, Any]) -> float:
 
 
 @router.get("/queue/{model_id}/requests/{rid}/status", summary="Poll a request's status")
-async def get_status(model_id: str, rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+async def get_status(
+    model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+) -> Response:
     model_or_404(model_id)
     job_id = request_id(rid)
     ctx = context(request)
@@ -131,9 +136,14 @@ async def get_status(model_id: str, rid: str, request: Request, token: Token = D
     "/queue/{model_id}/requests/{rid}/cancel",
     status_code=204,
     summary="Cancel a queued request",
-    responses={204: {"description": "Cancelled."}, 409: {"description": "Already started or finished."}},
+    responses={
+        204: {"description": "Cancelled."},
+        409: {"description": "Already started or finished."},
+    },
 )
-async def cancel(model_id: str, rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+async def cancel(
+    model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+) -> Response:
     model_or_404(model_id)
     job_id = request_id(rid)
     ctx = context(request)
@@ -147,7 +157,9 @@ async def cancel(model_id: str, rid: str, request: Request, token: Token = Depen
 
 
 @router.get("/queue/{model_id}/requests/{rid}", summary="Fetch a completed request's video")
-async def get_result(model_id: str, rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+async def get_result(
+    model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+) -> Response:
     model_or_404(model_id)
     job_id = request_id(rid)
     ctx = context(request)

@@ -16,7 +16,9 @@ from vidq.store.base import Token
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/models", summary="Every model id with its family, tier, pool, engine and input schema")
+@router.get(
+    "/models", summary="Every model id with its family, tier, pool, engine and input schema"
+)
 async def list_models(request: Request) -> Response:
     settings = context(request).settings
     return JSONResponse(
@@ -69,6 +71,8 @@ async def queues(request: Request, token: Token = Depends(caller)) -> Response:
         depths = ctx.store.queue_depths()
         workers = ctx.store.live_workers()
         pools = sorted({m.pool for m in MODELS.values()})
-        return {"pools": {p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0)} for p in pools}}
+        return {
+            "pools": {p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0)} for p in pools}
+        }
 
     return JSONResponse(await run_in_threadpool(work))

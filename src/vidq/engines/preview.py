@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +46,10 @@ class PreviewEngine:
         frames: list[Frame] = []
         per_step = -(-n_frames // job.steps)
         for step in range(job.steps):
-            frames.extend(scene.frame(i, n_frames) for i in range(step * per_step,
-                                                                  min(n_frames, (step + 1) * per_step)))
+            frames.extend(
+                scene.frame(i, n_frames)
+                for i in range(step * per_step, min(n_frames, (step + 1) * per_step))
+            )
             if self.step_seconds:
                 time.sleep(self.step_seconds)
             report(step + 1, total)
@@ -89,7 +90,8 @@ class _Scene:
         inside = (self.xx - cx) ** 2 + (self.yy - cy) ** 2 < radius**2
         img[inside] = self.disc_color
         img[self.text] = 255.0
-        return img.astype(np.uint8)
+        frame: Frame = img.astype(np.uint8)
+        return frame
 
 
 def _text_mask(prompt: str, width: int, height: int) -> npt.NDArray[np.bool_]:
@@ -109,5 +111,3 @@ def _text_mask(prompt: str, width: int, height: int) -> npt.NDArray[np.bool_]:
         for i, text in enumerate(lines[:4]):
             draw.text((width * 0.05, height * 0.06 + i * size * 1.3), text, fill=255, font=font)
     return np.asarray(canvas) > 127
-
-

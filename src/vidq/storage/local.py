@@ -120,6 +120,7 @@ class LocalBlobStore:
         return sorted(
             str(p.relative_to(base))
             for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".upload-")
+            if p.is_file()
+            and not p.name.startswith(".upload-")
             and str(p.relative_to(base)).startswith(prefix)
         )

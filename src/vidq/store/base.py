@@ -85,9 +85,7 @@ class JobStore(Protocol):
     def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
         """Record progress; False if the lease is lost."""
 
-    def complete(
-        self, job_id: int, token: str, result_key: str, meta: dict[str, Any]
-    ) -> bool:
+    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
         """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost."""
 
     def fail(self, job_id: int, token: str, error: str, error_type: str, retry: bool) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from vidq.jobs import Job, JobState
@@ -16,7 +15,8 @@ JOB_COLUMNS = (
 )
 
 
-def job_from_row(row: Mapping[str, Any]) -> Job:
+def job_from_row(row: Any) -> Job:
+    """A Job from a row that supports row["column"] (sqlite3.Row, psycopg dict rows)."""
     return Job(
         id=int(row["id"]),
         user=row["owner"],

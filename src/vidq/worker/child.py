@@ -144,7 +144,9 @@ class EngineProcess:
             elif "error" in message:
                 err = message["error"]
                 if err.get("traceback"):
-                    log.warning("engine error: %s", err["traceback"], extra={"job_id": job.request_id})
+                    log.warning(
+                        "engine error: %s", err["traceback"], extra={"job_id": job.request_id}
+                    )
                 raise EngineFailed(err["message"], err["type"], bool(err["retryable"]))
 
     def _wait(self, should_abort: Callable[[], bool]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class WorkerOptions:
 
 
 def output_key(job: Job, model: Model, result: EngineResult) -> str:
-    """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4``, as the spec's examples; unique per attempt."""
+    """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4`` as in the spec; unique per attempt."""
     folder = TIER_FOLDERS.get(job.tier, "free")
     return f"outputs/{folder}/{job.id}_0_{result.name}_{job.attempt:05d}.mp4"
 
@@ -113,7 +113,9 @@ class Worker:
         except ServiceUnavailable:
             return
         if reaped.retried or reaped.failed:
-            log.warning("expired leases", extra={"retried": reaped.retried, "failed": reaped.failed})
+            log.warning(
+                "expired leases", extra={"retried": reaped.retried, "failed": reaped.failed}
+            )
 
     # -- one job ---------------------------------------------------------------------
     def execute(self, job: Job) -> None:

@@ -1,0 +1,5 @@
+"""``python -m vidq`` is the ``vidq`` command."""
+
+from vidq.cli import main
+
+main()

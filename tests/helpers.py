@@ -1,0 +1,190 @@
+"""Test helpers: a real `vidq` process on a free loopback port, and MP4 inspection."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def vidq_env(data_dir: Path, **settings: Any) -> dict[str, str]:
+    """Environment for a vidq subprocess: this checkout's sources, the given settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDQ_")}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["VIDQ_DATA_DIR"] = str(data_dir)
+    env["VIDQ_LOG_LEVEL"] = "WARNING"
+    for key, value in settings.items():
+        env[f"VIDQ_{key.upper()}"] = str(value)
+    return env
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vidq", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclasses.dataclass
+class Server:
+    """A running `vidq serve` subprocess."""
+
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    admin_token: str
+
+    def token(self, user: str, max_priority: int = 100) -> str:
+        out = run_cli(
+            self.env, "token", "create", "--user", user, "--max-priority", str(max_priority)
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def worker(self, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
+        env = {**self.env, **{f"VIDQ_{k.upper()}": str(v) for k, v in settings.items()}}
+        return subprocess.Popen(
+            [sys.executable, "-m", "vidq", "worker", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def serve(data_dir: Path, *, workers: int = 1, **settings: Any) -> Iterator[Server]:
+    """Start `vidq serve` on a free port; yield once /health answers; stop it afterwards."""
+    port = free_port()
+    env = vidq_env(data_dir, **settings)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidq", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    admin = ""
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if "admin token" in line:
+            admin = line.rsplit(":", 1)[1].strip()
+        if "serving on" in line:
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"vidq serve exited with {proc.returncode}")
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("vidq serve did not become healthy")
+    server = Server(url=url, data_dir=data_dir, env=env, proc=proc, admin_token=admin)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_status(
+    client: httpx.Client, model: str, rid: str, statuses: set[str], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll until the request's status is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = client.get(f"/queue/{model}/requests/{rid}/status")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"request {rid} never reached {statuses}; last: {body}")
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    width: int
+    height: int
+    frames: int
+    duration: float
+    codec: str
+    pix_fmt: str
+    audio_codec: str | None
+    audio_duration: float | None
+
+
+def probe_mp4(data: bytes, tmp: Path) -> VideoInfo:
+    """Decode an MP4 with PyAV and report what a user would check."""
+    path = tmp / f"probe-{time.monotonic_ns()}.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        a = c.streams.audio[0] if c.streams.audio else None
+        audio_dur = float(a.duration * a.time_base) if a is not None and a.duration else None
+        return VideoInfo(
+            width=v.codec_context.width,
+            height=v.codec_context.height,
+            frames=frames,
+            duration=frames / float(v.average_rate or Fraction(16)),
+            codec=v.codec_context.name,
+            pix_fmt=v.codec_context.pix_fmt or "",
+            audio_codec=a.codec_context.name if a is not None else None,
+            audio_duration=audio_dur,
+        )
+
+
+def result_mp4(client: httpx.Client, model: str, rid: str) -> bytes:
+    r = client.get(f"/queue/{model}/requests/{rid}")
+    assert r.status_code == 200, r.text
+    data_uri = r.json()["video"]["data_uri"]
+    if data_uri.startswith("http"):
+        got = httpx.get(data_uri, timeout=30)
+        assert got.status_code == 200
+        return got.content
+    return base64.b64decode(data_uri)
