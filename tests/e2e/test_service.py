@@ -8,7 +8,6 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import serve, wait_status
-
 from vidq.catalog import MODELS
 
 
