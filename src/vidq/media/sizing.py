@@ -13,7 +13,8 @@
   ``"720p"`` scales it up so its short side is 720, an integer ``720`` so its height is
   720. ``"Np"`` and integers only ever upscale.
 - S2V length: ``duration`` if given, else the audio's length rounded up to whole seconds
-  (1..10); the audio is trimmed or padded with silence to the video.
+  (ignoring up to 0.1 s of encoder padding; 1..10); the audio is trimmed or padded with
+  silence to the video.
 - Foley: the input video's own size (rounded down to even sides for yuv420p), frame rate
   and frame count.
 """
@@ -138,7 +139,8 @@ def image_plan(
     )
     duration = inputs.get("duration")
     if duration is None:
-        seconds = math.ceil(audio_seconds) if audio_seconds is not None else 5
+        # Encoders pad audio by a few hundredths of a second: ignore up to 0.1 s over.
+        seconds = math.ceil(audio_seconds - 0.1) if audio_seconds is not None else 5
         duration = min(DURATION_MAX, max(DURATION_MIN, seconds))
     return Plan(w, h, frame_count(int(duration)))
 
