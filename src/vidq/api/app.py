@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vidq.api.auth import Authenticator
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
-from vidq.errors import PayloadTooLarge, ServiceUnavailable, VidqError
+from vidq.errors import ServiceUnavailable, VidqError
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -68,19 +68,35 @@ class RequestGuard:
             headers.append((name, value))
         scope = {**scope, "headers": headers}
         seen = 0
+        over = False  # a streamed body passed the limit: the app sees a disconnect
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise PayloadTooLarge(
-                        f"request body is over the limit of {self.max_bytes} bytes"
-                    )
+                    over = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:
+                return  # the app's answer to the disconnect is replaced by the 413 below
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _too_large(self.max_bytes, send)
 
 
 async def _too_large(max_bytes: int, send: Send) -> None:
