@@ -14,19 +14,19 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 
 from tests.helpers import Server, serve
-from tests.media import b64, encode_image, png_header_bomb, picture, wav_bytes, tone
+from tests.media import b64, encode_image, picture, png_header_bomb, tone, wav_bytes
 
 PNG = encode_image(picture(64, 48), "PNG")
 
 
 class _Counting(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
     body = PNG
 
     def do_GET(self) -> None:

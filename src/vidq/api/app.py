@@ -57,46 +57,57 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = self._headers(scope)
+        if headers is None:
+            await _too_large(self.max_bytes, send)
+            return
+        body = _StreamLimit(receive, send, self.max_bytes)
+        try:
+            await self.app({**scope, "headers": headers}, body.receive, body.send)
+        except Exception:
+            if not body.over:
+                raise
+        if body.over and not body.started:
+            await _too_large(self.max_bytes, send)
+
+    def _headers(self, scope: Scope) -> list[tuple[bytes, bytes]] | None:
+        """The headers with JSON as the content type; None if Content-Length is too big."""
         headers = []
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await _too_large(self.max_bytes, send)
-                    return
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                return None
             if name == b"content-type" and value.split(b";")[0].strip() in _JSON_ALIASES:
                 value = b"application/json"
             headers.append((name, value))
-        scope = {**scope, "headers": headers}
-        seen = 0
-        over = False  # a streamed body passed the limit: the app sees a disconnect
-        started = False
+        return headers
 
-        async def limited() -> Message:
-            nonlocal seen, over
-            if over:
+
+class _StreamLimit:
+    """Counts a streamed body; past the limit the app sees a client disconnect and its
+    answer is dropped, so that the guard can answer 413 instead."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive, self._send, self.max_bytes = receive, send, max_bytes
+        self.seen = 0
+        self.over = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        if self.over:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.max_bytes:
+                self.over = True
                 return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    over = True
-                    return {"type": "http.disconnect"}
-            return message
+        return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if over:
-                return  # the app's answer to the disconnect is replaced by the 413 below
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, guarded_send)
-        except Exception:
-            if not over:
-                raise
-        if over and not started:
-            await _too_large(self.max_bytes, send)
+    async def send(self, message: Message) -> None:
+        if self.over:
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
 
 
 async def _too_large(max_bytes: int, send: Send) -> None:
