@@ -7,51 +7,19 @@ the requests that reach it (none may).
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import httpx
 import pytest
 
 from tests.helpers import Server, serve
+from tests.loopback import loopback_http
 from tests.media import b64, encode_image, picture, png_header_bomb, tone, wav_bytes
 
 PNG = encode_image(picture(64, 48), "PNG")
-
-
-class _Counting(BaseHTTPRequestHandler):
-    hits: ClassVar[list[str]] = []
-    body = PNG
-
-    def do_GET(self) -> None:
-        self.hits.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def loopback_http() -> Iterator[tuple[str, list[str]]]:
-    handler = type("Handler", (_Counting,), {"hits": []})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +123,7 @@ def test_sizing_fields_are_validated(server: Server, client: httpx.Client) -> No
 def test_urls_to_internal_addresses_are_refused(
     server: Server, client: httpx.Client, host: str
 ) -> None:
-    with loopback_http() as (base, hits):
+    with loopback_http({"/latest/meta-data/x.png": (200, {}, PNG)}) as (base, hits):
         port = base.rsplit(":", 1)[1]
         for scheme in ("http", "https"):
             url = f"{scheme}://{host}:{port}/latest/meta-data/x.png?X-Amz-Signature=abc"
