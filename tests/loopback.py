@@ -11,14 +11,23 @@ from typing import Any
 Route = tuple[int, dict[str, str], bytes]  # status, headers, body
 
 
+class Hits(list[str]):
+    """Request targets received, in order; ``hosts`` holds their Host headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hosts: list[str] = []
+
+
 @contextlib.contextmanager
-def loopback_http(routes: dict[str, Route]) -> Iterator[tuple[str, list[str]]]:
+def loopback_http(routes: dict[str, Route]) -> Iterator[tuple[str, Hits]]:
     """Serve ``routes`` (by path, query ignored; unknown paths are 404). Yields the base URL
     and the list of request targets received so far (with their query strings)."""
-    hits: list[str] = []
+    hits = Hits()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            hits.hosts.append(self.headers.get("Host", ""))
             hits.append(self.path)
             status, headers, body = routes.get(self.path.split("?")[0], (404, {}, b""))
             self.send_response(status)

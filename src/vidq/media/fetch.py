@@ -87,10 +87,10 @@ def address_refusal(address: str, allow: Sequence[IPNetwork] = ()) -> str | None
         return f"{address!r} is not an IP address"
     if any(ip.version == net.version and ip in net for net in allow):
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _REFUSED_V6):
-        return f"{ip} embeds or translates an IPv4 address"
     if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
         return f"{ip} is not a public address"
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _REFUSED_V6):
+        return f"{ip} embeds an IPv4 address or is deprecated"
     return None
 
 
