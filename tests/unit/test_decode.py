@@ -80,6 +80,10 @@ def test_sniff_reads_magic_bytes(tmp_path: Path) -> None:
 def test_images_are_checked_by_content() -> None:
     fmt, meta = check_image("data_uri", PNG, 10**6)
     assert fmt.name == "png" and (meta.width, meta.height) == (40, 30)
+    webp = io.BytesIO()
+    picture(30, 50).save(webp, format="WEBP")
+    fmt, meta = check_image("data_uri", webp.getvalue(), 10**6)
+    assert fmt.name == "webp" and (meta.width, meta.height) == (30, 50)
     gif = io.BytesIO()
     picture(8, 8).save(gif, format="GIF")
     with pytest.raises(InvalidInput, match="expected a PNG, JPEG or WEBP image"):
