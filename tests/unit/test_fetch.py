@@ -92,6 +92,23 @@ def test_connects_to_the_checked_address_and_keeps_the_name() -> None:
         assert answers == [["10.9.9.9"]]  # resolved once, connected to what was checked
 
 
+def test_relative_redirects_keep_the_name() -> None:
+    routes = {"/moved": (302, {"Location": "/a.png"}, b""), "/a.png": (200, {}, b"png")}
+    with loopback_http(routes) as (base, hits):
+        port = base.rsplit(":", 1)[1]
+        looked_up: list[str] = []
+
+        def resolve(host: str, port: int) -> list[str]:
+            looked_up.append(host)
+            return ["127.0.0.1"]
+
+        p = FetchPolicy(max_bytes=1000, allow_http=True, allow_networks=LOOPBACK, resolver=resolve)
+        assert fetch("data_uri", f"http://files.test:{port}/moved", p) == b"png"
+        assert hits == ["/moved", "/a.png"]
+        assert hits.hosts == [f"files.test:{port}"] * 2
+        assert looked_up == ["files.test", "files.test"]  # each hop by name, checked again
+
+
 def test_redirects_are_checked_hop_by_hop() -> None:
     with loopback_http({}) as (target, target_hits):
         routes = {

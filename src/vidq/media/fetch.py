@@ -112,10 +112,19 @@ class _PinnedTransport(httpx.BaseTransport):
             raise InvalidInput(self.field, "URL has no host")
         port = url.port or (443 if url.scheme == "https" else 80)
         address = self._checked_address(host, port)
-        request.url = url.copy_with(host=address)  # Host header keeps the name
+        extensions = dict(request.extensions)
         if url.scheme == "https" and address != host:
-            request.extensions = {**request.extensions, "sni_hostname": host}
-        return self._inner.handle_request(request)
+            extensions["sni_hostname"] = host
+        # A copy aimed at the address; the request itself keeps the name, so that relative
+        # redirects resolve against the name. The Host header keeps the name too.
+        pinned = httpx.Request(
+            request.method,
+            url.copy_with(host=address),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=extensions,
+        )
+        return self._inner.handle_request(pinned)
 
     def _checked_address(self, host: str, port: int) -> str:
         try:
