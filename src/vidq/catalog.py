@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -153,21 +154,35 @@ class _ImageInputs(_Inputs):
     @field_validator("new_resolution")
     @classmethod
     def _new_resolution(cls, value: int | str | None) -> int | str | None:
-        _check_new_resolution(value)
+        if value is not None:
+            parse_new_resolution(value)
         return value
 
 
-def _check_new_resolution(value: int | str | None) -> None:
-    if value is None:
-        return
-    text = str(value).strip().lower().replace("×", "x")
-    parts = text[:-1].split("x") if text.endswith("p") else text.split("x")
-    if isinstance(value, bool) or not (1 <= len(parts) <= 2) or not all(p.isdigit() for p in parts):
-        raise ValueError("new_resolution must be 'WIDTHxHEIGHT', 'Np' or an integer height")
-    if text.endswith("p") and len(parts) != 1:
-        raise ValueError("new_resolution must be 'WIDTHxHEIGHT', 'Np' or an integer height")
-    if not all(SIDE_MIN <= int(p) <= NEW_RESOLUTION_MAX for p in parts):
+_WXH = re.compile(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*")
+_NP = re.compile(r"\s*(\d{1,5})\s*[pP]\s*")
+_N = re.compile(r"\s*(\d{1,5})\s*")
+
+
+def parse_new_resolution(value: str | int) -> tuple[str, int, int]:
+    """``new_resolution`` -> ``("exact", w, h)`` for '1280x720', ``("short", n, n)`` for
+    '720p', ``("height", n, n)`` for 720 or '720'. ValueError otherwise (sides 128..3840)."""
+    form_error = "new_resolution must be 'WIDTHxHEIGHT', 'Np' or an integer height"
+    if isinstance(value, bool):
+        raise ValueError(form_error)
+    if isinstance(value, int):
+        form, w, h = "height", value, value
+    elif m := _WXH.fullmatch(value):
+        form, w, h = "exact", int(m.group(1)), int(m.group(2))
+    elif m := _NP.fullmatch(value):
+        form, w, h = "short", int(m.group(1)), int(m.group(1))
+    elif m := _N.fullmatch(value):
+        form, w, h = "height", int(m.group(1)), int(m.group(1))
+    else:
+        raise ValueError(form_error)
+    if not (SIDE_MIN <= w <= NEW_RESOLUTION_MAX and SIDE_MIN <= h <= NEW_RESOLUTION_MAX):
         raise ValueError(f"new_resolution sides must be {SIDE_MIN}..{NEW_RESOLUTION_MAX}")
+    return form, w, h
 
 
 class I2VInputs(_ImageInputs):

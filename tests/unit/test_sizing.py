@@ -6,11 +6,11 @@ from fractions import Fraction
 
 import pytest
 
+from vidq.catalog import parse_new_resolution
 from vidq.media.sizing import (
     Plan,
     image_plan,
     image_video_size,
-    parse_new_resolution,
     resize_for,
     text_plan,
     video_plan,

@@ -111,12 +111,12 @@ class PreviewEngine:
 
     def _audio(self, job: EngineJob) -> npt.NDArray[np.float32]:
         path = self._file(job, "audio_uri")
-        fmt = sniff(path.read_bytes()[:16])
+        fmt = sniff(_head(path))
         return decode_audio(path, fmt.demuxer if fmt else None, max_seconds=3600)
 
     def _foley(self, job: EngineJob) -> tuple[Plan, Iterator[Frame], npt.NDArray[np.float32]]:
         path = self._file(job, "data_uri")
-        fmt = sniff(path.read_bytes()[:16])
+        fmt = sniff(_head(path))
         demuxer = fmt.demuxer if fmt else None
         stored = job.inputs.get("_plan")
         if isinstance(stored, dict):
@@ -222,3 +222,8 @@ def _text_mask(prompt: str, width: int, height: int) -> npt.NDArray[np.bool_]:
         for i, text in enumerate(lines[:4]):
             draw.text((width * 0.05, height * 0.06 + i * size * 1.3), text, fill=255, font=font)
     return np.asarray(canvas) > 127
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(16)

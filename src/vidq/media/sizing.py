@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from fractions import Fraction
 from typing import Any
 
-from vidq.catalog import DURATION_MAX, DURATION_MIN, FPS, SIDE_MAX, SIDE_MIN, frame_count
+from vidq.catalog import (
+    DURATION_MAX,
+    DURATION_MIN,
+    FPS,
+    SIDE_MAX,
+    SIDE_MIN,
+    frame_count,
+    parse_new_resolution,
+)
 
 ANCHOR_DEFAULT = 480
 DERIVED_MULTIPLE = 32
-_WXH = re.compile(r"\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*")
-_P = re.compile(r"\s*(\d{2,5})\s*[pP]\s*")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,26 +74,6 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> Plan:
         num, den = data["fps"]
         return cls(int(data["width"]), int(data["height"]), int(data["frames"]), Fraction(num, den))
-
-
-def parse_new_resolution(value: str | int) -> tuple[str, int, int]:
-    """``("exact", w, h)``, ``("short", n, n)`` or ``("height", n, n)``; ValueError if the
-    form is not one of '1280x720', '720p', 720 (sides 128..3840)."""
-    if isinstance(value, bool):
-        raise ValueError("new_resolution must be 'WIDTHxHEIGHT', 'Np' or an integer height")
-    if isinstance(value, int):
-        form, w, h = "height", value, value
-    elif m := _WXH.fullmatch(value):
-        form, w, h = "exact", int(m.group(1)), int(m.group(2))
-    elif m := _P.fullmatch(value):
-        form, w, h = "short", int(m.group(1)), int(m.group(1))
-    elif value.strip().isdigit():
-        form, w, h = "height", int(value), int(value)
-    else:
-        raise ValueError("new_resolution must be 'WIDTHxHEIGHT', 'Np' or an integer height")
-    if not (SIDE_MIN <= w <= 3840 and SIDE_MIN <= h <= 3840):
-        raise ValueError(f"new_resolution sides must be {SIDE_MIN}..3840")
-    return form, w, h
 
 
 def resize_for(width: int, height: int, new_resolution: str | int | None) -> Resize:
