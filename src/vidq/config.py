@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
         description="Comma-separated non-global networks input URLs may reach, e.g. "
         "'127.0.0.1/32' (local testing only; never in production).",
     )
+
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip():
+                ipaddress.ip_network(item.strip(), strict=False)  # ValueError at startup
+        return value
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"
