@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Wan's VAE downsamples by 8 and its transformer patches by 2: sides must be multiples of 16.
 SIDE_MULTIPLE = 16
@@ -104,38 +105,128 @@ class T2VInputs(_Inputs):
         return self
 
 
+_MEDIA_FORMS = (
+    "Raw base64 (as in the spec), a base64 `data:` URI, or an https URL (e.g. a pre-signed "
+    "S3 URL; fetched once at submit, SSRF-safe). The format is read from the bytes."
+)
+_IMAGE_DOC = f"The first frame: a PNG, JPEG or WEBP image. {_MEDIA_FORMS}"
+NEW_RESOLUTION_MAX = 3840
+
+
 class _ImageInputs(_Inputs):
-    data_uri: str = Field(
-        ..., min_length=1, description="The image: base64, a data: URI, or an https URL."
+    data_uri: str = Field(..., min_length=1, description=_IMAGE_DOC)
+    duration: int = Field(
+        5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds; 16*duration+1 frames at 16 fps."
     )
-    duration: int = Field(5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds, 16 fps.")
-    min_height: int | None = Field(None, ge=SIDE_MIN, le=SIDE_MAX)
-    height: int | None = Field(None, ge=SIDE_MIN, le=SIDE_MAX)
-    width: int | None = Field(None, ge=SIDE_MIN, le=SIDE_MAX)
-    use_best_resolution: bool = False
-    new_resolution: str | int | None = Field(
-        None, description="Upscale the input image first: '1280x720', '720p' or a height."
+    height: int | None = Field(
+        None,
+        ge=SIDE_MIN,
+        le=SIDE_MAX,
+        description="Multiple of 16. The video's height (with use_best_resolution: the "
+        "image's short side). Wins over min_height. Default 480.",
     )
+    min_height: int | None = Field(
+        None,
+        ge=SIDE_MIN,
+        le=SIDE_MAX,
+        description="Multiple of 16. Used as `height` when `height` is not given.",
+    )
+    use_best_resolution: bool = Field(
+        False,
+        description="Match the image's shortest side to height/min_height (a 9:16 image at "
+        "480 gives 480x832; without it 256x480). The other side is rounded down to a "
+        "multiple of 32; the aspect comes from the image.",
+    )
+    new_resolution: int | str | None = Field(
+        None,
+        description="Resize the input image before generation: 'WIDTHxHEIGHT' (exactly that "
+        "size, centre-cropped), 'Np' (short side N, upscale only) or an integer N (height N, "
+        f"upscale only). Sides {SIDE_MIN}..{NEW_RESOLUTION_MAX}.",
+        examples=["1280x720", "720p", 720],
+    )
+
+    @field_validator("height", "min_height")
+    @classmethod
+    def _multiple_of_16(cls, value: int | None, info: ValidationInfo) -> int | None:
+        _check_side(str(info.field_name), value)
+        return value
+
+    @field_validator("new_resolution")
+    @classmethod
+    def _new_resolution(cls, value: int | str | None) -> int | str | None:
+        if value is not None:
+            parse_new_resolution(value)
+        return value
+
+
+_WXH = re.compile(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*")
+_NP = re.compile(r"\s*(\d{1,5})\s*[pP]\s*")
+_N = re.compile(r"\s*(\d{1,5})\s*")
+
+
+def parse_new_resolution(value: str | int) -> tuple[str, int, int]:
+    """``new_resolution`` -> ``("exact", w, h)`` for '1280x720', ``("short", n, n)`` for
+    '720p', ``("height", n, n)`` for 720 or '720'. ValueError otherwise (sides 128..3840)."""
+    form_error = "new_resolution must be 'WIDTHxHEIGHT', 'Np' or an integer height"
+    if isinstance(value, bool):
+        raise ValueError(form_error)
+    if isinstance(value, int):
+        form, w, h = "height", value, value
+    elif m := _WXH.fullmatch(value):
+        form, w, h = "exact", int(m.group(1)), int(m.group(2))
+    elif m := _NP.fullmatch(value):
+        form, w, h = "short", int(m.group(1)), int(m.group(1))
+    elif m := _N.fullmatch(value):
+        form, w, h = "height", int(m.group(1)), int(m.group(1))
+    else:
+        raise ValueError(form_error)
+    if not (SIDE_MIN <= w <= NEW_RESOLUTION_MAX and SIDE_MIN <= h <= NEW_RESOLUTION_MAX):
+        raise ValueError(f"new_resolution sides must be {SIDE_MIN}..{NEW_RESOLUTION_MAX}")
+    return form, w, h
 
 
 class I2VInputs(_ImageInputs):
-    """Image-to-video inputs (first frame, optional last frame)."""
+    """Image-to-video inputs (first frame, optional last frame). The aspect comes from the
+    image; `width` is not used."""
 
-    second_image_uri: str | None = Field(None, description="Optional last frame.")
+    second_image_uri: str | None = Field(
+        None,
+        min_length=1,
+        description=f"Optional last frame (first+last frame), same forms as data_uri. "
+        f"{_MEDIA_FORMS}",
+    )
 
 
 class S2VInputs(_ImageInputs):
-    """Sound+image-to-video inputs."""
+    """Sound+image-to-video inputs. The aspect comes from the image; `width` is not used."""
 
-    audio_uri: str = Field(..., min_length=1, description="The audio: base64, data: URI or URL.")
+    audio_uri: str = Field(
+        ...,
+        min_length=1,
+        description=f"The audio: WAV, MP3, FLAC, OGG, AAC or M4A, up to 60 s by default. "
+        f"{_MEDIA_FORMS}",
+    )
+    duration: int | None = Field(  # type: ignore[assignment]
+        None,
+        ge=DURATION_MIN,
+        le=DURATION_MAX,
+        description="Seconds; 16*duration+1 frames. Default: the audio's length rounded up "
+        "(1..10). The audio is trimmed or padded with silence to the video.",
+    )
 
 
 class FoleyInputs(_Inputs):
-    """Add-sound-to-video inputs."""
+    """Add-sound-to-video inputs: the output is the input video with a generated track."""
 
-    data_uri: str = Field(..., min_length=1, description="The video: base64, data: URI or URL.")
+    data_uri: str = Field(
+        ...,
+        min_length=1,
+        description=f"The video: MP4/MOV or WebM/MKV, up to 30 s by default. {_MEDIA_FORMS}",
+    )
     background_music: bool = Field(False, description="Add a music bed under the effects.")
-    use_best_resolution: bool = False
+    use_best_resolution: bool = Field(
+        False, description="Accepted for compatibility; the output keeps the video's size."
+    )
 
 
 INPUT_SCHEMAS: dict[Family, type[_Inputs]] = {

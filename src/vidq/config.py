@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +42,26 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")
     preview_step_seconds: float = Field(0.0, ge=0, description="Preview engine pause per step.")
     log_level: str = "INFO"
+    # Input media (README "Inputs of every family"). Byte limits are 413, the rest 422.
+    max_input_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Decoded size per input.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height of an image.")
+    max_audio_seconds: float = Field(60.0, gt=0, description="Longest audio input (S2V).")
+    max_video_seconds: float = Field(30.0, gt=0, description="Longest video input (Foley).")
+    fetch_timeout: float = Field(20.0, gt=0, description="Whole-fetch deadline of an input URL.")
+    fetch_allow_http: bool = Field(False, description="Allow http:// input URLs (local testing).")
+    fetch_allow_networks: str | None = Field(
+        None,
+        description="Comma-separated non-global networks input URLs may reach, e.g. "
+        "'127.0.0.1/32' (local testing only; never in production).",
+    )
+
+    @field_validator("fetch_allow_networks")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip():
+                ipaddress.ip_network(item.strip(), strict=False)  # ValueError at startup
+        return value
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vidq.api.auth import Authenticator
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
-from vidq.errors import PayloadTooLarge, ServiceUnavailable, VidqError
+from vidq.errors import ServiceUnavailable, VidqError
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -57,30 +57,57 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = self._headers(scope)
+        if headers is None:
+            await _too_large(self.max_bytes, send)
+            return
+        body = _StreamLimit(receive, send, self.max_bytes)
+        try:
+            await self.app({**scope, "headers": headers}, body.receive, body.send)
+        except Exception:
+            if not body.over:
+                raise
+        if body.over and not body.started:
+            await _too_large(self.max_bytes, send)
+
+    def _headers(self, scope: Scope) -> list[tuple[bytes, bytes]] | None:
+        """The headers with JSON as the content type; None if Content-Length is too big."""
         headers = []
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await _too_large(self.max_bytes, send)
-                    return
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                return None
             if name == b"content-type" and value.split(b";")[0].strip() in _JSON_ALIASES:
                 value = b"application/json"
             headers.append((name, value))
-        scope = {**scope, "headers": headers}
-        seen = 0
+        return headers
 
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(
-                        f"request body is over the limit of {self.max_bytes} bytes"
-                    )
-            return message
 
-        await self.app(scope, limited, send)
+class _StreamLimit:
+    """Counts a streamed body; past the limit the app sees a client disconnect and its
+    answer is dropped, so that the guard can answer 413 instead."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive, self._send, self.max_bytes = receive, send, max_bytes
+        self.seen = 0
+        self.over = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        if self.over:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.max_bytes:
+                self.over = True
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.over:
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
 
 
 async def _too_large(max_bytes: int, send: Send) -> None:

@@ -4,14 +4,24 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
+import re
+import uuid
 from typing import Any
 
 from vidq.api.app import AppContext
 from vidq.api.eta import work_units
-from vidq.catalog import Family, Model, _Inputs, frame_count, get_model
-from vidq.errors import Conflict, InvalidInput, NotFound
+from vidq.catalog import Model, _Inputs, get_model
+from vidq.config import Settings
+from vidq.errors import Conflict, InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState, NewJob
+from vidq.media.fetch import FetchPolicy
+from vidq.media.inputs import BLOB_PREFIX, Limits, MediaInput, load_media, plan_of
+from vidq.media.sizing import Plan
 from vidq.store.base import JobStatus, Token
+
+log = logging.getLogger(__name__)
 
 
 def submit(
@@ -25,14 +35,26 @@ def submit(
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
 ) -> Job:
-    """Validate what the schema cannot, then enqueue. Runs in a worker thread."""
+    """Validate what the schema cannot, store the media inputs as blobs, then enqueue.
+    Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread."""
     prio = body.priority if priority is None else priority
     if prio > token.max_priority:
         raise InvalidInput(
             "priority", f"priority {prio} is above this token's maximum of {token.max_priority}"
         )
     inputs = body.model_dump(mode="json", exclude_none=True)
+    reserved = sorted(k for k in inputs if k.startswith("_"))
+    if reserved:
+        raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
     inputs["priority"] = prio
+    media = load_media(model.family, inputs, limits(ctx.settings), fetch_policy(ctx.settings))
+    plan = plan_of(model.family, inputs, media)
+    blobs = _store_media(ctx, token.user, media)
+    for field, key in blobs.items():
+        inputs[field] = BLOB_PREFIX + key  # megabytes of base64 stay out of the job row
+    if blobs:
+        inputs["_blobs"] = blobs
+    inputs["_plan"] = plan.as_json()
     new = NewJob(
         user=token.user,
         model_id=model.id,
@@ -42,22 +64,71 @@ def submit(
         inputs=inputs,
         binary_output=binary_output,
         max_attempts=ctx.settings.max_attempts,
-        work_units=estimate_units(model, inputs),
+        work_units=estimate_units(model, inputs, plan),
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
     )
-    return ctx.store.enqueue(new)
+    try:
+        return ctx.store.enqueue(new)
+    except BaseException:
+        for key in blobs.values():
+            _delete_quietly(ctx, key)
+        raise
 
 
-def estimate_units(model: Model, inputs: dict[str, Any]) -> float:
-    """Work units of a request, from what is known at submit time."""
-    width = int(inputs.get("width") or 1280)
-    height = int(inputs.get("height") or inputs.get("min_height") or 720)
-    if model.family is not Family.T2V and not inputs.get("width"):
-        width = height * 16 // 9
-    duration = int(inputs.get("duration") or 5)
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_bytes=settings.max_input_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        max_audio_seconds=settings.max_audio_seconds,
+        max_video_seconds=settings.max_video_seconds,
+    )
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.max_input_bytes,
+        timeout_s=settings.fetch_timeout,
+        allow_http=settings.fetch_allow_http,
+        allow_networks=FetchPolicy.parse_networks(settings.fetch_allow_networks),
+    )
+
+
+def _user_folder(user: str) -> str:
+    """A storage-safe folder name for a user (names may hold any character)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64].strip(".")
+    if safe != user:
+        safe = f"{safe}-{hashlib.sha256(user.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def _store_media(ctx: AppContext, user: str, media: dict[str, MediaInput]) -> dict[str, str]:
+    """``inputs/<user>/<uuid>/<field>`` for each media input; all or nothing."""
+    folder = f"inputs/{_user_folder(user)}/{uuid.uuid4().hex}"
+    stored: dict[str, str] = {}
+    try:
+        for field, item in media.items():
+            key = f"{folder}/{field}"
+            ctx.storage.put_bytes(key, item.data, item.format.content_type)
+            stored[field] = key
+    except BaseException:
+        for key in stored.values():
+            _delete_quietly(ctx, key)
+        raise
+    return stored
+
+
+def _delete_quietly(ctx: AppContext, key: str) -> None:
+    try:
+        ctx.storage.delete(key)
+    except VidqError:
+        log.warning("could not delete an input blob", extra={"key": key})
+
+
+def estimate_units(model: Model, inputs: dict[str, Any], plan: Plan) -> float:
+    """Work units of a request: the planned output's pixels x frames, scaled by steps."""
     steps = model.steps_for(bool(inputs.get("higher_quality_with_more_steps")))
-    return work_units(width, height, frame_count(duration), steps, model.steps)
+    return work_units(plan.width, plan.height, plan.frames, steps, model.steps)
 
 
 def job_of(ctx: AppContext, job_id: int, token: Token) -> Job:

@@ -1,14 +1,18 @@
 """The CPU preview engine: deterministic real H.264 MP4s built from the inputs, no weights.
 
 It is what the embedded default runs, so that everything but the neural network can be
-used and tested anywhere. Content is derived from the prompt (palette, motion path and the
-prompt's text drawn over it); the same inputs always give the same frames.
+used and tested anywhere. Every family is made from its inputs: T2V from the prompt
+(palette, motion path and the prompt's text), I2V from the image (and the last frame),
+S2V from the image and the audio, Foley from the video (see ``preview_media``). The same
+inputs always give the same output.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +20,20 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from vidq.engines.base import EngineJob, EngineResult, Report
+from vidq.engines.preview_media import conditioning_image, i2v_frames, s2v_frames, video_motion
 from vidq.errors import EngineError
-from vidq.media.video import Frame, write_mp4
+from vidq.media.audio import SAMPLE_RATE, decode_audio, fit_length, foley_track
+from vidq.media.decode import sniff
+from vidq.media.sizing import Plan, image_plan, text_plan
+from vidq.media.video import Frame, VideoMeta, probe_video, read_frames, write_mp4
 
 FPS = 16
+_NAMES = {
+    "t2v": "Preview_T2V",
+    "i2v": "Preview_I2V",
+    "s2v": "Preview_S2V",
+    "foley": "Preview_Foley",
+}
 
 
 class PreviewEngine:
@@ -35,30 +49,127 @@ class PreviewEngine:
         """Nothing to load."""
 
     def run(self, job: EngineJob, report: Report) -> EngineResult:
-        inputs = job.inputs
-        if job.family != "t2v":
-            raise EngineError(f"the preview engine does not handle {job.family!r} yet")
-        width, height = int(inputs["width"]), int(inputs["height"])
-        duration = int(inputs["duration"])
-        n_frames = FPS * duration + 1
+        if job.family not in _NAMES:
+            raise EngineError(f"the preview engine does not handle {job.family!r}")
+        out = Path(job.output_path)
         total = job.steps + 1  # denoising-like steps, then the encode
-        scene = _Scene(str(inputs.get("prompt", "")), width, height, inputs.get("seed"))
-        frames: list[Frame] = []
-        per_step = -(-n_frames // job.steps)
-        for step in range(job.steps):
-            frames.extend(
-                scene.frame(i, n_frames)
-                for i in range(step * per_step, min(n_frames, (step + 1) * per_step))
+        meta: dict[str, object] = {"engine": "preview"}
+        if job.family == "t2v":
+            plan = text_plan(job.inputs)
+            scene = _Scene(
+                str(job.inputs.get("prompt", "")), plan.width, plan.height, job.inputs.get("seed")
             )
-            if self.step_seconds:
-                time.sleep(self.step_seconds)
-            report(step + 1, total)
-        write_mp4(Path(job.output_path), iter(frames), width=width, height=height, fps=FPS)
+            frames: Iterator[Frame] = (scene.frame(i, plan.frames) for i in range(plan.frames))
+            meta["seed"] = scene.seed
+            self._encode(out, plan, frames, None, job.steps, report)
+        elif job.family == "i2v":
+            plan = self._image_plan(job)
+            first = conditioning_image(
+                self._file(job, "data_uri"), plan, job.inputs.get("new_resolution")
+            )
+            last = None
+            if "second_image_uri" in job.files:
+                last = conditioning_image(
+                    self._file(job, "second_image_uri"), plan, job.inputs.get("new_resolution")
+                )
+            meta["last_frame"] = last is not None
+            frames = i2v_frames(first, last, plan.frames, str(job.inputs.get("prompt", "")))
+            self._encode(out, plan, frames, None, job.steps, report)
+        elif job.family == "s2v":
+            plan = self._image_plan(job)
+            image = conditioning_image(
+                self._file(job, "data_uri"), plan, job.inputs.get("new_resolution")
+            )
+            audio = self._audio(job)
+            audio = fit_length(audio, round(plan.seconds * SAMPLE_RATE))
+            frames = s2v_frames(image, audio, plan.frames, float(plan.fps))
+            self._encode(out, plan, frames, audio, job.steps, report)
+        else:
+            plan, frames, audio = self._foley(job)
+            meta["background_music"] = bool(job.inputs.get("background_music"))
+            self._encode(out, plan, frames, audio, job.steps, report)
         report(total, total)
-        return EngineResult(
-            name="Preview_T2V",
-            meta={"engine": "preview", "frames": n_frames, "fps": FPS, "seed": scene.seed},
+        meta.update(plan.as_json())
+        return EngineResult(name=_NAMES[job.family], meta=meta)
+
+    # -- inputs ----------------------------------------------------------------------
+    @staticmethod
+    def _file(job: EngineJob, field: str) -> Path:
+        if field not in job.files:
+            raise EngineError(f"the input {field!r} was not stored with the request")
+        return Path(job.files[field])
+
+    def _image_plan(self, job: EngineJob) -> Plan:
+        stored = job.inputs.get("_plan")
+        if isinstance(stored, dict):
+            return Plan.from_json(stored)
+        with Image.open(self._file(job, "data_uri")) as img:  # jobs queued without a plan
+            seconds = None
+            if "audio_uri" in job.files:
+                seconds = self._audio(job).shape[1] / SAMPLE_RATE
+            return image_plan(job.inputs, img.width, img.height, seconds)
+
+    def _audio(self, job: EngineJob) -> npt.NDArray[np.float32]:
+        path = self._file(job, "audio_uri")
+        fmt = sniff(_head(path))
+        return decode_audio(path, fmt.demuxer if fmt else None, max_seconds=3600)
+
+    def _foley(self, job: EngineJob) -> tuple[Plan, Iterator[Frame], npt.NDArray[np.float32]]:
+        path = self._file(job, "data_uri")
+        fmt = sniff(_head(path))
+        demuxer = fmt.demuxer if fmt else None
+        stored = job.inputs.get("_plan")
+        if isinstance(stored, dict):
+            plan = Plan.from_json(stored)
+        else:
+            vm: VideoMeta = probe_video(path, demuxer, max_frames=10**6)
+            plan = Plan(vm.width - vm.width % 2, vm.height - vm.height % 2, vm.frames, vm.fps)
+        motion = video_motion(path, demuxer, plan.frames)
+        audio = foley_track(
+            motion,
+            float(plan.fps),
+            str(job.inputs.get("prompt", "")),
+            music=bool(job.inputs.get("background_music")),
         )
+        frames = read_frames(path, demuxer, width=plan.width, height=plan.height)
+        return plan, frames, audio
+
+    # -- output ----------------------------------------------------------------------
+    def _encode(
+        self,
+        out: Path,
+        plan: Plan,
+        frames: Iterator[Frame],
+        audio: npt.NDArray[np.float32] | None,
+        steps: int,
+        report: Report,
+    ) -> None:
+        write_mp4(
+            out,
+            self._stepped(frames, plan.frames, steps, report),
+            width=plan.width,
+            height=plan.height,
+            fps=plan.fps,
+            audio=audio,
+            sample_rate=SAMPLE_RATE,
+        )
+
+    def _stepped(
+        self, frames: Iterator[Frame], count: int, steps: int, report: Report
+    ) -> Iterator[Frame]:
+        """Pass frames through, reporting step k of ``steps`` as its share of frames is made."""
+        done = 0
+        for i, frame in enumerate(frames):
+            yield frame
+            reached = min(steps, math.floor((i + 1) * steps / max(1, count)))
+            while done < reached:
+                done += 1
+                if self.step_seconds:
+                    time.sleep(self.step_seconds)
+                report(done, steps + 1)
+        while done < steps:
+            done += 1
+            report(done, steps + 1)
 
 
 class _Scene:
@@ -111,3 +222,8 @@ def _text_mask(prompt: str, width: int, height: int) -> npt.NDArray[np.bool_]:
         for i, text in enumerate(lines[:4]):
             draw.text((width * 0.05, height * 0.06 + i * size * 1.3), text, fill=255, font=font)
     return np.asarray(canvas) > 127
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(16)

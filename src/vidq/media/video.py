@@ -1,8 +1,10 @@
-"""MP4 encoding with PyAV (FFmpeg): H.264 yuv420p, AAC audio, faststart."""
+"""MP4 encoding and video reading with PyAV (FFmpeg): H.264 yuv420p, AAC audio, faststart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import io
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +21,7 @@ def write_mp4(
     *,
     width: int,
     height: int,
-    fps: int,
+    fps: int | Fraction,
     audio: npt.NDArray[np.float32] | None = None,
     sample_rate: int = 44100,
     crf: int = 20,
@@ -32,7 +34,7 @@ def write_mp4(
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
-        stream.codec_context.time_base = Fraction(1, fps)
+        stream.codec_context.time_base = 1 / Fraction(fps)
         astream = None
         if audio is not None:
             astream = container.add_stream("aac", rate=sample_rate)
@@ -65,3 +67,57 @@ def _encode_audio(
             container.mux(packet)
     for packet in astream.encode():
         container.mux(packet)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VideoMeta:
+    """What a video input holds."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / float(self.fps)
+
+
+def _open(source: bytes | Path, fmt: str | None) -> av.container.InputContainer:
+    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    return av.open(handle, mode="r", format=fmt)
+
+
+def probe_video(source: bytes | Path, fmt: str | None, *, max_frames: int) -> VideoMeta:
+    """Size, frame rate and frame count of the first video stream, counting packets
+    (no full decode) and decoding the first frame to prove the stream is readable.
+    ValueError if there is no video or it has more than ``max_frames`` frames."""
+    with _open(source, fmt) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        fps = Fraction(stream.average_rate or stream.guessed_rate or 0)
+        if not width or not height or fps <= 0:
+            raise ValueError("the video stream has no size or frame rate")
+        frames = 0
+        for packet in container.demux(stream):
+            if packet.size:
+                frames += 1
+                if frames > max_frames:
+                    raise ValueError(f"the video has more than {max_frames} frames")
+    with _open(source, fmt) as container:
+        if next(iter(container.decode(video=0)), None) is None:
+            raise ValueError("the video stream holds no decodable frame")
+    return VideoMeta(width=width, height=height, fps=fps.limit_denominator(1001), frames=frames)
+
+
+def read_frames(
+    source: bytes | Path, fmt: str | None, *, width: int | None = None, height: int | None = None
+) -> Iterator[Frame]:
+    """The video's frames as RGB arrays, scaled to ``width`` x ``height`` if given."""
+    with _open(source, fmt) as container:
+        for frame in container.decode(video=0):
+            if width and height:
+                frame = frame.reformat(width=width, height=height)
+            yield np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)

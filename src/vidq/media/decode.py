@@ -1,0 +1,198 @@
+"""Input media from untrusted strings: base64 and ``data:`` URIs to bytes, the format by
+magic bytes (never the client's claimed MIME type or name), and a check that the bytes are
+a readable image, audio or video within the limits.
+
+Every failure is an ``InvalidInput`` (422) naming the field, or ``PayloadTooLarge`` (413)
+when the decoded bytes are over the limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import enum
+import io
+import math
+import re
+
+import av
+from PIL import Image
+
+from vidq.errors import InvalidInput, PayloadTooLarge
+from vidq.media.audio import SAMPLE_RATE, decode_audio
+from vidq.media.video import VideoMeta, probe_video
+
+
+class Kind(enum.StrEnum):
+    """What an input field holds."""
+
+    IMAGE = "image"  # PNG, JPEG or WEBP
+    AUDIO = "audio"  # WAV, MP3, FLAC, OGG, AAC (ADTS), M4A
+    VIDEO = "video"  # MP4/MOV, WebM/Matroska
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Format:
+    """A media format recognised by its first bytes."""
+
+    name: str  # "png", "mp3", ...
+    kind: Kind
+    demuxer: str | None  # FFmpeg demuxer for audio/video (never let FFmpeg guess)
+    content_type: str
+
+
+_PNG = Format("png", Kind.IMAGE, None, "image/png")
+_JPEG = Format("jpeg", Kind.IMAGE, None, "image/jpeg")
+_WEBP = Format("webp", Kind.IMAGE, None, "image/webp")
+_WAV = Format("wav", Kind.AUDIO, "wav", "audio/wav")
+_MP3 = Format("mp3", Kind.AUDIO, "mp3", "audio/mpeg")
+_FLAC = Format("flac", Kind.AUDIO, "flac", "audio/flac")
+_OGG = Format("ogg", Kind.AUDIO, "ogg", "audio/ogg")
+_AAC = Format("aac", Kind.AUDIO, "aac", "audio/aac")
+_MP4 = Format("mp4", Kind.VIDEO, "mp4", "video/mp4")
+_MKV = Format("matroska", Kind.VIDEO, "matroska", "video/x-matroska")
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow's names, the only ones it may open
+
+
+def sniff(data: bytes) -> Format | None:
+    """The format of ``data`` from its magic bytes, or None."""
+    head = data[:16]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return _JPEG
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _WEBP
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return _WAV
+    if head.startswith((b"ID3", b"\xff\xfb", b"\xff\xfa", b"\xff\xf3", b"\xff\xf2", b"\xff\xe3")):
+        return _MP3
+    if head.startswith((b"\xff\xf1", b"\xff\xf9")):
+        return _AAC
+    if head.startswith(b"fLaC"):
+        return _FLAC
+    if head.startswith(b"OggS"):
+        return _OGG
+    if head[4:8] == b"ftyp":
+        # M4A and MP4 share the container; the streams inside decide (audio or video).
+        return _MP4
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return _MKV
+    return None
+
+
+_B64 = re.compile(rb"[A-Za-z0-9+/\-_]*={0,2}")
+_DATA_URI = re.compile(r"data:([^,]{0,200}),", re.IGNORECASE)
+
+
+def decode_inline(field: str, value: str, max_bytes: int) -> bytes:
+    """Raw base64 (standard or URL-safe, padding optional) or a base64 ``data:`` URI."""
+    text = value.strip()
+    header = _DATA_URI.match(text)
+    if header is not None:
+        if not header.group(1).lower().endswith(";base64"):
+            raise InvalidInput(field, "a data: URI must be base64-encoded (';base64,')")
+        text = text[header.end() :]
+    elif text[:5].lower() == "data:":
+        raise InvalidInput(field, "malformed data: URI")
+    compact = re.sub(r"\s+", "", text).encode("ascii", "replace")
+    if math.floor(len(compact) * 3 / 4) > max_bytes + 3:
+        raise PayloadTooLarge(f"{field}: decoded input is over the limit of {max_bytes} bytes")
+    if not compact or not _B64.fullmatch(compact):
+        raise InvalidInput(field, "not valid base64 (nor a data: URI or an https URL)")
+    compact = compact.rstrip(b"=")
+    compact += b"=" * (-len(compact) % 4)
+    try:
+        data = base64.b64decode(compact.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(field, "not valid base64") from exc
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{field}: decoded input is over the limit of {max_bytes} bytes")
+    return data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImageMeta:
+    width: int
+    height: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AudioMeta:
+    seconds: float
+    channels: int
+
+
+def _format_of(field: str, data: bytes, kind: Kind) -> Format:
+    fmt = sniff(data)
+    if fmt is None or (fmt.kind is not kind and not (fmt is _MP4 and kind is Kind.AUDIO)):
+        found = f"{fmt.name} {fmt.kind.value}" if fmt else "unrecognised data"
+        raise InvalidInput(field, f"expected {_ACCEPTED[kind]}, got {found}")
+    return fmt
+
+
+_ACCEPTED = {
+    Kind.IMAGE: "a PNG, JPEG or WEBP image",
+    Kind.AUDIO: "WAV, MP3, FLAC, OGG, AAC or M4A audio",
+    Kind.VIDEO: "an MP4, MOV, WebM or MKV video",
+}
+
+
+_ORIENTATION = 0x0112  # EXIF tag
+_ROTATED = (5, 6, 7, 8)  # orientations that swap width and height
+
+
+def check_image(field: str, data: bytes, max_pixels: int) -> tuple[Format, ImageMeta]:
+    """A fully decodable PNG/JPEG/WEBP of at most ``max_pixels`` pixels."""
+    fmt = _format_of(field, data, Kind.IMAGE)
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            width, height = img.size
+            if img.getexif().get(_ORIENTATION, 1) in _ROTATED:
+                width, height = height, width  # shown rotated, as the engines will use it
+            if width * height > max_pixels:
+                raise InvalidInput(
+                    field,
+                    f"image is {width}x{height} = {width * height} pixels, "
+                    f"over the limit of {max_pixels}",
+                )
+            img.load()  # a truncated or corrupt image fails here, not in the worker
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(
+            field, f"image has too many pixels (decompression bomb check): {exc}"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(field, f"unreadable {fmt.name} image: {exc}") from exc
+    return fmt, ImageMeta(width, height)
+
+
+def check_audio(field: str, data: bytes, max_seconds: float) -> tuple[Format, AudioMeta]:
+    """Audio that decodes to at most ``max_seconds``."""
+    fmt = _format_of(field, data, Kind.AUDIO)
+    try:
+        samples = decode_audio(data, fmt.demuxer, max_seconds=max_seconds, rate=SAMPLE_RATE)
+    except (ValueError, av.FFmpegError, OSError) as exc:
+        raise InvalidInput(field, f"unreadable {fmt.name} audio: {exc}") from exc
+    return fmt, AudioMeta(seconds=samples.shape[1] / SAMPLE_RATE, channels=samples.shape[0])
+
+
+def check_video(
+    field: str, data: bytes, max_seconds: float, max_pixels: int
+) -> tuple[Format, VideoMeta]:
+    """A readable video of at most ``max_seconds`` and ``max_pixels`` per frame."""
+    fmt = _format_of(field, data, Kind.VIDEO)
+    try:
+        meta = probe_video(data, fmt.demuxer, max_frames=int(max_seconds * 240))
+    except (ValueError, av.FFmpegError, OSError) as exc:
+        raise InvalidInput(field, f"unreadable {fmt.name} video: {exc}") from exc
+    if meta.width * meta.height > max_pixels:
+        raise InvalidInput(
+            field, f"video frames are {meta.width}x{meta.height}, over {max_pixels} pixels"
+        )
+    if meta.seconds > max_seconds:
+        raise InvalidInput(
+            field, f"video is {meta.seconds:.1f} s, over the {max_seconds:g} s limit"
+        )
+    return fmt, meta

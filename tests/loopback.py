@@ -1,0 +1,51 @@
+"""A tiny HTTP server on 127.0.0.1 that records the requests reaching it."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Route = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+class Hits(list[str]):
+    """Request targets received, in order; ``hosts`` holds their Host headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hosts: list[str] = []
+
+
+@contextlib.contextmanager
+def loopback_http(routes: dict[str, Route]) -> Iterator[tuple[str, Hits]]:
+    """Serve ``routes`` (by path, query ignored; unknown paths are 404). Yields the base URL
+    and the list of request targets received so far (with their query strings)."""
+    hits = Hits()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.hosts.append(self.headers.get("Host", ""))
+            hits.append(self.path)
+            status, headers, body = routes.get(self.path.split("?")[0], (404, {}, b""))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

@@ -1,0 +1,139 @@
+"""Decoding input strings and checking media (vidq.media.decode) with real files."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.media import (
+    encode_image,
+    moving_mp4,
+    mp3_bytes,
+    picture,
+    png_header_bomb,
+    tone,
+    wav_bytes,
+)
+from vidq.errors import InvalidInput, PayloadTooLarge
+from vidq.media.decode import check_audio, check_image, check_video, decode_inline, sniff
+
+PNG = encode_image(picture(40, 30), "PNG")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        base64.b64encode(PNG).decode(),
+        "data:image/png;base64," + base64.b64encode(PNG).decode(),
+        "DATA:application/octet-stream;charset=x;BASE64," + base64.b64encode(PNG).decode(),
+        base64.urlsafe_b64encode(PNG).decode().rstrip("="),
+        "\n".join(base64.encodebytes(PNG).decode().split("\n")),
+    ],
+)
+def test_inline_forms(value: str) -> None:
+    assert decode_inline("data_uri", value, 10**6) == PNG
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("not base64!", "base64"),
+        ("abc$", "base64"),
+        ("data:image/png,plain", "base64-encoded"),
+        ("data:nocomma", "malformed"),
+        ("A", "base64"),
+        ("", "base64"),
+    ],
+)
+def test_inline_errors_name_the_field(value: str, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words) as err:
+        decode_inline("second_image_uri", value, 10**6)
+    assert err.value.field == "second_image_uri" and err.value.http_status == 422
+
+
+def test_inline_size_limit_is_413_before_decoding() -> None:
+    with pytest.raises(PayloadTooLarge, match="data_uri"):
+        decode_inline("data_uri", "A" * 4000, 1000)
+
+
+def test_sniff_reads_magic_bytes(tmp_path: Path) -> None:
+    webp = io.BytesIO()
+    picture(8, 8).save(webp, format="WEBP")
+    got = {
+        "png": PNG,
+        "jpeg": encode_image(picture(8, 8), "JPEG"),
+        "webp": webp.getvalue(),
+        "wav": wav_bytes(tone(0.1)),
+        "mp3": mp3_bytes(tone(0.1)),
+        "mp4": moving_mp4(tmp_path, 32, 32, 2, 2),
+    }
+    for name, data in got.items():
+        fmt = sniff(data)
+        assert fmt is not None and fmt.name == name
+    assert sniff(b"GIF89a....") is None and sniff(b"hello") is None
+
+
+def test_images_are_checked_by_content() -> None:
+    fmt, meta = check_image("data_uri", PNG, 10**6)
+    assert fmt.name == "png" and (meta.width, meta.height) == (40, 30)
+    webp = io.BytesIO()
+    picture(30, 50).save(webp, format="WEBP")
+    fmt, meta = check_image("data_uri", webp.getvalue(), 10**6)
+    assert fmt.name == "webp" and (meta.width, meta.height) == (30, 50)
+    gif = io.BytesIO()
+    picture(8, 8).save(gif, format="GIF")
+    with pytest.raises(InvalidInput, match="expected a PNG, JPEG or WEBP image"):
+        check_image("data_uri", gif.getvalue(), 10**6)
+    with pytest.raises(InvalidInput, match="unreadable png"):
+        check_image("data_uri", PNG[:-30], 10**6)
+    with pytest.raises(InvalidInput, match="over the limit of 100"):
+        check_image("data_uri", PNG, 100)
+
+
+def test_a_header_claiming_50000_squared_pixels_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="pixels") as err:
+        check_image("data_uri", png_header_bomb(50000, 50000), 40_000_000)
+    assert err.value.field == "data_uri"
+    # Pillow's own decompression-bomb check, for a limit above its own.
+    with pytest.raises(InvalidInput, match="decompression bomb"):
+        check_image("data_uri", png_header_bomb(50000, 50000), 10**10)
+
+
+def test_exif_rotation_swaps_the_sides() -> None:
+    img = picture(60, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    out = io.BytesIO()
+    img.save(out, format="JPEG", exif=exif)
+    _, meta = check_image("data_uri", out.getvalue(), 10**6)
+    assert (meta.width, meta.height) == (20, 60)
+
+
+def test_audio_is_decoded_and_measured() -> None:
+    fmt, meta = check_audio("audio_uri", wav_bytes(tone(1.5)), 60)
+    assert fmt.name == "wav" and abs(meta.seconds - 1.5) < 0.01 and meta.channels == 1
+    fmt, meta = check_audio("audio_uri", mp3_bytes(tone(1.0)), 60)
+    assert fmt.name == "mp3" and abs(meta.seconds - 1.0) < 0.1
+    with pytest.raises(InvalidInput, match="longer than 1"):
+        check_audio("audio_uri", wav_bytes(tone(1.5)), 1)
+    with pytest.raises(InvalidInput, match="unreadable"):
+        check_audio("audio_uri", b"RIFF\x10\x00\x00\x00WAVEthis is text, not audio", 60)
+    with pytest.raises(InvalidInput, match="expected WAV"):
+        check_audio("audio_uri", b"just some text", 60)
+
+
+def test_video_is_probed(tmp_path: Path) -> None:
+    data = moving_mp4(tmp_path, 64, 48, 12, 6)
+    fmt, meta = check_video("data_uri", data, 30, 10**6)
+    assert fmt.name == "mp4" and (meta.width, meta.height, meta.frames) == (64, 48, 12)
+    assert meta.seconds == 2.0
+    with pytest.raises(InvalidInput, match="over the 1 s limit"):
+        check_video("data_uri", data, 1, 10**6)
+    with pytest.raises(InvalidInput, match="unreadable"):
+        check_video("data_uri", data[:200], 30, 10**6)
+    with pytest.raises(InvalidInput, match="expected an MP4"):
+        check_video("data_uri", wav_bytes(tone(0.2)), 30, 10**6)

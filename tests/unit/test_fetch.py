@@ -1,0 +1,143 @@
+"""SSRF rules of input URL fetching. Traffic goes only to a loopback server, reached
+through a resolver stub and the local-testing allowances."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any
+
+import pytest
+
+from tests.loopback import loopback_http
+from vidq.errors import InvalidInput, PayloadTooLarge
+from vidq.media.fetch import FetchPolicy, address_refusal, fetch
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1", "127.1.2.3", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+        "100.64.0.1", "100.100.100.200", "0.0.0.0", "255.255.255.255", "224.0.0.1",
+        "192.0.0.170", "::1", "::", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254", "::127.0.0.1", "::ffff:0:7f00:1", "64:ff9b::7f00:1",
+        "2002:7f00:1::", "2001::1", "fe80::1", "fe80::1%eth0", "fc00::1", "fd00::1",
+        "fec0::1", "ff02::1",
+    ],
+)  # fmt: skip
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert address_refusal(address) is not None
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert address_refusal(address) is None
+
+
+def test_allowed_networks_match_mapped_addresses_too() -> None:
+    assert address_refusal("::ffff:127.0.0.1", LOOPBACK) is None
+    assert address_refusal("127.0.0.2", LOOPBACK) is not None
+
+
+def policy(answers: dict[str, list[str]], **changes: Any) -> FetchPolicy:
+    """A policy whose resolver answers from ``answers`` (OSError for other names)."""
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host not in answers:
+            raise OSError("no such host")
+        return answers[host]
+
+    return dataclasses.replace(FetchPolicy(max_bytes=10_000, resolver=resolve), **changes)
+
+
+def test_a_name_resolving_to_loopback_is_refused_before_connecting() -> None:
+    with loopback_http({"/a": (200, {}, b"x")}) as (base, hits):
+        port = base.rsplit(":", 1)[1]
+        p = policy({"evil.test": ["127.0.0.1"]}, allow_http=True)
+        with pytest.raises(InvalidInput, match="not a public address") as err:
+            fetch("data_uri", f"http://evil.test:{port}/a", p)
+        assert err.value.field == "data_uri"
+        assert hits == []
+
+
+def test_one_private_answer_among_public_ones_is_refused() -> None:
+    p = policy({"mixed.test": ["93.184.216.34", "10.0.0.1"]})
+    with pytest.raises(InvalidInput, match=r"10\.0\.0\.1"):
+        fetch("data_uri", "https://mixed.test/a.png", p)
+
+
+def test_unresolvable_host_and_bad_schemes_are_invalid_input() -> None:
+    p = policy({})
+    with pytest.raises(InvalidInput, match="cannot resolve"):
+        fetch("audio_uri", "https://nowhere.test/a.wav", p)
+    with pytest.raises(InvalidInput, match="use https"):
+        fetch("audio_uri", "http://93.184.216.34/a.wav", p)  # refused before any connection
+
+
+def test_connects_to_the_checked_address_and_keeps_the_name() -> None:
+    with loopback_http({"/a.png": (200, {}, b"payload")}) as (base, hits):
+        port = base.rsplit(":", 1)[1]
+        answers = [["127.0.0.1"], ["10.9.9.9"]]  # a rebinding DNS: second answer differs
+
+        def rebinding(host: str, port: int) -> list[str]:
+            return answers.pop(0)
+
+        p = FetchPolicy(
+            max_bytes=1000, allow_http=True, allow_networks=LOOPBACK, resolver=rebinding
+        )
+        assert fetch("data_uri", f"http://pinned.test:{port}/a.png", p) == b"payload"
+        assert hits == ["/a.png"] and hits.hosts == [f"pinned.test:{port}"]
+        assert answers == [["10.9.9.9"]]  # resolved once, connected to what was checked
+
+
+def test_relative_redirects_keep_the_name() -> None:
+    routes = {"/moved": (302, {"Location": "/a.png"}, b""), "/a.png": (200, {}, b"png")}
+    with loopback_http(routes) as (base, hits):
+        port = base.rsplit(":", 1)[1]
+        looked_up: list[str] = []
+
+        def resolve(host: str, port: int) -> list[str]:
+            looked_up.append(host)
+            return ["127.0.0.1"]
+
+        p = FetchPolicy(max_bytes=1000, allow_http=True, allow_networks=LOOPBACK, resolver=resolve)
+        assert fetch("data_uri", f"http://files.test:{port}/moved", p) == b"png"
+        assert hits == ["/moved", "/a.png"]
+        assert hits.hosts == [f"files.test:{port}"] * 2
+        assert looked_up == ["files.test", "files.test"]  # each hop by name, checked again
+
+
+def test_redirects_are_checked_hop_by_hop() -> None:
+    with loopback_http({}) as (target, target_hits):
+        routes = {
+            "/ok": (302, {"Location": "/file"}, b""),
+            "/file": (200, {}, b"data"),
+            "/away": (302, {"Location": target.replace("127.0.0.1", "localhost") + "/x"}, b""),
+            "/loop": (302, {"Location": "/loop"}, b""),
+        }
+        with loopback_http(routes) as (base, hits):
+            p = FetchPolicy(
+                max_bytes=1000,
+                allow_http=True,
+                allow_networks=LOOPBACK,
+                resolver=lambda h, port: ["::1"] if h == "localhost" else [],
+            )
+            assert fetch("data_uri", f"{base}/ok", p) == b"data"
+            assert hits == ["/ok", "/file"]
+            with pytest.raises(InvalidInput, match="not a public address"):
+                fetch("data_uri", f"{base}/away", p)
+            assert target_hits == []
+            with pytest.raises(InvalidInput, match="redirects more than"):
+                fetch("data_uri", f"{base}/loop", p)
+
+
+def test_byte_cap_and_http_errors() -> None:
+    routes = {"/big": (200, {}, b"x" * 5000), "/gone": (404, {}, b"")}
+    with loopback_http(routes) as (base, _):
+        p = FetchPolicy(max_bytes=1000, allow_http=True, allow_networks=LOOPBACK)
+        with pytest.raises(PayloadTooLarge, match="data_uri"):
+            fetch("data_uri", f"{base}/big", p)
+        with pytest.raises(InvalidInput, match="HTTP 404"):
+            fetch("data_uri", f"{base}/gone", p)
