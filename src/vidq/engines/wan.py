@@ -177,7 +177,8 @@ class WanEngine:
             name=OUTPUT_NAMES[key.family],
             meta={
                 "engine": "wan",
-                "model": f"Wan2.2-{key.family.upper()}-" + ("A14B" if self.base == "a14b" else "5B"),
+                "model": f"Wan2.2-{key.family.upper()}-"
+                + ("A14B" if self.base == "a14b" else "5B"),
                 "seed": request.seed,
                 "steps": request.steps,
                 "guidance": request.guidance,

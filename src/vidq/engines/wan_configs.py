@@ -102,7 +102,12 @@ _TINY_UMT5: dict[str, Any] = {
     "relative_attention_num_buckets": 8,
     "relative_attention_max_distance": 16,
 }
-_TINY_VAE: dict[str, Any] = {**_WAN21_VAE, "base_dim": 3, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+_TINY_VAE: dict[str, Any] = {
+    **_WAN21_VAE,
+    "base_dim": 3,
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+}
 
 
 def configs(family: str, *, tiny: bool) -> WanConfigs:
