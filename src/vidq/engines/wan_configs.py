@@ -151,7 +151,8 @@ def build_pipeline(
     torch.set_default_dtype(dtype)  # build big models directly in bf16, never in fp32 first
     try:
         tokenizer = tiny_tokenizer(cfg.text_encoder["vocab_size"])
-        text_encoder = UMT5EncoderModel(UMT5Config(**cfg.text_encoder)).eval()
+        text_encoder = UMT5EncoderModel(UMT5Config(**cfg.text_encoder))
+        text_encoder.eval()  # type: ignore[no-untyped-call]
         vae = AutoencoderKLWan(**cfg.vae).eval()
         experts = [WanTransformer3DModel(**cfg.transformer).eval() for _ in range(2)]
     finally:

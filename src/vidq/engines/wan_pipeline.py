@@ -91,9 +91,9 @@ def offline() -> None:
     from transformers.utils import logging as tlog
 
     dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
+    tlog.set_verbosity_error()  # type: ignore[no-untyped-call]
     dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
+    tlog.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def load_pipeline(
