@@ -156,3 +156,31 @@ def test_lightx2v_lora_is_fused_into_both_experts() -> None:
         torch.testing.assert_close(new - old, up @ down, atol=1e-5, rtol=1e-3)
     assert pipe.scheduler.config.shift == LIGHTNING_SHIFT
     assert not any("lora" in n for n, _ in pipe.transformer_2.named_parameters())
+
+
+def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(tmp_path: Path) -> None:
+    from vidq.engines.wan_configs import write_tiny_ti2v
+
+    write_tiny_ti2v(tmp_path / "models")
+    proc = EngineProcess(
+        "wan", {"models_dir": str(tmp_path / "models"), **OPTIONS, "base": "ti2v-5b"}
+    )
+    proc.start()
+    try:
+        # 144 is not a multiple of TI2V-5B's 32-pixel grid: rendered at 160, cropped.
+        t2v = _job(tmp_path, "t2v", "t2v", {"width": 128, "height": 144, "seed": 3})
+        meta, progress = _run(proc, t2v)
+        info = probe_mp4(Path(t2v.output_path).read_bytes(), tmp_path)
+        assert (info.width, info.height, info.frames) == (128, 144, 17)
+        assert meta["steps"] == 30 and meta["guidance"] == 5.0 and not meta["lightning"]
+        assert progress[-1] == [32, 32]
+        first = _image(tmp_path / "first.png", (128, 128), (10, 200, 10))
+        i2v = _job(tmp_path, "i2v", "i2v", {"seed": 3}, data_uri=first)
+        _run(proc, i2v)
+        info = probe_mp4(Path(i2v.output_path).read_bytes(), tmp_path)
+        assert (info.width, info.height, info.frames) == (128, 128, 17)
+        flf = _job(tmp_path, "flf", "i2v", {}, data_uri=first, second_image_uri=first)
+        with pytest.raises(EngineFailed, match="first\\+last frame needs the I2V-A14B"):
+            _run(proc, flf)
+    finally:
+        proc.stop()

@@ -212,3 +212,41 @@ def write_tiny_models(models_dir: Path, families: tuple[str, ...] = ("t2v", "i2v
         lora_dir.mkdir(parents=True, exist_ok=True)
         save_file(lightx2v_lora(cfg, seed=11), str(lora_dir / HIGH_NOISE_LORA))
         save_file(lightx2v_lora(cfg, seed=12), str(lora_dir / LOW_NOISE_LORA))
+
+
+def write_tiny_ti2v(models_dir: Path) -> None:
+    """Save a tiny random-weight TI2V-5B-style pipeline (one expert, the Wan 2.2 VAE with 48
+    latent channels and a 16x spatial downsampling, per-frame timesteps)."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        decoder_base_dim=8,
+        z_dim=48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48,
+    )
+    transformer = WanTransformer3DModel(
+        **{**_TINY_TRANSFORMER, "in_channels": 48, "out_channels": 48}
+    )
+    pipe = WanPipeline(
+        tokenizer=tiny_tokenizer(_TINY_UMT5["vocab_size"]),
+        text_encoder=UMT5EncoderModel(UMT5Config(**_TINY_UMT5)),
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ),
+        transformer=transformer,
+        transformer_2=None,
+        boundary_ratio=None,
+        expand_timesteps=True,
+    )
+    pipe.save_pretrained(wan_weights(models_dir, "t2v", "ti2v-5b").pipeline_dir)
