@@ -184,3 +184,25 @@ def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(tmp_path: Path) -> No
             _run(proc, flf)
     finally:
         proc.stop()
+
+
+def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from vidq.engines.wan import WanEngine
+    from vidq.worker.child import _describe
+
+    engine = WanEngine(str(models_dir), device="cpu", dtype="float32")
+
+    def oom(*_args: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(engine, "_run", oom)
+    job = _job(tmp_path, "oom", "t2v", {"width": 1280, "height": 720, "duration": 5})
+    with pytest.raises(RuntimeError) as err:
+        engine.run(job, lambda _k, _n: None)
+    described = _describe(err.value)
+    assert described["retryable"] and described["restart"]
+    assert "the GPU ran out of memory generating 1280x720, 81 frames" in described["message"]
