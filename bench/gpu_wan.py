@@ -52,7 +52,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed runs (default GPU 1, CPU 0)")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--attention", default="native", help="native | flash | sage")
-    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--vae-tiling", action="store_true", help="lower the VAE decode peak")
+    p.add_argument("--offload", action="store_true", help="model CPU offload (smaller GPUs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args()
 
@@ -93,6 +94,7 @@ def bench_family(
         dtype="float32" if args.tiny else "bfloat16",
         attention=args.attention,
         vae_tiling=args.vae_tiling,
+        offload=args.offload,
     )
     t0 = time.perf_counter()
     with torch.device(device):
