@@ -97,12 +97,15 @@ def serve(data_dir: Path, *, workers: int = 1, **settings: Any) -> Iterator[Serv
     """Start `vidq serve` on a free port; yield once /health answers; stop it afterwards."""
     port = free_port()
     env = vidq_env(data_dir, **settings)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir / "serve.log").open("ab")  # the server's log, for tests and post-mortems
     proc = subprocess.Popen(
         [sys.executable, "-m", "vidq", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
+    log.close()
     url = f"http://127.0.0.1:{port}"
     admin = ""
     deadline = time.monotonic() + 60

@@ -139,6 +139,9 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     app.include_router(ops.router)
     app.include_router(files.router)
     app.include_router(native.router)
+    from vidq.api.fastpath import StatusFastPath
+
+    app.add_middleware(StatusFastPath, ctx=ctx)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
     return app
 

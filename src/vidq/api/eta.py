@@ -23,7 +23,7 @@ def work_units(width: int, height: int, frames: int, steps: int, default_steps: 
 class EtaEstimator:
     """Median run time of recent similar jobs, cached per pool and size bucket."""
 
-    def __init__(self, store: JobStore, ttl_s: float = 10.0) -> None:
+    def __init__(self, store: JobStore, ttl_s: float = 2.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._cache: dict[tuple[str, int], tuple[float, float | None]] = {}

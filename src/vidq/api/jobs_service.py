@@ -11,7 +11,7 @@ from vidq.api.eta import work_units
 from vidq.catalog import Family, Model, _Inputs, frame_count, get_model
 from vidq.errors import Conflict, InvalidInput, NotFound
 from vidq.jobs import Job, JobState, NewJob
-from vidq.store.base import Token
+from vidq.store.base import JobStatus, Token
 
 
 def submit(
@@ -75,13 +75,18 @@ def cancel(ctx: AppContext, job_id: int, token: Token) -> Job | None:
     return job_of(ctx, job_id, token)
 
 
-def model_of(job: Job) -> Model:
+def model_of(job: Job | JobStatus) -> Model:
     model = get_model(job.model_id)
     assert model is not None, job.model_id
     return model
 
 
-def eta_total(ctx: AppContext, job: Job) -> float:
+def expected_tasks(job: JobStatus) -> int:
+    """Tasks a job will report: its denoising steps plus the encode."""
+    return model_of(job).steps_for(job.higher_quality) + 1
+
+
+def eta_total(ctx: AppContext, job: JobStatus) -> float:
     return ctx.eta.total_seconds(model_of(job), job.work_units)
 
 

@@ -12,8 +12,9 @@ from vidq.api import jobs_service as svc
 from vidq.api.app import AppContext
 from vidq.api.deps import caller, context, model_or_404, request_id
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
-from vidq.jobs import Job, JobState
-from vidq.store.base import Token
+from vidq.errors import NotFound
+from vidq.jobs import WIRE_STATUS, JobState
+from vidq.store.base import JobStatus, Token
 
 router = APIRouter()
 
@@ -75,21 +76,25 @@ async def create_unknown_model(model_id: str, token: Token = Depends(caller)) ->
     raise AssertionError("unreachable")
 
 
-def status_body(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
-    """The spec's status object for a job (runs in a worker thread: it may query)."""
-    response_url = f"{base}/queue/{job.model_id}/requests/{job.id}"
-    body: dict[str, Any] = {"status": job.wire_status.value}
-    if job.state.queued:
-        body["queue_position"] = ctx.store.queue_position(job)
+def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
+    """The spec's status object for a job."""
+    body: dict[str, Any] = {"status": WIRE_STATUS[job.state].value}
+    state = job.state
+    if job.queue_position is not None:
+        body["queue_position"] = job.queue_position
         body["statusMessages"] = {}
-    elif job.state is JobState.RUNNING:
-        total = job.progress_total
+        body["etaSeconds"] = round(svc.eta_total(ctx, job) * (1 + job.queue_position), 1)
+    elif state is JobState.RUNNING:
+        # Before the engine's first report, n is the step count the worker will run.
+        total = job.progress_total or svc.expected_tasks(job)
+        eta = svc.eta_total(ctx, job)
         body["statusMessages"] = {
             "message": "PROCESSING",
             "detail_message": f"Progress: {job.progress_done}/{total} Tasks done",
-            "estimated_total_time_seconds": svc.eta_total(ctx, job),
+            "estimated_total_time_seconds": eta,
         }
-    elif job.state is JobState.COMPLETED:
+        body["etaSeconds"] = round(eta * (1.0 - job.progress_done / total), 1)
+    elif state is JobState.COMPLETED:
         uri = ctx.storage.uri(job.result_key or "")
         body["queue_position"] = 0
         body["statusMessages"] = {
@@ -98,38 +103,33 @@ def status_body(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
             "results": [uri],
         }
         body["etaSeconds"] = 0
-    elif job.state is JobState.FAILED:
+    elif state is JobState.FAILED:
         body["statusMessages"] = {"message": "Job failed", "error": job.error or "unknown error"}
         body["error"] = job.error or "unknown error"
     else:
         body["statusMessages"] = {"message": "Job cancelled"}
-    if job.state.queued or job.state is JobState.RUNNING:
-        body["etaSeconds"] = _eta_remaining(ctx, job, body)
-    body["response_url"] = response_url
+    body["response_url"] = f"{base}/queue/{job.model_id}/requests/{job.id}"
     return body
 
 
-def _eta_remaining(ctx: AppContext, job: Job, body: dict[str, Any]) -> float:
-    total = svc.eta_total(ctx, job)
-    if job.state is JobState.RUNNING:
-        done = job.progress_done / job.progress_total if job.progress_total else 0.0
-        return round(total * (1.0 - done), 1)
-    return round(total * (1 + int(body.get("queue_position", 0))), 1)
+def status_of(ctx: AppContext, model_id: str, rid: str, token: Token, base: str) -> dict[str, Any]:
+    """The whole status route minus HTTP: checks, lookup, body. Shared by the FastAPI
+    route (documented) and the ASGI fast path that serves polls (api/fastpath.py)."""
+    model_or_404(model_id)
+    job_id = request_id(rid)
+    job = ctx.store.job_status(job_id, token.user)
+    if job is None:
+        raise NotFound(f"Request {job_id} not found.")
+    return status_body(ctx, job, base)
 
 
 @router.get("/queue/{model_id}/requests/{rid}/status", summary="Poll a request's status")
 async def get_status(
     model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
-    model_or_404(model_id)
-    job_id = request_id(rid)
     ctx = context(request)
-    base = ctx.base_url(request)
-
-    def work() -> dict[str, Any]:
-        return status_body(ctx, svc.job_of(ctx, job_id, token), base)
-
-    return JSONResponse(await run_in_threadpool(work))
+    body = await run_in_threadpool(status_of, ctx, model_id, rid, token, ctx.base_url(request))
+    return JSONResponse(body)
 
 
 @router.put(

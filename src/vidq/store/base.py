@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from vidq.jobs import Job, NewJob
+from vidq.jobs import Job, JobState, NewJob
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,6 +27,22 @@ class Token:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class JobStatus:
+    """What a status poll needs: a slim read of one job and, if queued, its position."""
+
+    id: int
+    model_id: str
+    state: JobState
+    progress_done: int
+    progress_total: int
+    work_units: float
+    higher_quality: bool
+    result_key: str | None
+    error: str | None
+    queue_position: int | None  # None unless the job is queued
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReapResult:
     """What one reaper pass did."""
 
@@ -36,6 +52,10 @@ class ReapResult:
 
 class JobStore(Protocol):
     """The job database."""
+
+    # True when reads are in-process calls of a few microseconds (SQLite) that the API may
+    # make on its event loop; False for network databases (reads go to a thread).
+    inline_reads: bool
 
     def close(self) -> None:
         """Release connections."""
@@ -58,6 +78,10 @@ class JobStore(Protocol):
 
     def queue_position(self, job: Job) -> int:
         """How many queued jobs are ahead of this one in its pool."""
+
+    def job_status(self, job_id: int, user: str) -> JobStatus | None:
+        """The user's job as a status poll sees it (one read), or None (unknown or not
+        theirs). Polls are the hottest path: this must not parse the inputs."""
 
     def cancel(self, job_id: int, user: str) -> bool:
         """PENDING/RETRY -> CANCELLED atomically; False if the job is not queued."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vidq.errors import StoreUnavailable
-from vidq.jobs import Job, NewJob, queue_rank
-from vidq.store.base import ReapResult, Token
+from vidq.jobs import Job, JobState, NewJob, queue_rank
+from vidq.store.base import JobStatus, ReapResult, Token
+from vidq.store.positions import QueueSnapshots, position_key
 from vidq.store.rows import JOB_COLUMNS, dumps, job_from_row
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -37,9 +39,15 @@ class SQL:
     get_job_of = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ? AND owner = ?"
     by_idempotency = f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?"
     by_result_key = f"SELECT {JOB_COLUMNS} FROM jobs WHERE result_key = ?"
-    queue_position = """
-        SELECT count(*) FROM jobs
-        WHERE pool = ? AND state IN ('PENDING', 'RETRY') AND (rank, id) < (?, ?)"""
+    queue_version = "SELECT version FROM queue_versions WHERE pool = ?"
+    job_status = """
+        SELECT id, model_id, pool, tier, priority, state, progress_done, progress_total,
+            work_units, json_extract(inputs, '$.higher_quality_with_more_steps'), result_key,
+            error, (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool)
+        FROM jobs WHERE id = ? AND owner = ?"""
+    queue_keys = """
+        SELECT rank, id FROM jobs WHERE pool = ? AND state IN ('PENDING', 'RETRY')
+        ORDER BY rank, id"""
     cancel = f"""
         UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}
         WHERE id = ? AND owner = ? AND state IN ('PENDING', 'RETRY')"""
@@ -114,6 +122,8 @@ class SQL:
 class SQLiteStore:
     """JobStore on one SQLite file (see module docstring)."""
 
+    inline_reads = True  # WAL readers never wait for writers
+
     def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
         self.path = str(path)
         self._busy_timeout_s = busy_timeout_s
@@ -122,6 +132,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         # Wakes in-process workers on enqueue; workers in other processes poll.
         self._queued = threading.Condition()
+        self._positions = QueueSnapshots()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -215,8 +226,36 @@ class SQLiteStore:
         return job_from_row(row) if row else None
 
     def queue_position(self, job: Job) -> int:
-        row = self._one(SQL.queue_position, (job.pool, queue_rank(job.tier, job.priority), job.id))
-        return int(row[0]) if row else 0
+        row = self._one(SQL.queue_version, (job.pool,))
+        version = int(row[0]) if row else 0
+        key = position_key(queue_rank(job.tier, job.priority), job.id)
+        return self._positions.position(job.pool, key, version, self._queue_snapshot)
+
+    def job_status(self, job_id: int, user: str) -> JobStatus | None:
+        row = self._one(SQL.job_status, (job_id, user))
+        if row is None:
+            return None
+        state = JobState(row[5])
+        position = None
+        if state.queued:
+            key = position_key(queue_rank(row[3], row[4]), job_id)
+            position = self._positions.position(row[2], key, row[12] or 0, self._queue_snapshot)
+        return JobStatus(
+            id=job_id, model_id=row[1], state=state, progress_done=row[6],
+            progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
+            result_key=row[10], error=row[11], queue_position=position,
+        )  # fmt: skip
+
+    def _queue_snapshot(self, pool: str) -> tuple[int, array[int]]:
+        with self._cursor() as conn:
+            conn.execute("BEGIN")  # one read snapshot for the version and the keys
+            try:
+                row = conn.execute(SQL.queue_version, (pool,)).fetchone()
+                rows = conn.execute(SQL.queue_keys, (pool,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        keys = array("q", (position_key(r[0], r[1]) for r in rows))
+        return (int(row[0]) if row else 0), keys
 
     def cancel(self, job_id: int, user: str) -> bool:
         return self._rowcount(SQL.cancel, (job_id, user)) == 1

@@ -1,0 +1,135 @@
+"""The worker against a real SQLite file, local storage and a spawned engine child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vidq.engines.base import EngineJob
+from vidq.errors import EngineCrashed
+from vidq.jobs import JobState, NewJob
+from vidq.storage.local import LocalBlobStore
+from vidq.store import open_store
+from vidq.store.sqlite import SQLiteStore
+from vidq.worker import Worker, WorkerOptions
+from vidq.worker.child import EngineProcess
+
+INPUTS = {"prompt": "x", "width": 128, "height": 128, "duration": 1}
+
+
+def new_job(store: SQLiteStore, **inputs: object) -> int:
+    job = store.enqueue(NewJob("alice", "wan22-fast-t2v", "wan22-t2v", 0, 0, {**INPUTS, **inputs}))
+    return job.id
+
+
+@pytest.fixture
+def backends(tmp_path: Path) -> tuple[SQLiteStore, LocalBlobStore]:
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    assert isinstance(store, SQLiteStore)
+    yield store, LocalBlobStore(tmp_path / "blobs", b"k")
+    store.close()
+
+
+def options(**kw: object) -> WorkerOptions:
+    base: dict[str, object] = {
+        "pools": ("wan22-t2v",),
+        "engines": {"wan22-t2v": "preview"},
+        "burst": True,
+        "lease_s": 5.0,
+    }
+    base.update(kw)
+    return WorkerOptions(**base)  # type: ignore[arg-type]
+
+
+def test_burst_worker_completes_jobs_and_uploads_per_attempt(
+    backends: tuple[SQLiteStore, LocalBlobStore],
+) -> None:
+    store, storage = backends
+    ids = [new_job(store) for _ in range(2)]
+    assert Worker(store, storage, options()).run() == 2
+    for job_id in ids:
+        job = store.get(job_id)
+        assert job is not None and job.state is JobState.COMPLETED
+        assert job.result_key == f"outputs/free/{job_id}_0_Preview_T2V_00001.mp4"
+        assert storage.exists(job.result_key)
+        assert job.result_meta["frames"] == 17
+
+
+def test_engine_crash_fails_the_attempt_and_the_child_restarts(tmp_path: Path) -> None:
+    engine = EngineProcess("preview", {"step_seconds": 1.0})
+    job = EngineJob(1, "wan22-fast-t2v", "t2v", "fast", INPUTS, {}, str(tmp_path / "o.mp4"), 4)
+    killer = threading.Timer(1.5, lambda: os.kill(engine._proc.pid, signal.SIGKILL))  # type: ignore[union-attr]
+    try:
+        engine.start()
+        killer.start()
+        with pytest.raises(EngineCrashed, match="exit code -9"):
+            engine.run(job, lambda d, t: None, lambda: False)
+        fast = EngineProcess("preview", {})
+        result = fast.run(
+            job, lambda d, t: None, lambda: False
+        )  # a fresh child serves the next job
+        assert result.meta["frames"] == 17 and (tmp_path / "o.mp4").stat().st_size > 0
+        fast.stop()
+    finally:
+        killer.cancel()
+        engine.stop()
+
+
+def test_crash_is_retried_then_failed_after_max_attempts(
+    backends: tuple[SQLiteStore, LocalBlobStore],
+) -> None:
+    store, storage = backends
+    job_id = store.enqueue(
+        NewJob("alice", "wan22-fast-t2v", "wan22-t2v", 0, 0, INPUTS, max_attempts=2)
+    ).id
+    worker = Worker(store, storage, options(engine_options={"preview": {"step_seconds": 0.5}}))
+    stop = threading.Event()
+
+    def kill_children() -> None:  # kill every engine child as soon as it appears
+        while not stop.is_set():
+            for engine in list(worker._engines.values()):
+                if engine.alive and engine._proc is not None and engine._proc.pid:
+                    os.kill(engine._proc.pid, signal.SIGKILL)
+            time.sleep(0.3)
+
+    t = threading.Thread(target=kill_children, daemon=True)
+    t.start()
+    try:
+        worker.run()
+    finally:
+        stop.set()
+        t.join()
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.FAILED and job.attempt == 2
+    assert job.error is not None and "crashed" in job.error
+    assert storage.keys("outputs/") == []
+
+
+def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
+    backends: tuple[SQLiteStore, LocalBlobStore],
+) -> None:
+    store, storage = backends
+    job_id = new_job(store)
+    claimed = store.claim(["wan22-t2v"], "w", 30)
+    assert claimed is not None
+    original_complete = store.complete
+
+    def steal_then_complete(jid: int, token: str, key: str, meta: dict[str, object]) -> bool:
+        # Just before completing, another worker takes the job over (as after a lease
+        # expiry); the stale worker's fenced complete must change nothing.
+        conn = store._conn()
+        conn.execute("UPDATE jobs SET lease_token = 'other' WHERE id = ?", (jid,))
+        assert storage.exists(key)
+        return original_complete(jid, token, key, meta)
+
+    store.complete = steal_then_complete  # type: ignore[method-assign]
+    worker = Worker(store, storage, options())
+    worker.execute(claimed)
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.RUNNING and job.lease_token == "other"
+    assert storage.keys("outputs/") == []  # the stale upload was deleted
