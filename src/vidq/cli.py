@@ -150,7 +150,9 @@ def models_check(
         weights = wan_weights(settings.models_dir, model.family.value, settings.wan_base)
         missing = set(weights.missing())
         incomplete += bool(missing)
-        typer.echo(f"{model.id}: {'MISSING' if missing else 'ok'}")
+        note = " (fp8: also needs a GPU of compute capability 8.9+ and torchao)"
+        state = "MISSING" if missing else "ok"
+        typer.echo(f"{model.id}: {state}{note if model.variant == 'fp8' else ''}")
         for path in weights.required():
             typer.echo(f"  {'missing' if path in missing else 'present'}: {path}")
     if incomplete:
