@@ -18,8 +18,10 @@ app = typer.Typer(
 )
 token_app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+models_app = typer.Typer(no_args_is_help=True, help="Local model weights.")
 app.add_typer(token_app, name="token")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (VIDQ_DATA_DIR).")]
 
@@ -69,7 +71,17 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
         "preview": {"step_seconds": settings.preview_step_seconds},
     }
     if settings.models_dir is not None:
-        engine_options["wan"] = {"models_dir": str(settings.models_dir)}
+        engine_options["wan"] = {
+            "models_dir": str(settings.models_dir),
+            "base": settings.wan_base,
+            "device": settings.wan_device,
+            "dtype": settings.wan_dtype,
+            "attention": settings.wan_attention,
+            "vae_tiling": settings.wan_vae_tiling,
+            "offload": settings.wan_offload,
+            "pools": [p for p in pools if settings.engine_for(p) == "wan"],
+        }
+    require_wan_weights(settings, pools)
     return WorkerOptions(
         pools=pools,
         engines={p: settings.engine_for(p) for p in pools},
@@ -81,6 +93,70 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
         drain_s=settings.drain_seconds,
         name=name,
     )
+
+
+def wan_problems(settings: Settings, pools: tuple[str, ...]) -> list[str]:
+    """Why the wan engine cannot serve ``pools`` here (missing weights); empty when it can."""
+    from vidq.catalog import MODELS
+    from vidq.engines.wan_layout import missing_message, wan_weights
+
+    wan_pools = [p for p in pools if settings.engine_for(p) == "wan"]
+    if not wan_pools:
+        return []
+    if settings.models_dir is None:
+        return [f"pools {', '.join(wan_pools)} use the wan engine but VIDQ_MODELS_DIR is not set"]
+    problems = []
+    for pool in wan_pools:
+        models = [m for m in MODELS.values() if m.pool == pool]
+        family = models[0].family.value if models else ""
+        if family not in ("t2v", "i2v"):
+            problems.append(f"pool {pool}: the wan engine does not serve {family or 'it'}")
+            continue
+        weights = wan_weights(settings.models_dir, family, settings.wan_base)
+        if weights.missing():
+            problems.append(missing_message([m.id for m in models], weights))
+    return problems
+
+
+def require_wan_weights(settings: Settings, pools: tuple[str, ...]) -> None:
+    """Refuse to start workers for wan pools whose weights are missing."""
+    problems = wan_problems(settings, pools)
+    if problems:
+        typer.echo("refusing to start: " + "\n".join(problems), err=True)
+        typer.echo("(see `vidq models check`)", err=True)
+        raise typer.Exit(2)
+
+
+@models_app.command("check")
+def models_check(
+    models_dir: Annotated[
+        Path | None, typer.Option("--models-dir", help="Weights folder (VIDQ_MODELS_DIR).")
+    ] = None,
+) -> None:
+    """Report, per model id of the wan engine, which weight files are present and missing."""
+    from vidq.catalog import MODELS
+    from vidq.engines.wan_layout import wan_weights
+
+    settings = settings_from(models_dir=models_dir)
+    if settings.models_dir is None:
+        typer.echo("VIDQ_MODELS_DIR (or --models-dir) is not set", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"models dir: {settings.models_dir} (wan base: {settings.wan_base})")
+    incomplete = 0
+    for model in MODELS.values():
+        if model.family.value not in ("t2v", "i2v"):
+            typer.echo(f"{model.id}: not a wan-engine model (engine of pool {model.pool})")
+            continue
+        weights = wan_weights(settings.models_dir, model.family.value, settings.wan_base)
+        missing = set(weights.missing())
+        incomplete += bool(missing)
+        note = " (fp8: also needs a GPU of compute capability 8.9+ and torchao)"
+        state = "MISSING" if missing else "ok"
+        typer.echo(f"{model.id}: {state}{note if model.variant == 'fp8' else ''}")
+        for path in weights.required():
+            typer.echo(f"  {'missing' if path in missing else 'present'}: {path}")
+    if incomplete:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
         None, description="Per-pool engines: 'wan22-t2v=wan,wan22-s2v=comfyui'."
     )
     models_dir: Path | None = Field(None, description="Local model weights (diffusers layout).")
+    wan_base: Literal["a14b", "ti2v-5b"] = Field("a14b", description="Wan 2.2 model of `wan`.")
+    wan_device: str = Field("auto", description="Device of the wan engine: auto | cuda | cpu.")
+    wan_dtype: str = Field("bfloat16", description="Weights dtype: bfloat16 | float16 | float32.")
+    wan_attention: str = Field("native", description="Attention backend: native | flash | sage.")
+    wan_vae_tiling: bool = Field(False, description="Decode the VAE in tiles (lower peak memory).")
+    wan_offload: bool = Field(False, description="Model CPU offload for GPUs too small for A14B.")
     reaper_interval: float = Field(2.0, gt=0)
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")
     preview_step_seconds: float = Field(0.0, ge=0, description="Preview engine pause per step.")

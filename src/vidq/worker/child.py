@@ -63,6 +63,8 @@ def _describe(exc: BaseException) -> dict[str, Any]:
         "message": str(exc) if user_facing else f"{type(exc).__name__}: {exc}",
         "retryable": not user_facing,
         "traceback": "" if user_facing else traceback.format_exc(limit=8),
+        # The engine asks for a fresh process (e.g. after a GPU out-of-memory error).
+        "restart": bool(getattr(exc, "restart_child", False)),
     }
 
 
@@ -147,6 +149,8 @@ class EngineProcess:
                     log.warning(
                         "engine error: %s", err["traceback"], extra={"job_id": job.request_id}
                     )
+                if err.get("restart"):
+                    self.stop()  # the next job starts a fresh child
                 raise EngineFailed(err["message"], err["type"], bool(err["retryable"]))
 
     def _wait(self, should_abort: Callable[[], bool]) -> dict[str, Any]:

@@ -1,0 +1,32 @@
+"""bench/gpu_wan.py runs end to end with tiny configs on the CPU (its GPU figures need a GPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT, vidq_env
+
+
+def test_gpu_wan_bench_runs_tiny_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--tiny", "--duration", "1", "--width", "128", "--height", "128", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_wan.py"), *args],
+        env=vidq_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    timed = [r for r in rows if "total_s" in r]
+    assert [r["model"] for r in timed] == ["Wan2.2-T2V-A14B (tiny)", "Wan2.2-I2V-A14B (tiny)"]
+    for r in timed:
+        assert r["frames"] == 17 and len(r["step_s"]) == 4
+        parts = r["text_encode_s"] + r["prepare_s"] + r["denoise_s"] + r["vae_decode_s"]
+        assert 0 < parts + r["mp4_encode_s"] <= r["total_s"] + 0.01
+    assert all("compute capability" in r["unavailable"] for r in rows if "total_s" not in r)

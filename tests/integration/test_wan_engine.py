@@ -1,0 +1,208 @@
+"""The wan engine on tiny random-weight Wan 2.2 pipelines, on the CPU, offline.
+
+Jobs run through ``EngineProcess`` (the spawned engine child the worker uses); the MP4s are
+decoded. The Lightning LoRA test checks the lightx2v key format lands in both experts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+
+from tests.helpers import probe_mp4
+from vidq.engines.base import EngineJob
+from vidq.worker.child import EngineFailed, EngineProcess
+
+OPTIONS = {"dtype": "float32", "device": "cpu", "pools": ["wan22-t2v", "wan22-i2v"]}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vidq.engines.wan_configs import write_tiny_models
+
+    path = tmp_path_factory.mktemp("models")
+    write_tiny_models(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path) -> Iterator[EngineProcess]:
+    proc = EngineProcess("wan", {"models_dir": str(models_dir), **OPTIONS})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _job(tmp: Path, name: str, family: str, inputs: dict[str, Any], **files: Path) -> EngineJob:
+    return EngineJob(
+        request_id=1,
+        model_id=f"wan22-fast-{family}",
+        family=family,
+        variant="fast",
+        inputs={"prompt": "a dog walks on the sea", "duration": 1, **inputs},
+        files={k: str(v) for k, v in files.items()},
+        output_path=str(tmp / f"{name}.mp4"),
+        steps=4,
+    )
+
+
+def _run(engine: EngineProcess, job: EngineJob) -> tuple[dict[str, Any], list[list[int]]]:
+    progress: list[list[int]] = []
+    result = engine.run(job, lambda k, n: progress.append([k, n]), lambda: False)
+    return result.meta, progress
+
+
+def _frames(path: str) -> npt.NDArray[np.uint8]:
+    with av.open(path) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _image(path: Path, size: tuple[int, int], color: tuple[int, int, int]) -> Path:
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def test_t2v_size_frames_progress_and_seed(engine: EngineProcess, tmp_path: Path) -> None:
+    job = _job(tmp_path, "a", "t2v", {"width": 128, "height": 144, "seed": 5})
+    meta, progress = _run(engine, job)
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames, info.codec) == (128, 144, 17, "h264")
+    # steps, then the VAE decode, then the MP4 encode: "k/6"
+    assert progress[0] == [0, 6] and progress[-1] == [6, 6]
+    assert [k for k, _ in progress] == sorted(k for k, _ in progress)
+    assert meta["seed"] == 5 and meta["steps"] == 4 and len(meta["step_seconds"]) == 4
+    assert set(meta["seconds"]) == {"text_encode", "prepare", "denoise", "decode", "encode"}
+
+    _run(engine, _job(tmp_path, "b", "t2v", {"width": 128, "height": 144, "seed": 5}))
+    _run(engine, _job(tmp_path, "c", "t2v", {"width": 128, "height": 144, "seed": 6}))
+    a, b, c = (_frames(str(tmp_path / f"{n}.mp4")) for n in "abc")
+    assert np.array_equal(a, b), "the same seed gives the same video"
+    assert not np.array_equal(a, c), "another seed gives another video"
+
+    unseeded, _ = _run(engine, _job(tmp_path, "d", "t2v", {"width": 128, "height": 128}))
+    assert isinstance(unseeded["seed"], int) and 0 <= unseeded["seed"] < 2**32
+
+
+def test_i2v_and_first_last_frame(engine: EngineProcess, tmp_path: Path) -> None:
+    first = _image(tmp_path / "first.png", (176, 140), (220, 40, 40))
+    last = _image(tmp_path / "last.png", (176, 140), (40, 40, 220))
+    # No size given: the image's own, rounded to multiples of 16.
+    job = _job(tmp_path, "i2v", "i2v", {"seed": 9}, data_uri=first)
+    meta, _ = _run(engine, job)
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (176, 144, 17)
+    assert meta["first_last_frame"] is False
+
+    flf = _job(tmp_path, "flf", "i2v", {"seed": 9}, data_uri=first, second_image_uri=last)
+    meta, _ = _run(engine, flf)
+    assert meta["first_last_frame"] is True
+    assert not np.array_equal(_frames(job.output_path), _frames(flf.output_path))
+
+    sized = _job(tmp_path, "sized", "i2v", {"height": 128}, data_uri=first)
+    _run(engine, sized)
+    info = probe_mp4(Path(sized.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height) == (160, 128)  # 160.9 -> 160
+
+
+def test_unreadable_image_is_a_clear_error(engine: EngineProcess, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(EngineFailed) as err:
+        _run(engine, _job(tmp_path, "bad", "i2v", {}, data_uri=bad))
+    assert "data_uri: not a readable image" in err.value.message
+    assert not err.value.retryable
+
+
+def test_fp8_on_cpu_is_unavailable_with_a_clear_message(models_dir: Path) -> None:
+    proc = EngineProcess(
+        "wan", {"models_dir": str(models_dir), **OPTIONS, "pools": ["wan22-t2v-fp8"]}
+    )
+    with pytest.raises(EngineFailed) as err:
+        proc.start()
+    assert "fp8 models need an NVIDIA GPU with compute capability 8.9" in err.value.message
+    assert "runs on cpu" in err.value.message
+
+
+def test_lightx2v_lora_is_fused_into_both_experts() -> None:
+    import torch
+
+    from vidq.engines.wan_configs import build_pipeline, configs, lightx2v_lora
+    from vidq.engines.wan_pipeline import LIGHTNING_SHIFT, load_lightning
+
+    cfg = configs("t2v", tiny=True)
+    pipe = build_pipeline("t2v", cfg)
+    high, low = lightx2v_lora(cfg, seed=1), lightx2v_lora(cfg, seed=2)
+    before = [
+        e.blocks[1].ffn.net[0].proj.weight.detach().clone()
+        for e in (pipe.transformer, pipe.transformer_2)
+    ]
+    load_lightning(pipe, high, low)
+    after = [
+        e.blocks[1].ffn.net[0].proj.weight.detach() for e in (pipe.transformer, pipe.transformer_2)
+    ]
+    for lora, old, new in zip((high, low), before, after, strict=True):
+        up = lora["diffusion_model.blocks.1.ffn.0.lora_up.weight"].float()
+        down = lora["diffusion_model.blocks.1.ffn.0.lora_down.weight"].float()
+        # alpha == rank: the delta is exactly up @ down
+        torch.testing.assert_close(new - old, up @ down, atol=1e-5, rtol=1e-3)
+    assert pipe.scheduler.config.shift == LIGHTNING_SHIFT
+    assert not any("lora" in n for n, _ in pipe.transformer_2.named_parameters())
+
+
+def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(tmp_path: Path) -> None:
+    from vidq.engines.wan_configs import write_tiny_ti2v
+
+    write_tiny_ti2v(tmp_path / "models")
+    proc = EngineProcess(
+        "wan", {"models_dir": str(tmp_path / "models"), **OPTIONS, "base": "ti2v-5b"}
+    )
+    proc.start()
+    try:
+        # 144 is not a multiple of TI2V-5B's 32-pixel grid: rendered at 160, cropped.
+        t2v = _job(tmp_path, "t2v", "t2v", {"width": 128, "height": 144, "seed": 3})
+        meta, progress = _run(proc, t2v)
+        info = probe_mp4(Path(t2v.output_path).read_bytes(), tmp_path)
+        assert (info.width, info.height, info.frames) == (128, 144, 17)
+        assert meta["steps"] == 30 and meta["guidance"] == 5.0 and not meta["lightning"]
+        assert progress[-1] == [32, 32]
+        first = _image(tmp_path / "first.png", (128, 128), (10, 200, 10))
+        i2v = _job(tmp_path, "i2v", "i2v", {"seed": 3}, data_uri=first)
+        _run(proc, i2v)
+        info = probe_mp4(Path(i2v.output_path).read_bytes(), tmp_path)
+        assert (info.width, info.height, info.frames) == (128, 128, 17)
+        flf = _job(tmp_path, "flf", "i2v", {}, data_uri=first, second_image_uri=first)
+        with pytest.raises(EngineFailed, match="first\\+last frame needs the I2V-A14B"):
+            _run(proc, flf)
+    finally:
+        proc.stop()
+
+
+def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from vidq.engines.wan import WanEngine
+    from vidq.worker.child import _describe
+
+    engine = WanEngine(str(models_dir), device="cpu", dtype="float32")
+
+    def oom(*_args: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(engine, "_run", oom)
+    job = _job(tmp_path, "oom", "t2v", {"width": 1280, "height": 720, "duration": 5})
+    with pytest.raises(RuntimeError) as err:
+        engine.run(job, lambda _k, _n: None)
+    described = _describe(err.value)
+    assert described["retryable"] and described["restart"]
+    assert "the GPU ran out of memory generating 1280x720, 81 frames" in described["message"]
