@@ -70,6 +70,13 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
     }
     if settings.models_dir is not None:
         engine_options["wan"] = {"models_dir": str(settings.models_dir)}
+    engine_options["comfyui"] = {
+        "urls": settings.comfyui_url,
+        "workflows_dir": str(settings.comfyui_workflows_dir or "") or None,
+        "job_timeout": settings.comfyui_job_timeout,
+        "http_timeout": settings.comfyui_http_timeout,
+        "connect_wait": settings.comfyui_connect_wait,
+    }
     return WorkerOptions(
         pools=pools,
         engines={p: settings.engine_for(p) for p in pools},
