@@ -284,15 +284,19 @@ class _Session:
         self.deadline = deadline
         self.http = httpx.Client(base_url=url, timeout=engine.http_timeout)
         self.ws: ClientConnection | None = None
+        self._ws_scope = contextlib.ExitStack()
 
     def __enter__(self) -> _Session:
         self._connect()  # before /prompt, so no message of ours is missed
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.ws is not None:
-            self.ws.close()
+        self._drop_ws()
         self.http.close()
+
+    def _drop_ws(self) -> None:
+        self.ws = None
+        self._ws_scope.close()
 
     # -- HTTP ------------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -410,7 +414,8 @@ class _Session:
         )
         timeout = max(0.1, min(self.engine.http_timeout, self.deadline - time.monotonic()))
         try:
-            self.ws = connect(ws_url, open_timeout=timeout, max_size=None, close_timeout=1)
+            connection = connect(ws_url, open_timeout=timeout, max_size=None, close_timeout=1)
+            self.ws = self._ws_scope.enter_context(connection)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise ComfyUIUnavailable(
                 f"ComfyUI websocket at {display_url(self.url)} is unreachable: {type(exc).__name__}"
@@ -438,7 +443,7 @@ class _Session:
                 raw = None
             except ConnectionClosed:
                 log.warning("comfyui websocket closed; reconnecting", extra={"prompt": prompt_id})
-                self.ws = None
+                self._drop_ws()
                 continue
             if raw is None or time.monotonic() - last_poll >= self.engine.history_poll:
                 # A safety net for a missed 'executing' message.
