@@ -269,7 +269,15 @@ ENGINES = "wan22-t2v=comfyui,wan22-i2v=comfyui,wan22-s2v=comfyui,hunyuan-foley=c
 def test_worker_completes_a_t2v_job_through_comfyui(comfy: FakeComfyUI, tmp_path: Path) -> None:
     with serve(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
         client = server.client(server.token("alice"))
+        comfy.step_delay = 0.4
         rid = client.post("/queue/wan22-fast-t2v", json={**T2V, "seed": 5}).json()["request_id"]
+        running = wait_status(client, "wan22-fast-t2v", rid, {"IN_PROGRESS"})
+        messages = set()
+        while running["status"] == "IN_PROGRESS":
+            messages.add(running["statusMessages"]["detail_message"])
+            time.sleep(0.1)
+            running = client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()
+        assert {"Progress: 2/4 Tasks done", "Progress: 3/4 Tasks done"} <= messages, messages
         status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
         assert status["status"] == "COMPLETED", status
         info = probe_mp4(result_mp4(client, "wan22-fast-t2v", rid), tmp_path)
