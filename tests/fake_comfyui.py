@@ -12,6 +12,7 @@ the prompt is done, error or not), ``/history/{id}`` entries with ``outputs`` an
 
 ``mode`` chooses a behaviour: ``ok``, ``error`` (the sampler raises), ``oom``,
 ``drop_ws`` (the websocket is closed after the first progress message; execution goes on),
+``drop_ws_error`` (the same, then the sampler raises while the client is away),
 ``slow`` (each step sleeps ``step_delay``; honours ``/interrupt``), ``slow_http`` (every HTTP
 answer waits ``http_delay``). ``codec`` is the output's video codec (``h264`` or ``mpeg4``).
 """
@@ -89,6 +90,7 @@ class FakeComfyUI:
         self.ws_connects = 0
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._running: str | None = None
+        self._pending: list[str] = []
         self._interrupt = False
         self._number = 0
         self._lock: asyncio.Lock | None = None
@@ -182,7 +184,7 @@ class FakeComfyUI:
         return ws
 
     def _status(self) -> dict[str, Any]:
-        pending = 1 if self._running else 0
+        pending = len(self._pending) + (1 if self._running else 0)
         return {"status": {"exec_info": {"queue_remaining": pending}}}
 
     async def _queue_info(self, request: web.Request) -> web.Response:
@@ -215,6 +217,7 @@ class FakeComfyUI:
         self._number += 1
         self.prompts.append(graph)
         client_id = body.get("client_id")
+        self._pending.append(prompt_id)
         asyncio.get_running_loop().create_task(self._execute(prompt_id, graph, client_id))
         return web.json_response(
             {"prompt_id": prompt_id, "number": self._number, "node_errors": {}}
@@ -264,7 +267,8 @@ class FakeComfyUI:
 
     async def _get_queue(self, request: web.Request) -> web.Response:
         running = [[self._number, self._running, {}, {}, []]] if self._running else []
-        return web.json_response({"queue_running": running, "queue_pending": []})
+        pending = [[self._number, pid, {}, {}, []] for pid in self._pending]
+        return web.json_response({"queue_running": running, "queue_pending": pending})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
         await request.json()
@@ -297,6 +301,7 @@ class FakeComfyUI:
     async def _execute(self, pid: str, graph: dict[str, Any], cid: str | None) -> None:
         assert self._lock is not None
         async with self._lock:
+            self._pending.remove(pid)
             self._running, self._interrupt = pid, False
             try:
                 await self._run_graph(pid, graph, cid)
@@ -415,9 +420,11 @@ class _Ctx:
                 await asyncio.sleep(server.step_delay)
             if server._interrupt:
                 raise Interrupted()
+            if server.mode == "drop_ws_error" and self.progressed:
+                raise ValueError("the sampler failed while nobody was listening")
             data = {"value": step, "max": total, "prompt_id": self.pid, "node": None}
             await server._send(self.cid, "progress", data)
-            if server.mode == "drop_ws" and not self.progressed:
+            if server.mode in ("drop_ws", "drop_ws_error") and not self.progressed:
                 self.progressed = True
                 ws = server._sockets.get(self.cid or "")
                 if ws is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
+import threading
 import time
 import wave
 from collections.abc import Iterator
@@ -222,6 +223,43 @@ def test_websocket_dropped_mid_job_reconnects_and_completes(
     _run(_engine(comfy), job)
     assert comfy.ws_connects >= 2
     assert probe_mp4(Path(job.output_path).read_bytes(), tmp_path).frames == 17
+
+
+def test_an_error_while_the_websocket_is_down_is_read_from_history(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    comfy.mode = "drop_ws_error"
+    comfy.step_delay = 0.2
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    with pytest.raises(ComfyUIExecutionError, match="failed while nobody was listening"):
+        _run(_engine(comfy), job)
+
+
+def test_a_server_restart_mid_job_loses_the_prompt_and_is_retryable(tmp_path: Path) -> None:
+    first = FakeComfyUI(tmp_path / "a").start()
+    first.mode, first.step_delay = "slow", 0.5
+    port = first.port
+    replacement: list[FakeComfyUI] = []
+
+    def restart() -> None:
+        while not first.prompts:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        first.stop()
+        replacement.append(FakeComfyUI(tmp_path / "b", port=port).start())
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    try:
+        job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+        with pytest.raises(ComfyUIUnavailable, match="no longer on ComfyUI"):
+            _run(ComfyUIEngine(urls=first.url, connect_wait=0, history_poll=0.5), job)
+    finally:
+        thread.join(10)
+        first.stop()
+        for server in replacement:
+            server.stop()
+    assert replacement and replacement[0].ws_connects >= 1
 
 
 def test_slow_execution_times_out_and_is_interrupted(comfy: FakeComfyUI, tmp_path: Path) -> None:

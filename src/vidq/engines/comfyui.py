@@ -65,6 +65,10 @@ class ComfyUIUnavailable(ConnectionError):
     """No ComfyUI server answered (retried)."""
 
 
+class ComfyUIPromptLost(ComfyUIUnavailable):
+    """The server forgot the prompt: restarted, or its queue was cleared (retried)."""
+
+
 class ComfyUITimeout(TimeoutError):
     """ComfyUI did not finish in time (retried)."""
 
@@ -434,7 +438,7 @@ class _Session:
                 )
             if self.ws is None:
                 self._reconnect(prompt_id)
-                if self._finished(prompt_id):
+                if self._finished(prompt_id, check_queue=True):
                     return
                 continue
             try:
@@ -448,7 +452,7 @@ class _Session:
             if raw is None or time.monotonic() - last_poll >= self.engine.history_poll:
                 # A safety net for a missed 'executing' message.
                 last_poll = time.monotonic()
-                if self._finished(prompt_id):
+                if self._finished(prompt_id, check_queue=raw is None):
                     return
             if isinstance(raw, str) and self._handle(json.loads(raw), prompt_id, report):
                 return
@@ -465,9 +469,21 @@ class _Session:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _finished(self, prompt_id: str) -> bool:
+    def _finished(self, prompt_id: str, *, check_queue: bool = False) -> bool:
+        """Whether ``/history`` holds the prompt (raising its error if it failed). With
+        ``check_queue``, a prompt in neither history nor queue is lost (the server was
+        restarted or its queue cleared): ComfyUIUnavailable, so the job is retried."""
         try:
             entry = self._history(prompt_id)
+            if entry is None and check_queue and not self._queued(prompt_id):
+                entry = self._history(prompt_id)  # it may have finished in between
+                if entry is None:
+                    raise ComfyUIPromptLost(
+                        f"prompt {prompt_id} is no longer on ComfyUI at "
+                        f"{display_url(self.url)} (server restarted or queue cleared)"
+                    )
+        except ComfyUIPromptLost:
+            raise
         except ComfyUIUnavailable:
             return False
         if entry is None:
@@ -476,6 +492,15 @@ class _Session:
         if status.get("status_str") == "error":
             _raise_from_messages(status.get("messages") or [])
         return bool(status.get("completed", True)) or bool(entry.get("outputs"))
+
+    def _queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or pending on the server (True if unknown)."""
+        try:
+            queue = self._request("GET", "/queue").json()
+            items = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
+            return any(isinstance(i, list) and len(i) > 1 and i[1] == prompt_id for i in items)
+        except (ComfyUIUnavailable, ValueError, AttributeError):
+            return True
 
     def _handle(self, message: Any, prompt_id: str, report: Report) -> bool:
         """Act on one websocket message; True when our prompt is done."""
