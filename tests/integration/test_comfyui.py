@@ -30,6 +30,7 @@ from vidq.engines.comfyui import (
     ComfyUITimeout,
     ComfyUIUnavailable,
 )
+from vidq.errors import LeaseLost
 from vidq.media.video import write_mp4
 from vidq.worker.child import EngineFailed, EngineProcess
 
@@ -269,6 +270,25 @@ def test_slow_execution_times_out_and_is_interrupted(comfy: FakeComfyUI, tmp_pat
     with pytest.raises(ComfyUITimeout, match=r"did not finish prompt .* within 1\.5 s"):
         _run(_engine(comfy, job_timeout=1.5), job)
     assert comfy.interrupts == 1
+
+
+def test_a_lost_lease_interrupts_the_prompt_on_the_server(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    comfy.mode, comfy.step_delay = "slow", 1.0
+    proc = EngineProcess("comfyui", {"urls": comfy.url, "connect_wait": 0})
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    seen: list[tuple[int, int]] = []
+    try:
+        with pytest.raises(LeaseLost):
+            proc.run(job, lambda k, n: seen.append((k, n)), lambda: bool(seen))
+    finally:
+        proc.stop()
+    deadline = time.monotonic() + 10
+    while comfy.interrupts < 1:
+        assert time.monotonic() < deadline, "the orphaned prompt was not interrupted"
+        time.sleep(0.05)
+    assert comfy.deleted  # and its history entry removed
 
 
 def test_slow_http_answers_time_out(comfy: FakeComfyUI, tmp_path: Path) -> None:

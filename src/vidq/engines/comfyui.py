@@ -28,9 +28,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -123,9 +126,15 @@ class ComfyUIEngine:
         self.history_poll = history_poll
 
     def load(self) -> None:
-        """Nothing to load: the server holds the weights. Checks the workflows folder."""
+        """Nothing to load: the server holds the weights. Checks the workflows folder and,
+        in the engine child, turns SIGTERM (the worker stopping the child because the lease
+        was lost or it shuts down) into SystemExit, so the running prompt is interrupted on
+        the server instead of being left to burn GPU time."""
         if self.workflows_dir is not None and not self.workflows_dir.is_dir():
             raise EngineUnavailable(f"workflows folder {self.workflows_dir} does not exist")
+        in_child = multiprocessing.parent_process() is not None
+        if in_child and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     # -- one job ---------------------------------------------------------------------
     def run(self, job: EngineJob, report: Report) -> EngineResult:
@@ -149,7 +158,11 @@ class ComfyUIEngine:
             extra = {"job_id": job.request_id, "prompt_id": prompt_id}
             log.info("comfyui prompt queued on %s", display_url(url), extra=extra)
             try:
-                session.follow(prompt_id, report)
+                try:
+                    session.follow(prompt_id, report)
+                except (SystemExit, KeyboardInterrupt):
+                    session.stop(prompt_id)
+                    raise
                 entry = session.history_entry(prompt_id)
                 source = session.download_output(entry, wf.output_node_ids(graph))
                 try:
@@ -232,6 +245,10 @@ class ComfyUIEngine:
                 )
             time.sleep(min(delay, max(0.0, wait_until - time.monotonic())))
             delay = min(delay * 2, 5.0)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _why(exc: Exception) -> str:
@@ -400,8 +417,8 @@ class _Session:
             self._request("POST", "/queue", json={"delete": [prompt_id]})
             self._request("POST", "/history", json={"delete": [prompt_id]})
 
-    def _stop(self, prompt_id: str) -> None:
-        """On timeout: dequeue the prompt, or interrupt it if it is the one running."""
+    def stop(self, prompt_id: str) -> None:
+        """On timeout or abort: dequeue the prompt, or interrupt it if it is the one running."""
         with contextlib.suppress(ComfyUIUnavailable, ValueError, KeyError, TypeError):
             self._request("POST", "/queue", json={"delete": [prompt_id]})
             queue = self._request("GET", "/queue").json()
@@ -431,7 +448,7 @@ class _Session:
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                self._stop(prompt_id)
+                self.stop(prompt_id)
                 raise ComfyUITimeout(
                     f"ComfyUI at {display_url(self.url)} did not finish prompt {prompt_id} "
                     f"within {self.engine.job_timeout:g} s"
