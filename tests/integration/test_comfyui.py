@@ -22,8 +22,8 @@ from PIL import Image
 from tests.fake_comfyui import FakeComfyUI
 from tests.helpers import free_port, probe_mp4, result_mp4, serve, wait_status
 from vidq.engines.base import EngineJob
-from vidq.engines.comfyui import (
-    ComfyUIEngine,
+from vidq.engines.comfyui import ComfyUIEngine
+from vidq.engines.comfyui_client import (
     ComfyUIExecutionError,
     ComfyUIInterrupted,
     ComfyUIRejected,
