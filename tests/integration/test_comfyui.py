@@ -31,7 +31,11 @@ from vidq.engines.comfyui_client import (
     ComfyUIUnavailable,
 )
 from vidq.errors import LeaseLost
+from vidq.jobs import NewJob
 from vidq.media.video import write_mp4
+from vidq.storage import open_storage
+from vidq.store import open_store
+from vidq.worker import Worker, WorkerOptions
 from vidq.worker.child import EngineFailed, EngineProcess
 
 
@@ -409,3 +413,98 @@ def _frames(path: Path) -> list[Any]:
 
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+# -- the worker path with input media (blobs), in-process worker + engine child --------
+def _worker_run(
+    tmp_path: Path,
+    comfy: FakeComfyUI,
+    model_id: str,
+    pool: str,
+    blobs: dict[str, Path],
+    inputs: dict[str, Any],
+) -> tuple[Any, Any]:
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    storage = open_storage(f"file://{tmp_path / 'blobs'}", secret=b"k" * 32)
+    keys = {}
+    for field, path in blobs.items():
+        keys[field] = f"inputs/{field}"
+        storage.put_file(keys[field], path, "application/octet-stream")
+    job = store.enqueue(
+        NewJob(
+            user="alice",
+            model_id=model_id,
+            pool=pool,
+            tier=0,
+            priority=0,
+            inputs={**inputs, "_blobs": keys},
+        )
+    )
+    options = WorkerOptions(
+        pools=(pool,),
+        engines={pool: "comfyui"},
+        burst=True,
+        engine_options={"comfyui": {"urls": comfy.url, "connect_wait": 0}},
+    )
+    try:
+        assert Worker(store, storage, options).run() == 1
+        done = store.get(job.id)
+        assert done is not None
+        video = storage.get_bytes(done.result_key) if done.result_key else b""
+    finally:
+        store.close()
+    return done, video
+
+
+def test_worker_runs_s2v_with_its_input_blobs(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    face = Path(_png(tmp_path / "face.png", (90, 160, 220), (128, 128)))
+    voice = Path(_wav(tmp_path / "voice.wav", 2.0))
+    done, video = _worker_run(
+        tmp_path,
+        comfy,
+        "wan22-s2v-fast",
+        "wan22-s2v",
+        {"data_uri": face, "audio_uri": voice},
+        {"prompt": "a person talking", "duration": 2, "width": 128, "height": 128},
+    )
+    assert done.state.value == "COMPLETED", done.error
+    info = probe_mp4(video, tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 128, 33)
+    assert info.audio_codec == "aac" and info.audio_duration and info.audio_duration > 1.9
+    assert done.result_meta["engine"] == "comfyui"
+    assert done.result_meta["workflow"] == "s2v.json" and done.result_key.endswith(".mp4")
+
+
+def test_worker_runs_foley_and_fails_cleanly_on_comfyui_errors(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_mp4(
+        clip,
+        iter([np.full((64, 64, 3), 9 * k, np.uint8) for k in range(16)]),
+        width=64,
+        height=64,
+        fps=16,
+    )
+    done, video = _worker_run(
+        tmp_path / "a",
+        comfy,
+        "hunyuan-foley",
+        "hunyuan-foley",
+        {"data_uri": clip},
+        {"prompt": "footsteps on gravel"},
+    )
+    assert done.state.value == "COMPLETED", done.error
+    info = probe_mp4(video, tmp_path)
+    assert (info.frames, info.audio_codec) == (16, "aac")
+    comfy.mode = "error"
+    failed, _ = _worker_run(
+        tmp_path / "b",
+        comfy,
+        "hunyuan-foley",
+        "hunyuan-foley",
+        {"data_uri": clip},
+        {"prompt": "footsteps on gravel"},
+    )
+    assert failed.state.value == "FAILED" and failed.attempt == 1
+    assert "HunyuanVideoFoleyGenerateAudio" in (failed.error or "")
