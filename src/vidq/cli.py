@@ -70,9 +70,10 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
     }
     if settings.models_dir is not None:
         engine_options["wan"] = {"models_dir": str(settings.models_dir)}
+    workflows = settings.comfyui_workflows_dir
     engine_options["comfyui"] = {
         "urls": settings.comfyui_url,
-        "workflows_dir": str(settings.comfyui_workflows_dir or "") or None,
+        "workflows_dir": str(workflows.resolve()) if workflows else None,
         "job_timeout": settings.comfyui_job_timeout,
         "http_timeout": settings.comfyui_http_timeout,
         "connect_wait": settings.comfyui_connect_wait,
