@@ -348,6 +348,24 @@ def test_worker_completes_a_t2v_job_through_comfyui(comfy: FakeComfyUI, tmp_path
     assert {n["inputs"].get("noise_seed") for n in graph.values()} >= {5}
 
 
+def test_worker_uses_the_operators_workflow_folder(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    shipped = Path(__file__).parents[2] / "src/vidq/engines/workflows/t2v.json"
+    (folder / "wan22-fast-t2v.json").write_text(shipped.read_text().replace("euler", "uni_pc"))
+    settings = {"engines": ENGINES, "comfyui_url": comfy.url, "comfyui_workflows_dir": folder}
+    with serve(tmp_path / "data", **settings) as server:
+        client = server.client(server.token("alice"))
+        rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
+        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+        assert status["status"] == "COMPLETED", status
+    (graph,) = comfy.prompts
+    samplers = {
+        n["inputs"]["sampler_name"] for n in graph.values() if "sampler_name" in n["inputs"]
+    }
+    assert samplers == {"uni_pc"}
+
+
 def test_worker_fails_the_job_with_comfyuis_error(comfy: FakeComfyUI, tmp_path: Path) -> None:
     comfy.mode = "error"
     with serve(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
