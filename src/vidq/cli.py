@@ -81,6 +81,14 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
             "offload": settings.wan_offload,
             "pools": [p for p in pools if settings.engine_for(p) == "wan"],
         }
+    workflows = settings.comfyui_workflows_dir
+    engine_options["comfyui"] = {
+        "urls": settings.comfyui_url,
+        "workflows_dir": str(workflows.resolve()) if workflows else None,
+        "job_timeout": settings.comfyui_job_timeout,
+        "http_timeout": settings.comfyui_http_timeout,
+        "connect_wait": settings.comfyui_connect_wait,
+    }
     require_wan_weights(settings, pools)
     return WorkerOptions(
         pools=pools,

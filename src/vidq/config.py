@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     reaper_interval: float = Field(2.0, gt=0)
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")
     preview_step_seconds: float = Field(0.0, ge=0, description="Preview engine pause per step.")
+    comfyui_url: str = Field(
+        "http://127.0.0.1:8188",
+        description="ComfyUI server(s) of the comfyui engine; comma-separated for several.",
+    )
+    comfyui_workflows_dir: Path | None = Field(
+        None, description="Folder of workflow templates (<model id>.json or <kind>.json)."
+    )
+    comfyui_job_timeout: float = Field(
+        3600.0, gt=0, description="Seconds one ComfyUI job may take."
+    )
+    comfyui_http_timeout: float = Field(
+        30.0, gt=0, description="Seconds one ComfyUI HTTP call may take."
+    )
+    comfyui_connect_wait: float = Field(
+        60.0, ge=0, description="Seconds to wait for a ComfyUI server to answer before retrying."
+    )
     log_level: str = "INFO"
     # Input media (README "Inputs of every family"). Byte limits are 413, the rest 422.
     max_input_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Decoded size per input.")

@@ -121,3 +121,65 @@ def read_frames(
             if width and height:
                 frame = frame.reformat(width=width, height=height)
             yield np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+
+def is_browser_mp4(path: Path) -> bool:
+    """Whether ``path`` is an MP4 with H.264 yuv420p video (and AAC audio, if any)."""
+    try:
+        with av.open(str(path)) as container:
+            if "mp4" not in container.format.name.split(","):
+                return False
+            if not container.streams.video:
+                return False
+            video = container.streams.video[0].codec_context
+            if video.name != "h264" or video.pix_fmt != "yuv420p":
+                return False
+            return all(a.codec_context.name == "aac" for a in container.streams.audio)
+    except (av.FFmpegError, OSError):
+        return False
+
+
+def transcode_mp4(src: Path, dst: Path) -> None:
+    """Re-encode any video file FFmpeg reads into a browser-playable MP4 (``write_mp4``),
+    keeping its frame rate and first audio track."""
+    with av.open(str(src)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{src.name} has no video stream")
+        stream = container.streams.video[0]
+        fps = round(float(stream.average_rate or 16))
+        frames: list[Frame] = [
+            np.asarray(f.to_ndarray(format="rgb24"), dtype=np.uint8)
+            for f in container.decode(stream)
+        ]
+    if not frames:
+        raise ValueError(f"{src.name} has no video frames")
+    audio, rate = _decode_audio(src)
+    height, width = frames[0].shape[:2]
+    even = [f[: height - height % 2, : width - width % 2] for f in frames]
+    write_mp4(
+        dst,
+        iter(even),
+        width=width - width % 2,
+        height=height - height % 2,
+        fps=max(1, fps),
+        audio=audio,
+        sample_rate=rate,
+    )
+
+
+def _decode_audio(src: Path) -> tuple[npt.NDArray[np.float32] | None, int]:
+    with av.open(str(src)) as container:
+        if not container.streams.audio:
+            return None, 44100
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or 44100
+        layout = "stereo" if stream.codec_context.channels >= 2 else "mono"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        parts: list[npt.NDArray[np.float32]] = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().astype(np.float32))
+        for out in resampler.resample(None):
+            parts.append(out.to_ndarray().astype(np.float32))
+    if not parts:
+        return None, rate
+    return np.concatenate(parts, axis=1), rate

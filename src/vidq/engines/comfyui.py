@@ -1,0 +1,201 @@
+"""The ``comfyui`` engine: runs a job as a workflow on a remote ComfyUI server.
+
+Per job: pick a server (the reachable one with the shortest queue), open its websocket,
+upload the inputs, fill the workflow template of the job (``comfyui_workflows``), queue it,
+follow its progress, download the output, make it an H.264/AAC MP4 if it is not one, and
+delete the prompt from the server. The protocol and what each failure means for the job
+(final or retried) are in ``comfyui_client``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import secrets
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+from PIL import Image
+
+from vidq.catalog import FPS, get_model
+from vidq.engines import comfyui_workflows as wf
+from vidq.engines.base import EngineJob, EngineResult, Report
+from vidq.engines.comfyui_client import (
+    ComfyUIExecutionError,
+    ComfyUISession,
+    display_url,
+    pick_server,
+)
+from vidq.errors import EngineError, EngineUnavailable
+from vidq.media.video import is_browser_mp4, transcode_mp4
+
+log = logging.getLogger(__name__)
+
+UPLOAD_FIELDS = {  # job.files key -> placeholder
+    "data_uri": "image",
+    "second_image_uri": "last_image",
+    "audio_uri": "audio",
+}
+MAX_SIDE_DEFAULT = 720  # I2V/S2V height when the request names none
+
+
+class ComfyUIEngine:
+    """Generates videos on ComfyUI servers (see module docstring)."""
+
+    name = "comfyui"
+
+    def __init__(
+        self,
+        urls: str | list[str] = "http://127.0.0.1:8188",
+        workflows_dir: str | None = None,
+        job_timeout: float = 3600.0,
+        http_timeout: float = 30.0,
+        connect_wait: float = 60.0,
+        history_poll: float = 5.0,
+    ) -> None:
+        raw = urls.split(",") if isinstance(urls, str) else list(urls)
+        self.urls = [u.strip().rstrip("/") for u in raw if u.strip()]
+        if not self.urls:
+            raise EngineUnavailable("the comfyui engine needs a server URL (VIDQ_COMFYUI_URL)")
+        for url in self.urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise EngineUnavailable(f"ComfyUI URL must be http(s): {display_url(url)}")
+        self.workflows_dir = Path(workflows_dir) if workflows_dir else None
+        self.job_timeout = job_timeout
+        self.http_timeout = http_timeout
+        self.connect_wait = connect_wait
+        self.history_poll = history_poll
+
+    def load(self) -> None:
+        """Nothing to load: the server holds the weights. Checks the workflows folder and,
+        in the engine child, turns SIGTERM (the worker stopping the child because the lease
+        was lost or it shuts down) into SystemExit, so the running prompt is interrupted on
+        the server instead of being left to burn GPU time."""
+        if self.workflows_dir is not None and not self.workflows_dir.is_dir():
+            raise EngineUnavailable(f"workflows folder {self.workflows_dir} does not exist")
+        in_child = multiprocessing.parent_process() is not None
+        if in_child and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    # -- one job ---------------------------------------------------------------------
+    def run(self, job: EngineJob, report: Report) -> EngineResult:
+        kind = wf.kind_for(job.family, job.files)
+        template, origin = wf.load_template(kind, job.model_id, self.workflows_dir)
+        deadline = time.monotonic() + self.job_timeout
+        url = pick_server(
+            self.urls,
+            http_timeout=self.http_timeout,
+            connect_wait=self.connect_wait,
+            deadline=deadline,
+        )
+        session = ComfyUISession(
+            url,
+            deadline=deadline,
+            job_timeout=self.job_timeout,
+            http_timeout=self.http_timeout,
+            history_poll=self.history_poll,
+        )
+        with session:
+            uploads = {
+                UPLOAD_FIELDS[field]: session.upload(job.request_id, field, Path(path))
+                for field, path in sorted(job.files.items())
+                if field in UPLOAD_FIELDS
+            }
+            if job.family == "foley" and "image" in uploads:
+                uploads["video"] = uploads.pop("image")
+            values = self._values(job, uploads)
+            graph = wf.fill(template, values)
+            wf.check_graph(graph, origin)
+            prompt_id = session.submit(graph)
+            extra = {"job_id": job.request_id, "prompt_id": prompt_id}
+            log.info("comfyui prompt queued on %s", display_url(url), extra=extra)
+            try:
+                try:
+                    session.follow(prompt_id, report)
+                except (SystemExit, KeyboardInterrupt):
+                    session.stop(prompt_id)
+                    raise
+                entry = session.history_entry(prompt_id)
+                source = session.download_output(entry, wf.output_node_ids(graph))
+                try:
+                    self._write_output(source, Path(job.output_path))
+                finally:
+                    source.unlink(missing_ok=True)
+            finally:
+                session.forget(prompt_id)
+        model = get_model(job.model_id)
+        return EngineResult(
+            name=model.output_name if model is not None else "ComfyUI",
+            meta={
+                "engine": "comfyui",
+                "server": display_url(url),
+                "prompt_id": prompt_id,
+                "workflow": Path(origin).name,
+                "seed": values["seed"],
+                "frames": values["frames"],
+                "fps": FPS,
+            },
+        )
+
+    def _values(self, job: EngineJob, uploads: dict[str, str]) -> dict[str, Any]:
+        inputs = job.inputs
+        seed = inputs.get("seed")
+        duration = int(inputs.get("duration") or 5)
+        width, height = _target_size(job)
+        negative = inputs.get("negative_prompt") or wf.DEFAULT_NEGATIVE_PROMPT
+        return {
+            "prompt": str(inputs.get("prompt") or ""),
+            "negative_prompt": str(negative),
+            "width": width,
+            "height": height,
+            "duration": duration,
+            "frames": FPS * duration + 1,
+            "fps": FPS,
+            "seed": int(seed) if seed is not None else secrets.randbelow(2**32),
+            "steps": job.steps,
+            "half_steps": max(1, job.steps // 2),
+            "background_music": bool(inputs.get("background_music", False)),
+            "filename_prefix": f"vidq/{job.request_id}",
+            "request_id": job.request_id,
+            "model_id": job.model_id,
+            **uploads,
+        }
+
+    def _write_output(self, source: Path, output: Path) -> None:
+        if is_browser_mp4(source):
+            shutil.copyfile(source, output)
+            return
+        try:
+            transcode_mp4(source, output)
+        except (av.FFmpegError, ValueError) as exc:
+            raise ComfyUIExecutionError(f"ComfyUI's output is not a readable video: {exc}") from exc
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _target_size(job: EngineJob) -> tuple[int, int]:
+    """The request's width/height; for image jobs without them, the image's aspect at the
+    requested (or default) height, rounded to multiples of 16."""
+    inputs = job.inputs
+    width, height = inputs.get("width"), inputs.get("height")
+    if width and height:
+        return int(width), int(height)
+    image = job.files.get("data_uri") if job.family in ("i2v", "s2v") else None
+    if image is None:
+        return int(width or 1280), int(height or 720)
+    try:
+        with Image.open(image) as im:
+            iw, ih = im.size
+    except OSError as exc:
+        raise EngineError(f"data_uri: the input image cannot be read: {exc}") from exc
+    h = int(height or inputs.get("min_height") or min(ih, MAX_SIDE_DEFAULT))
+    w = int(width or h * iw / ih)
+    return max(16, round(w / 16) * 16), max(16, round(h / 16) * 16)

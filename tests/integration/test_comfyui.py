@@ -1,0 +1,528 @@
+"""The comfyui engine against a server speaking ComfyUI's protocol (tests/fake_comfyui.py):
+each family end to end, progress, errors, a dropped websocket, a slow and a dead server;
+and the worker path (`vidq serve` with VIDQ_ENGINES=...=comfyui) turning each into the
+right job state."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.fake_comfyui import FakeComfyUI
+from tests.helpers import free_port, probe_mp4, result_mp4, serve, wait_status
+from vidq.engines.base import EngineJob
+from vidq.engines.comfyui import ComfyUIEngine
+from vidq.engines.comfyui_client import (
+    ComfyUIExecutionError,
+    ComfyUIInterrupted,
+    ComfyUIRejected,
+    ComfyUITimeout,
+    ComfyUIUnavailable,
+)
+from vidq.errors import LeaseLost
+from vidq.jobs import NewJob
+from vidq.media.video import write_mp4
+from vidq.storage import open_storage
+from vidq.store import open_store
+from vidq.worker import Worker, WorkerOptions
+from vidq.worker.child import EngineFailed, EngineProcess
+
+
+@pytest.fixture
+def comfy(tmp_path: Path) -> Iterator[FakeComfyUI]:
+    with FakeComfyUI(tmp_path / "comfy") as server:
+        yield server
+
+
+def _job(
+    tmp_path: Path, family: str, model_id: str, files: dict[str, str] | None = None, **inputs: Any
+) -> EngineJob:
+    return EngineJob(
+        request_id=7,
+        model_id=model_id,
+        family=family,
+        variant="fast",
+        inputs={"prompt": "a fox", "duration": 1, **inputs},
+        files=files or {},
+        output_path=str(tmp_path / f"out-{family}.mp4"),
+        steps=4,
+    )
+
+
+def _png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> str:
+    Image.new("RGB", size, color).save(path, format="PNG")
+    return str(path)
+
+
+def _wav(path: Path, seconds: float) -> str:
+    rate = 16000
+    t = np.arange(int(rate * seconds)) / rate
+    data = (0.4 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(data.tobytes())
+    return str(path)
+
+
+def _engine(server: FakeComfyUI, **options: Any) -> ComfyUIEngine:
+    return ComfyUIEngine(urls=server.url, **{"connect_wait": 0, "history_poll": 0.5, **options})
+
+
+def _run(engine: ComfyUIEngine, job: EngineJob) -> tuple[Any, list[tuple[int, int]]]:
+    seen: list[tuple[int, int]] = []
+    engine.load()
+    result = engine.run(job, lambda k, n: seen.append((k, n)))
+    return result, seen
+
+
+# -- engine level: each family ------------------------------------------------------------
+def test_t2v_runs_the_workflow_reports_progress_and_cleans_up(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    job = _job(
+        tmp_path,
+        "t2v",
+        "wan22-fast-t2v",
+        width=128,
+        height=96,
+        seed=1234,
+        prompt='a "quoted" {{prompt}} fox',
+    )
+    result, seen = _run(_engine(comfy), job)
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 96, 17)
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p"
+    assert result.name == "WanVideo2_2_T2V"
+    assert result.meta["seed"] == 1234 and result.meta["workflow"] == "t2v.json"
+    # Both Wan 2.2 experts reported their steps: high noise 1..2, low noise 3..4 of 4.
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    (graph,) = comfy.prompts
+    texts = [n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode"]
+    assert texts[0] == 'a "quoted" {{prompt}} fox'  # spliced as data, not re-templated
+    assert result.meta["prompt_id"] in comfy.deleted and not comfy.history
+
+
+def test_i2v_and_first_last_frame_upload_their_images(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    first = _png(tmp_path / "first", (250, 10, 10))
+    last = _png(tmp_path / "last", (10, 10, 250))
+    job = _job(tmp_path, "i2v", "wan22-fast-i2v", {"data_uri": first}, height=128)
+    _run(_engine(comfy), job)
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (192, 128, 17)  # the image's 3:2 aspect
+    flf = _job(
+        tmp_path,
+        "i2v",
+        "wan22-fast-i2v",
+        {"data_uri": first, "second_image_uri": last},
+        width=128,
+        height=128,
+    )
+    flf = dataclasses.replace(flf, output_path=str(tmp_path / "flf.mp4"))
+    result, _ = _run(_engine(comfy), flf)
+    assert result.meta["workflow"] == "flf2v.json"
+    assert "WanFirstLastFrameToVideo" in {n["class_type"] for n in comfy.prompts[-1].values()}
+    frames = _frames(Path(flf.output_path))
+    assert frames[0][..., 0].mean() > 200 and frames[-1][..., 2].mean() > 200  # red -> blue
+
+
+def test_s2v_in_the_engine_child_keeps_the_input_audio(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    files = {
+        "data_uri": _png(tmp_path / "face", (200, 180, 160)),
+        "audio_uri": _wav(tmp_path / "voice", 1.2),
+    }
+    job = _job(tmp_path, "s2v", "wan22-s2v-fast", files, width=128, height=128)
+    proc = EngineProcess("comfyui", {"urls": comfy.url, "connect_wait": 0})
+    seen: list[tuple[int, int]] = []
+    try:
+        result = proc.run(job, lambda k, n: seen.append((k, n)), lambda: False)
+    finally:
+        proc.stop()
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 128, 17)
+    assert info.audio_codec == "aac" and info.audio_duration and info.audio_duration > 1.0
+    assert result.name == "WanVideo2_2_S2V" and seen[-1] == (4, 4)
+    kinds = {n["class_type"] for n in comfy.prompts[0].values()}
+    assert {"WanSoundImageToVideo", "AudioEncoderEncode", "LoadAudio"} <= kinds
+
+
+def test_foley_adds_sound_to_the_input_video(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    src = tmp_path / "silent.mp4"
+    frames = [np.full((64, 96, 3), 20 * k, np.uint8) for k in range(12)]
+    write_mp4(src, iter(frames), width=96, height=64, fps=12)
+    job = _job(tmp_path, "foley", "hunyuan-foley", {"data_uri": str(src)})
+    result, seen = _run(_engine(comfy), job)
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (96, 64, 12)
+    assert info.audio_codec == "aac" and info.audio_duration and info.audio_duration > 0.9
+    assert result.name == "HunyuanFoley" and seen[-1] == (4, 4)
+    loader = next(n for n in comfy.prompts[0].values() if n["class_type"] == "LoadVideo")
+    assert loader["inputs"]["file"].endswith(".mp4")
+
+
+def test_a_non_h264_output_is_reencoded(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    comfy.codec = "mpeg4"
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    _run(_engine(comfy), job)
+    info = probe_mp4(Path(job.output_path).read_bytes(), tmp_path)
+    assert (info.codec, info.pix_fmt, info.frames) == ("h264", "yuv420p", 17)
+
+
+def test_operator_workflow_per_model_id(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    shipped = Path(__file__).parents[2] / "src/vidq/engines/workflows/t2v.json"
+    text = shipped.read_text().replace('"cfg": 1.0', '"cfg": 3.5')
+    (folder / "wan22-fast-t2v-pro.json").write_text(text)
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v-pro", width=128, height=128)
+    result, _ = _run(_engine(comfy, workflows_dir=str(folder)), job)
+    assert result.meta["workflow"] == "wan22-fast-t2v-pro.json"
+    cfgs = {n["inputs"]["cfg"] for n in comfy.prompts[0].values() if "cfg" in n["inputs"]}
+    assert cfgs == {3.5}
+
+
+# -- engine level: failures ----------------------------------------------------------------
+def test_execution_error_carries_comfyuis_message(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    comfy.mode = "error"
+    with pytest.raises(ComfyUIExecutionError, match="mat1 and mat2 shapes cannot be multiplied"):
+        _run(_engine(comfy), _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128))
+    assert comfy.deleted  # the failed prompt's history is cleaned up too
+
+
+def test_out_of_memory_is_retryable(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    comfy.mode = "oom"
+    with pytest.raises(ComfyUIInterrupted, match="OutOfMemoryError"):
+        _run(_engine(comfy), _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128))
+
+
+def test_a_missing_node_pack_is_rejected_with_comfyuis_reason(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    shipped = Path(__file__).parents[2] / "src/vidq/engines/workflows/t2v.json"
+    (folder / "t2v.json").write_text(shipped.read_text().replace("VAEDecode", "VAEDecodeTiledX"))
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    with pytest.raises(ComfyUIRejected, match="node VAEDecodeTiledX does not exist"):
+        _run(_engine(comfy, workflows_dir=str(folder)), job)
+
+
+def test_websocket_dropped_mid_job_reconnects_and_completes(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    comfy.mode = "drop_ws"
+    comfy.step_delay = 0.1
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    _run(_engine(comfy), job)
+    assert comfy.ws_connects >= 2
+    assert probe_mp4(Path(job.output_path).read_bytes(), tmp_path).frames == 17
+
+
+def test_an_error_while_the_websocket_is_down_is_read_from_history(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    comfy.mode = "drop_ws_error"
+    comfy.step_delay = 0.2
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    with pytest.raises(ComfyUIExecutionError, match="failed while nobody was listening"):
+        _run(_engine(comfy), job)
+
+
+def test_a_server_restart_mid_job_loses_the_prompt_and_is_retryable(tmp_path: Path) -> None:
+    first = FakeComfyUI(tmp_path / "a").start()
+    first.mode, first.step_delay = "slow", 0.5
+    port = first.port
+    replacement: list[FakeComfyUI] = []
+
+    def restart() -> None:
+        while not first.prompts:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        first.stop()
+        replacement.append(FakeComfyUI(tmp_path / "b", port=port).start())
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    try:
+        job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+        with pytest.raises(ComfyUIUnavailable, match="no longer on ComfyUI"):
+            _run(ComfyUIEngine(urls=first.url, connect_wait=0, history_poll=0.5), job)
+    finally:
+        thread.join(10)
+        first.stop()
+        for server in replacement:
+            server.stop()
+    assert replacement and replacement[0].ws_connects >= 1
+
+
+def test_slow_execution_times_out_and_is_interrupted(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    comfy.mode = "slow"
+    comfy.step_delay = 1.0
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    with pytest.raises(ComfyUITimeout, match=r"did not finish prompt .* within 1\.5 s"):
+        _run(_engine(comfy, job_timeout=1.5), job)
+    assert comfy.interrupts == 1
+
+
+def test_a_lost_lease_interrupts_the_prompt_on_the_server(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    comfy.mode, comfy.step_delay = "slow", 1.0
+    proc = EngineProcess("comfyui", {"urls": comfy.url, "connect_wait": 0})
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    seen: list[tuple[int, int]] = []
+    try:
+        with pytest.raises(LeaseLost):
+            proc.run(job, lambda k, n: seen.append((k, n)), lambda: bool(seen))
+    finally:
+        proc.stop()
+    deadline = time.monotonic() + 10
+    while comfy.interrupts < 1:
+        assert time.monotonic() < deadline, "the orphaned prompt was not interrupted"
+        time.sleep(0.05)
+    assert comfy.deleted  # and its history entry removed
+
+
+def test_slow_http_answers_time_out(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    comfy.mode = "slow_http"
+    comfy.http_delay = 2.0
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    with pytest.raises(ComfyUIUnavailable, match="no answer in time"):
+        _run(_engine(comfy, http_timeout=0.5), job)
+
+
+def test_server_down_is_retryable_through_the_engine_child(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = EngineProcess("comfyui", {"urls": url, "connect_wait": 0.5})
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+    try:
+        with pytest.raises(EngineFailed) as failed:
+            proc.run(job, lambda k, n: None, lambda: False)
+    finally:
+        proc.stop()
+    assert failed.value.retryable and failed.value.error_type == "ComfyUIUnavailable"
+    assert "connection refused" in failed.value.message
+
+
+def test_farm_skips_a_dead_server(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    engine = ComfyUIEngine(urls=f"{dead},{comfy.url}", connect_wait=0)
+    result, _ = _run(engine, _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128))
+    assert result.meta["server"] == comfy.url
+
+
+# -- the worker path ---------------------------------------------------------------------
+T2V = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
+ENGINES = "wan22-t2v=comfyui,wan22-i2v=comfyui,wan22-s2v=comfyui,hunyuan-foley=comfyui"
+
+
+def test_worker_completes_a_t2v_job_through_comfyui(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    with serve(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
+        client = server.client(server.token("alice"))
+        comfy.step_delay = 0.4
+        rid = client.post("/queue/wan22-fast-t2v", json={**T2V, "seed": 5}).json()["request_id"]
+        running = wait_status(client, "wan22-fast-t2v", rid, {"IN_PROGRESS"})
+        messages = set()
+        while running["status"] == "IN_PROGRESS":
+            messages.add(running["statusMessages"]["detail_message"])
+            time.sleep(0.1)
+            running = client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()
+        assert {"Progress: 2/4 Tasks done", "Progress: 3/4 Tasks done"} <= messages, messages
+        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+        assert status["status"] == "COMPLETED", status
+        info = probe_mp4(result_mp4(client, "wan22-fast-t2v", rid), tmp_path)
+        assert (info.width, info.height, info.frames, info.codec) == (128, 128, 17, "h264")
+    (graph,) = comfy.prompts
+    assert {n["inputs"].get("noise_seed") for n in graph.values()} >= {5}
+
+
+def test_worker_uses_the_operators_workflow_folder(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    shipped = Path(__file__).parents[2] / "src/vidq/engines/workflows/t2v.json"
+    (folder / "wan22-fast-t2v.json").write_text(shipped.read_text().replace("euler", "uni_pc"))
+    settings = {"engines": ENGINES, "comfyui_url": comfy.url, "comfyui_workflows_dir": folder}
+    with serve(tmp_path / "data", **settings) as server:
+        client = server.client(server.token("alice"))
+        rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
+        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+        assert status["status"] == "COMPLETED", status
+    (graph,) = comfy.prompts
+    samplers = {
+        n["inputs"]["sampler_name"] for n in graph.values() if "sampler_name" in n["inputs"]
+    }
+    assert samplers == {"uni_pc"}
+
+
+def test_worker_fails_the_job_with_comfyuis_error(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    comfy.mode = "error"
+    with serve(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
+        client = server.client(server.token("alice"))
+        rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
+        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+        assert status["status"] == "FAILED"
+        body = client.get(f"/queue/wan22-fast-t2v/requests/{rid}").json()
+        assert "mat1 and mat2 shapes cannot be multiplied" in str(body)
+    assert len(comfy.prompts) == 1  # a workflow error is final: not retried
+
+
+def test_worker_retries_until_the_server_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    settings = {
+        "engines": ENGINES,
+        "comfyui_url": f"http://127.0.0.1:{port}",
+        "comfyui_connect_wait": 0.3,
+        "max_attempts": 10,
+    }
+    with serve(tmp_path / "data", **settings) as server:
+        client = server.client(server.token("alice"))
+        rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
+        deadline = time.monotonic() + 30
+        while _attempt(tmp_path / "data", rid) < 2:  # one attempt failed on the dead server
+            assert time.monotonic() < deadline, "the job was never retried"
+            time.sleep(0.05)
+        assert client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()["status"] in {
+            "IN_QUEUE",
+            "IN_PROGRESS",
+        }
+        with FakeComfyUI(tmp_path / "comfy", port=port) as comfy:
+            status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+            assert status["status"] == "COMPLETED", status
+            assert len(comfy.prompts) == 1
+        assert 2 <= _attempt(tmp_path / "data", rid) < 10
+
+
+def _attempt(data_dir: Path, rid: str) -> int:
+    with contextlib.closing(sqlite3.connect(data_dir / "vidq.db")) as db:
+        row = db.execute("SELECT attempt FROM jobs WHERE id = ?", (int(rid),)).fetchone()
+    return int(row[0])
+
+
+def test_worker_fails_after_attempts_when_the_server_stays_down(tmp_path: Path) -> None:
+    settings = {
+        "engines": ENGINES,
+        "comfyui_url": f"http://127.0.0.1:{free_port()}",
+        "comfyui_connect_wait": 0.2,
+        "max_attempts": 2,
+    }
+    with serve(tmp_path / "data", **settings) as server:
+        client = server.client(server.token("alice"))
+        rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
+        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+        assert status["status"] == "FAILED"
+        body = client.get(f"/queue/wan22-fast-t2v/requests/{rid}").json()
+        assert "no ComfyUI server answered" in str(body)
+
+
+def _frames(path: Path) -> list[Any]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+# -- the worker path with input media (blobs), in-process worker + engine child --------
+def _worker_run(
+    tmp_path: Path,
+    comfy: FakeComfyUI,
+    model_id: str,
+    pool: str,
+    blobs: dict[str, Path],
+    inputs: dict[str, Any],
+) -> tuple[Any, Any]:
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    storage = open_storage(f"file://{tmp_path / 'blobs'}", secret=b"k" * 32)
+    keys = {}
+    for field, path in blobs.items():
+        keys[field] = f"inputs/{field}"
+        storage.put_file(keys[field], path, "application/octet-stream")
+    job = store.enqueue(
+        NewJob(
+            user="alice",
+            model_id=model_id,
+            pool=pool,
+            tier=0,
+            priority=0,
+            inputs={**inputs, "_blobs": keys},
+        )
+    )
+    options = WorkerOptions(
+        pools=(pool,),
+        engines={pool: "comfyui"},
+        burst=True,
+        engine_options={"comfyui": {"urls": comfy.url, "connect_wait": 0}},
+    )
+    try:
+        assert Worker(store, storage, options).run() == 1
+        done = store.get(job.id)
+        assert done is not None
+        video = storage.get_bytes(done.result_key) if done.result_key else b""
+    finally:
+        store.close()
+    return done, video
+
+
+def test_worker_runs_s2v_with_its_input_blobs(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    face = Path(_png(tmp_path / "face.png", (90, 160, 220), (128, 128)))
+    voice = Path(_wav(tmp_path / "voice.wav", 2.0))
+    done, video = _worker_run(
+        tmp_path,
+        comfy,
+        "wan22-s2v-fast",
+        "wan22-s2v",
+        {"data_uri": face, "audio_uri": voice},
+        {"prompt": "a person talking", "duration": 2, "width": 128, "height": 128},
+    )
+    assert done.state.value == "COMPLETED", done.error
+    info = probe_mp4(video, tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 128, 33)
+    assert info.audio_codec == "aac" and info.audio_duration and info.audio_duration > 1.9
+    assert done.result_meta["engine"] == "comfyui"
+    assert done.result_meta["workflow"] == "s2v.json" and done.result_key.endswith(".mp4")
+
+
+def test_worker_runs_foley_and_fails_cleanly_on_comfyui_errors(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_mp4(
+        clip,
+        iter([np.full((64, 64, 3), 9 * k, np.uint8) for k in range(16)]),
+        width=64,
+        height=64,
+        fps=16,
+    )
+    done, video = _worker_run(
+        tmp_path / "a",
+        comfy,
+        "hunyuan-foley",
+        "hunyuan-foley",
+        {"data_uri": clip},
+        {"prompt": "footsteps on gravel"},
+    )
+    assert done.state.value == "COMPLETED", done.error
+    info = probe_mp4(video, tmp_path)
+    assert (info.frames, info.audio_codec) == (16, "aac")
+    comfy.mode = "error"
+    failed, _ = _worker_run(
+        tmp_path / "b",
+        comfy,
+        "hunyuan-foley",
+        "hunyuan-foley",
+        {"data_uri": clip},
+        {"prompt": "footsteps on gravel"},
+    )
+    assert failed.state.value == "FAILED" and failed.attempt == 1
+    assert "HunyuanVideoFoleyGenerateAudio" in (failed.error or "")
