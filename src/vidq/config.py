@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")
     preview_step_seconds: float = Field(0.0, ge=0, description="Preview engine pause per step.")
     log_level: str = "INFO"
+    webhook_allow_loopback_http: bool = Field(
+        False,
+        description="TESTS ONLY: accept http:// webhook targets on 127.0.0.1/::1/localhost.",
+    )
+    webhook_max_attempts: int = Field(8, ge=1, description="Webhook deliveries before giving up.")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"

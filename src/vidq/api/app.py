@@ -36,6 +36,7 @@ class AppContext:
     auth: Authenticator
     eta: EtaEstimator
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    webhooks: Any = None  # vidq.api.webhooks.WebhookDispatcher, set by create_app
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
@@ -105,8 +106,10 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     async def lifespan(app: FastAPI) -> Any:
         reaper = threading.Thread(target=_reaper, args=(ctx,), name="vidq-reaper", daemon=True)
         reaper.start()
+        ctx.webhooks.start()
         yield
         ctx.reaper_stop.set()
+        ctx.webhooks.stop()
 
     app = FastAPI(
         title="vidq",
@@ -134,11 +137,14 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    from vidq.api import files, native, ops
+    from vidq.api import fal, files, native, ops, requests, webhooks
 
+    ctx.webhooks = webhooks.WebhookDispatcher(ctx)
     app.include_router(ops.router)
     app.include_router(files.router)
     app.include_router(native.router)
+    app.include_router(requests.router)
+    app.include_router(fal.router)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
     return app
 

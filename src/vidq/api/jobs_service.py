@@ -46,7 +46,29 @@ def submit(
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
     )
-    return ctx.store.enqueue(new)
+    job = ctx.store.enqueue(new)
+    if job.model_id != model.id:
+        raise Conflict(
+            f"Idempotency-Key was already used for request {job.id} to model "
+            f"'{job.model_id}'; use a new key for a different request."
+        )
+    return job
+
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header's value (None if absent); 422 if malformed."""
+    if value is None:
+        return None
+    key = value.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise InvalidInput(
+            "Idempotency-Key",
+            f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+        )
+    return key
 
 
 def estimate_units(model: Model, inputs: dict[str, Any]) -> float:
@@ -85,10 +107,44 @@ def eta_total(ctx: AppContext, job: Job) -> float:
     return ctx.eta.total_seconds(model_of(job), job.work_units)
 
 
+def eta_remaining(ctx: AppContext, job: Job, queue_position: int = 0) -> float:
+    """Seconds until the job should be done: the rest of its run if running, else the
+    runs of the jobs ahead plus its own."""
+    total = eta_total(ctx, job)
+    if job.state is JobState.RUNNING:
+        done = job.progress_done / job.progress_total if job.progress_total else 0.0
+        return round(total * (1.0 - done), 1)
+    if job.state.terminal:
+        return 0.0
+    return round(total * (1 + queue_position), 1)
+
+
+def run_seconds(job: Job) -> float | None:
+    """How long the last attempt ran (None until it has finished)."""
+    if job.started_at is None or job.finished_at is None:
+        return None
+    return round(max(0.0, job.finished_at - job.started_at), 3)
+
+
 def result_bytes_b64(ctx: AppContext, job: Job) -> str:
     if job.result_key is None:
         raise NotFound(f"Request {job.id} has no stored output.")
     return base64.b64encode(ctx.storage.get_bytes(job.result_key)).decode("ascii")
+
+
+def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
+    """The finished video as a file descriptor: a signed download URL and its metadata."""
+    if job.result_key is None:
+        raise NotFound(f"Request {job.id} has no stored output.")
+    size = job.result_meta.get("file_size")
+    if not isinstance(size, int):  # outputs stored before sizes were recorded
+        size = len(ctx.storage.get_bytes(job.result_key))
+    return {
+        "url": ctx.storage.signed_url(job.result_key, ctx.settings.signed_url_ttl, base),
+        "content_type": "video/mp4",
+        "file_name": job.result_key.rsplit("/", 1)[-1],
+        "file_size": size,
+    }
 
 
 def require_completed(job: Job) -> None:

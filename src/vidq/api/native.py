@@ -38,8 +38,20 @@ def _submit_route(model: Model) -> Any:
     ) -> Response:
         ctx = context(request)
         binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
-        job = await run_in_threadpool(svc.submit, ctx, model, body, token, binary_output=binary)
-        return JSONResponse(urls(ctx.base_url(request), model.id, job.id))
+        key = svc.idempotency_key(request.headers.get("idempotency-key"))
+        webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
+        base = ctx.base_url(request)
+
+        def work() -> Job:
+            job = svc.submit(
+                ctx, model, body, token, binary_output=binary, idempotency_key=key,
+                webhook_url=webhook,
+            )  # fmt: skip
+            ctx.webhooks.register(job, "native", base)
+            return job
+
+        job = await run_in_threadpool(work)
+        return JSONResponse(urls(base, model.id, job.id))
 
     # With postponed annotations FastAPI resolves names from module globals; give it the
     # family's schema class itself so validation and OpenAPI use it.
@@ -104,17 +116,9 @@ def status_body(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
     else:
         body["statusMessages"] = {"message": "Job cancelled"}
     if job.state.queued or job.state is JobState.RUNNING:
-        body["etaSeconds"] = _eta_remaining(ctx, job, body)
+        body["etaSeconds"] = svc.eta_remaining(ctx, job, int(body.get("queue_position", 0)))
     body["response_url"] = response_url
     return body
-
-
-def _eta_remaining(ctx: AppContext, job: Job, body: dict[str, Any]) -> float:
-    total = svc.eta_total(ctx, job)
-    if job.state is JobState.RUNNING:
-        done = job.progress_done / job.progress_total if job.progress_total else 0.0
-        return round(total * (1.0 - done), 1)
-    return round(total * (1 + int(body.get("queue_position", 0))), 1)
 
 
 @router.get("/queue/{model_id}/requests/{rid}/status", summary="Poll a request's status")
