@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +35,12 @@ class AsyncClient:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         auto_idempotency: bool = True,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url, headers = _core.client_settings(url, token)
+        if isinstance(verify, str):  # a CA bundle file
+            verify = ssl.create_default_context(cafile=verify)
         self.retry = retry or RetryPolicy()
         self.auto_idempotency = auto_idempotency
         self._http = httpx.AsyncClient(
