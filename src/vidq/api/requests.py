@@ -50,7 +50,10 @@ async def list_requests(
     request: Request,
     limit: int = Query(20, ge=1, le=PAGE_MAX, description="Page size."),
     before: int | None = Query(
-        None, ge=1, description="Only requests older than this id (the `next_before` of a page)."
+        None,
+        ge=1,
+        le=2**62,
+        description="Only requests older than this id (the `next_before` of a page).",
     ),
     token: Token = Depends(caller),
 ) -> Response:
