@@ -73,7 +73,13 @@ def submit_status_result() -> dict[str, Any]:
 
 
 def cancel() -> dict[str, Any]:
-    busy = fal_client.submit(T2V, arguments={**INPUTS, "duration": 2, "prompt": "busy"})
+    busy_inputs = {
+        **INPUTS,
+        "duration": 2,
+        "prompt": "busy",
+        "higher_quality_with_more_steps": True,
+    }
+    busy = fal_client.submit(T2V, arguments=busy_inputs)
     queued = fal_client.submit(T2V, arguments=INPUTS)
     queued_status = describe(queued.status())
     queued.cancel()

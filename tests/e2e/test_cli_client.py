@@ -10,7 +10,7 @@ from tests.helpers import probe_mp4, run_cli, serve, vidq_env
 
 
 def test_login_submit_follow_and_download(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", preview_step_seconds=0.1) as server:
+    with serve(tmp_path / "data", preview_step_seconds=0.5) as server:
         token = server.token("carol")
         env = vidq_env(tmp_path / "unused")
         env.pop("VIDQ_DATA_DIR")
@@ -25,6 +25,9 @@ def test_login_submit_follow_and_download(tmp_path: Path) -> None:
         assert stat.S_IMODE(config.stat().st_mode) == 0o600
         assert token in config.read_text()
 
+        # A request ahead in the queue, so that the next one is seen queued first.
+        busy = run_cli(env, "submit", "wan22-fast-t2v", "--prompt", "busy", "--no-wait")
+        assert busy.returncode == 0 and busy.stdout == "request 1 submitted (wan22-fast-t2v)\n"
         out_file = tmp_path / "fox.mp4"
         args = ["--prompt", "a fox in snow", "--width", "160", "--height", "128"]
         sub = run_cli(
@@ -32,7 +35,7 @@ def test_login_submit_follow_and_download(tmp_path: Path) -> None:
         )
         assert sub.returncode == 0, sub.stderr
         lines = sub.stdout.splitlines()
-        assert lines[0] == "request 1 submitted (wan22-fast-t2v)"
+        assert lines[0] == "request 2 submitted (wan22-fast-t2v)"
         assert "queued: position 0" in sub.stdout and "running" in lines
         assert "completed: 5/5 steps" in sub.stdout
         assert f"saved {out_file}" in lines[-1]
@@ -40,14 +43,14 @@ def test_login_submit_follow_and_download(tmp_path: Path) -> None:
         info = probe_mp4(out_file.read_bytes(), tmp_path)
         assert (info.width, info.height, info.frames) == (160, 128, 33)
 
-        status = run_cli(env, "status", "1")
+        status = run_cli(env, "status", "2")
         assert status.returncode == 0 and status.stdout.split() == [
-            "1",
+            "2",
             "wan22-fast-t2v",
             "COMPLETED",
         ]
         again = tmp_path / "again.mp4"
-        res = run_cli(env, "result", "1", "-o", str(again))
+        res = run_cli(env, "result", "2", "-o", str(again))
         assert res.returncode == 0 and again.read_bytes() == out_file.read_bytes()
         late = run_cli(env, "cancel", "1")
         assert late.returncode == 1 and "409" in late.stderr
