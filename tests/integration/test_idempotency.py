@@ -56,6 +56,8 @@ def test_api_replays_the_same_request_id(tmp_path: Path) -> None:
         again = client.post("/queue/wan22-fast-t2v", json=body, headers=headers)
         assert first.status_code == again.status_code == 200
         assert first.json()["request_id"] == again.json()["request_id"]
+        assert "idempotent-replayed" not in first.headers
+        assert again.headers["idempotent-replayed"] == "true"
         fal = client.post("/queue/vidq/wan22-fast-t2v", json=body, headers=headers)
         assert fal.json()["request_id"] == first.json()["request_id"]
         other = client.post("/queue/wan22-fast-t2v-pro", json=body, headers=headers)

@@ -171,17 +171,23 @@ async def submit(
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
     base = ctx.base_url(request)
 
-    def work() -> dict[str, Any]:
-        job = svc.submit(
-            ctx, model, body, token, binary_output=True, priority=priority,
-            idempotency_key=key, webhook_url=webhook,
-        )  # fmt: skip
-        ctx.webhooks.register(job, "fal", base)
+    def work() -> tuple[dict[str, Any], bool]:
+        job = svc.replayed(ctx, model, token, key)
+        replay = job is not None
+        if job is None:
+            job = svc.submit(
+                ctx, model, body, token, binary_output=True, priority=priority,
+                idempotency_key=key, webhook_url=webhook,
+            )  # fmt: skip
+            ctx.webhooks.register(job, "fal", base)
         position = ctx.store.queue_position(job) if job.state.queued else 0
-        return {**_urls(base, owner, model.id, job.id), "queue_position": position}
+        return {**_urls(base, owner, model.id, job.id), "queue_position": position}, replay
 
-    answer = await run_in_threadpool(work)
-    return JSONResponse(answer, headers=_headers(int(answer["request_id"])))
+    answer, replay = await run_in_threadpool(work)
+    headers = _headers(int(answer["request_id"]))
+    if replay:
+        headers[svc.REPLAYED_HEADER] = "true"
+    return JSONResponse(answer, headers=headers)
 
 
 async def _job(request: Request, model_id: str, rid: str, token: Token) -> tuple[Job, str]:

@@ -47,15 +47,31 @@ def submit(
         webhook_url=webhook_url,
     )
     job = ctx.store.enqueue(new)
+    _same_model(job, model)  # a concurrent submit with this key may have won the race
+    return job
+
+
+def replayed(ctx: AppContext, model: Model, token: Token, key: str | None) -> Job | None:
+    """The request an earlier submit with this Idempotency-Key created, if any (checked
+    before any work, so a retried submit stores nothing twice)."""
+    if key is None:
+        return None
+    job = ctx.store.find_by_idempotency_key(token.user, key)
+    if job is not None:
+        _same_model(job, model)
+    return job
+
+
+def _same_model(job: Job, model: Model) -> None:
     if job.model_id != model.id:
         raise Conflict(
             f"Idempotency-Key was already used for request {job.id} to model "
             f"'{job.model_id}'; use a new key for a different request."
         )
-    return job
 
 
 IDEMPOTENCY_KEY_MAX = 200
+REPLAYED_HEADER = "Idempotent-Replayed"  # "true" on an answer that replays an earlier submit
 
 
 def idempotency_key(value: str | None) -> str | None:

@@ -42,16 +42,20 @@ def _submit_route(model: Model) -> Any:
         webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
         base = ctx.base_url(request)
 
-        def work() -> Job:
+        def work() -> tuple[Job, bool]:
+            job = svc.replayed(ctx, model, token, key)
+            if job is not None:
+                return job, True
             job = svc.submit(
                 ctx, model, body, token, binary_output=binary, idempotency_key=key,
                 webhook_url=webhook,
             )  # fmt: skip
             ctx.webhooks.register(job, "native", base)
-            return job
+            return job, False
 
-        job = await run_in_threadpool(work)
-        return JSONResponse(urls(base, model.id, job.id))
+        job, replay = await run_in_threadpool(work)
+        headers = {svc.REPLAYED_HEADER: "true"} if replay else None
+        return JSONResponse(urls(base, model.id, job.id), headers=headers)
 
     # With postponed annotations FastAPI resolves names from module globals; give it the
     # family's schema class itself so validation and OpenAPI use it.
