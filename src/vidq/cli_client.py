@@ -92,8 +92,7 @@ def submit(
     url: Url = None,
     token: TokenOpt = None,
 ) -> None:
-    """Submit a request, follow it (queue position, then step progress and ETA) and
-    download the MP4."""
+    """Submit a request, show its queue position and progress, then save the MP4."""
     inputs: dict[str, Any] = {"prompt": prompt}
     media_inputs = {"data_uri": image or video, "second_image_uri": last_image, "audio_uri": audio}
     numbers = {
