@@ -69,3 +69,30 @@ def test_api_replays_the_same_request_id(tmp_path: Path) -> None:
         assert bad.json()["detail"][0]["loc"] == ["body", "Idempotency-Key"]
         listed = client.get("/requests").json()["requests"]
         assert [r["request_id"] for r in listed] == [first.json()["request_id"]]
+
+
+def test_concurrent_http_submits_with_one_key_get_one_request(tmp_path: Path) -> None:
+    with serve(tmp_path / "data", workers=0) as server:
+        token = server.token("racer")
+        body = {"prompt": "a fox", "width": 128, "height": 128, "duration": 1}
+        answers: list[tuple[int, str]] = []
+        start = threading.Barrier(6)
+
+        def submit() -> None:
+            with server.client(token) as client:
+                start.wait()
+                r = client.post(
+                    "/queue/wan22-fast-t2v", json=body, headers={"Idempotency-Key": "k"}
+                )
+                answers.append((r.status_code, r.json()["request_id"]))
+
+        threads = [threading.Thread(target=submit) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(answers) == 6
+        assert {code for code, _ in answers} == {200}
+        assert len({rid for _, rid in answers}) == 1
+        with server.client(token) as client:
+            assert len(client.get("/requests").json()["requests"]) == 1
