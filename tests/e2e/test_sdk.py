@@ -78,9 +78,13 @@ def test_typed_errors(server: Server) -> None:
         c.requests()
 
 
-def test_failed_request_raises_request_failed(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", engines="wan22-t2v-fp8=nonexistent", max_attempts=1) as s:
+def test_failed_request_and_too_large_body(tmp_path: Path) -> None:
+    settings = {"engines": "wan22-t2v-fp8=nonexistent", "max_attempts": 1, "max_body_bytes": 4096}
+    with serve(tmp_path / "data", **settings) as s:
         with vidq.Client(s.url, s.token("fails")) as client:
+            with pytest.raises(vidq.PayloadTooLargeError) as big:
+                client.submit("wan22-fast-t2v", {**SMALL, "negative_prompt": "x" * 5000})
+            assert big.value.status_code == 413
             with pytest.raises(vidq.RequestFailed) as failed:
                 client.run("wan22-t2v-fp8", SMALL)
             assert failed.value.error_type == "EngineUnavailable"
