@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import threading
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,9 @@ from vidq.config import Settings
 from vidq.errors import PayloadTooLarge, ServiceUnavailable, VidqError
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
+
+if TYPE_CHECKING:
+    from vidq.api.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class AppContext:
     auth: Authenticator
     eta: EtaEstimator
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-    webhooks: Any = None  # vidq.api.webhooks.WebhookDispatcher, set by create_app
+    webhooks: WebhookDispatcher = dataclasses.field(init=False)  # set by create_app
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
