@@ -172,14 +172,10 @@ async def submit(
     base = ctx.base_url(request)
 
     def work() -> tuple[dict[str, Any], bool]:
-        job = svc.replayed(ctx, model, token, key)
-        replay = job is not None
-        if job is None:
-            job = svc.submit(
-                ctx, model, body, token, binary_output=True, priority=priority,
-                idempotency_key=key, webhook_url=webhook,
-            )  # fmt: skip
-            ctx.webhooks.register(job, "fal", base)
+        job, replay = svc.submit_once(
+            ctx, model, body, token, dialect="fal", base=base, binary_output=True,
+            priority=priority, idempotency_key=key, webhook_url=webhook,
+        )  # fmt: skip
         position = ctx.store.queue_position(job) if job.state.queued else 0
         return {**_urls(base, owner, model.id, job.id), "queue_position": position}, replay
 

@@ -51,6 +51,32 @@ def submit(
     return job
 
 
+def submit_once(
+    ctx: AppContext,
+    model: Model,
+    body: _Inputs,
+    token: Token,
+    *,
+    dialect: str,
+    base: str,
+    binary_output: bool,
+    priority: int | None = None,
+    idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+) -> tuple[Job, bool]:
+    """What both dialects' submit routes do: replay an earlier submit with the same
+    Idempotency-Key, else submit and register the webhook. Returns (job, replayed)."""
+    job = replayed(ctx, model, token, idempotency_key)
+    if job is not None:
+        return job, True
+    job = submit(
+        ctx, model, body, token, binary_output=binary_output, priority=priority,
+        idempotency_key=idempotency_key, webhook_url=webhook_url,
+    )  # fmt: skip
+    ctx.webhooks.register(job, dialect, base)
+    return job, False
+
+
 def replayed(ctx: AppContext, model: Model, token: Token, key: str | None) -> Job | None:
     """The request an earlier submit with this Idempotency-Key created, if any (checked
     before any work, so a retried submit stores nothing twice)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -42,18 +43,11 @@ def _submit_route(model: Model) -> Any:
         webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
         base = ctx.base_url(request)
 
-        def work() -> tuple[Job, bool]:
-            job = svc.replayed(ctx, model, token, key)
-            if job is not None:
-                return job, True
-            job = svc.submit(
-                ctx, model, body, token, binary_output=binary, idempotency_key=key,
-                webhook_url=webhook,
-            )  # fmt: skip
-            ctx.webhooks.register(job, "native", base)
-            return job, False
-
-        job, replay = await run_in_threadpool(work)
+        submit = functools.partial(
+            svc.submit_once, ctx, model, body, token, dialect="native", base=base,
+            binary_output=binary, idempotency_key=key, webhook_url=webhook,
+        )  # fmt: skip
+        job, replay = await run_in_threadpool(submit)
         headers = {svc.REPLAYED_HEADER: "true"} if replay else None
         return JSONResponse(urls(base, model.id, job.id), headers=headers)
 
