@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
 
+from vidq.api import webhooks
 from vidq.api.webhooks import check_target, signature, user_secret
 from vidq.client import verify_webhook
 from vidq.errors import InvalidInput
@@ -29,6 +31,7 @@ from vidq.errors import InvalidInput
         "https://224.0.0.1/hook",
         "https://localhost/hook",
         "https://foo.localhost/hook",
+        "https://localhost./hook",
         "https://user:pass@example.com/hook",
         "https:///nohost",
         "https://example.com:99999/x",
@@ -43,6 +46,27 @@ def test_unsafe_targets_are_rejected_naming_the_field(url: str) -> None:
 def test_public_https_targets_pass_without_resolving() -> None:
     assert check_target("https://hooks.example.com/x?a=1") == "https://hooks.example.com/x?a=1"
     assert check_target("https://93.184.215.14/x")
+
+
+def test_names_are_resolved_and_checked_before_delivery() -> None:
+    with pytest.raises(InvalidInput) as err:
+        check_target("https://no-such-host.invalid/hook", resolve=True)
+    assert "cannot resolve" in err.value.reason
+
+
+@pytest.mark.parametrize(("answer", "ok"), [("10.0.0.5", False), ("93.184.215.14", True)])
+def test_a_name_pointing_inside_is_refused(
+    monkeypatch: pytest.MonkeyPatch, answer: str, ok: bool
+) -> None:
+    def resolver(host: str, port: int, **kw: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer, port))]
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", resolver)
+    if ok:
+        assert check_target("https://hooks.example.com/x", resolve=True)
+    else:
+        with pytest.raises(InvalidInput, match="not a public address"):
+            check_target("https://hooks.example.com/x", resolve=True)
 
 
 def test_loopback_http_only_with_the_test_setting() -> None:

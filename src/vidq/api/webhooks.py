@@ -83,7 +83,7 @@ def check_target(url: str, *, allow_loopback_http: bool = False, resolve: bool =
         port = parts.port
     except ValueError as exc:
         raise InvalidInput(field, f"not a valid URL: {exc}") from exc
-    host = (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().rstrip(".")  # "localhost." is localhost
     if not host:
         raise InvalidInput(field, "the URL has no host")
     if parts.username or parts.password:
