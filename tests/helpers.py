@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ class Server:
     env: dict[str, str]
     proc: subprocess.Popen[bytes]
     admin_token: str
+    ca: Path | None = None  # the self-signed certificate of a TLS server
 
     def token(self, user: str, max_priority: int = 100) -> str:
         out = run_cli(
@@ -71,7 +73,8 @@ class Server:
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        verify: Any = ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=verify)
 
     def worker(self, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
         env = {**self.env, **{f"VIDQ_{k.upper()}": str(v) for k, v in settings.items()}}
@@ -93,20 +96,31 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, *, workers: int = 1, **settings: Any) -> Iterator[Server]:
-    """Start `vidq serve` on a free port; yield once /health answers; stop it afterwards."""
+def serve(
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    tls: tuple[Path, Path] | None = None,
+    **settings: Any,
+) -> Iterator[Server]:
+    """Start `vidq serve` on a free port; yield once /health answers; stop it afterwards.
+    ``tls``: (certificate, key) PEM files to serve HTTPS with (the cert must be its own CA)."""
     port = free_port()
     env = vidq_env(data_dir, **settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "serve.log").open("ab")  # the server's log, for tests and post-mortems
+    args = ["serve", "--port", str(port), "--workers", str(workers)]
+    if tls is not None:
+        args += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vidq", "serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "vidq", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=log,
     )
     log.close()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify: Any = ssl.create_default_context(cafile=str(tls[0])) if tls else True
     admin = ""
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
@@ -120,13 +134,20 @@ def serve(data_dir: Path, *, workers: int = 1, **settings: Any) -> Iterator[Serv
             raise RuntimeError(f"vidq serve exited with {proc.returncode}")
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=1, verify=verify).status_code == 200:
                 break
         time.sleep(0.05)
     else:
         proc.kill()
         raise RuntimeError("vidq serve did not become healthy")
-    server = Server(url=url, data_dir=data_dir, env=env, proc=proc, admin_token=admin)
+    server = Server(
+        url=url,
+        data_dir=data_dir,
+        env=env,
+        proc=proc,
+        admin_token=admin,
+        ca=tls[0] if tls else None,
+    )
     try:
         yield server
     finally:

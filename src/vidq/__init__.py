@@ -1,4 +1,60 @@
-"""vidq: a self-hosted video-generation queue service."""
+"""vidq: a self-hosted video-generation queue service.
 
-__all__: list[str] = []
+The package's public API is the client SDK (``vidq.Client``, ``vidq.AsyncClient``); it
+imports only httpx, never the server's dependencies.
+"""
+
+from vidq.client import (
+    APIError,
+    AsyncClient,
+    AsyncRequestHandle,
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+    RequestCancelled,
+    RequestFailed,
+    RequestHandle,
+    RetryPolicy,
+    ServerError,
+    ServiceUnavailableError,
+    Status,
+    TransportError,
+    ValidationError,
+    VidqClientError,
+    WaitTimeout,
+    encode_file,
+    media,
+    verify_webhook,
+)
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AsyncRequestHandle",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "RequestCancelled",
+    "RequestFailed",
+    "RequestHandle",
+    "RetryPolicy",
+    "ServerError",
+    "ServiceUnavailableError",
+    "Status",
+    "TransportError",
+    "ValidationError",
+    "VidqClientError",
+    "WaitTimeout",
+    "encode_file",
+    "media",
+    "verify_webhook",
+]
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vidq import cli_client
 from vidq.config import Settings
 
 app = typer.Typer(
@@ -173,6 +174,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     data_dir: DataDir = None,
     workers: Annotated[int | None, typer.Option(help="In-process workers (0: API only).")] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this PEM certificate (chain).")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="The certificate's PEM key.")] = None,
 ) -> None:
     """Run the API and N in-process workers on the embedded (or configured) backends."""
     import uvicorn
@@ -203,9 +208,12 @@ def serve(
         port=settings.port,
         log_config=None,
         server_header=False,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
+    scheme = "https" if ssl_certfile else "http"
     typer.echo(
-        f"vidq serving on http://{settings.host}:{settings.port} ({settings.workers} workers)"
+        f"vidq serving on {scheme}://{settings.host}:{settings.port} ({settings.workers} workers)"
     )
     try:
         uvicorn.Server(config).run()
@@ -301,6 +309,9 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url())
     typer.echo("database is up to date")
+
+
+cli_client.register(app)  # login, submit, status, cancel, result, requests
 
 
 def main() -> None:

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
             if item.strip():
                 ipaddress.ip_network(item.strip(), strict=False)  # ValueError at startup
         return value
+    webhook_allow_loopback_http: bool = Field(
+        False,
+        description="TESTS ONLY: accept http:// webhook targets on 127.0.0.1/::1/localhost.",
+    )
+    webhook_max_attempts: int = Field(8, ge=1, description="Webhook deliveries before giving up.")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import threading
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,9 @@ from vidq.config import Settings
 from vidq.errors import ServiceUnavailable, VidqError
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
+
+if TYPE_CHECKING:
+    from vidq.api.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class AppContext:
     auth: Authenticator
     eta: EtaEstimator
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    webhooks: WebhookDispatcher = dataclasses.field(init=False)  # set by create_app
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
@@ -132,8 +136,10 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     async def lifespan(app: FastAPI) -> Any:
         reaper = threading.Thread(target=_reaper, args=(ctx,), name="vidq-reaper", daemon=True)
         reaper.start()
+        ctx.webhooks.start()
         yield
         ctx.reaper_stop.set()
+        ctx.webhooks.stop()
 
     app = FastAPI(
         title="vidq",
@@ -161,14 +167,17 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    from vidq.api import files, native, ops
+    from vidq.api import fal, files, native, ops, requests, webhooks
 
+    ctx.webhooks = webhooks.WebhookDispatcher(ctx)
     app.include_router(ops.router)
     app.include_router(files.router)
     app.include_router(native.router)
     from vidq.api.fastpath import StatusFastPath
 
     app.add_middleware(StatusFastPath, ctx=ctx)
+    app.include_router(requests.router)
+    app.include_router(fal.router)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
     return app
 

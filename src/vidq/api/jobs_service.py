@@ -69,11 +69,79 @@ def submit(
         webhook_url=webhook_url,
     )
     try:
-        return ctx.store.enqueue(new)
+        job = ctx.store.enqueue(new)
     except BaseException:
         for key in blobs.values():
             _delete_quietly(ctx, key)
         raise
+    if job.inputs.get("_blobs") != inputs.get("_blobs"):
+        # A concurrent submit with this Idempotency-Key won the race: ours stored nothing.
+        for key in blobs.values():
+            _delete_quietly(ctx, key)
+    _same_model(job, model)
+    return job
+
+
+def submit_once(
+    ctx: AppContext,
+    model: Model,
+    body: _Inputs,
+    token: Token,
+    *,
+    dialect: str,
+    base: str,
+    binary_output: bool,
+    priority: int | None = None,
+    idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+) -> tuple[Job, bool]:
+    """What both dialects' submit routes do: replay an earlier submit with the same
+    Idempotency-Key, else submit and register the webhook. Returns (job, replayed)."""
+    job = replayed(ctx, model, token, idempotency_key)
+    if job is not None:
+        return job, True
+    job = submit(
+        ctx, model, body, token, binary_output=binary_output, priority=priority,
+        idempotency_key=idempotency_key, webhook_url=webhook_url,
+    )  # fmt: skip
+    ctx.webhooks.register(job, dialect, base)
+    return job, False
+
+
+def replayed(ctx: AppContext, model: Model, token: Token, key: str | None) -> Job | None:
+    """The request an earlier submit with this Idempotency-Key created, if any (checked
+    before any work, so a retried submit stores nothing twice)."""
+    if key is None:
+        return None
+    job = ctx.store.find_by_idempotency_key(token.user, key)
+    if job is not None:
+        _same_model(job, model)
+    return job
+
+
+def _same_model(job: Job, model: Model) -> None:
+    if job.model_id != model.id:
+        raise Conflict(
+            f"Idempotency-Key was already used for request {job.id} to model "
+            f"'{job.model_id}'; use a new key for a different request."
+        )
+
+
+IDEMPOTENCY_KEY_MAX = 200
+REPLAYED_HEADER = "Idempotent-Replayed"  # "true" on an answer that replays an earlier submit
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header's value (None if absent); 422 if malformed."""
+    if value is None:
+        return None
+    key = value.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise InvalidInput(
+            "Idempotency-Key",
+            f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+        )
+    return key
 
 
 def limits(settings: Settings) -> Limits:
@@ -157,14 +225,48 @@ def expected_tasks(job: JobStatus) -> int:
     return model_of(job).steps_for(job.higher_quality) + 1
 
 
-def eta_total(ctx: AppContext, job: JobStatus) -> float:
+def eta_total(ctx: AppContext, job: Job | JobStatus) -> float:
     return ctx.eta.total_seconds(model_of(job), job.work_units)
+
+
+def eta_remaining(ctx: AppContext, job: Job | JobStatus, queue_position: int = 0) -> float:
+    """Seconds until the job should be done: the rest of its run if running, else the
+    runs of the jobs ahead plus its own."""
+    total = eta_total(ctx, job)
+    if job.state is JobState.RUNNING:
+        done = job.progress_done / job.progress_total if job.progress_total else 0.0
+        return round(total * (1.0 - done), 1)
+    if job.state.terminal:
+        return 0.0
+    return round(total * (1 + queue_position), 1)
+
+
+def run_seconds(job: Job) -> float | None:
+    """How long the last attempt ran (None until it has finished)."""
+    if job.started_at is None or job.finished_at is None:
+        return None
+    return round(max(0.0, job.finished_at - job.started_at), 3)
 
 
 def result_bytes_b64(ctx: AppContext, job: Job) -> str:
     if job.result_key is None:
         raise NotFound(f"Request {job.id} has no stored output.")
     return base64.b64encode(ctx.storage.get_bytes(job.result_key)).decode("ascii")
+
+
+def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
+    """The finished video as a file descriptor: a signed download URL and its metadata."""
+    if job.result_key is None:
+        raise NotFound(f"Request {job.id} has no stored output.")
+    size = job.result_meta.get("file_size")
+    if not isinstance(size, int):  # outputs stored before sizes were recorded
+        size = len(ctx.storage.get_bytes(job.result_key))
+    return {
+        "url": ctx.storage.signed_url(job.result_key, ctx.settings.signed_url_ttl, base),
+        "content_type": "video/mp4",
+        "file_name": job.result_key.rsplit("/", 1)[-1],
+        "file_size": size,
+    }
 
 
 def require_completed(job: Job) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -39,8 +40,17 @@ def _submit_route(model: Model) -> Any:
     ) -> Response:
         ctx = context(request)
         binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
-        job = await run_in_threadpool(svc.submit, ctx, model, body, token, binary_output=binary)
-        return JSONResponse(urls(ctx.base_url(request), model.id, job.id))
+        key = svc.idempotency_key(request.headers.get("idempotency-key"))
+        webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
+        base = ctx.base_url(request)
+
+        submit = functools.partial(
+            svc.submit_once, ctx, model, body, token, dialect="native", base=base,
+            binary_output=binary, idempotency_key=key, webhook_url=webhook,
+        )  # fmt: skip
+        job, replay = await run_in_threadpool(submit)
+        headers = {svc.REPLAYED_HEADER: "true"} if replay else None
+        return JSONResponse(urls(base, model.id, job.id), headers=headers)
 
     # With postponed annotations FastAPI resolves names from module globals; give it the
     # family's schema class itself so validation and OpenAPI use it.
@@ -83,7 +93,7 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
     if job.queue_position is not None:
         body["queue_position"] = job.queue_position
         body["statusMessages"] = {}
-        body["etaSeconds"] = round(svc.eta_total(ctx, job) * (1 + job.queue_position), 1)
+        body["etaSeconds"] = svc.eta_remaining(ctx, job, job.queue_position)
     elif state is JobState.RUNNING:
         # Before the engine's first report, n is the step count the worker will run.
         total = job.progress_total or svc.expected_tasks(job)
@@ -93,7 +103,7 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
             "detail_message": f"Progress: {job.progress_done}/{total} Tasks done",
             "estimated_total_time_seconds": eta,
         }
-        body["etaSeconds"] = round(eta * (1.0 - job.progress_done / total), 1)
+        body["etaSeconds"] = svc.eta_remaining(ctx, job)
     elif state is JobState.COMPLETED:
         uri = ctx.storage.uri(job.result_key or "")
         body["queue_position"] = 0

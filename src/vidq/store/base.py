@@ -65,7 +65,17 @@ class JobStore(Protocol):
 
     # --- jobs: API side ------------------------------------------------------------
     def enqueue(self, new: NewJob) -> Job:
-        """Insert a PENDING job; returns it with its id. Durable once it returns."""
+        """Insert a PENDING job; returns it with its id. Durable once it returns.
+
+        Idempotency: when ``new.idempotency_key`` is set and this user already has a job
+        with that key, nothing is inserted and the existing job is returned unchanged.
+        This must hold under concurrency: two simultaneous enqueues with the same
+        (user, key) both return the same job, never an error. The unique index
+        ``ux_jobs_idempotency`` on (owner, idempotency_key) decides the race; adapters
+        use ``INSERT ... ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS
+        NOT NULL DO NOTHING RETURNING ...`` and, when no row comes back, read the
+        existing job by key (on PostgreSQL the conflicting insert has committed by then:
+        ON CONFLICT waits for it). Driver integrity errors never escape."""
 
     def get(self, job_id: int, user: str | None = None) -> Job | None:
         """The job, or None if it does not exist or (with ``user``) is another user's."""

@@ -34,6 +34,7 @@ class SQL:
         INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
             binary_output, max_attempts, work_units, idempotency_key, webhook_url, created_at)
         VALUES (?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, {NOW})
+        ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {JOB_COLUMNS}"""
     get_job = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
     get_job_of = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ? AND owner = ?"
@@ -205,7 +206,14 @@ class SQLiteStore:
             new.max_attempts, new.work_units, new.idempotency_key, new.webhook_url,
         )  # fmt: skip
         row = self._one(SQL.insert_job, params)
-        assert row is not None
+        if row is None:
+            # The (owner, idempotency_key) index said this key was used: a retried or
+            # concurrent submit. Hand back the job the first one created.
+            assert new.idempotency_key is not None
+            existing = self.find_by_idempotency_key(new.user, new.idempotency_key)
+            if existing is None:  # pragma: no cover - the index guarantees a row
+                raise StoreUnavailable("idempotency key conflict without a stored job")
+            return existing
         with self._queued:
             self._queued.notify_all()
         return job_from_row(row)

@@ -139,7 +139,8 @@ class Worker:
                 raise LeaseLost()
             uploaded = output_key(job, model, result)
             self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
-            meta = {**result.meta, "engine": self._engine_name(job.pool)}
+            size = Path(engine_job.output_path).stat().st_size
+            meta = {**result.meta, "engine": self._engine_name(job.pool), "file_size": size}
             if not self.store.complete(job.id, job.lease_token or "", uploaded, meta):
                 lost.set()
                 raise LeaseLost()

@@ -1,0 +1,97 @@
+"""Dialect-free views of the caller's own requests: ``GET /requests`` (paged, newest first),
+``GET /requests/{id}`` (one request with its model and structured progress; what the SDK
+and the CLI poll), and ``GET /webhooks/secret`` (the key that signs the caller's webhooks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api import jobs_service as svc
+from vidq.api.app import AppContext
+from vidq.api.deps import caller, context, request_id
+from vidq.api.native import urls
+from vidq.jobs import Job, JobState
+from vidq.store.base import Token
+
+router = APIRouter(tags=["requests"])
+
+PAGE_MAX = 100
+
+
+def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, Any]:
+    """One request as ``GET /requests`` lists it; ``detail`` adds position and ETA."""
+    body: dict[str, Any] = {
+        **urls(base, job.model_id, job.id),
+        "model_id": job.model_id,
+        "status": job.wire_status.value,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "attempt": job.attempt,
+        "error": job.error if job.state is JobState.FAILED else None,
+        "error_type": job.error_type if job.state is JobState.FAILED else None,
+    }
+    if detail:
+        position = ctx.store.queue_position(job) if job.state.queued else 0
+        body["queue_position"] = position
+        body["eta_seconds"] = svc.eta_remaining(ctx, job, position)
+        body["run_seconds"] = svc.run_seconds(job)
+    return body
+
+
+@router.get("/requests", summary="Your requests, newest first (paged)")
+async def list_requests(
+    request: Request,
+    limit: int = Query(20, ge=1, le=PAGE_MAX, description="Page size."),
+    before: int | None = Query(
+        None,
+        ge=1,
+        le=2**62,
+        description="Only requests older than this id (the `next_before` of a page).",
+    ),
+    token: Token = Depends(caller),
+) -> Response:
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, Any]:
+        jobs = ctx.store.list_jobs(token.user, limit + 1, before)
+        page = jobs[:limit]
+        more = len(jobs) > limit
+        return {
+            "requests": [summary(ctx, j, base, detail=False) for j in page],
+            "next_before": page[-1].id if more and page else None,
+        }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/requests/{rid}", summary="One of your requests: model, status, progress, ETA")
+async def get_request(rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+    job_id = request_id(rid)
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, Any]:
+        return summary(ctx, svc.job_of(ctx, job_id, token), base, detail=True)
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/webhooks/secret", summary="The secret that signs your webhooks (HMAC-SHA256)")
+async def webhook_secret(request: Request, token: Token = Depends(caller)) -> Response:
+    ctx = context(request)
+    secret = await run_in_threadpool(ctx.webhooks.secret_for, token.user)
+    return JSONResponse(
+        {
+            "secret": secret,
+            "signature_header": "X-Vidq-Webhook-Signature",
+            "signed": "f'{request_id}\\n{timestamp}\\n{sha256_hex(body)}'",
+        }
+    )

@@ -1,0 +1,53 @@
+"""The vidq client SDK: ``Client`` / ``AsyncClient`` on httpx. It imports nothing of the
+server (no FastAPI, SQLAlchemy, PyAV, Pillow, NumPy, torch)."""
+
+from __future__ import annotations
+
+from vidq.client._async import AsyncClient, AsyncRequestHandle
+from vidq.client._core import RetryPolicy, Status, encode_file, media
+from vidq.client._sync import Client, RequestHandle
+from vidq.client.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+    RequestCancelled,
+    RequestFailed,
+    ServerError,
+    ServiceUnavailableError,
+    TransportError,
+    ValidationError,
+    VidqClientError,
+    WaitTimeout,
+)
+from vidq.client.webhooks import verify_webhook
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AsyncRequestHandle",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "RequestCancelled",
+    "RequestFailed",
+    "RequestHandle",
+    "RetryPolicy",
+    "ServerError",
+    "ServiceUnavailableError",
+    "Status",
+    "TransportError",
+    "ValidationError",
+    "VidqClientError",
+    "WaitTimeout",
+    "encode_file",
+    "media",
+    "verify_webhook",
+]

@@ -1,0 +1,94 @@
+"""The real `@fal-ai/client` from npm under node, unmodified, against `vidq serve` over
+TLS: queue submit + subscribe in polling and in streaming (SSE) mode. The client's own
+queue host is rewritten to vidq by a ``requestMiddleware``, as its docs suggest for proxies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import Server, probe_mp4, serve
+from tests.tls import self_signed
+
+NODE_DIR = Path(__file__).with_name("node")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm"
+)
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """``npm ci`` from the committed package-lock.json (once; kept between runs)."""
+    installed = NODE_DIR / "node_modules" / "@fal-ai" / "client" / "package.json"
+    if not installed.exists():
+        out = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+    return installed
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("fal-js")
+    with serve(root / "data", tls=self_signed(root / "tls"), preview_step_seconds=0.15) as s:
+        yield s
+
+
+def drive(server: Server, mode: str) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "FAL_KEY": server.token("js-user"),
+        "VIDQ_URL": server.url,
+        "NODE_EXTRA_CA_CERTS": str(server.ca),
+    }
+    out = subprocess.run(
+        ["node", "fal_js_driver.mjs", mode],
+        cwd=NODE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("mode", ["polling", "streaming"])
+def test_subscribe(mode: str, node_modules: Path, tls_server: Server, tmp_path: Path) -> None:
+    out = drive(tls_server, mode)
+    rid = out["requestId"]
+    assert rid and out["result"]["requestId"] == rid  # from the x-fal-request-id header
+    statuses = [u["status"] for u in out["updates"]]
+    assert statuses[-1] == "COMPLETED" and "IN_PROGRESS" in statuses, statuses
+    assert out["updates"][-1]["logs"]
+    paths = out["seenUrls"]
+    assert paths[0] == "POST /queue/vidq/wan22-fast-t2v"
+    follow = "/status/stream?logs=1" if mode == "streaming" else "/status?logs=1"
+    assert f"GET /queue/vidq/wan22-fast-t2v/requests/{rid}{follow}" in paths
+    assert paths[-1] == f"GET /queue/vidq/wan22-fast-t2v/requests/{rid}"
+    video = out["result"]["data"]["video"]
+    assert video["content_type"] == "video/mp4"
+    verify = ssl.create_default_context(cafile=str(tls_server.ca))
+    data = httpx.get(video["url"], verify=verify, timeout=30).content
+    assert len(data) == video["file_size"]
+    info = probe_mp4(data, tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 128, 17)
