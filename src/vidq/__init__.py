@@ -26,8 +26,8 @@ from vidq.client import (
     ValidationError,
     VidqClientError,
     WaitTimeout,
+    as_input,
     encode_file,
-    media,
     verify_webhook,
 )
 
@@ -53,8 +53,8 @@ __all__ = [
     "ValidationError",
     "VidqClientError",
     "WaitTimeout",
+    "as_input",
     "encode_file",
-    "media",
     "verify_webhook",
 ]
 __version__ = "0.1.0"

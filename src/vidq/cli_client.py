@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vidq.client import Client, Status, VidqClientError, media
+from vidq.client import Client, Status, VidqClientError, as_input
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL (VIDQ_URL, `vidq login`).")]
 TokenOpt = Annotated[
@@ -99,7 +99,7 @@ def submit(
         "width": width, "height": height, "duration": duration, "priority": priority, "seed": seed
     }  # fmt: skip
     try:
-        inputs.update({k: media(v) for k, v in media_inputs.items() if v})
+        inputs.update({k: as_input(v) for k, v in media_inputs.items() if v})
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {exc.filename}: {exc.strerror}") from exc
     inputs.update({k: v for k, v in numbers.items() if v is not None})

@@ -48,8 +48,8 @@ def test_local_files_are_encoded(tmp_path: Path) -> None:
     uri = vidq.encode_file(image)
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1]) == image.read_bytes()
-    assert vidq.media("https://example.com/a.png") == "https://example.com/a.png"
-    assert vidq.media(str(image)) == uri
+    assert vidq.as_input("https://example.com/a.png") == "https://example.com/a.png"
+    assert vidq.as_input(str(image)) == uri
 
 
 def test_typed_errors(server: Server) -> None:

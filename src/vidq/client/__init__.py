@@ -4,7 +4,7 @@ server (no FastAPI, SQLAlchemy, PyAV, Pillow, NumPy, torch)."""
 from __future__ import annotations
 
 from vidq.client._async import AsyncClient, AsyncRequestHandle
-from vidq.client._core import RetryPolicy, Status, encode_file, media
+from vidq.client._core import RetryPolicy, Status, as_input, encode_file
 from vidq.client._sync import Client, RequestHandle
 from vidq.client.errors import (
     APIError,
@@ -47,7 +47,7 @@ __all__ = [
     "ValidationError",
     "VidqClientError",
     "WaitTimeout",
+    "as_input",
     "encode_file",
-    "media",
     "verify_webhook",
 ]

@@ -151,7 +151,7 @@ def encode_file(path: str | os.PathLike[str]) -> str:
     return f"data:{kind or 'application/octet-stream'};base64,{base64.b64encode(data).decode()}"
 
 
-def media(value: str | os.PathLike[str]) -> str:
+def as_input(value: str | os.PathLike[str]) -> str:
     """What to send for a media input: URLs and data: URIs as they are, files encoded."""
     text = os.fspath(value)
     if text.startswith(("http://", "https://", "data:")):
@@ -163,6 +163,6 @@ __all__ = [
     "APIError",
     "RetryPolicy",
     "Status",
+    "as_input",
     "encode_file",
-    "media",
 ]
