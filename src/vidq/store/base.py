@@ -45,7 +45,10 @@ class JobStore(Protocol):
 
     # --- jobs: API side ------------------------------------------------------------
     def enqueue(self, new: NewJob) -> Job:
-        """Insert a PENDING job; returns it with its id. Durable once it returns."""
+        """Insert a PENDING job; returns it with its id. Durable once it returns.
+
+        If the user already has a job with this ``idempotency_key`` (even one inserted
+        concurrently by another API replica), that job is returned instead."""
 
     def get(self, job_id: int, user: str | None = None) -> Job | None:
         """The job, or None if it does not exist or (with ``user``) is another user's."""

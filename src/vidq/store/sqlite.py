@@ -193,7 +193,15 @@ class SQLiteStore:
             queue_rank(new.tier, new.priority), dumps(new.inputs), new.binary_output,
             new.max_attempts, new.work_units, new.idempotency_key, new.webhook_url,
         )  # fmt: skip
-        row = self._one(SQL.insert_job, params)
+        try:
+            row = self._one(SQL.insert_job, params)
+        except sqlite3.IntegrityError:
+            found = None
+            if new.idempotency_key:  # same user and key as an earlier submit: that job
+                found = self.find_by_idempotency_key(new.user, new.idempotency_key)
+            if found is None:
+                raise
+            return found
         assert row is not None
         with self._queued:
             self._queued.notify_all()
