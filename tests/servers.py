@@ -212,7 +212,7 @@ class SeaweedServer:
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
             f"-filer.port={ports['filer']}", f"-s3.port={self.s3_port}",
             f"-s3.config={cfg}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64", "-volume.max=20",
+            "-master.volumeSizeLimitMB=32", "-volume.max=0",
         ]  # fmt: skip
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
