@@ -195,9 +195,7 @@ class SeaweedServer:
             "identities": [
                 {
                     "name": "vidq",
-                    "credentials": [
-                        {"accessKey": self.access_key, "secretKey": self.secret_key}
-                    ],
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"],
                 }
             ]

@@ -12,11 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests.servers import SeaweedServer, free_port
 from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
 from vidq.storage import BlobStore
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
-from tests.servers import SeaweedServer, free_port
 
 
 def s3_store(server: SeaweedServer, bucket: str) -> S3BlobStore:

@@ -44,6 +44,7 @@ class WorkerOptions:
     reaper_s: float = 2.0
     burst: bool = False  # drain the queue, then exit
     drain_s: float = 30.0  # on stop, how long the current job may still run
+    complete_retry_s: float = 120.0  # how long to retry a complete while the store is down
     name: str = ""
 
 
@@ -72,6 +73,11 @@ class Worker:
         self._stopping.set()
         if not drain:
             self._abort.set()
+        elif self.options.drain_s >= 0:
+            # Past the drain budget the current job is released, never orphaned.
+            timer = threading.Timer(self.options.drain_s, self._abort.set)
+            timer.daemon = True
+            timer.start()
 
     def close(self) -> None:
         for engine in self._engines.values():
@@ -140,7 +146,7 @@ class Worker:
             uploaded = output_key(job, model, result)
             self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
             meta = {**result.meta, "engine": self._engine_name(job.pool)}
-            if not self.store.complete(job.id, job.lease_token or "", uploaded, meta):
+            if not self._complete(job, uploaded, meta, lost):
                 lost.set()
                 raise LeaseLost()
             uploaded = None
@@ -149,7 +155,7 @@ class Worker:
             if lost.is_set():
                 log.warning("lease lost; abandoning the attempt", extra=extra)
             else:  # stopped without draining: hand the job back, no attempt spent
-                self.store.release(job.id, job.lease_token or "")
+                self._release(job)
                 log.info("job released on shutdown", extra=extra)
         except EngineFailed as exc:
             self._fail(job, exc.message, exc.error_type, retry=exc.retryable)
@@ -224,13 +230,43 @@ class Worker:
     def _fail(self, job: Job, message: str, error_type: str, *, retry: bool) -> None:
         if self._abort.is_set():
             # Shutting down without draining: hand the job back without spending an attempt.
-            self.store.release(job.id, job.lease_token or "")
+            self._release(job)
             return
         log.warning("job attempt failed: %s", message, extra={"job_id": job.id, "retry": retry})
         try:
             self.store.fail(job.id, job.lease_token or "", message, error_type, retry)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper retries the job
+
+    def _complete(self, job: Job, key: str, meta: dict[str, Any], lost: threading.Event) -> bool:
+        """The fenced complete, retried while the store is unreachable: the output is
+        already uploaded, so a short database outage must not cost the attempt. Gives up
+        (the lease then expires and the job is retried) after ``complete_retry_s``."""
+        deadline = time.monotonic() + self.options.complete_retry_s
+        delay = 0.2
+        retried = False
+        while True:
+            try:
+                if self.store.complete(job.id, job.lease_token or "", key, meta):
+                    return True
+                if not retried:
+                    return False
+                # An earlier try may have committed with its answer lost in the outage.
+                now = self.store.get(job.id)
+                return now is not None and now.result_key == key
+            except ServiceUnavailable as exc:
+                retried = True
+                if time.monotonic() > deadline or lost.is_set():
+                    raise
+                log.warning("complete failed, retrying: %s", exc.message, extra={"job_id": job.id})
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _release(self, job: Job) -> None:
+        try:
+            self.store.release(job.id, job.lease_token or "")
+        except ServiceUnavailable:
+            pass  # the lease will expire and the reaper gives the job back
 
     def _delete_quietly(self, key: str) -> None:
         try:
