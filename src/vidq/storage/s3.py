@@ -75,7 +75,7 @@ class S3BlobStore:
             bucket,
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL"),
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
         )
 
     # -- bucket ----------------------------------------------------------------------
