@@ -139,6 +139,8 @@ class Worker:
         workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
         uploaded: str | None = None
         try:
+            if job.attempt > 1:
+                self._sweep_earlier_attempts(job)
             engine_job = self._engine_job(job, model, workdir)
             result = self._run_engine(job, engine_job, lost)
             if lost.is_set():
@@ -261,6 +263,20 @@ class Worker:
                 log.warning("complete failed, retrying: %s", exc.message, extra={"job_id": job.id})
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _sweep_earlier_attempts(self, job: Job) -> None:
+        """Delete outputs that earlier attempts uploaded but never completed (a worker
+        killed between upload and complete cannot clean up after itself). Attempts
+        before this one are fenced out, so nothing here can still become the result."""
+        folder = TIER_FOLDERS.get(job.tier, "free")
+        try:
+            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
+                stem = key.rsplit("_", 1)[-1].removesuffix(".mp4")
+                if stem.isdigit() and int(stem) < job.attempt:
+                    self.storage.delete(key)
+                    log.info("deleted orphan upload of an earlier attempt", extra={"key": key})
+        except VidqError as exc:
+            log.warning("could not sweep earlier uploads: %s", exc.message)
 
     def _release(self, job: Job) -> None:
         try:
