@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
-from vidq.jobs import JobState, NewJob
+from vidq.jobs import JobState, NewJob, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.migrate import head_revision, sqlalchemy_url
 from vidq.store.rows import JOB_COLUMNS
@@ -324,3 +325,34 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
                 assert "WHERE" in str(where) and "PENDING" in str(where)
     finally:
         engine.dispose()
+
+
+def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
+    from vidq.store.postgres import PostgresStore
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        n = PostgresStore.LONG_QUEUE + 500
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
+                    inputs, max_attempts, created_at)
+                SELECT 'alice', 'wan22-fast-t2v', %s, 0, 0, %s, 'PENDING', '{}', 3, 0
+                FROM generate_series(1, %s)""",
+                (POOL, queue_rank(0, 0), n),
+            )
+        last = store.enqueue(new())
+        first = store.claim([POOL], "w", 30)
+        assert first is not None
+        assert store.queue_position(last) == n - 1
+        premium = store.enqueue(new(tier=2))
+        assert store.queue_position(premium) == 0
+        for _ in range(10):
+            assert store.claim([POOL], "w", 30) is not None
+        deadline = time.monotonic() + 10
+        while store.queue_position(last) != n - 10:  # premium + 9 more were claimed
+            assert time.monotonic() < deadline, store.queue_position(last)
+            time.sleep(0.2)
+    finally:
+        store.close()
