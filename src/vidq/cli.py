@@ -114,7 +114,7 @@ def serve(
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, workers=workers)
     configure_logging(settings.log_level)
-    store, storage = open_backends(settings)
+    store, storage = _open_backends_patiently(settings)
     if not store.list_tokens():
         token = create_token(store, "admin", max_priority=1000, admin=True)
         typer.echo(f"Created admin token (shown once, keep it): {token}")

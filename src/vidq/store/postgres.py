@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from vidq.errors import StoreUnavailable
@@ -314,8 +314,8 @@ class PostgresStore:
                 long = conn.execute(SQL.queue_probe, (pool, self.LONG_QUEUE)).fetchone()
                 keys = None
                 if long is not None:
-                    rows = conn.execute(SQL.queue_keys, (pool,)).fetchall()
-                    keys = [(int(r["rank"]), int(r["id"])) for r in rows]
+                    cur = conn.cursor(row_factory=tuple_row)
+                    keys = cur.execute(SQL.queue_keys, (pool,), binary=True).fetchall()
             self._snapshots[pool] = _QueueSnapshot(keys, time.monotonic())
         except StoreUnavailable:
             self._snapshots.pop(pool, None)  # count exactly (or fail loudly) next time
