@@ -228,6 +228,7 @@ def test_no_job_lost_or_duplicated_under_faults(
         not_done = [jobs[i] for i in accepted if jobs[i][1] != "COMPLETED"]
         assert not not_done, f"{len(not_done)} jobs not completed, e.g. {not_done[:3]}"
         assert all(r[2] <= r[3] for r in rows), "attempts over max"
+        assert any(r[2] > 1 for r in rows), "no fault hit a running job"
         assert {c for c in codes if c >= 500} <= {503}, codes
         assert codes[200] > n  # submits and status polls answered
         assert any("PostgreSQL started" in e for e in events)

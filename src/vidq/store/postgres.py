@@ -165,8 +165,8 @@ class PostgresStore:
         conninfo: str,
         *,
         min_size: int = 1,
-        max_size: int = 10,
-        timeout_s: float = 5.0,
+        max_size: int = 16,
+        timeout_s: float = 3.0,
         connect_timeout_s: int = 3,
     ) -> None:
         self.conninfo = conninfo
