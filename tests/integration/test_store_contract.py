@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import vidq_env
 from vidq.jobs import JobState, NewJob, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.migrate import head_revision, sqlalchemy_url
@@ -354,5 +357,26 @@ def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -
         while store.queue_position(last) != n - 10:  # premium + 9 more were claimed
             assert time.monotonic() < deadline, store.queue_position(last)
             time.sleep(0.2)
+    finally:
+        store.close()
+
+
+def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) -> None:
+    """API replicas and workers all migrate at start: four at once must all succeed."""
+    env = vidq_env(tmp_path, database_url=db_url)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vidq", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [o[1].decode()[-500:] for o in outs]
+    store = open_store(db_url, migrate=False)
+    try:
+        assert store.enqueue(new()).id > 0
     finally:
         store.close()
