@@ -143,7 +143,8 @@ class Worker:
                 self._sweep_earlier_attempts(job)
             engine_job = self._engine_job(job, model, workdir)
             result = self._run_engine(job, engine_job, lost)
-            if lost.is_set():
+            if lost.is_set() or not self._still_holds(job, lost):
+                lost.set()
                 raise LeaseLost()
             uploaded = output_key(job, model, result)
             self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
@@ -151,8 +152,10 @@ class Worker:
             if not self._complete(job, uploaded, meta, lost):
                 lost.set()
                 raise LeaseLost()
-            uploaded = None
+            winner, uploaded = uploaded, None
             log.info("job completed", extra=extra)
+            if job.attempt > 1:  # only a retried job can have other attempts' uploads
+                self._sweep_other_attempts(job, keep=winner)
         except LeaseLost:
             if lost.is_set():
                 log.warning("lease lost; abandoning the attempt", extra=extra)
@@ -263,6 +266,31 @@ class Worker:
                 log.warning("complete failed, retrying: %s", exc.message, extra={"job_id": job.id})
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _still_holds(self, job: Job, lost: threading.Event) -> bool:
+        """A fenced heartbeat right before uploading, waiting out a store outage: a worker
+        that was paused or cut off past its lease learns it lost the job before it
+        uploads anything (an upload it cannot complete would be an orphan)."""
+        deadline = time.monotonic() + self.options.complete_retry_s
+        while True:
+            try:
+                return self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s)
+            except ServiceUnavailable:
+                if time.monotonic() > deadline or lost.is_set():
+                    raise
+                time.sleep(0.5)
+
+    def _sweep_other_attempts(self, job: Job, keep: str) -> None:
+        """After winning, delete other attempts' uploads of this job (a stale attempt that
+        uploaded and then died cannot delete its own)."""
+        folder = TIER_FOLDERS.get(job.tier, "free")
+        try:
+            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
+                if key != keep:
+                    self.storage.delete(key)
+                    log.info("deleted orphan upload of another attempt", extra={"key": key})
+        except VidqError as exc:
+            log.warning("could not sweep other uploads: %s", exc.message)
 
     def _sweep_earlier_attempts(self, job: Job) -> None:
         """Delete outputs that earlier attempts uploaded but never completed (a worker
