@@ -184,7 +184,10 @@ class PostgresStore:
             timeout=timeout_s,
             # A connection broken by a server restart is replaced, not handed out.
             check=ConnectionPool.check_connection,
-            reconnect_timeout=3600.0,
+            # The pool's reconnect backoff doubles without bound: give up a series after
+            # a few seconds so the next request starts a fresh, immediate attempt, and
+            # the store is back within moments of the server.
+            reconnect_timeout=5.0,
             name="vidq",
             open=False,
         )
