@@ -27,6 +27,7 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/dispatch.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

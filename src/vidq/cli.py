@@ -60,6 +60,21 @@ def open_backends(settings: Settings) -> tuple[Any, Any]:
     return store, storage
 
 
+def _open_backends_patiently(settings: Settings) -> tuple[Any, Any]:
+    """open_backends, waiting out a database that is not reachable yet (a worker started
+    during an outage, or before the database) instead of exiting."""
+    import time
+
+    from vidq.errors import StoreUnavailable
+
+    while True:
+        try:
+            return open_backends(settings)
+        except StoreUnavailable as exc:
+            logging.getLogger("vidq.worker").warning("waiting for the database: %s", exc)
+            time.sleep(2.0)
+
+
 def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -> Any:
     from vidq.catalog import POOLS
     from vidq.worker import WorkerOptions
@@ -188,7 +203,7 @@ def serve(
 
     settings = settings_from(host=host, port=port, data_dir=data_dir, workers=workers)
     configure_logging(settings.log_level)
-    store, storage = open_backends(settings)
+    store, storage = _open_backends_patiently(settings)
     if not store.list_tokens():
         token = create_token(store, "admin", max_priority=1000, admin=True)
         typer.echo(f"Created admin token (shown once, keep it): {token}")
@@ -240,7 +255,7 @@ def worker(
 
     settings = settings_from(data_dir=data_dir, pools=pools)
     configure_logging(settings.log_level)
-    store, storage = open_backends(settings)
+    store, storage = _open_backends_patiently(settings)
     w = Worker(store, storage, worker_options(settings, burst=burst))
     signals = {"count": 0}
 

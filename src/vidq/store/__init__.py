@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vidq.errors import StoreUnavailable
 from vidq.store.base import JobStore, ReapResult, Token
 from vidq.store.migrate import upgrade
 
@@ -11,7 +12,19 @@ __all__ = ["JobStore", "ReapResult", "Token", "open_store"]
 
 
 def open_store(url: str, *, migrate: bool = True) -> JobStore:
-    """The adapter for a database URL; applies migrations first unless told not to."""
+    """The adapter for a database URL; applies migrations first unless told not to.
+
+    StoreUnavailable if the database cannot be reached (callers may wait and retry)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return _open(url, migrate=migrate)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise StoreUnavailable(f"cannot migrate the database: {reason[:300]}") from exc
+
+
+def _open(url: str, *, migrate: bool) -> JobStore:
     if url.startswith("sqlite:///"):
         from vidq.store.sqlite import SQLiteStore
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from alembic import command
@@ -25,7 +26,18 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (default: the newest)."""
+    """Bring the database to ``revision`` (default: the newest). Safe to run from many
+    processes at once: PostgreSQL takes an advisory lock (migrations/env.py), SQLite a
+    lock file next to the database."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        lock_path = Path(url.removeprefix("sqlite:///") + ".migrate-lock")
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                command.upgrade(alembic_config(url), revision)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
     command.upgrade(alembic_config(url), revision)
 
 

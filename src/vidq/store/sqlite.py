@@ -255,15 +255,10 @@ class SQLiteStore:
         )  # fmt: skip
 
     def _queue_snapshot(self, pool: str) -> tuple[int, array[int]]:
-        with self._cursor() as conn:
-            conn.execute("BEGIN")  # one read snapshot for the version and the keys
-            try:
-                row = conn.execute(SQL.queue_version, (pool,)).fetchone()
-                rows = conn.execute(SQL.queue_keys, (pool,)).fetchall()
-            finally:
-                conn.execute("COMMIT")
-        keys = array("q", (position_key(r[0], r[1]) for r in rows))
-        return (int(row[0]) if row else 0), keys
+        # The version first: keys read afterwards are at least that new (see positions.py).
+        row = self._one(SQL.queue_version, (pool,))
+        rows = self._all_rows(SQL.queue_keys, (pool,))
+        return (int(row[0]) if row else 0), array("q", (position_key(r[0], r[1]) for r in rows))
 
     def cancel(self, job_id: int, user: str) -> bool:
         return self._rowcount(SQL.cancel, (job_id, user)) == 1

@@ -44,6 +44,7 @@ class WorkerOptions:
     reaper_s: float = 2.0
     burst: bool = False  # drain the queue, then exit
     drain_s: float = 30.0  # on stop, how long the current job may still run
+    complete_retry_s: float = 120.0  # how long to retry a complete while the store is down
     name: str = ""
 
 
@@ -72,6 +73,11 @@ class Worker:
         self._stopping.set()
         if not drain:
             self._abort.set()
+        elif self.options.drain_s >= 0:
+            # Past the drain budget the current job is released, never orphaned.
+            timer = threading.Timer(self.options.drain_s, self._abort.set)
+            timer.daemon = True
+            timer.start()
 
     def close(self) -> None:
         for engine in self._engines.values():
@@ -131,26 +137,14 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(job, lost, finished), daemon=True)
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
-        uploaded: str | None = None
         try:
-            engine_job = self._engine_job(job, model, workdir)
-            result = self._run_engine(job, engine_job, lost)
-            if lost.is_set():
-                raise LeaseLost()
-            uploaded = output_key(job, model, result)
-            self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
-            size = Path(engine_job.output_path).stat().st_size
-            meta = {**result.meta, "engine": self._engine_name(job.pool), "file_size": size}
-            if not self.store.complete(job.id, job.lease_token or "", uploaded, meta):
-                lost.set()
-                raise LeaseLost()
-            uploaded = None
+            self._attempt(job, model, workdir, lost)
             log.info("job completed", extra=extra)
         except LeaseLost:
             if lost.is_set():
                 log.warning("lease lost; abandoning the attempt", extra=extra)
             else:  # stopped without draining: hand the job back, no attempt spent
-                self.store.release(job.id, job.lease_token or "")
+                self._release(job)
                 log.info("job released on shutdown", extra=extra)
         except EngineFailed as exc:
             self._fail(job, exc.message, exc.error_type, retry=exc.retryable)
@@ -165,9 +159,31 @@ class Worker:
         finally:
             finished.set()
             beat.join(5)
-            if uploaded is not None:
-                self._delete_quietly(uploaded)
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _attempt(self, job: Job, model: Model, workdir: Path, lost: threading.Event) -> None:
+        """Run the engine, upload under the attempt's key, complete fenced. An upload
+        that does not end in a won completion is deleted."""
+        if job.attempt > 1:
+            self._sweep_earlier_attempts(job)
+        engine_job = self._engine_job(job, model, workdir)
+        result = self._run_engine(job, engine_job, lost)
+        if lost.is_set() or not self._still_holds(job, lost):
+            lost.set()
+            raise LeaseLost()
+        uploaded = output_key(job, model, result)
+        self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
+        try:
+            size = Path(engine_job.output_path).stat().st_size
+            meta = {**result.meta, "engine": self._engine_name(job.pool), "file_size": size}
+            if not self._complete(job, uploaded, meta, lost):
+                lost.set()
+                raise LeaseLost()
+        except BaseException:
+            self._delete_quietly(uploaded)
+            raise
+        if job.attempt > 1:  # only a retried job can have other attempts' uploads
+            self._sweep_other_attempts(job, keep=uploaded)
 
     def _engine_name(self, pool: str) -> str:
         return self.options.engines.get(pool, "preview")
@@ -225,13 +241,82 @@ class Worker:
     def _fail(self, job: Job, message: str, error_type: str, *, retry: bool) -> None:
         if self._abort.is_set():
             # Shutting down without draining: hand the job back without spending an attempt.
-            self.store.release(job.id, job.lease_token or "")
+            self._release(job)
             return
         log.warning("job attempt failed: %s", message, extra={"job_id": job.id, "retry": retry})
         try:
             self.store.fail(job.id, job.lease_token or "", message, error_type, retry)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper retries the job
+
+    def _complete(self, job: Job, key: str, meta: dict[str, Any], lost: threading.Event) -> bool:
+        """The fenced complete, retried while the store is unreachable: the output is
+        already uploaded, so a short database outage must not cost the attempt. Gives up
+        (the lease then expires and the job is retried) after ``complete_retry_s``."""
+        deadline = time.monotonic() + self.options.complete_retry_s
+        delay = 0.2
+        retried = False
+        while True:
+            try:
+                if self.store.complete(job.id, job.lease_token or "", key, meta):
+                    return True
+                if not retried:
+                    return False
+                # An earlier try may have committed with its answer lost in the outage.
+                now = self.store.get(job.id)
+                return now is not None and now.result_key == key
+            except ServiceUnavailable as exc:
+                retried = True
+                if time.monotonic() > deadline or lost.is_set():
+                    raise
+                log.warning("complete failed, retrying: %s", exc.message, extra={"job_id": job.id})
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _still_holds(self, job: Job, lost: threading.Event) -> bool:
+        """A fenced heartbeat right before uploading, waiting out a store outage: a worker
+        that was paused or cut off past its lease learns it lost the job before it
+        uploads anything (an upload it cannot complete would be an orphan)."""
+        deadline = time.monotonic() + self.options.complete_retry_s
+        while True:
+            try:
+                return self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s)
+            except ServiceUnavailable:
+                if time.monotonic() > deadline or lost.is_set():
+                    raise
+                time.sleep(0.5)
+
+    def _sweep_other_attempts(self, job: Job, keep: str) -> None:
+        """After winning, delete other attempts' uploads of this job (a stale attempt that
+        uploaded and then died cannot delete its own)."""
+        folder = TIER_FOLDERS.get(job.tier, "free")
+        try:
+            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
+                if key != keep:
+                    self.storage.delete(key)
+                    log.info("deleted orphan upload of another attempt", extra={"key": key})
+        except VidqError as exc:
+            log.warning("could not sweep other uploads: %s", exc.message)
+
+    def _sweep_earlier_attempts(self, job: Job) -> None:
+        """Delete outputs that earlier attempts uploaded but never completed (a worker
+        killed between upload and complete cannot clean up after itself). Attempts
+        before this one are fenced out, so nothing here can still become the result."""
+        folder = TIER_FOLDERS.get(job.tier, "free")
+        try:
+            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
+                stem = key.rsplit("_", 1)[-1].removesuffix(".mp4")
+                if stem.isdigit() and int(stem) < job.attempt:
+                    self.storage.delete(key)
+                    log.info("deleted orphan upload of an earlier attempt", extra={"key": key})
+        except VidqError as exc:
+            log.warning("could not sweep earlier uploads: %s", exc.message)
+
+    def _release(self, job: Job) -> None:
+        try:
+            self.store.release(job.id, job.lease_token or "")
+        except ServiceUnavailable:
+            pass  # the lease will expire and the reaper gives the job back
 
     def _delete_quietly(self, key: str) -> None:
         try:

@@ -1,0 +1,194 @@
+"""Dispatch benchmark on PostgreSQL: how fast the queue hands out work.
+
+    python bench/dispatch.py [--database-url postgresql://...] [--samples 50]
+
+Without ``--database-url`` it starts a throwaway PostgreSQL cluster (durable settings:
+fsync and synchronous commit on) with tests/servers.py. Storage is a local folder: this
+measures the queue, not S3. It prints three figures:
+
+1. submit -> RUNNING latency with idle workers: one job at a time over HTTP to a real
+   `vidq serve --workers 0`, with 2 idle `vidq worker` processes; the latency is
+   ``started_at - created_at`` of each job, both stamped by the database clock
+   (target p50 < 20 ms). Workers sleep on LISTEN/NOTIFY, not on a poll interval.
+2. jobs/s through the queue for 1, 2 and 4 workers with the "instant" engine: the
+   preview engine at its smallest request (128x128, 1 s = 17 frames), which writes a
+   minimal valid MP4 immediately. Jobs are bulk-inserted, then `vidq worker --burst`
+   processes drain them; jobs/s = jobs / (last finished_at - first started_at).
+3. status latency with 100,000 queued jobs: GET .../status (which counts the job's
+   queue position) on random queued jobs over HTTP (target p99 < 10 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import Server, serve  # noqa: E402
+from tests.servers import start_postgres  # noqa: E402
+
+from vidq.jobs import queue_rank  # noqa: E402
+
+MODEL = "wan22-fast-t2v"
+POOL = "wan22-t2v"
+TINY = {"prompt": "bench", "width": 128, "height": 128, "duration": 1}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def workers(server: Server, n: int, *args: str) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "vidq", "worker", *args],
+            env={**server.env, "VIDQ_POOLS": POOL},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+
+
+def wait_done(url: str, ids: list[int], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM jobs WHERE id = ANY(%s) AND state = 'COMPLETED'", (ids,)
+            ).fetchone()
+            if row and row[0] == len(ids):
+                return
+            time.sleep(0.02)
+    raise RuntimeError("jobs did not complete in time")
+
+
+def dispatch_latency(server: Server, url: str, token: str, samples: int) -> None:
+    procs = workers(server, 2)
+    try:
+        client = server.client(token)
+        # Warm up: workers connected, engine children started.
+        for _ in range(3):
+            rid = int(client.post(f"/queue/{MODEL}", json=TINY).json()["request_id"])
+            wait_done(url, [rid])
+        submit_ms, ids = [], []
+        for _ in range(samples):
+            time.sleep(0.1)  # workers idle, waiting
+            t0 = time.perf_counter()
+            r = client.post(f"/queue/{MODEL}", json=TINY)
+            submit_ms.append((time.perf_counter() - t0) * 1000)
+            rid = int(r.json()["request_id"])
+            ids.append(rid)
+            wait_done(url, [rid])
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT (started_at - created_at) * 1000 FROM jobs WHERE id = ANY(%s)", (ids,)
+            ).fetchall()
+        lat = [float(r[0]) for r in rows]
+        print(
+            f"submit -> RUNNING (idle workers, {samples} jobs): "
+            f"p50 {pct(lat, 0.5):.1f} ms, p90 {pct(lat, 0.9):.1f} ms, max {max(lat):.1f} ms; "
+            f"HTTP submit p50 {statistics.median(submit_ms):.1f} ms"
+        )
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
+def bulk_insert(url: str, n: int, user: str = "bench") -> list[int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """
+            INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
+                binary_output, max_attempts, work_units, created_at)
+            SELECT %s, %s, %s, 0, 0, %s, 'PENDING', %s, false, 3, 1.0,
+                extract(epoch from now())
+            FROM generate_series(1, %s)
+            RETURNING id""",
+            (
+                user,
+                MODEL,
+                POOL,
+                queue_rank(0, 0),
+                '{"prompt":"bench","width":128,"height":128,"duration":1}',
+                n,
+            ),
+        ).fetchall()
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE jobs")
+    return [int(r[0]) for r in rows]
+
+
+def throughput(server: Server, url: str, jobs: int) -> None:
+    for n in (1, 2, 4):
+        ids = bulk_insert(url, jobs)
+        procs = workers(server, n, "--burst")
+        for p in procs:
+            p.wait(600)
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT count(*), max(finished_at) - min(started_at) FROM jobs "
+                "WHERE id = ANY(%s) AND state = 'COMPLETED'",
+                (ids,),
+            ).fetchone()
+        assert row is not None and row[0] == jobs, row
+        print(f"throughput, {n} worker(s), {jobs} jobs: {jobs / float(row[1]):.1f} jobs/s")
+
+
+def status_latency(server: Server, url: str, token: str, queued: int, samples: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM jobs")
+    ids = bulk_insert(url, queued, user="alice")
+    client = server.client(token)
+    lat = []
+    for i in range(samples + 50):
+        rid = random.choice(ids)
+        t0 = time.perf_counter()
+        r = client.get(f"/queue/{MODEL}/requests/{rid}/status")
+        if i >= 50:  # warm-up
+            lat.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+    print(
+        f"status with {queued:,} queued jobs ({samples} GETs over HTTP): "
+        f"p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=200, help="jobs per throughput run")
+    parser.add_argument("--queued", type=int, default=100_000)
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        url = args.database_url
+        if url is None:
+            pg = start_postgres(durable=True)
+            stack.callback(pg.destroy)
+            url = pg.create_database("bench")
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vidq-bench-")))
+        server = stack.enter_context(serve(tmp / "api", workers=0, database_url=url))
+        token = server.token("alice")
+        dispatch_latency(server, url, token, args.samples)
+        throughput(server, url, args.jobs)
+        status_latency(server, url, token, args.queued, 1000)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""S3-compatible BlobStore (AWS S3, Cloudflare R2, MinIO, SeaweedFS) with presigned URLs.
+
+Configured by the standard variables botocore reads itself: ``AWS_ENDPOINT_URL`` (unset
+for AWS), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``. With a custom
+endpoint the client uses path-style addressing (``endpoint/bucket/key``), which every
+S3-compatible server accepts; on AWS botocore picks the addressing itself. Checksums are
+only sent where S3 requires them, since several compatible servers reject the newer
+default CRC headers. The bucket is created on first use if it is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_NO_BUCKET = {"NoSuchBucket"}
+MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
+
+
+class S3BlobStore:
+    """Objects are ``s3://<bucket>/<key>``; downloads are presigned GET URLs."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 60.0,
+    ) -> None:
+        if not bucket or "/" in bucket:
+            raise ValueError(f"invalid bucket name: {bucket!r}")
+        self.bucket = bucket
+        self.region = region or "us-east-1"
+        config = botocore.config.Config(
+            region_name=self.region,
+            signature_version="s3v4",
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=config,
+        )
+        self._bucket_ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3BlobStore:
+        """``s3://BUCKET``; the endpoint and credentials come from the AWS_* variables."""
+        bucket = url.removeprefix("s3://").strip("/")
+        return cls(
+            bucket,
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL"),
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        )
+
+    # -- bucket ----------------------------------------------------------------------
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        with self._lock:
+            if self._bucket_ready:
+                return
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) not in _MISSING | _NO_BUCKET:
+                    raise _unavailable(exc, "cannot access bucket") from exc
+                self._create_bucket()
+            except botocore.exceptions.BotoCoreError as exc:
+                raise _unavailable(exc, "cannot reach object storage") from exc
+            self._bucket_ready = True
+
+    def _create_bucket(self) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self._client.create_bucket(**kwargs)
+            log.info("created bucket %s", self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise _unavailable(exc, "cannot create bucket") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot reach object storage") from exc
+
+    # -- objects ---------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._ensure_bucket()
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _unavailable(exc, "cannot write object") from exc
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        self._ensure_bucket()
+        try:
+            self._client.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _unavailable(exc, "cannot write object") from exc
+        except boto3.exceptions.S3UploadFailedError as exc:
+            raise StorageUnavailable(f"cannot write object: {exc}") from exc
+
+    def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=key)
+            body = obj["Body"]
+            try:
+                size = int(obj.get("ContentLength") or 0)
+                if max_bytes is not None and size > max_bytes:
+                    raise PayloadTooLarge(f"object is {size} bytes, over the limit of {max_bytes}")
+                data: bytes = body.read()
+            finally:
+                body.close()
+            return data
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING | _NO_BUCKET:
+                raise NotFound("No such object.") from exc
+            raise _unavailable(exc, "cannot read object") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot read object") from exc
+
+    def download(self, key: str, path: Path) -> None:
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=key)
+            body = obj["Body"]
+            try:
+                with path.open("wb") as fh:
+                    for chunk in body.iter_chunks(1 << 20):
+                        fh.write(chunk)
+            finally:
+                body.close()
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING | _NO_BUCKET:
+                raise NotFound("No such object.") from exc
+            raise _unavailable(exc, "cannot read object") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot read object") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write local file: {exc.strerror}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING | _NO_BUCKET:
+                return
+            raise _unavailable(exc, "cannot delete object") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot delete object") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING | _NO_BUCKET:
+                return False
+            raise _unavailable(exc, "cannot read object") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot read object") from exc
+
+    def signed_url(self, key: str, ttl_s: int, base_url: str) -> str:
+        """A presigned GET URL (``base_url`` is unused: the S3 server serves it)."""
+        try:
+            url: str = self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
+            )
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot sign URL") from exc
+        return url
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def check(self) -> None:
+        self._bucket_ready = False  # re-probe: readiness must reflect the server now
+        self._ensure_bucket()
+
+    def keys(self, prefix: str) -> list[str]:
+        self._ensure_bucket()
+        found: list[str] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                found.extend(str(item["Key"]) for item in page.get("Contents", []))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _unavailable(exc, "cannot list objects") from exc
+        return sorted(found)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(exc: Exception, what: str) -> StorageUnavailable:
+    """StorageUnavailable without URLs (a presigned or endpoint URL may hold secrets)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        reason = _code(exc) or "error"
+    else:
+        reason = type(exc).__name__
+    return StorageUnavailable(f"{what}: S3 {reason}")

@@ -1,0 +1,253 @@
+"""Fault test with real processes: 2 API processes and 4 worker processes on PostgreSQL +
+S3 (SeaweedFS), while workers are SIGKILLed every few seconds, one worker is SIGSTOPped past
+its lease and resumed, and PostgreSQL is stopped for 10 s mid-run.
+
+Pass: every accepted job (2xx on submit) is COMPLETED exactly once, with one result object
+in S3 and no orphan outputs; attempts <= max; clients never see a 5xx other than 503.
+
+The issue asks for 1,000 jobs. Jobs are tiny preview videos (128x128, 1 s); the job count
+is ``FAULT_TEST_JOBS`` (default 1000). Submissions are paced over ``FAULT_TEST_SUBMIT_S``
+(default 25 s) so that they span the database outage.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.helpers import serve, vidq_env
+from tests.servers import PostgresServer, SeaweedServer
+
+MODEL = "wan22-fast-t2v"
+SMALL = {"prompt": "fault", "width": 128, "height": 128, "duration": 1}
+LEASE_S = 3
+MAX_ATTEMPTS = 5
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
+
+
+class Workers:
+    """`vidq worker` processes that can be killed, paused and replaced."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stopped: set[int] = set()
+        self.lock = threading.Lock()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidq", "worker"], env=self.env, stdout=log, stderr=log
+        )
+        log.close()
+        with self.lock:
+            self.procs.append(proc)
+        return proc
+
+    def live(self) -> list[subprocess.Popen[bytes]]:
+        with self.lock:
+            return [p for p in self.procs if p.poll() is None and p.pid not in self.stopped]
+
+    def shutdown(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGCONT)
+                    p.kill()
+            p.wait(10)
+
+
+def _submit(apis: list[str], token: str, n: int, out: list[int], codes: collections.Counter[int],
+            stop: threading.Event, pace_s: float) -> None:  # fmt: skip
+    clients = [httpx.Client(base_url=u, timeout=15, headers={"Authorization": f"Bearer {token}"})
+               for u in apis]  # fmt: skip
+    i = 0
+    t0 = time.monotonic()
+    while len(out) < n and not stop.is_set():
+        ahead = t0 + pace_s * len(out) / n - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        client = clients[i % len(clients)]
+        i += 1
+        try:
+            r = client.post(f"/queue/{MODEL}", json=SMALL)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        codes[r.status_code] += 1
+        if r.status_code == 200:
+            out.append(int(r.json()["request_id"]))
+        else:
+            time.sleep(0.2)
+    for c in clients:
+        c.close()
+
+
+def _poll(apis: list[str], token: str, ids: list[int], codes: collections.Counter[int],
+          stop: threading.Event) -> None:  # fmt: skip
+    clients = [httpx.Client(base_url=u, timeout=15, headers={"Authorization": f"Bearer {token}"})
+               for u in apis]  # fmt: skip
+    while not stop.is_set():
+        if ids:
+            rid = random.choice(ids)
+            try:
+                r = random.choice(clients).get(f"/queue/{MODEL}/requests/{rid}/status")
+                codes[r.status_code] += 1
+            except httpx.TransportError:
+                pass
+        stop.wait(0.05)
+    for c in clients:
+        c.close()
+
+
+def _chaos(workers: Workers, pg: PostgresServer, stop: threading.Event, events: list[str]) -> None:
+    t0 = time.monotonic()
+    paused = False
+    outage = False
+    next_kill = t0 + 2
+    while not stop.wait(0.2):
+        now = time.monotonic() - t0
+        if not paused and now > 4:
+            paused = True
+            victim = workers.live()[0]
+            workers.stopped.add(victim.pid)
+            os.kill(victim.pid, signal.SIGSTOP)
+            events.append(f"{now:.1f}s SIGSTOP worker {victim.pid}")
+
+            def resume(pid: int = victim.pid) -> None:
+                os.kill(pid, signal.SIGCONT)
+                workers.stopped.discard(pid)
+                events.append(f"{time.monotonic() - t0:.1f}s SIGCONT worker {pid}")
+
+            threading.Timer(LEASE_S * 3, resume).start()
+        if not outage and now > 10:
+            outage = True
+            pg.stop()
+            events.append(f"{now:.1f}s PostgreSQL stopped")
+            stop.wait(10)
+            pg.start()
+            events.append(f"{time.monotonic() - t0:.1f}s PostgreSQL started")
+        if time.monotonic() > next_kill:
+            live = workers.live()
+            if live:
+                victim = random.choice(live)
+                victim.kill()
+                victim.wait(10)
+                workers.start()
+                events.append(f"{now:.1f}s SIGKILL worker {victim.pid}, started a replacement")
+            next_kill = time.monotonic() + 3
+
+
+def test_no_job_lost_or_duplicated_under_faults(
+    tmp_path: Path, pg_server: PostgresServer, pg_url: str, seaweed: SeaweedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    n = int(os.environ.get("FAULT_TEST_JOBS", "1000"))
+    submit_s = float(os.environ.get("FAULT_TEST_SUBMIT_S", "25"))
+    for key, value in seaweed.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"faults-{time.monotonic_ns() % 10**9}"
+    settings: dict[str, Any] = {
+        "database_url": pg_url,
+        "storage_url": f"s3://{bucket}",
+        "lease_seconds": LEASE_S,
+        "reaper_interval": 0.5,
+        "max_attempts": MAX_ATTEMPTS,
+        "poll_interval": 0.5,
+    }
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        apis = [stack.enter_context(serve(tmp_path / f"api{i}", workers=0, **settings))
+                for i in range(2)]  # fmt: skip
+        token = apis[0].token("alice")
+        worker_env = vidq_env(tmp_path / "workers", **settings)
+        worker_env["VIDQ_LOG_LEVEL"] = "INFO"
+        workers = Workers(worker_env, tmp_path)
+        stack.callback(workers.shutdown)
+        for _ in range(4):
+            workers.start()
+
+        accepted: list[int] = []
+        codes: collections.Counter[int] = collections.Counter()
+        stop_chaos, stop_clients = threading.Event(), threading.Event()
+        events: list[str] = []
+        urls = [a.url for a in apis]
+        threads = [
+            threading.Thread(
+                target=_submit, args=(urls, token, n, accepted, codes, stop_clients, submit_s)
+            ),
+            threading.Thread(target=_poll, args=(urls, token, accepted, codes, stop_clients)),
+            threading.Thread(target=_chaos, args=(workers, pg_server, stop_chaos, events)),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 240
+            done = 0
+            while time.monotonic() < deadline:
+                time.sleep(1)
+                if len(accepted) < n or not pg_server.running():
+                    continue
+                with contextlib.suppress(psycopg.OperationalError):
+                    with psycopg.connect(pg_url) as conn:
+                        row = conn.execute(
+                            "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'"
+                        ).fetchone()
+                    done = int(row[0]) if row else 0
+                    if done >= n and "PostgreSQL started" in " ".join(events):
+                        break
+        finally:
+            stop_chaos.set()
+            stop_clients.set()
+            for t in threads:
+                t.join(60)
+        elapsed = time.monotonic() - started
+        print(f"\nfault test: {n} jobs in {elapsed:.0f}s; events: {events}; codes: {codes}")
+
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute(
+                "SELECT id, state, attempt, max_attempts, result_key, error FROM jobs"
+            ).fetchall()
+        jobs = {r[0]: r for r in rows}
+        assert len(accepted) == n and len(set(accepted)) == n
+        not_done = [jobs[i] for i in accepted if jobs[i][1] != "COMPLETED"]
+        assert not not_done, f"{len(not_done)} jobs not completed, e.g. {not_done[:3]}"
+        assert all(r[2] <= r[3] for r in rows), "attempts over max"
+        assert any(r[2] > 1 for r in rows), "no fault hit a running job"
+        assert {c for c in codes if c >= 500} <= {503}, codes
+        assert codes[200] > n  # submits and status polls answered
+        assert any("PostgreSQL started" in e for e in events)
+        assert sum("SIGKILL" in e for e in events) >= 3
+        assert any("SIGCONT" in e for e in events)
+
+        from vidq.storage.s3 import S3BlobStore
+
+        store = S3BlobStore(bucket, endpoint_url=seaweed.endpoint, access_key=seaweed.access_key,
+                            secret_key=seaweed.secret_key)  # fmt: skip
+        # Stale attempts that were still running (the resumed worker) finish their cleanup.
+        time.sleep(LEASE_S)
+        keys = store.keys("outputs/")
+        store.close()
+        completed = {r[4] for r in rows if r[1] == "COMPLETED"}
+        assert None not in completed
+        assert set(keys) == completed, (
+            f"orphans: {sorted(set(keys) - completed)[:5]}, "
+            f"missing: {sorted(completed - set(keys))[:5]}"
+        )
+        per_job = collections.Counter(k.split("/")[-1].split("_")[0] for k in keys)
+        assert max(per_job.values()) == 1  # exactly one result object per job

@@ -1,0 +1,382 @@
+"""The JobStore contract, run against every adapter: SQLite (a real file) and PostgreSQL
+(a real server started by the test session)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import vidq_env
+from vidq.jobs import JobState, NewJob, queue_rank
+from vidq.store import JobStore, open_store
+from vidq.store.migrate import head_revision, sqlalchemy_url
+from vidq.store.rows import JOB_COLUMNS
+
+POOL = "wan22-t2v"
+OTHER = "wan22-i2v"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'vidq.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[JobStore]:
+    s = open_store(db_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def new(
+    user: str = "alice",
+    *,
+    pool: str = POOL,
+    tier: int = 0,
+    priority: int = 0,
+    max_attempts: int = 3,
+    key: str | None = None,
+) -> NewJob:
+    return NewJob(
+        user=user,
+        model_id="wan22-fast-t2v",
+        pool=pool,
+        tier=tier,
+        priority=priority,
+        inputs={"prompt": "a fox", "width": 128},
+        max_attempts=max_attempts,
+        work_units=1.0,
+        idempotency_key=key,
+    )
+
+
+def test_enqueue_get_and_isolation(store: JobStore) -> None:
+    job = store.enqueue(new())
+    assert job.id > 0 and job.state is JobState.PENDING and job.attempt == 0
+    assert abs(job.created_at - store.now()) < 5
+    got = store.get(job.id, "alice")
+    assert got is not None and got.inputs == {"prompt": "a fox", "width": 128}
+    assert store.get(job.id, "bob") is None
+    assert store.get(job.id) is not None
+    assert store.get(job.id + 1000) is None
+    assert [j.id for j in store.list_jobs("alice", 10)] == [job.id]
+    assert store.list_jobs("bob", 10) == []
+
+
+def test_idempotency_key_returns_the_same_job(store: JobStore) -> None:
+    first = store.enqueue(new(key="k1"))
+    again = store.enqueue(new(key="k1"))
+    assert again.id == first.id
+    assert store.enqueue(new("bob", key="k1")).id != first.id
+    found = store.find_by_idempotency_key("alice", "k1")
+    assert found is not None and found.id == first.id
+
+
+def test_queue_order_tier_priority_then_id(store: JobStore) -> None:
+    a = store.enqueue(new(tier=0, priority=0))
+    b = store.enqueue(new(tier=0, priority=5))
+    c = store.enqueue(new(tier=2, priority=0))
+    d = store.enqueue(new(tier=0, priority=5))
+    store.enqueue(new(pool=OTHER, tier=2, priority=100))
+    assert [store.queue_position(j) for j in (c, b, d, a)] == [0, 1, 2, 3]
+    order = [store.claim([POOL], "w", 30) for _ in range(4)]
+    assert [j.id for j in order if j] == [c.id, b.id, d.id, a.id]
+    assert store.claim([POOL], "w", 30) is None
+    assert store.queue_depths() == {OTHER: 1}
+
+
+def test_claim_sets_lease_from_the_database_clock(store: JobStore) -> None:
+    job = store.enqueue(new())
+    claimed = store.claim([POOL, OTHER], "w1", 7.5)
+    assert claimed is not None and claimed.id == job.id
+    assert claimed.state is JobState.RUNNING and claimed.attempt == 1
+    assert claimed.worker == "w1" and claimed.lease_token
+    assert claimed.lease_until is not None
+    assert abs(claimed.lease_until - (store.now() + 7.5)) < 2
+    assert store.claim([POOL], "w2", 30) is None
+    assert store.claim([], "w2", 30) is None
+
+
+def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
+    stores = [open_store(db_url, migrate=i == 0) for i in range(4)]
+    try:
+        ids = {stores[0].enqueue(new()).id for _ in range(40)}
+        got: list[int] = []
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def claimer(s: JobStore, name: str) -> None:
+            try:
+                while True:
+                    job = s.claim([POOL], name, 30)
+                    if job is None:
+                        if not s.queue_depths():
+                            return
+                        continue
+                    with lock:
+                        got.append(job.id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=claimer, args=(stores[i % 4], f"w{i}")) for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert sorted(got) == sorted(ids)  # each job exactly once
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_lease_token_fences_every_update(store: JobStore) -> None:
+    store.enqueue(new())
+    job = store.claim([POOL], "w", 30)
+    assert job is not None and job.lease_token
+    token = job.lease_token
+    assert not store.heartbeat(job.id, "stale", 30)
+    assert not store.progress(job.id, "stale", 1, 4)
+    assert not store.complete(job.id, "stale", "outputs/x.mp4", {})
+    assert not store.fail(job.id, "stale", "boom", "x", retry=True)
+    assert not store.release(job.id, "stale")
+    assert store.heartbeat(job.id, token, 30)
+    assert store.progress(job.id, token, 2, 4)
+    got = store.get(job.id)
+    assert got is not None and (got.progress_done, got.progress_total) == (2, 4)
+    assert store.complete(job.id, token, "outputs/free/1.mp4", {"frames": 17})
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.COMPLETED
+    assert done.result_meta == {"frames": 17} and done.lease_token is None
+    assert done.finished_at is not None and done.started_at is not None
+    found = store.find_by_result_key("outputs/free/1.mp4")
+    assert found is not None and found.id == job.id
+    # A finished job cannot be completed or failed again, even with the old token.
+    assert not store.complete(job.id, token, "outputs/free/2.mp4", {})
+    assert not store.fail(job.id, token, "late", "x", retry=False)
+    assert not store.heartbeat(job.id, token, 30)
+
+
+def test_fail_retries_while_attempts_remain(store: JobStore) -> None:
+    job = store.enqueue(new(max_attempts=2))
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.lease_token
+    assert store.fail(job.id, first.lease_token, "flaky", "engine", retry=True)
+    assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
+    second = store.claim([POOL], "w", 30)
+    assert second is not None and second.attempt == 2 and second.lease_token != first.lease_token
+    assert store.fail(job.id, second.lease_token or "", "flaky", "engine", retry=True)
+    final = store.get(job.id)
+    assert final is not None and final.state is JobState.FAILED and final.error == "flaky"
+    job2 = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.id == job2.id
+    assert store.fail(c.id, c.lease_token or "", "bad input", "invalid", retry=False)
+    assert store.get(c.id).state is JobState.FAILED  # type: ignore[union-attr]
+
+
+def test_reap_expired_leases(store: JobStore) -> None:
+    retried = store.enqueue(new(max_attempts=2))
+    last = store.enqueue(new(max_attempts=1))
+    alive = store.enqueue(new())
+    a = store.claim([POOL], "w", 0.2)
+    b = store.claim([POOL], "w", 0.2)
+    c = store.claim([POOL], "w", 60)
+    assert a and b and c
+    assert store.reap().retried == []  # nothing expired yet
+    time.sleep(0.5)
+    result = store.reap()
+    assert sorted(result.retried) == [retried.id]
+    assert sorted(result.failed) == [last.id]
+    r = store.get(retried.id)
+    assert r is not None and r.state is JobState.RETRY and r.lease_token is None
+    f = store.get(last.id)
+    assert f is not None and f.state is JobState.FAILED
+    assert f.error_type == "lease_expired" and "1 attempts" in (f.error or "")
+    assert "lease expired" in (f.error or "")
+    assert store.get(alive.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    # The stale holder of the reaped job is fenced out.
+    assert not store.complete(retried.id, a.lease_token or "", "outputs/x.mp4", {})
+    assert store.reap().retried == []  # idempotent, safe to run from many processes
+    again = store.claim([POOL], "w2", 30)
+    assert again is not None and again.id == retried.id and again.attempt == 2
+
+
+def test_release_gives_the_job_back_without_spending_an_attempt(store: JobStore) -> None:
+    job = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.attempt == 1
+    assert store.release(job.id, c.lease_token or "")
+    back = store.get(job.id)
+    assert back is not None and back.state is JobState.RETRY and back.attempt == 0
+    assert store.queue_position(back) == 0
+    again = store.claim([POOL], "w", 30)
+    assert again is not None and again.attempt == 1
+
+
+def test_cancel_only_from_queued_states(store: JobStore) -> None:
+    queued = store.enqueue(new())
+    assert not store.cancel(queued.id, "bob")  # another user's job
+    assert store.cancel(queued.id, "alice")
+    assert store.get(queued.id).state is JobState.CANCELLED  # type: ignore[union-attr]
+    assert not store.cancel(queued.id, "alice")
+    running = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.id == running.id
+    assert not store.cancel(running.id, "alice")
+    assert store.release(c.id, c.lease_token or "")  # RETRY is cancellable
+    assert store.cancel(running.id, "alice")
+    assert store.claim([POOL], "w", 30) is None
+
+
+def test_tokens(store: JobStore) -> None:
+    t = store.create_token("alice", "h" * 64, 50, admin=False)
+    a = store.create_token("root", "a" * 64, 1000, admin=True)
+    found = store.token_by_hash("h" * 64)
+    assert found is not None and found[0].user == "alice" and found[0].max_priority == 50
+    assert found[1] == "h" * 64 and not found[0].admin
+    assert store.token_by_hash("x" * 64) is None
+    assert store.revoke_token(t.id)
+    assert not store.revoke_token(t.id)
+    assert store.token_by_hash("h" * 64) is None
+    listed = {x.id: x for x in store.list_tokens()}
+    assert listed[t.id].revoked and not listed[a.id].revoked and listed[a.id].admin
+
+
+def test_recent_durations_and_live_workers(store: JobStore) -> None:
+    for _ in range(3):
+        store.enqueue(new())
+        c = store.claim([POOL], "w", 30)
+        assert c is not None
+        time.sleep(0.05)
+        assert store.complete(c.id, c.lease_token or "", f"outputs/{c.id}.mp4", {})
+    durations = store.recent_durations(POOL, 1.0)
+    assert len(durations) == 3 and all(0.03 < d < 5 for d in durations)
+    assert store.recent_durations(POOL, 100.0) == []  # dissimilar work units
+    assert store.recent_durations(OTHER, 1.0) == []
+    store.register_worker("w1", [POOL, OTHER])
+    store.register_worker("w2", [POOL])
+    store.register_worker("w2", [POOL])
+    assert store.live_workers() == {POOL: 2, OTHER: 1}
+
+
+def test_wait_for_jobs_wakes_on_enqueue(db_url: str) -> None:
+    worker_side = open_store(db_url)
+    # PostgreSQL wakes waiters of every process (LISTEN/NOTIFY); SQLite only those of the
+    # same store object, and other processes poll.
+    shared = db_url.startswith("sqlite")
+    api_side = worker_side if shared else open_store(db_url, migrate=False)
+    try:
+        assert worker_side.claim([POOL], "w", 30) is None
+        worker_side.wait_for_jobs([POOL], 0.5)  # start listening (a spurious wake is fine)
+        assert worker_side.claim([POOL], "w", 30) is None
+        woke: list[float] = []
+
+        def waiter() -> None:
+            t0 = time.monotonic()
+            worker_side.wait_for_jobs([POOL], 10)
+            woke.append(time.monotonic() - t0)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)
+        api_side.enqueue(new())
+        t.join(15)
+        assert woke and woke[0] < 2.0, woke
+        assert worker_side.claim([POOL], "w", 30) is not None
+    finally:
+        worker_side.close()
+        if not shared:
+            api_side.close()
+
+
+def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
+    open_store(db_url).close()
+    engine = sa.create_engine(sqlalchemy_url(db_url))
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            assert version == head_revision()
+            inspector = sa.inspect(conn)
+            columns = {c["name"] for c in inspector.get_columns("jobs")}
+            assert {c.strip() for c in JOB_COLUMNS.split(",")} <= columns
+            assert {"name", "pools", "seen_at"} <= {
+                c["name"] for c in inspector.get_columns("workers")
+            }
+            indexes = {i["name"]: i for i in inspector.get_indexes("jobs")}
+            assert indexes["ux_jobs_idempotency"]["unique"]
+            assert {"ix_jobs_queue", "ix_jobs_lease", "ix_jobs_owner"} <= set(indexes)
+            if conn.dialect.name == "postgresql":
+                where = conn.execute(
+                    sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_queue'")
+                ).scalar()
+                assert "WHERE" in str(where) and "PENDING" in str(where)
+    finally:
+        engine.dispose()
+
+
+def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
+    from vidq.store.postgres import PostgresStore
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        n = PostgresStore.LONG_QUEUE + 500
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
+                    inputs, max_attempts, created_at)
+                SELECT 'alice', 'wan22-fast-t2v', %s, 0, 0, %s, 'PENDING', '{}', 3, 0
+                FROM generate_series(1, %s)""",
+                (POOL, queue_rank(0, 0), n),
+            )
+        last = store.enqueue(new())
+        first = store.claim([POOL], "w", 30)
+        assert first is not None
+        assert store.queue_position(last) == n - 1
+        premium = store.enqueue(new(tier=2))
+        assert store.queue_position(premium) == 0
+        for _ in range(10):
+            assert store.claim([POOL], "w", 30) is not None
+        deadline = time.monotonic() + 10
+        while store.queue_position(last) != n - 10:  # premium + 9 more were claimed
+            assert time.monotonic() < deadline, store.queue_position(last)
+            time.sleep(0.2)
+    finally:
+        store.close()
+
+
+def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) -> None:
+    """API replicas and workers all migrate at start: four at once must all succeed."""
+    env = vidq_env(tmp_path, database_url=db_url)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vidq", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [o[1].decode()[-500:] for o in outs]
+    store = open_store(db_url, migrate=False)
+    try:
+        assert store.enqueue(new()).id > 0
+    finally:
+        store.close()
