@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import Server, probe_mp4, result_mp4, run_cli, serve, vidq_env, wait_status
 from tests.servers import PostgresServer, SeaweedServer
+from vidq.store.migrate import head_revision
 
 MODEL = "wan22-fast-t2v"
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
@@ -48,7 +49,7 @@ def test_db_upgrade_on_postgres(tmp_path: Path, pg_url: str) -> None:
     assert out.returncode == 0, out.stderr
     with psycopg.connect(pg_url) as conn:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert row is not None and row[0] == "0001"
+    assert row is not None and row[0] == head_revision()
     assert run_cli(env, "db", "upgrade").returncode == 0  # idempotent
 
 
