@@ -331,12 +331,14 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
 
 
 def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
+    """Long queues may answer from a snapshot up to MAX_STALE_S old (store/positions.py)."""
+    from vidq.store.positions import LONG_QUEUE
     from vidq.store.postgres import PostgresStore
 
     store = open_store(pg_url)
     assert isinstance(store, PostgresStore)
     try:
-        n = PostgresStore.LONG_QUEUE + 500
+        n = LONG_QUEUE + 500
         with psycopg.connect(pg_url) as conn:
             conn.execute(
                 """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
