@@ -85,6 +85,7 @@ class Settings(BaseSettings):
             if item.strip():
                 ipaddress.ip_network(item.strip(), strict=False)  # ValueError at startup
         return value
+
     webhook_allow_loopback_http: bool = Field(
         False,
         description="TESTS ONLY: accept http:// webhook targets on 127.0.0.1/::1/localhost.",

@@ -122,6 +122,7 @@ def read_frames(
                 frame = frame.reformat(width=width, height=height)
             yield np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
 
+
 def is_browser_mp4(path: Path) -> bool:
     """Whether ``path`` is an MP4 with H.264 yuv420p video (and AAC audio, if any)."""
     try:
