@@ -48,6 +48,9 @@ class AppContext:
 _JSON_ALIASES = (b"application/x-www-form-urlencoded", b"text/plain", b"")
 
 
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class RequestGuard:
     """Rejects bodies over ``max_bytes`` with 413, by Content-Length or while streaming,
     and reads bodies as JSON whatever the client claimed: ``curl -d`` (the spec's examples)
@@ -58,7 +61,7 @@ class RequestGuard:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in _BODILESS:
             await self.app(scope, receive, send)
             return
         headers = self._headers(scope)
@@ -146,6 +149,9 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         version="0.1.0",
         summary="Self-hosted video generation queue (Wan 2.2, HunyuanVideo-Foley).",
         lifespan=lifespan,
+        # vidq exports no OpenTelemetry data; FastAPI's native telemetry would otherwise
+        # look up whether it is configured on every request (~10 us, bench/api.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
 
