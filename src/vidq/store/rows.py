@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from vidq.jobs import Job, JobState
+from vidq.jobs import Job, JobState, queue_rank
+from vidq.store.base import JobStatus
+from vidq.store.positions import position_key
 
 JOB_COLUMNS = (
     "id, owner, model_id, pool, tier, priority, state, inputs, binary_output, attempt, "
@@ -49,3 +52,20 @@ def job_from_row(row: Any) -> Job:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], int]) -> JobStatus:
+    """A JobStatus from the adapters' ``job_status`` statement, whose columns are: id,
+    model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
+    higher_quality, result_key, error, queue_version. ``position(pool, key, version)``
+    answers for queued jobs."""
+    state = JobState(row[5])
+    queue_position = None
+    if state.queued:
+        key = position_key(queue_rank(row[3], row[4]), row[0])
+        queue_position = position(row[2], key, row[12] or 0)
+    return JobStatus(
+        id=int(row[0]), model_id=row[1], state=state, progress_done=row[6],
+        progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
+        result_key=row[10], error=row[11], queue_position=queue_position,
+    )  # fmt: skip

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from vidq.errors import StoreUnavailable
-from vidq.jobs import Job, JobState, NewJob, queue_rank
+from vidq.jobs import Job, NewJob, queue_rank
 from vidq.store.base import JobStatus, ReapResult, Token
 from vidq.store.positions import QueueSnapshots, position_key
-from vidq.store.rows import JOB_COLUMNS, dumps, job_from_row
+from vidq.store.rows import JOB_COLUMNS, dumps, job_from_row, job_status_from_row
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
@@ -237,22 +237,16 @@ class SQLiteStore:
         row = self._one(SQL.queue_version, (job.pool,))
         version = int(row[0]) if row else 0
         key = position_key(queue_rank(job.tier, job.priority), job.id)
-        return self._positions.position(job.pool, key, version, self._queue_snapshot)
+        return self._position(job.pool, key, version)
 
     def job_status(self, job_id: int, user: str) -> JobStatus | None:
         row = self._one(SQL.job_status, (job_id, user))
         if row is None:
             return None
-        state = JobState(row[5])
-        position = None
-        if state.queued:
-            key = position_key(queue_rank(row[3], row[4]), job_id)
-            position = self._positions.position(row[2], key, row[12] or 0, self._queue_snapshot)
-        return JobStatus(
-            id=job_id, model_id=row[1], state=state, progress_done=row[6],
-            progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
-            result_key=row[10], error=row[11], queue_position=position,
-        )  # fmt: skip
+        return job_status_from_row(row, self._position)
+
+    def _position(self, pool: str, key: int, version: int) -> int:
+        return self._positions.position(pool, key, version, self._queue_snapshot)
 
     def _queue_snapshot(self, pool: str) -> tuple[int, array[int]]:
         # The version first: keys read afterwards are at least that new (see positions.py).
