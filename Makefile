@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -21,9 +21,14 @@ serve: install
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: install lint
 	$(BIN)/pytest -q
+
+# For iterating: e2e on SQLite only, without the long fault test, stop at the first failure.
+test-fast: install
+	E2E_BACKENDS=sqlite $(BIN)/pytest -q -x -m "not slow"
 
 bench: install
 	$(BIN)/python bench/api.py

@@ -5,44 +5,27 @@ The app holds no module-level state: everything it needs hangs off ``app.state.c
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vidq.api import fal, files, native, ops, requests, webhooks
 from vidq.api.auth import Authenticator
+from vidq.api.context import AppContext
 from vidq.api.eta import EtaEstimator
+from vidq.api.fastpath import StatusFastPath
 from vidq.config import Settings
 from vidq.errors import ServiceUnavailable, VidqError
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
-if TYPE_CHECKING:
-    from vidq.api.webhooks import WebhookDispatcher
-
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class AppContext:
-    """What the routes share."""
-
-    settings: Settings
-    store: JobStore
-    storage: BlobStore
-    auth: Authenticator
-    eta: EtaEstimator
-    reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-    webhooks: WebhookDispatcher = dataclasses.field(init=False)  # set by create_app
-
-    def base_url(self, request: Request) -> str:
-        return (self.settings.public_url or str(request.base_url)).rstrip("/")
 
 
 _JSON_ALIASES = (b"application/x-www-form-urlencoded", b"text/plain", b"")
@@ -173,14 +156,10 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    from vidq.api import fal, files, native, ops, requests, webhooks
-
     ctx.webhooks = webhooks.WebhookDispatcher(ctx)
     app.include_router(ops.router)
     app.include_router(files.router)
     app.include_router(native.router)
-    from vidq.api.fastpath import StatusFastPath
-
     app.add_middleware(StatusFastPath, ctx=ctx)
     app.include_router(requests.router)
     app.include_router(fal.router)

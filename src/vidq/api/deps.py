@@ -7,18 +7,13 @@ import re
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.app import AppContext
 from vidq.api.auth import parse_authorization
+from vidq.api.context import context
 from vidq.catalog import Model, get_model
 from vidq.errors import InvalidRequestId, NotFound
 from vidq.store.base import Token
 
 _REQUEST_ID = re.compile(r"[0-9]{1,18}")
-
-
-def context(request: Request) -> AppContext:
-    ctx: AppContext = request.app.state.ctx
-    return ctx
 
 
 async def caller(request: Request) -> Token:

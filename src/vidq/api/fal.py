@@ -29,8 +29,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import jobs_service as svc
-from vidq.api.app import AppContext
-from vidq.api.deps import caller, context, model_or_404, request_id
+from vidq.api.context import AppContext, context
+from vidq.api.deps import caller, model_or_404, request_id
 from vidq.catalog import Model, input_schema
 from vidq.errors import InvalidInput
 from vidq.jobs import PRIORITY_MIN, Job, JobState

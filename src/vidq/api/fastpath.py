@@ -16,8 +16,9 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vidq.api.app import AppContext
 from vidq.api.auth import parse_authorization
+from vidq.api.context import AppContext
+from vidq.api.native import status_of
 from vidq.errors import ServiceUnavailable, VidqError
 from vidq.store.base import Token
 
@@ -57,9 +58,9 @@ class StatusFastPath:
                 base = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}"
             base = base.rstrip("/")
             if ctx.store.inline_reads:
-                body = _status_of(ctx, model_id, rid, token, base)
+                body = status_of(ctx, model_id, rid, token, base)
             else:
-                body = await run_in_threadpool(_status_of, ctx, model_id, rid, token, base)
+                body = await run_in_threadpool(status_of, ctx, model_id, rid, token, base)
             await _json(send, 200, body)
         except VidqError as exc:
             headers: list[tuple[bytes, bytes]] = []
@@ -78,12 +79,6 @@ class StatusFastPath:
         if self.ctx.store.inline_reads:
             return auth.lookup(token)
         return await run_in_threadpool(auth.lookup, token)
-
-
-def _status_of(ctx: AppContext, model_id: str, rid: str, token: Token, base: str) -> dict[str, Any]:
-    from vidq.api.native import status_of  # native imports the router; keep this module light
-
-    return status_of(ctx, model_id, rid, token, base)
 
 
 async def _json(

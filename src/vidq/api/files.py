@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.deps import caller, context
+from vidq.api.context import context
+from vidq.api.deps import caller
 from vidq.errors import NotFound, Unauthorized
 from vidq.store.base import Token
 

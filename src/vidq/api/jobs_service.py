@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Any
 
-from vidq.api.app import AppContext
+from vidq.api.context import AppContext
 from vidq.api.eta import work_units
 from vidq.catalog import Model, _Inputs, get_model
 from vidq.config import Settings

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import jobs_service as svc
-from vidq.api.app import AppContext
-from vidq.api.deps import caller, context, model_or_404, request_id
+from vidq.api.context import AppContext, context
+from vidq.api.deps import caller, model_or_404, request_id
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
 from vidq.jobs import WIRE_STATUS, JobState

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.deps import caller, context
+from vidq.api.context import context
+from vidq.api.deps import caller
 from vidq.catalog import MODELS, schema_json
 from vidq.errors import NotFound, VidqError
 from vidq.store.base import Token

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import jobs_service as svc
-from vidq.api.app import AppContext
-from vidq.api.deps import caller, context, request_id
+from vidq.api.context import AppContext, context
+from vidq.api.deps import caller, request_id
 from vidq.api.native import urls
 from vidq.jobs import Job, JobState
 from vidq.store.base import Token

@@ -39,17 +39,15 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from vidq.api import jobs_service as svc
+from vidq.api.context import AppContext
 from vidq.errors import InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState
-
-if TYPE_CHECKING:
-    from vidq.api.app import AppContext
 
 log = logging.getLogger(__name__)
 

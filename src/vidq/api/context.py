@@ -1,0 +1,61 @@
+"""``AppContext``: what the routers share, built once by ``create_app``.
+
+Routers and services import this module, never ``api/app.py``: the app module is the
+API's composition root and imports the routers, so the dependency points one way only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Protocol
+
+from fastapi import Request
+
+from vidq.api.auth import Authenticator
+from vidq.api.eta import EtaEstimator
+from vidq.config import Settings
+from vidq.jobs import Job
+from vidq.storage.base import BlobStore
+from vidq.store.base import JobStore
+
+
+class Webhooks(Protocol):
+    """The webhook side of the API as routers use it (``api/webhooks.py`` implements it)."""
+
+    def check(self, url: str | None) -> str | None:
+        """Submit-time check of a ``fal_webhook`` value (None if absent)."""
+
+    def register(self, job: Job, dialect: str, base: str) -> None:
+        """Record a submitted job's delivery before the API answers 2xx."""
+
+    def secret_for(self, user: str) -> str:
+        """The signing secret of ``user``'s webhooks."""
+
+    def start(self) -> None:
+        """Start delivering (the app's startup)."""
+
+    def stop(self) -> None:
+        """Stop delivering (the app's shutdown)."""
+
+
+@dataclasses.dataclass
+class AppContext:
+    """What the routes share."""
+
+    settings: Settings
+    store: JobStore
+    storage: BlobStore
+    auth: Authenticator
+    eta: EtaEstimator
+    reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
+
+    def base_url(self, request: Request) -> str:
+        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def context(request: Request) -> AppContext:
+    """The request's AppContext (a FastAPI dependency)."""
+    ctx: AppContext = request.app.state.ctx
+    return ctx
