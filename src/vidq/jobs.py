@@ -8,7 +8,7 @@ from typing import Any
 
 
 class JobState(enum.StrEnum):
-    """Internal job states (DESIGN.md)."""
+    """Internal job states (the state machine is drawn in docs/architecture.md)."""
 
     PENDING = "PENDING"  # accepted, waiting for a worker
     RETRY = "RETRY"  # a lease expired or an attempt failed; waiting for another attempt

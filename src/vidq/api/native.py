@@ -1,4 +1,4 @@
-"""The native dialect: exactly the routes and shapes of spec/video-generation-api.md."""
+"""The native dialect: exactly the routes and shapes of docs/spec/video-generation-api.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The worker loop: claim -> download inputs -> engine child -> upload -> fenced complete.
 
-Invariants (DESIGN.md): every update after the claim is conditional on the lease token;
+Invariants (docs/architecture.md): every update after the claim is conditional on the lease token;
 a worker whose update changes no row has lost the job, stops its engine and deletes what
 it uploaded. Outputs are uploaded under a key unique to the attempt, so a stale worker
 can never overwrite the output of the attempt that won.
