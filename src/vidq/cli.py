@@ -293,6 +293,24 @@ def token_list(data_dir: DataDir = None) -> None:
         typer.echo(f"{t.id}\t{t.user}\tmax_priority={t.max_priority}\t{role}\t{state}")
 
 
+@app.command("config")
+def config_show(data_dir: DataDir = None) -> None:
+    """Print the effective settings: group, name, variable, value and where it came from
+    (env, flag, default). Passwords, tokens and keys are masked."""
+    from vidq.config_doc import effective
+
+    settings = Settings.load(data_dir=data_dir)
+    rows = [("GROUP", "NAME", "VARIABLE", "VALUE", "SOURCE")]
+    flags = frozenset({"data_dir"} if data_dir is not None else ())
+    for row in effective(settings, flags):
+        info = row.info
+        rows.append((info.group, info.name, info.env, row.value or "(unset)", row.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:4], widths, strict=True)]
+        typer.echo("  ".join([*cells, r[4]]))
+
+
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
     """Apply the migration history to the configured database."""
