@@ -22,6 +22,15 @@ def test_an_unknown_engine_names_the_known_ones() -> None:
     assert err.value.message == "unknown engine 'sora'; known: preview, wan, comfyui"
 
 
+def test_an_engine_whose_dependencies_are_missing_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(ENGINES, "ghost", ("vidq_no_such_module.engine", "GhostEngine"))
+    with pytest.raises(EngineUnavailable) as err:
+        create_engine("ghost", engine_options(None))
+    assert "needs the Python package 'vidq_no_such_module'" in err.value.message
+
+
 def test_an_engine_is_built_from_its_settings_sent_as_json() -> None:
     options = json.loads(json.dumps(engine_options(PreviewSettings(step_seconds=0.25))))
     engine = create_engine("preview", options)

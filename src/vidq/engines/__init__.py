@@ -45,12 +45,18 @@ def engine_options(settings: BaseModel | None, pools: Iterable[str] = ()) -> dic
 def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
     """The engine called ``name``, built from ``engine_options``; imports its module now.
 
-    EngineUnavailable for a name the registry does not know."""
+    EngineUnavailable for a name the registry does not know, or an engine whose optional
+    dependencies are not installed."""
     entry = ENGINES.get(name)
     if entry is None:
         raise EngineUnavailable(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     module, class_name = entry
-    cls = getattr(importlib.import_module(module), class_name)
+    try:
+        cls = getattr(importlib.import_module(module), class_name)
+    except ModuleNotFoundError as exc:
+        raise EngineUnavailable(
+            f"the {name} engine needs the Python package {exc.name!r}, which is not installed"
+        ) from exc
     settings = cls.settings_type.model_validate(options.get("settings", {}))
     engine: Engine = cls(settings, pools=tuple(options.get("pools", ())))
     return engine
