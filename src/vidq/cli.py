@@ -46,17 +46,16 @@ def configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
 
 
-def settings_from(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
 def open_backends(settings: Settings) -> tuple[Any, Any]:
     from vidq.storage import load_secret, open_storage
     from vidq.store import open_store
 
     store = open_store(settings.resolved_database_url())
-    secret = load_secret(settings.data_dir, settings.secret_key)
-    storage = open_storage(settings.resolved_storage_url(), secret=secret, bucket=settings.bucket)
+    key = settings.storage.secret_key
+    secret = load_secret(settings.data_dir, key.get_secret_value() if key else None)
+    storage = open_storage(
+        settings.resolved_storage_url(), secret=secret, bucket=settings.storage.bucket
+    )
     return store, storage
 
 
@@ -79,42 +78,20 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
     from vidq.catalog import POOLS
     from vidq.worker import WorkerOptions
 
-    pools = tuple(settings.pool_list() or POOLS)
+    pools = settings.worker.pools or POOLS
     unknown = sorted(set(pools) - set(POOLS))
     if unknown:
         raise typer.BadParameter(f"unknown pools: {', '.join(unknown)}; known: {', '.join(POOLS)}")
-    engine_options: dict[str, dict[str, Any]] = {
-        "preview": {"step_seconds": settings.preview_step_seconds},
-    }
-    if settings.models_dir is not None:
-        engine_options["wan"] = {
-            "models_dir": str(settings.models_dir),
-            "base": settings.wan_base,
-            "device": settings.wan_device,
-            "dtype": settings.wan_dtype,
-            "attention": settings.wan_attention,
-            "vae_tiling": settings.wan_vae_tiling,
-            "offload": settings.wan_offload,
-            "pools": [p for p in pools if settings.engine_for(p) == "wan"],
-        }
-    workflows = settings.comfyui_workflows_dir
-    engine_options["comfyui"] = {
-        "urls": settings.comfyui_url,
-        "workflows_dir": str(workflows.resolve()) if workflows else None,
-        "job_timeout": settings.comfyui_job_timeout,
-        "http_timeout": settings.comfyui_http_timeout,
-        "connect_wait": settings.comfyui_connect_wait,
-    }
     require_wan_weights(settings, pools)
     return WorkerOptions(
         pools=pools,
-        engines={p: settings.engine_for(p) for p in pools},
-        engine_options=engine_options,
-        lease_s=settings.lease_seconds,
-        poll_s=settings.poll_interval,
-        reaper_s=settings.reaper_interval,
+        engines={p: settings.worker.engine_for(p) for p in pools},
+        engine_settings=settings.engine_settings(),
+        lease_s=settings.worker.lease_seconds,
+        poll_s=settings.worker.poll_interval,
+        reaper_s=settings.store.reaper_interval,
         burst=burst,
-        drain_s=settings.drain_seconds,
+        drain_s=settings.worker.drain_seconds,
         name=name,
     )
 
@@ -124,10 +101,11 @@ def wan_problems(settings: Settings, pools: tuple[str, ...]) -> list[str]:
     from vidq.catalog import MODELS
     from vidq.engines.wan_layout import missing_message, wan_weights
 
-    wan_pools = [p for p in pools if settings.engine_for(p) == "wan"]
+    wan_pools = [p for p in pools if settings.worker.engine_for(p) == "wan"]
     if not wan_pools:
         return []
-    if settings.models_dir is None:
+    models_dir = settings.wan.models_dir
+    if models_dir is None:
         return [f"pools {', '.join(wan_pools)} use the wan engine but VIDQ_MODELS_DIR is not set"]
     problems = []
     for pool in wan_pools:
@@ -136,7 +114,7 @@ def wan_problems(settings: Settings, pools: tuple[str, ...]) -> list[str]:
         if family not in ("t2v", "i2v"):
             problems.append(f"pool {pool}: the wan engine does not serve {family or 'it'}")
             continue
-        weights = wan_weights(settings.models_dir, family, settings.wan_base)
+        weights = wan_weights(models_dir, family, settings.wan.base)
         if weights.missing():
             problems.append(missing_message([m.id for m in models], weights))
     return problems
@@ -161,17 +139,17 @@ def models_check(
     from vidq.catalog import MODELS
     from vidq.engines.wan_layout import wan_weights
 
-    settings = settings_from(models_dir=models_dir)
-    if settings.models_dir is None:
+    wan = Settings.load(wan={"models_dir": models_dir}).wan
+    if wan.models_dir is None:
         typer.echo("VIDQ_MODELS_DIR (or --models-dir) is not set", err=True)
         raise typer.Exit(2)
-    typer.echo(f"models dir: {settings.models_dir} (wan base: {settings.wan_base})")
+    typer.echo(f"models dir: {wan.models_dir} (wan base: {wan.base})")
     incomplete = 0
     for model in MODELS.values():
         if model.family.value not in ("t2v", "i2v"):
             typer.echo(f"{model.id}: not a wan-engine model (engine of pool {model.pool})")
             continue
-        weights = wan_weights(settings.models_dir, model.family.value, settings.wan_base)
+        weights = wan_weights(wan.models_dir, model.family.value, wan.base)
         missing = set(weights.missing())
         incomplete += bool(missing)
         note = " (fp8: also needs a GPU of compute capability 8.9+ and torchao)"
@@ -201,7 +179,9 @@ def serve(
     from vidq.api.auth import create_token
     from vidq.worker import Worker
 
-    settings = settings_from(host=host, port=port, data_dir=data_dir, workers=workers)
+    settings = Settings.load(
+        data_dir=data_dir, server={"host": host, "port": port, "workers": workers}
+    )
     configure_logging(settings.log_level)
     store, storage = _open_backends_patiently(settings)
     if not store.list_tokens():
@@ -209,7 +189,7 @@ def serve(
         typer.echo(f"Created admin token (shown once, keep it): {token}")
     pool = [
         Worker(store, storage, worker_options(settings, name=f"serve-{i}"))
-        for i in range(settings.workers)
+        for i in range(settings.server.workers)
     ]
     threads = [
         threading.Thread(target=w.run, name=f"vidq-worker-{i}", daemon=True)
@@ -219,24 +199,23 @@ def serve(
         t.start()
     config = uvicorn.Config(
         create_app(settings, store, storage),
-        host=settings.host,
-        port=settings.port,
+        host=settings.server.host,
+        port=settings.server.port,
         log_config=None,
         server_header=False,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
     scheme = "https" if ssl_certfile else "http"
-    typer.echo(
-        f"vidq serving on {scheme}://{settings.host}:{settings.port} ({settings.workers} workers)"
-    )
+    server = settings.server
+    typer.echo(f"vidq serving on {scheme}://{server.host}:{server.port} ({server.workers} workers)")
     try:
         uvicorn.Server(config).run()
     finally:
         for w in pool:
             w.stop(drain=True)
         for t in threads:
-            t.join(settings.drain_seconds)
+            t.join(settings.worker.drain_seconds)
         for w in pool:
             w.stop(drain=False)
         for t in threads:
@@ -253,7 +232,7 @@ def worker(
     """Run one worker process on the configured job store and storage."""
     from vidq.worker import Worker
 
-    settings = settings_from(data_dir=data_dir, pools=pools)
+    settings = Settings.load(data_dir=data_dir, worker={"pools": pools})
     configure_logging(settings.log_level)
     store, storage = _open_backends_patiently(settings)
     w = Worker(store, storage, worker_options(settings, burst=burst))
@@ -287,8 +266,7 @@ def token_create(
 
     if not user.strip() or len(user) > 200:
         raise typer.BadParameter("user must be 1-200 characters")
-    settings = settings_from(data_dir=data_dir)
-    store, _ = open_backends(settings)
+    store, _ = open_backends(Settings.load(data_dir=data_dir))
     typer.echo(create_token(store, user.strip(), max_priority=max_priority, admin=admin))
 
 
@@ -298,7 +276,7 @@ def token_revoke(
     data_dir: DataDir = None,
 ) -> None:
     """Revoke a token by id."""
-    store, _ = open_backends(settings_from(data_dir=data_dir))
+    store, _ = open_backends(Settings.load(data_dir=data_dir))
     if not store.revoke_token(token_id):
         typer.echo(f"no live token with id {token_id}", err=True)
         raise typer.Exit(1)
@@ -308,11 +286,29 @@ def token_revoke(
 @token_app.command("list")
 def token_list(data_dir: DataDir = None) -> None:
     """List tokens (ids and users; never the tokens themselves)."""
-    store, _ = open_backends(settings_from(data_dir=data_dir))
+    store, _ = open_backends(Settings.load(data_dir=data_dir))
     for t in store.list_tokens():
         state = "revoked" if t.revoked else "active"
         role = "admin" if t.admin else "user"
         typer.echo(f"{t.id}\t{t.user}\tmax_priority={t.max_priority}\t{role}\t{state}")
+
+
+@app.command("config")
+def config_show(data_dir: DataDir = None) -> None:
+    """Print the effective settings: group, name, variable, value and where it came from
+    (env, flag, default). Passwords, tokens and keys are masked."""
+    from vidq.config_doc import effective
+
+    settings = Settings.load(data_dir=data_dir)
+    rows = [("GROUP", "NAME", "VARIABLE", "VALUE", "SOURCE")]
+    flags = frozenset({"data_dir"} if data_dir is not None else ())
+    for row in effective(settings, flags):
+        info = row.info
+        rows.append((info.group, info.name, info.env, row.value or "(unset)", row.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:4], widths, strict=True)]
+        typer.echo("  ".join([*cells, r[4]]))
 
 
 @db_app.command("upgrade")
@@ -320,7 +316,7 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     """Apply the migration history to the configured database."""
     from vidq.store.migrate import upgrade
 
-    settings = settings_from(data_dir=data_dir)
+    settings = Settings.load(data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url())
     typer.echo("database is up to date")

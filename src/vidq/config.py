@@ -1,112 +1,377 @@
-"""Settings, from ``VIDQ_*`` environment variables and CLI flags. Read only by entrypoints."""
+"""Settings in typed groups, from ``VIDQ_*`` environment variables and CLI flags.
+
+Read only by entrypoints (``cli.py``), which pass the groups down: the API gets
+``Settings``, each engine its own group (``PreviewSettings``, ``WanSettings``,
+``ComfyUISettings``). Every group is its own ``BaseSettings`` with an ``env_prefix``, so the
+environment variable of a field is ``<prefix><FIELD>`` (``VIDQ_WAN_`` + ``base`` ->
+``VIDQ_WAN_BASE``); the two exceptions carry an explicit alias (``VIDQ_MODELS_DIR``,
+``VIDQ_COMFYUI_URL``). Lists and maps are parsed here, once: the rest of the code sees
+tuples, dicts and ``ipaddress`` networks, never comma-separated strings.
+
+``docs/configuration.md`` is generated from these classes (``python -m vidq.config_doc``),
+so a field's description is its documentation; ``vidq config`` prints the effective values.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split(value: Any) -> Any:
+    """``'a, b,,c'`` -> ``['a', 'b', 'c']``; anything else is left to the field's type."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class _Group(BaseSettings):
+    """A settings group: its own environment prefix, immutable once read."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIDQ_", extra="ignore", frozen=True, validate_by_name=True
+    )
+
+
+class ServerSettings(_Group):
+    """The HTTP API process (`vidq serve`)."""
+
+    host: str = Field(default="127.0.0.1", description="Address `vidq serve` binds to.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port `vidq serve` listens on.")
+    workers: int = Field(
+        default=1, ge=0, description="In-process workers of `vidq serve`; 0 runs the API only."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base of the absolute URLs the API returns (behind a proxy); "
+        "unset: the base URL of each request.",
+    )
+
+
+class StoreSettings(_Group):
+    """The job store (queue database)."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="Job store: `sqlite:///<path>` or `postgresql://user:password@host/db`; "
+        "unset: `sqlite:///<data_dir>/vidq.db`.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts a job gets (expired leases and retryable errors)."
+    )
+    reaper_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between sweeps that give expired leases back."
+    )
+
+
+class StorageSettings(_Group):
+    """Object storage of inputs and outputs, and URL signing."""
+
+    storage_url: str | None = Field(
+        default=None,
+        description="Object storage: `file:///<folder>` or `s3://<bucket>` (endpoint and "
+        "credentials from the `AWS_*` variables); unset: `file://<data_dir>/blobs`.",
+    )
+    bucket: str = Field(
+        default="vidq", description="Bucket name of the local store (`s3://` URLs name their own)."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of signed URLs and webhook signatures; the same on every API "
+        "replica and worker. Unset: generated once in `<data_dir>/secret.key`.",
+    )
+    signed_url_ttl: int = Field(
+        default=3600, ge=1, description="Seconds a signed download URL stays valid."
+    )
+
+
+class WorkerSettings(_Group):
+    """What a worker serves and how it holds its jobs."""
+
+    pools: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        default=None, description="Pools this worker serves; unset: every pool."
+    )
+    engine: str = Field(
+        default="preview",
+        description="Engine of the pools not named in `engines`: preview, wan or comfyui.",
+    )
+    engines: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-pool engines as `pool=engine` pairs, e.g. "
+        "`wan22-t2v=wan,wan22-s2v=comfyui`.",
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="Lease of a claimed job; the worker's heartbeats renew it."
+    )
+    poll_interval: float = Field(
+        default=0.5, gt=0, description="Seconds an idle worker waits for new jobs when not woken."
+    )
+    drain_seconds: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long the current job may still finish."
+    )
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pool_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("pools", mode="after")
+    @classmethod
+    def _no_empty_pools(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return value or None  # an empty VIDQ_POOLS means every pool, as unset does
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        engines: dict[str, str] = {}
+        for item in _split(value):
+            pool, sep, engine = item.partition("=")
+            if not sep or not pool.strip() or not engine.strip():
+                raise ValueError(f"expected pool=engine, got {item!r}")
+            engines[pool.strip()] = engine.strip()
+        return engines
+
+    def engine_for(self, pool: str) -> str:
+        """The engine that runs the jobs of ``pool``."""
+        return self.engines.get(pool, self.engine)
+
+
+class PreviewSettings(_Group):
+    """The preview engine (CPU, no weights)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDQ_PREVIEW_")
+
+    step_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Pause per step of the preview engine, so that tests and demos can "
+        "watch a job in progress.",
+    )
+
+
+class WanSettings(_Group):
+    """The wan engine (Wan 2.2 through diffusers)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDQ_WAN_")
+
+    models_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("models_dir", "VIDQ_MODELS_DIR"),
+        description="Folder of local model weights (diffusers layout, see "
+        "`vidq models check`); required by pools that use the wan engine.",
+    )
+    base: Literal["a14b", "ti2v-5b"] = Field(
+        default="a14b",
+        description="Wan 2.2 model: `a14b` (T2V/I2V-A14B with Lightning LoRAs) or `ti2v-5b`.",
+    )
+    device: str = Field(default="auto", description="Device: auto, cuda, cuda:N or cpu.")
+    dtype: str = Field(
+        default="bfloat16", description="Weights dtype: bfloat16, float16 or float32."
+    )
+    attention: str = Field(
+        default="native", description="Attention backend: native, flash or sage."
+    )
+    vae_tiling: bool = Field(
+        default=False, description="Decode the VAE in tiles (lower peak memory)."
+    )
+    offload: bool = Field(
+        default=False, description="Model CPU offload, for GPUs too small to hold A14B."
+    )
+
+
+class ComfyUISettings(_Group):
+    """The comfyui engine (workflows on ComfyUI servers)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDQ_COMFYUI_")
+
+    urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("http://127.0.0.1:8188",),
+        validation_alias=AliasChoices("urls", "VIDQ_COMFYUI_URL"),
+        description="ComfyUI server(s); a job goes to the reachable one with the shortest queue.",
+    )
+    workflows_dir: Path | None = Field(
+        default=None,
+        description="Folder of workflow templates (`<model id>.json` or `<kind>.json`) "
+        "that replace the built-in ones.",
+    )
+    job_timeout: float = Field(
+        default=3600.0, gt=0, description="Seconds one ComfyUI job may take."
+    )
+    http_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds one HTTP call to ComfyUI may take."
+    )
+    connect_wait: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds to wait for a ComfyUI server to answer before the attempt "
+        "fails (and is retried).",
+    )
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        value = _split(value)
+        if isinstance(value, list | tuple):
+            return tuple(str(u).strip().rstrip("/") for u in value if str(u).strip())
+        return value
+
+    @field_validator("workflows_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # The engine runs in a child process: hand it a path that does not depend on a cwd.
+        return value.resolve() if value is not None else None
+
+
+class LimitsSettings(_Group):
+    """What one request may ask for: body and input sizes, URL fetches, webhooks."""
+
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest request body (413 above)."
+    )
+    max_input_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest decoded input (data URI or fetched URL), per input (413 above).",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest image input, width x height (422 above)."
+    )
+    max_audio_seconds: float = Field(
+        default=60.0, gt=0, description="Longest audio input, sound-to-video (422 above)."
+    )
+    max_video_seconds: float = Field(
+        default=30.0, gt=0, description="Longest video input, Foley (422 above)."
+    )
+    fetch_timeout: float = Field(
+        default=20.0, gt=0, description="Deadline of the whole download of one input URL."
+    )
+    fetch_allow_http: bool = Field(
+        default=False,
+        description="Accept http:// input URLs (local testing only; https otherwise).",
+    )
+    fetch_allow_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        default=(),
+        description="Non-global networks that input URLs may reach, e.g. "
+        "`127.0.0.1/32` (local testing only; never in production).",
+    )
+    webhook_allow_loopback_http: bool = Field(
+        default=False,
+        description="TESTS ONLY: accept http:// webhook targets on 127.0.0.1, ::1 and localhost.",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Deliveries of a webhook before giving up."
+    )
+
+    @field_validator("fetch_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        value = _split(value)
+        if isinstance(value, list | tuple):
+            return tuple(ipaddress.ip_network(n, strict=False) for n in value)
+        return value
+
+
+class _OwnFieldsEnv(EnvSettingsSource):
+    """The environment source of ``Settings`` itself: its plain fields only (``data_dir``);
+    each group reads its own variables, so ``VIDQ_SERVER`` and the like mean nothing."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in GROUPS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
 
 
 class Settings(BaseSettings):
-    """Every knob of vidq. Each is also the environment variable ``VIDQ_<NAME>``."""
+    """Every knob of vidq, in groups. Build it with ``Settings.load`` (CLI flags on top of
+    the environment) or ``Settings()`` (the environment alone)."""
 
-    model_config = SettingsConfigDict(env_prefix="VIDQ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VIDQ_", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(Path("./var"), description="SQLite file, local blobs, secret key.")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = Field(1, ge=0, description="In-process workers of `vidq serve`.")
-    public_url: str | None = Field(None, description="Base of absolute URLs; else the request's.")
-    database_url: str | None = Field(None, description="Default: sqlite:///<data_dir>/vidq.db")
-    storage_url: str | None = Field(None, description="Default: file://<data_dir>/blobs")
-    bucket: str = Field("vidq", description="Bucket name of the local store (s3:// names its own).")
-    secret_key: str | None = Field(
-        None, description="HMAC key of signed URLs; default: in data dir."
+    data_dir: Path = Field(
+        default=Path("./var"),
+        description="Data folder (relative to the working directory): the SQLite job "
+        "store, local blobs and the generated secret key live here unless configured "
+        "elsewhere.",
     )
-    signed_url_ttl: int = Field(3600, ge=1, description="Seconds a signed download URL is valid.")
-    lease_seconds: float = Field(30.0, gt=0, description="A claim's lease; heartbeats renew it.")
-    max_attempts: int = Field(3, ge=1)
-    poll_interval: float = Field(0.5, gt=0, description="Idle worker poll when not woken.")
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    pools: str | None = Field(
-        None, description="Comma-separated pools a worker serves; all if unset."
+    log_level: str = Field(
+        default="INFO",
+        description="Log level of every vidq process: DEBUG, INFO, WARNING or ERROR.",
     )
-    engine: str = Field("preview", description="Default engine of pools not in `engines`.")
-    engines: str | None = Field(
-        None, description="Per-pool engines: 'wan22-t2v=wan,wan22-s2v=comfyui'."
-    )
-    models_dir: Path | None = Field(None, description="Local model weights (diffusers layout).")
-    wan_base: Literal["a14b", "ti2v-5b"] = Field("a14b", description="Wan 2.2 model of `wan`.")
-    wan_device: str = Field("auto", description="Device of the wan engine: auto | cuda | cpu.")
-    wan_dtype: str = Field("bfloat16", description="Weights dtype: bfloat16 | float16 | float32.")
-    wan_attention: str = Field("native", description="Attention backend: native | flash | sage.")
-    wan_vae_tiling: bool = Field(False, description="Decode the VAE in tiles (lower peak memory).")
-    wan_offload: bool = Field(False, description="Model CPU offload for GPUs too small for A14B.")
-    reaper_interval: float = Field(2.0, gt=0)
-    drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long a job may finish.")
-    preview_step_seconds: float = Field(0.0, ge=0, description="Preview engine pause per step.")
-    comfyui_url: str = Field(
-        "http://127.0.0.1:8188",
-        description="ComfyUI server(s) of the comfyui engine; comma-separated for several.",
-    )
-    comfyui_workflows_dir: Path | None = Field(
-        None, description="Folder of workflow templates (<model id>.json or <kind>.json)."
-    )
-    comfyui_job_timeout: float = Field(
-        3600.0, gt=0, description="Seconds one ComfyUI job may take."
-    )
-    comfyui_http_timeout: float = Field(
-        30.0, gt=0, description="Seconds one ComfyUI HTTP call may take."
-    )
-    comfyui_connect_wait: float = Field(
-        60.0, ge=0, description="Seconds to wait for a ComfyUI server to answer before retrying."
-    )
-    log_level: str = "INFO"
-    # Input media (README "Inputs of every family"). Byte limits are 413, the rest 422.
-    max_input_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Decoded size per input.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height of an image.")
-    max_audio_seconds: float = Field(60.0, gt=0, description="Longest audio input (S2V).")
-    max_video_seconds: float = Field(30.0, gt=0, description="Longest video input (Foley).")
-    fetch_timeout: float = Field(20.0, gt=0, description="Whole-fetch deadline of an input URL.")
-    fetch_allow_http: bool = Field(False, description="Allow http:// input URLs (local testing).")
-    fetch_allow_networks: str | None = Field(
-        None,
-        description="Comma-separated non-global networks input URLs may reach, e.g. "
-        "'127.0.0.1/32' (local testing only; never in production).",
-    )
+    server: ServerSettings = Field(default_factory=lambda: ServerSettings())
+    store: StoreSettings = Field(default_factory=lambda: StoreSettings())
+    storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
+    worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
+    preview: PreviewSettings = Field(default_factory=lambda: PreviewSettings())
+    wan: WanSettings = Field(default_factory=lambda: WanSettings())
+    comfyui: ComfyUISettings = Field(default_factory=lambda: ComfyUISettings())
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
 
-    @field_validator("fetch_allow_networks")
     @classmethod
-    def _networks(cls, value: str | None) -> str | None:
-        for item in (value or "").split(","):
-            if item.strip():
-                ipaddress.ip_network(item.strip(), strict=False)  # ValueError at startup
-        return value
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _OwnFieldsEnv(settings_cls)
 
-    webhook_allow_loopback_http: bool = Field(
-        False,
-        description="TESTS ONLY: accept http:// webhook targets on 127.0.0.1/::1/localhost.",
-    )
-    webhook_max_attempts: int = Field(8, ge=1, description="Webhook deliveries before giving up.")
+    @classmethod
+    def load(cls, *, data_dir: Path | None = None, **groups: Mapping[str, Any]) -> Settings:
+        """The environment, with CLI flag values on top; a flag left at None is not given.
+        ``Settings.load(data_dir=..., server={"host": ..., "port": None})``."""
+        given: dict[str, Any] = {} if data_dir is None else {"data_dir": data_dir}
+        for name, values in groups.items():
+            group = GROUPS.get(name)
+            if group is None:
+                raise TypeError(f"unknown settings group {name!r}; known: {', '.join(GROUPS)}")
+            flags = {k: v for k, v in values.items() if v is not None}
+            if flags:
+                given[name] = group(**flags)  # the group's other fields still come from env
+        return cls(**given)
 
+    # Derived defaults are resolved here, and only here.
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"
+        """``store.database_url``, else the SQLite file in the data dir."""
+        return self.store.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"
 
     def resolved_storage_url(self) -> str:
-        return self.storage_url or f"file://{self.data_dir.resolve() / 'blobs'}"
+        """``storage.storage_url``, else the blobs folder in the data dir."""
+        return self.storage.storage_url or f"file://{self.data_dir.resolve() / 'blobs'}"
 
-    def pool_list(self) -> list[str] | None:
-        if not self.pools:
-            return None
-        return [p.strip() for p in self.pools.split(",") if p.strip()]
+    def engine_settings(self) -> dict[str, BaseModel]:
+        """Engine name -> the settings group its engine is built with."""
+        return {"preview": self.preview, "wan": self.wan, "comfyui": self.comfyui}
 
-    def engine_for(self, pool: str) -> str:
-        if self.engines:
-            for item in self.engines.split(","):
-                name, _, engine = item.partition("=")
-                if name.strip() == pool and engine.strip():
-                    return engine.strip()
-        return self.engine
+
+# Group name -> its class, in the order of the fields of Settings.
+GROUPS: dict[str, type[_Group]] = {
+    name: field.annotation
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Group)
+}
+
+
+def env_name(model: type[BaseSettings], name: str) -> str:
+    """The environment variable of field ``name`` of ``model`` (a group or Settings)."""
+    alias = model.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1]).upper()
+    return f"{model.model_config.get('env_prefix', '')}{name}".upper()

@@ -21,6 +21,7 @@ from PIL import Image
 
 from tests.fake_comfyui import FakeComfyUI
 from tests.helpers import free_port, probe_mp4, result_mp4, serve, wait_status
+from vidq.config import ComfyUISettings
 from vidq.engines.base import EngineJob
 from vidq.engines.comfyui import ComfyUIEngine
 from vidq.engines.comfyui_client import (
@@ -78,7 +79,8 @@ def _wav(path: Path, seconds: float) -> str:
 
 
 def _engine(server: FakeComfyUI, **options: Any) -> ComfyUIEngine:
-    return ComfyUIEngine(urls=server.url, **{"connect_wait": 0, "history_poll": 0.5, **options})
+    settings = ComfyUISettings(urls=server.url, **{"connect_wait": 0, **options})
+    return ComfyUIEngine(settings, history_poll=0.5)
 
 
 def _run(engine: ComfyUIEngine, job: EngineJob) -> tuple[Any, list[tuple[int, int]]]:
@@ -144,7 +146,7 @@ def test_s2v_in_the_engine_child_keeps_the_input_audio(comfy: FakeComfyUI, tmp_p
         "audio_uri": _wav(tmp_path / "voice", 1.2),
     }
     job = _job(tmp_path, "s2v", "wan22-s2v-fast", files, width=128, height=128)
-    proc = EngineProcess("comfyui", {"urls": comfy.url, "connect_wait": 0})
+    proc = EngineProcess("comfyui", ComfyUISettings(urls=comfy.url, connect_wait=0))
     seen: list[tuple[int, int]] = []
     try:
         result = proc.run(job, lambda k, n: seen.append((k, n)), lambda: False)
@@ -258,7 +260,7 @@ def test_a_server_restart_mid_job_loses_the_prompt_and_is_retryable(tmp_path: Pa
     try:
         job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
         with pytest.raises(ComfyUIUnavailable, match="no longer on ComfyUI"):
-            _run(ComfyUIEngine(urls=first.url, connect_wait=0, history_poll=0.5), job)
+            _run(_engine(first), job)
     finally:
         thread.join(10)
         first.stop()
@@ -280,7 +282,7 @@ def test_a_lost_lease_interrupts_the_prompt_on_the_server(
     comfy: FakeComfyUI, tmp_path: Path
 ) -> None:
     comfy.mode, comfy.step_delay = "slow", 1.0
-    proc = EngineProcess("comfyui", {"urls": comfy.url, "connect_wait": 0})
+    proc = EngineProcess("comfyui", ComfyUISettings(urls=comfy.url, connect_wait=0))
     job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
     seen: list[tuple[int, int]] = []
     try:
@@ -305,7 +307,7 @@ def test_slow_http_answers_time_out(comfy: FakeComfyUI, tmp_path: Path) -> None:
 
 def test_server_down_is_retryable_through_the_engine_child(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    proc = EngineProcess("comfyui", {"urls": url, "connect_wait": 0.5})
+    proc = EngineProcess("comfyui", ComfyUISettings(urls=url, connect_wait=0.5))
     job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
     try:
         with pytest.raises(EngineFailed) as failed:
@@ -318,7 +320,7 @@ def test_server_down_is_retryable_through_the_engine_child(tmp_path: Path) -> No
 
 def test_farm_skips_a_dead_server(comfy: FakeComfyUI, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    engine = ComfyUIEngine(urls=f"{dead},{comfy.url}", connect_wait=0)
+    engine = ComfyUIEngine(ComfyUISettings(urls=f"{dead},{comfy.url}", connect_wait=0))
     result, _ = _run(engine, _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128))
     assert result.meta["server"] == comfy.url
 
@@ -462,7 +464,7 @@ def _worker_run(
         pools=(pool,),
         engines={pool: "comfyui"},
         burst=True,
-        engine_options={"comfyui": {"urls": comfy.url, "connect_wait": 0}},
+        engine_settings={"comfyui": ComfyUISettings(urls=comfy.url, connect_wait=0)},
     )
     try:
         assert Worker(store, storage, options).run() == 1

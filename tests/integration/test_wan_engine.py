@@ -17,10 +17,15 @@ import pytest
 from PIL import Image
 
 from tests.helpers import probe_mp4
+from vidq.config import WanSettings
 from vidq.engines.base import EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess
 
-OPTIONS = {"dtype": "float32", "device": "cpu", "pools": ["wan22-t2v", "wan22-i2v"]}
+POOLS = ["wan22-t2v", "wan22-i2v"]
+
+
+def _settings(models_dir: Path, **kw: Any) -> WanSettings:
+    return WanSettings(models_dir=models_dir, dtype="float32", device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(models_dir: Path) -> Iterator[EngineProcess]:
-    proc = EngineProcess("wan", {"models_dir": str(models_dir), **OPTIONS})
+    proc = EngineProcess("wan", _settings(models_dir), POOLS)
     proc.start()
     try:
         yield proc
@@ -123,9 +128,7 @@ def test_unreadable_image_is_a_clear_error(engine: EngineProcess, tmp_path: Path
 
 
 def test_fp8_on_cpu_is_unavailable_with_a_clear_message(models_dir: Path) -> None:
-    proc = EngineProcess(
-        "wan", {"models_dir": str(models_dir), **OPTIONS, "pools": ["wan22-t2v-fp8"]}
-    )
+    proc = EngineProcess("wan", _settings(models_dir), ["wan22-t2v-fp8"])
     with pytest.raises(EngineFailed) as err:
         proc.start()
     assert "fp8 models need an NVIDIA GPU with compute capability 8.9" in err.value.message
@@ -162,9 +165,7 @@ def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(tmp_path: Path) -> No
     from vidq.engines.wan_configs import write_tiny_ti2v
 
     write_tiny_ti2v(tmp_path / "models")
-    proc = EngineProcess(
-        "wan", {"models_dir": str(tmp_path / "models"), **OPTIONS, "base": "ti2v-5b"}
-    )
+    proc = EngineProcess("wan", _settings(tmp_path / "models", base="ti2v-5b"), POOLS)
     proc.start()
     try:
         # 144 is not a multiple of TI2V-5B's 32-pixel grid: rendered at 160, cropped.
@@ -194,7 +195,7 @@ def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
     from vidq.engines.wan import WanEngine
     from vidq.worker.child import _describe
 
-    engine = WanEngine(str(models_dir), device="cpu", dtype="float32")
+    engine = WanEngine(_settings(models_dir))
 
     def oom(*_args: Any) -> Any:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

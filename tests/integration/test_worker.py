@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
 from vidq.errors import EngineCrashed
 from vidq.jobs import JobState, NewJob
@@ -61,7 +62,7 @@ def test_burst_worker_completes_jobs_and_uploads_per_attempt(
 
 
 def test_engine_crash_fails_the_attempt_and_the_child_restarts(tmp_path: Path) -> None:
-    engine = EngineProcess("preview", {"step_seconds": 1.0})
+    engine = EngineProcess("preview", PreviewSettings(step_seconds=1.0))
     job = EngineJob(1, "wan22-fast-t2v", "t2v", "fast", INPUTS, {}, str(tmp_path / "o.mp4"), 4)
     killer = threading.Timer(1.5, lambda: os.kill(engine._proc.pid, signal.SIGKILL))  # type: ignore[union-attr]
     try:
@@ -69,7 +70,7 @@ def test_engine_crash_fails_the_attempt_and_the_child_restarts(tmp_path: Path) -
         killer.start()
         with pytest.raises(EngineCrashed, match="exit code -9"):
             engine.run(job, lambda d, t: None, lambda: False)
-        fast = EngineProcess("preview", {})
+        fast = EngineProcess("preview")
         result = fast.run(
             job, lambda d, t: None, lambda: False
         )  # a fresh child serves the next job
@@ -87,7 +88,9 @@ def test_crash_is_retried_then_failed_after_max_attempts(
     job_id = store.enqueue(
         NewJob("alice", "wan22-fast-t2v", "wan22-t2v", 0, 0, INPUTS, max_attempts=2)
     ).id
-    worker = Worker(store, storage, options(engine_options={"preview": {"step_seconds": 0.5}}))
+    worker = Worker(
+        store, storage, options(engine_settings={"preview": PreviewSettings(step_seconds=0.5)})
+    )
     stop = threading.Event()
 
     def kill_children() -> None:  # kill every engine child as soon as it appears

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from vidq.config import ComfyUISettings
 from vidq.engines import comfyui_workflows as wf
 from vidq.engines.base import EngineJob
 from vidq.engines.comfyui import ComfyUIEngine
@@ -156,7 +157,7 @@ def test_the_engine_provides_every_documented_placeholder(tmp_path: Path) -> Non
         steps=8,
     )
     uploads = {"image": "a.png", "last_image": "b.png", "audio": "c.wav", "video": "d.mp4"}
-    values = ComfyUIEngine(urls="http://127.0.0.1:1")._values(job, uploads)
+    values = ComfyUIEngine(ComfyUISettings(urls="http://127.0.0.1:1"))._values(job, uploads)
     assert set(values) == set(wf.PLACEHOLDERS)
     assert (values["frames"], values["steps"], values["half_steps"]) == (49, 8, 4)
     assert 0 <= values["seed"] < 2**32 and values["filename_prefix"] == "vidq/3"

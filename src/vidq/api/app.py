@@ -163,13 +163,13 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     app.add_middleware(StatusFastPath, ctx=ctx)
     app.include_router(requests.router)
     app.include_router(fal.router)
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
     return app
 
 
 def _reaper(ctx: AppContext) -> None:
     """Turns expired leases into RETRY/FAILED; safe to run in every API and worker."""
-    while not ctx.reaper_stop.wait(ctx.settings.reaper_interval):
+    while not ctx.reaper_stop.wait(ctx.settings.store.reaper_interval):
         try:
             ctx.store.reap()
         except VidqError as exc:

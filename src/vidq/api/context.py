@@ -52,7 +52,7 @@ class AppContext:
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
 
     def base_url(self, request: Request) -> str:
-        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+        return (self.settings.server.public_url or str(request.base_url)).rstrip("/")
 
 
 def context(request: Request) -> AppContext:

@@ -50,7 +50,7 @@ class StatusFastPath:
                 host = value.decode("latin-1")
         try:
             token = await self._token(authorization)
-            base = ctx.settings.public_url or ""
+            base = ctx.settings.server.public_url or ""
             if not base:  # what Starlette's request.base_url gives, without building a URL
                 if host is None:
                     server = scope.get("server") or ("127.0.0.1", 80)

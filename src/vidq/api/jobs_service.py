@@ -63,7 +63,7 @@ def submit(
         priority=prio,
         inputs=inputs,
         binary_output=binary_output,
-        max_attempts=ctx.settings.max_attempts,
+        max_attempts=ctx.settings.store.max_attempts,
         work_units=estimate_units(model, inputs, plan),
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
@@ -146,19 +146,19 @@ def idempotency_key(value: str | None) -> str | None:
 
 def limits(settings: Settings) -> Limits:
     return Limits(
-        max_bytes=settings.max_input_bytes,
-        max_image_pixels=settings.max_image_pixels,
-        max_audio_seconds=settings.max_audio_seconds,
-        max_video_seconds=settings.max_video_seconds,
+        max_bytes=settings.limits.max_input_bytes,
+        max_image_pixels=settings.limits.max_image_pixels,
+        max_audio_seconds=settings.limits.max_audio_seconds,
+        max_video_seconds=settings.limits.max_video_seconds,
     )
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy(
-        max_bytes=settings.max_input_bytes,
-        timeout_s=settings.fetch_timeout,
-        allow_http=settings.fetch_allow_http,
-        allow_networks=FetchPolicy.parse_networks(settings.fetch_allow_networks),
+        max_bytes=settings.limits.max_input_bytes,
+        timeout_s=settings.limits.fetch_timeout,
+        allow_http=settings.limits.fetch_allow_http,
+        allow_networks=settings.limits.fetch_allow_networks,
     )
 
 
@@ -262,7 +262,7 @@ def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
     if not isinstance(size, int):  # outputs stored before sizes were recorded
         size = len(ctx.storage.get_bytes(job.result_key))
     return {
-        "url": ctx.storage.signed_url(job.result_key, ctx.settings.signed_url_ttl, base),
+        "url": ctx.storage.signed_url(job.result_key, ctx.settings.storage.signed_url_ttl, base),
         "content_type": "video/mp4",
         "file_name": job.result_key.rsplit("/", 1)[-1],
         "file_size": size,

@@ -179,7 +179,9 @@ async def get_result(
         job = svc.job_of(ctx, job_id, token)
         svc.require_completed(job)
         if job.binary_output:
-            url = ctx.storage.signed_url(job.result_key or "", ctx.settings.signed_url_ttl, base)
+            url = ctx.storage.signed_url(
+                job.result_key or "", ctx.settings.storage.signed_url_ttl, base
+            )
             return {"video": {"data_uri": url, "data_url": url}}
         return {"video": {"data_uri": svc.result_bytes_b64(ctx, job)}}
 

@@ -30,7 +30,7 @@ async def list_models(request: Request) -> Response:
                     "family": m.family.value,
                     "tier": m.tier.name.lower(),
                     "pool": m.pool,
-                    "engine": settings.engine_for(m.pool),
+                    "engine": settings.worker.engine_for(m.pool),
                     "input_schema": schema_json(m),
                 }
                 for m in MODELS.values()

@@ -189,14 +189,16 @@ class WebhookDispatcher:
             from vidq.storage import load_secret
 
             settings = self.ctx.settings
-            self._server_secret = load_secret(settings.data_dir, settings.secret_key)
+            key = settings.storage.secret_key
+            secret = key.get_secret_value() if key else None
+            self._server_secret = load_secret(settings.data_dir, secret)
         return user_secret(self._server_secret, user)
 
     def check(self, url: str | None) -> str | None:
         """Submit-time check of a ``fal_webhook`` value (None if absent)."""
         if url is None:
             return None
-        allow = self.ctx.settings.webhook_allow_loopback_http
+        allow = self.ctx.settings.limits.webhook_allow_loopback_http
         return check_target(url.strip(), allow_loopback_http=allow)
 
     def register(self, job: Job, dialect: str, base: str) -> None:
@@ -269,7 +271,7 @@ class WebhookDispatcher:
             log.warning("webhook not sent: %s", exc.message, extra=extra)
             ok = False
             if isinstance(exc, InvalidInput):  # the target is not allowed: never will be
-                entry.attempts = self.ctx.settings.webhook_max_attempts
+                entry.attempts = self.ctx.settings.limits.webhook_max_attempts
         finally:
             with self._lock:
                 self._inflight.discard(entry.job_id)
@@ -278,7 +280,7 @@ class WebhookDispatcher:
             self._forget(entry)
             return
         entry.attempts += 1
-        if entry.attempts >= self.ctx.settings.webhook_max_attempts:
+        if entry.attempts >= self.ctx.settings.limits.webhook_max_attempts:
             log.warning("webhook given up after %d attempts", entry.attempts, extra=extra)
             self._forget(entry)
             return
@@ -289,7 +291,7 @@ class WebhookDispatcher:
             pass  # the in-memory schedule goes on; a restart retries from the old count
 
     def _post(self, entry: Entry, job: Job) -> bool:
-        allow = self.ctx.settings.webhook_allow_loopback_http
+        allow = self.ctx.settings.limits.webhook_allow_loopback_http
         check_target(entry.url, allow_loopback_http=allow, resolve=True)
         body = json.dumps(body_of(self.ctx, job, entry.dialect, entry.base)).encode()
         timestamp = int(time.time())

@@ -1,5 +1,62 @@
-"""Engines: the Engine protocol and its implementations (preview, wan, comfyui)."""
+"""Engines: the Engine protocol (``base``), its implementations and the registry table.
 
-from vidq.engines.base import Engine, EngineJob, EngineResult, create_engine
+An engine's module is imported only when the engine is created (in the engine child
+process), so optional dependencies (torch, diffusers) load only where that engine runs.
+Each engine class is built as ``cls(settings, pools)``: its own settings group (declared
+as ``cls.settings_type``) and the pools this worker runs it for. The two cross the process
+boundary as JSON (``engine_options`` -> ``create_engine``), never pickled.
+"""
 
-__all__ = ["Engine", "EngineJob", "EngineResult", "create_engine"]
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from vidq.engines.base import Engine, EngineJob, EngineResult
+from vidq.errors import EngineUnavailable
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "EngineJob",
+    "EngineResult",
+    "create_engine",
+    "engine_options",
+]
+
+ENGINES: dict[str, tuple[str, str]] = {  # name -> (module, class)
+    "preview": ("vidq.engines.preview", "PreviewEngine"),
+    "wan": ("vidq.engines.wan", "WanEngine"),
+    "comfyui": ("vidq.engines.comfyui", "ComfyUIEngine"),
+}
+
+
+def engine_options(settings: BaseModel | None, pools: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON-ready options ``create_engine`` builds an engine from (None: defaults)."""
+    return {
+        "settings": settings.model_dump(mode="json") if settings is not None else {},
+        "pools": list(pools),
+    }
+
+
+def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
+    """The engine called ``name``, built from ``engine_options``; imports its module now.
+
+    EngineUnavailable for a name the registry does not know, or an engine whose optional
+    dependencies are not installed."""
+    entry = ENGINES.get(name)
+    if entry is None:
+        raise EngineUnavailable(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
+    module, class_name = entry
+    try:
+        cls = getattr(importlib.import_module(module), class_name)
+    except ModuleNotFoundError as exc:
+        raise EngineUnavailable(
+            f"the {name} engine needs the Python package {exc.name!r}, which is not installed"
+        ) from exc
+    settings = cls.settings_type.model_validate(options.get("settings", {}))
+    engine: Engine = cls(settings, pools=tuple(options.get("pools", ())))
+    return engine

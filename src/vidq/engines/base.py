@@ -1,7 +1,8 @@
 """The Engine protocol: turns one job's inputs into an MP4 at ``output_path``.
 
 An engine lives in a spawned child process (``vidq.worker.child``): ``load`` runs once
-when the child starts (model weights), ``run`` once per job. Engines raise
+when the child starts (model weights), ``run`` once per job. The registry that builds
+engines by name is in ``vidq.engines``; this module imports no engine. Engines raise
 ``EngineError`` subclasses for failures a user should read; anything else is reported as
 an internal engine error.
 """
@@ -47,24 +48,3 @@ class Engine(Protocol):
 
     def run(self, job: EngineJob, report: Report) -> EngineResult:
         """Generate the video for ``job``; call ``report(done, total)`` as work proceeds."""
-
-
-def create_engine(name: str, options: dict[str, Any]) -> Engine:
-    """The engine called ``name`` (preview, wan, comfyui), built with worker options."""
-    if name == "preview":
-        from vidq.engines.preview import PreviewEngine
-
-        return PreviewEngine(**options)
-    if name == "wan":
-        from vidq.engines.wan import WanEngine  # type: ignore[import-not-found,unused-ignore]
-
-        engine: Engine = WanEngine(**options)
-        return engine
-    if name == "comfyui":
-        from vidq.engines.comfyui import ComfyUIEngine  # type: ignore[import-not-found,unused-ignore]
-
-        engine = ComfyUIEngine(**options)
-        return engine
-    from vidq.errors import EngineUnavailable
-
-    raise EngineUnavailable(f"unknown engine {name!r}; known: preview, wan, comfyui")

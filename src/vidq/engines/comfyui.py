@@ -16,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ import av
 from PIL import Image
 
 from vidq.catalog import FPS, get_model
+from vidq.config import ComfyUISettings
 from vidq.engines import comfyui_workflows as wf
 from vidq.engines.base import EngineJob, EngineResult, Report
 from vidq.engines.comfyui_client import (
@@ -49,27 +51,21 @@ class ComfyUIEngine:
     """Generates videos on ComfyUI servers (see module docstring)."""
 
     name = "comfyui"
+    settings_type = ComfyUISettings
 
     def __init__(
-        self,
-        urls: str | list[str] = "http://127.0.0.1:8188",
-        workflows_dir: str | None = None,
-        job_timeout: float = 3600.0,
-        http_timeout: float = 30.0,
-        connect_wait: float = 60.0,
-        history_poll: float = 5.0,
+        self, settings: ComfyUISettings, pools: Sequence[str] = (), history_poll: float = 5.0
     ) -> None:
-        raw = urls.split(",") if isinstance(urls, str) else list(urls)
-        self.urls = [u.strip().rstrip("/") for u in raw if u.strip()]
+        self.urls = list(settings.urls)
         if not self.urls:
             raise EngineUnavailable("the comfyui engine needs a server URL (VIDQ_COMFYUI_URL)")
         for url in self.urls:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise EngineUnavailable(f"ComfyUI URL must be http(s): {display_url(url)}")
-        self.workflows_dir = Path(workflows_dir) if workflows_dir else None
-        self.job_timeout = job_timeout
-        self.http_timeout = http_timeout
-        self.connect_wait = connect_wait
+        self.workflows_dir = settings.workflows_dir
+        self.job_timeout = settings.job_timeout
+        self.http_timeout = settings.http_timeout
+        self.connect_wait = settings.connect_wait
         self.history_poll = history_poll
 
     def load(self) -> None:

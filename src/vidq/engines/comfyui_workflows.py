@@ -27,7 +27,7 @@ from typing import Any
 
 from vidq.errors import EngineUnavailable
 
-# name -> what it becomes; README's ComfyUI section repeats this table.
+# name -> what it becomes; docs/engines/comfyui.md repeats this table.
 PLACEHOLDERS: dict[str, str] = {
     "prompt": "the prompt (string)",
     "negative_prompt": "the negative prompt, or the engine's default (string)",

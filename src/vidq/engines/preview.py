@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob, EngineResult, Report
 from vidq.engines.preview_media import conditioning_image, i2v_frames, s2v_frames, video_motion
 from vidq.errors import EngineError
@@ -40,10 +41,11 @@ class PreviewEngine:
     """Makes preview videos on the CPU (see module docstring)."""
 
     name = "preview"
+    settings_type = PreviewSettings
 
-    def __init__(self, step_seconds: float = 0.0) -> None:
+    def __init__(self, settings: PreviewSettings, pools: Sequence[str] = ()) -> None:
         # Optional pause per step so that queued/in-progress states can be observed.
-        self.step_seconds = step_seconds
+        self.step_seconds = settings.step_seconds
 
     def load(self) -> None:
         """Nothing to load."""

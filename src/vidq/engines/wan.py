@@ -22,12 +22,14 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from vidq.catalog import FPS, MODELS, SIDE_MAX, SIDE_MIN, SIDE_MULTIPLE, frame_count
+from vidq.config import WanSettings
 from vidq.engines.base import EngineJob, EngineResult, Report
 from vidq.engines.wan_layout import BASES, wan_weights
 from vidq.engines.wan_pipeline import (
@@ -71,24 +73,24 @@ class WanEngine:
     """Wan 2.2 through diffusers (see module docstring)."""
 
     name = "wan"
+    settings_type = WanSettings
 
-    def __init__(
-        self,
-        models_dir: str,
-        base: str = "a14b",
-        device: str = "auto",
-        dtype: str = "bfloat16",
-        attention: str = "native",
-        vae_tiling: bool = False,
-        offload: bool = False,
-        pools: list[str] | tuple[str, ...] = (),
-        resident: int = 0,
-    ) -> None:
-        if base not in BASES:
-            raise EngineUnavailable(f"unknown wan base {base!r}; known: {', '.join(BASES)}")
-        self.models_dir = Path(models_dir)
-        self.base = base
-        self.options = PipelineOptions(device, dtype, attention, vae_tiling, offload)
+    def __init__(self, settings: WanSettings, pools: Sequence[str] = (), resident: int = 0) -> None:
+        if settings.models_dir is None:
+            raise EngineUnavailable("the wan engine needs model weights: set VIDQ_MODELS_DIR")
+        if settings.base not in BASES:
+            raise EngineUnavailable(
+                f"unknown wan base {settings.base!r}; known: {', '.join(BASES)}"
+            )
+        self.models_dir = settings.models_dir
+        self.base = settings.base
+        self.options = PipelineOptions(
+            settings.device,
+            settings.dtype,
+            settings.attention,
+            settings.vae_tiling,
+            settings.offload,
+        )
         self.pools = tuple(pools)
         self.resident = resident  # pipelines kept loaded at once; 0: 1 on a GPU, all on CPU
         self._pipes: dict[_Key, Pipe] = {}

@@ -66,12 +66,6 @@ class FetchPolicy:
     max_redirects: int = 3
     resolver: Resolver = system_resolver
 
-    @staticmethod
-    def parse_networks(text: str | None) -> tuple[IPNetwork, ...]:
-        """``'127.0.0.1/32, ::1'`` -> networks (the ``fetch_allow_networks`` setting)."""
-        items = [t.strip() for t in (text or "").split(",") if t.strip()]
-        return tuple(ipaddress.ip_network(t, strict=False) for t in items)
-
 
 def _unwrap(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

@@ -4,7 +4,8 @@ native code fails one attempt, not the worker.
 Parent and child speak JSON over a pipe (never pickle): the parent sends
 ``{"job": EngineJob}``, the child answers ``{"progress": [k, n]}`` any number of times,
 then ``{"result": EngineResult}`` or ``{"error": {...}}``. The child is started once per
-worker and engine and reused for every job, so weights load once.
+worker and engine and reused for every job, so weights load once. The engine is built in
+the child from its settings group and pools, sent as JSON (``vidq.engines.engine_options``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import json
 import logging
 import multiprocessing
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pydantic import BaseModel
+
+from vidq.engines import engine_options
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, EngineError, LeaseLost
 
@@ -34,7 +38,7 @@ def _recv(conn: Connection) -> dict[str, Any]:
 
 
 def _child_main(engine_name: str, options_json: str, conn: Connection) -> None:
-    from vidq.engines.base import create_engine
+    from vidq.engines import create_engine
 
     try:
         engine = create_engine(engine_name, json.loads(options_json))
@@ -78,11 +82,14 @@ class EngineFailed(EngineError):
 
 
 class EngineProcess:
-    """A long-lived engine child process (see module docstring)."""
+    """A long-lived engine child process (see module docstring): engine ``engine_name``
+    built with ``settings`` (its settings group; None: the defaults) for ``pools``."""
 
-    def __init__(self, engine_name: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, engine_name: str, settings: BaseModel | None = None, pools: Iterable[str] = ()
+    ) -> None:
         self.engine_name = engine_name
-        self.options = options
+        self.options = engine_options(settings, pools)
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
 

@@ -16,8 +16,11 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
@@ -38,7 +41,8 @@ class WorkerOptions:
 
     pools: tuple[str, ...]
     engines: dict[str, str]  # pool -> engine name
-    engine_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # engine name -> its settings group (Settings.engine_settings()); absent: defaults
+    engine_settings: Mapping[str, BaseModel] = dataclasses.field(default_factory=dict)
     lease_s: float = 30.0
     poll_s: float = 0.5
     reaper_s: float = 2.0
@@ -210,7 +214,8 @@ class Worker:
         name = self._engine_name(job.pool)
         engine = self._engines.get(name)
         if engine is None:
-            engine = EngineProcess(name, self.options.engine_options.get(name, {}))
+            pools = [p for p in self.options.pools if self._engine_name(p) == name]
+            engine = EngineProcess(name, self.options.engine_settings.get(name), pools)
             self._engines[name] = engine
         token = job.lease_token or ""
         last = [0.0]
