@@ -137,6 +137,8 @@ def _mask_url(url: str) -> str:
             [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in pairs],
             safe="*",
         )
+    if netloc == parts.netloc and query == parts.query:
+        return url  # untouched: urlunsplit would drop the empty host of sqlite:////path
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

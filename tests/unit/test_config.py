@@ -151,6 +151,8 @@ def test_engine_groups_cross_to_the_child_as_json(tmp_path: Path) -> None:
         ("https://tok-abc@comfy.example/x", "https://***@comfy.example/x"),
         ("http://a:8188,http://u:p@b", "http://a:8188,http://u:***@b"),
         ("s3://bucket", "s3://bucket"),
+        ("sqlite:////srv/vidq/vidq.db", "sqlite:////srv/vidq/vidq.db"),
+        ("file:///srv/vidq/blobs", "file:///srv/vidq/blobs"),
     ],
 )  # fmt: skip
 def test_mask_hides_url_passwords_and_tokens(url: str, shown: str) -> None:
