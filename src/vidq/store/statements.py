@@ -7,20 +7,18 @@ flag; each dialect subclass gives those two expressions and overrides the one st
 that truly differs, the claim.
 
 A statement marked ``wakes`` may move jobs into the queue (PENDING or RETRY); it returns
-the ``state`` and ``pool`` of every row it changed, and the driver wakes the workers of
-those pools. Every such transition must be one of these statements: a worker asleep in
-``wait_for_jobs`` would otherwise wait a whole poll interval.
+the ``state`` and ``pool`` of every row it changed, and when one of them is queued the
+driver wakes the waiting workers. Every such transition must be one of these statements:
+a worker asleep in ``wait_for_jobs`` would otherwise wait a whole poll interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Self
 
 from vidq.store.rows import JOB_COLUMNS, TOKEN_COLUMNS
-
-S = TypeVar("S", bound="Statements")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,7 +156,7 @@ class Statements:
     list_tokens = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id")
 
     @classmethod
-    def prepared(cls: type[S], prepare: Callable[[Statement], Statement]) -> S:
+    def prepared(cls, prepare: Callable[[Statement], Statement]) -> Self:
         """The dialect's statements with its expressions filled in, each passed through
         a driver's ``prepare`` (placeholders, wake-ups). The claim is left out: its
         parameters depend on the number of pools (see ``with_pools``)."""
