@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import vidq_env
+from vidq.errors import Conflict, StoreUnavailable
 from vidq.jobs import JobState, NewJob, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.migrate import head_revision, sqlalchemy_url
@@ -83,6 +85,35 @@ def test_idempotency_key_returns_the_same_job(store: JobStore) -> None:
     assert store.enqueue(new("bob", key="k1")).id != first.id
     found = store.find_by_idempotency_key("alice", "k1")
     assert found is not None and found.id == first.id
+
+
+def test_concurrent_submits_with_one_idempotency_key_settle_on_one_job(db_url: str) -> None:
+    """The documented way (ON CONFLICT DO NOTHING, then read the row): every racer gets
+    the winner's job, none an error."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(4)]
+    try:
+        start = threading.Barrier(8)
+        ids: list[int] = []
+        errors: list[BaseException] = []
+
+        def submit(s: JobStore) -> None:
+            start.wait(10)
+            try:
+                ids.append(s.enqueue(new(key="same")).id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submit, args=(stores[i % 4],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(ids) == 8 and len(set(ids)) == 1, ids
+        assert [j.id for j in stores[0].list_jobs("alice", 10)] == ids[:1]
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_queue_order_tier_priority_then_id(store: JobStore) -> None:
@@ -303,6 +334,114 @@ def test_wait_for_jobs_wakes_on_enqueue(db_url: str) -> None:
         worker_side.close()
         if not shared:
             api_side.close()
+
+
+# How long a waiting worker sleeps when nothing wakes it (its poll interval, here).
+POLL_S = 5.0
+
+
+def seconds_until_woken(store: JobStore, transition: Callable[[], bool]) -> float:
+    """How long after ``transition()`` a thread asleep in ``wait_for_jobs`` wakes up:
+    about POLL_S if nothing wakes it."""
+    assert store.claim([OTHER], "w", 30) is None
+    store.wait_for_jobs([OTHER], 1.0)  # PostgreSQL: returns once its LISTEN is in place
+    time.sleep(0.3)  # let wake-ups from the set-up arrive before anyone waits
+    woke: list[float] = []
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        store.wait_for_jobs([POOL], POLL_S)
+        woke.append(time.monotonic())
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    waiting.wait(5)
+    time.sleep(0.3)
+    assert not woke, "the waiter woke before the transition"
+    started = time.monotonic()
+    assert transition()
+    thread.join(POLL_S + 5)
+    assert woke
+    return woke[0] - started
+
+
+@pytest.mark.parametrize("transition", ["retry", "release", "reap"])
+def test_every_return_to_the_queue_wakes_waiting_workers(store: JobStore, transition: str) -> None:
+    store.enqueue(new())
+    job = store.claim([POOL], "w", 0.2 if transition == "reap" else 30)
+    assert job is not None and job.lease_token
+    token = job.lease_token
+    moves: dict[str, Callable[[], bool]] = {
+        "retry": lambda: store.fail(job.id, token, "flaky", "engine", retry=True),
+        "release": lambda: store.release(job.id, token),
+        "reap": lambda: store.reap().retried == [job.id],
+    }
+    assert seconds_until_woken(store, moves[transition]) < 2.0
+    assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
+
+
+def test_a_wake_up_between_claim_and_wait_is_not_lost(store: JobStore) -> None:
+    """A job queued after a worker found the queue empty, but before it went to sleep,
+    ends that sleep at once."""
+    assert store.claim([OTHER], "w", 30) is None
+    store.wait_for_jobs([OTHER], 1.0)  # PostgreSQL: returns once its LISTEN is in place
+    assert store.claim([POOL], "w", 30) is None
+    store.enqueue(new())
+    started = time.monotonic()
+    store.wait_for_jobs([POOL], POLL_S)
+    assert time.monotonic() - started < 2.0
+    assert store.claim([POOL], "w", 30) is not None
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver exception a vidq error was raised from."""
+    cause = exc.__cause__
+    assert cause is not None and type(cause).__module__.split(".")[0] in {"sqlite3", "psycopg"}
+    return cause
+
+
+def test_a_write_the_schema_refuses_is_a_conflict(store: JobStore) -> None:
+    store.create_token("alice", "h" * 64, 50, admin=False)
+    with pytest.raises(Conflict) as refused:
+        store.create_token("bob", "h" * 64, 50, admin=False)  # token_hash is unique
+    driver_error(refused.value)
+    assert refused.value.http_status == 409
+    assert store.token_by_hash("h" * 64) is not None  # the store still works
+
+
+def test_a_broken_database_is_store_unavailable(db_url: str, store: JobStore) -> None:
+    engine = sa.create_engine(sqlalchemy_url(db_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE workers"))
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreUnavailable) as register:
+        store.register_worker("w1", [POOL])
+    driver_error(register.value)
+    with pytest.raises(StoreUnavailable) as read:
+        store.live_workers()
+    driver_error(read.value)
+    assert store.enqueue(new()).id > 0  # the rest of the store still works
+
+
+def test_sqlite_busy_database_is_store_unavailable(tmp_path: Path) -> None:
+    from vidq.store.sqlite import SQLiteStore
+
+    open_store(f"sqlite:///{tmp_path / 'vidq.db'}").close()
+    impatient = SQLiteStore(tmp_path / "vidq.db", busy_timeout_s=0.05)
+    other = sqlite3.connect(tmp_path / "vidq.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreUnavailable) as busy:
+            impatient.enqueue(new())
+        assert isinstance(driver_error(busy.value), sqlite3.OperationalError)
+        other.execute("COMMIT")
+        assert impatient.enqueue(new()).id > 0
+    finally:
+        other.close()
+        impatient.close()
 
 
 def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:

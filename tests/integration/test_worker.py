@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -114,7 +116,7 @@ def test_crash_is_retried_then_failed_after_max_attempts(
 
 
 def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
-    backends: tuple[SQLiteStore, LocalBlobStore],
+    backends: tuple[SQLiteStore, LocalBlobStore], tmp_path: Path
 ) -> None:
     store, storage = backends
     job_id = new_job(store)
@@ -125,8 +127,8 @@ def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
     def steal_then_complete(jid: int, token: str, key: str, meta: dict[str, object]) -> bool:
         # Just before completing, another worker takes the job over (as after a lease
         # expiry); the stale worker's fenced complete must change nothing.
-        conn = store._conn()
-        conn.execute("UPDATE jobs SET lease_token = 'other' WHERE id = ?", (jid,))
+        with closing(sqlite3.connect(tmp_path / "vidq.db", isolation_level=None)) as conn:
+            conn.execute("UPDATE jobs SET lease_token = 'other' WHERE id = ?", (jid,))
         assert storage.exists(key)
         return original_complete(jid, token, key, meta)
 

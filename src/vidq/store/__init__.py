@@ -1,4 +1,10 @@
-"""Job stores: the JobStore protocol and its adapters, chosen by URL."""
+"""The job store: the JobStore protocol, one SQL store over a driver chosen by URL.
+
+Where things live: ``base`` the protocol and its value objects; ``sql`` every method,
+once; ``statements`` every SQL statement by name, with the dialect overrides; ``driver``
+what a driver provides; ``sqlite`` and ``postgres`` the drivers; ``rows`` row
+conversion; ``positions`` cached queue positions; ``migrate`` and ``migrations/`` the
+schema history."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ __all__ = ["JobStore", "ReapResult", "Token", "open_store"]
 
 
 def open_store(url: str, *, migrate: bool = True) -> JobStore:
-    """The adapter for a database URL; applies migrations first unless told not to.
+    """The store for a database URL; applies migrations first unless told not to.
 
     StoreUnavailable if the database cannot be reached (callers may wait and retry)."""
     from sqlalchemy.exc import OperationalError

@@ -1,8 +1,9 @@
 """The JobStore protocol: everything the API and the workers ask of the job database.
 
-Adapters (``sqlite``, ``postgres``) translate their driver's errors into
-``StoreUnavailable``; the layers above never see a driver exception. Time is always the
-database's clock.
+One implementation, ``sql.SQLStore``, over a driver per database (``sqlite``,
+``postgres``). Drivers translate their errors: a write the schema refuses is
+``Conflict``, anything else ``StoreUnavailable``; the layers above never see a driver
+exception. Time is always the database's clock.
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ class JobStore(Protocol):
         with that key, nothing is inserted and the existing job is returned unchanged.
         This must hold under concurrency: two simultaneous enqueues with the same
         (user, key) both return the same job, never an error. The unique index
-        ``ux_jobs_idempotency`` on (owner, idempotency_key) decides the race; adapters
-        use ``INSERT ... ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS
-        NOT NULL DO NOTHING RETURNING ...`` and, when no row comes back, read the
+        ``ux_jobs_idempotency`` on (owner, idempotency_key) decides the race; the store
+        uses ``INSERT ... ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS
+        NOT NULL DO NOTHING RETURNING ...`` and, when no row comes back, reads the
         existing job by key (on PostgreSQL the conflicting insert has committed by then:
-        ON CONFLICT waits for it). Driver integrity errors never escape."""
+        ON CONFLICT waits for it). Wakes the pool's waiting workers."""
 
     def get(self, job_id: int, user: str | None = None) -> Job | None:
         """The job, or None if it does not exist or (with ``user``) is another user's."""
@@ -123,20 +124,26 @@ class JobStore(Protocol):
         """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost."""
 
     def fail(self, job_id: int, token: str, error: str, error_type: str, retry: bool) -> bool:
-        """RUNNING -> RETRY (if ``retry`` and attempts remain) or FAILED; fenced."""
+        """RUNNING -> RETRY (if ``retry`` and attempts remain) or FAILED; fenced. A retry
+        wakes the pool's waiting workers."""
 
     def release(self, job_id: int, token: str) -> bool:
-        """Give a job back without spending an attempt (graceful shutdown); fenced."""
+        """Give a job back without spending an attempt (graceful shutdown); fenced.
+        Wakes the pool's waiting workers."""
 
     def reap(self) -> ReapResult:
-        """Expired leases -> RETRY while attempts remain, else FAILED."""
+        """Expired leases -> RETRY while attempts remain, else FAILED. Retries wake
+        their pools' waiting workers."""
 
     def register_worker(self, worker: str, pools: Sequence[str]) -> None:
         """Record that a worker is alive (for operators' live-worker counts)."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """Block until a job may have been queued in these pools, or ``timeout`` passes.
-        Spurious wake-ups are allowed; the caller claims and waits again."""
+        Every transition to PENDING or RETRY wakes waiters (SQLite: those of this store
+        object; PostgreSQL: those of every process), including one that happened since
+        this thread's last ``claim``. Spurious wake-ups are allowed; the caller claims
+        and waits again."""
 
     # --- tokens ---------------------------------------------------------------------
     def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:

@@ -1,4 +1,4 @@
-"""Row <-> value-object conversion shared by the SQL adapters."""
+"""Row <-> value-object conversion for the SQL store (rows of either driver)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vidq.jobs import Job, JobState, queue_rank
-from vidq.store.base import JobStatus
+from vidq.store.base import JobStatus, Token
 from vidq.store.positions import position_key
 
 JOB_COLUMNS = (
@@ -16,6 +16,7 @@ JOB_COLUMNS = (
     "result_key, result_meta, error, error_type, idempotency_key, webhook_url, created_at, "
     "started_at, finished_at, lease_until"
 )
+TOKEN_COLUMNS = "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked"
 
 
 def job_from_row(row: Any) -> Job:
@@ -50,12 +51,24 @@ def job_from_row(row: Any) -> Job:
     )
 
 
+def token_from_row(row: Any) -> Token:
+    """A Token from a row of ``TOKEN_COLUMNS``."""
+    return Token(
+        id=int(row["id"]),
+        user=row["owner"],
+        max_priority=int(row["max_priority"]),
+        admin=bool(row["admin"]),
+        created_at=float(row["created_at"]),
+        revoked=bool(row["revoked"]),
+    )
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], int]) -> JobStatus:
-    """A JobStatus from the adapters' ``job_status`` statement, whose columns are: id,
+    """A JobStatus from the ``job_status`` statement, whose columns are: id,
     model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
     higher_quality, result_key, error, queue_version. ``position(pool, key, version)``
     answers for queued jobs."""

@@ -1,0 +1,214 @@
+"""The job store: every JobStore method, written once over a database driver.
+
+The shape of procrastinate's ``JobManager(connector)`` and pgqueuer's ``Queries(driver)``:
+``SQLStore`` decides what to run and how to read the answer; the statements are named in
+``statements.py``; the driver (``sqlite.py``, ``postgres.py``) runs them, translates its
+errors and wakes workers. Each method is one statement on one connection, except where a
+comment says why not; time is always the database's clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from array import array
+from collections.abc import Sequence
+from typing import Any
+
+from vidq.errors import StoreUnavailable
+from vidq.jobs import Job, NewJob, queue_rank
+from vidq.store.base import JobStatus, ReapResult, Token
+from vidq.store.driver import Driver, Row
+from vidq.store.positions import QueueSnapshots, position_key
+from vidq.store.rows import dumps, job_from_row, job_status_from_row, token_from_row
+from vidq.store.statements import Statement
+
+# A cursor for the first page of list_jobs: above every id.
+_NO_CURSOR = 2**62
+# A worker counts as live for this long after it last claimed.
+_LIVE_WINDOW_S = 60.0
+
+
+class SQLStore:
+    """JobStore over a ``Driver`` (see module docstring and ``base.JobStore``)."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.inline_reads = driver.inline_reads
+        self._dialect = driver.statements
+        self._sql = driver.statements.prepared(driver.prepare)
+        self._claims: dict[int, Statement] = {}  # the claim, by number of pools
+        self._positions = QueueSnapshots()
+
+    def close(self) -> None:
+        self.driver.close()
+
+    def now(self) -> float:
+        row = self._row(self._sql.now)
+        assert row is not None
+        return float(row["now"])
+
+    # -- one statement, one connection ---------------------------------------------------
+    def _row(self, stmt: Statement, **params: Any) -> Row | None:
+        with self.driver.session() as db:
+            return db.row(stmt, params)
+
+    def _rows(self, stmt: Statement, **params: Any) -> list[Row]:
+        with self.driver.session() as db:
+            return db.rows(stmt, params)
+
+    def _count(self, stmt: Statement, **params: Any) -> int:
+        with self.driver.session() as db:
+            return db.count(stmt, params)
+
+    # -- jobs: API side ------------------------------------------------------------------
+    def enqueue(self, new: NewJob) -> Job:
+        params = {
+            "owner": new.user, "model_id": new.model_id, "pool": new.pool, "tier": new.tier,
+            "priority": new.priority, "rank": queue_rank(new.tier, new.priority),
+            "inputs": dumps(new.inputs), "binary_output": new.binary_output,
+            "max_attempts": new.max_attempts, "work_units": new.work_units,
+            "idempotency_key": new.idempotency_key, "webhook_url": new.webhook_url,
+        }  # fmt: skip
+        with self.driver.session() as db:
+            row = db.row(self._sql.insert_job, params)
+            if row is None:
+                # The (owner, idempotency_key) index said this key is taken: a retried or
+                # concurrent submit. Hand back the job the first one created (on
+                # PostgreSQL, ON CONFLICT waited for that insert to commit).
+                assert new.idempotency_key is not None
+                by_key = {"owner": new.user, "key": new.idempotency_key}
+                row = db.row(self._sql.by_idempotency, by_key)
+        if row is None:  # pragma: no cover - the index guarantees a row
+            raise StoreUnavailable("idempotency key conflict without a stored job")
+        return job_from_row(row)
+
+    def get(self, job_id: int, user: str | None = None) -> Job | None:
+        if user is None:
+            row = self._row(self._sql.get_job, id=job_id)
+        else:
+            row = self._row(self._sql.get_job_of, id=job_id, owner=user)
+        return job_from_row(row) if row else None
+
+    def find_by_idempotency_key(self, user: str, key: str) -> Job | None:
+        row = self._row(self._sql.by_idempotency, owner=user, key=key)
+        return job_from_row(row) if row else None
+
+    def find_by_result_key(self, key: str) -> Job | None:
+        row = self._row(self._sql.by_result_key, key=key)
+        return job_from_row(row) if row else None
+
+    def queue_position(self, job: Job) -> int:
+        row = self._row(self._sql.queue_version, pool=job.pool)
+        version = int(row["version"]) if row else 0
+        key = position_key(queue_rank(job.tier, job.priority), job.id)
+        return self._position(job.pool, key, version)
+
+    def job_status(self, job_id: int, user: str) -> JobStatus | None:
+        with self.driver.session() as db:
+            rows = db.values(self._sql.job_status, {"id": job_id, "owner": user})
+        return job_status_from_row(rows[0], self._position) if rows else None
+
+    def _position(self, pool: str, key: int, version: int) -> int:
+        return self._positions.position(pool, key, version, self._queue_snapshot)
+
+    def _queue_snapshot(self, pool: str) -> tuple[int, array[int]]:
+        # The version first: keys read afterwards are at least that new (see positions.py).
+        with self.driver.session() as db:
+            row = db.row(self._sql.queue_version, {"pool": pool})
+            rows = db.values(self._sql.queue_keys, {"pool": pool})
+        keys = array("q", (position_key(r[0], r[1]) for r in rows))
+        return (int(row["version"]) if row else 0), keys
+
+    def cancel(self, job_id: int, user: str) -> bool:
+        return self._count(self._sql.cancel, id=job_id, owner=user) == 1
+
+    def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
+        before = before_id if before_id is not None else _NO_CURSOR
+        rows = self._rows(self._sql.list_jobs, owner=user, before=before, limit=limit)
+        return [job_from_row(r) for r in rows]
+
+    def recent_durations(self, pool: str, work_units: float, limit: int = 20) -> list[float]:
+        low, high = work_units / 2, work_units * 2
+        rows = self._rows(self._sql.recent_durations, pool=pool, low=low, high=high, limit=limit)
+        return [float(r["seconds"]) for r in rows]
+
+    def queue_depths(self) -> dict[str, int]:
+        return {r["pool"]: int(r["queued"]) for r in self._rows(self._sql.queue_depths)}
+
+    def live_workers(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._rows(self._sql.live_workers, window_s=_LIVE_WINDOW_S):
+            for pool in row["pools"].split(","):
+                counts[pool] = counts.get(pool, 0) + 1
+        return counts
+
+    # -- jobs: worker side ---------------------------------------------------------------
+    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
+        self.driver.wakeups.before_claim()
+        if not pools:
+            return None
+        params = {f"pool{i}": pool for i, pool in enumerate(pools)}
+        params.update(token=secrets.token_hex(16), worker=worker)
+        row = self._row(self._claim(len(pools)), lease_s=lease_s, **params)
+        return job_from_row(row) if row else None
+
+    def _claim(self, pools: int) -> Statement:
+        stmt = self._claims.get(pools)
+        if stmt is None:
+            raw = self._dialect.with_pools(self._dialect.claim, pools)
+            stmt = self._claims[pools] = self.driver.prepare(raw)
+        return stmt
+
+    def heartbeat(self, job_id: int, token: str, lease_s: float) -> bool:
+        return self._count(self._sql.heartbeat, id=job_id, token=token, lease_s=lease_s) == 1
+
+    def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
+        changed = self._count(self._sql.progress, id=job_id, token=token, done=done, total=total)
+        return changed == 1
+
+    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
+        changed = self._count(
+            self._sql.complete, id=job_id, token=token, result_key=result_key, meta=dumps(meta)
+        )
+        return changed == 1
+
+    def fail(self, job_id: int, token: str, error: str, error_type: str, retry: bool) -> bool:
+        row = self._row(
+            self._sql.fail, id=job_id, token=token, error=error, error_type=error_type, retry=retry
+        )
+        return row is not None
+
+    def release(self, job_id: int, token: str) -> bool:
+        return self._row(self._sql.release, id=job_id, token=token) is not None
+
+    def reap(self) -> ReapResult:
+        rows = self._rows(self._sql.reap)
+        return ReapResult(
+            retried=[int(r["id"]) for r in rows if r["state"] == "RETRY"],
+            failed=[int(r["id"]) for r in rows if r["state"] == "FAILED"],
+        )
+
+    def register_worker(self, worker: str, pools: Sequence[str]) -> None:
+        self._count(self._sql.register_worker, name=worker, pools=",".join(pools))
+
+    def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
+        self.driver.wait(timeout)
+
+    # -- tokens --------------------------------------------------------------------------
+    def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:
+        row = self._row(
+            self._sql.insert_token,
+            owner=user, token_hash=token_hash, max_priority=max_priority, admin=admin,
+        )  # fmt: skip
+        assert row is not None
+        return token_from_row(row)
+
+    def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
+        row = self._row(self._sql.token_by_hash, token_hash=token_hash)
+        return (token_from_row(row), row["token_hash"]) if row else None
+
+    def revoke_token(self, token_id: int) -> bool:
+        return self._count(self._sql.revoke_token, id=token_id) == 1
+
+    def list_tokens(self) -> list[Token]:
+        return [token_from_row(r) for r in self._rows(self._sql.list_tokens)]

@@ -1,0 +1,212 @@
+"""Every SQL statement of the job store, by name, written once.
+
+``Statements`` holds the SQL both databases run. In it ``:name`` is a parameter (each
+driver converts it to its own placeholder style), ``{NOW}`` the database clock in seconds
+since the epoch, and ``{HIGHER_QUALITY}`` the inputs' ``higher_quality_with_more_steps``
+flag; each dialect subclass gives those two expressions and overrides the one statement
+that truly differs, the claim.
+
+A statement marked ``wakes`` may move jobs into the queue (PENDING or RETRY); it returns
+the ``state`` and ``pool`` of every row it changed, and when one of them is queued the
+driver wakes the waiting workers. Every such transition must be one of these statements:
+a worker asleep in ``wait_for_jobs`` would otherwise wait a whole poll interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import ClassVar, Self
+
+from vidq.store.rows import JOB_COLUMNS, TOKEN_COLUMNS
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statement:
+    """One named SQL statement."""
+
+    sql: str
+    wakes: bool = False  # may queue jobs: returns (state, pool) rows; the driver wakes workers
+
+
+# What a claim sets on the job it takes: both dialects' claims share it.
+_TAKE = """
+    state = 'RUNNING', attempt = attempt + 1, lease_token = :token, worker = :worker,
+    lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0"""
+_FIRST_QUEUED = """
+    SELECT id FROM jobs WHERE pool IN ({pools}) AND state IN ('PENDING', 'RETRY')
+    ORDER BY rank, id LIMIT 1"""
+
+
+class Statements:
+    """The statements both dialects share; a subclass per dialect fills in the rest."""
+
+    NOW: ClassVar[str]  # the database clock as float seconds since the epoch
+    HIGHER_QUALITY: ClassVar[str]  # inputs.higher_quality_with_more_steps as a boolean
+
+    # -- jobs: API side ---------------------------------------------------------------
+    now = Statement("SELECT {NOW} AS now")
+    # The (owner, idempotency_key) unique index decides a race between two submits with
+    # one key: the loser inserts nothing, returns no row, and reads the winner's job.
+    insert_job = Statement(
+        f"""
+        INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
+            binary_output, max_attempts, work_units, idempotency_key, webhook_url, created_at)
+        VALUES (:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
+            :binary_output, :max_attempts, :work_units, :idempotency_key, :webhook_url, {{NOW}})
+        ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING {JOB_COLUMNS}""",
+        wakes=True,
+    )
+    get_job = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id")
+    get_job_of = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND owner = :owner")
+    by_idempotency = Statement(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND idempotency_key = :key"
+    )
+    by_result_key = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE result_key = :key")
+    queue_version = Statement("SELECT version FROM queue_versions WHERE pool = :pool")
+    # The status poll: one read, positional columns (see rows.job_status_from_row), and
+    # the pool's queue version so that the cached position is checked in the same read.
+    job_status = Statement("""
+        SELECT id, model_id, pool, tier, priority, state, progress_done, progress_total,
+            work_units, {HIGHER_QUALITY}, result_key, error,
+            (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool)
+        FROM jobs WHERE id = :id AND owner = :owner""")
+    queue_keys = Statement("""
+        SELECT rank, id FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
+        ORDER BY rank, id""")
+    cancel = Statement("""
+        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}
+        WHERE id = :id AND owner = :owner AND state IN ('PENDING', 'RETRY')""")
+    list_jobs = Statement(f"""
+        SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND id < :before
+        ORDER BY id DESC LIMIT :limit""")
+    recent_durations = Statement("""
+        SELECT finished_at - started_at AS seconds FROM jobs
+        WHERE pool = :pool AND state = 'COMPLETED' AND work_units BETWEEN :low AND :high
+          AND started_at IS NOT NULL
+        ORDER BY finished_at DESC LIMIT :limit""")
+    queue_depths = Statement("""
+        SELECT pool, count(*) AS queued FROM jobs
+        WHERE state IN ('PENDING', 'RETRY') GROUP BY pool""")
+    live_workers = Statement("SELECT pools FROM workers WHERE seen_at > {NOW} - :window_s")
+
+    # -- jobs: worker side --------------------------------------------------------------
+    claim: ClassVar[Statement]  # per dialect; ``{pools}`` becomes one parameter per pool
+    heartbeat = Statement("""
+        UPDATE jobs SET lease_until = {NOW} + :lease_s
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+    progress = Statement("""
+        UPDATE jobs SET progress_done = :done, progress_total = :total
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+    complete = Statement("""
+        UPDATE jobs SET state = 'COMPLETED', result_key = :result_key, result_meta = :meta,
+            finished_at = {NOW}, lease_token = NULL, lease_until = NULL,
+            progress_done = progress_total
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+    fail = Statement(
+        """
+        UPDATE jobs SET
+            state = CASE WHEN :retry AND attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
+            error = :error, error_type = :error_type, lease_token = NULL, lease_until = NULL,
+            finished_at = CASE WHEN :retry AND attempt < max_attempts THEN NULL ELSE {NOW} END
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+        RETURNING state, pool""",
+        wakes=True,
+    )
+    # Graceful shutdown: the attempt was not the job's fault, so it is not spent.
+    release = Statement(
+        """
+        UPDATE jobs SET state = 'RETRY', attempt = attempt - 1, lease_token = NULL,
+            lease_until = NULL, worker = NULL
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+        RETURNING state, pool""",
+        wakes=True,
+    )
+    # One statement, so reapers in many processes never handle a lease twice.
+    reap = Statement(
+        """
+        UPDATE jobs SET
+            state = CASE WHEN attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
+            error = CASE WHEN attempt < max_attempts THEN error
+                ELSE 'The job failed after ' || attempt || ' attempts: ' ||
+                     'the worker stopped responding (lease expired).' END,
+            error_type = CASE WHEN attempt < max_attempts THEN error_type
+                ELSE 'lease_expired' END,
+            finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE {NOW} END,
+            lease_token = NULL, lease_until = NULL
+        WHERE state = 'RUNNING' AND lease_until < {NOW}
+        RETURNING id, state, pool""",
+        wakes=True,
+    )
+    register_worker = Statement("""
+        INSERT INTO workers (name, pools, seen_at) VALUES (:name, :pools, {NOW})
+        ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, seen_at = excluded.seen_at""")
+
+    # -- tokens -------------------------------------------------------------------------
+    insert_token = Statement(f"""
+        INSERT INTO tokens (owner, token_hash, max_priority, admin, created_at)
+        VALUES (:owner, :token_hash, :max_priority, :admin, {{NOW}})
+        RETURNING {TOKEN_COLUMNS}""")
+    token_by_hash = Statement(f"""
+        SELECT {TOKEN_COLUMNS}, token_hash FROM tokens
+        WHERE token_hash = :token_hash AND revoked_at IS NULL""")
+    revoke_token = Statement("""
+        UPDATE tokens SET revoked_at = {NOW} WHERE id = :id AND revoked_at IS NULL""")
+    list_tokens = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id")
+
+    @classmethod
+    def prepared(cls, prepare: Callable[[Statement], Statement]) -> Self:
+        """The dialect's statements with its expressions filled in, each passed through
+        a driver's ``prepare`` (placeholders, wake-ups). The claim is left out: its
+        parameters depend on the number of pools (see ``with_pools``)."""
+        done = object.__new__(cls)
+        for name in dir(cls):
+            stmt = getattr(cls, name)
+            if isinstance(stmt, Statement) and "{pools}" not in stmt.sql:
+                setattr(done, name, prepare(cls.expand(stmt)))
+        return done
+
+    @classmethod
+    def expand(cls, stmt: Statement) -> Statement:
+        """``stmt`` with this dialect's ``{NOW}`` and ``{HIGHER_QUALITY}``."""
+        sql = stmt.sql.replace("{NOW}", cls.NOW).replace("{HIGHER_QUALITY}", cls.HIGHER_QUALITY)
+        return dataclasses.replace(stmt, sql=sql)
+
+    @classmethod
+    def with_pools(cls, stmt: Statement, count: int) -> Statement:
+        """``stmt`` (not yet prepared) with ``{pools}`` as parameters ``:pool0``, ``:pool1``..."""
+        names = ", ".join(f":pool{i}" for i in range(count))
+        return cls.expand(dataclasses.replace(stmt, sql=stmt.sql.replace("{pools}", names)))
+
+
+class SQLiteStatements(Statements):
+    """SQLite: the clock from ``julianday``, JSON through ``json_extract``."""
+
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    HIGHER_QUALITY = "json_extract(inputs, '$.higher_quality_with_more_steps')"
+    # One UPDATE: SQLite takes the database's write lock when a writing statement starts,
+    # before it reads (as BEGIN IMMEDIATE would), so two claimers never pick one row.
+    claim = Statement(f"""
+        UPDATE jobs SET {_TAKE}
+        WHERE id = ({_FIRST_QUEUED})
+        RETURNING {JOB_COLUMNS}""")
+
+
+class PostgresStatements(Statements):
+    """PostgreSQL: the transaction's ``now()`` (one instant for a whole statement, so the
+    reaper compares every row against it and the planner can use ``ix_jobs_lease``),
+    JSON through a ``jsonb`` cast."""
+
+    NOW = "extract(epoch from now())::float8"
+    HIGHER_QUALITY = (
+        "coalesce((inputs::jsonb ->> 'higher_quality_with_more_steps') = 'true', false)"
+    )
+    # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
+    # concurrent claimers neither block on nor share a row.
+    claim = Statement(f"""
+        WITH next AS ({_FIRST_QUEUED}
+            FOR UPDATE SKIP LOCKED)
+        UPDATE jobs SET {_TAKE}
+        WHERE id = (SELECT id FROM next)
+        RETURNING {JOB_COLUMNS}""")
