@@ -130,7 +130,10 @@ def main() -> None:
 
     bare, bare_port = start_bare()
     try:
-        with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), workers=0) as server:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            serve(Path(tmp), workers=0, allowed_hosts="bench") as server,
+        ):
             port = int(server.url.rsplit(":", 1)[1])
             token = server.token("bench", max_priority=1000)
             model = "/queue/wan22-fast-t2v"

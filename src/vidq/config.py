@@ -60,6 +60,24 @@ class ServerSettings(_Group):
         description="Base of the absolute URLs the API returns (behind a proxy); "
         "unset: the base URL of each request.",
     )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Without `public_url`, the Host names whose requests are answered (and "
+        "reflected in returned URLs); others get 400. `*.example.com` matches subdomains. "
+        "Unset: `host`, localhost, 127.0.0.1 and ::1.",
+    )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    def trusted_hosts(self) -> tuple[str, ...] | None:
+        """The Host names to answer; None when every Host is fine (``public_url`` set,
+        so no request's Host ever ends up in a URL)."""
+        if self.public_url:
+            return None
+        return self.allowed_hosts or (self.host, "localhost", "127.0.0.1", "::1")
 
 
 class StoreSettings(_Group):
@@ -95,7 +113,15 @@ class StorageSettings(_Group):
         "replica and worker. Unset: generated once in `<data_dir>/secret.key`.",
     )
     signed_url_ttl: int = Field(
-        default=3600, ge=1, description="Seconds a signed download URL stays valid."
+        default=3600,
+        ge=1,
+        description="Seconds a signed download URL stays valid (results in binary mode).",
+    )
+    download_url_ttl: int = Field(
+        default=7200,
+        ge=1,
+        description="Seconds a URL from `GET /fal/download/...` stays valid (the spec's "
+        "example signs for 7200 s).",
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidq.api import fal, files, native, ops, requests, webhooks
@@ -164,6 +165,9 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     app.include_router(requests.router)
     app.include_router(fal.router)
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
+    hosts = settings.server.trusted_hosts()
+    if hosts is not None:  # outermost: a Host that is not ours is never reflected in a URL
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     return app
 
 

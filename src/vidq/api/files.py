@@ -29,7 +29,7 @@ async def fal_download(
         job = ctx.store.find_by_result_key(key) if bucket == ctx.storage.bucket else None
         if job is None or job.user != token.user:
             raise NotFound("No such file.")
-        url = ctx.storage.signed_url(key, ctx.settings.storage.signed_url_ttl * 2, base)
+        url = ctx.storage.signed_url(key, ctx.settings.storage.download_url_ttl, base)
         return {"url": url, "key": key, "r2_uri": f"r2://{bucket}/{key}"}
 
     return JSONResponse(await run_in_threadpool(work))
