@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,wan]'
+	$(BIN)/pip install -q -e '.[server,test,wan]'
 	touch $(STAMP)
 
 serve: install

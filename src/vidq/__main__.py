@@ -1,5 +1,5 @@
 """``python -m vidq`` is the ``vidq`` command."""
 
-from vidq.cli import main
+from vidq.console import main
 
 main()

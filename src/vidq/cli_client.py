@@ -235,7 +235,11 @@ def requests(
         typer.echo(f"(more: --before {page['next_before']})")
 
 
+COMMANDS = (login, submit, status, cancel, result, requests)
+NAMES = tuple(command.__name__ for command in COMMANDS)  # as typer names them
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the main CLI."""
-    for command in (login, submit, status, cancel, result, requests):
+    for command in COMMANDS:
         app.command()(command)

@@ -1,95 +1,128 @@
-"""The SDK's retry policy against a real loopback HTTP server that fails on purpose."""
+"""The SDK's retry policy, for both clients, against a loopback server that fails on purpose:
+how many tries reach the server, how long the client waits between them, and which typed
+error the caller finally gets."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import vidq
+from tests.unit.client_harness import KINDS, Answer, ScriptedServer, run_with, scripted_server
 
-FAST = vidq.RetryPolicy(max_retries=3, backoff_s=0.01, max_backoff_s=0.05)
+pytestmark = pytest.mark.parametrize("kind", KINDS)
+
+PAGE = Answer(200, {"requests": [], "next_before": None})
+QUEUED = Answer(200, {"request_id": "5"})
 
 
-class Flaky(http.server.BaseHTTPRequestHandler):
-    """Answers ``failures`` times with ``status``, then 200; records every request."""
-
-    failures = 0
-    status = 503
-    seen: list[tuple[str, str | None]] = []  # noqa: RUF012
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        Flaky.seen.append((self.command, self.headers.get("idempotency-key")))
-        if Flaky.failures > 0:
-            Flaky.failures -= 1
-            body = json.dumps({"detail": "try later"}).encode()
-            self.send_response(Flaky.status)
-            self.send_header("Retry-After", "0")
-        else:
-            body = json.dumps({"request_id": "5", "requests": [], "next_before": None}).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: object) -> None:
-        pass
+def busy(status: int, retry_after: str = "0") -> Answer:
+    return Answer(status, {"detail": "try later"}, {"Retry-After": retry_after})
 
 
 @pytest.fixture
-def flaky() -> Iterator[str]:
-    Flaky.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def server() -> Iterator[ScriptedServer]:
+    with scripted_server() as s:
+        yield s
+
+
+def requests_page(client: Any) -> Any:
+    return client.requests()
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
-def test_reads_are_retried(flaky: str, status: int) -> None:
-    Flaky.failures, Flaky.status = 2, status
-    with vidq.Client(flaky, "t", retry=FAST) as client:
-        assert client.requests()["requests"] == []
-    assert len(Flaky.seen) == 3
+def test_reads_are_retried(kind: str, server: ScriptedServer, status: int) -> None:
+    server.script("/requests", busy(status), busy(status), PAGE)
+    assert run_with(kind, server.url, requests_page)["requests"] == []
+    assert len(server.on("/requests")) == 3
 
 
-def test_retries_give_up_with_the_typed_error(flaky: str) -> None:
-    Flaky.failures, Flaky.status = 10, 503
-    with vidq.Client(flaky, "t", retry=FAST) as client, pytest.raises(vidq.ServiceUnavailableError):
-        client.requests()
-    assert len(Flaky.seen) == 4
+def test_retries_give_up_with_the_typed_error(kind: str, server: ScriptedServer) -> None:
+    server.script("/requests", busy(503))
+    with pytest.raises(vidq.ServiceUnavailableError) as error:
+        run_with(kind, server.url, requests_page)
+    assert error.value.status_code == 503 and error.value.detail == "try later"
+    assert len(server.on("/requests")) == 4  # the first try and FAST's 3 retries
 
 
-def test_submit_with_a_key_is_retried_with_the_same_key(flaky: str) -> None:
-    Flaky.failures, Flaky.status = 2, 502
-    with vidq.Client(flaky, "t", retry=FAST) as client:
-        assert client.submit("wan22-fast-t2v", {"prompt": "x"}).request_id == "5"
-    keys = {key for _, key in Flaky.seen}
-    assert len(Flaky.seen) == 3 and len(keys) == 1 and None not in keys
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, vidq.BadRequestError), (404, vidq.NotFoundError), (500, vidq.ServerError)],
+)
+def test_other_errors_are_not_retried(
+    kind: str, server: ScriptedServer, status: int, error: type[vidq.APIError]
+) -> None:
+    server.script("/requests", Answer(status, {"detail": "no"}))
+    with pytest.raises(error):
+        run_with(kind, server.url, requests_page)
+    assert len(server.on("/requests")) == 1
 
 
-def test_submit_without_a_key_is_not_replayed(flaky: str) -> None:
-    Flaky.failures, Flaky.status = 1, 502
-    with (
-        vidq.Client(flaky, "t", retry=FAST, auto_idempotency=False) as client,
-        pytest.raises(vidq.ServiceUnavailableError),
-    ):
-        client.submit("wan22-fast-t2v", {"prompt": "x"})
-    assert Flaky.seen == [("POST", None)]
+def test_validation_errors_name_the_fields(kind: str, server: ScriptedServer) -> None:
+    detail = [{"loc": ["body", "width"], "msg": "must be a multiple of 16", "type": "value_error"}]
+    server.script("/queue/wan22-fast-t2v", Answer(422, {"detail": detail}))
+    with pytest.raises(vidq.ValidationError) as invalid:
+        run_with(kind, server.url, lambda c: c.submit("wan22-fast-t2v", {"width": 100}))
+    assert invalid.value.errors == detail
+    assert str(invalid.value) == "HTTP 422: width: must be a multiple of 16"
+
+
+def test_submit_with_a_key_is_retried_with_the_same_key(kind: str, server: ScriptedServer) -> None:
+    server.script("/queue/wan22-fast-t2v", busy(502), busy(502), QUEUED)
+    handle = run_with(kind, server.url, lambda c: c.submit("wan22-fast-t2v", {"prompt": "x"}))
+    assert (handle.request_id, handle.model_id) == ("5", "wan22-fast-t2v")
+    tries = server.on("/queue/wan22-fast-t2v")
+    keys = {t.headers.get("idempotency-key") for t in tries}
+    assert len(tries) == 3 and len(keys) == 1 and None not in keys
+    assert all(t.json() == {"prompt": "x"} for t in tries)
+
+
+def test_submit_without_a_key_is_not_replayed(kind: str, server: ScriptedServer) -> None:
+    def submit(client: Any) -> Any:
+        return client.submit("wan22-fast-t2v", {"prompt": "x"})
+
+    server.script("/queue/wan22-fast-t2v", busy(502), QUEUED)
+    with pytest.raises(vidq.ServiceUnavailableError):
+        run_with(kind, server.url, submit, auto_idempotency=False)
+    tries = server.on("/queue/wan22-fast-t2v")
+    assert [(t.method, t.headers.get("idempotency-key")) for t in tries] == [("POST", None)]
     # ... except on 429, which says the request was not taken.
-    Flaky.failures, Flaky.status = 1, 429
-    with vidq.Client(flaky, "t", retry=FAST, auto_idempotency=False) as client:
-        client.submit("wan22-fast-t2v", {"prompt": "x"})
-    assert len(Flaky.seen) == 3
+    server.script("/queue/wan22-fast-t2v", busy(429), QUEUED)
+    assert run_with(kind, server.url, submit, auto_idempotency=False).request_id == "5"
+    assert len(server.on("/queue/wan22-fast-t2v")) == 3
+
+
+def test_retry_after_is_honoured_up_to_the_longest_backoff(
+    kind: str, server: ScriptedServer
+) -> None:
+    patient = vidq.RetryPolicy(max_retries=2, backoff_s=0.01, max_backoff_s=5.0)
+    server.script("/requests", busy(503, retry_after="1"), PAGE)
+    run_with(kind, server.url, requests_page, retry=patient)
+    (gap,) = server.gaps("/requests")
+    assert 1.0 <= gap < 2.0  # the server's second, not the policy's 10 ms
+    # A Retry-After longer than the policy's longest backoff is cut to it.
+    server.seen.clear()
+    capped = vidq.RetryPolicy(max_retries=2, backoff_s=0.01, max_backoff_s=0.1)
+    server.script("/requests", busy(503, retry_after="30"), PAGE)
+    run_with(kind, server.url, requests_page, retry=capped)
+    (gap,) = server.gaps("/requests")
+    assert 0.1 <= gap < 5.0  # not 30 s
+
+
+def test_backoff_grows_between_tries(kind: str, server: ScriptedServer) -> None:
+    policy = vidq.RetryPolicy(max_retries=2, backoff_s=0.1, max_backoff_s=5.0)
+    server.script("/requests", busy(503), busy(503), PAGE)
+    run_with(kind, server.url, requests_page, retry=policy)
+    first, second = server.gaps("/requests")
+    assert 0.075 <= first < second and second >= 0.15  # 0.1 s, then 0.2 s, each +-25 %
+
+
+def test_an_unreachable_server_is_a_transport_error(kind: str) -> None:
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(vidq.TransportError, match="cannot reach"):
+        run_with(kind, url, requests_page)

@@ -4,7 +4,8 @@ server (no FastAPI, SQLAlchemy, PyAV, Pillow, NumPy, torch)."""
 from __future__ import annotations
 
 from vidq.client._async import AsyncClient, AsyncRequestHandle
-from vidq.client._core import RetryPolicy, Status, as_input, encode_file
+from vidq.client._core import RetryPolicy, Status
+from vidq.client._files import as_input, encode_file
 from vidq.client._sync import Client, RequestHandle
 from vidq.client.errors import (
     APIError,

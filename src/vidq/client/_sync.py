@@ -1,50 +1,24 @@
-"""The blocking client: ``Client`` and ``RequestHandle``."""
+"""The blocking client: ``Client`` and ``RequestHandle`` perform the steps of the core's
+operations (``_core.py``) with httpx.Client and time.sleep. Nothing else lives here."""
 
 from __future__ import annotations
 
-import os
-import ssl
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from vidq.client import _core
-from vidq.client._core import RetryPolicy, Status
-from vidq.client.errors import RequestCancelled, RequestFailed, TransportError, WaitTimeout
+
+T = TypeVar("T")
 
 
-class Client:
-    """A vidq API client (blocking). ``url``/``token`` default to ``VIDQ_URL``/``VIDQ_TOKEN``.
+class Client(_core.ClientApi["RequestHandle", httpx.Client, httpx.BaseTransport]):
+    """A vidq API client that blocks (on httpx.Client). Its constructor, retry rules and
+    methods are ``ClientApi``'s; ``AsyncClient`` has the same methods as coroutines."""
 
-    Reads and cancels are retried on 429/502/503/504 and connection errors with backoff;
-    a submit is retried only under an ``Idempotency-Key`` (one is generated per submit
-    unless ``idempotency_key`` is given or ``auto_idempotency`` is off).
-    """
-
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        *,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        auto_idempotency: bool = True,
-        verify: bool | str | ssl.SSLContext = True,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.url, headers = _core.client_settings(url, token)
-        if isinstance(verify, str):  # a CA bundle file
-            verify = ssl.create_default_context(cafile=verify)
-        self.retry = retry or RetryPolicy()
-        self.auto_idempotency = auto_idempotency
-        self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, verify=verify, transport=transport
-        )
-        self._downloads = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+    def _connect(self, **options: Any) -> httpx.Client:
+        return httpx.Client(**options)
 
     def __enter__(self) -> Client:
         return self
@@ -53,176 +27,34 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the client's connections."""
         self._http.close()
         self._downloads.close()
 
-    # -- transport ---------------------------------------------------------------------
-    def request(
-        self, method: str, path: str, *, replay_safe: bool = True, **kwargs: Any
-    ) -> httpx.Response:
-        """One API call with the retry policy; raises the typed error of a 4xx/5xx."""
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
-            error: Exception | None = None
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                error = exc
-            failed = error is not None or (
-                response is not None and response.status_code in _core.RETRY_STATUSES
-            )
-            if not failed or attempt >= self.retry.max_retries:
-                break
-            if not _core.retryable(error, response, replay_safe=replay_safe):
-                break
-            time.sleep(self.retry.delay(attempt, response))
-            attempt += 1
-        if response is None:
-            raise TransportError(f"cannot reach {self.url}: {type(error).__name__}") from error
-        _core.raise_for(response)
-        return response
+    def _handle(self, request_id: str, model_id: str) -> RequestHandle:
+        return RequestHandle(self, request_id, model_id)
 
-    # -- the API -----------------------------------------------------------------------
-    def submit(
-        self,
-        model_id: str,
-        inputs: dict[str, Any],
-        binary_output: bool = False,
-        *,
-        idempotency_key: str | None = None,
-        webhook_url: str | None = None,
-    ) -> RequestHandle:
-        """Queue a request; returns its handle."""
-        key = idempotency_key or (_core.new_idempotency_key() if self.auto_idempotency else None)
-        params = {"fal_webhook": webhook_url} if webhook_url else None
-        response = self.request(
-            "POST",
-            f"/queue/{model_id}",
-            json=inputs,
-            params=params,
-            headers=_core.submit_headers(binary_output, key),
-            replay_safe=key is not None,
-        )
-        body = response.json()
-        return RequestHandle(self, str(body["request_id"]), model_id)
+    def _drive(self, op: _core.Op[T]) -> T:
+        """Run an operation: make the HTTP exchanges and the pauses it asks for."""
+        reply: _core.Reply = None
+        while not isinstance(step := _core.advance(op, reply), _core.Done):
+            if isinstance(step, _core.Sleep):
+                time.sleep(step.seconds)
+                reply = None
+            else:
+                reply = self._send(step)
+        return step.value
 
-    def run(
-        self,
-        model_id: str,
-        inputs: dict[str, Any],
-        binary_output: bool = False,
-        *,
-        on_update: Callable[[Status], None] | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Submit, wait, and return the result (``{"video": {"data_uri": ...}}``)."""
-        handle = self.submit(model_id, inputs, binary_output)
-        handle.wait(on_update=on_update, timeout=timeout)
-        return handle.result()
-
-    def get_handle(self, request_id: str | int, model_id: str | None = None) -> RequestHandle:
-        """A handle for an existing request; the model is looked up if not given."""
-        rid = str(request_id)
-        if model_id is None:
-            model_id = self.request("GET", f"/requests/{rid}").json()["model_id"]
-        return RequestHandle(self, rid, str(model_id))
-
-    def requests(self, limit: int = 20, before: int | None = None) -> dict[str, Any]:
-        """A page of your requests, newest first: ``{"requests": [...], "next_before"}``."""
-        params: dict[str, Any] = {"limit": limit}
-        if before is not None:
-            params["before"] = before
-        body: dict[str, Any] = self.request("GET", "/requests", params=params).json()
-        return body
-
-    def models(self) -> list[dict[str, Any]]:
-        models: list[dict[str, Any]] = self.request("GET", "/models").json()["models"]
-        return models
-
-    def webhook_secret(self) -> str:
-        """The secret that signs your webhooks."""
-        return str(self.request("GET", "/webhooks/secret").json()["secret"])
-
-    def fetch(self, url: str) -> bytes:
-        """GET a signed download URL (no credentials are sent with it)."""
+    def _send(self, send: _core.Send) -> httpx.Response | httpx.TransportError:
+        http = self._http if send.api else self._downloads
         try:
-            response = self._downloads.get(url)
+            return http.request(send.method, send.url, **send.options)
         except httpx.TransportError as exc:
-            raise TransportError(f"cannot download: {type(exc).__name__}") from exc
-        _core.raise_for(response)
-        return response.content
+            return exc
 
 
-class RequestHandle:
-    """One submitted request."""
+class RequestHandle(_core.HandleApi[Client]):
+    """One submitted request (blocking)."""
 
-    def __init__(self, client: Client, request_id: str, model_id: str) -> None:
-        self.client = client
-        self.request_id = request_id
-        self.model_id = model_id
-
-    def __repr__(self) -> str:
-        return f"RequestHandle(request_id={self.request_id!r}, model_id={self.model_id!r})"
-
-    @property
-    def _path(self) -> str:
-        return f"/queue/{self.model_id}/requests/{self.request_id}"
-
-    def status(self) -> Status:
-        """The current status, with queue position, progress and ETA."""
-        return Status.from_json(self.client.request("GET", f"/requests/{self.request_id}").json())
-
-    def wait(
-        self,
-        on_update: Callable[[Status], None] | None = None,
-        *,
-        poll_interval: float = 0.5,
-        timeout: float | None = None,
-    ) -> Status:
-        """Poll until the request is finished; ``on_update`` sees every poll."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if on_update is not None:
-                on_update(status)
-            if status.finished:
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"request {self.request_id} is still {status.status}")
-            time.sleep(poll_interval)
-
-    def result(self) -> dict[str, Any]:
-        """The native result; RequestFailed / RequestCancelled if it did not complete."""
-        status = self.status()
-        _raise_unfinished(status)
-        body: dict[str, Any] = self.client.request("GET", self._path).json()
-        return body
-
-    def cancel(self) -> None:
-        """Cancel while queued (ConflictError once it started or finished)."""
-        self.client.request("PUT", f"{self._path}/cancel")
-
-    def download(self, path: str | os.PathLike[str]) -> Path:
-        """Write the finished video to ``path`` (atomically); returns the path."""
-        data, url = _core.decode_video(self.result())
-        if data is None:
-            assert url is not None
-            data = self.client.fetch(url)
-        return _write(Path(path), data)
-
-
-def _raise_unfinished(status: Status) -> None:
-    if status.status == "FAILED":
-        raise RequestFailed(status.request_id, status.error or "unknown error", status.error_type)
-    if status.status == "CANCELLED":
-        raise RequestCancelled(status.request_id)
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-    return path
+    def _drive(self, op: _core.Op[T]) -> T:
+        return self.client._drive(op)

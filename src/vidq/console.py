@@ -1,0 +1,47 @@
+"""The ``vidq`` command. With the server installed (``pip install 'vidq[server]'``) it is the
+whole CLI of ``vidq.cli``; with the SDK alone (``pip install vidq``) it has the client
+commands of ``vidq.cli_client``, and answers any other command with how to install the
+server rather than with a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vidq import cli_client
+
+INSTALL_SERVER = "pip install 'vidq[server]'"
+
+
+def main() -> None:
+    """Run the ``vidq`` command."""
+    try:
+        from vidq import cli
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.partition(".")[0] == "vidq":
+            raise  # a broken installation of vidq itself, not a missing extra
+        client_only(missing=exc.name, args=sys.argv[1:])
+    else:
+        cli.main()
+
+
+def client_only(missing: str, args: list[str]) -> None:
+    """The CLI without the server, whose dependency ``missing`` is not installed."""
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    if command is not None and command not in cli_client.NAMES:
+        typer.echo(
+            f"vidq {command}: not a client command ({', '.join(cli_client.NAMES)}). The "
+            f"server's commands (serve, worker, token, ...) need the server, which is not "
+            f"installed here (no module {missing!r}). Install it with: {INSTALL_SERVER}",
+            err=True,
+        )
+        raise SystemExit(2)
+    app = typer.Typer(
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,  # "[server]" is not markup
+        help=f"vidq client: submit and follow video requests. The server: {INSTALL_SERVER}",
+    )
+    cli_client.register(app)
+    app()
