@@ -92,6 +92,8 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
         reaper_s=settings.store.reaper_interval,
         burst=burst,
         drain_s=settings.worker.drain_seconds,
+        retry_backoff_s=settings.worker.retry_backoff_seconds,
+        retry_backoff_max_s=settings.worker.retry_backoff_max_seconds,
         name=name,
     )
 

@@ -149,6 +149,15 @@ class WorkerSettings(_Group):
     drain_seconds: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long the current job may still finish."
     )
+    retry_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="After a retryable failure (storage or engine trouble), the job waits "
+        "about this long before its next attempt, doubling per attempt (with jitter).",
+    )
+    retry_backoff_max_seconds: float = Field(
+        default=60.0, ge=0, description="The longest wait between two attempts of a job."
+    )
 
     @field_validator("pools", mode="before")
     @classmethod

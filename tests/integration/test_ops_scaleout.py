@@ -4,6 +4,7 @@ storage), and that an unreachable S3 is a 503, never a 500."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,8 +13,12 @@ from tests.servers import SeaweedServer, free_port
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings
+from vidq.errors import StorageUnavailable
+from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
 from vidq.store import JobStore, open_store
+
+LOCAL = "http://localhost"  # a Host the API answers without VIDQ_PUBLIC_URL
 
 
 @pytest.fixture
@@ -28,14 +33,16 @@ def pg_store(pg_url: str) -> Iterator[JobStore]:
 def test_ready_reports_each_dependency(pg_store: JobStore, seaweed: SeaweedServer) -> None:
     good = S3BlobStore("ready", endpoint_url=seaweed.endpoint, access_key=seaweed.access_key,
                        secret_key=seaweed.secret_key)  # fmt: skip
-    with TestClient(create_app(Settings(), pg_store, good)) as client:
+    with TestClient(create_app(Settings(), pg_store, good), base_url=LOCAL) as client:
         assert client.get("/health").json() == {"status": "ok"}
         r = client.get("/ready")
         assert r.status_code == 200 and r.json()["checks"] == {"database": "ok", "storage": "ok"}
     dead = S3BlobStore("ready", endpoint_url=f"http://127.0.0.1:{free_port()}",
                        access_key="a", secret_key="b")  # fmt: skip
     token = create_token(pg_store, "alice")
-    with TestClient(create_app(Settings(), pg_store, dead), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(Settings(), pg_store, dead), base_url=LOCAL, raise_server_exceptions=False
+    ) as c:
         r = c.get("/ready")
         assert r.status_code == 503 and r.headers["retry-after"]
         assert r.json()["checks"]["database"] == "ok"
@@ -53,3 +60,36 @@ def test_ready_reports_each_dependency(pg_store: JobStore, seaweed: SeaweedServe
         assert r.status_code == 503 and r.headers["retry-after"], r.text
     good.close()
     dead.close()
+
+
+class _FullDisk(LocalBlobStore):
+    """Local storage that is reachable but cannot take a write (ENOSPC)."""
+
+    full = True
+    writes = 0
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self.writes += 1
+        if self.full:
+            raise StorageUnavailable("No space left on device")
+        super().put_bytes(key, data, content_type)
+
+
+def test_ready_says_when_storage_takes_no_writes(tmp_path: Path) -> None:
+    """Issue 12, row 10: a full disk answers a reachability check but not a write."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    storage = _FullDisk(tmp_path / "blobs", b"k")
+    storage.check()  # reachable and the folder is writable: the old probe said ok
+    try:
+        with TestClient(create_app(Settings(), store, storage), base_url=LOCAL) as client:
+            r = client.get("/ready")
+            assert r.status_code == 503, r.text
+            assert r.json()["checks"] == {"database": "ok", "storage": "No space left on device"}
+            assert client.get("/ready").status_code == 503
+            assert storage.writes == 1  # one probe write answers for a few seconds
+            storage.full = False
+            client.app.state.ctx.storage_probe = (float("-inf"), None)  # type: ignore[attr-defined]
+            assert client.get("/ready").status_code == 200
+            assert storage.keys("ready/") == []  # the probe object is deleted
+    finally:
+        store.close()

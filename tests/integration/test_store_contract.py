@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -219,6 +220,50 @@ def test_fail_retries_while_attempts_remain(store: JobStore) -> None:
     assert c is not None and c.id == job2.id
     assert store.fail(c.id, c.lease_token or "", "bad input", "invalid", retry=False)
     assert store.get(c.id).state is JobState.FAILED  # type: ignore[union-attr]
+
+
+def test_a_retry_waits_out_its_backoff_and_lets_later_jobs_go_first(store: JobStore) -> None:
+    flaky = store.enqueue(new())
+    later = store.enqueue(new())
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == flaky.id
+    assert store.fail(flaky.id, first.lease_token or "", "storage down", "unavailable",
+                      retry=True, retry_after_s=60)  # fmt: skip
+    assert store.get(flaky.id).state is JobState.RETRY  # type: ignore[union-attr]
+    taken = store.claim([POOL], "w", 30)
+    assert taken is not None and taken.id == later.id  # the backing-off retry is skipped
+    assert store.claim([POOL], "w", 30) is None
+    assert store.queue_depths() == {POOL: 1}  # ... but it is still queued, not lost
+    again = store.enqueue(new())
+    soon = store.claim([POOL], "w", 30)
+    assert soon is not None and soon.id == again.id
+    assert store.fail(again.id, soon.lease_token or "", "engine crash", "engine",
+                      retry=True, retry_after_s=0.3)  # fmt: skip
+    assert store.claim([POOL], "w", 30) is None
+    time.sleep(0.4)
+    retried = store.claim([POOL], "w", 30)
+    assert retried is not None and retried.id == again.id and retried.attempt == 2
+
+
+def test_status_reads_never_parse_the_inputs(store: JobStore, db_url: str) -> None:
+    """A status poll reads columns only: the inputs can be large (issue 12, row 5)."""
+    plain = store.enqueue(new())
+    hq = store.enqueue(
+        NewJob("alice", "wan22-fast-t2v", POOL, 0, 0,
+               {"prompt": "x", "higher_quality_with_more_steps": True}, max_attempts=3)
+    )  # fmt: skip
+    before = store.job_status(hq.id, "alice")
+    assert before is not None and before.higher_quality
+    assert not store.job_status(plain.id, "alice").higher_quality  # type: ignore[union-attr]
+    # Inputs that no JSON parser accepts: a status read that parsed them would fail.
+    if db_url.startswith("sqlite"):
+        with closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as conn, conn:
+            conn.execute("UPDATE jobs SET inputs = 'not json'")
+    else:
+        with psycopg.connect(db_url) as conn:
+            conn.execute("UPDATE jobs SET inputs = 'not json'")
+    after = store.job_status(hq.id, "alice")
+    assert after is not None and after.higher_quality and after.queue_position == 1
 
 
 def test_reap_expired_leases(store: JobStore) -> None:
@@ -454,6 +499,7 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             inspector = sa.inspect(conn)
             columns = {c["name"] for c in inspector.get_columns("jobs")}
             assert {c.strip() for c in JOB_COLUMNS.split(",")} <= columns
+            assert {"higher_quality", "retry_at"} <= columns
             assert {"name", "pools", "seen_at"} <= {
                 c["name"] for c in inspector.get_columns("workers")
             }

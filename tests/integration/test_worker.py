@@ -14,7 +14,7 @@ import pytest
 
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
-from vidq.errors import EngineCrashed
+from vidq.errors import EngineCrashed, StorageUnavailable
 from vidq.jobs import JobState, NewJob
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
@@ -138,3 +138,36 @@ def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
     job = store.get(job_id)
     assert job is not None and job.state is JobState.RUNNING and job.lease_token == "other"
     assert storage.keys("outputs/") == []  # the stale upload was deleted
+
+
+class _FullStorage(LocalBlobStore):
+    """Local storage whose uploads fail as a full disk would; records, on the database
+    clock, when each attempt's upload failed and when that attempt was claimed."""
+
+    def __init__(self, root: Path, store: SQLiteStore) -> None:
+        super().__init__(root, b"k")
+        self.store = store
+        self.attempts: list[tuple[float, float]] = []  # (claimed at, failed at)
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        job = self.store.get(int(key.rsplit("/", 1)[1].split("_", 1)[0]))
+        assert job is not None and job.started_at is not None
+        self.attempts.append((job.started_at, self.store.now()))
+        raise StorageUnavailable("No space left on device")
+
+
+def test_storage_failures_back_off_between_attempts(
+    backends: tuple[SQLiteStore, LocalBlobStore], tmp_path: Path
+) -> None:
+    """Issue 12, row 10: a full disk must not burn every attempt within 100 ms."""
+    store, _ = backends
+    storage = _FullStorage(tmp_path / "full", store)
+    job_id = new_job(store)
+    Worker(store, storage, options(retry_backoff_s=0.4)).run()  # burst: waits for the retries
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.FAILED and job.attempt == 3
+    assert "No space left on device" in (job.error or "")
+    assert len(storage.attempts) == 3
+    waits = [storage.attempts[i + 1][0] - storage.attempts[i][1] for i in range(2)]
+    # 0.4 s then 0.8 s nominal, jitter takes off at most half
+    assert waits[0] >= 0.2 and waits[1] >= 0.4, waits

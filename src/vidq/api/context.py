@@ -49,6 +49,8 @@ class AppContext:
     auth: Authenticator
     eta: EtaEstimator
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # /ready's storage write probe: (when it ran, its error or None), reused a few seconds
+    storage_probe: tuple[float, str | None] = (float("-inf"), None)
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
 
     def base_url(self, request: Request) -> str:

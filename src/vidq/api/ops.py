@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import context
+from vidq.api.context import AppContext, context
 from vidq.api.deps import caller
 from vidq.catalog import MODELS, schema_json
-from vidq.errors import NotFound, VidqError
+from vidq.errors import NotFound, StorageUnavailable, VidqError
 from vidq.store.base import Token
 
 router = APIRouter(tags=["operations"])
@@ -44,11 +47,39 @@ async def health() -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready", summary="Readiness: the job store and the object storage answer")
+# How long one storage write probe answers /ready: probes come every few seconds from
+# every load balancer and orchestrator, and each is a real write.
+STORAGE_PROBE_TTL_S = 5.0
+
+
+def _storage_writable(ctx: AppContext) -> None:
+    """Raise StorageUnavailable unless an object can be written and deleted now (a full
+    disk or a read-only bucket still answers a plain reachability check)."""
+    at, error = ctx.storage_probe
+    now = time.monotonic()
+    if now - at >= STORAGE_PROBE_TTL_S:
+        key = f"ready/probe-{uuid.uuid4().hex}"
+        try:
+            ctx.storage.check()
+            ctx.storage.put_bytes(key, b"ok", "text/plain")
+            ctx.storage.delete(key)
+            error = None
+        except VidqError as exc:
+            error = exc.message
+        ctx.storage_probe = (now, error)
+    if error is not None:
+        raise StorageUnavailable(error)
+
+
+@router.get("/ready", summary="Readiness: the job store answers and the storage takes writes")
 async def ready(request: Request) -> Response:
     ctx = context(request)
     checks: dict[str, str] = {}
-    for name, probe in (("database", ctx.store.now), ("storage", ctx.storage.check)):
+    probes: dict[str, Callable[[], object]] = {
+        "database": ctx.store.now,
+        "storage": lambda: _storage_writable(ctx),
+    }
+    for name, probe in probes.items():
         try:
             await run_in_threadpool(probe)
             checks[name] = "ok"

@@ -123,9 +123,18 @@ class JobStore(Protocol):
     def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
         """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost."""
 
-    def fail(self, job_id: int, token: str, error: str, error_type: str, retry: bool) -> bool:
+    def fail(
+        self,
+        job_id: int,
+        token: str,
+        error: str,
+        error_type: str,
+        retry: bool,
+        retry_after_s: float = 0.0,
+    ) -> bool:
         """RUNNING -> RETRY (if ``retry`` and attempts remain) or FAILED; fenced. A retry
-        wakes the pool's waiting workers."""
+        is not claimed for ``retry_after_s`` seconds of database time (backoff); it wakes
+        the pool's waiting workers."""
 
     def release(self, job_id: int, token: str) -> bool:
         """Give a job back without spending an attempt (graceful shutdown); fenced.

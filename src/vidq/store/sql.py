@@ -65,7 +65,9 @@ class SQLStore:
         params = {
             "owner": new.user, "model_id": new.model_id, "pool": new.pool, "tier": new.tier,
             "priority": new.priority, "rank": queue_rank(new.tier, new.priority),
-            "inputs": dumps(new.inputs), "binary_output": new.binary_output,
+            "inputs": dumps(new.inputs),
+            "higher_quality": bool(new.inputs.get("higher_quality_with_more_steps")),
+            "binary_output": new.binary_output,
             "max_attempts": new.max_attempts, "work_units": new.work_units,
             "idempotency_key": new.idempotency_key, "webhook_url": new.webhook_url,
         }  # fmt: skip
@@ -172,10 +174,19 @@ class SQLStore:
         )
         return changed == 1
 
-    def fail(self, job_id: int, token: str, error: str, error_type: str, retry: bool) -> bool:
+    def fail(
+        self,
+        job_id: int,
+        token: str,
+        error: str,
+        error_type: str,
+        retry: bool,
+        retry_after_s: float = 0.0,
+    ) -> bool:
         row = self._row(
-            self._sql.fail, id=job_id, token=token, error=error, error_type=error_type, retry=retry
-        )
+            self._sql.fail, id=job_id, token=token, error=error, error_type=error_type,
+            retry=retry, retry_after_s=retry_after_s,
+        )  # fmt: skip
         return row is not None
 
     def release(self, job_id: int, token: str) -> bool:

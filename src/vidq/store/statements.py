@@ -2,9 +2,8 @@
 
 ``Statements`` holds the SQL both databases run. In it ``:name`` is a parameter (each
 driver converts it to its own placeholder style), ``{NOW}`` the database clock in seconds
-since the epoch, and ``{HIGHER_QUALITY}`` the inputs' ``higher_quality_with_more_steps``
-flag; each dialect subclass gives those two expressions and overrides the one statement
-that truly differs, the claim.
+since the epoch; each dialect subclass gives that expression and overrides the one
+statement that truly differs, the claim.
 
 A statement marked ``wakes`` may move jobs into the queue (PENDING or RETRY); it returns
 the ``state`` and ``pool`` of every row it changed, and when one of them is queued the
@@ -32,9 +31,12 @@ class Statement:
 # What a claim sets on the job it takes: both dialects' claims share it.
 _TAKE = """
     state = 'RUNNING', attempt = attempt + 1, lease_token = :token, worker = :worker,
-    lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0"""
+    lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0,
+    retry_at = NULL"""
+# A retry backing off (``retry_at`` in the future) waits; the jobs behind it go first.
 _FIRST_QUEUED = """
     SELECT id FROM jobs WHERE pool IN ({pools}) AND state IN ('PENDING', 'RETRY')
+        AND (retry_at IS NULL OR retry_at <= {NOW})
     ORDER BY rank, id LIMIT 1"""
 
 
@@ -42,7 +44,6 @@ class Statements:
     """The statements both dialects share; a subclass per dialect fills in the rest."""
 
     NOW: ClassVar[str]  # the database clock as float seconds since the epoch
-    HIGHER_QUALITY: ClassVar[str]  # inputs.higher_quality_with_more_steps as a boolean
 
     # -- jobs: API side ---------------------------------------------------------------
     now = Statement("SELECT {NOW} AS now")
@@ -51,9 +52,11 @@ class Statements:
     insert_job = Statement(
         f"""
         INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
-            binary_output, max_attempts, work_units, idempotency_key, webhook_url, created_at)
+            higher_quality, binary_output, max_attempts, work_units, idempotency_key,
+            webhook_url, created_at)
         VALUES (:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
-            :binary_output, :max_attempts, :work_units, :idempotency_key, :webhook_url, {{NOW}})
+            :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
+            :webhook_url, {{NOW}})
         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {JOB_COLUMNS}""",
         wakes=True,
@@ -67,9 +70,10 @@ class Statements:
     queue_version = Statement("SELECT version FROM queue_versions WHERE pool = :pool")
     # The status poll: one read, positional columns (see rows.job_status_from_row), and
     # the pool's queue version so that the cached position is checked in the same read.
+    # It never touches ``inputs``: that can be large, and a poll must stay cheap.
     job_status = Statement("""
         SELECT id, model_id, pool, tier, priority, state, progress_done, progress_total,
-            work_units, {HIGHER_QUALITY}, result_key, error,
+            work_units, higher_quality, result_key, error,
             (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool)
         FROM jobs WHERE id = :id AND owner = :owner""")
     queue_keys = Statement("""
@@ -109,7 +113,9 @@ class Statements:
         UPDATE jobs SET
             state = CASE WHEN :retry AND attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
             error = :error, error_type = :error_type, lease_token = NULL, lease_until = NULL,
-            finished_at = CASE WHEN :retry AND attempt < max_attempts THEN NULL ELSE {NOW} END
+            finished_at = CASE WHEN :retry AND attempt < max_attempts THEN NULL ELSE {NOW} END,
+            retry_at = CASE WHEN :retry AND attempt < max_attempts
+                THEN {NOW} + :retry_after_s ELSE NULL END
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
         RETURNING state, pool""",
         wakes=True,
@@ -169,9 +175,8 @@ class Statements:
 
     @classmethod
     def expand(cls, stmt: Statement) -> Statement:
-        """``stmt`` with this dialect's ``{NOW}`` and ``{HIGHER_QUALITY}``."""
-        sql = stmt.sql.replace("{NOW}", cls.NOW).replace("{HIGHER_QUALITY}", cls.HIGHER_QUALITY)
-        return dataclasses.replace(stmt, sql=sql)
+        """``stmt`` with this dialect's ``{NOW}``."""
+        return dataclasses.replace(stmt, sql=stmt.sql.replace("{NOW}", cls.NOW))
 
     @classmethod
     def with_pools(cls, stmt: Statement, count: int) -> Statement:
@@ -181,10 +186,9 @@ class Statements:
 
 
 class SQLiteStatements(Statements):
-    """SQLite: the clock from ``julianday``, JSON through ``json_extract``."""
+    """SQLite: the clock from ``julianday``."""
 
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-    HIGHER_QUALITY = "json_extract(inputs, '$.higher_quality_with_more_steps')"
     # One UPDATE: SQLite takes the database's write lock when a writing statement starts,
     # before it reads (as BEGIN IMMEDIATE would), so two claimers never pick one row.
     claim = Statement(f"""
@@ -195,13 +199,9 @@ class SQLiteStatements(Statements):
 
 class PostgresStatements(Statements):
     """PostgreSQL: the transaction's ``now()`` (one instant for a whole statement, so the
-    reaper compares every row against it and the planner can use ``ix_jobs_lease``),
-    JSON through a ``jsonb`` cast."""
+    reaper compares every row against it and the planner can use ``ix_jobs_lease``)."""
 
     NOW = "extract(epoch from now())::float8"
-    HIGHER_QUALITY = (
-        "coalesce((inputs::jsonb ->> 'higher_quality_with_more_steps') = 'true', false)"
-    )
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""

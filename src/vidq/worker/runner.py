@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -49,7 +50,15 @@ class WorkerOptions:
     burst: bool = False  # drain the queue, then exit
     drain_s: float = 30.0  # on stop, how long the current job may still run
     complete_retry_s: float = 120.0  # how long to retry a complete while the store is down
+    retry_backoff_s: float = 2.0  # a retryable failure's first wait before the next attempt
+    retry_backoff_max_s: float = 60.0
     name: str = ""
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: exponential, with jitter so that jobs
+        failed by one outage (storage down) do not all come back at the same instant."""
+        nominal = min(self.retry_backoff_max_s, self.retry_backoff_s * 2.0 ** max(0, attempt - 1))
+        return nominal * random.uniform(0.5, 1.0)
 
 
 def output_key(job: Job, model: Model, result: EngineResult) -> str:
@@ -103,7 +112,7 @@ class Worker:
                     self._stopping.wait(1.0)
                     continue
                 if job is None:
-                    if self.options.burst:
+                    if self.options.burst and not self._backing_off():
                         break
                     self.store.wait_for_jobs(self.options.pools, self.options.poll_s)
                     continue
@@ -112,6 +121,15 @@ class Worker:
         finally:
             self.close()
         return done
+
+    def _backing_off(self) -> bool:
+        """Whether this worker's pools still hold queued jobs it could not claim (retries
+        waiting out their backoff): a burst worker waits for them instead of exiting."""
+        try:
+            depths = self.store.queue_depths()
+        except ServiceUnavailable:
+            return True
+        return any(depths.get(pool) for pool in self.options.pools)
 
     def _maybe_reap(self) -> None:
         now = time.monotonic()
@@ -249,8 +267,9 @@ class Worker:
             self._release(job)
             return
         log.warning("job attempt failed: %s", message, extra={"job_id": job.id, "retry": retry})
+        delay = self.options.retry_delay(job.attempt) if retry else 0.0
         try:
-            self.store.fail(job.id, job.lease_token or "", message, error_type, retry)
+            self.store.fail(job.id, job.lease_token or "", message, error_type, retry, delay)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper retries the job
 
