@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # Input media (README "Inputs of every family"). Byte limits are 413, the rest 422.
     max_input_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Decoded size per input.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height of an image.")
+    decode_threads: int = Field(
+        2,
+        ge=1,
+        description="Input images the API decodes at once (each takes up to "
+        "max_image_pixels x 4 bytes); other submits wait for a free one, up to 30 s (then 503).",
+    )
     max_audio_seconds: float = Field(60.0, gt=0, description="Longest audio input (S2V).")
     max_video_seconds: float = Field(30.0, gt=0, description="Longest video input (Foley).")
     fetch_timeout: float = Field(20.0, gt=0, description="Whole-fetch deadline of an input URL.")
