@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     poll_interval: float = Field(0.5, gt=0, description="Idle worker poll when not woken.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_fields_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="A request's JSON apart from its media fields (prompt, options, unknown "
+        "fields: what is stored with the job); 413 over it.",
+    )
     pools: str | None = Field(
         None, description="Comma-separated pools a worker serves; all if unset."
     )
