@@ -184,11 +184,11 @@ def check_fields_size(body: JsonBody, media: Collection[str], limit: int) -> Non
     }
     total = 2 + sum(kept.values()) + max(0, len(kept) - 1)
     if total > limit:
-        largest = max(kept, key=kept.__getitem__)
-        raise PayloadTooLarge(
-            f"{_over(limit)}: {total} bytes; the largest field is "
-            f"'{_shown([largest])[0]}' ({kept[largest]} bytes)"
-        )
+        message = f"{_over(limit)}: {total} bytes"
+        if kept:
+            largest = max(kept, key=kept.__getitem__)
+            message += f"; the largest field is '{_shown([largest])[0]}' ({kept[largest]} bytes)"
+        raise PayloadTooLarge(message)
 
 
 class JsonRequest(Request):
