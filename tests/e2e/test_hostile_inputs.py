@@ -144,15 +144,31 @@ def test_a_valid_surrogate_pair_is_an_ordinary_character(client: httpx.Client) -
 # --- bodies the framework answered 400 or 500 ---------------------------------------------
 
 _BAD_BODIES = {
-    "invalid UTF-8": (b'{"prompt": "caf\xe9 au lait"}', "UTF-8"),
-    "5,000-digit integer": (b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", "5000 digits"),
-    "5,000-digit unknown": (b'{"prompt": "x", "n": -' + b"9" * 5000 + b"}", "5000 digits"),
-    "NaN": (b'{"prompt": "x", "cfg": NaN}', "NaN"),
-    "1e999": (b'{"prompt": "x", "cfg": 1e999}', "out of range"),
-    "nested 300 deep": (b'{"prompt": "x", "a": ' + b"[" * 300 + b"]" * 300 + b"}", "deeper"),
-    "nested 100k deep": (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "deeper"),
-    "truncated": (b'{"prompt": "x", ', "invalid JSON"),
-    "not an object": (b'["prompt", "x"]', "JSON object"),
+    "invalid UTF-8": (b'{"prompt": "caf\xe9 au lait"}', "UTF-8", ["body"]),
+    "5,000-digit integer": (
+        b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}",
+        "5000 digits",
+        ["body", "seed"],
+    ),
+    "5,000-digit unknown": (
+        b'{"prompt": "x", "n": [-' + b"9" * 5000 + b"]}",
+        "5000 digits",
+        ["body", "n", 0],
+    ),
+    "NaN": (b'{"prompt": "x", "cfg": NaN}', "NaN", ["body", "cfg"]),
+    "1e999": (b'{"prompt": "x", "cfg": 1e999}', "out of range", ["body", "cfg"]),
+    "nested 300 deep": (
+        b'{"prompt": "x", "a": ' + b"[" * 300 + b"]" * 300 + b"}",
+        "deeper than 32",
+        ["body", "a", *[0] * 31],
+    ),
+    "nested 100k deep": (
+        b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "deeper than 32",
+        ["body"],
+    ),
+    "truncated": (b'{"prompt": "x", ', "invalid JSON", ["body"]),
+    "not an object": (b'["prompt", "x"]', "JSON object", ["body"]),
 }
 
 
@@ -161,9 +177,9 @@ _BAD_BODIES = {
 def test_bad_bodies_are_422_with_detail(
     client: httpx.Client, nothing_stored: Callable[[], None], route: str, case: str
 ) -> None:
-    body, words = _BAD_BODIES[case]
+    body, words, loc = _BAD_BODIES[case]
     detail = detail_of_422(post_raw(client, route, body))
-    assert words in detail[0]["msg"], detail
+    assert words in detail[0]["msg"] and detail[0]["loc"] == loc, detail
     nothing_stored()
 
 

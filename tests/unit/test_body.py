@@ -32,8 +32,22 @@ def test_depth_is_allowed_up_to_the_limit() -> None:
 def test_integers_up_to_20_digits() -> None:
     big = "1" * MAX_INT_DIGITS
     assert parse(f'{{"seed": -{big}}}'.encode(), LIMIT).data["seed"] == -int(big)
-    with pytest.raises(InvalidInput, match="21 digits"):
-        parse(f'{{"seed": {big}1}}'.encode(), LIMIT)
+    with pytest.raises(InvalidInput, match="21 digits") as err:
+        parse(f'{{"opts": {{"seed": {big}1}}}}'.encode(), LIMIT)
+    assert err.value.detail[0]["loc"] == ["body", "opts", "seed"]
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"-Infinity", b"1e999", b"[NaN]"])
+def test_numbers_are_finite(raw: bytes) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(b'{"cfg": ' + raw + b"}", LIMIT)
+    assert err.value.detail[0]["type"] == "finite_number"
+    assert err.value.detail[0]["loc"] == (
+        ["body", "cfg", 0] if raw == b"[NaN]" else ["body", "cfg"]
+    )
+    with pytest.raises(InvalidInput, match="not a JSON number") as err:
+        parse(b"NaN", LIMIT)
+    assert err.value.detail[0]["loc"] == ["body"]
 
 
 @pytest.mark.parametrize(

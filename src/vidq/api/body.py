@@ -7,10 +7,11 @@ were dumped; a NUL or a lone surrogate in any string was stored, and PostgreSQL'
 ``inputs::jsonb`` then failed on every read of the job; unknown fields of any size were
 stored in the job row. Here each is refused before anything is stored:
 
-- the body is UTF-8 JSON whose top level is an object, integers have at most
-  ``MAX_INT_DIGITS`` digits, numbers are finite (no NaN or Infinity), and containers nest
-  at most ``MAX_DEPTH`` deep: else 422;
-- no string, value or key, holds a NUL or a lone surrogate: else 422 naming the field;
+- the body is UTF-8 JSON whose top level is an object, and containers nest at most
+  ``MAX_DEPTH`` deep: else 422;
+- integers have at most ``MAX_INT_DIGITS`` digits, numbers are finite (no NaN, Infinity or
+  1e999), and no string, value or key, holds a NUL or a lone surrogate: else 422 naming
+  the field;
 - the JSON apart from the media fields (the prompt, the options and unknown fields: what
   is stored with the job) is at most ``max_fields_bytes``: else 413 naming the limit.
 
@@ -55,25 +56,33 @@ class JsonBody:
     sizes: dict[str, int]
 
 
-class _Refused(Exception):
-    """A number the JSON hooks refuse (raised inside ``json.loads``)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Refused:
+    """A number the JSON hooks refuse; ``_walk`` reports it where it was found."""
+
+    message: str
+    kind: str
 
 
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _Refused(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+def _int(text: str) -> int | _Refused:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        return _Refused(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})", _TOO_LONG)
     return int(text)
 
 
-def _float(text: str) -> float:
+def _float(text: str) -> float | _Refused:
     value = float(text)
     if not math.isfinite(value):
-        raise _Refused(f"a number out of range ({text[:30]})")
+        return _Refused(f"{text[:30]} is out of range for a number", _NOT_FINITE)
     return value
 
 
-def _constant(text: str) -> Any:
-    raise _Refused(f"{text} is not JSON")
+def _constant(text: str) -> _Refused:
+    return _Refused(f"{text} is not a JSON number", _NOT_FINITE)
+
+
+_TOO_LONG, _NOT_FINITE = "int_parsing_size", "finite_number"  # pydantic's names for these
 
 
 def _invalid(message: str, kind: str = "json_invalid") -> InvalidInput:
@@ -101,9 +110,9 @@ def parse(raw: bytes, max_fields_bytes: int) -> JsonBody:
         raise _invalid(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise _invalid(f"nested deeper than {MAX_DEPTH}", "json_depth") from None
-    except _Refused as exc:
-        raise _invalid(f"invalid JSON: {exc}") from None
     if not isinstance(data, dict):
+        if isinstance(data, _Refused):
+            raise _invalid(data.message, data.kind)
         raise _invalid("the body must be a JSON object", "dict_type")
     sizes = {}
     for key, value in data.items():
@@ -122,6 +131,8 @@ def _walk(value: Any, loc: list[str | int]) -> int:
         if isinstance(item, str):
             _check_string(item, where)
             size += _json_size(item)
+        elif isinstance(item, _Refused):
+            raise InvalidInput("", item.message, kind=item.kind, loc=_shown(where))
         elif isinstance(item, dict | list):
             if len(where) + 1 > MAX_DEPTH:  # the body itself is the first level
                 raise InvalidInput(
