@@ -279,6 +279,18 @@ class LimitsSettings(_Group):
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest request body (413 above)."
     )
+    max_fields_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="A request's JSON apart from its media fields (prompt, options, unknown "
+        "fields: what is stored with the job); 413 above.",
+    )
+    decode_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Images the API decodes at once (their pixels must fit in memory "
+        "together); other submits wait up to 30 s, then get 503.",
+    )
     max_input_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,

@@ -23,6 +23,7 @@ default message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -59,17 +60,28 @@ class InvalidInput(UserError):
 
     http_status = 422
 
-    def __init__(self, field: str, message: str, *, kind: str = "value_error") -> None:
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        kind: str = "value_error",
+        loc: Sequence[str | int] | None = None,
+    ) -> None:
         self.field = field
         self.kind = kind
-        super().__init__(f"{field}: {message}")
+        # Where in the body: ``loc`` when given (keys may hold dots, list items are ints),
+        # else the dotted ``field``; empty for the body as a whole.
+        self.loc: list[str | int] = (
+            list(loc) if loc is not None else [*filter(None, field.split("."))]
+        )
+        super().__init__(f"{field}: {message}" if field else message)
         self.reason = message
 
     @property
     def detail(self) -> Any:
         # The shape FastAPI uses for validation errors, so clients parse one format.
-        loc: list[str | int] = ["body", *self.field.split(".")] if self.field else ["body"]
-        return [{"loc": loc, "msg": self.reason, "type": self.kind}]
+        return [{"loc": ["body", *self.loc], "msg": self.reason, "type": self.kind}]
 
 
 class PayloadTooLarge(UserError):

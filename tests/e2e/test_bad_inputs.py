@@ -138,7 +138,7 @@ def test_a_200_mb_body_is_413_by_content_length(server: Server) -> None:
     token = server.token("bob")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            b"POST /queue/wan22-fast-i2v HTTP/1.1\r\nHost: x\r\n"
+            b"POST /queue/wan22-fast-i2v HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + f"Authorization: Bearer {token}\r\n".encode()
             + b"Content-Type: application/json\r\nContent-Length: 209715200\r\n\r\n"
             + b'{"prompt": "x", "data_uri": "'

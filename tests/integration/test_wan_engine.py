@@ -6,6 +6,9 @@ decoded. The Lightning LoRA test checks the lightx2v key format lands in both ex
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from tests.helpers import probe_mp4
+from tests.helpers import ROOT, probe_mp4
 from vidq.config import WanSettings
 from vidq.engines.base import EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess
@@ -207,3 +210,26 @@ def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
     described = _describe(err.value)
     assert described["retryable"] and described["restart"]
     assert "the GPU ran out of memory generating 1280x720, 81 frames" in described["message"]
+
+
+_THIN = """
+import resource, sys
+from PIL import Image
+from vidq.engines.wan_pipeline import _cover  # imports torch: cap what comes after it
+with open("/proc/self/status") as f:
+    size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+limit = size + 1536 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+out = _cover(Image.new("RGB", (1, 20000), (10, 200, 30)), 832, 480)
+print(out.width, out.height, *out.getpixel((400, 200)))
+"""
+
+
+def test_a_thin_image_is_covered_in_bounded_memory() -> None:
+    """Scaling a 1 x 20000 strip up whole to cover 832 x 480 would take ~41 GB; only the
+    part shown is resampled (issue 12, row 2, for the wan engine too)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", _THIN], env=env, capture_output=True,
+                         text=True, timeout=120, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["832", "480", "10", "200", "30"]

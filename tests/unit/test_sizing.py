@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
+from tests.helpers import ROOT
 from vidq.catalog import parse_new_resolution
+from vidq.engines.preview_media import conditioning_image
 from vidq.media.sizing import (
     Plan,
+    crop_for,
     image_plan,
     image_video_size,
-    resize_for,
+    resolution_size,
     text_plan,
     video_plan,
 )
@@ -85,12 +97,12 @@ def test_new_resolution_rejects(value: str | int) -> None:
 
 
 def test_new_resolution_effects() -> None:
-    assert resize_for(320, 180, "1280x720").cropped == (1280, 720)
-    assert resize_for(320, 180, "640x640").cropped == (640, 640)
-    assert resize_for(320, 180, "720p").cropped == (1280, 720)  # short side 720
-    assert resize_for(180, 320, "720p").cropped == (720, 1280)
-    assert resize_for(320, 180, 360).cropped == (640, 360)  # height 360
-    assert resize_for(1920, 1080, "720p").cropped == (1920, 1080)  # only upscales
+    assert resolution_size(320, 180, "1280x720") == (1280, 720)
+    assert resolution_size(320, 180, "640x640") == (640, 640)
+    assert resolution_size(320, 180, "720p") == (1280, 720)  # short side 720
+    assert resolution_size(180, 320, "720p") == (720, 1280)
+    assert resolution_size(320, 180, 360) == (640, 360)  # height 360
+    assert resolution_size(1920, 1080, "720p") == (1920, 1080)  # only upscales
     # The aspect of an exact new_resolution decides the video's aspect.
     assert image_plan({"duration": 1, "new_resolution": "640x640"}, 320, 180).width == 480
 
@@ -101,3 +113,102 @@ def test_foley_keeps_the_video_geometry() -> None:
     )
     plan = Plan(128, 96, 24, Fraction(12))
     assert Plan.from_json(plan.as_json()) == plan and plan.seconds == 2.0
+
+
+# --- memory is O(output), whatever the input's shape ------------------------------------
+
+_NEW_RESOLUTIONS = st.one_of(
+    st.none(),
+    st.builds(lambda w, h: f"{w}x{h}", st.integers(128, 3840), st.integers(128, 3840)),
+    st.builds(lambda n: f"{n}p", st.integers(128, 3840)),
+    st.integers(128, 3840),
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(
+    width=st.integers(1, 40_000),
+    height=st.integers(1, 40_000),
+    new_resolution=_NEW_RESOLUTIONS,
+    anchor=st.sampled_from([None, 128, 480, 720, 1920]),
+    best=st.booleans(),
+)
+def test_the_only_image_made_is_the_output(
+    width: int, height: int, new_resolution: str | int | None, anchor: int | None, best: bool
+) -> None:
+    inputs: dict[str, object] = {"duration": 1, "use_best_resolution": best}
+    if new_resolution is not None:
+        inputs["new_resolution"] = new_resolution
+    if anchor is not None:
+        inputs["height"] = anchor
+    plan = image_plan(inputs, width, height)
+    assert 128 <= plan.width <= 1920 and 128 <= plan.height <= 1920
+    crop = crop_for(width, height, new_resolution, (plan.width, plan.height))
+    # One resample from a part of the input straight to the output: nothing else is made.
+    assert crop.size == (plan.width, plan.height)
+    left, top, right, bottom = crop.box
+    eps = 1e-6 * max(width, height)
+    assert -eps <= left < right <= width + eps and -eps <= top < bottom <= height + eps
+    assert abs((left + right) - width) <= eps and abs((top + bottom) - height) <= eps  # centred
+    assert math.isclose((right - left) / (bottom - top), plan.width / plan.height, rel_tol=1e-9)
+
+
+def test_crop_keeps_the_exact_new_resolution_aspect_first() -> None:
+    # 16:9 input, "640x640" keeps its centre square; a 16:9 output then shows the middle
+    # 9/16 of that square's height (not the whole 16:9 input).
+    crop = crop_for(1600, 900, "640x640", (320, 180))
+    assert crop.box == pytest.approx((350.0, 196.875, 1250.0, 703.125))
+    assert crop_for(1600, 900, None, (320, 180)).box == pytest.approx((0, 0, 1600, 900))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(
+    width=st.integers(1, 60),
+    height=st.integers(1, 60),
+    new_resolution=_NEW_RESOLUTIONS,
+)
+def test_conditioning_image_is_the_plans_size(
+    tmp_path_factory: pytest.TempPathFactory,
+    width: int,
+    height: int,
+    new_resolution: str | int | None,
+) -> None:
+    path = tmp_path_factory.mktemp("img") / "in.png"
+    Image.new("RGB", (width, height), (200, 40, 40)).save(path)
+    inputs = {"duration": 1, "height": 128, "new_resolution": new_resolution}
+    plan = image_plan(inputs, width, height)
+    img = conditioning_image(path, plan, new_resolution)
+    assert img.size == (plan.width, plan.height)
+    assert np.abs(np.asarray(img, dtype=np.int16) - (200, 40, 40)).max() <= 2
+
+
+_BOMB = """
+import resource, sys
+from pathlib import Path
+limit = 1536 * 1024 * 1024  # the old plan for this image needed 2.9 GB in one image
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from vidq.engines.preview_media import conditioning_image
+from vidq.media.sizing import image_plan
+plan = image_plan({"new_resolution": "3840p", "duration": 1}, 1, 50)
+img = conditioning_image(Path(sys.argv[1]), plan, "3840p")
+print(img.width, img.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_1x50_png_at_3840p_is_conditioned_in_bounded_memory(tmp_path: Path) -> None:
+    # Before: scaled to 3840x192000 first (8.56 GB in the engine child, issue 12).
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (1, 50), (10, 120, 230)).save(path)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run(
+        [sys.executable, "-c", _BOMB, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    width, height, peak_mb = map(int, out.stdout.split())
+    assert (width, height) == (128, 480)
+    assert peak_mb < 300, peak_mb

@@ -23,6 +23,7 @@ from vidq.api.eta import EtaEstimator
 from vidq.api.fastpath import StatusFastPath
 from vidq.config import Settings
 from vidq.errors import ServiceUnavailable, VidqError
+from vidq.media.decode import DecodePool
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -117,6 +118,7 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         storage=storage,
         auth=Authenticator(store),
         eta=EtaEstimator(store),
+        images=DecodePool(settings.limits.decode_threads),
     )
 
     @asynccontextmanager
@@ -127,6 +129,7 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         yield
         ctx.reaper_stop.set()
         ctx.webhooks.stop()
+        ctx.images.close()
 
     app = FastAPI(
         title="vidq",

@@ -16,6 +16,7 @@ from vidq.api.auth import Authenticator
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
 from vidq.jobs import Job
+from vidq.media.decode import DecodePool
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -48,6 +49,7 @@ class AppContext:
     storage: BlobStore
     auth: Authenticator
     eta: EtaEstimator
+    images: DecodePool  # where input images are decoded at submit
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     # /ready's storage write probe: (when it ran, its error or None), reused a few seconds
     storage_probe: tuple[float, str | None] = (float("-inf"), None)

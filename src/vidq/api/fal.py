@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import jobs_service as svc
+from vidq.api.body import JsonRoute, submitted
 from vidq.api.context import AppContext, context
 from vidq.api.deps import caller, model_or_404, request_id
 from vidq.catalog import Model, input_schema
@@ -36,7 +37,7 @@ from vidq.errors import InvalidInput
 from vidq.jobs import PRIORITY_MIN, Job, JobState
 from vidq.store.base import Token
 
-router = APIRouter(tags=["fal-compatible"])
+router = APIRouter(tags=["fal-compatible"], route_class=JsonRoute)
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 PRIORITY_HEADER = "x-fal-queue-priority"
@@ -158,10 +159,7 @@ async def submit(
     ``X-Fal-Queue-Priority: normal|low`` are honoured."""
     model = model_or_404(model_id)
     ctx = context(request)
-    try:
-        data = await request.json()
-    except ValueError:
-        raise InvalidInput("body", "the body must be a JSON object") from None
+    data = await submitted(request, model)
     try:
         body = _validate(model, data)
     except _Invalid as exc:

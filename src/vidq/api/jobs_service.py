@@ -47,7 +47,9 @@ def submit(
     if reserved:
         raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
     inputs["priority"] = prio
-    media = load_media(model.family, inputs, limits(ctx.settings), fetch_policy(ctx.settings))
+    media = load_media(
+        model.family, inputs, limits(ctx.settings), fetch_policy(ctx.settings), ctx.images
+    )
     plan = plan_of(model.family, inputs, media)
     blobs = _store_media(ctx, token.user, media)
     for field, key in blobs.items():

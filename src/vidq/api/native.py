@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import jobs_service as svc
+from vidq.api.body import JsonRoute, submitted
 from vidq.api.context import AppContext, context
 from vidq.api.deps import caller, model_or_404, request_id
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
@@ -17,7 +18,7 @@ from vidq.errors import NotFound
 from vidq.jobs import WIRE_STATUS, JobState
 from vidq.store.base import JobStatus, Token
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 BINARY_HEADER = "x-pipelet-output"
 
@@ -38,6 +39,7 @@ def _submit_route(model: Model) -> Any:
     async def create_request(
         request: Request, body: _Inputs, token: Token = Depends(caller)
     ) -> Response:
+        await submitted(request, model)  # the body's limits (api/body.py)
         ctx = context(request)
         binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
         key = svc.idempotency_key(request.headers.get("idempotency-key"))

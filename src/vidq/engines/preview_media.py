@@ -21,28 +21,18 @@ from PIL import Image, ImageOps
 
 from vidq.media.audio import SAMPLE_RATE, Audio, loudness
 from vidq.media.decode import IMAGE_FORMATS
-from vidq.media.sizing import Plan, resize_for
+from vidq.media.sizing import Plan, crop_for
 from vidq.media.video import Frame, read_frames
 
 
-def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale to cover ``width`` x ``height`` and centre-crop to it."""
-    scale = max(width / img.width, height / img.height)
-    size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-    img = img.resize(size, Image.Resampling.LANCZOS)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    return img.crop((left, top, left + width, top + height))
-
-
 def conditioning_image(path: Path, plan: Plan, new_resolution: str | int | None) -> Image.Image:
-    """The input image as the engine conditions on it: EXIF orientation applied,
-    ``new_resolution`` applied, then cover-fit to the plan's size."""
+    """The input image as the engine conditions on it: EXIF orientation applied, then the
+    part that ``new_resolution`` and the cover-fit keep, resampled once to the plan's size
+    (``sizing.crop_for``): nothing bigger than the input or the output is made."""
     with Image.open(path, formats=IMAGE_FORMATS) as raw:
         img = ImageOps.exif_transpose(raw).convert("RGB")
-    resize = resize_for(img.width, img.height, new_resolution)
-    if resize.scaled != img.size or resize.cropped != img.size:
-        img = _cover(img.resize(resize.scaled, Image.Resampling.LANCZOS), *resize.cropped)
-    return _cover(img, plan.width, plan.height)
+    crop = crop_for(img.width, img.height, new_resolution, (plan.width, plan.height))
+    return img.resize(crop.size, Image.Resampling.LANCZOS, box=crop.box)
 
 
 def _zoom(img: Image.Image, factor: float, drift: tuple[float, float]) -> Frame:

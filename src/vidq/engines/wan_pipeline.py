@@ -24,6 +24,7 @@ from PIL import Image
 
 from vidq.engines.wan_layout import WanWeights, missing_message
 from vidq.errors import EngineUnavailable
+from vidq.media.sizing import crop_for
 
 LIGHTNING_SHIFT = 5.0  # the flow shift the lightx2v 4-step LoRAs were distilled with
 ATTENTION_BACKENDS = ("native", "flash", "sage")
@@ -310,12 +311,11 @@ def decode(pipe: Pipe, latents: torch.Tensor) -> npt.NDArray[np.uint8]:
 
 
 def _cover(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale ``image`` to cover width x height and center-crop (no distortion)."""
-    scale = max(width / image.width, height / image.height)
-    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    resized = image.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
-    left, top = (w - width) // 2, (h - height) // 2
-    return resized.crop((left, top, left + width, top + height))
+    """Scale ``image`` to cover width x height and center-crop (no distortion), resampling
+    only the part shown, straight to the output size: memory is O(output) whatever the
+    image's shape (a 1 x 20000 strip is never scaled up whole)."""
+    crop = crop_for(image.width, image.height, None, (width, height))
+    return image.convert("RGB").resize(crop.size, Image.Resampling.LANCZOS, box=crop.box)
 
 
 def _crop(frames: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:

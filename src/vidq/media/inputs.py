@@ -16,11 +16,11 @@ from vidq.catalog import Family
 from vidq.errors import InvalidInput
 from vidq.media.decode import (
     AudioMeta,
+    DecodePool,
     Format,
     ImageMeta,
     Kind,
     check_audio,
-    check_image,
     check_video,
     decode_inline,
 )
@@ -70,14 +70,17 @@ def raw_bytes(field: str, value: str, limits: Limits, policy: FetchPolicy) -> by
     return decode_inline(field, value, limits.max_bytes)
 
 
-def load_one(field: str, value: Any, kind: Kind, limits: Limits, policy: FetchPolicy) -> MediaInput:
-    """Fetch or decode one field and check it is a ``kind`` within the limits."""
+def load_one(
+    field: str, value: Any, kind: Kind, limits: Limits, policy: FetchPolicy, images: DecodePool
+) -> MediaInput:
+    """Fetch or decode one field and check it is a ``kind`` within the limits (images are
+    decoded on ``images``' threads)."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(field, "must be a non-empty string (base64, data: URI or https URL)")
     data = raw_bytes(field, value, limits, policy)
     meta: ImageMeta | AudioMeta | VideoMeta
     if kind is Kind.IMAGE:
-        fmt, meta = check_image(field, data, limits.max_image_pixels)
+        fmt, meta = images.check_image(field, data, limits.max_image_pixels)
     elif kind is Kind.AUDIO:
         fmt, meta = check_audio(field, data, limits.max_audio_seconds)
     else:
@@ -86,11 +89,15 @@ def load_one(field: str, value: Any, kind: Kind, limits: Limits, policy: FetchPo
 
 
 def load_media(
-    family: Family, inputs: dict[str, Any], limits: Limits, policy: FetchPolicy
+    family: Family,
+    inputs: dict[str, Any],
+    limits: Limits,
+    policy: FetchPolicy,
+    images: DecodePool,
 ) -> dict[str, MediaInput]:
     """Every media input of a request that is present, checked (in field order)."""
     return {
-        field: load_one(field, inputs[field], kind, limits, policy)
+        field: load_one(field, inputs[field], kind, limits, policy, images)
         for field, kind in MEDIA_FIELDS[family].items()
         if inputs.get(field) is not None
     }

@@ -17,6 +17,11 @@
   silence to the video.
 - Foley: the input video's own size (rounded down to even sides for yuv420p), frame rate
   and frame count.
+
+Memory is O(output), whatever the input's shape: ``new_resolution`` and the cover-fit to the
+plan are both centre crops plus a scale, so ``crop_for`` folds them into one box of the
+input that is resampled once, straight to the output size. No image of the size
+``new_resolution`` names is ever made (a 1x50 image at ``"3840p"`` would be 3840x192000).
 """
 
 from __future__ import annotations
@@ -41,12 +46,12 @@ DERIVED_MULTIPLE = 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Resize:
-    """How to turn the input image into the conditioning image: scale to ``scaled``
-    (width, height), then centre-crop to ``cropped``."""
+class Crop:
+    """How the input image becomes the conditioning image: the part ``box`` (left, top,
+    right, bottom, in the input's pixels) resampled once to ``size`` (the output's)."""
 
-    scaled: tuple[int, int]
-    cropped: tuple[int, int]
+    box: tuple[float, float, float, float]
+    size: tuple[int, int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,22 +81,43 @@ class Plan:
         return cls(int(data["width"]), int(data["height"]), int(data["frames"]), Fraction(num, den))
 
 
-def resize_for(width: int, height: int, new_resolution: str | int | None) -> Resize:
-    """What ``new_resolution`` does to a ``width`` x ``height`` image."""
+def resolution_size(width: int, height: int, new_resolution: str | int | None) -> tuple[int, int]:
+    """The size ``new_resolution`` gives a ``width`` x ``height`` image. Only its aspect is
+    used (by the plan): the image itself is never made at this size (see ``crop_for``)."""
     if new_resolution is None:
-        return Resize((width, height), (width, height))
+        return width, height
     form, w, h = parse_new_resolution(new_resolution)
     if form == "exact":
-        scale = max(w / width, h / height)
-        scaled = (max(w, round(width * scale)), max(h, round(height * scale)))
-        return Resize(scaled, (w, h))
-    target = w
+        return w, h
     current = min(width, height) if form == "short" else height
-    if current >= target:
-        return Resize((width, height), (width, height))
-    scale = target / current
-    scaled = (round(width * scale), round(height * scale))
-    return Resize(scaled, scaled)
+    if current >= w:
+        return width, height
+    scale = w / current
+    return round(width * scale), round(height * scale)
+
+
+def _largest_box(width: float, height: float, aspect: float) -> tuple[float, float]:
+    """The size of the largest box of ``aspect`` (width / height) in ``width`` x ``height``."""
+    if width / height > aspect:
+        return height * aspect, height
+    return width, width / aspect
+
+
+def crop_for(
+    width: int, height: int, new_resolution: str | int | None, size: tuple[int, int]
+) -> Crop:
+    """The part of a ``width`` x ``height`` image shown at ``size`` (the plan's): an exact
+    ``new_resolution`` keeps its aspect's centre, then the cover-fit keeps the output
+    aspect's centre of that. Scaling in between changes nothing but resolution, so both
+    crops are centred boxes of the input and the input is resampled once."""
+    kept: tuple[float, float] = (width, height)
+    if new_resolution is not None:
+        form, w, h = parse_new_resolution(new_resolution)
+        if form == "exact":
+            kept = _largest_box(width, height, w / h)
+    box_w, box_h = _largest_box(*kept, size[0] / size[1])
+    left, top = (width - box_w) / 2, (height - box_h) / 2
+    return Crop((left, top, left + box_w, top + box_h), size)
 
 
 def _derived(length: float) -> int:
@@ -118,10 +144,8 @@ def image_plan(
     inputs: dict[str, Any], image_w: int, image_h: int, audio_seconds: float | None = None
 ) -> Plan:
     """The plan of an I2V or S2V request whose first image is ``image_w`` x ``image_h``."""
-    resize = resize_for(image_w, image_h, inputs.get("new_resolution"))
-    w, h = image_video_size(
-        *resize.cropped, anchor_of(inputs), bool(inputs.get("use_best_resolution"))
-    )
+    shown = resolution_size(image_w, image_h, inputs.get("new_resolution"))
+    w, h = image_video_size(*shown, anchor_of(inputs), bool(inputs.get("use_best_resolution")))
     duration = inputs.get("duration")
     if duration is None:
         # Encoders pad audio by a few hundredths of a second: ignore up to 0.1 s over.
