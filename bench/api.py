@@ -33,13 +33,13 @@ Request = Callable[[int], bytes]
 
 def get(path: str, token: str = "") -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
 
 
 def post(path: str, body: bytes, token: str = "") -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: bench\r\n{auth}Content-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -132,7 +132,7 @@ def main() -> None:
     try:
         with (
             tempfile.TemporaryDirectory() as tmp,
-            serve(Path(tmp), workers=0, allowed_hosts="bench") as server,
+            serve(Path(tmp), workers=0) as server,
         ):
             port = int(server.url.rsplit(":", 1)[1])
             token = server.token("bench", max_priority=1000)
