@@ -70,12 +70,30 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height of an image.")
     max_audio_seconds: float = Field(60.0, gt=0, description="Longest audio input (S2V).")
     max_video_seconds: float = Field(30.0, gt=0, description="Longest video input (Foley).")
-    fetch_timeout: float = Field(20.0, gt=0, description="Whole-fetch deadline of an input URL.")
+    fetch_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Deadline of fetching a submit's input URLs, all of it: the wait for a "
+        "fetch slot, connect, headers, redirects, body.",
+    )
     fetch_allow_http: bool = Field(False, description="Allow http:// input URLs (local testing).")
     fetch_allow_networks: str | None = Field(
         None,
         description="Comma-separated non-global networks input URLs may reach, e.g. "
         "'127.0.0.1/32' (local testing only; never in production).",
+    )
+
+    fetch_concurrency: int = Field(
+        16, ge=1, description="Submits fetching input URLs at once, per API process."
+    )
+    fetch_per_user: int = Field(
+        4,
+        ge=1,
+        description="Submits of one user fetching input URLs at once, per API process; "
+        "more wait, within `fetch_timeout`.",
+    )
+    decode_concurrency: int = Field(
+        4, ge=1, description="Submits decoding and storing media inputs at once, per API process."
     )
 
     @field_validator("fetch_allow_networks")

@@ -10,12 +10,14 @@ import dataclasses
 import threading
 from typing import Protocol
 
+import anyio
 from fastapi import Request
 
 from vidq.api.auth import Authenticator
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
 from vidq.jobs import Job
+from vidq.media.fetch import Fetcher
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -50,6 +52,8 @@ class AppContext:
     eta: EtaEstimator
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
+    fetcher: Fetcher = dataclasses.field(init=False)  # input URLs; set by create_app
+    decode_limiter: anyio.CapacityLimiter = dataclasses.field(init=False)  # media submits
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
