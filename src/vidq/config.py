@@ -109,6 +109,21 @@ class Settings(BaseSettings):
         description="TESTS ONLY: accept http:// webhook targets on 127.0.0.1/::1/localhost.",
     )
     webhook_max_attempts: int = Field(8, ge=1, description="Webhook deliveries before giving up.")
+    webhook_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Deadline of one webhook delivery attempt: resolve, connect, send, "
+        "the answer's headers.",
+    )
+    webhook_concurrency: int = Field(
+        32, ge=1, description="Webhook deliveries in flight at once, per API process."
+    )
+    webhook_per_host: int = Field(
+        4, ge=1, description="Webhook deliveries in flight to one receiver (host and port)."
+    )
+    webhook_per_user: int = Field(
+        8, ge=1, description="Webhook deliveries in flight for one user's requests."
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'vidq.db'}"

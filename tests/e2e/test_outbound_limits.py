@@ -7,16 +7,18 @@ VIDQ_FETCH_ALLOW_NETWORKS, VIDQ_WEBHOOK_ALLOW_LOOPBACK_HTTP)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.helpers import serve
+from tests.helpers import serve, wait_status
 from tests.hostile import slow_headers
 from tests.loopback import loopback_http
 from tests.media import encode_image, picture
@@ -116,3 +118,80 @@ def test_a_slow_input_url_server_holds_no_request_thread(tmp_path: Path) -> None
             assert detail[0]["loc"] == ["body", "data_uri"]
             assert f"{FETCH_TIMEOUT:g} s" in detail[0]["msg"], detail
         assert seen.most_open <= PER_USER  # one user's share of the fetchers
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """A healthy webhook receiver: records when each delivery arrived."""
+
+    got: list[float] = []  # noqa: RUF012
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        Recorder.got.append(time.monotonic())
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def healthy_receiver() -> Iterator[str]:
+    Recorder.got = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_trickling_webhook_receiver_does_not_delay_another_users(
+    tmp_path: Path, healthy_receiver: str
+) -> None:
+    with (
+        slow_headers(interval=5.0, lifetime=90) as (trickle, seen),
+        serve(tmp_path / "data", webhook_allow_loopback_http="true") as server,
+        server.client(server.token("alice")) as alice,
+        server.client(server.token("bob")) as bob,
+    ):
+        for _ in range(6):
+            r = alice.post(T2V, params={"fal_webhook": f"{trickle}/hook"}, json=SMALL)
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 30
+        while seen.connections < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen.connections >= 4  # alice's deliveries are stuck in the trickle
+        r = bob.post(T2V, params={"fal_webhook": healthy_receiver}, json=SMALL)
+        assert r.status_code == 200, r.text
+        wait_status(bob, "wan22-fast-t2v", r.json()["request_id"], {"COMPLETED"})
+        done = time.monotonic()
+        while not Recorder.got and time.monotonic() < done + 20:
+            time.sleep(0.05)
+        assert Recorder.got, "bob's webhook was not delivered within 20 s"
+        delay = Recorder.got[0] - done
+        print(f"\nbob's webhook delivered {delay:.2f} s after his request completed")
+        assert delay < 3.0
+
+
+UNSAFE_V6 = (
+    "https://[::127.0.0.1]/",  # IPv4-compatible loopback
+    "https://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+    "https://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+    "https://[fec0::1]/",  # site-local (deprecated)
+)
+
+
+def test_webhook_targets_follow_the_input_fetchers_address_rules(tmp_path: Path) -> None:
+    with (
+        serve(tmp_path / "data", workers=0) as server,
+        server.client(server.token("mallory")) as client,
+    ):
+        for url in UNSAFE_V6:
+            for path in (T2V, "/queue/vidq/wan22-fast-t2v"):
+                r = client.post(path, params={"fal_webhook": url}, json=SMALL)
+                assert r.status_code == 422, (url, path, r.text)
+                assert r.json()["detail"][0]["loc"] == ["body", "fal_webhook"]
+        assert client.get("/requests").json()["requests"] == []
