@@ -47,6 +47,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -62,7 +63,14 @@ from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext
 from vidq.errors import InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState
-from vidq.media.outbound import LOOPBACK, KeyedLimit, NetPolicy, PinnedTransport, address_refusal
+from vidq.media.outbound import (
+    LOOPBACK,
+    KeyedLimit,
+    NetPolicy,
+    PinnedTransport,
+    address_refusal,
+    tls_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +135,12 @@ def receiver_of(url: str) -> str:
 
 
 async def post(
-    url: str, body: bytes, headers: Mapping[str, str], policy: NetPolicy, timeout_s: float
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    policy: NetPolicy,
+    timeout_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """POST one delivery; the answer's status code. The whole attempt (resolving,
     connecting, sending, the answer's headers) within ``timeout_s``; the answer's body is
@@ -136,7 +149,7 @@ async def post(
     with anyio.fail_after(timeout_s):
         async with (
             httpx.AsyncClient(
-                transport=PinnedTransport(FIELD, policy),
+                transport=PinnedTransport(FIELD, policy, tls),
                 timeout=timeout_s,
                 follow_redirects=False,
                 trust_env=False,  # never a proxy from the environment
@@ -212,6 +225,7 @@ class WebhookDispatcher:
         self._per_user = KeyedLimit(settings.webhook_per_user)
         self._per_host = KeyedLimit(settings.webhook_per_host)
         self._slots = settings.webhook_concurrency
+        self._tls = tls_context()  # built once, here, off the dispatcher's loop
 
     @property
     def policy(self) -> NetPolicy:
@@ -328,7 +342,9 @@ class WebhookDispatcher:
         check_target(entry.url, allow_loopback_http=settings.webhook_allow_loopback_http)
         body, headers = await anyio.to_thread.run_sync(self._request_of, entry, job)
         try:
-            status = await post(entry.url, body, headers, self.policy, settings.webhook_timeout)
+            status = await post(
+                entry.url, body, headers, self.policy, settings.webhook_timeout, self._tls
+            )
         except TimeoutError:
             log.warning("webhook delivery took over %g s", settings.webhook_timeout, extra=extra)
             return False

@@ -25,6 +25,7 @@ deadline). A user who floods slow URLs fills only their own share.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Mapping
 
 import anyio
@@ -38,6 +39,7 @@ from vidq.media.outbound import (
     PinnedTransport,
     Resolver,
     system_resolver,
+    tls_context,
 )
 
 
@@ -58,23 +60,25 @@ class FetchPolicy:
         return NetPolicy(self.allow_http, self.allow_networks, self.resolver)
 
 
-async def fetch(field: str, url: str, policy: FetchPolicy) -> bytes:
+async def fetch(
+    field: str, url: str, policy: FetchPolicy, tls: ssl.SSLContext | None = None
+) -> bytes:
     """The body of ``url`` under ``policy``, all of it within ``policy.timeout_s``;
     InvalidInput / PayloadTooLarge naming ``field``."""
     try:
         with anyio.fail_after(policy.timeout_s):
-            return await _get(field, url, policy)
+            return await _get(field, url, policy, tls)
     except TimeoutError:
         raise InvalidInput(field, f"URL fetch took over {policy.timeout_s:g} s") from None
 
 
-async def _get(field: str, url: str, policy: FetchPolicy) -> bytes:
+async def _get(field: str, url: str, policy: FetchPolicy, tls: ssl.SSLContext | None) -> bytes:
     # httpx's own timeouts are per operation; the caller's deadline bounds the whole.
     timeout = httpx.Timeout(policy.timeout_s, connect=min(5.0, policy.timeout_s))
     try:
         async with (
             httpx.AsyncClient(
-                transport=PinnedTransport(field, policy.net),
+                transport=PinnedTransport(field, policy.net, tls),
                 timeout=timeout,
                 follow_redirects=True,
                 max_redirects=policy.max_redirects,
@@ -114,6 +118,7 @@ class Fetcher:
     def __init__(self, policy: FetchPolicy, *, total: int, per_user: int) -> None:
         self.policy = policy
         self.total = total
+        self._tls = tls_context()
         self._users = KeyedLimit(per_user)
         self._all = anyio.Semaphore(total)
 
@@ -132,7 +137,7 @@ class Fetcher:
                     started = True
                     for field, url in urls.items():
                         current = field
-                        fetched[field] = await _get(field, url, self.policy)
+                        fetched[field] = await _get(field, url, self.policy, self._tls)
         except TimeoutError:
             if not started:
                 raise InvalidInput(
