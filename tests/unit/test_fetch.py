@@ -3,10 +3,15 @@ servers, reached through a resolver stub and the local-testing allowances."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.server
 import ipaddress
+import ssl
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,6 +19,7 @@ import pytest
 
 from tests.hostile import slow_headers
 from tests.loopback import loopback_http
+from tests.tls import self_signed
 from vidq.errors import InvalidInput, PayloadTooLarge
 from vidq.media import fetch as fetching
 from vidq.media.fetch import Fetcher, FetchPolicy
@@ -219,3 +225,44 @@ def test_one_users_slow_urls_fill_only_their_share() -> None:
     waited = [e for e in errors if "did not start" in e.reason]
     assert len(waited) >= 3  # over her share: refused at the same deadline
     assert all(e.field == "data_uri" and "2 s" in e.reason for e in errors)
+
+
+@contextlib.contextmanager
+def tls_server(tmp: Path, body: bytes) -> Iterator[tuple[int, Path]]:
+    """An HTTPS server on 127.0.0.1 whose certificate names localhost and 127.0.0.1."""
+    cert, key = self_signed(tmp)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], cert
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_tls_is_verified_against_the_name_not_the_pinned_address(tmp_path: Path) -> None:
+    with tls_server(tmp_path, b"secure") as (port, cert):
+        trust = ssl.create_default_context(cafile=str(cert))
+        p = FetchPolicy(max_bytes=100, allow_networks=LOOPBACK, resolver=lambda h, p: ["127.0.0.1"])
+        got = anyio.run(fetching.fetch, "data_uri", f"https://localhost:{port}/a", p, trust)
+        assert got == b"secure"
+        # The certificate covers 127.0.0.1, the address connected to, but not this name.
+        with pytest.raises(InvalidInput, match="URL fetch failed") as err:
+            anyio.run(fetching.fetch, "data_uri", f"https://other.test:{port}/a", p, trust)
+        assert "hostname mismatch" in str(err.value.__cause__).lower()
