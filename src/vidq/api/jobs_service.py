@@ -50,7 +50,7 @@ def submit(
 ) -> Job:
     """Validate what the schema cannot, store the media inputs as blobs, then enqueue.
     Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread;
-    ``fetched`` holds the bytes of the URL inputs (``Fetcher.fetch_all``)."""
+    ``fetched`` holds the bytes of the URL inputs (``Fetcher.fetching``)."""
     prio = body.priority if priority is None else priority
     if prio > token.max_priority:
         raise InvalidInput(
@@ -119,9 +119,8 @@ async def submit_once(
             return job, True
     fields = MEDIA_FIELDS[model.family]
     urls = media_urls(model.family, {f: getattr(body, f, None) for f in fields})
-    fetched = await ctx.fetcher.fetch_all(urls, token.user)
 
-    def work() -> Job:
+    def work(fetched: Mapping[str, bytes]) -> Job:
         job = submit(
             ctx, model, body, token, binary_output=binary_output, fetched=fetched,
             priority=priority, idempotency_key=idempotency_key, webhook_url=webhook_url,
@@ -130,7 +129,8 @@ async def submit_once(
         return job
 
     limiter = ctx.decode_limiter if fields else None  # None: the request thread pool
-    return await anyio.to_thread.run_sync(work, limiter=limiter), False
+    async with ctx.fetcher.fetching(urls, token.user) as fetched:
+        return await anyio.to_thread.run_sync(work, fetched, limiter=limiter), False
 
 
 def replayed(ctx: AppContext, model: Model, token: Token, key: str | None) -> Job | None:

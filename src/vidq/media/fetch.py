@@ -19,14 +19,17 @@ The rules, each enforced on every request including each redirect hop:
 
 Concurrency (``Fetcher``): at most ``total`` requests fetch at once in one API process, at
 most ``per_user`` of them one user's; the others wait (on the event loop, within their
-deadline). A user who floods slow URLs fills only their own share.
+deadline). A user who floods slow URLs fills only their own share. A request keeps its
+slot while its inputs are decoded, so the fetched bytes held at once are bounded by
+``total`` x the inputs of one request x ``max_bytes``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import httpx
@@ -122,28 +125,34 @@ class Fetcher:
         self._users = KeyedLimit(per_user)
         self._all = anyio.Semaphore(total)
 
-    async def fetch_all(self, urls: Mapping[str, str], user: str) -> dict[str, bytes]:
+    @contextlib.asynccontextmanager
+    async def fetching(self, urls: Mapping[str, str], user: str) -> AsyncIterator[dict[str, bytes]]:
         """The bytes of each ``{field: url}``, fetched in field order; the wait for a slot
-        and every fetch within one ``policy.timeout_s``."""
+        and every fetch within one ``policy.timeout_s``. The request keeps its slot until
+        the block ends (where its inputs are decoded), so the fetched bytes held at once
+        are bounded by ``total`` requests' inputs."""
         if not urls:
-            return {}
+            yield {}
+            return
         fetched: dict[str, bytes] = {}
         current = next(iter(urls))
         started = False
         limit = self.policy.timeout_s
-        try:
-            with anyio.fail_after(limit):
-                async with self._users.hold(user), self._all:
+        async with contextlib.AsyncExitStack() as slot:
+            try:
+                with anyio.fail_after(limit):
+                    await slot.enter_async_context(self._users.hold(user))
+                    await slot.enter_async_context(self._all)
                     started = True
                     for field, url in urls.items():
                         current = field
                         fetched[field] = await _get(field, url, self.policy, self._tls)
-        except TimeoutError:
-            if not started:
-                raise InvalidInput(
-                    current,
-                    f"URL fetch did not start within {limit:g} s: too many URL fetches "
-                    f"in progress ({self._users.holders(user)} of yours)",
-                ) from None
-            raise InvalidInput(current, f"URL fetch took over {limit:g} s") from None
-        return fetched
+            except TimeoutError:
+                if not started:
+                    raise InvalidInput(
+                        current,
+                        f"URL fetch did not start within {limit:g} s: too many URL fetches "
+                        "in progress; try again later",
+                    ) from None
+                raise InvalidInput(current, f"URL fetch took over {limit:g} s") from None
+            yield fetched

@@ -3,8 +3,8 @@
 ``load_media`` turns every media field of a family (raw base64, a ``data:`` URI, or a URL
 whose bytes ``media_urls`` named and ``media/fetch.py`` fetched beforehand) into a
 ``MediaInput``: bytes whose format was read from the bytes themselves and which decode
-within the limits. It also computes the request's
-``Plan`` (output size and length), which needs the image's size or the media's length.
+within the limits. It also computes the request's ``Plan`` (output size and length),
+which needs the image's size or the media's length.
 """
 
 from __future__ import annotations

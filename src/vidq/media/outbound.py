@@ -188,11 +188,6 @@ class KeyedLimit:
         self.per_key = per_key
         self._shares: dict[str, _Share] = {}
 
-    def holders(self, key: str) -> int:
-        """Holders and waiters of ``key`` now."""
-        share = self._shares.get(key)
-        return share.holders if share is not None else 0
-
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         share = self._shares.get(key)
