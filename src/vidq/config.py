@@ -306,7 +306,25 @@ class LimitsSettings(_Group):
         default=30.0, gt=0, description="Longest video input, Foley (422 above)."
     )
     fetch_timeout: float = Field(
-        default=20.0, gt=0, description="Deadline of the whole download of one input URL."
+        default=20.0,
+        gt=0,
+        description="Deadline of fetching a submit's input URLs, all of it: the wait for a "
+        "fetch slot, connect, headers, redirects, body (422 past it).",
+    )
+    fetch_concurrency: int = Field(
+        default=16, ge=1, description="Submits fetching input URLs at once, per API process."
+    )
+    fetch_per_user: int = Field(
+        default=4,
+        ge=1,
+        description="Submits of one user fetching input URLs at once, per API process; "
+        "more wait, within `fetch_timeout`.",
+    )
+    media_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Submits with media inputs being decoded, stored and queued at once, "
+        "per API process (their images go through the `decode_threads` pool).",
     )
     fetch_allow_http: bool = Field(
         default=False,
@@ -323,6 +341,21 @@ class LimitsSettings(_Group):
     )
     webhook_max_attempts: int = Field(
         default=8, ge=1, description="Deliveries of a webhook before giving up."
+    )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Deadline of one webhook delivery attempt: resolve, connect, send, "
+        "the answer's headers.",
+    )
+    webhook_concurrency: int = Field(
+        default=32, ge=1, description="Webhook deliveries in flight at once, per API process."
+    )
+    webhook_per_host: int = Field(
+        default=4, ge=1, description="Webhook deliveries in flight to one receiver (host and port)."
+    )
+    webhook_per_user: int = Field(
+        default=8, ge=1, description="Webhook deliveries in flight for one user's requests."
     )
 
     @field_validator("fetch_allow_networks", mode="before")

@@ -30,10 +30,10 @@ HISTORICAL = {
 }  # fmt: skip
 
 
-def test_every_historical_variable_is_a_setting_and_nothing_else() -> None:
+def test_every_historical_variable_is_still_a_setting() -> None:
     names = [info.env for info in setting_infos()]
-    assert len(names) == len(set(names))
-    assert set(names) == HISTORICAL
+    assert len(names) == len(set(names))  # no two fields answer to one variable
+    assert HISTORICAL <= set(names)
 
 
 def _sample(type_words: str) -> str:

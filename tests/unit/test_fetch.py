@@ -1,19 +1,36 @@
-"""SSRF rules of input URL fetching. Traffic goes only to a loopback server, reached
-through a resolver stub and the local-testing allowances."""
+"""SSRF rules, deadline and shares of input URL fetching. Traffic goes only to loopback
+servers, reached through a resolver stub and the local-testing allowances."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.server
 import ipaddress
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from tests.hostile import slow_headers
 from tests.loopback import loopback_http
+from tests.tls import self_signed
 from vidq.errors import InvalidInput, PayloadTooLarge
-from vidq.media.fetch import FetchPolicy, address_refusal, fetch
+from vidq.media import fetch as fetching
+from vidq.media.fetch import Fetcher, FetchPolicy
+from vidq.media.outbound import address_refusal
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+def fetch(field: str, url: str, policy: FetchPolicy) -> bytes:
+    """``media.fetch.fetch`` run to completion on an event loop of its own."""
+    return anyio.run(fetching.fetch, field, url, policy)
 
 
 @pytest.mark.parametrize(
@@ -141,3 +158,116 @@ def test_byte_cap_and_http_errors() -> None:
             fetch("data_uri", f"{base}/big", p)
         with pytest.raises(InvalidInput, match="HTTP 404"):
             fetch("data_uri", f"{base}/gone", p)
+
+
+def test_a_server_trickling_header_lines_is_cut_off_at_the_deadline() -> None:
+    with slow_headers(interval=0.2, lifetime=30) as (base, seen):
+        p = FetchPolicy(max_bytes=1000, timeout_s=1.5, allow_http=True, allow_networks=LOOPBACK)
+        t0 = time.monotonic()
+        with pytest.raises(InvalidInput, match=r"took over 1\.5 s") as err:
+            fetch("data_uri", f"{base}/slow.png", p)
+        assert 1.4 < time.monotonic() - t0 < 3.0
+        assert err.value.field == "data_uri"
+        assert seen.connections == 1
+
+
+def test_a_resolver_that_never_answers_is_cut_off_at_the_deadline() -> None:
+    release = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        release.wait(10)
+        return ["127.0.0.1"]
+
+    p = FetchPolicy(max_bytes=1000, timeout_s=1.0, resolver=hanging)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(InvalidInput, match="took over 1 s"):
+            fetch("data_uri", "https://slow-dns.test/a.png", p)
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        release.set()
+
+
+async def fetch_all(fetcher: Fetcher, urls: dict[str, str], user: str) -> dict[str, bytes]:
+    async with fetcher.fetching(urls, user) as fetched:
+        return fetched
+
+
+def test_one_users_slow_urls_fill_only_their_share() -> None:
+    png = b"\x89PNG fake"
+
+    async def scenario(slow: str, good: str) -> tuple[list[InvalidInput], float]:
+        policy = FetchPolicy(
+            max_bytes=1000, timeout_s=2.0, allow_http=True, allow_networks=LOOPBACK
+        )
+        fetcher = Fetcher(policy, total=4, per_user=2)
+        errors: list[InvalidInput] = []
+
+        async def mallory(i: int) -> None:
+            try:
+                await fetch_all(fetcher, {"data_uri": f"{slow}/{i}.png"}, "mallory")
+            except InvalidInput as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(mallory, i)
+            await anyio.sleep(0.3)
+            t0 = anyio.current_time()
+            got = await fetch_all(fetcher, {"data_uri": f"{good}/ok.png"}, "bob")
+            bob_s = anyio.current_time() - t0
+            assert got == {"data_uri": png}
+        return errors, bob_s
+
+    with (
+        slow_headers(interval=0.2, lifetime=30) as (slow, seen),
+        loopback_http({"/ok.png": (200, {}, png)}) as (good, _),
+    ):
+        errors, bob_s = anyio.run(scenario, slow, good)
+    assert bob_s < 1.0  # not queued behind mallory's fetches
+    assert seen.most_open <= 2 + 1  # her share (+1: the server notices a close late)
+    assert len(errors) == 6
+    waited = [e for e in errors if "did not start" in e.reason]
+    assert waited  # over her share: refused at the same deadline, never started
+    assert all(e.field == "data_uri" and "2 s" in e.reason for e in errors)
+
+
+@contextlib.contextmanager
+def tls_server(tmp: Path, body: bytes) -> Iterator[tuple[int, Path]]:
+    """An HTTPS server on 127.0.0.1 whose certificate names localhost and 127.0.0.1."""
+    cert, key = self_signed(tmp)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], cert
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_tls_is_verified_against_the_name_not_the_pinned_address(tmp_path: Path) -> None:
+    with tls_server(tmp_path, b"secure") as (port, cert):
+        trust = ssl.create_default_context(cafile=str(cert))
+        p = FetchPolicy(max_bytes=100, allow_networks=LOOPBACK, resolver=lambda h, p: ["127.0.0.1"])
+        got = anyio.run(fetching.fetch, "data_uri", f"https://localhost:{port}/a", p, trust)
+        assert got == b"secure"
+        # The certificate covers 127.0.0.1, the address connected to, but not this name.
+        with pytest.raises(InvalidInput, match="URL fetch failed") as err:
+            anyio.run(fetching.fetch, "data_uri", f"https://other.test:{port}/a", p, trust)
+        assert "hostname mismatch" in str(err.value.__cause__).lower()

@@ -191,7 +191,10 @@ from vidq.engines.preview_media import conditioning_image
 from vidq.media.sizing import image_plan
 plan = image_plan({"new_resolution": "3840p", "duration": 1}, 1, 50)
 img = conditioning_image(Path(sys.argv[1]), plan, "3840p")
-print(img.width, img.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM, not ru_maxrss: the latter keeps the peak of the forked parent from before exec
+with open("/proc/self/status") as f:
+    peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+print(img.width, img.height, peak_kb // 1024)
 """
 
 

@@ -10,6 +10,7 @@ import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -17,6 +18,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidq.api import fal, files, native, ops, requests, webhooks
+from vidq.api import jobs_service as svc
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
 from vidq.api.eta import EtaEstimator
@@ -161,6 +163,8 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         return JSONResponse({"detail": detail}, status_code=422)
 
     ctx.webhooks = webhooks.WebhookDispatcher(ctx)
+    ctx.fetcher = svc.input_fetcher(settings)
+    ctx.decode_limiter = anyio.CapacityLimiter(settings.limits.media_concurrency)
     app.include_router(ops.router)
     app.include_router(files.router)
     app.include_router(native.router)

@@ -10,6 +10,7 @@ import dataclasses
 import threading
 from typing import Protocol
 
+import anyio
 from fastapi import Request
 
 from vidq.api.auth import Authenticator
@@ -17,6 +18,7 @@ from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
 from vidq.jobs import Job
 from vidq.media.decode import DecodePool
+from vidq.media.fetch import Fetcher
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -54,6 +56,8 @@ class AppContext:
     # /ready's storage write probe: (when it ran, its error or None), reused a few seconds
     storage_probe: tuple[float, str | None] = (float("-inf"), None)
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
+    fetcher: Fetcher = dataclasses.field(init=False)  # input URLs; set by create_app
+    decode_limiter: anyio.CapacityLimiter = dataclasses.field(init=False)  # media submits
 
     def base_url(self, request: Request) -> str:
         return (self.settings.server.public_url or str(request.base_url)).rstrip("/")

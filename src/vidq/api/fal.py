@@ -169,16 +169,13 @@ async def submit(
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
     base = ctx.base_url(request)
 
-    def work() -> tuple[dict[str, Any], bool]:
-        job, replay = svc.submit_once(
-            ctx, model, body, token, dialect="fal", base=base, binary_output=True,
-            priority=priority, idempotency_key=key, webhook_url=webhook,
-        )  # fmt: skip
-        position = ctx.store.queue_position(job) if job.state.queued else 0
-        return {**_urls(base, owner, model.id, job.id), "queue_position": position}, replay
-
-    answer, replay = await run_in_threadpool(work)
-    headers = _headers(int(answer["request_id"]))
+    job, replay = await svc.submit_once(
+        ctx, model, body, token, dialect="fal", base=base, binary_output=True,
+        priority=priority, idempotency_key=key, webhook_url=webhook,
+    )  # fmt: skip
+    position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
+    answer = {**_urls(base, owner, model.id, job.id), "queue_position": position}
+    headers = _headers(job.id)
     if replay:
         headers[svc.REPLAYED_HEADER] = "true"
     return JSONResponse(answer, headers=headers)

@@ -8,7 +8,10 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
+
+import anyio.to_thread
 
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
@@ -16,8 +19,16 @@ from vidq.catalog import Model, _Inputs, get_model
 from vidq.config import Settings
 from vidq.errors import Conflict, InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState, NewJob
-from vidq.media.fetch import FetchPolicy
-from vidq.media.inputs import BLOB_PREFIX, Limits, MediaInput, load_media, plan_of
+from vidq.media.fetch import Fetcher, FetchPolicy
+from vidq.media.inputs import (
+    BLOB_PREFIX,
+    MEDIA_FIELDS,
+    Limits,
+    MediaInput,
+    load_media,
+    media_urls,
+    plan_of,
+)
 from vidq.media.sizing import Plan
 from vidq.store.base import JobStatus, Token
 
@@ -31,12 +42,14 @@ def submit(
     token: Token,
     *,
     binary_output: bool,
+    fetched: Mapping[str, bytes],
     priority: int | None = None,
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
 ) -> Job:
     """Validate what the schema cannot, store the media inputs as blobs, then enqueue.
-    Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread."""
+    Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread;
+    ``fetched`` holds the bytes of the URL inputs (``Fetcher.fetching``)."""
     prio = body.priority if priority is None else priority
     if prio > token.max_priority:
         raise InvalidInput(
@@ -47,9 +60,7 @@ def submit(
     if reserved:
         raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
     inputs["priority"] = prio
-    media = load_media(
-        model.family, inputs, limits(ctx.settings), fetch_policy(ctx.settings), ctx.images
-    )
+    media = load_media(model.family, inputs, limits(ctx.settings), fetched, ctx.images)
     plan = plan_of(model.family, inputs, media)
     blobs = _store_media(ctx, token.user, media)
     for field, key in blobs.items():
@@ -84,7 +95,7 @@ def submit(
     return job
 
 
-def submit_once(
+async def submit_once(
     ctx: AppContext,
     model: Model,
     body: _Inputs,
@@ -98,16 +109,27 @@ def submit_once(
     webhook_url: str | None = None,
 ) -> tuple[Job, bool]:
     """What both dialects' submit routes do: replay an earlier submit with the same
-    Idempotency-Key, else submit and register the webhook. Returns (job, replayed)."""
-    job = replayed(ctx, model, token, idempotency_key)
-    if job is not None:
-        return job, True
-    job = submit(
-        ctx, model, body, token, binary_output=binary_output, priority=priority,
-        idempotency_key=idempotency_key, webhook_url=webhook_url,
-    )  # fmt: skip
-    ctx.webhooks.register(job, dialect, base)
-    return job, False
+    Idempotency-Key, else fetch the URL inputs on the event loop (``ctx.fetcher``: no
+    request thread waits on a remote server), then submit and register the webhook in a
+    thread (media families under ``ctx.decode_limiter``). Returns (job, replayed)."""
+    if idempotency_key is not None:
+        job = await anyio.to_thread.run_sync(replayed, ctx, model, token, idempotency_key)
+        if job is not None:
+            return job, True
+    fields = MEDIA_FIELDS[model.family]
+    urls = media_urls(model.family, {f: getattr(body, f, None) for f in fields})
+
+    def work(fetched: Mapping[str, bytes]) -> Job:
+        job = submit(
+            ctx, model, body, token, binary_output=binary_output, fetched=fetched,
+            priority=priority, idempotency_key=idempotency_key, webhook_url=webhook_url,
+        )  # fmt: skip
+        ctx.webhooks.register(job, dialect, base)
+        return job
+
+    limiter = ctx.decode_limiter if fields else None  # None: the request thread pool
+    async with ctx.fetcher.fetching(urls, token.user) as fetched:
+        return await anyio.to_thread.run_sync(work, fetched, limiter=limiter), False
 
 
 def replayed(ctx: AppContext, model: Model, token: Token, key: str | None) -> Job | None:
@@ -161,6 +183,15 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         timeout_s=settings.limits.fetch_timeout,
         allow_http=settings.limits.fetch_allow_http,
         allow_networks=settings.limits.fetch_allow_networks,
+    )
+
+
+def input_fetcher(settings: Settings) -> Fetcher:
+    """The API process's fetcher of input URLs (``media/fetch.py``)."""
+    return Fetcher(
+        fetch_policy(settings),
+        total=settings.limits.fetch_concurrency,
+        per_user=settings.limits.fetch_per_user,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -46,11 +45,10 @@ def _submit_route(model: Model) -> Any:
         webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
         base = ctx.base_url(request)
 
-        submit = functools.partial(
-            svc.submit_once, ctx, model, body, token, dialect="native", base=base,
+        job, replay = await svc.submit_once(
+            ctx, model, body, token, dialect="native", base=base,
             binary_output=binary, idempotency_key=key, webhook_url=webhook,
         )  # fmt: skip
-        job, replay = await run_in_threadpool(submit)
         headers = {svc.REPLAYED_HEADER: "true"} if replay else None
         return JSONResponse(urls(base, model.id, job.id), headers=headers)
 

@@ -6,14 +6,24 @@ never delays a worker's completion and survives restarts:
 
 - at submit, before the 2xx, the API writes ``webhooks/<request id>.json`` (the target,
   the dialect, the public base URL, the attempts so far) and remembers the request;
-- a dispatcher thread in every API process watches the requests it remembers and, every
-  ``ADOPT_EVERY_S``, adopts outbox entries it does not know (left by a restart or by
-  another replica); once the request is terminal it POSTs fal's body shape:
+- a dispatcher in every API process, on an event loop of its own (thread
+  ``vidq-webhooks``), watches the requests it remembers and, every ``ADOPT_EVERY_S``,
+  adopts outbox entries it does not know (left by a restart or by another replica); once
+  the request is terminal it POSTs fal's body shape:
   ``{"request_id", "gateway_request_id", "status": "OK"|"ERROR", "payload", "error"}``;
-- a non-2xx answer or a connection error is retried with exponential backoff
-  (``BACKOFF_S`` doubling, at most ``webhook_max_attempts`` deliveries); the attempt count
-  is written back to the entry, so a restart resumes the schedule. The entry is deleted
-  once delivered or given up.
+- each delivery is one async POST with one deadline for the whole attempt
+  (``webhook_timeout``: resolving, connecting, sending, the answer's headers; the answer's
+  body is never read), through the SSRF policy the input fetcher uses
+  (``media/outbound.py``): the address is checked again when connecting, and the
+  connection goes to the address checked (no DNS rebinding);
+- at most ``webhook_per_host`` deliveries are in flight to one receiver (host and port),
+  ``webhook_per_user`` of one user's webhooks and ``webhook_concurrency`` in all; the
+  others wait their turn on the dispatcher's loop, so a slow receiver delays only the
+  webhooks sent to it, and its user's beyond their share;
+- a non-2xx answer, a connection error or the deadline is retried with exponential
+  backoff (``BACKOFF_S`` doubling, at most ``webhook_max_attempts`` deliveries); the
+  attempt count is written back to the entry, so a restart resumes the schedule. The
+  entry is deleted once delivered or given up.
 
 Delivery is at-least-once: receivers should deduplicate by ``request_id``.
 
@@ -24,100 +34,129 @@ Signature (HMAC-SHA256, per-user secret from ``GET /webhooks/secret``)::
     X-Vidq-Webhook-Signature:  v1=<hex>
     hex = HMAC_SHA256(secret, f"{request_id}\\n{timestamp}\\n{sha256_hex(raw body)}")
 
-The target URL is checked at submit and again before each delivery (``check_target``).
+The target URL is checked at submit and again before each delivery (``check_target``:
+scheme, literal addresses, obviously internal names), and its resolved address when
+connecting.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
-import socket
+import ssl
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.abc
+import anyio.to_thread
 import httpx
 
 from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext
 from vidq.errors import InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState
+from vidq.media.outbound import (
+    LOOPBACK,
+    KeyedLimit,
+    NetPolicy,
+    PinnedTransport,
+    address_refusal,
+    tls_context,
+)
 
 log = logging.getLogger(__name__)
 
+FIELD = "fal_webhook"
 OUTBOX = "webhooks/"
 URL_MAX = 2048
 BACKOFF_S = 2.0
 BACKOFF_MAX_S = 600.0
-TIMEOUT_S = 10.0
 ADOPT_EVERY_S = 60.0
 TICK_S = 0.5
 SIGNATURE_HEADER = "X-Vidq-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Vidq-Webhook-Timestamp"
 REQUEST_ID_HEADER = "X-Vidq-Webhook-Request-Id"
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal")
 
 
-# --- the target check (one function, to swap for a shared SSRF-safe fetcher) -------------
-def check_target(url: str, *, allow_loopback_http: bool = False, resolve: bool = False) -> str:
+# --- the target ----------------------------------------------------------------------------
+def check_target(url: str, *, allow_loopback_http: bool = False) -> str:
     """The webhook URL if it is an allowed target, else ``InvalidInput('fal_webhook')``.
 
-    Rules: ``https`` only; a host name or a public IP; no credentials in the URL. With
-    ``resolve`` the name is looked up and every address must be public (not loopback,
-    private, link-local, multicast, reserved or unspecified). ``allow_loopback_http``
-    (tests only) admits ``http://`` and ``https://`` on 127.0.0.1, ::1 and localhost.
+    Rules: ``https`` only; no credentials in the URL; a literal IP must pass the address
+    rules shared with the input fetcher (``media/outbound.py``); names that are internal by
+    their form (localhost, ``*.localhost``, ``*.local``, ``*.internal``) are refused. Other
+    names are resolved at delivery, where every address is checked and the one checked is
+    the one connected to. ``allow_loopback_http`` (tests only) admits ``http://`` and
+    ``https://`` on 127.0.0.1, ::1 and localhost.
     """
-    field = "fal_webhook"
     if len(url) > URL_MAX:
-        raise InvalidInput(field, f"URL is longer than {URL_MAX} characters")
+        raise InvalidInput(FIELD, f"URL is longer than {URL_MAX} characters")
     try:
         parts = urlsplit(url)
-        port = parts.port
+        _port = parts.port  # ValueError if out of range
     except ValueError as exc:
-        raise InvalidInput(field, f"not a valid URL: {exc}") from exc
+        raise InvalidInput(FIELD, f"not a valid URL: {exc}") from exc
     host = (parts.hostname or "").lower().rstrip(".")  # "localhost." is localhost
     if not host:
-        raise InvalidInput(field, "the URL has no host")
+        raise InvalidInput(FIELD, "the URL has no host")
     if parts.username or parts.password:
-        raise InvalidInput(field, "credentials in the URL are not allowed")
+        raise InvalidInput(FIELD, "credentials in the URL are not allowed")
     if allow_loopback_http and host in _LOOPBACK_NAMES and parts.scheme in ("http", "https"):
         return url
     if parts.scheme != "https":
-        raise InvalidInput(field, "only https:// webhook URLs are allowed")
-    for address in _addresses(host, port, resolve=resolve):
-        if not _public(address):
-            raise InvalidInput(field, f"host '{host}' is not a public address")
+        raise InvalidInput(FIELD, "only https:// webhook URLs are allowed")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if host in _LOOPBACK_NAMES or host.endswith(_INTERNAL_SUFFIXES):
+            raise InvalidInput(FIELD, f"host '{host}' is not a public address") from None
+        return url
+    why = address_refusal(host)
+    if why is not None:
+        raise InvalidInput(FIELD, f"host '{host}' is not allowed: {why}")
     return url
 
 
-def _addresses(host: str, port: int | None, *, resolve: bool) -> list[str]:
-    """The IPs a host stands for: itself if literal, else (with ``resolve``) its DNS answers."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    if host in _LOOPBACK_NAMES or host.endswith((".localhost", ".local", ".internal")):
-        raise InvalidInput("fal_webhook", f"host '{host}' is not a public address")
-    if not resolve:
-        return []
-    try:
-        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise InvalidInput("fal_webhook", f"cannot resolve host '{host}'") from exc
-    return [str(info[4][0]) for info in infos]
+def receiver_of(url: str) -> str:
+    """The receiver a URL delivers to, as the per-host share counts it: host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{(parts.hostname or '').lower().rstrip('.')}:{port}"
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+async def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    policy: NetPolicy,
+    timeout_s: float,
+    tls: ssl.SSLContext | None = None,
+) -> int:
+    """POST one delivery; the answer's status code. The whole attempt (resolving,
+    connecting, sending, the answer's headers) within ``timeout_s``; the answer's body is
+    not read. The resolved addresses are checked and the checked one is connected to.
+    Raises ``InvalidInput`` (refused target), ``TimeoutError`` or ``httpx.HTTPError``."""
+    with anyio.fail_after(timeout_s):
+        async with (
+            httpx.AsyncClient(
+                transport=PinnedTransport(FIELD, policy, tls),
+                timeout=timeout_s,
+                follow_redirects=False,
+                trust_env=False,  # never a proxy from the environment
+            ) as client,
+            client.stream("POST", url, content=body, headers=dict(headers)) as response,
+        ):
+            return response.status_code
 
 
 # --- signatures ----------------------------------------------------------------------------
@@ -178,11 +217,22 @@ class WebhookDispatcher:
         self.ctx = ctx
         self._pending: dict[int, Entry] = {}
         self._inflight: set[int] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # register() runs in request threads
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._server_secret: bytes | None = None
+        settings = ctx.settings
+        self._per_user = KeyedLimit(settings.limits.webhook_per_user)
+        self._per_host = KeyedLimit(settings.limits.webhook_per_host)
+        self._slots = settings.limits.webhook_concurrency
+        self._tls = tls_context()  # built once, here, off the dispatcher's loop
+
+    @property
+    def policy(self) -> NetPolicy:
+        """Where deliveries may connect: the input fetcher's address rules; loopback too
+        under the tests-only ``webhook_allow_loopback_http``."""
+        allow = self.ctx.settings.limits.webhook_allow_loopback_http
+        return NetPolicy(allow_http=allow, allow_networks=LOOPBACK if allow else ())
 
     def secret_for(self, user: str) -> str:
         if self._server_secret is None:
@@ -211,27 +261,31 @@ class WebhookDispatcher:
             self._pending.setdefault(job.id, entry)
 
     def start(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="vidq-webhook")
-        self._thread = threading.Thread(target=self._run, name="vidq-webhooks", daemon=True)
+        self._thread = threading.Thread(
+            target=anyio.run, args=(self._run,), name="vidq-webhooks", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
+        """The dispatcher's loop: adopt, hand due entries to delivery tasks, until stop."""
+        everyone = anyio.Semaphore(self._slots)
         next_adopt = 0.0
-        while not self._stop.wait(TICK_S):
-            try:
-                if time.monotonic() >= next_adopt:
-                    next_adopt = time.monotonic() + ADOPT_EVERY_S
-                    self._adopt()
-                self._tick()
-            except VidqError as exc:
-                log.warning("webhooks: %s", exc.message)
+        async with anyio.create_task_group() as tasks:
+            while not self._stop.is_set():
+                try:
+                    if time.monotonic() >= next_adopt:
+                        next_adopt = time.monotonic() + ADOPT_EVERY_S
+                        await anyio.to_thread.run_sync(self._adopt)
+                    await self._tick(tasks, everyone)
+                except VidqError as exc:
+                    log.warning("webhooks: %s", exc.message)
+                await anyio.sleep(TICK_S)
+            tasks.cancel_scope.cancel()
 
     def _adopt(self) -> None:
         for key in self.ctx.storage.keys(OUTBOX):
@@ -242,7 +296,7 @@ class WebhookDispatcher:
             with self._lock:
                 self._pending.setdefault(entry.job_id, entry)
 
-    def _tick(self) -> None:
+    async def _tick(self, tasks: anyio.abc.TaskGroup, everyone: anyio.Semaphore) -> None:
         now = time.time()
         with self._lock:
             due = [
@@ -251,30 +305,73 @@ class WebhookDispatcher:
                 if e.next_at <= now and e.job_id not in self._inflight
             ]
         for entry in due:
-            job = self.ctx.store.get(entry.job_id)
+            job = await anyio.to_thread.run_sync(self.ctx.store.get, entry.job_id)
             if job is None:
-                self._forget(entry)
+                await anyio.to_thread.run_sync(self._forget, entry)
             elif job.state.terminal:
-                assert self._pool is not None
                 with self._lock:
                     self._inflight.add(entry.job_id)
-                self._pool.submit(self._deliver, entry, job)
+                tasks.start_soon(self._deliver, entry, job, everyone)
             else:
                 entry.next_at = now + 1.0  # not finished yet: look again in a second
 
-    def _deliver(self, entry: Entry, job: Job) -> None:
+    async def _deliver(self, entry: Entry, job: Job, everyone: anyio.Semaphore) -> None:
+        """One delivery attempt, then its bookkeeping (forget, or schedule a retry)."""
         host = urlsplit(entry.url).hostname
         extra = {"job_id": job.id, "webhook_host": host, "attempt": entry.attempts + 1}
         try:
-            ok = self._post(entry, job)
+            async with (
+                self._per_user.hold(job.user),
+                self._per_host.hold(receiver_of(entry.url)),
+                everyone,
+            ):
+                ok = await self._attempt(entry, job, extra)
         except VidqError as exc:
             log.warning("webhook not sent: %s", exc.message, extra=extra)
             ok = False
             if isinstance(exc, InvalidInput):  # the target is not allowed: never will be
                 entry.attempts = self.ctx.settings.limits.webhook_max_attempts
+        except Exception:  # one delivery's bug must not stop the dispatcher
+            log.exception("webhook delivery crashed", extra=extra)
+            ok = False
         finally:
             with self._lock:
                 self._inflight.discard(entry.job_id)
+        await anyio.to_thread.run_sync(self._after, entry, ok, extra)
+
+    async def _attempt(self, entry: Entry, job: Job, extra: dict[str, Any]) -> bool:
+        settings = self.ctx.settings
+        check_target(entry.url, allow_loopback_http=settings.limits.webhook_allow_loopback_http)
+        body, headers = await anyio.to_thread.run_sync(self._request_of, entry, job)
+        try:
+            status = await post(
+                entry.url, body, headers, self.policy, settings.limits.webhook_timeout, self._tls
+            )
+        except TimeoutError:
+            log.warning(
+                "webhook delivery took over %g s", settings.limits.webhook_timeout, extra=extra
+            )
+            return False
+        except httpx.HTTPError as exc:
+            log.warning("webhook delivery failed: %s", type(exc).__name__, extra=extra)
+            return False
+        return 200 <= status < 300
+
+    def _request_of(self, entry: Entry, job: Job) -> tuple[bytes, dict[str, str]]:
+        """The signed body and headers of a delivery (signed now, once it may be sent)."""
+        body = json.dumps(body_of(self.ctx, job, entry.dialect, entry.base)).encode()
+        timestamp = int(time.time())
+        rid = str(job.id)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "vidq-webhook/1",
+            REQUEST_ID_HEADER: rid,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: signature(self.secret_for(job.user), rid, timestamp, body),
+        }
+        return body, headers
+
+    def _after(self, entry: Entry, ok: bool, extra: dict[str, Any]) -> None:
         if ok:
             log.info("webhook delivered", extra=extra)
             self._forget(entry)
@@ -289,31 +386,6 @@ class WebhookDispatcher:
             self.ctx.storage.put_bytes(entry.key, entry.dump(), "application/json")
         except VidqError:
             pass  # the in-memory schedule goes on; a restart retries from the old count
-
-    def _post(self, entry: Entry, job: Job) -> bool:
-        allow = self.ctx.settings.limits.webhook_allow_loopback_http
-        check_target(entry.url, allow_loopback_http=allow, resolve=True)
-        body = json.dumps(body_of(self.ctx, job, entry.dialect, entry.base)).encode()
-        timestamp = int(time.time())
-        rid = str(job.id)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "vidq-webhook/1",
-            REQUEST_ID_HEADER: rid,
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: signature(self.secret_for(job.user), rid, timestamp, body),
-        }
-        try:
-            with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
-                response = c.post(entry.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            log.warning(
-                "webhook delivery failed: %s",
-                type(exc).__name__,
-                extra={"job_id": job.id, "webhook_host": urlsplit(entry.url).hostname},
-            )
-            return False
-        return 200 <= response.status_code < 300
 
     def _forget(self, entry: Entry) -> None:
         with self._lock:

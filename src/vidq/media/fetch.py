@@ -1,58 +1,49 @@
-"""SSRF-safe download of an input URL (a client's pre-signed S3 URL, say).
+"""SSRF-safe download of input URLs (a client's pre-signed S3 URL, say), on the event loop.
+
+Where media is fetched and decoded: in the API, at submit. The API's submit route fetches
+a request's URL inputs here, asynchronously on its event loop, *before* it takes a request
+thread; the bytes are then checked and decoded (``media/inputs.py``) in a thread bounded by
+the API's ``decode_concurrency`` limiter, stored as blobs, and the worker never sees a URL.
+So a remote server, however slow, holds no request thread: status polls, other users'
+submits, ``/health`` and ``/ready`` never wait on it.
 
 The rules, each enforced on every request including each redirect hop:
 
-- https only; http only when the policy allows it (local testing).
-- The host is resolved once; *every* address it resolves to must be public (global
-  unicast). IPv4 embedded in IPv6 (mapped ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``,
-  SIIT, NAT64, 6to4, Teredo) and deprecated site-local addresses are refused outright, so
-  ``[::ffff:127.0.0.1]`` cannot reach loopback.
-- The connection goes to the address that was checked (the URL's host is replaced by it;
-  ``Host`` and TLS SNI keep the name, so certificates are still verified against the name):
-  a second DNS answer cannot swap in another address (rebinding).
-- At most ``max_redirects`` hops, a whole-fetch deadline, and a cap on the bytes read.
+- the address rules and pinned connection of ``media/outbound.py`` (shared with webhooks);
+- https only; http only when the policy allows it (local testing);
+- at most ``max_redirects`` hops, a cap on the bytes read (raw bytes: no content decoding,
+  so no compression bomb past the cap);
+- one wall-clock deadline, ``timeout_s``, for the whole fetch of a request's URLs: waiting
+  for a fetch slot, resolving, connecting, the headers, every hop and the body. A server
+  that sends one header line a second is cut off at the deadline like a silent one.
 
-Why not ``drawbridge`` (PyPI): version 0.1.2 (alpha) follows the same pinning design but
-checks a denylist of ranges, and let ``::127.0.0.1``, ``::ffff:0:7f00:1`` and ``fec0::1``
-through in our probe; this module requires addresses to be global instead.
+Concurrency (``Fetcher``): at most ``total`` requests fetch at once in one API process, at
+most ``per_user`` of them one user's; the others wait (on the event loop, within their
+deadline). A user who floods slow URLs fills only their own share. A request keeps its
+slot while its inputs are decoded, so the fetched bytes held at once are bounded by
+``total`` x the inputs of one request x ``max_bytes``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import ipaddress
-import socket
-import time
-from collections.abc import Callable, Sequence
+import ssl
+from collections.abc import AsyncIterator, Mapping
 
+import anyio
 import httpx
 
 from vidq.errors import InvalidInput, PayloadTooLarge
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Sequence[str]]  # (host, port) -> addresses
-
-# IPv6 ranges that carry or translate IPv4, or are deprecated: never fetched from, even
-# when Python's ``is_global`` says yes (it does for several of them).
-_REFUSED_V6 = tuple(
-    ipaddress.IPv6Network(n)
-    for n in (
-        "::/96",  # IPv4-compatible (deprecated)
-        "::ffff:0:0:0/96",  # SIIT IPv4-translated
-        "64:ff9b::/96",  # NAT64
-        "64:ff9b:1::/48",  # local-use NAT64
-        "2001::/32",  # Teredo
-        "2002::/16",  # 6to4
-        "fec0::/10",  # site-local (deprecated)
-    )
+from vidq.media.outbound import (
+    IPNetwork,
+    KeyedLimit,
+    NetPolicy,
+    PinnedTransport,
+    Resolver,
+    system_resolver,
+    tls_context,
 )
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (A and AAAA)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,89 +57,31 @@ class FetchPolicy:
     max_redirects: int = 3
     resolver: Resolver = system_resolver
 
+    @property
+    def net(self) -> NetPolicy:
+        """The address policy of these fetches."""
+        return NetPolicy(self.allow_http, self.allow_networks, self.resolver)
 
-def _unwrap(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
-
-def address_refusal(address: str, allow: Sequence[IPNetwork] = ()) -> str | None:
-    """Why ``address`` must not be connected to, or None if it may."""
+async def fetch(
+    field: str, url: str, policy: FetchPolicy, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """The body of ``url`` under ``policy``, all of it within ``policy.timeout_s``;
+    InvalidInput / PayloadTooLarge naming ``field``."""
     try:
-        ip = _unwrap(ipaddress.ip_address(address.split("%", 1)[0]))
-    except ValueError:
-        return f"{address!r} is not an IP address"
-    if any(ip.version == net.version and ip in net for net in allow):
-        return None
-    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-        return f"{ip} is not a public address"
-    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _REFUSED_V6):
-        return f"{ip} embeds an IPv4 address or is deprecated"
-    return None
+        with anyio.fail_after(policy.timeout_s):
+            return await _get(field, url, policy, tls)
+    except TimeoutError:
+        raise InvalidInput(field, f"URL fetch took over {policy.timeout_s:g} s") from None
 
 
-class _PinnedTransport(httpx.BaseTransport):
-    """Checks scheme and every resolved address, then connects to the checked address."""
-
-    def __init__(self, field: str, policy: FetchPolicy) -> None:
-        self.field = field
-        self.policy = policy
-        # No keep-alive: a pooled connection is keyed by IP and must not serve another name.
-        self._inner = httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme != "https" and not (url.scheme == "http" and self.policy.allow_http):
-            raise InvalidInput(self.field, f"URL scheme {url.scheme!r} is not allowed; use https")
-        host = url.host
-        if not host:
-            raise InvalidInput(self.field, "URL has no host")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        address = self._checked_address(host, port)
-        extensions = dict(request.extensions)
-        if url.scheme == "https" and address != host:
-            extensions["sni_hostname"] = host
-        # A copy aimed at the address; the request itself keeps the name, so that relative
-        # redirects resolve against the name. The Host header keeps the name too.
-        pinned = httpx.Request(
-            request.method,
-            url.copy_with(host=address),
-            headers=request.headers,
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return self._inner.handle_request(pinned)
-
-    def _checked_address(self, host: str, port: int) -> str:
-        try:
-            ipaddress.ip_address(host)
-            addresses: Sequence[str] = [host]
-        except ValueError:
-            try:
-                addresses = self.policy.resolver(host, port)
-            except (OSError, UnicodeError) as exc:
-                raise InvalidInput(self.field, f"cannot resolve URL host {host!r}") from exc
-        if not addresses:
-            raise InvalidInput(self.field, f"cannot resolve URL host {host!r}")
-        for address in addresses:
-            why = address_refusal(address, self.policy.allow_networks)
-            if why is not None:
-                raise InvalidInput(self.field, f"URL host {host!r} is not allowed: {why}")
-        return addresses[0].split("%", 1)[0]
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-def fetch(field: str, url: str, policy: FetchPolicy) -> bytes:
-    """The body of ``url`` under ``policy``; InvalidInput / PayloadTooLarge naming ``field``."""
-    deadline = time.monotonic() + policy.timeout_s
+async def _get(field: str, url: str, policy: FetchPolicy, tls: ssl.SSLContext | None) -> bytes:
+    # httpx's own timeouts are per operation; the caller's deadline bounds the whole.
     timeout = httpx.Timeout(policy.timeout_s, connect=min(5.0, policy.timeout_s))
     try:
-        with (
-            httpx.Client(
-                transport=_PinnedTransport(field, policy),
+        async with (
+            httpx.AsyncClient(
+                transport=PinnedTransport(field, policy.net, tls),
                 timeout=timeout,
                 follow_redirects=True,
                 max_redirects=policy.max_redirects,
@@ -163,21 +96,63 @@ def fetch(field: str, url: str, policy: FetchPolicy) -> bytes:
                 raise PayloadTooLarge(f"{field}: over the limit of {policy.max_bytes} bytes")
             chunks: list[bytes] = []
             size = 0
-            # Raw bytes: no content decoding, so no compression bomb past the cap.
-            for chunk in response.iter_raw():
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > policy.max_bytes:
                     raise PayloadTooLarge(f"{field}: over the limit of {policy.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise InvalidInput(field, f"URL fetch took over {policy.timeout_s:g} s")
                 chunks.append(chunk)
             return b"".join(chunks)
     except httpx.TooManyRedirects as exc:
         raise InvalidInput(field, f"URL redirects more than {policy.max_redirects} times") from exc
     except httpx.TimeoutException as exc:
-        raise InvalidInput(field, f"URL fetch timed out after {policy.timeout_s:g} s") from exc
+        raise InvalidInput(field, f"URL fetch took over {policy.timeout_s:g} s") from exc
     except httpx.InvalidURL as exc:
         raise InvalidInput(field, "not a valid URL") from exc
     except httpx.HTTPError as exc:
         # The message of a transport error can hold the URL (and a signature): leave it out.
         raise InvalidInput(field, f"URL fetch failed ({type(exc).__name__})") from exc
+
+
+class Fetcher:
+    """Fetches requests' input URLs under one policy, ``total`` requests at a time, at
+    most ``per_user`` of one user's (see the module docstring). One per API process; used
+    on its event loop only."""
+
+    def __init__(self, policy: FetchPolicy, *, total: int, per_user: int) -> None:
+        self.policy = policy
+        self.total = total
+        self._tls = tls_context()
+        self._users = KeyedLimit(per_user)
+        self._all = anyio.Semaphore(total)
+
+    @contextlib.asynccontextmanager
+    async def fetching(self, urls: Mapping[str, str], user: str) -> AsyncIterator[dict[str, bytes]]:
+        """The bytes of each ``{field: url}``, fetched in field order; the wait for a slot
+        and every fetch within one ``policy.timeout_s``. The request keeps its slot until
+        the block ends (where its inputs are decoded), so the fetched bytes held at once
+        are bounded by ``total`` requests' inputs."""
+        if not urls:
+            yield {}
+            return
+        fetched: dict[str, bytes] = {}
+        current = next(iter(urls))
+        started = False
+        limit = self.policy.timeout_s
+        async with contextlib.AsyncExitStack() as slot:
+            try:
+                with anyio.fail_after(limit):
+                    await slot.enter_async_context(self._users.hold(user))
+                    await slot.enter_async_context(self._all)
+                    started = True
+                    for field, url in urls.items():
+                        current = field
+                        fetched[field] = await _get(field, url, self.policy, self._tls)
+            except TimeoutError:
+                if not started:
+                    raise InvalidInput(
+                        current,
+                        f"URL fetch did not start within {limit:g} s: too many URL fetches "
+                        "in progress; try again later",
+                    ) from None
+                raise InvalidInput(current, f"URL fetch took over {limit:g} s") from None
+            yield fetched

@@ -1,15 +1,17 @@
 """A request's media inputs, from the strings the client sent to checked bytes.
 
 ``load_media`` turns every media field of a family (raw base64, a ``data:`` URI, or a URL
-fetched under ``FetchPolicy``) into a ``MediaInput``: bytes whose format was read from the
-bytes themselves and which decode within the limits. It also computes the request's
-``Plan`` (output size and length), which needs the image's size or the media's length.
+whose bytes ``media_urls`` named and ``media/fetch.py`` fetched beforehand) into a
+``MediaInput``: bytes whose format was read from the bytes themselves and which decode
+within the limits. It also computes the request's ``Plan`` (output size and length),
+which needs the image's size or the media's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from vidq.catalog import Family
@@ -24,7 +26,6 @@ from vidq.media.decode import (
     check_video,
     decode_inline,
 )
-from vidq.media.fetch import FetchPolicy, fetch
 from vidq.media.sizing import Plan, image_plan, text_plan, video_plan
 from vidq.media.video import VideoMeta
 
@@ -60,24 +61,49 @@ class MediaInput:
     meta: ImageMeta | AudioMeta | VideoMeta
 
 
-def raw_bytes(field: str, value: str, limits: Limits, policy: FetchPolicy) -> bytes:
-    """The bytes a field's string stands for: base64, a data: URI, or an http(s) URL."""
+def url_of(field: str, value: str) -> str | None:
+    """The http(s) URL a field's string is, or None if it is inline (base64, data: URI)."""
     scheme = _SCHEME.match(value.strip())
-    if scheme is not None and scheme.group(1).lower() != "data":
-        if scheme.group(1).lower() not in ("https", "http"):
-            raise InvalidInput(field, f"URL scheme {scheme.group(1)!r} is not allowed; use https")
-        return fetch(field, value.strip(), policy)
+    if scheme is None or scheme.group(1).lower() == "data":
+        return None
+    if scheme.group(1).lower() not in ("https", "http"):
+        raise InvalidInput(field, f"URL scheme {scheme.group(1)!r} is not allowed; use https")
+    return value.strip()
+
+
+def media_urls(family: Family, inputs: Mapping[str, Any]) -> dict[str, str]:
+    """The media fields of a request given as URLs, ``{field: url}`` in field order: what
+    must be fetched before ``load_media``."""
+    urls: dict[str, str] = {}
+    for field in MEDIA_FIELDS[family]:
+        value = inputs.get(field)
+        url = url_of(field, value) if isinstance(value, str) else None
+        if url is not None:
+            urls[field] = url
+    return urls
+
+
+def raw_bytes(field: str, value: str, limits: Limits, fetched: Mapping[str, bytes]) -> bytes:
+    """The bytes a field's string stands for: base64, a data: URI, or (a URL) the bytes
+    fetched for ``field``."""
+    if url_of(field, value) is not None:
+        return fetched[field]
     return decode_inline(field, value, limits.max_bytes)
 
 
 def load_one(
-    field: str, value: Any, kind: Kind, limits: Limits, policy: FetchPolicy, images: DecodePool
+    field: str,
+    value: Any,
+    kind: Kind,
+    limits: Limits,
+    fetched: Mapping[str, bytes],
+    images: DecodePool,
 ) -> MediaInput:
-    """Fetch or decode one field and check it is a ``kind`` within the limits (images are
-    decoded on ``images``' threads)."""
+    """Decode one field (or take its fetched bytes) and check it is a ``kind`` within the
+    limits (images are decoded on ``images``' threads)."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(field, "must be a non-empty string (base64, data: URI or https URL)")
-    data = raw_bytes(field, value, limits, policy)
+    data = raw_bytes(field, value, limits, fetched)
     meta: ImageMeta | AudioMeta | VideoMeta
     if kind is Kind.IMAGE:
         fmt, meta = images.check_image(field, data, limits.max_image_pixels)
@@ -92,12 +118,13 @@ def load_media(
     family: Family,
     inputs: dict[str, Any],
     limits: Limits,
-    policy: FetchPolicy,
+    fetched: Mapping[str, bytes],
     images: DecodePool,
 ) -> dict[str, MediaInput]:
-    """Every media input of a request that is present, checked (in field order)."""
+    """Every media input of a request that is present, checked (in field order);
+    ``fetched`` holds the bytes of the fields ``media_urls`` named."""
     return {
-        field: load_one(field, inputs[field], kind, limits, policy, images)
+        field: load_one(field, inputs[field], kind, limits, fetched, images)
         for field, kind in MEDIA_FIELDS[family].items()
         if inputs.get(field) is not None
     }
