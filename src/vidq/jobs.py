@@ -26,6 +26,14 @@ class JobState(enum.StrEnum):
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
+class WebhookState(enum.StrEnum):
+    """Where a job's webhook delivery stands (a job without a webhook has none)."""
+
+    PENDING = "pending"  # to be delivered once the job is finished (or retried later)
+    DELIVERED = "delivered"  # the receiver answered 2xx; done
+    GIVEN_UP = "given_up"  # out of attempts, or the target is not allowed; done
+
+
 class WireStatus(enum.StrEnum):
     """External statuses of the spec."""
 
@@ -100,6 +108,8 @@ class Job:
     error_type: str | None = None
     idempotency_key: str | None = None
     webhook_url: str | None = None
+    webhook_dialect: str | None = None  # "native" or "fal": the body's vocabulary
+    webhook_base: str | None = None  # the API's public base URL at submit (signed URLs)
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -125,3 +135,5 @@ class NewJob:
     work_units: float = 0.0
     idempotency_key: str | None = None
     webhook_url: str | None = None
+    webhook_dialect: str | None = None  # "native" or "fal": the body's vocabulary
+    webhook_base: str | None = None  # the API's public base URL at submit (signed URLs)

@@ -1,8 +1,11 @@
 """Webhooks: `?fal_webhook=URL` on submit gets a signed POST with fal's body shape once the
-request is finished, retried with backoff, and still delivered after an API restart."""
+request is finished, retried with backoff, registered with the job itself (a storage
+outage at submit loses nothing), delivered once after an API restart and once by two API
+processes sharing one job store."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -15,7 +18,7 @@ import httpx
 import pytest
 
 import vidq
-from tests.helpers import probe_mp4, serve
+from tests.helpers import probe_mp4, serve, wait_status
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 
@@ -25,11 +28,14 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
     statuses: list[int] = []  # noqa: RUF012
     got: list[tuple[dict[str, str], bytes, float]] = []  # noqa: RUF012
+    accepted: list[str] = []  # noqa: RUF012  # request ids of the deliveries answered 2xx
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
-        Receiver.got.append((dict(self.headers), body, time.monotonic()))
         code = Receiver.statuses.pop(0) if len(Receiver.statuses) > 1 else Receiver.statuses[0]
+        if 200 <= code < 300:
+            Receiver.accepted.append(json.loads(body)["request_id"])
+        Receiver.got.append((dict(self.headers), body, time.monotonic()))
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -40,7 +46,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    Receiver.statuses, Receiver.got = [200], []
+    Receiver.statuses, Receiver.got, Receiver.accepted = [200], [], []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -119,5 +125,95 @@ def test_pending_webhook_survives_an_api_restart(tmp_path: Path, receiver: str) 
     tries = len(Receiver.got)
     with serve(data, webhook_allow_loopback_http="true"):
         got = wait_for(tries + 1)
+        time.sleep(2.5)  # past the next backoff: a second delivery would have come by now
+        assert len(Receiver.got) == tries + 1, "delivered more than once"
     payload = json.loads(got[-1][1])
     assert payload["request_id"] == rid and payload["status"] == "OK"
+
+
+def receipts() -> dict[str, list[int]]:
+    """The request ids delivered so far, each with the indexes of its deliveries."""
+    by_id: dict[str, list[int]] = {}
+    for i, (_, body, _) in enumerate(Receiver.got):
+        by_id.setdefault(json.loads(body)["request_id"], []).append(i)
+    return by_id
+
+
+@contextlib.contextmanager
+def broken(folder: Path) -> Iterator[None]:
+    """``folder`` is a regular file for the block: nothing can be written under it, not
+    even by root (for whom permissions are no obstacle)."""
+    away = folder.with_name(folder.name + ".away")
+    folder.rename(away)
+    folder.write_bytes(b"not a folder")
+    try:
+        yield
+    finally:
+        folder.unlink()
+        away.rename(folder)
+
+
+def test_a_webhook_submitted_during_a_storage_outage_is_delivered_once(
+    tmp_path: Path, receiver: str
+) -> None:
+    """Issue 12, row 8: the webhook is registered by the job's own INSERT. A text-to-video
+    submit writes nothing to storage, so it succeeds while storage is down; its webhook
+    is delivered once the job has run, and a retry with the same Idempotency-Key replays
+    the job without a second webhook (before: 503 for a job that existed and ran, then
+    200 on the retry, and no webhook ever)."""
+    blobs = tmp_path / "blobs"
+    settings = {"storage_url": f"file://{blobs}", "webhook_allow_loopback_http": "true"}
+    with serve(tmp_path / "data", workers=0, **settings) as server:
+        client = server.client(server.token("hooked"))
+        headers = {"Idempotency-Key": "kite-1"}
+        submit = {"params": {"fal_webhook": receiver}, "json": SMALL, "headers": headers}
+        with broken(blobs):
+            assert client.get("/ready").json()["checks"]["storage"] != "ok"
+            r = client.post("/queue/vidq/wan22-fast-t2v", **submit)
+            assert r.status_code == 200, r.text
+            rid = r.json()["request_id"]
+            again = client.post("/queue/vidq/wan22-fast-t2v", **submit)
+            assert again.status_code == 200, again.text
+            assert again.json()["request_id"] == rid
+        worker = server.worker("--burst")
+        assert worker.wait(120) == 0
+        wait_status(client, "vidq/wan22-fast-t2v", rid, {"COMPLETED"})
+        payload = json.loads(wait_for(1)[0][1])
+        assert payload["request_id"] == rid and payload["status"] == "OK"
+        assert payload["payload"]["video"]["file_size"] > 0
+        third = client.post("/queue/vidq/wan22-fast-t2v", **submit)  # after delivery too
+        assert third.status_code == 200 and third.json()["request_id"] == rid
+        time.sleep(1.5)
+        assert receipts() == {rid: [0]}
+        assert [q["request_id"] for q in client.get("/requests").json()["requests"]] == [rid]
+    assert not (blobs / "vidq" / "webhooks").exists()  # no outbox in the storage
+
+
+def test_two_api_processes_deliver_each_webhook_once(tmp_path: Path, receiver: str) -> None:
+    """Two API processes on one job store (and one storage): each webhook is delivered by
+    one of them, including one that was pending (its receiver down) when the second
+    process started."""
+    Receiver.statuses = [503]  # the receiver is down until both processes run
+    data = tmp_path / "data"
+    with serve(data, webhook_allow_loopback_http="true") as first:
+        token = first.token("hooked")
+        one = first.client(token)
+        r = one.post("/queue/vidq/wan22-fast-t2v", params={"fal_webhook": receiver}, json=SMALL)
+        assert r.status_code == 200, r.text
+        rids = [r.json()["request_id"]]
+        wait_for(1)  # its first try failed: it is pending, to be retried
+        with serve(data, workers=0, webhook_allow_loopback_http="true") as second:
+            Receiver.statuses = [200]
+            two = second.client(token)
+            for client in (one, two, two, one):
+                r = client.post(
+                    "/queue/vidq/wan22-fast-t2v", params={"fal_webhook": receiver}, json=SMALL
+                )
+                assert r.status_code == 200, r.text
+                rids.append(r.json()["request_id"])
+            deadline = time.monotonic() + 30
+            while set(Receiver.accepted) != set(rids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert set(Receiver.accepted) == set(rids), (Receiver.accepted, rids)
+            time.sleep(3.0)  # past a retry's backoff: a duplicate would have come by now
+    assert sorted(Receiver.accepted) == sorted(rids)  # each delivered exactly once

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 
 from tests.helpers import vidq_env
 from vidq.errors import Conflict, StoreUnavailable
-from vidq.jobs import JobState, NewJob, queue_rank
+from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
 from vidq.store import JobStore, open_store
+from vidq.store.base import DueWebhook
 from vidq.store.migrate import head_revision, sqlalchemy_url
 from vidq.store.rows import JOB_COLUMNS
 
@@ -52,6 +53,7 @@ def new(
     priority: int = 0,
     max_attempts: int = 3,
     key: str | None = None,
+    webhook: str | None = None,
 ) -> NewJob:
     return NewJob(
         user=user,
@@ -63,6 +65,9 @@ def new(
         max_attempts=max_attempts,
         work_units=1.0,
         idempotency_key=key,
+        webhook_url=webhook,
+        webhook_dialect="fal" if webhook else None,
+        webhook_base="https://vidq.example" if webhook else None,
     )
 
 
@@ -172,6 +177,114 @@ def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
             t.join(60)
         assert not errors, errors
         assert sorted(got) == sorted(ids)  # each job exactly once
+    finally:
+        for s in stores:
+            s.close()
+
+
+HOOK = "https://hooks.example/done"
+
+
+def test_the_jobs_insert_registers_its_webhook(store: JobStore) -> None:
+    """Issue 12, row 8: the webhook is part of the job's INSERT: no job without its webhook,
+    due once the job is finished, never for a job without one."""
+    hooked = store.enqueue(new(webhook=HOOK, key="k"))
+    assert store.enqueue(new(webhook=HOOK, key="k")).id == hooked.id  # a replay adds nothing
+    plain = store.enqueue(new())
+    assert hooked.webhook_url == HOOK and hooked.webhook_dialect == "fal"
+    assert hooked.webhook_base == "https://vidq.example"
+    assert store.due_webhooks(10) == []  # queued: nothing to tell yet
+    assert store.take_webhook(hooked.id, 30) is None
+    job = store.claim([POOL], "w", 30)
+    assert job is not None and job.id == hooked.id
+    assert store.due_webhooks(10) == []  # running
+    assert store.complete(job.id, job.lease_token or "", "outputs/1.mp4", {"frames": 17})
+    assert store.cancel(plain.id, "alice")  # finished too, but asked for no webhook
+    assert store.due_webhooks(10) == [DueWebhook(hooked.id, "alice", HOOK)]
+    taken = store.take_webhook(hooked.id, 30)
+    assert taken is not None and taken.attempts == 0
+    assert taken.job.state is JobState.COMPLETED and taken.job.result_meta == {"frames": 17}
+    assert taken.job.webhook_url == HOOK and taken.job.webhook_base == "https://vidq.example"
+    assert store.take_webhook(plain.id, 30) is None
+
+
+def test_a_webhook_has_one_taker_and_fenced_results(store: JobStore) -> None:
+    job = store.enqueue(new(webhook=HOOK))
+    assert store.cancel(job.id, "alice")  # CANCELLED is finished: its webhook is due
+    first = store.take_webhook(job.id, 30)
+    assert first is not None and first.attempts == 0
+    assert store.take_webhook(job.id, 30) is None  # leased: another API process gets nothing
+    assert store.due_webhooks(10) == []
+    # A failed attempt: due again after its backoff, on the database clock.
+    assert store.webhook_result(job.id, 0, WebhookState.PENDING, retry_after_s=0.4)
+    assert not store.webhook_result(job.id, 0, WebhookState.DELIVERED)  # recorded already
+    assert store.due_webhooks(10) == [] and store.take_webhook(job.id, 30) is None
+    time.sleep(0.5)
+    assert [d.job_id for d in store.due_webhooks(10)] == [job.id]
+    second = store.take_webhook(job.id, 30)
+    assert second is not None and second.attempts == 1
+    assert store.webhook_result(job.id, 1, WebhookState.DELIVERED)
+    assert store.due_webhooks(10) == [] and store.take_webhook(job.id, 0) is None
+    # Given up is final too.
+    other = store.enqueue(new(webhook=HOOK))
+    assert store.cancel(other.id, "alice")
+    assert store.take_webhook(other.id, 30) is not None
+    assert store.webhook_result(other.id, 0, WebhookState.GIVEN_UP)
+    assert store.due_webhooks(10) == [] and store.take_webhook(other.id, 0) is None
+
+
+def test_a_lost_webhook_lease_is_taken_again_and_fences_the_late_holder(
+    store: JobStore,
+) -> None:
+    """A replica that dies mid-delivery delays the webhook by its lease, not forever."""
+    job = store.enqueue(new(webhook=HOOK))
+    assert store.cancel(job.id, "alice")
+    late = store.take_webhook(job.id, 0.2)
+    assert late is not None
+    time.sleep(0.3)
+    again = store.take_webhook(job.id, 30)
+    assert again is not None and again.attempts == late.attempts == 0
+    assert store.webhook_result(job.id, again.attempts, WebhookState.DELIVERED)
+    assert not store.webhook_result(job.id, late.attempts, WebhookState.PENDING, 1.0)
+    assert store.due_webhooks(10) == []
+
+
+def test_due_webhooks_page_by_job_id(store: JobStore) -> None:
+    ids = [store.enqueue(new(webhook=HOOK)).id for _ in range(3)]
+    for job_id in ids:
+        assert store.cancel(job_id, "alice")
+    assert [d.job_id for d in store.due_webhooks(2)] == ids[:2]
+    assert [d.job_id for d in store.due_webhooks(2, after_id=ids[1])] == ids[2:]
+    assert store.due_webhooks(2, after_id=ids[2]) == []
+
+
+def test_concurrent_takers_deliver_a_webhook_once(db_url: str) -> None:
+    """Two API replicas' dispatchers racing for the same deliveries: each taken once."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(4)]
+    try:
+        ids = [stores[0].enqueue(new(webhook=HOOK)).id for _ in range(20)]
+        for job_id in ids:
+            assert stores[0].cancel(job_id, "alice")
+        start = threading.Barrier(8)
+        got: list[int] = []
+        errors: list[BaseException] = []
+
+        def taker(s: JobStore) -> None:
+            start.wait(10)
+            try:
+                for job_id in ids:
+                    if s.take_webhook(job_id, 30) is not None:
+                        got.append(job_id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=taker, args=(stores[i % 4],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert sorted(got) == ids  # each delivery leased exactly once
     finally:
         for s in stores:
             s.close()
@@ -500,12 +613,14 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             columns = {c["name"] for c in inspector.get_columns("jobs")}
             assert {c.strip() for c in JOB_COLUMNS.split(",")} <= columns
             assert {"higher_quality", "retry_at"} <= columns
+            assert {"webhook_state", "webhook_attempts", "webhook_next_at"} <= columns
             assert {"name", "pools", "seen_at"} <= {
                 c["name"] for c in inspector.get_columns("workers")
             }
             indexes = {i["name"]: i for i in inspector.get_indexes("jobs")}
             assert indexes["ux_jobs_idempotency"]["unique"]
             assert {"ix_jobs_queue", "ix_jobs_lease", "ix_jobs_owner"} <= set(indexes)
+            assert "ix_jobs_webhooks" in indexes
             if conn.dialect.name == "postgresql":
                 where = conn.execute(
                     sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_queue'")

@@ -16,7 +16,6 @@ from fastapi import Request
 from vidq.api.auth import Authenticator
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
-from vidq.jobs import Job
 from vidq.media.decode import DecodePool
 from vidq.media.fetch import Fetcher
 from vidq.storage.base import BlobStore
@@ -29,14 +28,12 @@ class Webhooks(Protocol):
     def check(self, url: str | None) -> str | None:
         """Submit-time check of a ``fal_webhook`` value (None if absent)."""
 
-    def register(self, job: Job, dialect: str, base: str) -> None:
-        """Record a submitted job's delivery before the API answers 2xx."""
-
     def secret_for(self, user: str) -> str:
         """The signing secret of ``user``'s webhooks."""
 
     def start(self) -> None:
-        """Start delivering (the app's startup)."""
+        """Start delivering the job store's due webhooks (the app's startup); the submit's
+        INSERT registers them (``JobStore.enqueue``)."""
 
     def stop(self) -> None:
         """Stop delivering (the app's shutdown)."""

@@ -46,10 +46,14 @@ def submit(
     priority: int | None = None,
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
+    dialect: str = "native",
+    base: str = "",
 ) -> Job:
     """Validate what the schema cannot, store the media inputs as blobs, then enqueue.
     Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread;
-    ``fetched`` holds the bytes of the URL inputs (``Fetcher.fetching``)."""
+    ``fetched`` holds the bytes of the URL inputs (``Fetcher.fetching``). The job's INSERT
+    registers its webhook too (worded for ``dialect``, with URLs under ``base``), so a
+    submit that fails leaves neither."""
     prio = body.priority if priority is None else priority
     if prio > token.max_priority:
         raise InvalidInput(
@@ -80,6 +84,8 @@ def submit(
         work_units=estimate_units(model, inputs, plan),
         idempotency_key=idempotency_key,
         webhook_url=webhook_url,
+        webhook_dialect=dialect if webhook_url else None,
+        webhook_base=base if webhook_url else None,
     )
     try:
         job = ctx.store.enqueue(new)
@@ -110,8 +116,8 @@ async def submit_once(
 ) -> tuple[Job, bool]:
     """What both dialects' submit routes do: replay an earlier submit with the same
     Idempotency-Key, else fetch the URL inputs on the event loop (``ctx.fetcher``: no
-    request thread waits on a remote server), then submit and register the webhook in a
-    thread (media families under ``ctx.decode_limiter``). Returns (job, replayed)."""
+    request thread waits on a remote server), then submit in a thread (media families
+    under ``ctx.decode_limiter``). Returns (job, replayed)."""
     if idempotency_key is not None:
         job = await anyio.to_thread.run_sync(replayed, ctx, model, token, idempotency_key)
         if job is not None:
@@ -120,12 +126,11 @@ async def submit_once(
     urls = media_urls(model.family, {f: getattr(body, f, None) for f in fields})
 
     def work(fetched: Mapping[str, bytes]) -> Job:
-        job = submit(
+        return submit(
             ctx, model, body, token, binary_output=binary_output, fetched=fetched,
             priority=priority, idempotency_key=idempotency_key, webhook_url=webhook_url,
+            dialect=dialect, base=base,
         )  # fmt: skip
-        ctx.webhooks.register(job, dialect, base)
-        return job
 
     limiter = ctx.decode_limiter if fields else None  # None: the request thread pool
     async with ctx.fetcher.fetching(urls, token.user) as fetched:

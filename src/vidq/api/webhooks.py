@@ -1,16 +1,19 @@
 """Webhooks: ``?fal_webhook=URL`` on submit (both dialects) gets one signed POST once the
 request is finished (COMPLETED, FAILED or CANCELLED).
 
-Delivery runs in the API, from a durable outbox kept in the object storage, so that it
-never delays a worker's completion and survives restarts:
+Delivery runs in the API, from the job store, so that it never delays a worker's completion,
+survives restarts and is shared by every API replica:
 
-- at submit, before the 2xx, the API writes ``webhooks/<request id>.json`` (the target,
-  the dialect, the public base URL, the attempts so far) and remembers the request;
+- the submit's INSERT registers the webhook with the job (``JobStore.enqueue``: the target,
+  the dialect, the public base URL; state 'pending'), in one statement: a submit that
+  fails leaves neither the job nor its webhook, one that succeeds has both;
 - a dispatcher in every API process, on an event loop of its own (thread
-  ``vidq-webhooks``), watches the requests it remembers and, every ``ADOPT_EVERY_S``,
-  adopts outbox entries it does not know (left by a restart or by another replica); once
-  the request is terminal it POSTs fal's body shape:
-  ``{"request_id", "gateway_request_id", "status": "OK"|"ERROR", "payload", "error"}``;
+  ``vidq-webhooks``), polls the store every ``POLL_S`` for due webhooks (pending, the job
+  finished, not backing off), ``DUE_BATCH`` at a time by job id;
+- once it holds the delivery's slots it leases the delivery in the store
+  (``take_webhook``: one atomic update, so of two replicas only one delivers; a replica
+  that dies mid-delivery leaves it due again when the lease ends) and POSTs fal's body
+  shape: ``{"request_id", "gateway_request_id", "status": "OK"|"ERROR", "payload", "error"}``;
 - each delivery is one async POST with one deadline for the whole attempt
   (``webhook_timeout``: resolving, connecting, sending, the answer's headers; the answer's
   body is never read), through the SSRF policy the input fetcher uses
@@ -20,12 +23,14 @@ never delays a worker's completion and survives restarts:
   ``webhook_per_user`` of one user's webhooks and ``webhook_concurrency`` in all; the
   others wait their turn on the dispatcher's loop, so a slow receiver delays only the
   webhooks sent to it, and its user's beyond their share;
-- a non-2xx answer, a connection error or the deadline is retried with exponential
-  backoff (``BACKOFF_S`` doubling, at most ``webhook_max_attempts`` deliveries); the
-  attempt count is written back to the entry, so a restart resumes the schedule. The
-  entry is deleted once delivered or given up.
+- the attempt's outcome is written back (``webhook_result``): delivered; or, after a
+  non-2xx answer, a connection error or the deadline, due again after an exponential
+  backoff (``BACKOFF_S`` doubling, on the database clock), until ``webhook_max_attempts``
+  deliveries have been tried and it is given up.
 
-Delivery is at-least-once: receivers should deduplicate by ``request_id``.
+Delivery is once in the normal case, however many API replicas run; it is at-least-once
+when an API process dies mid-delivery or a 2xx answer is lost: receivers should
+deduplicate by ``request_id``.
 
 Signature (HMAC-SHA256, per-user secret from ``GET /webhooks/secret``)::
 
@@ -41,7 +46,6 @@ connecting.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -61,8 +65,8 @@ import httpx
 
 from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext
-from vidq.errors import InvalidInput, NotFound, VidqError
-from vidq.jobs import Job, JobState
+from vidq.errors import InvalidInput, VidqError
+from vidq.jobs import Job, JobState, WebhookState
 from vidq.media.outbound import (
     LOOPBACK,
     KeyedLimit,
@@ -71,16 +75,17 @@ from vidq.media.outbound import (
     address_refusal,
     tls_context,
 )
+from vidq.store.base import DueWebhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
 FIELD = "fal_webhook"
-OUTBOX = "webhooks/"
 URL_MAX = 2048
 BACKOFF_S = 2.0
 BACKOFF_MAX_S = 600.0
-ADOPT_EVERY_S = 60.0
-TICK_S = 0.5
+POLL_S = 0.5  # how often each API process asks the store for due webhooks
+DUE_BATCH = 256  # due webhooks read per poll
+LEASE_MARGIN_S = 30.0  # a delivery's lease: its deadline plus this (signing, recording)
 SIGNATURE_HEADER = "X-Vidq-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Vidq-Webhook-Timestamp"
 REQUEST_ID_HEADER = "X-Vidq-Webhook-Request-Id"
@@ -190,34 +195,13 @@ def body_of(ctx: AppContext, job: Job, dialect: str, base: str) -> dict[str, Any
     return {**envelope, "status": "ERROR", "payload": payload, "error": error}
 
 
-# --- the outbox and its dispatcher -------------------------------------------------------------
-@dataclasses.dataclass
-class Entry:
-    """One pending webhook, as stored in the outbox."""
-
-    job_id: int
-    url: str
-    dialect: str  # "native" or "fal"
-    base: str  # the API's public base URL at submit time (for signed URLs)
-    attempts: int = 0
-    next_at: float = 0.0  # wall clock of the next delivery try
-
-    @property
-    def key(self) -> str:
-        return f"{OUTBOX}{self.job_id}.json"
-
-    def dump(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self)).encode()
-
-
+# --- the dispatcher -------------------------------------------------------------------------
 class WebhookDispatcher:
-    """Delivers the outbox (see module docstring). One per API process."""
+    """Delivers the job store's due webhooks (see module docstring). One per API process."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self._pending: dict[int, Entry] = {}
-        self._inflight: set[int] = set()
-        self._lock = threading.Lock()  # register() runs in request threads
+        self._inflight: set[int] = set()  # job ids with a delivery task here (loop only)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server_secret: bytes | None = None
@@ -251,15 +235,6 @@ class WebhookDispatcher:
         allow = self.ctx.settings.limits.webhook_allow_loopback_http
         return check_target(url.strip(), allow_loopback_http=allow)
 
-    def register(self, job: Job, dialect: str, base: str) -> None:
-        """Write the outbox entry of a submitted job (before the API answers 2xx)."""
-        if not job.webhook_url:
-            return
-        entry = Entry(job.id, job.webhook_url, dialect, base)
-        self.ctx.storage.put_bytes(entry.key, entry.dump(), "application/json")
-        with self._lock:
-            self._pending.setdefault(job.id, entry)
-
     def start(self) -> None:
         self._thread = threading.Thread(
             target=anyio.run, args=(self._run,), name="vidq-webhooks", daemon=True
@@ -272,94 +247,92 @@ class WebhookDispatcher:
             self._thread.join(5)
 
     async def _run(self) -> None:
-        """The dispatcher's loop: adopt, hand due entries to delivery tasks, until stop."""
+        """The dispatcher's loop: poll the store, start a delivery per due webhook."""
         everyone = anyio.Semaphore(self._slots)
-        next_adopt = 0.0
+        after = 0  # the poll's cursor: job ids above it come next
         async with anyio.create_task_group() as tasks:
             while not self._stop.is_set():
                 try:
-                    if time.monotonic() >= next_adopt:
-                        next_adopt = time.monotonic() + ADOPT_EVERY_S
-                        await anyio.to_thread.run_sync(self._adopt)
-                    await self._tick(tasks, everyone)
+                    after = await self._poll(tasks, everyone, after)
                 except VidqError as exc:
                     log.warning("webhooks: %s", exc.message)
-                await anyio.sleep(TICK_S)
+                await anyio.sleep(POLL_S)
             tasks.cancel_scope.cancel()
 
-    def _adopt(self) -> None:
-        for key in self.ctx.storage.keys(OUTBOX):
-            try:
-                entry = Entry(**json.loads(self.ctx.storage.get_bytes(key, 64 * 1024)))
-            except (NotFound, ValueError, TypeError):
-                continue
-            with self._lock:
-                self._pending.setdefault(entry.job_id, entry)
+    async def _poll(self, tasks: anyio.abc.TaskGroup, everyone: anyio.Semaphore, after: int) -> int:
+        """Start deliveries for one page of due webhooks; the next poll's cursor (0 once
+        the page was the last, so the next poll starts over)."""
+        due = await anyio.to_thread.run_sync(self.ctx.store.due_webhooks, DUE_BATCH, after)
+        for hook in due:
+            if hook.job_id not in self._inflight:  # still waiting for its slots here
+                self._inflight.add(hook.job_id)
+                tasks.start_soon(self._deliver, hook, everyone)
+        return due[-1].job_id if len(due) == DUE_BATCH else 0
 
-    async def _tick(self, tasks: anyio.abc.TaskGroup, everyone: anyio.Semaphore) -> None:
-        now = time.time()
-        with self._lock:
-            due = [
-                e
-                for e in self._pending.values()
-                if e.next_at <= now and e.job_id not in self._inflight
-            ]
-        for entry in due:
-            job = await anyio.to_thread.run_sync(self.ctx.store.get, entry.job_id)
-            if job is None:
-                await anyio.to_thread.run_sync(self._forget, entry)
-            elif job.state.terminal:
-                with self._lock:
-                    self._inflight.add(entry.job_id)
-                tasks.start_soon(self._deliver, entry, job, everyone)
-            else:
-                entry.next_at = now + 1.0  # not finished yet: look again in a second
-
-    async def _deliver(self, entry: Entry, job: Job, everyone: anyio.Semaphore) -> None:
-        """One delivery attempt, then its bookkeeping (forget, or schedule a retry)."""
-        host = urlsplit(entry.url).hostname
-        extra = {"job_id": job.id, "webhook_host": host, "attempt": entry.attempts + 1}
+    async def _deliver(self, hook: DueWebhook, everyone: anyio.Semaphore) -> None:
+        """Wait for the delivery's slots, then lease, attempt and record it."""
+        extra: dict[str, Any] = {"job_id": hook.job_id, "webhook_host": urlsplit(hook.url).hostname}
         try:
             async with (
-                self._per_user.hold(job.user),
-                self._per_host.hold(receiver_of(entry.url)),
+                self._per_user.hold(hook.user),
+                self._per_host.hold(receiver_of(hook.url)),
                 everyone,
             ):
-                ok = await self._attempt(entry, job, extra)
+                await self._attempt(hook, extra)
         except VidqError as exc:
-            log.warning("webhook not sent: %s", exc.message, extra=extra)
-            ok = False
-            if isinstance(exc, InvalidInput):  # the target is not allowed: never will be
-                entry.attempts = self.ctx.settings.limits.webhook_max_attempts
+            log.warning("webhooks: %s", exc.message, extra=extra)
         except Exception:  # one delivery's bug must not stop the dispatcher
             log.exception("webhook delivery crashed", extra=extra)
-            ok = False
         finally:
-            with self._lock:
-                self._inflight.discard(entry.job_id)
-        await anyio.to_thread.run_sync(self._after, entry, ok, extra)
+            self._inflight.discard(hook.job_id)
 
-    async def _attempt(self, entry: Entry, job: Job, extra: dict[str, Any]) -> bool:
-        settings = self.ctx.settings
-        check_target(entry.url, allow_loopback_http=settings.limits.webhook_allow_loopback_http)
-        body, headers = await anyio.to_thread.run_sync(self._request_of, entry, job)
+    async def _attempt(self, hook: DueWebhook, extra: dict[str, Any]) -> None:
+        """One attempt under a lease, its outcome written back whatever happens (a
+        shutdown that cancels it counts it as a failed attempt, due again later)."""
+        limits = self.ctx.settings.limits
+        lease_s = limits.webhook_timeout + LEASE_MARGIN_S
+        taken = await anyio.to_thread.run_sync(self.ctx.store.take_webhook, hook.job_id, lease_s)
+        if taken is None:
+            return  # delivered, or being delivered, by another API process
+        extra["attempt"] = taken.attempts + 1
+        outcome = WebhookState.PENDING
         try:
+            outcome = await self._send(taken, extra)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._record, taken, outcome, extra)
+
+    async def _send(self, taken: WebhookDelivery, extra: dict[str, Any]) -> WebhookState:
+        """POST the delivery: DELIVERED on a 2xx, GIVEN_UP for a target that is not
+        allowed (it never will be), else PENDING (to be tried again)."""
+        settings = self.ctx.settings
+        job, url = taken.job, taken.job.webhook_url or ""
+        try:
+            check_target(url, allow_loopback_http=settings.limits.webhook_allow_loopback_http)
+            body, headers = await anyio.to_thread.run_sync(self._request_of, job)
             status = await post(
-                entry.url, body, headers, self.policy, settings.limits.webhook_timeout, self._tls
+                url, body, headers, self.policy, settings.limits.webhook_timeout, self._tls
             )
+        except InvalidInput as exc:
+            log.warning("webhook target refused: %s", exc.message, extra=extra)
+            return WebhookState.GIVEN_UP
+        except VidqError as exc:
+            log.warning("webhook not sent: %s", exc.message, extra=extra)
+            return WebhookState.PENDING
         except TimeoutError:
             log.warning(
                 "webhook delivery took over %g s", settings.limits.webhook_timeout, extra=extra
             )
-            return False
+            return WebhookState.PENDING
         except httpx.HTTPError as exc:
             log.warning("webhook delivery failed: %s", type(exc).__name__, extra=extra)
-            return False
-        return 200 <= status < 300
+            return WebhookState.PENDING
+        return WebhookState.DELIVERED if 200 <= status < 300 else WebhookState.PENDING
 
-    def _request_of(self, entry: Entry, job: Job) -> tuple[bytes, dict[str, str]]:
+    def _request_of(self, job: Job) -> tuple[bytes, dict[str, str]]:
         """The signed body and headers of a delivery (signed now, once it may be sent)."""
-        body = json.dumps(body_of(self.ctx, job, entry.dialect, entry.base)).encode()
+        dialect, base = job.webhook_dialect or "fal", job.webhook_base or ""
+        body = json.dumps(body_of(self.ctx, job, dialect, base)).encode()
         timestamp = int(time.time())
         rid = str(job.id)
         headers = {
@@ -371,26 +344,16 @@ class WebhookDispatcher:
         }
         return body, headers
 
-    def _after(self, entry: Entry, ok: bool, extra: dict[str, Any]) -> None:
-        if ok:
+    def _record(self, taken: WebhookDelivery, outcome: WebhookState, extra: dict[str, Any]) -> None:
+        """Write an attempt's outcome back: delivered, given up, or due after a backoff."""
+        attempts = taken.attempts + 1
+        if (
+            outcome is WebhookState.PENDING
+            and attempts >= self.ctx.settings.limits.webhook_max_attempts
+        ):
+            outcome = WebhookState.GIVEN_UP
+            log.warning("webhook given up after %d attempts", attempts, extra=extra)
+        elif outcome is WebhookState.DELIVERED:
             log.info("webhook delivered", extra=extra)
-            self._forget(entry)
-            return
-        entry.attempts += 1
-        if entry.attempts >= self.ctx.settings.limits.webhook_max_attempts:
-            log.warning("webhook given up after %d attempts", entry.attempts, extra=extra)
-            self._forget(entry)
-            return
-        entry.next_at = time.time() + min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (entry.attempts - 1))
-        try:
-            self.ctx.storage.put_bytes(entry.key, entry.dump(), "application/json")
-        except VidqError:
-            pass  # the in-memory schedule goes on; a restart retries from the old count
-
-    def _forget(self, entry: Entry) -> None:
-        with self._lock:
-            self._pending.pop(entry.job_id, None)
-        try:
-            self.ctx.storage.delete(entry.key)
-        except VidqError:
-            pass
+        backoff = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (attempts - 1))
+        self.ctx.store.webhook_result(taken.job.id, taken.attempts, outcome, backoff)

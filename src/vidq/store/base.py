@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from vidq.jobs import Job, JobState, NewJob
+from vidq.jobs import Job, JobState, NewJob, WebhookState
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +49,23 @@ class ReapResult:
 
     retried: list[int]
     failed: list[int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueWebhook:
+    """A finished job whose webhook is due: enough to pick its delivery's slots."""
+
+    job_id: int
+    user: str
+    url: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """A webhook leased for one delivery attempt (``JobStore.take_webhook``)."""
+
+    job: Job  # finished; carries the target, the dialect and the public base URL
+    attempts: int  # deliveries tried before this one
 
 
 class JobStore(Protocol):
@@ -153,6 +170,26 @@ class JobStore(Protocol):
         object; PostgreSQL: those of every process), including one that happened since
         this thread's last ``claim``. Spurious wake-ups are allowed; the caller claims
         and waits again."""
+
+    # --- webhooks: the jobs table is their outbox -------------------------------------
+    # ``enqueue`` registers a job's webhook in the job's own INSERT (state 'pending', due
+    # at once), so no submit leaves a job without its webhook or a webhook without its job.
+    def due_webhooks(self, limit: int, after_id: int = 0) -> list[DueWebhook]:
+        """Up to ``limit`` webhooks due now (pending, job finished, not backing off or
+        leased), with job id above ``after_id``, by job id."""
+
+    def take_webhook(self, job_id: int, lease_s: float) -> WebhookDelivery | None:
+        """Lease one due delivery for ``lease_s`` seconds of database time, atomically:
+        of several API processes taking one webhook, one gets it, the others None (also
+        None if it is no longer due). If the holder dies, it is due again once the lease
+        ends (at-least-once)."""
+
+    def webhook_result(
+        self, job_id: int, attempts: int, state: WebhookState, retry_after_s: float = 0.0
+    ) -> bool:
+        """Record the attempt taken with ``attempts`` earlier tries: DELIVERED, GIVEN_UP,
+        or PENDING to try again in ``retry_after_s`` seconds. False (nothing changed) when
+        that attempt's lease was lost to another taker who recorded first."""
 
     # --- tokens ---------------------------------------------------------------------
     def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:

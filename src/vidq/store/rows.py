@@ -13,8 +13,8 @@ from vidq.store.positions import position_key
 JOB_COLUMNS = (
     "id, owner, model_id, pool, tier, priority, state, inputs, binary_output, attempt, "
     "max_attempts, lease_token, worker, progress_done, progress_total, work_units, "
-    "result_key, result_meta, error, error_type, idempotency_key, webhook_url, created_at, "
-    "started_at, finished_at, lease_until"
+    "result_key, result_meta, error, error_type, idempotency_key, webhook_url, "
+    "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until"
 )
 TOKEN_COLUMNS = "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked"
 
@@ -44,6 +44,8 @@ def job_from_row(row: Any) -> Job:
         error_type=row["error_type"],
         idempotency_key=row["idempotency_key"],
         webhook_url=row["webhook_url"],
+        webhook_dialect=row["webhook_dialect"],
+        webhook_base=row["webhook_base"],
         created_at=float(row["created_at"]),
         started_at=row["started_at"],
         finished_at=row["finished_at"],

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vidq.errors import StoreUnavailable
-from vidq.jobs import Job, NewJob, queue_rank
-from vidq.store.base import JobStatus, ReapResult, Token
+from vidq.jobs import Job, NewJob, WebhookState, queue_rank
+from vidq.store.base import DueWebhook, JobStatus, ReapResult, Token, WebhookDelivery
 from vidq.store.driver import Driver, Row
 from vidq.store.positions import QueueSnapshots, position_key
 from vidq.store.rows import dumps, job_from_row, job_status_from_row, token_from_row
@@ -70,6 +70,10 @@ class SQLStore:
             "binary_output": new.binary_output,
             "max_attempts": new.max_attempts, "work_units": new.work_units,
             "idempotency_key": new.idempotency_key, "webhook_url": new.webhook_url,
+            "webhook_dialect": new.webhook_dialect, "webhook_base": new.webhook_base,
+            # the webhook is registered by this INSERT: pending, due once the job finishes
+            "webhook_state": WebhookState.PENDING.value if new.webhook_url else None,
+            "webhook_next_at": 0.0 if new.webhook_url else None,
         }  # fmt: skip
         with self.driver.session() as db:
             row = db.row(self._sql.insert_job, params)
@@ -204,6 +208,24 @@ class SQLStore:
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         self.driver.wait(timeout)
+
+    # -- webhooks ------------------------------------------------------------------------
+    def due_webhooks(self, limit: int, after_id: int = 0) -> list[DueWebhook]:
+        rows = self._rows(self._sql.due_webhooks, after=after_id, limit=limit)
+        return [DueWebhook(int(r["id"]), r["owner"], r["webhook_url"]) for r in rows]
+
+    def take_webhook(self, job_id: int, lease_s: float) -> WebhookDelivery | None:
+        row = self._row(self._sql.take_webhook, id=job_id, lease_s=lease_s)
+        return WebhookDelivery(job_from_row(row), int(row["webhook_attempts"])) if row else None
+
+    def webhook_result(
+        self, job_id: int, attempts: int, state: WebhookState, retry_after_s: float = 0.0
+    ) -> bool:
+        changed = self._count(
+            self._sql.webhook_result, id=job_id, attempts=attempts, state=state.value,
+            retry_after_s=retry_after_s,
+        )  # fmt: skip
+        return changed == 1
 
     # -- tokens --------------------------------------------------------------------------
     def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:

@@ -33,6 +33,9 @@ _TAKE = """
     state = 'RUNNING', attempt = attempt + 1, lease_token = :token, worker = :worker,
     lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0,
     retry_at = NULL"""
+# A webhook that may be due: pending, its job finished. The predicate of ix_jobs_webhooks
+# (migration 0004), so the dispatchers' poll reads that small index only.
+_WEBHOOK_DUE = "webhook_state = 'pending' AND state IN ('COMPLETED', 'FAILED', 'CANCELLED')"
 # A retry backing off (``retry_at`` in the future) waits; the jobs behind it go first.
 _FIRST_QUEUED = """
     SELECT id FROM jobs WHERE pool IN ({pools}) AND state IN ('PENDING', 'RETRY')
@@ -53,10 +56,12 @@ class Statements:
         f"""
         INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
             higher_quality, binary_output, max_attempts, work_units, idempotency_key,
-            webhook_url, created_at)
+            webhook_url, webhook_dialect, webhook_base, webhook_state, webhook_next_at,
+            created_at)
         VALUES (:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
             :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
-            :webhook_url, {{NOW}})
+            :webhook_url, :webhook_dialect, :webhook_base, :webhook_state, :webhook_next_at,
+            {{NOW}})
         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {JOB_COLUMNS}""",
         wakes=True,
@@ -148,6 +153,28 @@ class Statements:
     register_worker = Statement("""
         INSERT INTO workers (name, pools, seen_at) VALUES (:name, :pools, {NOW})
         ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, seen_at = excluded.seen_at""")
+
+    # -- webhooks: the outbox is the jobs table -----------------------------------------
+    # Due deliveries in id order from a cursor, so a dispatcher whose first rows all wait
+    # on a slow receiver still reaches the others on its next polls.
+    due_webhooks = Statement(f"""
+        SELECT id, owner, webhook_url FROM jobs
+        WHERE {_WEBHOOK_DUE} AND id > :after AND webhook_next_at <= {{NOW}}
+        ORDER BY id LIMIT :limit""")
+    # The lease of one attempt: it moves ``webhook_next_at`` past the attempt, so another
+    # API process's take of the same row changes nothing (PostgreSQL re-checks the WHERE
+    # on the row the first take committed).
+    take_webhook = Statement(f"""
+        UPDATE jobs SET webhook_next_at = {{NOW}} + :lease_s
+        WHERE id = :id AND {_WEBHOOK_DUE} AND webhook_next_at <= {{NOW}}
+        RETURNING {JOB_COLUMNS}, webhook_attempts""")
+    # Fenced by the attempt count the take returned: a late result of an attempt whose
+    # lease expired (and was taken again) changes nothing.
+    webhook_result = Statement("""
+        UPDATE jobs SET webhook_state = :state, webhook_attempts = webhook_attempts + 1,
+            webhook_next_at = CASE WHEN :state = 'pending'
+                THEN {NOW} + :retry_after_s ELSE NULL END
+        WHERE id = :id AND webhook_state = 'pending' AND webhook_attempts = :attempts""")
 
     # -- tokens -------------------------------------------------------------------------
     insert_token = Statement(f"""
