@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from vidq import cli_client
+from vidq import cli_admin, cli_client
 from vidq.config import Settings
+from vidq.ops.logs import LogSetup
+from vidq.ops.logs import configure_logging as configure
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="vidq: self-hosted video generation."
@@ -27,23 +28,40 @@ app.add_typer(models_app, name="models")
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (VIDQ_DATA_DIR).")]
 
 
-class _RedactQuery(logging.Filter):
-    """Drops query strings from access-log lines: they may hold URL signatures."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
-        return True
+def log_setup(settings: Settings) -> LogSetup:
+    """How every process of this command logs (engine children included)."""
+    return LogSetup(level=settings.log_level, format=settings.log_format)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def configure_logging(settings: Settings) -> None:
+    configure(log_setup(settings))
+
+
+def collector(settings: Settings, store: Any, storage: Any, holder: str) -> Any:
+    """The retention collector with the configured TTLs."""
+    from vidq.ops.retention import Collector, RetentionPolicy
+
+    r = settings.retention
+    policy = RetentionPolicy(
+        input_ttl=r.input_ttl, output_ttl=r.output_ttl, job_ttl=r.job_ttl, batch=r.gc_batch
     )
-    logging.getLogger("uvicorn.access").addFilter(_RedactQuery())
+    return Collector(store, storage, policy, holder)
+
+
+def start_collector(settings: Settings, store: Any, storage: Any, holder: str) -> threading.Event:
+    """Run the collector every ``gc_interval`` in a daemon thread (one process of the fleet
+    collects at a time); set the returned event to stop it."""
+    from vidq.ops.retention import run_periodically
+
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_periodically,
+        args=(collector(settings, store, storage, holder), settings.retention.gc_interval, stop),
+        name="vidq-gc",
+        daemon=True,
+    )
+    thread.start()
+    return stop
 
 
 def open_backends(settings: Settings) -> tuple[Any, Any]:
@@ -94,6 +112,8 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
         drain_s=settings.worker.drain_seconds,
         retry_backoff_s=settings.worker.retry_backoff_seconds,
         retry_backoff_max_s=settings.worker.retry_backoff_max_seconds,
+        upload_retry_s=settings.worker.upload_retry_seconds,
+        logs=log_setup(settings),
         name=name,
     )
 
@@ -176,23 +196,28 @@ def serve(
 ) -> None:
     """Run the API and N in-process workers on the embedded (or configured) backends."""
     import uvicorn
+    from prometheus_client import CollectorRegistry
 
     from vidq.api import create_app
     from vidq.api.auth import create_token
+    from vidq.ops.metrics import WorkerMetrics
     from vidq.worker import Worker
 
     settings = Settings.load(
         data_dir=data_dir, server={"host": host, "port": port, "workers": workers}
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     store, storage = _open_backends_patiently(settings)
     if not store.list_tokens():
         token = create_token(store, "admin", max_priority=1000, admin=True)
         typer.echo(f"Created admin token (shown once, keep it): {token}")
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = WorkerMetrics(registry) if settings.server.workers else None
     pool = [
-        Worker(store, storage, worker_options(settings, name=f"serve-{i}"))
+        Worker(store, storage, worker_options(settings, name=f"serve-{i}"), metrics)
         for i in range(settings.server.workers)
     ]
+    gc_stop = start_collector(settings, store, storage, pool[0].name) if pool else None
     threads = [
         threading.Thread(target=w.run, name=f"vidq-worker-{i}", daemon=True)
         for i, w in enumerate(pool)
@@ -200,7 +225,7 @@ def serve(
     for t in threads:
         t.start()
     config = uvicorn.Config(
-        create_app(settings, store, storage),
+        create_app(settings, store, storage, registry=registry),
         host=settings.server.host,
         port=settings.server.port,
         log_config=None,
@@ -214,6 +239,8 @@ def serve(
     try:
         uvicorn.Server(config).run()
     finally:
+        if gc_stop is not None:
+            gc_stop.set()
         for w in pool:
             w.stop(drain=True)
         for t in threads:
@@ -230,14 +257,30 @@ def worker(
     data_dir: DataDir = None,
     pools: Annotated[str | None, typer.Option(help="Comma-separated pools (default: all).")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Drain the queue, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's /metrics on this port (VIDQ_METRICS_PORT)."),
+    ] = None,
 ) -> None:
-    """Run one worker process on the configured job store and storage."""
+    """Run one worker process on the configured job store and storage; it also runs the
+    retention collector (one process of the fleet at a time)."""
+    from prometheus_client import CollectorRegistry
+
+    from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
     from vidq.worker import Worker
 
-    settings = Settings.load(data_dir=data_dir, worker={"pools": pools})
-    configure_logging(settings.log_level)
+    settings = Settings.load(
+        data_dir=data_dir, worker={"pools": pools, "metrics_port": metrics_port}
+    )
+    configure_logging(settings)
     store, storage = _open_backends_patiently(settings)
-    w = Worker(store, storage, worker_options(settings, burst=burst))
+    metrics = None
+    if settings.worker.metrics_port is not None:
+        registry = CollectorRegistry(auto_describe=True)
+        metrics = WorkerMetrics(registry)
+        serve_worker_metrics(registry, settings.worker.metrics_port)
+    w = Worker(store, storage, worker_options(settings, burst=burst), metrics)
+    gc_stop = None if burst else start_collector(settings, store, storage, w.name)
     signals = {"count": 0}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -250,8 +293,38 @@ def worker(
     try:
         done = w.run()
     finally:
+        if gc_stop is not None:
+            gc_stop.set()
         store.close()
     typer.echo(f"worker finished {done} jobs", err=True)
+
+
+@app.command()
+def gc(
+    data_dir: DataDir = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete expired inputs, outputs and job rows now (VIDQ_INPUT_TTL, VIDQ_OUTPUT_TTL,
+    VIDQ_JOB_TTL); prints a JSON report. Waits for no one: exits 3 if another process is
+    collecting."""
+    import json
+    import os
+    import socket
+
+    settings = Settings.load(data_dir=data_dir)
+    configure_logging(settings)
+    store, storage = open_backends(settings)
+    try:
+        c = collector(settings, store, storage, f"gc@{socket.gethostname()}:{os.getpid()}")
+        report = c.dry_run() if dry_run else c.run_once()
+    finally:
+        store.close()
+    if report is None:
+        typer.echo("another process is collecting (the gc lease is taken)", err=True)
+        raise typer.Exit(3)
+    typer.echo(json.dumps({"dry_run": dry_run, **report.as_json()}, indent=2))
 
 
 @token_app.command("create")
@@ -325,6 +398,7 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 
 
 cli_client.register(app)  # login, submit, status, cancel, result, requests
+app.add_typer(cli_admin.app, name="admin")  # the admin routes, over HTTP
 
 
 def main() -> None:

@@ -67,6 +67,11 @@ class ServerSettings(_Group):
         "Unset: `host`, localhost, 127.0.0.1 and ::1.",
     )
 
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve `GET /metrics` without a token (default: admin tokens only).",
+    )
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _host_list(cls, value: Any) -> Any:
@@ -157,6 +162,18 @@ class WorkerSettings(_Group):
     )
     retry_backoff_max_seconds: float = Field(
         default=60.0, ge=0, description="The longest wait between two attempts of a job."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which `vidq worker` serves its own `/metrics`; unset: none.",
+    )
+    upload_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a worker retries uploading a finished video while the storage "
+        "fails (full disk, S3 errors) before it gives the attempt up.",
     )
 
     @field_validator("pools", mode="before")
@@ -271,6 +288,37 @@ class ComfyUISettings(_Group):
     def _absolute(cls, value: Path | None) -> Path | None:
         # The engine runs in a child process: hand it a path that does not depend on a cwd.
         return value.resolve() if value is not None else None
+
+
+class RetentionSettings(_Group):
+    """How long inputs, outputs and job rows are kept (the collector runs in workers and as
+    `vidq gc`): durations in seconds."""
+
+    input_ttl: float = Field(
+        default=0.0,
+        ge=0,
+        description="Keep a request's input blobs this long after it "
+        "finished; 0 deletes them once it finished (at the collector's next pass).",
+    )
+    output_ttl: float = Field(
+        default=7 * 86400.0,
+        ge=0,
+        description="Keep a completed request's video this long "
+        "(7 days); then its result answers 410 Gone and its status says `expired`.",
+    )
+    job_ttl: float = Field(
+        default=30 * 86400.0,
+        ge=0,
+        description="Keep a finished request's row this long "
+        "(30 days); then the request is unknown (404). Its counters stay in the metrics.",
+    )
+    gc_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between two collector passes of a worker "
+        "(one worker of the fleet collects at a time).",
+    )
+    gc_batch: int = Field(default=100, ge=1, description="Jobs the collector expires per batch.")
 
 
 class LimitsSettings(_Group):
@@ -393,6 +441,11 @@ class Settings(BaseSettings):
         default="INFO",
         description="Log level of every vidq process: DEBUG, INFO, WARNING or ERROR.",
     )
+    log_format: Literal["human", "json"] = Field(
+        default="human",
+        description="Log lines of every vidq process (engine children included): `human` "
+        "or `json` (one object per line: time, level, logger, message, context).",
+    )
     server: ServerSettings = Field(default_factory=lambda: ServerSettings())
     store: StoreSettings = Field(default_factory=lambda: StoreSettings())
     storage: StorageSettings = Field(default_factory=lambda: StorageSettings())
@@ -400,6 +453,7 @@ class Settings(BaseSettings):
     preview: PreviewSettings = Field(default_factory=lambda: PreviewSettings())
     wan: WanSettings = Field(default_factory=lambda: WanSettings())
     comfyui: ComfyUISettings = Field(default_factory=lambda: ComfyUISettings())
+    retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
 
     @classmethod

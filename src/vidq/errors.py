@@ -11,10 +11,12 @@ default message.
     │   ├── PayloadTooLarge        (413) body or decoded input over its limit
     │   ├── Unauthorized           (401) missing or unknown token
     │   ├── NotFound               (404) unknown model, request, blob — or not yours
-    │   └── Conflict               (409) the job is not in a state that allows this
+    │   ├── Conflict               (409) the job is not in a state that allows this
+    │   └── Gone                   (410) the result expired (retention) and was deleted
     ├── ServiceUnavailable         (503) a dependency is down; retry later
     │   ├── StoreUnavailable       (503) the job store cannot be reached
     │   └── StorageUnavailable     (503) the object storage cannot be reached
+    │       └── StorageFull        (507) the object storage has no room (ENOSPC, quota)
     ├── LeaseLost                  (---) a worker's fenced update changed no row
     └── EngineError                (---) an engine failed one attempt
         ├── EngineCrashed          (---) the engine child process died
@@ -108,6 +110,12 @@ class Conflict(UserError):
     http_status = 409
 
 
+class Gone(UserError):
+    """The result has expired and was deleted."""
+
+    http_status = 410
+
+
 class ServiceUnavailable(VidqError):
     """Service temporarily unavailable; retry later."""
 
@@ -120,6 +128,12 @@ class StoreUnavailable(ServiceUnavailable):
 
 class StorageUnavailable(ServiceUnavailable):
     """The object storage is unreachable; retry later."""
+
+
+class StorageFull(StorageUnavailable):
+    """The object storage is full; nothing was stored. Retry later."""
+
+    http_status = 507
 
 
 class LeaseLost(VidqError):

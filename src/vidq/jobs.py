@@ -114,6 +114,10 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     lease_until: float | None = None
+    # retention (vidq/ops/retention.py): when the output, the inputs were expired (their
+    # blobs are deleted, or being deleted); None while they are kept
+    expired_at: float | None = None
+    inputs_expired_at: float | None = None
 
     @property
     def wire_status(self) -> WireStatus:

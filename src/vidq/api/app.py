@@ -14,10 +14,11 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidq.api import fal, files, native, ops, requests, webhooks
+from vidq.api import admin, fal, files, native, ops, requests, webhooks
 from vidq.api import jobs_service as svc
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
@@ -26,6 +27,7 @@ from vidq.api.fastpath import StatusFastPath
 from vidq.config import Settings
 from vidq.errors import ServiceUnavailable, VidqError
 from vidq.media.decode import DecodePool
+from vidq.ops.metrics import HttpMetrics, HttpMetricsMiddleware, JobFamilies
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
@@ -112,8 +114,18 @@ async def _too_large(max_bytes: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": body.body})
 
 
-def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastAPI:
-    """The vidq API over a job store and a blob store."""
+def create_app(
+    settings: Settings,
+    store: JobStore,
+    storage: BlobStore,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The vidq API over a job store and a blob store. ``GET /metrics`` renders
+    ``registry`` (in-process workers' families, if any) plus the job and HTTP families."""
+    registry = registry or CollectorRegistry(auto_describe=True)
+    registry.register(JobFamilies(store))
+    http_metrics = HttpMetrics(registry)
     ctx = AppContext(
         settings=settings,
         store=store,
@@ -121,6 +133,7 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
         auth=Authenticator(store),
         eta=EtaEstimator(store),
         images=DecodePool(settings.limits.decode_threads),
+        registry=registry,
     )
 
     @asynccontextmanager
@@ -166,9 +179,13 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     ctx.fetcher = svc.input_fetcher(settings)
     ctx.decode_limiter = anyio.CapacityLimiter(settings.limits.media_concurrency)
     app.include_router(ops.router)
+    app.include_router(admin.router)
     app.include_router(files.router)
     app.include_router(native.router)
     app.add_middleware(StatusFastPath, ctx=ctx)
+    # Outside the fast path (status polls are counted too), inside the body guard (which
+    # copies the scope: the router's route must land in the scope this middleware reads).
+    app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
     app.include_router(requests.router)
     app.include_router(fal.router)
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import anyio
 from fastapi import Request
+from prometheus_client import CollectorRegistry
 
 from vidq.api.auth import Authenticator
 from vidq.api.eta import EtaEstimator
@@ -49,6 +50,7 @@ class AppContext:
     auth: Authenticator
     eta: EtaEstimator
     images: DecodePool  # where input images are decoded at submit
+    registry: CollectorRegistry  # what GET /metrics renders (api/admin.py)
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     # /ready's storage write probe: (when it ran, its error or None), reused a few seconds
     storage_probe: tuple[float, str | None] = (float("-inf"), None)

@@ -20,9 +20,11 @@ from vidq.api.auth import parse_authorization
 from vidq.api.context import AppContext
 from vidq.api.native import status_of
 from vidq.errors import ServiceUnavailable, VidqError
+from vidq.ops.metrics import ROUTE_KEY
 from vidq.store.base import Token
 
 _STATUS = re.compile(r"/queue/([^/]+)/requests/([^/]+)/status")
+ROUTE = "/queue/{model_id}/requests/{rid}/status"  # the template of the documented route
 
 
 class StatusFastPath:
@@ -36,6 +38,7 @@ class StatusFastPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             match = _STATUS.fullmatch(scope["path"])
             if match is not None:
+                scope[ROUTE_KEY] = ROUTE
                 await self._status(scope, match[1], match[2], send)
                 return
         await self.app(scope, receive, send)

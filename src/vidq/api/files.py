@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from vidq.api import jobs_service as svc
 from vidq.api.context import context
 from vidq.api.deps import caller
 from vidq.errors import NotFound, Unauthorized
@@ -29,6 +30,7 @@ async def fal_download(
         job = ctx.store.find_by_result_key(key) if bucket == ctx.storage.bucket else None
         if job is None or job.user != token.user:
             raise NotFound("No such file.")
+        svc.require_not_expired(job)
         url = ctx.storage.signed_url(key, ctx.settings.storage.download_url_ttl, base)
         return {"url": url, "key": key, "r2_uri": f"r2://{bucket}/{key}"}
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import logging
 import re
@@ -17,7 +18,7 @@ from vidq.api.context import AppContext
 from vidq.api.eta import work_units
 from vidq.catalog import Model, _Inputs, get_model
 from vidq.config import Settings
-from vidq.errors import Conflict, InvalidInput, NotFound, VidqError
+from vidq.errors import Conflict, Gone, InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState, NewJob
 from vidq.media.fetch import Fetcher, FetchPolicy
 from vidq.media.inputs import (
@@ -98,6 +99,10 @@ def submit(
         for key in blobs.values():
             _delete_quietly(ctx, key)
     _same_model(job, model)
+    log.info(
+        "request queued",
+        extra={"request_id": job.id, "user": token.user, "model": model.id, "pool": model.pool},
+    )
     return job
 
 
@@ -252,6 +257,69 @@ def cancel(ctx: AppContext, job_id: int, token: Token) -> Job | None:
     return job_of(ctx, job_id, token)
 
 
+def admin_cancel(ctx: AppContext, job_id: int) -> Job:
+    """An operator's cancel of any user's unfinished request: a queued one is cancelled
+    here; a running one goes to ``cancel_running``. Returns the job as it is now."""
+    if not ctx.store.admin_cancel(job_id):
+        job = ctx.store.get(job_id)
+        if job is None:
+            raise NotFound(f"Request {job_id} not found.")
+        if job.state.terminal:
+            raise Conflict(f"Cannot cancel request {job_id}: it is {job.wire_status.value}.")
+        if job.state is JobState.RUNNING:
+            cancel_running(ctx, job)
+    job = ctx.store.get(job_id)
+    assert job is not None
+    log.info("request cancelled by an operator", extra={"request_id": job_id})
+    return job
+
+
+def cancel_running(ctx: AppContext, job: Job) -> None:
+    """Stop a RUNNING request: the one place every dialect's cancel of a running job goes
+    through. This version cannot interrupt a running job (there is no cancel request a
+    worker would see yet), so it answers 409 and changes nothing."""
+    raise Conflict(
+        f"Cannot cancel request {job.id}: it is running, and cancelling running requests "
+        "is not supported yet; it will finish (or fail) on its own."
+    )
+
+
+def admin_retry(ctx: AppContext, job_id: int) -> Job:
+    """FAILED -> queued again with fresh attempts (an operator's retry)."""
+    if not ctx.store.admin_retry(job_id):
+        job = ctx.store.get(job_id)
+        if job is None:
+            raise NotFound(f"Request {job_id} not found.")
+        if job.state is not JobState.FAILED:
+            raise Conflict(
+                f"Cannot retry request {job_id}: it is {job.wire_status.value}; "
+                "only FAILED requests are retried."
+            )
+        raise Gone(
+            f"Cannot retry request {job_id}: its inputs expired at {iso(job.inputs_expired_at)}"
+            " and were deleted (VIDQ_INPUT_TTL)."
+        )
+    job = ctx.store.get(job_id)
+    assert job is not None
+    log.warning("request retried by an operator", extra={"request_id": job_id, "user": job.user})
+    return job
+
+
+def iso(ts: float | None) -> str:
+    """A database time as ISO 8601 UTC."""
+    when = datetime.datetime.fromtimestamp(ts or 0.0, datetime.UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def require_not_expired(job: Job) -> None:
+    """410 once the collector expired the job's output (its blob is, or is being, deleted)."""
+    if job.expired_at is not None:
+        raise Gone(
+            f"Request {job.id}'s video expired at {iso(job.expired_at)} and was deleted "
+            "(retention: VIDQ_OUTPUT_TTL); its status is still available."
+        )
+
+
 def model_of(job: Job | JobStatus) -> Model:
     model = get_model(job.model_id)
     assert model is not None, job.model_id
@@ -287,6 +355,7 @@ def run_seconds(job: Job) -> float | None:
 
 
 def result_bytes_b64(ctx: AppContext, job: Job) -> str:
+    require_not_expired(job)
     if job.result_key is None:
         raise NotFound(f"Request {job.id} has no stored output.")
     return base64.b64encode(ctx.storage.get_bytes(job.result_key)).decode("ascii")
@@ -294,6 +363,7 @@ def result_bytes_b64(ctx: AppContext, job: Job) -> str:
 
 def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
     """The finished video as a file descriptor: a signed download URL and its metadata."""
+    require_not_expired(job)
     if job.result_key is None:
         raise NotFound(f"Request {job.id} has no stored output.")
     size = job.result_meta.get("file_size")
@@ -313,3 +383,4 @@ def require_completed(job: Job) -> None:
         if job.state is JobState.FAILED:
             raise Conflict(f"Request {job.id} is FAILED: {job.error or 'unknown error'}")
         raise Conflict(f"Request {job.id} is {status}; the result is available once COMPLETED.")
+    require_not_expired(job)

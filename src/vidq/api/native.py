@@ -93,6 +93,12 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
     if job.queue_position is not None:
         body["queue_position"] = job.queue_position
         body["statusMessages"] = {}
+        if job.pool_paused:
+            body["statusMessages"] = {
+                "message": "PAUSED",
+                "detail_message": "An operator paused this model's queue; the request keeps "
+                "its place and starts once the queue is resumed.",
+            }
         body["etaSeconds"] = svc.eta_remaining(ctx, job, job.queue_position)
     elif state is JobState.RUNNING:
         # Before the engine's first report, n is the step count the worker will run.
@@ -113,6 +119,9 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
             "results": [uri],
         }
         body["etaSeconds"] = 0
+        if job.expired_at is not None:
+            body["expired"] = True
+            body["statusMessages"]["expired_at"] = svc.iso(job.expired_at)
     elif state is JobState.FAILED:
         body["statusMessages"] = {"message": "Job failed", "error": job.error or "unknown error"}
         body["error"] = job.error or "unknown error"

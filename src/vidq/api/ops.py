@@ -1,21 +1,19 @@
-"""Operators' routes: the model list, liveness, readiness and queue statistics."""
+"""Public operational routes: the model list, liveness and readiness (the admin routes
+are in ``api/admin.py``)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import AppContext, context
-from vidq.api.deps import caller
 from vidq.catalog import MODELS, schema_json
-from vidq.errors import NotFound, StorageUnavailable, VidqError
-from vidq.store.base import Token
+from vidq.errors import StorageUnavailable, VidqError
 
 router = APIRouter(tags=["operations"])
 
@@ -91,20 +89,3 @@ async def ready(request: Request) -> Response:
         status_code=200 if ok else 503,
         headers=None if ok else {"Retry-After": "5"},
     )
-
-
-@router.get("/admin/queues", summary="Queue depth and live workers per pool (admin token)")
-async def queues(request: Request, token: Token = Depends(caller)) -> Response:
-    if not token.admin:
-        raise NotFound("Not found.")
-    ctx = context(request)
-
-    def work() -> dict[str, Any]:
-        depths = ctx.store.queue_depths()
-        workers = ctx.store.live_workers()
-        pools = sorted({m.pool for m in MODELS.values()})
-        return {
-            "pools": {p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0)} for p in pools}
-        }
-
-    return JSONResponse(await run_in_threadpool(work))

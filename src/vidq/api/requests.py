@@ -36,6 +36,7 @@ def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, 
         "attempt": job.attempt,
         "error": job.error if job.state is JobState.FAILED else None,
         "error_type": job.error_type if job.state is JobState.FAILED else None,
+        "expired": job.expired_at is not None,
     }
     if detail:
         position = ctx.store.queue_position(job) if job.state.queued else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -11,7 +12,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
+from vidq.errors import NotFound, PayloadTooLarge, StorageFull, StorageUnavailable
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_error(exc: OSError) -> StorageUnavailable:
+    if exc.errno in _FULL:
+        return StorageFull(f"cannot write object: the blob folder is full ({exc.strerror})")
+    return StorageUnavailable(f"cannot write object: {exc.strerror}")
 
 
 class LocalBlobStore:
@@ -32,6 +41,7 @@ class LocalBlobStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         path = self._path(key)
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
@@ -41,10 +51,12 @@ class LocalBlobStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            raise StorageUnavailable(f"cannot write object: {exc.strerror}") from exc
+            _discard(tmp)
+            raise _write_error(exc) from exc
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         dest = self._path(key)
+        tmp = None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")
@@ -52,7 +64,8 @@ class LocalBlobStore:
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
         except OSError as exc:
-            raise StorageUnavailable(f"cannot write object: {exc.strerror}") from exc
+            _discard(tmp)
+            raise _write_error(exc) from exc
 
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         path = self._path(key)
@@ -124,3 +137,12 @@ class LocalBlobStore:
             and not p.name.startswith(".upload-")
             and str(p.relative_to(base)).startswith(prefix)
         )
+
+
+def _discard(tmp: str | None) -> None:
+    """Remove a partial upload (a full disk must not keep half of an object)."""
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

@@ -20,11 +20,13 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
+from vidq.errors import NotFound, PayloadTooLarge, StorageFull, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# Codes (or HTTP statuses) of a store that has no room: quotas and full disks.
+_FULL = {"InsufficientStorage", "507", "QuotaExceeded", "XMinioStorageFull", "StorageFull"}
 _NO_BUCKET = {"NoSuchBucket"}
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
 
@@ -232,6 +234,9 @@ def _unavailable(exc: Exception, what: str) -> StorageUnavailable:
     """StorageUnavailable without URLs (a presigned or endpoint URL may hold secrets)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         reason = _code(exc) or "error"
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if reason in _FULL or status in _FULL:
+            return StorageFull(f"{what}: the object storage is full (S3 {reason})")
     else:
         reason = type(exc).__name__
     return StorageUnavailable(f"{what}: S3 {reason}")

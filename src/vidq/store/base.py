@@ -9,7 +9,7 @@ exception. Time is always the database's clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from vidq.jobs import Job, JobState, NewJob, WebhookState
@@ -41,6 +41,8 @@ class JobStatus:
     result_key: str | None
     error: str | None
     queue_position: int | None  # None unless the job is queued
+    expired_at: float | None = None  # the output expired (retention) at this time
+    pool_paused: bool = False  # an operator paused the job's pool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +68,43 @@ class WebhookDelivery:
 
     job: Job  # finished; carries the target, the dialect and the public base URL
     attempts: int  # deliveries tried before this one
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserStats:
+    """One user's requests now and since the start of the day (``GET /admin/users``)."""
+
+    user: str
+    queued: int
+    running: int
+    completed_today: int
+    failed_today: int
+    video_seconds_today: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker as the store last saw it (``GET /admin/workers``)."""
+
+    name: str
+    pools: tuple[str, ...]
+    engines: dict[str, str]  # pool -> engine, as the worker reported them
+    seen_s_ago: float  # since its last claim attempt (its heartbeat to the store)
+    current_job: int | None
+    jobs_done: int  # completed by it
+
+
+# A metric sample: (family, labels as sorted JSON) -> value (see ``store/counters.py``).
+Samples = dict[tuple[str, str], float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueBlobs:
+    """A finished job whose inputs or output the collector should delete."""
+
+    job_id: int
+    keys: tuple[str, ...]
+    marked: bool  # already marked expired by an earlier run that did not finish
 
 
 class JobStore(Protocol):
@@ -161,8 +200,10 @@ class JobStore(Protocol):
         """Expired leases -> RETRY while attempts remain, else FAILED. Retries wake
         their pools' waiting workers."""
 
-    def register_worker(self, worker: str, pools: Sequence[str]) -> None:
-        """Record that a worker is alive (for operators' live-worker counts)."""
+    def register_worker(
+        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
+    ) -> None:
+        """Record that a worker is alive, its pools and their engines (for operators)."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """Block until a job may have been queued in these pools, or ``timeout`` passes.
@@ -190,6 +231,82 @@ class JobStore(Protocol):
         """Record the attempt taken with ``attempts`` earlier tries: DELIVERED, GIVEN_UP,
         or PENDING to try again in ``retry_after_s`` seconds. False (nothing changed) when
         that attempt's lease was lost to another taker who recorded first."""
+
+    # --- operators --------------------------------------------------------------------
+    def admin_jobs(
+        self,
+        *,
+        user: str | None,
+        states: Sequence[JobState],
+        pool: str | None,
+        since: float,
+        limit: int,
+        before_id: int | None = None,
+    ) -> list[Job]:
+        """Every user's jobs, newest first, filtered (an empty ``states``: any state; at
+        most two states) to those created at or after ``since``."""
+
+    def admin_cancel(self, job_id: int) -> bool:
+        """PENDING/RETRY -> CANCELLED for any user's job; False if it is not queued."""
+
+    def admin_retry(self, job_id: int) -> bool:
+        """FAILED -> PENDING with fresh attempts (the spent ones stay counted); False if
+        the job is not FAILED or its inputs have expired. Wakes the pool's workers."""
+
+    def user_stats(self, since: float) -> list[UserStats]:
+        """Per user: queued and running now; completed, failed and video seconds made
+        since ``since`` (database time)."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker that ever registered, by name."""
+
+    def pause_pool(self, pool: str) -> None:
+        """No worker claims from ``pool`` until it is resumed (kept in the database)."""
+
+    def resume_pool(self, pool: str) -> bool:
+        """Claims from ``pool`` again (wakes its workers); False if it was not paused."""
+
+    def paused_pools(self) -> list[str]:
+        """The paused pools."""
+
+    def job_samples(self) -> Samples:
+        """The job counters and duration histograms of every job, purged ones included
+        (``store/counters.py`` names the families); read at scrape time."""
+
+    def pool_states(self) -> dict[str, dict[JobState, int]]:
+        """Per pool, the number of queued (PENDING, RETRY) and RUNNING jobs by state."""
+
+    # --- retention --------------------------------------------------------------------
+    def take_lease(self, name: str, holder: str, lease_s: float) -> bool:
+        """Take (or renew) the named lease for ``lease_s`` seconds of database time;
+        False while another holder's lease runs."""
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (a no-op unless ``holder`` holds it)."""
+
+    def inputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
+        """Finished jobs whose inputs are past ``ttl_s`` (or marked but not deleted), oldest
+        first."""
+
+    def expire_inputs(self, job_id: int) -> None:
+        """Mark a finished job's inputs expired: from now on nothing may use them."""
+
+    def inputs_deleted(self, job_id: int) -> None:
+        """Record that an expired job's input blobs are deleted."""
+
+    def outputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
+        """Completed jobs whose output is past ``ttl_s`` (or marked but not deleted)."""
+
+    def expire_output(self, job_id: int) -> None:
+        """Mark a completed job's output expired (the API answers 410 from now on)."""
+
+    def output_deleted(self, job_id: int) -> None:
+        """Record that an expired job's output blob is deleted."""
+
+    def purge_jobs(self, ttl_s: float, limit: int) -> int:
+        """Delete about ``limit`` rows of jobs finished over ``ttl_s`` ago whose blobs are
+        all deleted, adding their counters to the rollup in the same transaction; returns
+        how many rows went."""
 
     # --- tokens ---------------------------------------------------------------------
     def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:

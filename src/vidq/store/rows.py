@@ -14,7 +14,8 @@ JOB_COLUMNS = (
     "id, owner, model_id, pool, tier, priority, state, inputs, binary_output, attempt, "
     "max_attempts, lease_token, worker, progress_done, progress_total, work_units, "
     "result_key, result_meta, error, error_type, idempotency_key, webhook_url, "
-    "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until"
+    "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until, "
+    "expired_at, inputs_expired_at"
 )
 TOKEN_COLUMNS = "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked"
 
@@ -50,6 +51,8 @@ def job_from_row(row: Any) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         lease_until=row["lease_until"],
+        expired_at=row["expired_at"],
+        inputs_expired_at=row["inputs_expired_at"],
     )
 
 
@@ -72,8 +75,8 @@ def dumps(value: Any) -> str:
 def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], int]) -> JobStatus:
     """A JobStatus from the ``job_status`` statement, whose columns are: id,
     model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
-    higher_quality, result_key, error, queue_version. ``position(pool, key, version)``
-    answers for queued jobs."""
+    higher_quality, result_key, error, queue_version, expired_at, pool_paused.
+    ``position(pool, key, version)`` answers for queued jobs."""
     state = JobState(row[5])
     queue_position = None
     if state.queued:
@@ -83,4 +86,5 @@ def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], 
         id=int(row[0]), model_id=row[1], state=state, progress_done=row[6],
         progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
         result_key=row[10], error=row[11], queue_position=queue_position,
+        expired_at=row[13], pool_paused=bool(row[14]),
     )  # fmt: skip

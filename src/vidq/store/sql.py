@@ -9,15 +9,28 @@ comment says why not; time is always the database's clock.
 
 from __future__ import annotations
 
+import json
 import secrets
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from vidq.errors import StoreUnavailable
-from vidq.jobs import Job, NewJob, WebhookState, queue_rank
-from vidq.store.base import DueWebhook, JobStatus, ReapResult, Token, WebhookDelivery
-from vidq.store.driver import Driver, Row
+from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
+from vidq.store.base import (
+    DueBlobs,
+    DueWebhook,
+    JobStatus,
+    ReapResult,
+    Samples,
+    Token,
+    UserStats,
+    WebhookDelivery,
+    WorkerInfo,
+)
+from vidq.store.counters import job_samples
+from vidq.store.driver import Driver, Row, Session
 from vidq.store.positions import QueueSnapshots, position_key
 from vidq.store.rows import dumps, job_from_row, job_status_from_row, token_from_row
 from vidq.store.statements import Statement
@@ -203,8 +216,13 @@ class SQLStore:
             failed=[int(r["id"]) for r in rows if r["state"] == "FAILED"],
         )
 
-    def register_worker(self, worker: str, pools: Sequence[str]) -> None:
-        self._count(self._sql.register_worker, name=worker, pools=",".join(pools))
+    def register_worker(
+        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
+    ) -> None:
+        engines_text = ",".join(f"{p}={e}" for p, e in (engines or {}).items())
+        self._count(
+            self._sql.register_worker, name=worker, pools=",".join(pools), engines=engines_text
+        )
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         self.driver.wait(timeout)
@@ -227,6 +245,156 @@ class SQLStore:
         )  # fmt: skip
         return changed == 1
 
+    # -- operators -----------------------------------------------------------------------
+    def admin_jobs(
+        self,
+        *,
+        user: str | None,
+        states: Sequence[JobState],
+        pool: str | None,
+        since: float,
+        limit: int,
+        before_id: int | None = None,
+    ) -> list[Job]:
+        if len(states) > 2:
+            raise ValueError("at most two states")
+        names = [s.value for s in states]
+        rows = self._rows(
+            self._sql.admin_jobs, owner=user, pool=pool, since=since, limit=limit,
+            state_a=names[0] if names else None, state_b=names[-1] if names else None,
+            before=before_id if before_id is not None else _NO_CURSOR,
+        )  # fmt: skip
+        return [job_from_row(r) for r in rows]
+
+    def admin_cancel(self, job_id: int) -> bool:
+        return self._count(self._sql.admin_cancel, id=job_id) == 1
+
+    def admin_retry(self, job_id: int) -> bool:
+        return self._row(self._sql.admin_retry, id=job_id) is not None
+
+    def user_stats(self, since: float) -> list[UserStats]:
+        seconds: dict[str, float] = {}
+        with self.driver.session() as db:
+            rows = db.rows(self._sql.user_stats, {"since": since})
+            for row in db.rows(self._sql.finished_meta, {"since": since}):
+                meta = json.loads(row["result_meta"] or "{}")
+                seconds[row["owner"]] = seconds.get(row["owner"], 0.0) + _video_seconds(meta)
+        return [
+            UserStats(
+                user=r["owner"],
+                queued=int(r["queued"]),
+                running=int(r["running"]),
+                completed_today=int(r["completed"]),
+                failed_today=int(r["failed"]),
+                video_seconds_today=round(seconds.get(r["owner"], 0.0), 3),
+            )
+            for r in rows
+        ]
+
+    def workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                name=r["name"],
+                pools=tuple(p for p in r["pools"].split(",") if p),
+                engines=dict(
+                    pair.split("=", 1) for pair in (r["engines"] or "").split(",") if "=" in pair
+                ),
+                seen_s_ago=round(max(0.0, float(r["age"])), 3),
+                current_job=int(r["job"]) if r["job"] is not None else None,
+                jobs_done=int(r["done"]),
+            )
+            for r in self._rows(self._sql.workers)
+        ]
+
+    def pause_pool(self, pool: str) -> None:
+        self._count(self._sql.pause_pool, pool=pool)
+
+    def resume_pool(self, pool: str) -> bool:
+        return bool(self._rows(self._sql.resume_pool, pool=pool))
+
+    def paused_pools(self) -> list[str]:
+        return [r["pool"] for r in self._rows(self._sql.paused_pools)]
+
+    def job_samples(self) -> Samples:
+        with self.driver.session() as db:
+            counts = db.values(self._sql.job_counts, {})
+            durations = db.values(self._sql.job_durations, {})
+            rollup = db.values(self._sql.metric_rollup, {})
+        samples = job_samples(counts, durations)
+        for family, label, value in rollup:
+            samples[(family, label)] = samples.get((family, label), 0.0) + float(value)
+        return samples
+
+    def pool_states(self) -> dict[str, dict[JobState, int]]:
+        states: dict[str, dict[JobState, int]] = {}
+        for row in self._rows(self._sql.pool_states):
+            states.setdefault(row["pool"], {})[JobState(row["state"])] = int(row["n"])
+        return states
+
+    # -- retention -----------------------------------------------------------------------
+    def take_lease(self, name: str, holder: str, lease_s: float) -> bool:
+        return (
+            self._row(self._sql.take_lease, name=name, holder=holder, lease_s=lease_s) is not None
+        )
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._count(self._sql.release_lease, name=name, holder=holder)
+
+    def inputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
+        due = []
+        for row in self._rows(self._sql.inputs_due, ttl=ttl_s, limit=limit):
+            blobs = json.loads(row["inputs"]).get("_blobs", {})
+            keys = tuple(str(k) for k in blobs.values())
+            due.append(DueBlobs(int(row["id"]), keys, row["inputs_expired_at"] is not None))
+        return due
+
+    def expire_inputs(self, job_id: int) -> None:
+        self._count(self._sql.expire_inputs, id=job_id)
+
+    def inputs_deleted(self, job_id: int) -> None:
+        self._count(self._sql.inputs_deleted, id=job_id)
+
+    def outputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
+        return [
+            DueBlobs(
+                int(r["id"]),
+                (r["result_key"],) if r["result_key"] else (),
+                r["expired_at"] is not None,
+            )
+            for r in self._rows(self._sql.outputs_due, ttl=ttl_s, limit=limit)
+        ]
+
+    def expire_output(self, job_id: int) -> None:
+        self._count(self._sql.expire_output, id=job_id)
+
+    def output_deleted(self, job_id: int) -> None:
+        self._count(self._sql.output_deleted, id=job_id)
+
+    def purge_jobs(self, ttl_s: float, limit: int) -> int:
+        bounds = self._rows(self._sql.purge_bound, ttl=ttl_s, limit=limit)
+        if not bounds:
+            return 0
+        upto = float(bounds[-1]["finished_at"])
+        with self._transaction() as db:
+            counts = db.values(self._sql.purge_counts, {"upto": upto})
+            durations = db.values(self._sql.purge_durations, {"upto": upto})
+            for (family, label), value in job_samples(counts, durations).items():
+                db.count(self._sql.add_rollup, {"family": family, "labels": label, "value": value})
+            return db.count(self._sql.purge_jobs, {"upto": upto})
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """Statements on one connection in one transaction (the rest of the store runs
+        each statement as its own)."""
+        with self.driver.session() as db:
+            db.count(self._sql.begin, {})
+            try:
+                yield db
+            except BaseException:
+                db.count(self._sql.rollback, {})
+                raise
+            db.count(self._sql.commit, {})
+
     # -- tokens --------------------------------------------------------------------------
     def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:
         row = self._row(
@@ -245,3 +413,12 @@ class SQLStore:
 
     def list_tokens(self) -> list[Token]:
         return [token_from_row(r) for r in self._rows(self._sql.list_tokens)]
+
+
+def _video_seconds(meta: Mapping[str, Any]) -> float:
+    """Seconds of video an output holds, from its plan (frames at fps) in the job's meta."""
+    try:
+        num, den = meta["fps"]
+        return float(meta["frames"]) * float(den) / float(num)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0

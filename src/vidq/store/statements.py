@@ -37,10 +37,45 @@ _TAKE = """
 # (migration 0004), so the dispatchers' poll reads that small index only.
 _WEBHOOK_DUE = "webhook_state = 'pending' AND state IN ('COMPLETED', 'FAILED', 'CANCELLED')"
 # A retry backing off (``retry_at`` in the future) waits; the jobs behind it go first.
+# A paused pool (``paused_pools``) is claimed from by nobody.
 _FIRST_QUEUED = """
     SELECT id FROM jobs WHERE pool IN ({pools}) AND state IN ('PENDING', 'RETRY')
         AND (retry_at IS NULL OR retry_at <= {NOW})
+        AND pool NOT IN (SELECT pool FROM paused_pools)
     ORDER BY rank, id LIMIT 1"""
+_FINISHED = "state IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+# A finished job whose row the collector may delete: past the job TTL (``:upto``, the
+# newest end time of the batch) and with every blob already deleted.
+_PURGEABLE = f"""{_FINISHED} AND finished_at <= :upto AND inputs_deleted_at IS NOT NULL
+    AND (state <> 'COMPLETED' OR output_deleted_at IS NOT NULL)"""
+# Histogram buckets (seconds) of queue waits and run times: 1 s .. 1 h.
+DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+
+def _job_counts(where: str) -> str:
+    """The job counters of the rows matching ``where``, one row per (model, pool, tier,
+    state): jobs, attempts (with those before admin retries) and admin retries."""
+    return f"""
+        SELECT model_id, pool, tier, state, count(*), sum(attempt), sum(past_attempts),
+            sum(admin_retries)
+        FROM jobs WHERE {where} GROUP BY model_id, pool, tier, state"""
+
+
+def _job_durations(where: str) -> str:
+    """Per pool: queue waits (claim - submit, of the last attempt) and run times
+    (finish - start, of finished attempts): count, sum, then one cumulative count per
+    bucket of ``DURATION_BUCKETS``."""
+    wait, run = "started_at - created_at", "finished_at - started_at"
+    ran = "state IN ('COMPLETED', 'FAILED') AND started_at IS NOT NULL"
+    columns = [
+        "sum(CASE WHEN started_at IS NOT NULL THEN 1 ELSE 0 END)",
+        f"sum(CASE WHEN started_at IS NOT NULL THEN {wait} ELSE 0 END)",
+        *(f"sum(CASE WHEN {wait} <= {b} THEN 1 ELSE 0 END)" for b in DURATION_BUCKETS),
+        f"sum(CASE WHEN {ran} THEN 1 ELSE 0 END)",
+        f"sum(CASE WHEN {ran} THEN {run} ELSE 0 END)",
+        *(f"sum(CASE WHEN {ran} AND {run} <= {b} THEN 1 ELSE 0 END)" for b in DURATION_BUCKETS),
+    ]
+    return f"SELECT pool, {', '.join(columns)} FROM jobs WHERE {where} GROUP BY pool"
 
 
 class Statements:
@@ -79,7 +114,8 @@ class Statements:
     job_status = Statement("""
         SELECT id, model_id, pool, tier, priority, state, progress_done, progress_total,
             work_units, higher_quality, result_key, error,
-            (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool)
+            (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool), expired_at,
+            (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool)
         FROM jobs WHERE id = :id AND owner = :owner""")
     queue_keys = Statement("""
         SELECT rank, id FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
@@ -151,8 +187,121 @@ class Statements:
         wakes=True,
     )
     register_worker = Statement("""
-        INSERT INTO workers (name, pools, seen_at) VALUES (:name, :pools, {NOW})
-        ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, seen_at = excluded.seen_at""")
+        INSERT INTO workers (name, pools, engines, seen_at) VALUES (:name, :pools, :engines, {NOW})
+        ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, engines = excluded.engines,
+            seen_at = excluded.seen_at""")
+
+    # -- operators: admin routes, paused pools, metrics ---------------------------------
+    # Optional filters: a NULL parameter matches every row (CAST: PostgreSQL must know
+    # the type of a parameter that is only compared with NULL).
+    admin_jobs = Statement(f"""
+        SELECT {JOB_COLUMNS} FROM jobs
+        WHERE (CAST(:owner AS TEXT) IS NULL OR owner = :owner)
+          AND (CAST(:state_a AS TEXT) IS NULL OR state IN (:state_a, :state_b))
+          AND (CAST(:pool AS TEXT) IS NULL OR pool = :pool)
+          AND created_at >= :since AND id < :before
+        ORDER BY id DESC LIMIT :limit""")
+    admin_cancel = Statement("""
+        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}
+        WHERE id = :id AND state IN ('PENDING', 'RETRY')""")
+    # FAILED -> PENDING with a fresh set of attempts; what the failed run spent is kept
+    # (``past_attempts``, ``admin_retries``) so counters never go back. Refused once the
+    # collector has expired the inputs. The webhook, if any, is due again at the end.
+    admin_retry = Statement(
+        """
+        UPDATE jobs SET state = 'PENDING', past_attempts = past_attempts + attempt,
+            admin_retries = admin_retries + 1, attempt = 0, error = NULL, error_type = NULL,
+            finished_at = NULL, retry_at = NULL, worker = NULL, lease_token = NULL,
+            lease_until = NULL, progress_done = 0, progress_total = 0,
+            webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END,
+            webhook_attempts = 0, webhook_next_at = CASE WHEN webhook_url IS NULL
+                THEN NULL ELSE 0 END
+        WHERE id = :id AND state = 'FAILED' AND inputs_expired_at IS NULL
+        RETURNING state, pool""",
+        wakes=True,
+    )
+    # Per user: queued and running now, finished since ``:since`` (the day's start).
+    user_stats = Statement("""
+        SELECT owner,
+            sum(CASE WHEN state IN ('PENDING', 'RETRY') THEN 1 ELSE 0 END) AS queued,
+            sum(CASE WHEN state = 'RUNNING' THEN 1 ELSE 0 END) AS running,
+            sum(CASE WHEN state = 'COMPLETED' AND finished_at >= :since THEN 1 ELSE 0 END)
+                AS completed,
+            sum(CASE WHEN state = 'FAILED' AND finished_at >= :since THEN 1 ELSE 0 END)
+                AS failed
+        FROM jobs WHERE state IN ('PENDING', 'RETRY', 'RUNNING') OR finished_at >= :since
+        GROUP BY owner ORDER BY owner""")
+    finished_meta = Statement("""
+        SELECT owner, result_meta FROM jobs
+        WHERE state = 'COMPLETED' AND finished_at >= :since""")
+    workers = Statement("""
+        SELECT name, pools, engines, {NOW} - seen_at AS age,
+            (SELECT min(id) FROM jobs WHERE state = 'RUNNING' AND worker = w.name) AS job,
+            (SELECT count(*) FROM jobs WHERE state = 'COMPLETED' AND worker = w.name) AS done
+        FROM workers AS w ORDER BY name""")
+    pause_pool = Statement("""
+        INSERT INTO paused_pools (pool, paused_at) VALUES (:pool, {NOW})
+        ON CONFLICT (pool) DO NOTHING""")
+    # Returns the pool as queued, so that its waiting workers wake up and claim.
+    resume_pool = Statement(
+        "DELETE FROM paused_pools WHERE pool = :pool RETURNING 'PENDING' AS state, pool",
+        wakes=True,
+    )
+    paused_pools = Statement("SELECT pool FROM paused_pools ORDER BY pool")
+    # Queued and running jobs per pool: reads the partial indexes of those states only.
+    pool_states = Statement("""
+        SELECT pool, state, count(*) AS n FROM jobs
+        WHERE state IN ('PENDING', 'RETRY', 'RUNNING') GROUP BY pool, state""")
+    job_counts = Statement(_job_counts("1 = 1"))
+    job_durations = Statement(_job_durations("1 = 1"))
+    metric_rollup = Statement("SELECT family, labels, value FROM metric_rollup")
+
+    # -- retention: the collector (vidq/ops/retention.py) -------------------------------
+    # Named leases on the database clock: taken when free or expired, renewed by the holder.
+    take_lease = Statement("""
+        INSERT INTO leases (name, holder, until) VALUES (:name, :holder, {NOW} + :lease_s)
+        ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+        WHERE leases.until < {NOW} OR leases.holder = excluded.holder
+        RETURNING holder""")
+    release_lease = Statement("DELETE FROM leases WHERE name = :name AND holder = :holder")
+    # Inputs due: finished before ``:cutoff``, or marked expired by a run that stopped
+    # before deleting them.
+    inputs_due = Statement(f"""
+        SELECT id, inputs, inputs_expired_at FROM jobs
+        WHERE {_FINISHED} AND inputs_deleted_at IS NULL
+          AND (finished_at <= {{NOW}} - :ttl OR inputs_expired_at IS NOT NULL)
+        ORDER BY finished_at LIMIT :limit""")
+    expire_inputs = Statement(f"""
+        UPDATE jobs SET inputs_expired_at = {{NOW}}
+        WHERE id = :id AND {_FINISHED} AND inputs_expired_at IS NULL""")
+    inputs_deleted = Statement(f"""
+        UPDATE jobs SET inputs_deleted_at = {{NOW}}
+        WHERE id = :id AND {_FINISHED} AND inputs_expired_at IS NOT NULL""")
+    outputs_due = Statement("""
+        SELECT id, result_key, expired_at FROM jobs
+        WHERE state = 'COMPLETED' AND output_deleted_at IS NULL
+          AND (finished_at <= {NOW} - :ttl OR expired_at IS NOT NULL)
+        ORDER BY finished_at LIMIT :limit""")
+    expire_output = Statement("""
+        UPDATE jobs SET expired_at = {NOW}
+        WHERE id = :id AND state = 'COMPLETED' AND expired_at IS NULL""")
+    output_deleted = Statement("""
+        UPDATE jobs SET output_deleted_at = {NOW}
+        WHERE id = :id AND state = 'COMPLETED' AND expired_at IS NOT NULL""")
+    # The newest end time among the next ``:limit`` rows to purge (the batch's bound).
+    purge_bound = Statement(f"""
+        SELECT finished_at FROM jobs
+        WHERE {_PURGEABLE.replace(":upto", "{NOW} - :ttl")}
+        ORDER BY finished_at LIMIT :limit""")
+    purge_counts = Statement(_job_counts(_PURGEABLE))
+    purge_durations = Statement(_job_durations(_PURGEABLE))
+    add_rollup = Statement("""
+        INSERT INTO metric_rollup (family, labels, value) VALUES (:family, :labels, :value)
+        ON CONFLICT (family, labels) DO UPDATE SET value = metric_rollup.value + excluded.value""")
+    purge_jobs = Statement(f"DELETE FROM jobs WHERE {_PURGEABLE}")
+    begin = Statement("BEGIN")
+    commit = Statement("COMMIT")
+    rollback = Statement("ROLLBACK")
 
     # -- webhooks: the outbox is the jobs table -----------------------------------------
     # Due deliveries in id order from a cursor, so a dispatcher whose first rows all wait
@@ -216,6 +365,8 @@ class SQLiteStatements(Statements):
     """SQLite: the clock from ``julianday``."""
 
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    # Take the write lock at once: the transaction reads what it then deletes.
+    begin = Statement("BEGIN IMMEDIATE")
     # One UPDATE: SQLite takes the database's write lock when a writing statement starts,
     # before it reads (as BEGIN IMMEDIATE would), so two claimers never pick one row.
     claim = Statement(f"""

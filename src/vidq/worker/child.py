@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from vidq.engines import engine_options
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, EngineError, LeaseLost
+from vidq.ops.logs import LogSetup, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ def _recv(conn: Connection) -> dict[str, Any]:
     return message
 
 
-def _child_main(engine_name: str, options_json: str, conn: Connection) -> None:
+def _child_main(engine_name: str, options_json: str, conn: Connection, logs_json: str) -> None:
     from vidq.engines import create_engine
+
+    configure_logging(LogSetup(**json.loads(logs_json)))  # as its worker logs
 
     try:
         engine = create_engine(engine_name, json.loads(options_json))
@@ -86,10 +89,16 @@ class EngineProcess:
     built with ``settings`` (its settings group; None: the defaults) for ``pools``."""
 
     def __init__(
-        self, engine_name: str, settings: BaseModel | None = None, pools: Iterable[str] = ()
+        self,
+        engine_name: str,
+        settings: BaseModel | None = None,
+        pools: Iterable[str] = (),
+        *,
+        logs: LogSetup | None = None,
     ) -> None:
         self.engine_name = engine_name
         self.options = engine_options(settings, pools)
+        self.logs = logs or LogSetup()
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
 
@@ -103,7 +112,12 @@ class EngineProcess:
         parent, child = ctx.Pipe()
         proc = ctx.Process(
             target=_child_main,
-            args=(self.engine_name, json.dumps(self.options), child),
+            args=(
+                self.engine_name,
+                json.dumps(self.options),
+                child,
+                json.dumps(dataclasses.asdict(self.logs)),
+            ),
             name=f"vidq-engine-{self.engine_name}",
             daemon=True,
         )

@@ -27,6 +27,8 @@ from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Job
+from vidq.ops.logs import LogSetup
+from vidq.ops.metrics import WorkerMetrics
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 from vidq.worker.child import EngineFailed, EngineProcess
@@ -50,6 +52,8 @@ class WorkerOptions:
     burst: bool = False  # drain the queue, then exit
     drain_s: float = 30.0  # on stop, how long the current job may still run
     complete_retry_s: float = 120.0  # how long to retry a complete while the store is down
+    upload_retry_s: float = 120.0  # how long to retry an upload while the storage fails
+    logs: LogSetup = dataclasses.field(default_factory=LogSetup)  # how engine children log
     retry_backoff_s: float = 2.0  # a retryable failure's first wait before the next attempt
     retry_backoff_max_s: float = 60.0
     name: str = ""
@@ -70,10 +74,17 @@ def output_key(job: Job, model: Model, result: EngineResult) -> str:
 class Worker:
     """One worker: serves its pools until stopped (or, in burst mode, until idle)."""
 
-    def __init__(self, store: JobStore, storage: BlobStore, options: WorkerOptions) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        storage: BlobStore,
+        options: WorkerOptions,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.store = store
         self.storage = storage
         self.options = options
+        self.metrics = metrics
         self.name = options.name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10_000}"
         self._engines: dict[str, EngineProcess] = {}
         self._stopping = threading.Event()
@@ -105,7 +116,7 @@ class Worker:
             while not self._stopping.is_set():
                 self._maybe_reap()
                 try:
-                    self.store.register_worker(self.name, self.options.pools)
+                    self.store.register_worker(self.name, self.options.pools, self.options.engines)
                     job = self.store.claim(self.options.pools, self.name, self.options.lease_s)
                 except ServiceUnavailable as exc:
                     log.warning("store unavailable, retrying: %s", exc, extra={"worker": self.name})
@@ -159,13 +170,19 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(job, lost, finished), daemon=True)
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
+        outcome = "failed"
+        if self.metrics is not None:
+            self.metrics.busy.labels(job.pool).inc()
         try:
             self._attempt(job, model, workdir, lost)
+            outcome = "completed"
             log.info("job completed", extra=extra)
         except LeaseLost:
+            outcome = "lost"
             if lost.is_set():
                 log.warning("lease lost; abandoning the attempt", extra=extra)
             else:  # stopped without draining: hand the job back, no attempt spent
+                outcome = "released"
                 self._release(job)
                 log.info("job released on shutdown", extra=extra)
         except EngineFailed as exc:
@@ -182,6 +199,9 @@ class Worker:
             finished.set()
             beat.join(5)
             shutil.rmtree(workdir, ignore_errors=True)
+            if self.metrics is not None:
+                self.metrics.busy.labels(job.pool).dec()
+                self.metrics.attempt(job.pool, outcome)
 
     def _attempt(self, job: Job, model: Model, workdir: Path, lost: threading.Event) -> None:
         """Run the engine, upload under the attempt's key, complete fenced. An upload
@@ -194,8 +214,8 @@ class Worker:
             lost.set()
             raise LeaseLost()
         uploaded = output_key(job, model, result)
-        self.storage.put_file(uploaded, Path(engine_job.output_path), "video/mp4")
         try:
+            self._upload(uploaded, Path(engine_job.output_path), lost)
             size = Path(engine_job.output_path).stat().st_size
             meta = {**result.meta, "engine": self._engine_name(job.pool), "file_size": size}
             if not self._complete(job, uploaded, meta, lost):
@@ -206,6 +226,23 @@ class Worker:
             raise
         if job.attempt > 1:  # only a retried job can have other attempts' uploads
             self._sweep_other_attempts(job, keep=uploaded)
+
+    def _upload(self, key: str, path: Path, lost: threading.Event) -> None:
+        """Upload the finished video, retried while the storage fails (a full disk, an S3
+        outage) for up to ``upload_retry_s``: the run is done and must not be lost to a
+        passing storage problem. The heartbeat keeps the lease meanwhile."""
+        deadline = time.monotonic() + self.options.upload_retry_s
+        delay = 0.5
+        while True:
+            try:
+                self.storage.put_file(key, path, "video/mp4")
+                return
+            except ServiceUnavailable as exc:
+                if time.monotonic() + delay > deadline or lost.is_set() or self._abort.is_set():
+                    raise
+                log.warning("upload failed, retrying: %s", exc.message, extra={"key": key})
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _engine_name(self, pool: str) -> str:
         return self.options.engines.get(pool, "preview")
@@ -233,7 +270,8 @@ class Worker:
         engine = self._engines.get(name)
         if engine is None:
             pools = [p for p in self.options.pools if self._engine_name(p) == name]
-            engine = EngineProcess(name, self.options.engine_settings.get(name), pools)
+            settings = self.options.engine_settings.get(name)
+            engine = EngineProcess(name, settings, pools, logs=self.options.logs)
             self._engines[name] = engine
         token = job.lease_token or ""
         last = [0.0]

@@ -1,0 +1,249 @@
+"""Operators' routes (admin tokens only; any other token gets 404, as an unknown route):
+``/metrics``, queue statistics, every user's requests (list, cancel, retry), users,
+workers, and pausing pools.
+
+``/metrics`` may be made public (``VIDQ_METRICS_PUBLIC``), for scrapers that send no token.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api import jobs_service as svc
+from vidq.api.context import AppContext, context
+from vidq.api.deps import caller, request_id
+from vidq.api.requests import summary
+from vidq.catalog import MODELS, POOLS
+from vidq.errors import NotFound
+from vidq.jobs import Job, JobState, WireStatus
+from vidq.ops.metrics import CONTENT_TYPE, render
+from vidq.store.base import Token
+
+router = APIRouter(tags=["admin"])
+
+PAGE_MAX = 500
+# A wire status (or an internal state) -> the internal states it stands for.
+STATES: dict[str, tuple[JobState, ...]] = {
+    WireStatus.IN_QUEUE.value: (JobState.PENDING, JobState.RETRY),
+    WireStatus.IN_PROGRESS.value: (JobState.RUNNING,),
+    **{s.value: (s,) for s in JobState},
+}
+
+
+async def admin(request: Request) -> Token:
+    """The caller, who must hold an admin token (404 otherwise, as for unknown routes)."""
+    token = await caller(request)
+    if not token.admin:
+        raise NotFound("Not found.")
+    return token
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (admin token, or public with VIDQ_METRICS_PUBLIC=true)",
+    response_class=Response,
+)
+async def metrics(request: Request) -> Response:
+    ctx = context(request)
+    if not ctx.settings.server.metrics_public:
+        await admin(request)
+    body = await run_in_threadpool(render, ctx.registry)
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+@router.get("/admin/queues", summary="Queue depth, live workers and pause state per pool")
+async def queues(request: Request, token: Token = Depends(admin)) -> Response:
+    ctx = context(request)
+
+    def work() -> dict[str, Any]:
+        depths = ctx.store.queue_depths()
+        workers = ctx.store.live_workers()
+        paused = set(ctx.store.paused_pools())
+        pools = sorted({m.pool for m in MODELS.values()})
+        return {
+            "pools": {
+                p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0), "paused": p in paused}
+                for p in pools
+            }
+        }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+def _invalid(name: str, message: str) -> RequestValidationError:
+    """A 422 naming the query parameter, in FastAPI's own shape."""
+    return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "value_error"}])
+
+
+def _states(value: str | None) -> tuple[JobState, ...]:
+    if value is None:
+        return ()
+    states = STATES.get(value.strip().upper())
+    if states is None:
+        raise _invalid("state", f"must be one of {', '.join(STATES)}")
+    return states
+
+
+def _since(value: str | None) -> float:
+    """Seconds since the epoch, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if value is None or not value.strip():
+        return 0.0
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid("since", "must be seconds since the epoch or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def _pool(value: str | None) -> str | None:
+    if value is not None and value not in POOLS:
+        raise _invalid("pool", f"unknown pool; known: {', '.join(POOLS)}")
+    return value
+
+
+def _job(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
+    return {
+        **summary(ctx, job, base, detail=False),
+        "user": job.user,
+        "pool": job.pool,
+        "state": job.state.value,
+        "worker": job.worker,
+        "max_attempts": job.max_attempts,
+        "error": job.error,
+        "error_type": job.error_type,
+    }
+
+
+@router.get("/admin/requests", summary="Every user's requests, newest first (paged, filtered)")
+async def list_requests(
+    request: Request,
+    user: str | None = Query(None, max_length=200, description="Only this user's requests."),
+    state: str | None = Query(
+        None,
+        description="IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED (or PENDING, "
+        "RETRY, RUNNING).",
+    ),
+    pool: str | None = Query(None, description="Only this pool."),
+    since: str | None = Query(
+        None, description="Created at or after: epoch seconds or an ISO 8601 time."
+    ),
+    limit: int = Query(50, ge=1, le=PAGE_MAX, description="Page size."),
+    before: int | None = Query(None, ge=1, le=2**62, description="The `next_before` of a page."),
+    token: Token = Depends(admin),
+) -> Response:
+    ctx = context(request)
+    base = ctx.base_url(request)
+    states, start, only_pool = _states(state), _since(since), _pool(pool)
+
+    def work() -> dict[str, Any]:
+        jobs = ctx.store.admin_jobs(
+            user=user, states=states, pool=only_pool, since=start, limit=limit + 1,
+            before_id=before,
+        )  # fmt: skip
+        page = jobs[:limit]
+        return {
+            "requests": [_job(ctx, j, base) for j in page],
+            "next_before": page[-1].id if len(jobs) > limit and page else None,
+        }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.post("/admin/requests/{rid}/cancel", summary="Cancel any user's unfinished request")
+async def cancel(rid: str, request: Request, token: Token = Depends(admin)) -> Response:
+    job_id = request_id(rid)
+    ctx = context(request)
+    job = await run_in_threadpool(svc.admin_cancel, ctx, job_id)
+    return JSONResponse(_job(ctx, job, ctx.base_url(request)))
+
+
+@router.post(
+    "/admin/requests/{rid}/retry", summary="Queue a FAILED request again with fresh attempts"
+)
+async def retry(rid: str, request: Request, token: Token = Depends(admin)) -> Response:
+    job_id = request_id(rid)
+    ctx = context(request)
+    job = await run_in_threadpool(svc.admin_retry, ctx, job_id)
+    return JSONResponse(_job(ctx, job, ctx.base_url(request)))
+
+
+@router.get("/admin/users", summary="Per user: queued, running, finished and video seconds today")
+async def users(request: Request, token: Token = Depends(admin)) -> Response:
+    ctx = context(request)
+
+    def work() -> dict[str, Any]:
+        now = ctx.store.now()
+        day = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        stats = ctx.store.user_stats(day.timestamp())
+        return {
+            "since": svc.iso(day.timestamp()),
+            "users": [
+                {
+                    "user": s.user,
+                    "queued": s.queued,
+                    "running": s.running,
+                    "completed_today": s.completed_today,
+                    "failed_today": s.failed_today,
+                    "video_seconds_today": s.video_seconds_today,
+                }
+                for s in stats
+            ],
+        }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/admin/workers", summary="Workers: pools, engines, current job, heartbeat age")
+async def workers(request: Request, token: Token = Depends(admin)) -> Response:
+    ctx = context(request)
+
+    def work() -> dict[str, Any]:
+        return {
+            "workers": [
+                {
+                    "name": w.name,
+                    "pools": list(w.pools),
+                    "engines": w.engines,
+                    "current_job": w.current_job,
+                    "last_seen_seconds": w.seen_s_ago,
+                    "jobs_done": w.jobs_done,
+                }
+                for w in ctx.store.workers()
+            ]
+        }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+def _known_pool(pool: str) -> str:
+    if pool not in POOLS:
+        raise NotFound(f"Unknown pool '{pool[:100]}'; known: {', '.join(POOLS)}.")
+    return pool
+
+
+@router.post("/admin/pools/{pool}/pause", summary="Stop workers claiming from a pool")
+async def pause(pool: str, request: Request, token: Token = Depends(admin)) -> Response:
+    ctx = context(request)
+    await run_in_threadpool(ctx.store.pause_pool, _known_pool(pool))
+    return JSONResponse({"pool": pool, "paused": True})
+
+
+@router.post("/admin/pools/{pool}/resume", summary="Let workers claim from a paused pool again")
+async def resume(pool: str, request: Request, token: Token = Depends(admin)) -> Response:
+    ctx = context(request)
+    was = await run_in_threadpool(ctx.store.resume_pool, _known_pool(pool))
+    return JSONResponse({"pool": pool, "paused": False, "was_paused": was})

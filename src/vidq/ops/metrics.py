@@ -1,0 +1,198 @@
+"""Prometheus metrics (prometheus_client).
+
+Two kinds, so that several API processes never give wrong counters:
+
+- Job families are *derived from the job store at scrape time* (``JobFamilies``, a
+  custom collector): submitted, finished and attempts counters, the queue-wait and run-time
+  histograms (``vidq/store/counters.py``, purged rows included through the rollup), and
+  the queue depth, running and live-worker gauges. Every API process answers the same
+  fleet-wide values; aggregate them with ``max``, not ``sum``.
+- HTTP families (``HttpMetrics``) and a worker's own families (``WorkerMetrics``) count
+  what one process did; Prometheus tells processes apart by their scrape target, and
+  ``sum`` adds them up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidq.catalog import POOLS
+from vidq.store.base import JobStore, Samples
+from vidq.store.counters import ATTEMPTS, FINISHED, QUEUE_WAIT, RUN, SUBMITTED
+from vidq.store.statements import DURATION_BUCKETS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Where a request whose path matched no route is counted (raw paths are never labels).
+UNMATCHED = "unmatched"
+# The scope key through which a middleware that answers before routing (the status fast
+# path) names the route template it served.
+ROUTE_KEY = "vidq.route"
+
+_COUNTERS = (
+    (SUBMITTED, "Requests submitted.", ("model", "pool", "tier")),
+    (FINISHED, "Requests finished, by final state (a failure an admin retried counts).",
+     ("pool", "state")),
+    (ATTEMPTS, "Attempts that ended, by outcome: completed, failed or retried.",
+     ("pool", "outcome")),
+)  # fmt: skip
+_HISTOGRAMS = (
+    (QUEUE_WAIT, "Seconds from submit to the claim of a request's last attempt."),
+    (RUN, "Seconds a request's last attempt ran (completed or failed)."),
+)
+
+
+class JobFamilies(Collector):
+    """The job families, read from the store on every scrape (four queries)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterable[Metric]:
+        samples = self.store.job_samples()
+        states = self.store.pool_states()
+        workers = self.store.live_workers()
+        yield from _counters(samples)
+        yield from _histograms(samples)
+        depth = GaugeMetricFamily("vidq_queue_depth", "Queued requests.", labels=["pool"])
+        running = GaugeMetricFamily("vidq_jobs_running", "Running requests.", labels=["pool"])
+        alive = GaugeMetricFamily(
+            "vidq_workers_alive", "Workers seen in the last minute.", labels=["pool"]
+        )
+        for pool in sorted(set(POOLS) | set(states) | set(workers)):
+            by_state = states.get(pool, {})
+            queued = sum(n for state, n in by_state.items() if state.queued)
+            depth.add_metric([pool], queued)
+            running.add_metric([pool], sum(n for s, n in by_state.items() if s.value == "RUNNING"))
+            alive.add_metric([pool], workers.get(pool, 0))
+        yield from (depth, running, alive)
+
+
+def _by_family(samples: Samples, family: str) -> Iterator[tuple[dict[str, str], float]]:
+    for (name, labels), value in sorted(samples.items()):
+        if name == family:
+            yield json.loads(labels), value
+
+
+def _counters(samples: Samples) -> Iterator[Metric]:
+    for family, doc, label_names in _COUNTERS:
+        metric = CounterMetricFamily(family, doc, labels=list(label_names))
+        for labels, value in _by_family(samples, family):
+            metric.add_metric([labels[n] for n in label_names], value)
+        yield metric
+
+
+def _histograms(samples: Samples) -> Iterator[Metric]:
+    for family, doc in _HISTOGRAMS:
+        metric = HistogramMetricFamily(family, doc, labels=["pool"])
+        counts = dict((k["pool"], v) for k, v in _by_family(samples, f"{family}_count"))
+        sums = dict((k["pool"], v) for k, v in _by_family(samples, f"{family}_sum"))
+        buckets: dict[str, dict[str, float]] = {}
+        for labels, value in _by_family(samples, f"{family}_bucket"):
+            buckets.setdefault(labels["pool"], {})[labels["le"]] = value
+        for pool in sorted(counts):
+            seen = buckets.get(pool, {})
+            cumulative = [(repr(b), seen.get(repr(b), 0.0)) for b in DURATION_BUCKETS]
+            cumulative.append(("+Inf", counts[pool]))
+            metric.add_metric([pool], cumulative, sums.get(pool, 0.0))
+        yield metric
+
+
+class HttpMetrics:
+    """Requests served by this process, by route template, method and status."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "vidq_http_requests", "HTTP requests answered by this API process.",
+            ["route", "method", "status"], registry=registry,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "vidq_http_request_duration_seconds", "Seconds to answer an HTTP request.",
+            ["route", "method"], registry=registry,
+        )  # fmt: skip
+        # label lookups cost a lock and a dict; the children are kept per label set
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class HttpMetricsMiddleware:
+    """Times every HTTP request and counts it under its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get(ROUTE_KEY)
+            if route is None:
+                matched = scope.get("route")
+                route = getattr(matched, "path", None) or UNMATCHED
+            self.metrics.observe(route, scope["method"], status[0], time.perf_counter() - started)
+
+
+class WorkerMetrics:
+    """What this process's workers did (``vidq worker --metrics-port``; the in-process
+    workers of ``vidq serve`` report through the API's ``/metrics``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter(
+            "vidq_worker_attempts", "Attempts this process's workers ended, by outcome.",
+            ["pool", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.busy = Gauge(
+            "vidq_worker_busy", "Jobs this process's workers are running now.", ["pool"],
+            registry=registry,
+        )  # fmt: skip
+        self._lock = threading.Lock()
+
+    def attempt(self, pool: str, outcome: str) -> None:
+        self.attempts.labels(pool, outcome).inc()
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format."""
+    return generate_latest(registry)
+
+
+def serve_worker_metrics(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host, registry=registry)

@@ -1,0 +1,174 @@
+"""The retention collector: deletes expired inputs, outputs and job rows, in batches.
+
+What expires (``RetentionPolicy``, from ``VIDQ_INPUT_TTL``, ``VIDQ_OUTPUT_TTL``,
+``VIDQ_JOB_TTL``): a finished job's inputs ``input_ttl`` after it ended (0: as soon as it
+ended), a completed job's output ``output_ttl`` after, and the job's row ``job_ttl``
+after, once its blobs are gone (a row's counters move to the metric rollup). Only
+finished jobs are ever selected, so no blob of a live job is touched.
+
+The order makes a crash at any point safe: a job is first *marked* expired (from then on
+the API answers 410 for its result and an admin retry is refused), then its blobs are
+deleted, then it is marked deleted. A rerun takes the jobs marked but not deleted first,
+so nothing is left behind and no job points at a missing blob without saying so.
+
+It runs in every worker, one process at a time across the fleet (the ``gc`` lease in the
+job store), and as ``vidq gc [--dry-run]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from vidq.errors import VidqError
+from vidq.storage.base import BlobStore
+from vidq.store.base import DueBlobs, JobStore
+
+log = logging.getLogger(__name__)
+
+LEASE = "gc"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long things are kept, in seconds."""
+
+    input_ttl: float = 0.0
+    output_ttl: float = 7 * 86400.0
+    job_ttl: float = 30 * 86400.0
+    batch: int = 100
+
+    def inputs_after(self) -> float:
+        # A row past its job TTL loses its blobs even if their own TTL is longer.
+        return min(self.input_ttl, self.job_ttl)
+
+    def outputs_after(self) -> float:
+        return min(self.output_ttl, self.job_ttl)
+
+
+@dataclasses.dataclass
+class Report:
+    """What one collection did (or, on a dry run, would do)."""
+
+    inputs_expired: int = 0  # jobs whose inputs were deleted
+    outputs_expired: int = 0  # jobs whose output was deleted
+    blobs_deleted: int = 0
+    jobs_purged: int = 0
+    would_delete: list[str] = dataclasses.field(default_factory=list)  # dry run: the keys
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+class Collector:
+    """Deletes what the policy says has expired (see module docstring)."""
+
+    def __init__(
+        self, store: JobStore, storage: BlobStore, policy: RetentionPolicy, holder: str
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.policy = policy
+        self.holder = holder
+
+    def run_once(self, *, lease_s: float = 300.0) -> Report | None:
+        """One collection under the fleet-wide lease; None if another process holds it."""
+        if not self.store.take_lease(LEASE, self.holder, lease_s):
+            return None
+        try:
+            return self.collect(renew=lambda: self.store.take_lease(LEASE, self.holder, lease_s))
+        finally:
+            self.store.release_lease(LEASE, self.holder)
+
+    def collect(self, renew: Callable[[], bool] | None = None) -> Report:
+        """Every batch due now (the caller holds the lease; ``renew`` extends it between
+        batches and returns False if it was lost)."""
+        report = Report()
+        policy = self.policy
+        for kind in ("inputs", "outputs"):
+            while True:
+                if renew is not None and not renew():
+                    log.warning("gc lease lost; stopping", extra={"worker": self.holder})
+                    return report
+                batch = self._due(kind)
+                if not batch:
+                    break
+                self._expire(kind, batch, report)
+                if len(batch) < policy.batch:
+                    break
+        while True:
+            purged = self.store.purge_jobs(policy.job_ttl, policy.batch)
+            report.jobs_purged += purged
+            if purged < policy.batch:
+                break
+        if report.blobs_deleted or report.jobs_purged:
+            log.info(
+                "gc: %d input sets, %d outputs, %d blobs deleted; %d job rows purged",
+                report.inputs_expired, report.outputs_expired, report.blobs_deleted,
+                report.jobs_purged,
+            )  # fmt: skip
+        return report
+
+    def dry_run(self) -> Report:
+        """What a collection would delete now, deleting and marking nothing (job rows
+        whose blobs are still there are not counted: they go after them)."""
+        report = Report()
+        limit = 1_000_000
+        for kind in ("inputs", "outputs"):
+            for due in self._due(kind, limit):
+                report.would_delete.extend(due.keys)
+                if kind == "inputs":
+                    report.inputs_expired += 1
+                else:
+                    report.outputs_expired += 1
+        return report
+
+    def _due(self, kind: str, limit: int | None = None) -> list[DueBlobs]:
+        limit = limit or self.policy.batch
+        if kind == "inputs":
+            return self.store.inputs_due(self.policy.inputs_after(), limit)
+        return self.store.outputs_due(self.policy.outputs_after(), limit)
+
+    def _expire(self, kind: str, batch: list[DueBlobs], report: Report) -> None:
+        """Mark the whole batch expired, delete its blobs, then mark it deleted."""
+        mark, done = (
+            (self.store.expire_inputs, self.store.inputs_deleted)
+            if kind == "inputs"
+            else (self.store.expire_output, self.store.output_deleted)
+        )
+        for due in batch:
+            if not due.marked:
+                mark(due.job_id)
+        deleted: list[int] = []
+        for due in batch:
+            try:
+                for key in due.keys:
+                    self.storage.delete(key)
+                    report.blobs_deleted += 1
+            except VidqError as exc:  # storage down: this job stays marked, for a rerun
+                log.warning(
+                    "gc: cannot delete a blob: %s", exc.message, extra={"job_id": due.job_id}
+                )
+                continue
+            deleted.append(due.job_id)
+        for job_id in deleted:
+            done(job_id)
+        if kind == "inputs":
+            report.inputs_expired += len(deleted)
+        else:
+            report.outputs_expired += len(deleted)
+
+
+def run_periodically(collector: Collector, interval_s: float, stop: threading.Event) -> None:
+    """The workers' loop: a collection every ``interval_s`` until ``stop`` is set. Errors
+    are logged, never raised: the collector must not take a worker down."""
+    while not stop.wait(interval_s):
+        started = time.monotonic()
+        try:
+            collector.run_once(lease_s=max(60.0, interval_s * 5))
+        except VidqError as exc:
+            log.warning("gc failed: %s", exc.message, extra={"worker": collector.holder})
+        log.debug("gc pass took %.3f s", time.monotonic() - started)
