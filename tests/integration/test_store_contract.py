@@ -682,3 +682,156 @@ def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) 
         assert store.enqueue(new()).id > 0
     finally:
         store.close()
+
+
+# --- operators: admin routes, paused pools, metrics, retention (migration 0005) ----------
+
+
+def _finish(store: JobStore, outcome: str, *, pool: str = POOL, user: str = "alice") -> int:
+    """A job taken through one claim to ``outcome`` (completed, failed, retried, running)."""
+    job = store.enqueue(new(user, pool=pool, max_attempts=1 if outcome == "failed" else 3))
+    claimed = store.claim([pool], "w1", 30)
+    assert claimed is not None and claimed.id == job.id and claimed.lease_token
+    token = claimed.lease_token
+    if outcome == "completed":
+        meta = {"frames": 32, "fps": [16, 1]}
+        assert store.complete(job.id, token, f"outputs/free/{job.id}.mp4", meta)
+    elif outcome in ("failed", "retried"):
+        assert store.fail(job.id, token, "boom", "EngineError", retry=outcome == "retried")
+    return job.id
+
+
+def test_job_samples_count_what_happened(store: JobStore) -> None:
+    done = [_finish(store, "completed") for _ in range(3)]
+    failed = _finish(store, "failed")
+    _finish(store, "retried")  # back in the queue: one attempt retried
+    store.enqueue(new())
+    cancelled = store.enqueue(new())
+    assert store.cancel(cancelled.id, "alice")
+    samples = store.job_samples()
+    sub = ("vidq_jobs_submitted", '{"model":"wan22-fast-t2v","pool":"wan22-t2v","tier":"base"}')
+    assert samples[sub] == 7
+    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"completed"}')] == 3
+    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"failed"}')] == 1
+    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"cancelled"}')] == 1
+    attempts = {k[1]: v for k, v in samples.items() if k[0] == "vidq_job_attempts"}
+    assert attempts == {
+        '{"outcome":"completed","pool":"wan22-t2v"}': 3,
+        '{"outcome":"failed","pool":"wan22-t2v"}': 1,
+        '{"outcome":"retried","pool":"wan22-t2v"}': 1,
+    }
+    # five jobs were claimed (3 completed, 1 failed, 1 retried); four ran to an end
+    assert samples[("vidq_job_queue_wait_seconds_count", '{"pool":"wan22-t2v"}')] == 5
+    assert samples[("vidq_job_run_seconds_count", '{"pool":"wan22-t2v"}')] == 4
+    le = ("vidq_job_run_seconds_bucket", '{"le":"3600.0","pool":"wan22-t2v"}')
+    assert samples[le] == 4
+    states = store.pool_states()[POOL]
+    assert states == {JobState.PENDING: 1, JobState.RETRY: 1}
+    # an admin retry keeps what the failed run spent: counters never go back
+    assert store.admin_retry(failed)
+    again = store.job_samples()
+    assert again[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"failed"}')] == 1
+    assert again[("vidq_job_attempts", '{"outcome":"failed","pool":"wan22-t2v"}')] == 1
+    assert len(done) == 3
+
+
+def test_admin_jobs_cancel_retry(store: JobStore) -> None:
+    failed = _finish(store, "failed", pool=OTHER, user="carol")
+    a = store.enqueue(new("alice"))
+    b = store.enqueue(new("bob", pool=OTHER))
+    every = store.admin_jobs(user=None, states=(), pool=None, since=0, limit=10)
+    assert [j.id for j in every] == [b.id, a.id, failed]
+    queued = (JobState.PENDING, JobState.RETRY)
+    assert [j.id for j in store.admin_jobs(user=None, states=queued, pool=OTHER, since=0,
+                                          limit=10)] == [b.id]  # fmt: skip
+    assert [j.id for j in store.admin_jobs(user="alice", states=(), pool=None, since=0,
+                                          limit=10)] == [a.id]  # fmt: skip
+    page = store.admin_jobs(user=None, states=(), pool=None, since=0, limit=1, before_id=b.id)
+    assert [j.id for j in page] == [a.id]
+    failures = store.admin_jobs(user=None, states=(JobState.FAILED,), pool=None, since=0,
+                                limit=10)  # fmt: skip
+    assert [j.id for j in failures] == [failed]
+    late = store.admin_jobs(user=None, states=(), pool=None, since=store.now() + 60, limit=10)
+    assert late == []
+    assert store.admin_cancel(b.id) and not store.admin_cancel(b.id)
+    assert not store.admin_retry(a.id)  # not FAILED
+    assert store.admin_retry(failed)
+    job = store.get(failed)
+    assert job is not None and job.state is JobState.PENDING and job.attempt == 0
+    assert job.error is None and job.finished_at is None
+    assert not store.admin_retry(failed)
+
+
+def test_paused_pool_is_not_claimed_and_resume_wakes(store: JobStore) -> None:
+    job = store.enqueue(new())
+    store.pause_pool(POOL)
+    store.pause_pool(POOL)  # idempotent
+    assert store.paused_pools() == [POOL]
+    assert store.claim([POOL], "w", 30) is None
+    status = store.job_status(job.id, "alice")
+    assert status is not None and status.pool_paused
+    store.claim([POOL], "w", 30)  # marks the generation this thread saw
+    assert store.resume_pool(POOL) and not store.resume_pool(POOL)
+    started = time.monotonic()
+    store.wait_for_jobs([POOL], 5.0)  # the resume woke it
+    assert time.monotonic() - started < 4.0
+    claimed = store.claim([POOL], "w", 30)
+    assert claimed is not None and claimed.id == job.id
+
+
+def test_user_stats_and_workers(store: JobStore) -> None:
+    _finish(store, "completed", user="alice")
+    _finish(store, "failed", user="alice")
+    store.enqueue(new("bob", pool=OTHER))
+    store.register_worker("w1", [POOL, OTHER], {POOL: "preview", OTHER: "wan"})
+    stats = {s.user: s for s in store.user_stats(store.now() - 3600)}
+    assert stats["alice"].completed_today == 1 and stats["alice"].failed_today == 1
+    assert stats["alice"].video_seconds_today == 2.0  # 32 frames at 16 fps
+    assert stats["bob"].queued == 1 and stats["bob"].running == 0
+    running = store.enqueue(new("carol"))
+    store.claim([POOL], "w1", 30)
+    (info,) = store.workers()
+    assert info.name == "w1" and info.pools == (POOL, OTHER)
+    assert info.engines == {POOL: "preview", OTHER: "wan"}
+    assert info.current_job == running.id and info.jobs_done == 1 and info.seen_s_ago < 60
+
+
+def test_lease_has_one_holder(store: JobStore) -> None:
+    assert store.take_lease("gc", "a", 30)
+    assert not store.take_lease("gc", "b", 30)
+    assert store.take_lease("gc", "a", 30)  # renewal
+    store.release_lease("gc", "b")  # not the holder: no-op
+    assert not store.take_lease("gc", "b", 30)
+    store.release_lease("gc", "a")
+    assert store.take_lease("gc", "b", 0.2)
+    time.sleep(0.5)
+    assert store.take_lease("gc", "a", 30)  # b's lease expired
+
+
+def test_retention_marks_before_deleting_and_purges_into_the_rollup(store: JobStore) -> None:
+    done = _finish(store, "completed")
+    store.enqueue(new())  # live: never due
+    running = store.enqueue(new())
+    store.claim([POOL], "w", 30)
+    before = store.job_samples()
+    assert [d.job_id for d in store.inputs_due(3600, 10)] == []  # not old enough
+    (due,) = store.outputs_due(0, 10)
+    assert (due.job_id, due.keys, due.marked) == (done, (f"outputs/free/{done}.mp4",), False)
+    assert [d.job_id for d in store.inputs_due(0, 10)] == [done]
+    store.expire_output(done)
+    job = store.get(done)
+    assert job is not None and job.expired_at is not None
+    status = store.job_status(done, "alice")
+    assert status is not None and status.expired_at == job.expired_at
+    (again,) = store.outputs_due(10**9, 10)  # marked: due again whatever the TTL
+    assert again.marked
+    assert store.purge_jobs(0, 10) == 0  # blobs not deleted yet: the row stays
+    store.output_deleted(done)
+    assert store.outputs_due(0, 10) == []
+    store.expire_inputs(done)
+    assert not store.admin_retry(done)
+    store.inputs_deleted(done)
+    assert store.inputs_due(0, 10) == []
+    assert store.purge_jobs(0, 10) == 1
+    assert store.get(done) is None and store.get(running.id) is not None
+    assert store.job_samples() == before  # the purged row's counters moved to the rollup
