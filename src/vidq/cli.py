@@ -56,7 +56,12 @@ def start_collector(settings: Settings, store: Any, storage: Any, holder: str) -
     stop = threading.Event()
     thread = threading.Thread(
         target=run_periodically,
-        args=(collector(settings, store, storage, holder), settings.retention.gc_interval, stop),
+        args=(
+            collector(settings, store, storage, holder),
+            settings.retention.gc_interval,
+            settings.retention.gc_lease,
+            stop,
+        ),
         name="vidq-gc",
         daemon=True,
     )
@@ -318,7 +323,7 @@ def gc(
     store, storage = open_backends(settings)
     try:
         c = collector(settings, store, storage, f"gc@{socket.gethostname()}:{os.getpid()}")
-        report = c.dry_run() if dry_run else c.run_once()
+        report = c.dry_run() if dry_run else c.run_once(lease_s=settings.retention.gc_lease)
     finally:
         store.close()
     if report is None:

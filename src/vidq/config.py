@@ -319,6 +319,12 @@ class RetentionSettings(_Group):
         "(one worker of the fleet collects at a time).",
     )
     gc_batch: int = Field(default=100, ge=1, description="Jobs the collector expires per batch.")
+    gc_lease: float = Field(
+        default=120.0,
+        gt=0,
+        description="The collector's fleet-wide lease, renewed between batches: how long a "
+        "collector that died blocks the next one.",
+    )
 
 
 class LimitsSettings(_Group):

@@ -162,13 +162,15 @@ class Collector:
             report.outputs_expired += len(deleted)
 
 
-def run_periodically(collector: Collector, interval_s: float, stop: threading.Event) -> None:
+def run_periodically(
+    collector: Collector, interval_s: float, lease_s: float, stop: threading.Event
+) -> None:
     """The workers' loop: a collection every ``interval_s`` until ``stop`` is set. Errors
     are logged, never raised: the collector must not take a worker down."""
     while not stop.wait(interval_s):
         started = time.monotonic()
         try:
-            collector.run_once(lease_s=max(60.0, interval_s * 5))
+            collector.run_once(lease_s=lease_s)
         except VidqError as exc:
             log.warning("gc failed: %s", exc.message, extra={"worker": collector.holder})
         log.debug("gc pass took %.3f s", time.monotonic() - started)
