@@ -38,11 +38,12 @@ def test_every_historical_variable_is_still_a_setting() -> None:
 
 def _sample(type_words: str) -> str:
     """A valid raw value for a variable of this type, unlike every default."""
+    if type_words.startswith("one of"):
+        return type_words.split("`")[-2]  # the last choice (defaults are the first)
     for words, raw in (
         ("boolean", "true"),
         ("integer", "4096"),
         ("number", "4.5"),
-        ("one of", "ti2v-5b"),
         ("IP networks", "10.0.0.0/8"),
         ("key=value", "wan22-t2v=wan"),
         ("comma-separated list", "wan22-t2v,wan22-i2v"),
