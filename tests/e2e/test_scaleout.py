@@ -92,11 +92,11 @@ def test_ready_health_and_admin_queues(cluster: Server) -> None:
     assert user.get("/admin/queues").status_code == 404  # not an admin
     admin = cluster.client(cluster.admin_token)
     pools = admin.get("/admin/queues").json()["pools"]
-    assert pools["wan22-t2v"] == {"queued": 3, "workers": 0}
+    assert pools["wan22-t2v"] == {"queued": 3, "workers": 0, "paused": False}
     worker = cluster.worker("--burst")
     assert worker.wait(120) == 0
     pools = admin.get("/admin/queues").json()["pools"]
-    assert pools["wan22-t2v"] == {"queued": 0, "workers": 1}
+    assert pools["wan22-t2v"] == {"queued": 0, "workers": 1, "paused": False}
 
 
 def test_database_outage_is_503_then_recovers(
