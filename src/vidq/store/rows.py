@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vidq.jobs import Job, JobState, queue_rank
-from vidq.store.base import JobStatus, Token
+from vidq.store.base import JobStatus, Token, Upload
 from vidq.store.positions import position_key
 
 JOB_COLUMNS = (
@@ -17,6 +17,7 @@ JOB_COLUMNS = (
     "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until"
 )
 TOKEN_COLUMNS = "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked"
+UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at"
 
 
 def job_from_row(row: Any) -> Job:
@@ -84,3 +85,18 @@ def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], 
         progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
         result_key=row[10], error=row[11], queue_position=queue_position,
     )  # fmt: skip
+
+
+def upload_from_row(row: Any) -> Upload:
+    size = row["size"]
+    expires = row["expires_at"]
+    return Upload(
+        id=row["id"],
+        user=row["owner"],
+        key=row["key"],
+        content_type=row["content_type"],
+        file_name=row["file_name"],
+        size=None if size is None else int(size),
+        created_at=float(row["created_at"]),
+        expires_at=None if expires is None else float(expires),
+    )
