@@ -8,15 +8,14 @@ they are set as docs/clients.md shows.
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from typing import Any
-
 import base64
 import io
+import json
 import os
+import sys
+import time
 import wave
+from typing import Any
 
 import fal_client
 import fal_client.client
@@ -163,13 +162,14 @@ def _refused(app: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def invalid() -> dict[str, Any]:
+    i2v = {"prompt": "x", "image_url": "data:,", "aspect_ratio": "4:3"}
     return {
         "width_100": _refused(T2V, {"prompt": "x", "width": 100}),
         "width_321": _refused(T2V, {"prompt": "x", "width": 321}),
         "frames_16": _refused(f"{WAN}/text-to-video", {"prompt": "x", "num_frames": 16}),
         "frames_162": _refused(f"{WAN}/text-to-video", {"prompt": "x", "num_frames": 162}),
-        "resolution": _refused(f"{WAN}/text-to-video/turbo", {"prompt": "x", "resolution": "1080p"}),
-        "aspect": _refused(f"{WAN}/image-to-video", {"prompt": "x", "image_url": "data:,", "aspect_ratio": "4:3"}),
+        "resolution": _refused(f"{WAN}/text-to-video/turbo", {"prompt": "x", "resolution": "4k"}),
+        "aspect": _refused(f"{WAN}/image-to-video", i2v),
         "native_on_alias": _refused(f"{WAN}/text-to-video", {"prompt": "x", "width": 128}),
     }  # fmt: skip
 
