@@ -11,7 +11,7 @@ import enum
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Wan's VAE downsamples by 8 and its transformer patches by 2: sides must be multiples of 16.
 SIDE_MULTIPLE = 16
@@ -100,11 +100,12 @@ class T2VInputs(_Inputs):
     height: int = Field(720, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
     duration: int = Field(5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds, 16 fps.")
 
-    @model_validator(mode="after")
-    def _sides(self) -> T2VInputs:
-        _check_side("width", self.width)
-        _check_side("height", self.height)
-        return self
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_16(cls, value: int, info: ValidationInfo) -> int:
+        # A field validator, so that a 422's loc names the side (["body", "width"]).
+        _check_side(str(info.field_name), value)
+        return value
 
 
 _MEDIA_FORMS = (

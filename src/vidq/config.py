@@ -359,6 +359,12 @@ class LimitsSettings(_Group):
     max_video_seconds: float = Field(
         default=30.0, gt=0, description="Longest video input, Foley (422 above)."
     )
+    run_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long the synchronous fal route (`fal.run`: POST /run/...) waits for "
+        "its request; past it, 504 naming the request id (the request goes on: poll it).",
+    )
     fetch_timeout: float = Field(
         default=20.0,
         gt=0,

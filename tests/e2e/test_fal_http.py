@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+
 from tests.helpers import serve
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
@@ -65,3 +67,90 @@ def test_queue_shapes_priority_cancel_and_stream(tmp_path: Path) -> None:
         assert anonymous.post(APP, json=SMALL).status_code == 401
         invalid = client.post(APP, content=b"{not json")
         assert invalid.status_code == 422
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "navy").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_uploads_limits_isolation_and_run_timeout(tmp_path: Path) -> None:
+    """fal's upload routes over plain HTTP: both upload paths, the size limit (413, nothing
+    kept), another user's upload URL (422 naming the field, 404 to download), bytes that
+    do not decode (422 at submit), a lifecycle header, and fal.run's 504 (no worker)."""
+    data = tmp_path / "data"
+    with serve(data, workers=0, max_input_bytes=64 * 1024, run_timeout=1) as server:
+        alice = server.client(None)
+        alice.headers["Authorization"] = f"Key {server.token('alice')}"
+        bob = server.client(None)
+        bob.headers["Authorization"] = f"Key {server.token('bob')}"
+        i2v = "/queue/fal-ai/wan/v2.2-a14b/image-to-video/turbo"
+
+        # fal-cdn-v3: a token, then the raw bytes; the expiry asked for is accepted.
+        grant = alice.post("/fal/storage/auth/token", params={"storage_type": "fal-cdn-v3"})
+        assert grant.status_code == 200 and grant.json()["base_url"] == f"{server.url}/fal"
+        cdn = server.client(None)
+        cdn.headers["Authorization"] = f"{grant.json()['token_type']} {grant.json()['token']}"
+        lifecycle = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 60}'}
+        up = cdn.post(
+            "/fal/files/upload",
+            content=_png(64, 48),
+            headers={"Content-Type": "image/png", "X-Fal-File-Name": "a.png", **lifecycle},
+        )
+        assert up.status_code == 200, up.text
+        url = up.json()["access_url"]
+        assert url.startswith(f"{server.url}/fal/files/") and url.endswith("/a.png")
+        assert server.client(None).post("/fal/files/upload", content=b"x").status_code == 401
+
+        # initiate + PUT to the signed URL (no credentials), then the file URL as input.
+        init = alice.post(
+            "/fal/storage/upload/initiate", json={"content_type": "image/png", "file_name": "b.png"}
+        ).json()
+        assert httpx.put(init["upload_url"], content=_png(48, 64)).status_code == 200
+        forged = init["upload_url"].replace("signature=", "signature=0")
+        assert httpx.put(forged, content=b"x").status_code == 401
+        ok = alice.post(
+            i2v, json={"prompt": "p", "image_url": init["file_url"], "resolution": "480p"}
+        )
+        assert ok.status_code == 200, ok.text
+
+        # Over the limit: 413 and nothing kept (no blob under uploads/).
+        big = cdn.post(
+            "/fal/files/upload", content=b"\0" * (65 * 1024), headers={"Content-Type": "image/png"}
+        )
+        assert big.status_code == 413
+        init = alice.post("/fal/storage/upload/initiate", json={"content_type": "image/png"}).json()
+        assert httpx.put(init["upload_url"], content=b"\0" * (65 * 1024)).status_code == 413
+        kept = sorted(p.name for p in data.rglob("*") if p.is_file() and "uploads" in p.parts)
+        assert kept == ["a.png", "b.png"], kept
+
+        # Another user: the URL is not theirs to use or read.
+        stolen = bob.post(i2v, json={"prompt": "p", "image_url": url})
+        assert stolen.status_code == 422 and stolen.json()["detail"][0]["loc"] == [
+            "body",
+            "image_url",
+        ]
+        assert bob.get(url).status_code == 404
+        assert alice.get(url).content == _png(64, 48)
+
+        # Bytes that are not an image: accepted as an upload, refused at submit by name.
+        text = cdn.post(
+            "/fal/files/upload", content=b"hello", headers={"Content-Type": "image/png"}
+        )
+        bad = alice.post(i2v, json={"prompt": "p", "image_url": text.json()["access_url"]})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "image_url"]
+        # A native model takes fal's URL names on the fal dialect.
+        native = alice.post("/queue/vidq/wan22-fast-i2v", json={"prompt": "p", "image_url": url})
+        assert native.status_code == 200, native.text
+
+        # fal.run with no worker: 504 naming the request, which stays queued.
+        ran = alice.post("/run/vidq/wan22-fast-t2v", json=SMALL)
+        assert ran.status_code == 504, ran.text
+        rid = ran.json()["request_id"]
+        assert ran.headers["x-fal-request-id"] == rid and rid in ran.json()["detail"]
+        assert alice.get(ran.json()["status_url"]).json()["status"] == "IN_QUEUE"

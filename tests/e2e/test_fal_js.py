@@ -80,11 +80,16 @@ def test_subscribe(mode: str, node_modules: Path, tls_server: Server, tmp_path: 
     statuses = [u["status"] for u in out["updates"]]
     assert statuses[-1] == "COMPLETED" and "IN_PROGRESS" in statuses, statuses
     assert out["updates"][-1]["logs"]
+    # What the client shows (accumulated, in streaming mode, from each event's new lines)
+    # is the polled list: every line once, none repeated.
+    shown = out["updates"][-1]["logs"]
+    assert shown == out["polledLogs"], (shown, out["polledLogs"])
+    assert len(shown) == len(set(shown)) and any("Progress: 1/" in line for line in shown)
     paths = out["seenUrls"]
     assert paths[0] == "POST /queue/vidq/wan22-fast-t2v"
     follow = "/status/stream?logs=1" if mode == "streaming" else "/status?logs=1"
     assert f"GET /queue/vidq/wan22-fast-t2v/requests/{rid}{follow}" in paths
-    assert paths[-1] == f"GET /queue/vidq/wan22-fast-t2v/requests/{rid}"
+    assert paths[-2] == f"GET /queue/vidq/wan22-fast-t2v/requests/{rid}"  # then our poll
     video = out["result"]["data"]["video"]
     assert video["content_type"] == "video/mp4"
     verify = ssl.create_default_context(cafile=str(tls_server.ca))
@@ -92,3 +97,30 @@ def test_subscribe(mode: str, node_modules: Path, tls_server: Server, tmp_path: 
     assert len(data) == video["file_size"]
     info = probe_mp4(data, tmp_path)
     assert (info.width, info.height, info.frames) == (128, 128, 17)
+
+
+def test_uploads_aliases_run_cancel_and_field_errors(
+    node_modules: Path, tls_server: Server, tmp_path: Path
+) -> None:
+    out = drive(tls_server, "more")
+    assert out["uploaded"].startswith(f"{tls_server.url}/fal/files/")
+    paths = out["seenUrls"]
+    assert any(p.startswith("POST /fal/storage/upload/initiate") for p in paths), paths
+    verify = ssl.create_default_context(cafile=str(tls_server.ca))
+
+    def video(result: dict[str, Any]) -> tuple[int, int, int]:
+        data = httpx.get(result["video"]["url"], verify=verify, timeout=30).content
+        assert len(data) == result["video"]["file_size"]
+        info = probe_mp4(data, tmp_path)
+        return info.width, info.height, info.frames
+
+    # The Blob was uploaded by the client and read from storage: 480p + 9:16, 81 frames.
+    assert video(out["i2v"]) == (480, 832, 81)
+    assert out["i2v"]["prompt"] == "js upload" and isinstance(out["i2v"]["seed"], int)
+    assert video(out["run"]) == (128, 128, 17)
+    assert out["queueStatus"] == "COMPLETED" and video(out["queueResult"]) == (480, 480, 81)
+    cancelled = out["cancelled"]
+    assert cancelled["status"] == "COMPLETED" and cancelled["error_type"] == "request_cancelled"
+    assert out["invalid"]["isValidationError"] and out["invalid"]["status"] == 422
+    assert out["invalid"]["width"] and out["invalid"]["width"][0]["loc"] == ["body", "width"]
+    assert out["frames"]["status"] == 422 and out["frames"]["numFrames"]

@@ -29,12 +29,12 @@ DRIVER = Path(__file__).with_name("fal_py_driver.py")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("fal-py")
     cert, key = self_signed(root / "tls")
-    # wan22-t2v-fp8 is served by an engine that does not exist: its jobs really fail
+    # the pool wan22-s2v is served by an engine that does not exist: its jobs really fail
     # (the worker cannot load the engine), with one attempt.
     with serve(
         root / "data",
         tls=(cert, key),
-        engines="wan22-t2v-fp8=nonexistent",
+        engines="wan22-s2v=nonexistent",
         max_attempts=1,
         preview_step_seconds=0.15,
     ) as server:
@@ -47,6 +47,8 @@ def drive(server: Server, scenario: str) -> dict[str, Any]:
         **os.environ,
         "FAL_KEY": server.token("fal-user"),
         "FAL_QUEUE_RUN_HOST": server.url.removeprefix("https://") + "/queue",
+        "FAL_RUN_HOST": server.url.removeprefix("https://") + "/run",
+        "VIDQ_URL": server.url,
         "SSL_CERT_FILE": str(server.ca),
     }
     out = subprocess.run(
@@ -125,5 +127,46 @@ def test_a_failing_job_is_completed_with_an_error(tls_server: Server) -> None:
 
 def test_invalid_input_is_a_422_naming_the_field(tls_server: Server) -> None:
     out = drive(tls_server, "invalid")
-    assert out["status_code"] == 422
-    assert out["detail"][0]["loc"] == ["body", "width"]
+    named = {
+        "width_100": "width", "width_321": "width", "frames_16": "num_frames",
+        "frames_162": "num_frames", "resolution": "resolution", "aspect": "aspect_ratio",
+        "native_on_alias": "width",
+    }  # fmt: skip
+    for case, field in named.items():
+        assert out[case]["status_code"] == 422, (case, out[case])
+        assert out[case]["detail"][0]["loc"] == ["body", field], (case, out[case])
+
+
+def test_uploads_then_fal_endpoint_ids_with_fal_fields(tls_server: Server, tmp_path: Path) -> None:
+    out = drive(tls_server, "uploads_and_aliases")
+    for url in out["urls"]:
+        assert url.startswith(f"{tls_server.url}/fal/files/"), url
+    # The uploader reads an upload back; another user gets 404.
+    verify = ssl.create_default_context(cafile=str(tls_server.ca))
+    own = httpx.get(
+        out["urls"][0],
+        headers={"Authorization": f"Key {tls_server.token('fal-user')}"},
+        verify=verify,
+    )
+    assert own.status_code == 200 and own.content.startswith(b"\x89PNG")
+    other = httpx.get(
+        out["urls"][0],
+        headers={"Authorization": f"Key {tls_server.token('intruder')}"},
+        verify=verify,
+    )
+    assert other.status_code == 404
+
+    def video(result: dict[str, Any]) -> tuple[int, int, int]:
+        data = download(tls_server, result["video"])
+        assert len(data) == result["video"]["file_size"]
+        info = probe_mp4(data, tmp_path)
+        return info.width, info.height, info.frames
+
+    # 480p + auto: the 16:9 image's aspect, short side 480 (Wan sides: multiples of 32
+    # for the derived one); num_frames 17 -> 1 s; the seed and prompt come back.
+    assert video(out["i2v"]) == (832, 480, 17)
+    assert out["i2v"]["seed"] == 11 and out["i2v"]["prompt"] == "it moves"
+    assert video(out["turbo"]) == (480, 480, 81)  # 480p + 1:1; turbo: 81 frames
+    assert isinstance(out["turbo"]["seed"], int)
+    assert video(out["t2v_run"]) == (480, 832, 17)  # 480p + 9:16, through fal_client.run
+    assert video(out["run"]) == (128, 128, 17) and out["run"]["seed"] == 5

@@ -447,6 +447,25 @@ def test_tokens(store: JobStore) -> None:
     assert listed[t.id].revoked and not listed[a.id].revoked and listed[a.id].admin
 
 
+def test_uploads_owner_size_and_expiry(store: JobStore) -> None:
+    now = store.now()
+    a = store.create_upload("a" * 32, "alice", "uploads/alice/a/x.png", "image/png", "x.png", None)
+    assert a.size is None and a.expires_at is None and abs(a.created_at - now) < 5
+    assert store.get_upload("a" * 32, "bob") is None  # another user's id: None, as unknown
+    assert store.get_upload("f" * 32, "alice") is None
+    assert store.upload_stored("a" * 32, 123) and not store.upload_stored("a" * 32, 5)
+    got = store.get_upload("a" * 32, "alice")
+    assert got is not None and got.size == 123 and got.key == "uploads/alice/a/x.png"
+    assert store.get_upload("a" * 32) == got  # no owner given: signed upload URLs
+    b = store.create_upload("b" * 32, "bob", "k", "image/png", "y.png", 0.5)
+    assert b.expires_at is not None and 0.4 < b.expires_at - b.created_at < 0.6
+    assert store.expired_uploads(3600, 10) == []
+    time.sleep(0.6)
+    assert [u.id for u in store.expired_uploads(3600, 10)] == ["b" * 32]  # its own expiry
+    assert {u.id for u in store.expired_uploads(0, 10)} == {"a" * 32, "b" * 32}  # by age
+    assert store.delete_upload("b" * 32) and not store.delete_upload("b" * 32)
+
+
 def test_recent_durations_and_live_workers(store: JobStore) -> None:
     for _ in range(3):
         store.enqueue(new())

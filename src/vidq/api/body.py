@@ -235,11 +235,14 @@ class JsonRoute(APIRoute):
         return route
 
 
-async def submitted(request: Request, model: Model) -> dict[str, Any]:
+async def submitted(
+    request: Request, model: Model, also_media: Collection[str] = ()
+) -> dict[str, Any]:
     """The checked body of a submit to ``model`` (on a ``JsonRoute``), its fields apart
-    from media within ``max_fields_bytes``."""
+    from media within ``max_fields_bytes``; ``also_media``: more names of media fields
+    (fal's ``image_url``...)."""
     assert isinstance(request, JsonRequest), "submit routes are JsonRoutes"
     body = await request.checked()
     limit = context(request).settings.limits.max_fields_bytes
-    check_fields_size(body, MEDIA_FIELDS[model.family], limit)
+    check_fields_size(body, {*MEDIA_FIELDS[model.family], *also_media}, limit)
     return body.data

@@ -23,17 +23,17 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pydantic
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from vidq.api import fal_inputs
 from vidq.api import jobs_service as svc
-from vidq.api.body import JsonRoute, submitted
+from vidq.api.body import JsonRoute
 from vidq.api.context import AppContext, context
-from vidq.api.deps import caller, model_or_404, request_id
-from vidq.catalog import Model, input_schema
+from vidq.api.deps import caller, request_id
 from vidq.errors import InvalidInput
+from vidq.fal_catalog import ENDPOINTS
 from vidq.jobs import PRIORITY_MIN, Job, JobState
 from vidq.store.base import Token
 
@@ -71,8 +71,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _priority(header: str | None, requested: int) -> int:
-    value = (header or "normal").strip().lower()
+def priority_of(request: Request, requested: int) -> int:
+    """A submit's priority: ``X-Fal-Queue-Priority: low`` lowers the body's."""
+    value = (request.headers.get(PRIORITY_HEADER) or "normal").strip().lower()
     if value == "normal":
         return requested
     if value == "low":
@@ -85,7 +86,9 @@ def _iso(ts: float) -> str:
 
 
 def logs_of(job: Job) -> list[dict[str, Any]]:
-    """The request's timeline as fal log lines (vidq keeps no engine output)."""
+    """The request's timeline as fal log lines (vidq keeps no engine output). The list
+    only grows while an attempt runs (one line per step done), so that a client adding
+    the lines of each stream event to what it has ends with this list."""
 
     def line(ts: float | None, message: str, level: str = "INFO") -> dict[str, Any]:
         return {"message": message, "level": level, "source": "user", "timestamp": _iso(ts or 0)}
@@ -94,10 +97,10 @@ def logs_of(job: Job) -> list[dict[str, Any]]:
     if job.started_at is not None:
         who = f" on worker {job.worker}" if job.worker else ""
         lines.append(line(job.started_at, f"Attempt {job.attempt} started{who}"))
-    if job.progress_total:
-        lines.append(
-            line(job.started_at, f"Progress: {job.progress_done}/{job.progress_total} steps")
-        )
+    lines.extend(
+        line(job.started_at, f"Progress: {done}/{job.progress_total} steps")
+        for done in range(1, job.progress_done + 1)
+    )
     if job.state is JobState.COMPLETED:
         lines.append(line(job.finished_at, f"Completed in {svc.run_seconds(job) or 0:.1f} s"))
     elif job.state is JobState.FAILED:
@@ -134,55 +137,71 @@ def status_body(ctx: AppContext, job: Job, base: str, owner: str, logs: bool) ->
     return body
 
 
-def _validate(model: Model, data: Any) -> Any:
-    try:
-        return input_schema(model).model_validate(data)
-    except pydantic.ValidationError as exc:
-        detail = [
-            {"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type")}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        raise _Invalid(detail) from None
-
-
-class _Invalid(Exception):
-    def __init__(self, detail: list[dict[str, Any]]) -> None:
-        self.detail = detail
-
-
 @router.post("/queue/{owner}/{model_id}", summary="Submit (fal-compatible)")
 async def submit(
     owner: str, model_id: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     """Queue a request; answers fal's submit object (request_id, the three URLs and
     queue_position). ``?fal_webhook=URL``, ``Idempotency-Key`` and
-    ``X-Fal-Queue-Priority: normal|low`` are honoured."""
-    model = model_or_404(model_id)
+    ``X-Fal-Queue-Priority: normal|low`` are honoured. ``owner/model_id`` is ``vidq/<model
+    id>`` or a two-part fal endpoint id (``fal-ai/hunyuan-video-foley``)."""
+    return await _submit(owner, model_id, request, token)
+
+
+async def _submit(owner: str, path: str, request: Request, token: Token) -> Response:
     ctx = context(request)
-    data = await submitted(request, model)
     try:
-        body = _validate(model, data)
-    except _Invalid as exc:
+        prepared = await fal_inputs.prepare(request, owner, path)
+    except fal_inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
-    priority = _priority(request.headers.get(PRIORITY_HEADER), body.priority)
+    priority = priority_of(request, prepared.body.priority)
     key = svc.idempotency_key(request.headers.get("idempotency-key"))
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
     base = ctx.base_url(request)
-
-    job, replay = await svc.submit_once(
-        ctx, model, body, token, dialect="fal", base=base, binary_output=True,
-        priority=priority, idempotency_key=key, webhook_url=webhook,
+    job, replay = await fal_inputs.submit(
+        ctx, prepared, token, base=base, priority=priority, idempotency_key=key,
+        webhook_url=webhook,
     )  # fmt: skip
+    where = prepared.target
     position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
-    answer = {**_urls(base, owner, model.id, job.id), "queue_position": position}
+    answer = {**_urls(base, where.owner, where.app, job.id), "queue_position": position}
     headers = _headers(job.id)
     if replay:
         headers[svc.REPLAYED_HEADER] = "true"
     return JSONResponse(answer, headers=headers)
 
 
-async def _job(request: Request, model_id: str, rid: str, token: Token) -> tuple[Job, str]:
-    model_or_404(model_id)
+def _alias_route(endpoint_id: str) -> Any:
+    owner, path = endpoint_id.split("/", 1)
+
+    async def submit_alias(request: Request, token: Token = Depends(caller)) -> Response:
+        return await _submit(owner, path, request, token)
+
+    return submit_alias
+
+
+# fal's endpoint ids, each with fal's own input schema in /openapi.json.
+for _endpoint in ENDPOINTS.values():
+    router.add_api_route(
+        f"/queue/{_endpoint.id}",
+        _alias_route(_endpoint.id),
+        methods=["POST"],
+        name=f"fal_{_endpoint.id}",
+        summary=f"Submit to {_endpoint.id} (fal endpoint id; served by {_endpoint.model.id})",
+        description=(_endpoint.schema.__doc__ or "").strip(),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _endpoint.schema.model_json_schema()}},
+            }
+        },
+    )
+
+
+async def _job(
+    request: Request, owner: str, model_id: str, rid: str, token: Token
+) -> tuple[Job, str]:
+    fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
     job = await run_in_threadpool(svc.job_of, ctx, job_id, token)
@@ -193,7 +212,7 @@ async def _job(request: Request, model_id: str, rid: str, token: Token) -> tuple
 async def status(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
-    job, base = await _job(request, model_id, rid, token)
+    job, base = await _job(request, owner, model_id, rid, token)
     logs = _truthy(request.query_params.get("logs"))
     ctx = context(request)
     body = await run_in_threadpool(status_body, ctx, job, base, owner, logs)
@@ -207,21 +226,26 @@ async def status(
 async def status_stream(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
-    job, base = await _job(request, model_id, rid, token)
+    job, base = await _job(request, owner, model_id, rid, token)
     logs = _truthy(request.query_params.get("logs"))
     ctx = context(request)
 
     async def events() -> AsyncIterator[str]:
+        # Each event carries only the log lines this stream has not sent yet: fal's JS
+        # client appends every event's lines to those it has.
+        sent: set[str] = set()
         last = ""
         quiet_since = asyncio.get_running_loop().time()
         current = job
         while True:
             body = await run_in_threadpool(status_body, ctx, current, base, owner, logs)
-            text = json.dumps(body)
+            fresh = [line for line in body["logs"] or () if _key(line) not in sent]
+            rest = json.dumps({**body, "logs": None})
             now = asyncio.get_running_loop().time()
-            if text != last:
-                last, quiet_since = text, now
-                yield f"data: {text}\n\n"
+            if rest != last or fresh:
+                last, quiet_since = rest, now
+                sent.update(_key(line) for line in fresh)
+                yield f"data: {json.dumps({**body, 'logs': fresh if logs else None})}\n\n"
             elif now - quiet_since > STREAM_KEEPALIVE_S:
                 quiet_since = now
                 yield ": keepalive\n\n"
@@ -234,11 +258,15 @@ async def status_stream(
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
+def _key(line: dict[str, Any]) -> str:
+    return json.dumps(line, sort_keys=True)
+
+
 @router.put("/queue/{owner}/{model_id}/requests/{rid}/cancel", summary="Cancel (fal)")
 async def cancel(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
-    model_or_404(model_id)
+    fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
     job = await run_in_threadpool(svc.cancel, ctx, job_id, token)
@@ -257,22 +285,29 @@ async def cancel(
 async def result(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
-    job, base = await _job(request, model_id, rid, token)
-    ctx = context(request)
+    job, base = await _job(request, owner, model_id, rid, token)
+    return await result_response(context(request), job, base)
+
+
+async def result_response(ctx: AppContext, job: Job, base: str) -> Response:
+    """A request's result as fal answers it (the result route and ``fal.run``)."""
     headers = _headers(job.id)
     if job.state is JobState.COMPLETED:
-        video = await run_in_threadpool(svc.video_file, ctx, job, base)
-        return JSONResponse({"video": video}, headers=headers)
+        body = await run_in_threadpool(fal_inputs.result_body, ctx, job, base)
+        return JSONResponse(body, headers=headers)
     if job.state is JobState.FAILED:
         error_type = job.error_type or "internal_error"
         code = 422 if error_type in _INPUT_ERRORS else 500
-        body = {"detail": job.error or "unknown error", "error_type": error_type}
+        failure = {"detail": job.error or "unknown error", "error_type": error_type}
         return JSONResponse(
-            body, status_code=code, headers={**headers, "x-fal-error-type": error_type}
+            failure, status_code=code, headers={**headers, "x-fal-error-type": error_type}
         )
     if job.state is JobState.CANCELLED:
-        body = {"detail": f"Request {job.id} was cancelled.", "error_type": "request_cancelled"}
-        return JSONResponse(body, status_code=400, headers=headers)
+        cancelled = {
+            "detail": f"Request {job.id} was cancelled.",
+            "error_type": "request_cancelled",
+        }
+        return JSONResponse(cancelled, status_code=400, headers=headers)
     status_name = "IN_QUEUE" if job.state.queued else "IN_PROGRESS"
-    body = {"detail": f"Request {job.id} is {status_name}; the result is ready once COMPLETED."}
-    return JSONResponse(body, status_code=400, headers=headers)
+    pending = {"detail": f"Request {job.id} is {status_name}; the result is ready once COMPLETED."}
+    return JSONResponse(pending, status_code=400, headers=headers)

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from vidq.api import uploads
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
 from vidq.catalog import Model, _Inputs, get_model
@@ -129,8 +130,11 @@ async def submit_once(
             return job, True
     fields = MEDIA_FIELDS[model.family]
     urls = media_urls(model.family, {f: getattr(body, f, None) for f in fields})
+    own, urls = uploads.split(urls, base)  # this server's uploads: read from storage
 
     def work(fetched: Mapping[str, bytes]) -> Job:
+        if own:
+            fetched = {**fetched, **uploads.read(ctx, own, token.user)}
         return submit(
             ctx, model, body, token, binary_output=binary_output, fetched=fetched,
             priority=priority, idempotency_key=idempotency_key, webhook_url=webhook_url,
@@ -205,7 +209,7 @@ def input_fetcher(settings: Settings) -> Fetcher:
     )
 
 
-def _user_folder(user: str) -> str:
+def user_folder(user: str) -> str:
     """A storage-safe folder name for a user (names may hold any character)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64].strip(".")
     if safe != user:
@@ -215,7 +219,7 @@ def _user_folder(user: str) -> str:
 
 def _store_media(ctx: AppContext, user: str, media: dict[str, MediaInput]) -> dict[str, str]:
     """``inputs/<user>/<uuid>/<field>`` for each media input; all or nothing."""
-    folder = f"inputs/{_user_folder(user)}/{uuid.uuid4().hex}"
+    folder = f"inputs/{user_folder(user)}/{uuid.uuid4().hex}"
     stored: dict[str, str] = {}
     try:
         for field, item in media.items():

@@ -63,6 +63,7 @@ import anyio.abc
 import anyio.to_thread
 import httpx
 
+from vidq.api import fal_inputs
 from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext
 from vidq.errors import InvalidInput, VidqError
@@ -183,10 +184,12 @@ def body_of(ctx: AppContext, job: Job, dialect: str, base: str) -> dict[str, Any
     rid = str(job.id)
     envelope: dict[str, Any] = {"request_id": rid, "gateway_request_id": rid}
     if job.state is JobState.COMPLETED:
-        video = svc.video_file(ctx, job, base)
         if dialect == "native":
-            video = {"data_uri": video["url"], "data_url": video["url"]}
-        return {**envelope, "status": "OK", "payload": {"video": video}, "error": None}
+            url = svc.video_file(ctx, job, base)["url"]
+            result: dict[str, Any] = {"video": {"data_uri": url, "data_url": url}}
+        else:
+            result = fal_inputs.result_body(ctx, job, base)
+        return {**envelope, "status": "OK", "payload": result, "error": None}
     if job.state is JobState.CANCELLED:
         error, error_type = f"Request {rid} was cancelled.", "request_cancelled"
     else:

@@ -28,6 +28,20 @@ class Token:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a user uploaded (fal's upload routes) to use as an input of their requests."""
+
+    id: str
+    user: str
+    key: str  # in the blob store
+    content_type: str
+    file_name: str
+    size: int | None  # None until the bytes are stored
+    created_at: float
+    expires_at: float | None  # the expiry the uploader asked for; None: retention default
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobStatus:
     """What a status poll needs: a slim read of one job and, if queued, its position."""
 
@@ -314,6 +328,32 @@ class JobStore(Protocol):
 
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
         """The live (not revoked) token with this hash, and the stored hash."""
+
+    # --- uploads --------------------------------------------------------------------
+    def create_upload(
+        self,
+        upload_id: str,
+        user: str,
+        key: str,
+        content_type: str,
+        file_name: str,
+        expires_in_s: float | None,
+    ) -> Upload:
+        """Record an upload whose bytes are not stored yet (``size`` None)."""
+
+    def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
+        """The upload with this id (only if ``user``'s, when given); None for unknown ids
+        and other users' alike."""
+
+    def upload_stored(self, upload_id: str, size: int) -> bool:
+        """Mark the bytes stored; False if unknown or already stored."""
+
+    def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
+        """Uploads past their requested expiry, or without one older than ``max_age_s``
+        (oldest first): for retention, which deletes the blob, then ``delete_upload``."""
+
+    def delete_upload(self, upload_id: str) -> bool:
+        """Forget an upload (its blob deleted first); False if unknown."""
 
     def revoke_token(self, token_id: int) -> bool:
         """Revoke; False if no such live token."""

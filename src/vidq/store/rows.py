@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vidq.jobs import Job, JobState, queue_rank
-from vidq.store.base import JobStatus, Token
+from vidq.store.base import JobStatus, Token, Upload
 from vidq.store.positions import position_key
 
 JOB_COLUMNS = (
@@ -18,6 +18,7 @@ JOB_COLUMNS = (
     "expired_at, inputs_expired_at"
 )
 TOKEN_COLUMNS = "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked"
+UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at"
 
 
 def job_from_row(row: Any) -> Job:
@@ -88,3 +89,18 @@ def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], 
         result_key=row[10], error=row[11], queue_position=queue_position,
         expired_at=row[13], pool_paused=bool(row[14]),
     )  # fmt: skip
+
+
+def upload_from_row(row: Any) -> Upload:
+    size = row["size"]
+    expires = row["expires_at"]
+    return Upload(
+        id=row["id"],
+        user=row["owner"],
+        key=row["key"],
+        content_type=row["content_type"],
+        file_name=row["file_name"],
+        size=None if size is None else int(size),
+        created_at=float(row["created_at"]),
+        expires_at=None if expires is None else float(expires),
+    )

@@ -25,6 +25,7 @@ from vidq.store.base import (
     ReapResult,
     Samples,
     Token,
+    Upload,
     UserStats,
     WebhookDelivery,
     WorkerInfo,
@@ -32,7 +33,13 @@ from vidq.store.base import (
 from vidq.store.counters import job_samples
 from vidq.store.driver import Driver, Row, Session
 from vidq.store.positions import QueueSnapshots, position_key
-from vidq.store.rows import dumps, job_from_row, job_status_from_row, token_from_row
+from vidq.store.rows import (
+    dumps,
+    job_from_row,
+    job_status_from_row,
+    token_from_row,
+    upload_from_row,
+)
 from vidq.store.statements import Statement
 
 # A cursor for the first page of list_jobs: above every id.
@@ -414,6 +421,38 @@ class SQLStore:
     def list_tokens(self) -> list[Token]:
         return [token_from_row(r) for r in self._rows(self._sql.list_tokens)]
 
+    # -- uploads -------------------------------------------------------------------------
+    def create_upload(
+        self,
+        upload_id: str,
+        user: str,
+        key: str,
+        content_type: str,
+        file_name: str,
+        expires_in_s: float | None,
+    ) -> Upload:
+        row = self._row(
+            self._sql.insert_upload, id=upload_id, owner=user, key=key,
+            content_type=content_type, file_name=file_name, expires_in=expires_in_s,
+        )  # fmt: skip
+        assert row is not None
+        return upload_from_row(row)
+
+    def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
+        row = self._row(self._sql.get_upload, id=upload_id)
+        if row is None or (user is not None and row["owner"] != user):
+            return None
+        return upload_from_row(row)
+
+    def upload_stored(self, upload_id: str, size: int) -> bool:
+        return self._count(self._sql.upload_stored, id=upload_id, size=size) == 1
+
+    def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
+        rows = self._rows(self._sql.expired_uploads, max_age_s=max_age_s, limit=limit)
+        return [upload_from_row(r) for r in rows]
+
+    def delete_upload(self, upload_id: str) -> bool:
+        return self._count(self._sql.delete_upload, id=upload_id) == 1
 
 def _video_seconds(meta: Mapping[str, Any]) -> float:
     """Seconds of video an output holds, from its plan (frames at fps) in the job's meta."""

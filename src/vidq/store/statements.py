@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import ClassVar, Self
 
-from vidq.store.rows import JOB_COLUMNS, TOKEN_COLUMNS
+from vidq.store.rows import JOB_COLUMNS, TOKEN_COLUMNS, UPLOAD_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -336,6 +336,20 @@ class Statements:
     revoke_token = Statement("""
         UPDATE tokens SET revoked_at = {NOW} WHERE id = :id AND revoked_at IS NULL""")
     list_tokens = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id")
+
+    # -- uploads ----------------------------------------------------------------------
+    insert_upload = Statement(f"""
+        INSERT INTO uploads (id, owner, key, content_type, file_name, created_at, expires_at)
+        VALUES (:id, :owner, :key, :content_type, :file_name, {{NOW}}, {{NOW}} + :expires_in)
+        RETURNING {UPLOAD_COLUMNS}""")
+    get_upload = Statement(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = :id")
+    upload_stored = Statement("UPDATE uploads SET size = :size WHERE id = :id AND size IS NULL")
+    # Expired: past the expiry the client asked for, else older than the retention default.
+    expired_uploads = Statement(f"""
+        SELECT {UPLOAD_COLUMNS} FROM uploads
+        WHERE expires_at <= {{NOW}} OR (expires_at IS NULL AND created_at <= {{NOW}} - :max_age_s)
+        ORDER BY created_at LIMIT :limit""")
+    delete_upload = Statement("DELETE FROM uploads WHERE id = :id")
 
     @classmethod
     def prepared(cls, prepare: Callable[[Statement], Statement]) -> Self:

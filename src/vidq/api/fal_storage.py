@@ -1,0 +1,396 @@
+"""File uploads the way fal's clients make them, stored in vidq's blob store under the
+uploader (``uploads/<user>/<id>/<name>``) and recorded in the job store (owner, time,
+requested expiry) so that retention can delete them.
+
+The routes, as the clients' sources call them (``fal_client`` 1.x: ``REST_URL`` and
+``CDN_URL``; ``@fal-ai/client``: its REST URL, through ``requestMiddleware``), all under
+``{base}/fal``:
+
+- ``POST /fal/storage/auth/token?storage_type=fal-cdn-v3`` (API token): a short-lived
+  upload token and ``base_url``; then ``POST /fal/files/upload`` (raw body,
+  ``Content-Type``, ``X-Fal-File-Name``) answers ``access_url``; large files:
+  ``POST /fal/files/upload/multipart``, ``PUT {access_url}/multipart/{id}/{n}`` (answers an
+  ``ETag``), ``POST {access_url}/multipart/{id}/complete``;
+- ``POST /fal/storage/upload/initiate`` (API token, JSON ``content_type``, ``file_name``):
+  a signed ``upload_url`` to ``PUT`` the bytes to (no credentials: the signature is the
+  permission) and the ``file_url``; ``initiate-multipart``: the same with
+  ``PUT {upload_url}/{n}`` and ``POST {upload_url}/complete``;
+- ``GET /fal/files/{id}/{name}``: the file, to its uploader only (404 to anyone else).
+
+An upload counts against ``VIDQ_MAX_INPUT_BYTES`` (413 above, nothing kept); its expiry
+is ``X-Fal-Object-Lifecycle-Preference`` / ``X-Fal-Object-Lifecycle``'s
+``expiration_duration_seconds`` when given. A request input naming the ``access_url`` is
+read from storage (``api/uploads.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api import uploads
+from vidq.api.auth import parse_authorization
+from vidq.api.context import AppContext, context
+from vidq.api.deps import caller
+from vidq.api.jobs_service import user_folder
+from vidq.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized, VidqError
+from vidq.store.base import Token, Upload
+
+router = APIRouter(tags=["fal-compatible uploads"])
+
+TOKEN_PREFIX = "vqu_"  # upload tokens, told apart from API tokens (vq_...)
+TOKEN_TTL_S = 3600
+UPLOAD_URL_TTL_S = 3600
+MAX_PARTS = 10_000
+_NAME = re.compile(r"[^A-Za-z0-9._-]")
+LIFECYCLE_HEADERS = ("x-fal-object-lifecycle-preference", "x-fal-object-lifecycle")
+
+
+def _secret(ctx: AppContext) -> bytes:
+    from vidq.storage import load_secret
+
+    key = ctx.settings.storage.secret_key
+    return load_secret(ctx.settings.data_dir, key.get_secret_value() if key else None)
+
+
+def _sign(ctx: AppContext, *parts: str) -> str:
+    message = "\0".join(("vidq-upload", *parts)).encode()
+    return hmac.new(_secret(ctx), message, hashlib.sha256).hexdigest()
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
+
+
+def upload_token(ctx: AppContext, user: str, expires: int) -> str:
+    """A token that lets ``user`` upload until ``expires`` (and nothing else)."""
+    name = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+    return f"{TOKEN_PREFIX}{name}.{expires}.{_sign(ctx, 'token', user, str(expires))}"
+
+
+def _token_user(ctx: AppContext, token: str) -> str | None:
+    try:
+        name, expires, signature = token.removeprefix(TOKEN_PREFIX).split(".")
+        user = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
+    except ValueError:
+        return None
+    if not expires.isdigit() or int(expires) < time.time():
+        return None
+    if not hmac.compare_digest(signature, _sign(ctx, "token", user, expires)):
+        return None
+    return user
+
+
+async def uploader(request: Request) -> str:
+    """The user an upload is for: an upload token's, else an API token's (401)."""
+    value = parse_authorization(request.headers.get("authorization"))
+    if value.startswith(TOKEN_PREFIX):
+        user = _token_user(context(request), value)
+        if user is None:
+            raise Unauthorized("Invalid or expired upload token.")
+        return user
+    token: Token = await caller(request)
+    return token.user
+
+
+def _file_name(value: str | None, content_type: str) -> str:
+    name = _NAME.sub("_", (value or "").rsplit("/", 1)[-1])[:100].strip("._")
+    if name:
+        return name
+    subtype = _NAME.sub("", content_type.split("/")[-1].split(";")[0])[:10] or "bin"
+    return f"upload.{subtype}"
+
+
+def _expires_in(request: Request) -> float | None:
+    for header in LIFECYCLE_HEADERS:
+        raw = request.headers.get(header)
+        if raw is None:
+            continue
+        try:
+            value = json.loads(raw).get("expiration_duration_seconds")
+        except (ValueError, AttributeError):
+            raise InvalidInput(header, "must be a JSON object") from None
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise InvalidInput(header, "expiration_duration_seconds must be a positive number")
+        return float(value)
+    return None
+
+
+def _check_size(ctx: AppContext, size: int) -> None:
+    limit = ctx.settings.limits.max_input_bytes
+    if size > limit:
+        raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
+
+
+def _new(ctx: AppContext, user: str, content_type: str, name: str, expires: float | None) -> Upload:
+    upload_id = uuid.uuid4().hex
+    key = f"uploads/{user_folder(user)}/{upload_id}/{name}"
+    return ctx.store.create_upload(upload_id, user, key, content_type, name, expires)
+
+
+def _store(ctx: AppContext, upload: Upload, data: bytes) -> None:
+    """The bytes of a recorded upload; over the limit (or a failure) forgets it."""
+    try:
+        _check_size(ctx, len(data))
+        ctx.storage.put_bytes(upload.key, data, upload.content_type)
+        ctx.store.upload_stored(upload.id, len(data))
+    except BaseException:
+        _forget(ctx, upload)
+        raise
+
+
+def _forget(ctx: AppContext, upload: Upload) -> None:
+    try:
+        ctx.storage.delete(upload.key)
+        ctx.store.delete_upload(upload.id)
+    except VidqError:
+        pass  # retention deletes what is left
+
+
+def _file(base: str, upload: Upload) -> dict[str, Any]:
+    return {
+        "access_url": uploads.file_url(base, upload.id, upload.file_name),
+        "content_type": upload.content_type,
+        "file_name": upload.file_name,
+        "file_size": upload.size,
+    }
+
+
+def _content_type(request: Request) -> str:
+    value = (request.headers.get("content-type") or "application/octet-stream").strip()
+    return value[:200]
+
+
+# --- fal-cdn-v3: token, then a direct upload -------------------------------------------------
+@router.post("/fal/storage/auth/token", summary="An upload token (fal's storage_type=fal-cdn-v3)")
+async def auth_token(request: Request, token: Token = Depends(caller)) -> Response:
+    ctx = context(request)
+    expires = int(time.time()) + TOKEN_TTL_S
+    return JSONResponse(
+        {
+            "token": upload_token(ctx, token.user, expires),
+            "token_type": "Bearer",
+            "base_url": f"{ctx.base_url(request)}/fal",
+            "expires_at": _iso(expires),
+        }
+    )
+
+
+@router.post("/fal/files/upload", summary="Upload a file (raw body); answers its access_url")
+async def upload_file(request: Request, user: str = Depends(uploader)) -> Response:
+    ctx = context(request)
+    _check_size(ctx, int(request.headers.get("content-length") or 0))
+    data = await request.body()
+    content_type = _content_type(request)
+    name = _file_name(request.headers.get("x-fal-file-name"), content_type)
+    expires = _expires_in(request)
+
+    def work() -> Upload:
+        _check_size(ctx, len(data))
+        upload = _new(ctx, user, content_type, name, expires)
+        _store(ctx, upload, data)
+        return ctx.store.get_upload(upload.id, user) or upload
+
+    upload = await run_in_threadpool(work)
+    return JSONResponse(_file(ctx.base_url(request), upload))
+
+
+@router.post("/fal/files/upload/multipart", summary="Start a multipart upload")
+async def multipart_start(request: Request, user: str = Depends(uploader)) -> Response:
+    ctx = context(request)
+    content_type = _content_type(request)
+    name = _file_name(request.headers.get("x-fal-file-name"), content_type)
+    expires = _expires_in(request)
+    upload = await run_in_threadpool(_new, ctx, user, content_type, name, expires)
+    url = uploads.file_url(ctx.base_url(request), upload.id, upload.file_name)
+    return JSONResponse({"access_url": url, "uploadId": upload.id})
+
+
+def _pending(ctx: AppContext, upload_id: str, user: str) -> Upload:
+    upload = ctx.store.get_upload(upload_id, user)
+    if upload is None or upload.size is not None:
+        raise NotFound("No such upload in progress.")
+    return upload
+
+
+def _part_key(upload: Upload, number: int) -> str:
+    return f"{upload.key}.parts/{number:05d}"
+
+
+def _put_part(ctx: AppContext, upload: Upload, number: int, data: bytes) -> str:
+    if not 1 <= number <= MAX_PARTS:
+        raise InvalidInput("part_number", f"must be 1..{MAX_PARTS}")
+    _check_size(ctx, len(data))
+    ctx.storage.put_bytes(_part_key(upload, number), data, "application/octet-stream")
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _complete(ctx: AppContext, upload: Upload, body: Any) -> None:
+    parts = body.get("parts") if isinstance(body, dict) else None
+    if not isinstance(parts, list) or not parts:
+        raise InvalidInput("parts", "must be a non-empty list of {partNumber, etag}")
+    numbers = sorted({int(p["partNumber"]) for p in parts if isinstance(p, dict)})
+    limit = ctx.settings.limits.max_input_bytes
+    chunks: list[bytes] = []
+    try:
+        for number in numbers:
+            chunks.append(ctx.storage.get_bytes(_part_key(upload, number)))
+            if sum(map(len, chunks)) > limit:
+                raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
+    except NotFound:
+        raise InvalidInput("parts", "a part was not uploaded") from None
+    except PayloadTooLarge:
+        _forget(ctx, upload)
+        raise
+    finally:
+        for number in numbers:
+            try:
+                ctx.storage.delete(_part_key(upload, number))
+            except VidqError:
+                pass
+    _store(ctx, upload, b"".join(chunks))
+
+
+@router.put("/fal/files/{upload_id}/{name}/multipart/{upload_id2}/{number}", summary="A part")
+async def multipart_part(
+    upload_id: str, name: str, upload_id2: str, number: int, request: Request,
+    user: str = Depends(uploader),
+) -> Response:  # fmt: skip
+    ctx = context(request)
+    data = await request.body()
+
+    def work() -> str:
+        return _put_part(ctx, _pending(ctx, upload_id2, user), number, data)
+
+    etag = await run_in_threadpool(work)
+    return JSONResponse({"partNumber": number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+
+@router.post("/fal/files/{upload_id}/{name}/multipart/{upload_id2}/complete", summary="Finish")
+async def multipart_complete(
+    upload_id: str, name: str, upload_id2: str, request: Request, user: str = Depends(uploader)
+) -> Response:
+    ctx = context(request)
+    body = await _json(request)
+
+    def work() -> None:
+        _complete(ctx, _pending(ctx, upload_id2, user), body)
+
+    await run_in_threadpool(work)
+    return JSONResponse({"access_url": uploads.file_url(ctx.base_url(request), upload_id, name)})
+
+
+# --- storage/upload/initiate: a signed URL to PUT to ----------------------------------------
+async def _initiate(request: Request, token: Token, suffix: str) -> Response:
+    ctx = context(request)
+    body = await _json(request) if await request.body() else {}
+    body = body if isinstance(body, dict) else {}
+    content_type = str(body.get("content_type") or "application/octet-stream")[:200]
+    name = _file_name(str(body.get("file_name") or ""), content_type)
+    expires_in = _expires_in(request)
+    upload = await run_in_threadpool(_new, ctx, token.user, content_type, name, expires_in)
+    base = ctx.base_url(request)
+    expires = str(int(time.time()) + UPLOAD_URL_TTL_S)
+    signature = _sign(ctx, "put", upload.id, expires)
+    url = f"{base}/fal/storage/upload/{upload.id}{suffix}?expires={expires}&signature={signature}"
+    return JSONResponse(
+        {"upload_url": url, "file_url": uploads.file_url(base, upload.id, upload.file_name)}
+    )
+
+
+@router.post("/fal/storage/upload/initiate", summary="Start an upload to a signed URL")
+async def initiate(request: Request, token: Token = Depends(caller)) -> Response:
+    return await _initiate(request, token, "")
+
+
+@router.post("/fal/storage/upload/initiate-multipart", summary="Start a multipart upload")
+async def initiate_multipart(request: Request, token: Token = Depends(caller)) -> Response:
+    return await _initiate(request, token, "/multipart")
+
+
+def _signed(ctx: AppContext, upload_id: str, request: Request) -> Upload:
+    """The pending upload a signed upload URL is for (its signature is the permission)."""
+    expires = request.query_params.get("expires", "")
+    signature = request.query_params.get("signature", "")
+    if not expires.isdigit() or int(expires) < time.time():
+        raise Unauthorized("Invalid or expired upload URL.")
+    if not hmac.compare_digest(signature, _sign(ctx, "put", upload_id, expires)):
+        raise Unauthorized("Invalid or expired upload URL.")
+    upload = ctx.store.get_upload(upload_id)
+    if upload is None or upload.size is not None:
+        raise NotFound("No such upload in progress.")
+    return upload
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise InvalidInput("", "the body must be JSON", kind="json_invalid", loc=[]) from None
+
+
+@router.put("/fal/storage/upload/{upload_id}", summary="The bytes of an initiated upload")
+async def put_signed(upload_id: str, request: Request) -> Response:
+    ctx = context(request)
+    _check_size(ctx, int(request.headers.get("content-length") or 0))
+    data = await request.body()
+
+    def work() -> None:
+        _store(ctx, _signed(ctx, upload_id, request), data)
+
+    await run_in_threadpool(work)
+    return Response(status_code=200)
+
+
+@router.put("/fal/storage/upload/{upload_id}/multipart/{number}", summary="A part (signed)")
+async def put_signed_part(upload_id: str, number: int, request: Request) -> Response:
+    ctx = context(request)
+    data = await request.body()
+
+    def work() -> str:
+        return _put_part(ctx, _signed(ctx, upload_id, request), number, data)
+
+    etag = await run_in_threadpool(work)
+    return JSONResponse({"partNumber": number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+
+@router.post("/fal/storage/upload/{upload_id}/multipart/complete", summary="Finish (signed)")
+async def complete_signed(upload_id: str, request: Request) -> Response:
+    ctx = context(request)
+    body = await _json(request)
+
+    def work() -> None:
+        _complete(ctx, _signed(ctx, upload_id, request), body)
+
+    await run_in_threadpool(work)
+    return Response(status_code=200)
+
+
+# --- reading an upload back -------------------------------------------------------------------
+@router.get("/fal/files/{upload_id}/{name}", summary="An upload, to its uploader")
+async def read_file(
+    upload_id: str, name: str, request: Request, token: Token = Depends(caller)
+) -> Response:
+    ctx = context(request)
+
+    def work() -> tuple[bytes, str]:
+        upload = ctx.store.get_upload(upload_id, token.user)
+        if upload is None or upload.size is None or upload.file_name != name:
+            raise NotFound("No such file.")
+        return ctx.storage.get_bytes(upload.key), upload.content_type
+
+    data, content_type = await run_in_threadpool(work)
+    return Response(data, media_type=content_type)
