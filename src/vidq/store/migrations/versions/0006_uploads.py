@@ -8,8 +8,8 @@ JS client's automatic upload) to use as inputs of their own requests.
   asked for (``X-Fal-Object-Lifecycle-Preference``), NULL for the retention default.
   Retention deletes the blob, then the row (``expired_uploads``, ``delete_upload``).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
