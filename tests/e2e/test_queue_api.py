@@ -202,7 +202,7 @@ def test_error_codes_and_isolation(tmp_path: Path) -> None:
         # 422 names the field; nothing odd ever becomes a 500
         cases = {
             '{"prompt": "x", "width": 100}': "width",
-            '{"prompt": "x", "width": 200}': "body",  # not a multiple of 16
+            '{"prompt": "x", "width": 200}': "width",  # not a multiple of 16
             '{"prompt": "x", "height": NaN}': "height",
             '{"prompt": "x", "duration": Infinity}': "duration",
             '{"prompt": "x", "duration": 1e999}': "duration",

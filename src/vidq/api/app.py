@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidq.api import fal, files, native, ops, requests, webhooks
+from vidq.api import fal, files, native, ops, requests, web, webhooks
 from vidq.api import jobs_service as svc
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
@@ -171,6 +171,7 @@ def create_app(settings: Settings, store: JobStore, storage: BlobStore) -> FastA
     app.add_middleware(StatusFastPath, ctx=ctx)
     app.include_router(requests.router)
     app.include_router(fal.router)
+    app.include_router(web.router(web.WebFiles()))  # the web app at /
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
     hosts = settings.server.trusted_hosts()
     if hosts is not None:  # outermost: a Host that is not ours is never reflected in a URL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from vidq.api.context import AppContext, context
 from vidq.api.deps import caller
 from vidq.catalog import MODELS, schema_json
 from vidq.errors import NotFound, StorageUnavailable, VidqError
-from vidq.store.base import Token
+from vidq.store.base import PoolStats, Token
 
 router = APIRouter(tags=["operations"])
 
@@ -93,7 +94,15 @@ async def ready(request: Request) -> Response:
     )
 
 
-@router.get("/admin/queues", summary="Queue depth and live workers per pool (admin token)")
+# The dashboard's window (completed/failed counts, medians) and how many failures it lists.
+STATS_WINDOW_S = 3600.0
+FAILURES_SHOWN = 10
+
+
+@router.get(
+    "/admin/queues",
+    summary="Per pool: queue depth, running, live workers and the last hour (admin token)",
+)
 async def queues(request: Request, token: Token = Depends(caller)) -> Response:
     if not token.admin:
         raise NotFound("Not found.")
@@ -102,9 +111,19 @@ async def queues(request: Request, token: Token = Depends(caller)) -> Response:
     def work() -> dict[str, Any]:
         depths = ctx.store.queue_depths()
         workers = ctx.store.live_workers()
+        stats = ctx.store.pool_stats(STATS_WINDOW_S)
         pools = sorted({m.pool for m in MODELS.values()})
         return {
-            "pools": {p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0)} for p in pools}
+            "window_s": STATS_WINDOW_S,
+            "pools": {
+                p: {
+                    "queued": depths.get(p, 0),
+                    "workers": workers.get(p, 0),
+                    **dataclasses.asdict(stats.get(p, PoolStats())),
+                }
+                for p in pools
+            },
+            "failures": [dataclasses.asdict(f) for f in ctx.store.recent_failures(FAILURES_SHOWN)],
         }
 
     return JSONResponse(await run_in_threadpool(work))

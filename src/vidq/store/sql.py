@@ -10,13 +10,23 @@ comment says why not; time is always the database's clock.
 from __future__ import annotations
 
 import secrets
+import statistics
 from array import array
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from vidq.errors import StoreUnavailable
 from vidq.jobs import Job, NewJob, WebhookState, queue_rank
-from vidq.store.base import DueWebhook, JobStatus, ReapResult, Token, WebhookDelivery
+from vidq.store.base import (
+    DueWebhook,
+    Failure,
+    JobStatus,
+    PoolStats,
+    ReapResult,
+    Token,
+    WebhookDelivery,
+)
 from vidq.store.driver import Driver, Row
 from vidq.store.positions import QueueSnapshots, position_key
 from vidq.store.rows import dumps, job_from_row, job_status_from_row, token_from_row
@@ -147,6 +157,51 @@ class SQLStore:
             for pool in row["pools"].split(","):
                 counts[pool] = counts.get(pool, 0) + 1
         return counts
+
+    def pool_stats(self, window_s: float) -> dict[str, PoolStats]:
+        # One read of the window's rows; the medians are taken here, alike on both databases.
+        running: Counter[str] = Counter()
+        completed: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
+        waits: dict[str, list[float]] = defaultdict(list)
+        runs: dict[str, list[float]] = defaultdict(list)
+        for r in self._rows(self._sql.pool_window, window_s=window_s):
+            pool, state, since = r["pool"], r["state"], float(r["now"]) - window_s
+            started, finished = r["started_at"], r["finished_at"]
+            running[pool] += state == "RUNNING"
+            if started is not None and started > since:
+                waits[pool].append(float(started) - float(r["created_at"]))
+            if finished is None or finished <= since:
+                continue
+            completed[pool] += state == "COMPLETED"
+            failed[pool] += state == "FAILED"
+            if state == "COMPLETED" and started is not None:
+                runs[pool].append(float(finished) - float(started))
+        pools = set(running) | set(completed) | set(failed) | set(waits)
+        return {
+            p: PoolStats(
+                running=running[p],
+                completed=completed[p],
+                failed=failed[p],
+                median_wait_s=statistics.median(waits[p]) if waits[p] else None,
+                median_run_s=statistics.median(runs[p]) if runs[p] else None,
+            )
+            for p in sorted(pools)
+        }
+
+    def recent_failures(self, limit: int) -> list[Failure]:
+        return [
+            Failure(
+                int(r["id"]),
+                r["owner"],
+                r["model_id"],
+                r["pool"],
+                r["error"],
+                r["error_type"],
+                float(r["finished_at"] or 0.0),
+            )
+            for r in self._rows(self._sql.recent_failures, limit=limit)
+        ]
 
     # -- jobs: worker side ---------------------------------------------------------------
     def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
