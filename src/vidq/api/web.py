@@ -14,9 +14,7 @@ import mimetypes
 from importlib import resources
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
-
-from vidq.errors import NotFound
+from fastapi.responses import JSONResponse, Response
 
 # Media comes from this origin (local storage) or an S3 server's presigned URLs.
 CSP = (
@@ -24,7 +22,12 @@ CSP = (
     "media-src 'self' blob: data: https: http:; connect-src 'self'; form-action 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
-_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
+_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
 
 
 class WebFiles:
@@ -53,7 +56,7 @@ class WebFiles:
     def response(self, name: str, request: Request) -> Response:
         found = self.files.get(name)
         if found is None:
-            raise NotFound("Not found.")
+            return JSONResponse({"detail": "Not found."}, status_code=404)
         data, kind, etag = found
         headers = {
             "Content-Security-Policy": CSP,

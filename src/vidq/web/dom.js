@@ -1,5 +1,5 @@
 // Building the page from data: text only. Nothing a user or the API supplies is ever
-// parsed as HTML (no innerHTML anywhere in the app); URLs are checked before use.
+// parsed as HTML (the app never assigns markup); URLs are checked before use.
 
 /** An element with attributes, listeners (`onclick`) and children (nodes or text). */
 export function h(tag, attrs = {}, ...children) {
