@@ -26,6 +26,8 @@ SMALL = {"Prompt": "a paper boat on a pond", "Width": "128", "Height": "128", "D
 XSS = '<img src=x onerror="window.__xss = 1; alert(1)">'
 FRAMES_1S = 17  # 16 fps * 1 s + 1
 PHONE = {"width": 390, "height": 844}
+# The first test may install chromium with apt-get (minutes on a fresh machine).
+pytestmark = pytest.mark.timeout(900)
 
 
 def _chromium() -> str:
@@ -234,8 +236,10 @@ def test_sign_in_generate_history_and_sign_out(
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("a paper boat on a pond")
     expect(page.get_by_label("Width", exact=True)).to_have_value("128")
 
-    # The token never appears in a URL; signing out forgets it.
+    # The progress came from the status stream; the token never appears in a URL.
+    assert any(u.endswith("/status/stream") for u in page.urls)  # type: ignore[attr-defined]
     assert not [u for u in page.urls if token in u]  # type: ignore[attr-defined]
+    # Signing out forgets the token.
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API token")).to_be_visible()
     assert page.evaluate("() => sessionStorage.length") == 0
