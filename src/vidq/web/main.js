@@ -35,7 +35,8 @@ function signInView(message = "") {
   const form = h("form", { class: "sign-in", novalidate: true },
     h("h1", {}, "Sign in"),
     h("div", { class: "field" }, h("label", { for: "token" }, "API token"), input,
-      h("p", { class: "hint", id: "token-hint" }, "A token from `vidq token create` (the admin token is printed when `vidq serve` starts). It is kept for this tab only.")),
+      h("p", { class: "hint", id: "token-hint" }, "A token from ", h("code", {}, "vidq token create"),
+        " (the admin token is printed when ", h("code", {}, "vidq serve"), " starts). It is kept for this tab only.")),
     error, button);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
