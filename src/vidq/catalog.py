@@ -113,11 +113,21 @@ _MEDIA_FORMS = (
     "S3 URL; fetched once at submit, SSRF-safe). The format is read from the bytes."
 )
 _IMAGE_DOC = f"The first frame: a PNG, JPEG or WEBP image. {_MEDIA_FORMS}"
+
+
+def _media(kind: str) -> dict[str, Any]:
+    """The kind of file a media field takes (JSON Schema's ``contentMediaType``), so that
+    a form made from the schema can offer a file picker for it."""
+    return {"contentMediaType": f"{kind}/*"}
+
+
 NEW_RESOLUTION_MAX = 3840
 
 
 class _ImageInputs(_Inputs):
-    data_uri: str = Field(..., min_length=1, description=_IMAGE_DOC)
+    data_uri: str = Field(
+        ..., min_length=1, description=_IMAGE_DOC, title="Image", json_schema_extra=_media("image")
+    )
     duration: int = Field(
         5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds; 16*duration+1 frames at 16 fps."
     )
@@ -197,6 +207,8 @@ class I2VInputs(_ImageInputs):
         min_length=1,
         description=f"Optional last frame (first+last frame), same forms as data_uri. "
         f"{_MEDIA_FORMS}",
+        title="Last frame",
+        json_schema_extra=_media("image"),
     )
 
 
@@ -208,6 +220,8 @@ class S2VInputs(_ImageInputs):
         min_length=1,
         description=f"The audio: WAV, MP3, FLAC, OGG, AAC or M4A, up to 60 s by default. "
         f"{_MEDIA_FORMS}",
+        title="Audio",
+        json_schema_extra=_media("audio"),
     )
     duration: int | None = Field(  # type: ignore[assignment]
         None,
@@ -225,6 +239,8 @@ class FoleyInputs(_Inputs):
         ...,
         min_length=1,
         description=f"The video: MP4/MOV or WebM/MKV, up to 30 s by default. {_MEDIA_FORMS}",
+        title="Video",
+        json_schema_extra=_media("video"),
     )
     background_music: bool = Field(False, description="Add a music bed under the effects.")
     use_best_resolution: bool = Field(

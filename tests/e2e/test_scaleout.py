@@ -92,11 +92,18 @@ def test_ready_health_and_admin_queues(cluster: Server) -> None:
     assert user.get("/admin/queues").status_code == 404  # not an admin
     admin = cluster.client(cluster.admin_token)
     pools = admin.get("/admin/queues").json()["pools"]
-    assert pools["wan22-t2v"] == {"queued": 3, "workers": 0, "paused": False}
+    assert pools["wan22-t2v"] == {
+        **{"queued": 3, "workers": 0, "running": 0, "completed": 0, "failed": 0},
+        **{"paused": False},
+        **{"median_wait_s": None, "median_run_s": None},
+    }
     worker = cluster.worker("--burst")
     assert worker.wait(120) == 0
-    pools = admin.get("/admin/queues").json()["pools"]
-    assert pools["wan22-t2v"] == {"queued": 0, "workers": 1, "paused": False}
+    queues = admin.get("/admin/queues").json()
+    pool = queues["pools"]["wan22-t2v"]
+    assert (pool["queued"], pool["workers"], pool["running"], pool["completed"]) == (0, 1, 0, 3)
+    assert pool["median_wait_s"] > 0 and pool["median_run_s"] > 0
+    assert queues["window_s"] == 3600 and queues["failures"] == []
 
 
 def test_database_outage_is_503_then_recovers(

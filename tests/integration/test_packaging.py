@@ -87,6 +87,12 @@ def test_the_wheel_declares_the_sdk_and_the_server_apart(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as whl:
         entry_points = next(n for n in whl.namelist() if n.endswith("entry_points.txt"))
         assert "vidq = vidq.console:main" in whl.read(entry_points).decode()
+        # The web app ships inside the package: every file of src/vidq/web.
+        web = {p.name for p in (ROOT / "src" / "vidq" / "web").iterdir()}
+        assert {"index.html", "main.js", "app.css"} <= web
+        assert {
+            n.removeprefix("vidq/web/") for n in whl.namelist() if n.startswith("vidq/web/")
+        } == web
 
 
 def base_distributions(meta: Message) -> dict[str, importlib.metadata.Distribution]:

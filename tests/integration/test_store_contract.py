@@ -854,3 +854,32 @@ def test_retention_marks_before_deleting_and_purges_into_the_rollup(store: JobSt
     assert store.purge_jobs(0, 10) == 1
     assert store.get(done) is None and store.get(running.id) is not None
     assert store.job_samples() == before  # the purged row's counters moved to the rollup
+
+
+def test_pool_stats_and_recent_failures(store: JobStore) -> None:
+    """The dashboard's figures: running now, completed/failed and the medians of the
+    window, and the latest failures of every user (``/admin/queues``)."""
+    assert store.pool_stats(3600) == {} and store.recent_failures(5) == []
+    done, bad, running, _queued = (store.enqueue(new(u)) for u in ("a", "b", "c", "d"))
+    other = store.enqueue(new("e", pool=OTHER))
+    for job in (done, bad, running):
+        claimed = store.claim([POOL], "w", 30)
+        assert claimed is not None and claimed.id == job.id
+        time.sleep(0.05)
+        if job is done:
+            assert store.complete(job.id, claimed.lease_token or "", "outputs/d.mp4", {})
+        elif job is bad:
+            token = claimed.lease_token or ""
+            assert store.fail(job.id, token, "engine <b>crash</b>", "engine", retry=False)
+    stats = store.pool_stats(3600)
+    assert set(stats) == {POOL}  # OTHER has only a queued job: nothing to say yet
+    s = stats[POOL]
+    assert (s.running, s.completed, s.failed) == (1, 1, 1)
+    assert s.median_wait_s is not None and 0 <= s.median_wait_s < 30
+    assert s.median_run_s is not None and 0.03 < s.median_run_s < 30
+    assert store.pool_stats(0.001)[POOL].completed == 0  # outside a tiny window
+    failures = store.recent_failures(5)
+    assert [(f.job_id, f.user, f.pool, f.error, f.error_type) for f in failures] == [
+        (bad.id, "b", POOL, "engine <b>crash</b>", "engine")
+    ]
+    assert store.get(other.id) is not None

@@ -20,6 +20,7 @@ PAGES = [
     "docs/inputs.md",
     "docs/clients.md",
     "docs/webhooks.md",
+    "docs/webapp.md",
     "docs/deployment.md",
     "docs/architecture.md",
     "docs/engines/wan.md",

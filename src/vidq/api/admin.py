@@ -7,6 +7,7 @@ workers, and pausing pools.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound
 from vidq.jobs import Job, JobState, WireStatus
 from vidq.ops.metrics import CONTENT_TYPE, render
-from vidq.store.base import Token
+from vidq.store.base import PoolStats, Token
 
 router = APIRouter(tags=["admin"])
 
@@ -57,7 +58,15 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-@router.get("/admin/queues", summary="Queue depth, live workers and pause state per pool")
+# The dashboard's window (completed/failed counts, medians) and how many failures it lists.
+STATS_WINDOW_S = 3600.0
+FAILURES_SHOWN = 10
+
+
+@router.get(
+    "/admin/queues",
+    summary="Per pool: queue depth, running, live workers, pause state and the last hour",
+)
 async def queues(request: Request, token: Token = Depends(admin)) -> Response:
     ctx = context(request)
 
@@ -65,12 +74,20 @@ async def queues(request: Request, token: Token = Depends(admin)) -> Response:
         depths = ctx.store.queue_depths()
         workers = ctx.store.live_workers()
         paused = set(ctx.store.paused_pools())
+        stats = ctx.store.pool_stats(STATS_WINDOW_S)
         pools = sorted({m.pool for m in MODELS.values()})
         return {
+            "window_s": STATS_WINDOW_S,
             "pools": {
-                p: {"queued": depths.get(p, 0), "workers": workers.get(p, 0), "paused": p in paused}
+                p: {
+                    "queued": depths.get(p, 0),
+                    "workers": workers.get(p, 0),
+                    "paused": p in paused,
+                    **dataclasses.asdict(stats.get(p, PoolStats())),
+                }
                 for p in pools
-            }
+            },
+            "failures": [dataclasses.asdict(f) for f in ctx.store.recent_failures(FAILURES_SHOWN)],
         }
 
     return JSONResponse(await run_in_threadpool(work))

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidq.api import admin, fal, fal_run, fal_storage, files, native, ops, requests, webhooks
+from vidq.api import admin, fal, fal_run, fal_storage, files, native, ops, requests, web, webhooks
 from vidq.api import jobs_service as svc
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
@@ -190,6 +190,7 @@ def create_app(
     app.include_router(fal.router)
     app.include_router(fal_storage.router)
     app.include_router(fal_run.router)
+    app.include_router(web.router(web.WebFiles()))  # the web app at /
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
     hosts = settings.server.trusted_hosts()
     if hosts is not None:  # outermost: a Host that is not ours is never reflected in a URL

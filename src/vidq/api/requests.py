@@ -16,6 +16,7 @@ from vidq.api.context import AppContext, context
 from vidq.api.deps import caller, request_id
 from vidq.api.native import urls
 from vidq.jobs import Job, JobState
+from vidq.media.inputs import BLOB_PREFIX
 from vidq.store.base import Token
 
 router = APIRouter(tags=["requests"])
@@ -37,6 +38,7 @@ def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, 
         "error": job.error if job.state is JobState.FAILED else None,
         "error_type": job.error_type if job.state is JobState.FAILED else None,
         "expired": job.expired_at is not None,
+        **submitted_inputs(job),
     }
     if detail:
         position = ctx.store.queue_position(job) if job.state.queued else 0
@@ -44,6 +46,19 @@ def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, 
         body["eta_seconds"] = svc.eta_remaining(ctx, job, position)
         body["run_seconds"] = svc.run_seconds(job)
     return body
+
+
+def submitted_inputs(job: Job) -> dict[str, Any]:
+    """The inputs as submitted: ``inputs`` without the media (stored as blobs, possibly
+    megabytes) and the service's own ``_`` keys; ``input_files`` names the media fields."""
+    inputs: dict[str, Any] = {}
+    files: list[str] = []
+    for key, value in job.inputs.items():
+        if isinstance(value, str) and value.startswith(BLOB_PREFIX):
+            files.append(key)
+        elif not key.startswith("_"):
+            inputs[key] = value
+    return {"inputs": inputs, "input_files": files}
 
 
 @router.get("/requests", summary="Your requests, newest first (paged)")

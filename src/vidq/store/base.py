@@ -68,6 +68,30 @@ class ReapResult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PoolStats:
+    """One pool over a recent window, for the operators' dashboard (``/admin/queues``)."""
+
+    running: int = 0  # jobs RUNNING now
+    completed: int = 0  # finished COMPLETED within the window
+    failed: int = 0  # finished FAILED within the window
+    median_wait_s: float | None = None  # submit -> start, of the jobs started in the window
+    median_run_s: float | None = None  # start -> finish, of the window's completed jobs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed job as the operators' dashboard lists it."""
+
+    job_id: int
+    user: str
+    model_id: str
+    pool: str
+    error: str | None
+    error_type: str | None
+    finished_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class DueWebhook:
     """A finished job whose webhook is due: enough to pick its delivery's slots."""
 
@@ -178,6 +202,13 @@ class JobStore(Protocol):
 
     def live_workers(self) -> dict[str, int]:
         """Workers per pool seen in the last few lease periods."""
+
+    def pool_stats(self, window_s: float) -> dict[str, PoolStats]:
+        """Per pool: running now; completed, failed and the median wait and run time
+        over the last ``window_s`` seconds. Pools with none of these are left out."""
+
+    def recent_failures(self, limit: int) -> list[Failure]:
+        """The latest failed jobs of every user, newest first."""
 
     # --- jobs: worker side ---------------------------------------------------------
     def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import statistics
 from array import array
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +23,9 @@ from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
 from vidq.store.base import (
     DueBlobs,
     DueWebhook,
+    Failure,
     JobStatus,
+    PoolStats,
     ReapResult,
     Samples,
     Token,
@@ -167,6 +171,51 @@ class SQLStore:
             for pool in row["pools"].split(","):
                 counts[pool] = counts.get(pool, 0) + 1
         return counts
+
+    def pool_stats(self, window_s: float) -> dict[str, PoolStats]:
+        # One read of the window's rows; the medians are taken here, alike on both databases.
+        running: Counter[str] = Counter()
+        completed: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
+        waits: dict[str, list[float]] = defaultdict(list)
+        runs: dict[str, list[float]] = defaultdict(list)
+        for r in self._rows(self._sql.pool_window, window_s=window_s):
+            pool, state, since = r["pool"], r["state"], float(r["now"]) - window_s
+            started, finished = r["started_at"], r["finished_at"]
+            running[pool] += state == "RUNNING"
+            if started is not None and started > since:
+                waits[pool].append(float(started) - float(r["created_at"]))
+            if finished is None or finished <= since:
+                continue
+            completed[pool] += state == "COMPLETED"
+            failed[pool] += state == "FAILED"
+            if state == "COMPLETED" and started is not None:
+                runs[pool].append(float(finished) - float(started))
+        pools = set(running) | set(completed) | set(failed) | set(waits)
+        return {
+            p: PoolStats(
+                running=running[p],
+                completed=completed[p],
+                failed=failed[p],
+                median_wait_s=statistics.median(waits[p]) if waits[p] else None,
+                median_run_s=statistics.median(runs[p]) if runs[p] else None,
+            )
+            for p in sorted(pools)
+        }
+
+    def recent_failures(self, limit: int) -> list[Failure]:
+        return [
+            Failure(
+                int(r["id"]),
+                r["owner"],
+                r["model_id"],
+                r["pool"],
+                r["error"],
+                r["error_type"],
+                float(r["finished_at"] or 0.0),
+            )
+            for r in self._rows(self._sql.recent_failures, limit=limit)
+        ]
 
     # -- jobs: worker side ---------------------------------------------------------------
     def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
@@ -453,6 +502,7 @@ class SQLStore:
 
     def delete_upload(self, upload_id: str) -> bool:
         return self._count(self._sql.delete_upload, id=upload_id) == 1
+
 
 def _video_seconds(meta: Mapping[str, Any]) -> float:
     """Seconds of video an output holds, from its plan (frames at fps) in the job's meta."""

@@ -135,6 +135,14 @@ class Statements:
         SELECT pool, count(*) AS queued FROM jobs
         WHERE state IN ('PENDING', 'RETRY') GROUP BY pool""")
     live_workers = Statement("SELECT pools FROM workers WHERE seen_at > {NOW} - :window_s")
+    # The dashboard's window: jobs started or finished in it, and those running now.
+    pool_window = Statement("""
+        SELECT pool, state, created_at, started_at, finished_at, {NOW} AS now FROM jobs
+        WHERE state = 'RUNNING' OR finished_at > {NOW} - :window_s
+           OR started_at > {NOW} - :window_s""")
+    recent_failures = Statement("""
+        SELECT id, owner, model_id, pool, error, error_type, finished_at FROM jobs
+        WHERE state = 'FAILED' ORDER BY finished_at DESC, id DESC LIMIT :limit""")
 
     # -- jobs: worker side --------------------------------------------------------------
     claim: ClassVar[Statement]  # per dialect; ``{pools}`` becomes one parameter per pool

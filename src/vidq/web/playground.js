@@ -1,0 +1,207 @@
+// The playground: pick a model, fill the form made from its schema, Generate, follow the
+// request live (queue position, then "k/n" progress and the ETA) and play the result.
+
+import { api, ApiError, explain, statusStream, videoUrl } from "./api.js";
+import { snippets } from "./code.js";
+import { add, badge, fill, h, safeUrl, seconds } from "./dom.js";
+import { schemaForm } from "./form.js";
+
+const FAMILIES = {
+  t2v: "Text to video",
+  i2v: "Image to video",
+  s2v: "Sound + image to video",
+  foley: "Add sound to a video",
+};
+const POLL_MS = 1000;
+
+let models = null; // GET /models, once per page load
+
+export async function loadModels() {
+  models ??= (await api("/models")).models;
+  return models;
+}
+
+/** The playground view; `prefill` ({model_id, inputs}) comes from "Run again". */
+export function playground(prefill = null) {
+  const view = h("section", { class: "playground", "aria-labelledby": "pg-title" });
+  const picker = h("select", { id: "model", name: "model" });
+  const formSlot = h("div");
+  const formError = h("p", { class: "form-error", role: "alert", hidden: true });
+  const generate = h("button", { type: "submit", class: "primary" }, "Generate");
+  const form = h("form", { novalidate: true, "aria-label": "Request" },
+    h("div", { class: "field model" }, h("label", { for: "model" }, "Model"), picker,
+      h("p", { class: "hint", id: "model-about" })),
+    formSlot, formError, h("div", { class: "actions" }, generate));
+  const progress = h("div", { class: "run", "aria-live": "polite" });
+  const codeSlot = h("div", { class: "code-tabs" });
+  const code = h("details", { class: "code" }, h("summary", {}, "Copy as code"), codeSlot);
+  add(view, h("h1", { id: "pg-title" }, "Playground"),
+    h("div", { class: "pg-grid" }, h("div", { class: "pg-form" }, form, code), progress));
+
+  let current = null; // {model, form}
+  let tracking = null; // AbortController of the request being followed
+
+  const renderCode = () => {
+    if (!current) return;
+    const base = location.origin;
+    const body = current.form.values();
+    fill(codeSlot, ...snippets(base, current.model.id, body, current.form.files()).map(([title, text]) => {
+      const pre = h("pre", { tabindex: 0 }, h("code", {}, text));
+      const copy = h("button", { type: "button", class: "quiet" }, "Copy");
+      copy.addEventListener("click", async () => {
+        try { await navigator.clipboard.writeText(text); copy.textContent = "Copied"; }
+        catch { copy.textContent = "Select the text to copy"; }
+        setTimeout(() => { copy.textContent = "Copy"; }, 1500);
+      });
+      return h("div", { class: "snippet" }, h("div", { class: "snippet-head" }, h("h3", {}, title), copy), pre);
+    }));
+  };
+
+  const choose = (modelId, values) => {
+    const model = models.find((m) => m.id === modelId) ?? models[0];
+    picker.value = model.id;
+    const previous = current ? current.form.values() : {};
+    const built = schemaForm(model.input_schema, values ?? carry(previous, model));
+    built.onchange = renderCode;
+    current = { model, form: built };
+    fill(formSlot, built.element);
+    fill(view.querySelector("#model-about"),
+      `${FAMILIES[model.family] ?? model.family} · tier ${model.tier} · pool ${model.pool} · engine ${model.engine}`);
+    formError.hidden = true;
+    renderCode();
+  };
+
+  loadModels().then((list) => {
+    const families = [...new Set(list.map((m) => m.family))];
+    for (const family of families) {
+      const group = h("optgroup", { label: FAMILIES[family] ?? family });
+      for (const m of list.filter((x) => x.family === family)) {
+        group.append(h("option", { value: m.id }, `${m.id} (${m.tier})`));
+      }
+      picker.append(group);
+    }
+    choose(prefill?.model_id ?? "wan22-fast-t2v", prefill?.inputs);
+  }).catch((err) => showFormError(formError, explain(err)));
+  picker.addEventListener("change", () => { if (picker.value !== current?.model.id) choose(picker.value); });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!current) return;
+    const { model, form: built } = current;
+    built.clearErrors();
+    formError.hidden = true;
+    generate.disabled = true;
+    tracking?.abort(); // one request at a time on screen: the new one replaces the last
+    tracking = new AbortController();
+    fill(progress);
+    try {
+      const submitted = await api(`/queue/${encodeURIComponent(model.id)}`, { method: "POST", body: built.values() });
+      follow(progress, model.id, submitted.request_id, tracking.signal);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 422 && Array.isArray(err.detail)) {
+        const rest = built.showErrors(err.detail);
+        showFormError(formError, rest.length ? `${explain(err)} ${rest.join("; ")}` : explain(err));
+      } else if (err instanceof ApiError && err.status === 413 && typeof err.detail === "string") {
+        const field = err.detail.split(":")[0];
+        if (built.fields.has(field)) built.showErrors([{ loc: ["body", field], msg: err.detail }]);
+        showFormError(formError, explain(err));
+      } else {
+        showFormError(formError, explain(err));
+      }
+    } finally {
+      generate.disabled = false;
+    }
+  });
+  return view;
+}
+
+/** Keep what the user typed when switching to a model that has the same fields. */
+function carry(values, model) {
+  const names = new Set(Object.keys(model.input_schema.properties ?? {}));
+  return Object.fromEntries(Object.entries(values).filter(([k, v]) => names.has(k) && !String(v).startsWith("data:")));
+}
+
+function showFormError(el, text) {
+  fill(el, text);
+  el.hidden = false;
+}
+
+/** Follow one request in `panel`: the SSE stream, or polling when that is unavailable. */
+export async function follow(panel, modelId, requestId, signal) {
+  const bar = h("progress", { max: 1, value: 0, "aria-label": "Progress" });
+  const state = h("p", { class: "state" });
+  const counts = h("span", { class: "counts" });
+  const eta = h("span", { class: "eta" });
+  const result = h("div", { class: "result" });
+  fill(panel, h("h2", {}, `Request ${requestId}`), state,
+    h("div", { class: "bar" }, bar, counts, eta), result);
+
+  const show = (s) => {
+    fill(state, badge(s.status), " ",
+      s.status === "IN_QUEUE" ? `Position in queue: ${s.position ?? 0}` : "",
+      s.status === "IN_PROGRESS" && !(s.total > 0) ? "Starting…" : "");
+    if (s.status === "IN_PROGRESS" && s.total > 0) {
+      bar.max = s.total;
+      bar.value = s.done;
+      fill(counts, `${s.done}/${s.total}`);
+    }
+    fill(eta, s.eta !== undefined && s.eta !== null && !isFinal(s.status) ? `ETA ${seconds(s.eta)}` : "");
+  };
+
+  let last = null;
+  try {
+    for await (const event of statusStream(modelId, requestId, signal)) {
+      last = fromFal(event);
+      show(last);
+      if (isFinal(last.status)) break;
+    }
+  } catch (err) {
+    if (signal.aborted) return;
+  }
+  while (!signal.aborted && (last === null || !isFinal(last.status))) {
+    try {
+      last = fromRequest(await api(`/requests/${encodeURIComponent(requestId)}`, { signal }));
+      show(last);
+    } catch (err) {
+      if (signal.aborted) return;
+      fill(result, h("p", { class: "form-error" }, explain(err)));
+    }
+    if (!isFinal(last?.status)) await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  if (signal.aborted) return;
+  if (last.status === "COMPLETED") {
+    bar.value = bar.max;
+    if (bar.max > 1) fill(counts, `${bar.max}/${bar.max}`);
+    await showVideo(result, modelId, requestId);
+  } else if (last.error) {
+    fill(result, h("p", { class: "form-error" }, last.error));
+  }
+}
+
+/** The result player and its download link. */
+export async function showVideo(slot, modelId, requestId, { small = false } = {}) {
+  try {
+    const url = safeUrl(await videoUrl(modelId, requestId));
+    if (!url) return;
+    const video = h("video", { src: url, controls: true, preload: "metadata", playsInline: true, class: small ? "thumb" : "player" });
+    fill(slot, video, small ? "" : h("p", {}, h("a", { href: url, download: `vidq-${requestId}.mp4` }, "Download MP4")));
+  } catch (err) {
+    fill(slot, h("p", { class: "form-error" }, explain(err)));
+  }
+}
+
+function isFinal(status) {
+  return status === "COMPLETED" || status === "FAILED" || status === "CANCELLED";
+}
+
+/** A fal status object (the stream) in the page's terms. */
+function fromFal(e) {
+  const status = e.error_type === "request_cancelled" ? "CANCELLED" : e.error ? "FAILED" : e.status;
+  return { status, position: e.queue_position, done: e.progress?.done ?? 0, total: e.progress?.total ?? 0, eta: e.eta_seconds, error: e.error };
+}
+
+/** GET /requests/{id} (the polling fallback) in the page's terms. */
+function fromRequest(r) {
+  const cancelled = r.status === "CANCELLED" ? `Request ${r.request_id} was cancelled.` : null;
+  return { status: r.status, position: r.queue_position, done: r.progress?.done ?? 0, total: r.progress?.total ?? 0, eta: r.eta_seconds, error: r.error ?? cancelled };
+}
