@@ -43,7 +43,11 @@ def collector(settings: Settings, store: Any, storage: Any, holder: str) -> Any:
 
     r = settings.retention
     policy = RetentionPolicy(
-        input_ttl=r.input_ttl, output_ttl=r.output_ttl, job_ttl=r.job_ttl, batch=r.gc_batch
+        input_ttl=r.input_ttl,
+        output_ttl=r.output_ttl,
+        job_ttl=r.job_ttl,
+        upload_ttl=r.upload_ttl,
+        batch=r.gc_batch,
     )
     return Collector(store, storage, policy, holder)
 

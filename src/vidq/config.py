@@ -312,6 +312,14 @@ class RetentionSettings(_Group):
         description="Keep a finished request's row this long "
         "(30 days); then the request is unknown (404). Its counters stay in the metrics.",
     )
+    upload_ttl: float = Field(
+        default=7 * 86400.0,
+        ge=0,
+        description="Keep a file uploaded with fal's upload routes "
+        "this long (7 days) unless its uploader asked for another expiry "
+        "(`X-Fal-Object-Lifecycle-Preference`); requests copy an upload into their inputs "
+        "when submitted.",
+    )
     gc_interval: float = Field(
         default=60.0,
         gt=0,

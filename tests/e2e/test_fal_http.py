@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import serve
+from tests.helpers import run_cli, serve
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 APP = "/queue/vidq/wan22-fast-t2v"
@@ -108,14 +108,14 @@ def test_uploads_limits_isolation_and_run_timeout(tmp_path: Path) -> None:
         assert server.client(None).post("/fal/files/upload", content=b"x").status_code == 401
 
         # initiate + PUT to the signed URL (no credentials), then the file URL as input.
-        init = alice.post(
+        init_b = alice.post(
             "/fal/storage/upload/initiate", json={"content_type": "image/png", "file_name": "b.png"}
         ).json()
-        assert httpx.put(init["upload_url"], content=_png(48, 64)).status_code == 200
-        forged = init["upload_url"].replace("signature=", "signature=0")
+        assert httpx.put(init_b["upload_url"], content=_png(48, 64)).status_code == 200
+        forged = init_b["upload_url"].replace("signature=", "signature=0")
         assert httpx.put(forged, content=b"x").status_code == 401
         ok = alice.post(
-            i2v, json={"prompt": "p", "image_url": init["file_url"], "resolution": "480p"}
+            i2v, json={"prompt": "p", "image_url": init_b["file_url"], "resolution": "480p"}
         )
         assert ok.status_code == 200, ok.text
 
@@ -154,3 +154,25 @@ def test_uploads_limits_isolation_and_run_timeout(tmp_path: Path) -> None:
         rid = ran.json()["request_id"]
         assert ran.headers["x-fal-request-id"] == rid and rid in ran.json()["detail"]
         assert alice.get(ran.json()["status_url"]).json()["status"] == "IN_QUEUE"
+
+        # Retention: uploads without an expiry of their own go after VIDQ_UPLOAD_TTL (here
+        # 0); the one that asked for 60 s stays. A dry run deletes nothing.
+        def gc(*args: str) -> dict[str, object]:
+            out = run_cli({**server.env, "VIDQ_UPLOAD_TTL": "0"}, "gc", *args)
+            assert out.returncode == 0, out.stderr
+            report: dict[str, object] = json.loads(out.stdout)
+            return report
+
+        def uploads() -> list[str]:
+            return sorted(p.name for p in data.rglob("*") if p.is_file() and "uploads" in p.parts)
+
+        before = uploads()
+        dry = gc("--dry-run")
+        # b.png, the text file, and the initiated upload whose PUT was refused (no blob)
+        assert dry["uploads_expired"] == 3 and uploads() == before, dry["would_delete"]
+        assert gc()["uploads_expired"] == 3
+        assert uploads() == ["a.png"]
+        assert alice.get(init_b["file_url"]).status_code == 404
+        late = alice.post(i2v, json={"prompt": "p", "image_url": init_b["file_url"]})
+        assert late.status_code == 422 and late.json()["detail"][0]["loc"] == ["body", "image_url"]
+        assert alice.get(url).content == _png(64, 48)

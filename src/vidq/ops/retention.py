@@ -1,10 +1,14 @@
 """The retention collector: deletes expired inputs, outputs and job rows, in batches.
 
 What expires (``RetentionPolicy``, from ``VIDQ_INPUT_TTL``, ``VIDQ_OUTPUT_TTL``,
-``VIDQ_JOB_TTL``): a finished job's inputs ``input_ttl`` after it ended (0: as soon as it
-ended), a completed job's output ``output_ttl`` after, and the job's row ``job_ttl``
-after, once its blobs are gone (a row's counters move to the metric rollup). Only
-finished jobs are ever selected, so no blob of a live job is touched.
+``VIDQ_JOB_TTL``, ``VIDQ_UPLOAD_TTL``): a finished job's inputs ``input_ttl`` after it
+ended (0: as soon as it ended), a completed job's output ``output_ttl`` after, and the
+job's row ``job_ttl`` after, once its blobs are gone (a row's counters move to the metric
+rollup). Only finished jobs are ever selected, so no blob of a live job is touched.
+Uploads (fal's upload routes) are their own: a job copies an upload into its inputs at
+submit, so an upload goes at the expiry its uploader asked for, else ``upload_ttl`` after
+it was made; its blob (and any multipart parts) first, then its row, so a crash between
+the two leaves a row whose URL answers "expired" and is collected again.
 
 The order makes a crash at any point safe: a job is first *marked* expired (from then on
 the API answers 410 for its result and an admin retry is refused), then its blobs are
@@ -25,7 +29,7 @@ from collections.abc import Callable
 
 from vidq.errors import VidqError
 from vidq.storage.base import BlobStore
-from vidq.store.base import DueBlobs, JobStore
+from vidq.store.base import DueBlobs, JobStore, Upload
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class RetentionPolicy:
     input_ttl: float = 0.0
     output_ttl: float = 7 * 86400.0
     job_ttl: float = 30 * 86400.0
+    upload_ttl: float = 7 * 86400.0
     batch: int = 100
 
     def inputs_after(self) -> float:
@@ -57,6 +62,7 @@ class Report:
     outputs_expired: int = 0  # jobs whose output was deleted
     blobs_deleted: int = 0
     jobs_purged: int = 0
+    uploads_expired: int = 0
     would_delete: list[str] = dataclasses.field(default_factory=list)  # dry run: the keys
 
     def as_json(self) -> dict[str, object]:
@@ -100,15 +106,20 @@ class Collector:
                 if len(batch) < policy.batch:
                     break
         while True:
+            uploads = self.store.expired_uploads(policy.upload_ttl, policy.batch)
+            self._expire_uploads(uploads, report)
+            if len(uploads) < policy.batch or (renew is not None and not renew()):
+                break
+        while True:
             purged = self.store.purge_jobs(policy.job_ttl, policy.batch)
             report.jobs_purged += purged
             if purged < policy.batch:
                 break
         if report.blobs_deleted or report.jobs_purged:
             log.info(
-                "gc: %d input sets, %d outputs, %d blobs deleted; %d job rows purged",
-                report.inputs_expired, report.outputs_expired, report.blobs_deleted,
-                report.jobs_purged,
+                "gc: %d input sets, %d outputs, %d uploads, %d blobs deleted; %d job rows purged",
+                report.inputs_expired, report.outputs_expired, report.uploads_expired,
+                report.blobs_deleted, report.jobs_purged,
             )  # fmt: skip
         return report
 
@@ -124,6 +135,9 @@ class Collector:
                     report.inputs_expired += 1
                 else:
                     report.outputs_expired += 1
+        for upload in self.store.expired_uploads(self.policy.upload_ttl, limit):
+            report.would_delete.append(upload.key)
+            report.uploads_expired += 1
         return report
 
     def _due(self, kind: str, limit: int | None = None) -> list[DueBlobs]:
@@ -160,6 +174,19 @@ class Collector:
             report.inputs_expired += len(deleted)
         else:
             report.outputs_expired += len(deleted)
+
+    def _expire_uploads(self, uploads: list[Upload], report: Report) -> None:
+        """Delete each upload's blob and parts, then its row."""
+        for upload in uploads:
+            try:
+                for key in (upload.key, *self.storage.keys(f"{upload.key}.parts/")):
+                    self.storage.delete(key)
+                    report.blobs_deleted += 1
+            except VidqError as exc:  # storage down: the row stays, for a rerun
+                log.warning("gc: cannot delete an upload: %s", exc.message)
+                continue
+            self.store.delete_upload(upload.id)
+            report.uploads_expired += 1
 
 
 def run_periodically(
