@@ -6,9 +6,10 @@ Differences from the native dialect, all taken from the clients' sources:
 - statuses are IN_QUEUE / IN_PROGRESS / COMPLETED only; a failed or cancelled request is
   COMPLETED with ``error`` and ``error_type``; ``logs`` is always present (a list with
   ``?logs=1|true``, else null) and COMPLETED carries ``metrics.inference_time``;
-- cancel answers 202 ``CANCELLATION_REQUESTED`` (queued: removed; running: the request is
-  not interrupted, as fal documents for apps without cancellation support) or 400
-  ``ALREADY_COMPLETED``;
+- cancel answers 202 ``CANCELLATION_REQUESTED`` (queued: removed; running: the worker
+  stops it within a heartbeat and it ends cancelled) or 400 ``ALREADY_COMPLETED``;
+- deadlines: ``X-Request-Timeout`` (finished within N s) and fal-client's
+  ``start_timeout`` header ``X-Fal-Request-Timeout`` (started within N s);
 - results are ``{"video": {"url", "content_type", "file_name", "file_size"}}`` with a
   signed download URL; every response about a request carries ``x-fal-request-id``;
 - ``/status/stream`` is a server-sent-event stream of status objects that ends after the
@@ -155,8 +156,9 @@ async def submit(
     owner: str, model_id: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     """Queue a request; answers fal's submit object (request_id, the three URLs and
-    queue_position). ``?fal_webhook=URL``, ``Idempotency-Key`` and
-    ``X-Fal-Queue-Priority: normal|low`` are honoured."""
+    queue_position). ``?fal_webhook=URL``, ``Idempotency-Key``,
+    ``X-Fal-Queue-Priority: normal|low``, ``X-Request-Timeout`` and
+    ``X-Fal-Request-Timeout`` are honoured."""
     model = model_or_404(model_id)
     ctx = context(request)
     data = await submitted(request, model)
@@ -167,11 +169,12 @@ async def submit(
     priority = _priority(request.headers.get(PRIORITY_HEADER), body.priority)
     key = svc.idempotency_key(request.headers.get("idempotency-key"))
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
+    due = svc.deadline(request.headers, ctx.settings, fal=True)
     base = ctx.base_url(request)
 
     job, replay = await svc.submit_once(
         ctx, model, body, token, dialect="fal", base=base, binary_output=True,
-        priority=priority, idempotency_key=key, webhook_url=webhook,
+        priority=priority, idempotency_key=key, webhook_url=webhook, due=due,
     )  # fmt: skip
     position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
     answer = {**_urls(base, owner, model.id, job.id), "queue_position": position}
@@ -241,8 +244,8 @@ async def cancel(
     model_or_404(model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(svc.cancel, ctx, job_id, token)
-    if job is None or job.state is JobState.RUNNING:
+    done, _ = await run_in_threadpool(lambda: svc.cancel_job(ctx, job_id, token.user, running=True))
+    if done is not None:
         return JSONResponse(
             {"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=_headers(job_id)
         )
