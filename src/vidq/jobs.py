@@ -56,9 +56,13 @@ WIRE_STATUS: dict[JobState, WireStatus] = {
 # Which state may follow which. The stores enforce these with conditional updates;
 # this table is what the tests check the stores against.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RETRY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.RETRY}),
+    # FAILED from the queue: a deadline passed (``X-Request-Timeout``, start timeouts).
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RETRY: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    # CANCELLED while running: the worker stopped it on a cancel request.
+    JobState.RUNNING: frozenset(
+        {JobState.COMPLETED, JobState.FAILED, JobState.RETRY, JobState.CANCELLED}
+    ),
     JobState.COMPLETED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
