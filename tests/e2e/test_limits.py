@@ -205,7 +205,15 @@ def slow(tmp_path: Path) -> Iterator[Server]:
 
 
 def wait_running(c: httpx.Client, rid: str) -> None:
-    wait_status(c, T2V, rid, {"IN_PROGRESS"}, timeout=30)
+    """Until the engine child reported a step: RUNNING alone may precede its spawn."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = c.get(f"/requests/{rid}").json()
+        assert body["status"] in ("IN_QUEUE", "IN_PROGRESS"), body
+        if (body.get("progress") or {}).get("done", 0) >= 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"request {rid} never made progress")
 
 
 def test_cancel_running_deadlines_and_max_running(slow: Server) -> None:
@@ -241,7 +249,8 @@ def test_cancel_running_deadlines_and_max_running(slow: Server) -> None:
     assert outputs_of(slow, fal) == outputs_of(slow, sdk_job) == []
 
     # A running job past its X-Request-Timeout fails and its engine is stopped.
-    late = ok(post(c, {"X-Request-Timeout": "2.5"}, duration=5))
+    # 8 steps of 1.5 s: still running at its deadline even after a slow engine start.
+    late = ok(post(c, {"X-Request-Timeout": "8"}, higher_quality_with_more_steps=True))
     wait_running(c, late)
     before = engine_children(slow)
     failed = wait_status(c, T2V, late, {"FAILED", "COMPLETED"}, timeout=15)
