@@ -260,7 +260,7 @@ def test_a_server_restart_mid_job_loses_the_prompt_and_is_retryable(tmp_path: Pa
     try:
         job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
         with pytest.raises(ComfyUIUnavailable, match="no longer on ComfyUI"):
-            _run(_engine(first), job)
+            _run(_engine(first, connect_wait=10), job)  # back within CONNECT_WAIT
     finally:
         thread.join(10)
         first.stop()
