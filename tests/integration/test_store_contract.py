@@ -872,6 +872,7 @@ def test_token_limits_round_trip(store: JobStore) -> None:
     lifted = dataclasses.replace(quota, max_queued=None)
     updated = store.update_token(t.id, 20, lifted)
     assert updated is not None and updated.quota == lifted and updated.max_priority == 20
+    assert not updated.revoked
     assert [x.quota for x in store.list_tokens() if x.id == t.id] == [lifted]
     assert store.revoke_token(t.id)
     assert store.update_token(t.id, 20, quota) is None

@@ -317,10 +317,11 @@ class SQLStore:
         return token_from_row(row)
 
     def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
-        row = self._row(
-            self._sql.update_token, id=token_id, max_priority=max_priority,
-            **dataclasses.asdict(quota),
-        )  # fmt: skip
+        params = {"id": token_id, "max_priority": max_priority, **dataclasses.asdict(quota)}
+        with self.driver.session() as db:
+            if db.row(self._sql.update_token, params) is None:
+                return None
+            row = db.row(self._sql.token_by_id, {"id": token_id})
         return token_from_row(row) if row else None
 
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:

@@ -258,12 +258,15 @@ class Statements:
         VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
             :rate_per_minute, :daily_video_seconds, {{NOW}})
         RETURNING {TOKEN_COLUMNS}""")
-    update_token = Statement(f"""
+    # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
+    # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.
+    update_token = Statement("""
         UPDATE tokens SET max_priority = :max_priority, max_queued = :max_queued,
             max_running = :max_running, rate_per_minute = :rate_per_minute,
             daily_video_seconds = :daily_video_seconds
         WHERE id = :id AND revoked_at IS NULL
-        RETURNING {TOKEN_COLUMNS}""")
+        RETURNING id""")
+    token_by_id = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = :id")
     token_by_hash = Statement(f"""
         SELECT {TOKEN_COLUMNS}, token_hash FROM tokens
         WHERE token_hash = :token_hash AND revoked_at IS NULL""")
