@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -14,6 +15,7 @@ from vidq import cli_admin, cli_client
 from vidq.config import Settings
 from vidq.ops.logs import LogSetup
 from vidq.ops.logs import configure_logging as configure
+from vidq.store.base import Quota, Token, Usage
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="vidq: self-hosted video generation."
@@ -336,6 +338,43 @@ def gc(
     typer.echo(json.dumps({"dry_run": dry_run, **report.as_json()}, indent=2))
 
 
+_LIMIT_HELP = "N, or 0 / none: unlimited"
+Limit = Annotated[str | None, typer.Option(metavar="N|none", help=_LIMIT_HELP)]
+_LIFT = "lift"  # parse_limit's answer for 0 / none: the limit is lifted
+
+
+def parse_limit(value: str | None, option: str) -> int | str | None:
+    """A limit option: None if absent, ``_LIFT`` for ``0``/``none``, else a positive
+    integer; a clear error naming the option otherwise."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in ("0", "none", "unlimited"):
+        return _LIFT
+    if not text.isdigit() or int(text) > 2**31:
+        raise typer.BadParameter(
+            f"{value!r} is not a whole number of at least 0 (0 or none: unlimited)",
+            param_hint=f"--{option}",
+        )
+    return int(text)
+
+
+def _quota(base: Quota, options: dict[str, str | None]) -> Quota:
+    """``base`` with the limits given on the command line."""
+    changes: dict[str, int | None] = {}
+    for name, raw in options.items():
+        parsed = parse_limit(raw, name.replace("_", "-"))
+        if parsed is not None:
+            changes[name] = None if parsed == _LIFT else int(parsed)
+    return dataclasses.replace(base, **changes)
+
+
+def _max_priority(value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise typer.BadParameter("must be at least 0", param_hint="--max-priority")
+    return value
+
+
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option(help="The user this token acts as.")],
@@ -343,15 +382,72 @@ def token_create(
         int, typer.Option(help="Highest priority this token may ask for.")
     ] = 100,
     admin: Annotated[bool, typer.Option("--admin", help="May read operators' routes.")] = False,
+    max_queued: Limit = None,
+    max_running: Limit = None,
+    rate_per_minute: Limit = None,
+    daily_video_seconds: Limit = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Create a token; prints only the token on stdout."""
+    """Create a token; prints only the token on stdout. Limits not given come from the
+    VIDQ_DEFAULT_* settings (unlimited unless set)."""
     from vidq.api.auth import create_token
 
     if not user.strip() or len(user) > 200:
         raise typer.BadParameter("user must be 1-200 characters")
+    _max_priority(max_priority)
+    settings = Settings.load(data_dir=data_dir)
+    limits = settings.limits
+    defaults = Quota(
+        max_queued=limits.default_max_queued,
+        max_running=limits.default_max_running,
+        rate_per_minute=limits.default_rate_per_minute,
+        daily_video_seconds=limits.default_daily_video_seconds,
+    )
+    quota = _quota(
+        defaults,
+        {
+            "max_queued": max_queued, "max_running": max_running,
+            "rate_per_minute": rate_per_minute, "daily_video_seconds": daily_video_seconds,
+        },
+    )  # fmt: skip
+    store, _ = open_backends(settings)
+    token = create_token(store, user.strip(), max_priority=max_priority, admin=admin, quota=quota)
+    typer.echo(token)
+
+
+@token_app.command("update")
+def token_update(
+    token_id: Annotated[int, typer.Argument(help="Token id (see `token list`).")],
+    max_priority: Annotated[
+        int | None, typer.Option(help="Highest priority this token may ask for.")
+    ] = None,
+    max_queued: Limit = None,
+    max_running: Limit = None,
+    rate_per_minute: Limit = None,
+    daily_video_seconds: Limit = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Change a token's limits (options not given stay as they are). ``max_running``
+    applies to requests submitted afterwards."""
+    _max_priority(max_priority)
+    options = {
+        "max_queued": max_queued, "max_running": max_running,
+        "rate_per_minute": rate_per_minute, "daily_video_seconds": daily_video_seconds,
+    }  # fmt: skip
+    for name, raw in options.items():  # bad values fail before the store is opened
+        parse_limit(raw, name.replace("_", "-"))
     store, _ = open_backends(Settings.load(data_dir=data_dir))
-    typer.echo(create_token(store, user.strip(), max_priority=max_priority, admin=admin))
+    current = next((t for t in store.list_tokens() if t.id == token_id and not t.revoked), None)
+    if current is None:
+        typer.echo(f"no live token with id {token_id}", err=True)
+        raise typer.Exit(1)
+    quota = _quota(current.quota, options)
+    priority = current.max_priority if max_priority is None else max_priority
+    updated = store.update_token(token_id, priority, quota)
+    if updated is None:
+        typer.echo(f"no live token with id {token_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(_token_line(updated, None))
 
 
 @token_app.command("revoke")
@@ -369,12 +465,37 @@ def token_revoke(
 
 @token_app.command("list")
 def token_list(data_dir: DataDir = None) -> None:
-    """List tokens (ids and users; never the tokens themselves)."""
+    """List tokens (ids, users, limits and their users' current usage; never the tokens
+    themselves)."""
     store, _ = open_backends(Settings.load(data_dir=data_dir))
+    usage: dict[str, Usage] = {}
     for t in store.list_tokens():
-        state = "revoked" if t.revoked else "active"
-        role = "admin" if t.admin else "user"
-        typer.echo(f"{t.id}\t{t.user}\tmax_priority={t.max_priority}\t{role}\t{state}")
+        if not t.revoked and t.user not in usage:
+            usage[t.user] = store.usage(t.user)
+        typer.echo(_token_line(t, usage.get(t.user)))
+
+
+def _token_line(t: Token, usage: Usage | None) -> str:
+    """One token as ``token list`` shows it: limits as used/limit (``-``: unlimited)."""
+    state = "revoked" if t.revoked else "active"
+    role = "admin" if t.admin else "user"
+    q = t.quota
+
+    def shown(limit: int | None, used: float | None) -> str:
+        cap = "-" if limit is None else str(limit)
+        return cap if used is None else f"{used:g}/{cap}"
+
+    u = usage
+    today = None if u is None else u.video_seconds_today
+    return "\t".join(
+        [
+            str(t.id), t.user, f"max_priority={t.max_priority}", role, state,
+            f"queued={shown(q.max_queued, None if u is None else u.queued)}",
+            f"running={shown(q.max_running, None if u is None else u.running)}",
+            f"per_minute={shown(q.rate_per_minute, None if u is None else u.last_minute)}",
+            f"video_s_today={shown(q.daily_video_seconds, today)}",
+        ]
+    )  # fmt: skip
 
 
 @app.command("config")

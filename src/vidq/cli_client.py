@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vidq.client import Client, Status, VidqClientError, as_input
+from vidq.client import Client, RateLimited, Status, VidqClientError, as_input
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL (VIDQ_URL, `vidq login`).")]
 TokenOpt = Annotated[
@@ -50,7 +50,10 @@ def _client(url: str | None, token: str | None) -> Client:
 
 
 def _fail(exc: VidqClientError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
+    hint = ""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        hint = f" (retry in {exc.retry_after:g} s)"
+    typer.echo(f"error: {exc}{hint}", err=True)
     return typer.Exit(1)
 
 
@@ -189,16 +192,22 @@ def status(
 
 def cancel(
     request_id: Annotated[str, typer.Argument(help="Request id.")],
+    running: Annotated[
+        bool, typer.Option("--running", help="Also stop it if it is already running.")
+    ] = False,
     url: Url = None,
     token: TokenOpt = None,
 ) -> None:
-    """Cancel a queued request."""
+    """Cancel a queued request (with --running, a running one too)."""
     with _client(url, token) as client:
         try:
-            client.get_handle(request_id).cancel()
+            done = client.get_handle(request_id).cancel(running=running)
         except VidqClientError as exc:
             raise _fail(exc) from exc
-    typer.echo(f"request {request_id} cancelled")
+    if done:
+        typer.echo(f"request {request_id} cancelled")
+    else:
+        typer.echo(f"request {request_id} is running: cancellation requested")
 
 
 def result(

@@ -336,7 +336,8 @@ class RetentionSettings(_Group):
 
 
 class LimitsSettings(_Group):
-    """What one request may ask for: body and input sizes, URL fetches, webhooks."""
+    """What one request may ask for: body and input sizes, URL fetches, webhooks; the
+    limits new tokens get; how long a job may wait for a worker."""
 
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest request body (413 above)."
@@ -424,6 +425,37 @@ class LimitsSettings(_Group):
     )
     webhook_per_user: int = Field(
         default=8, ge=1, description="Webhook deliveries in flight for one user's requests."
+    )
+
+    default_max_queued: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests a new token's user may have queued at once (429 above); "
+        "unset: unlimited. `vidq token create --max-queued` overrides it.",
+    )
+    default_max_running: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests of a new token's user running at once; the rest wait while "
+        "other users' jobs go first. Unset: unlimited.",
+    )
+    default_rate_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Submits a new token may make in any 60 s (429 above); unset: unlimited.",
+    )
+    default_daily_video_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds of video a new token may request per UTC day (429 above); "
+        "unset: unlimited.",
+    )
+    max_queue_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A request not started this long after its submit ends FAILED (`not "
+        "started within N s`), so a pool without workers holds no job forever; unset: off. "
+        "Applies to requests submitted while it is set.",
     )
 
     @field_validator("fetch_allow_networks", mode="before")

@@ -12,7 +12,8 @@ default message.
     │   ├── Unauthorized           (401) missing or unknown token
     │   ├── NotFound               (404) unknown model, request, blob — or not yours
     │   ├── Conflict               (409) the job is not in a state that allows this
-    │   └── Gone                   (410) the result expired (retention) and was deleted
+    │   ├── Gone                   (410) the result expired (retention) and was deleted
+    │   └── RateLimited            (429) a limit of the token; names it, says when to retry
     ├── ServiceUnavailable         (503) a dependency is down; retry later
     │   ├── StoreUnavailable       (503) the job store cannot be reached
     │   └── StorageUnavailable     (503) the object storage cannot be reached
@@ -25,6 +26,7 @@ default message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,9 +71,11 @@ class InvalidInput(UserError):
         *,
         kind: str = "value_error",
         loc: Sequence[str | int] | None = None,
+        where: str = "body",
     ) -> None:
         self.field = field
         self.kind = kind
+        self.where = where  # "body", or "header" for a bad request header
         # Where in the body: ``loc`` when given (keys may hold dots, list items are ints),
         # else the dotted ``field``; empty for the body as a whole.
         self.loc: list[str | int] = (
@@ -83,7 +87,7 @@ class InvalidInput(UserError):
     @property
     def detail(self) -> Any:
         # The shape FastAPI uses for validation errors, so clients parse one format.
-        return [{"loc": ["body", *self.loc], "msg": self.reason, "type": self.kind}]
+        return [{"loc": [self.where, *self.loc], "msg": self.reason, "type": self.kind}]
 
 
 class PayloadTooLarge(UserError):
@@ -114,6 +118,29 @@ class Gone(UserError):
     """The result has expired and was deleted."""
 
     http_status = 410
+
+
+class RateLimited(UserError):
+    """Too many requests for this token's limits."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, limit: str, value: int, retry_after: float) -> None:
+        super().__init__(message)
+        self.limit = limit  # the limit's name, as `vidq token update` spells it
+        self.value = value  # its value for this token
+        self.retry_after = max(1, math.ceil(retry_after))  # seconds, for Retry-After
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer: ``detail`` says it in words (fal-client shows that), the
+        other keys are for programs."""
+        return {
+            "detail": self.message,
+            "error_type": "rate_limited",
+            "limit": self.limit,
+            "value": self.value,
+            "retry_after": self.retry_after,
+        }
 
 
 class ServiceUnavailable(VidqError):

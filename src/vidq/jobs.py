@@ -56,9 +56,13 @@ WIRE_STATUS: dict[JobState, WireStatus] = {
 # Which state may follow which. The stores enforce these with conditional updates;
 # this table is what the tests check the stores against.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RETRY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.RETRY}),
+    # FAILED from the queue: a deadline passed (``X-Request-Timeout``, start timeouts).
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RETRY: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    # CANCELLED while running: the worker stopped it on a cancel request.
+    JobState.RUNNING: frozenset(
+        {JobState.COMPLETED, JobState.FAILED, JobState.RETRY, JobState.CANCELLED}
+    ),
     JobState.COMPLETED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
@@ -141,3 +145,8 @@ class NewJob:
     webhook_url: str | None = None
     webhook_dialect: str | None = None  # "native" or "fal": the body's vocabulary
     webhook_base: str | None = None  # the API's public base URL at submit (signed URLs)
+    max_running: int | None = None  # the token's limit: more of the user's jobs wait
+    video_seconds: float = 0.0  # the planned output's duration (daily limit)
+    deadline_s: float | None = None  # must be finished this long after submit
+    start_s: float | None = None  # must have started this long after submit
+    start_error: str | None = None  # the error it ends with if it has not

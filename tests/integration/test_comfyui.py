@@ -31,7 +31,7 @@ from vidq.engines.comfyui_client import (
     ComfyUITimeout,
     ComfyUIUnavailable,
 )
-from vidq.errors import LeaseLost
+from vidq.errors import EngineError, LeaseLost
 from vidq.jobs import NewJob
 from vidq.media.video import write_mp4
 from vidq.storage import open_storage
@@ -260,13 +260,45 @@ def test_a_server_restart_mid_job_loses_the_prompt_and_is_retryable(tmp_path: Pa
     try:
         job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
         with pytest.raises(ComfyUIUnavailable, match="no longer on ComfyUI"):
-            _run(_engine(first), job)
+            _run(_engine(first, connect_wait=10), job)  # back within CONNECT_WAIT
     finally:
         thread.join(10)
         first.stop()
         for server in replacement:
             server.stop()
     assert replacement and replacement[0].ws_connects >= 1
+
+
+def test_a_server_that_dies_mid_job_fails_the_attempt_within_connect_wait(
+    tmp_path: Path,
+) -> None:
+    """Killed mid-job and never back: the attempt fails (retryable) once no server answered
+    for CONNECT_WAIT, not at the job timeout of an hour."""
+    server = FakeComfyUI(tmp_path / "a").start()
+    server.mode, server.step_delay = "slow", 0.5
+    killed: list[float] = []
+
+    def kill() -> None:
+        while not server.prompts:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        server.stop()
+        killed.append(time.monotonic())
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    try:
+        job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128)
+        engine = _engine(server, connect_wait=1.5, job_timeout=3600)
+        with pytest.raises(ComfyUIUnavailable, match=r"did not come back within 1\.5 s"):
+            _run(engine, job)
+        failed_after = time.monotonic() - killed[0]
+    finally:
+        thread.join(10)
+        server.stop()
+    # CONNECT_WAIT plus one history poll (0.5 s here) and the reconnect backoff's step.
+    assert failed_after < 1.5 + 2.5, failed_after
+    assert not isinstance(ComfyUIUnavailable("x"), EngineError)  # so the worker retries it
 
 
 def test_slow_execution_times_out_and_is_interrupted(comfy: FakeComfyUI, tmp_path: Path) -> None:

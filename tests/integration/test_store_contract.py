@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -11,16 +12,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
 from tests.helpers import vidq_env
-from vidq.errors import Conflict, StoreUnavailable
+from vidq.errors import Conflict, RateLimited, StoreUnavailable
 from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
 from vidq.store import JobStore, open_store
-from vidq.store.base import DueWebhook
+from vidq.store.base import Cancel, DueWebhook, Lease, Quota
 from vidq.store.migrate import head_revision, sqlalchemy_url
 from vidq.store.rows import JOB_COLUMNS
 
@@ -772,7 +774,7 @@ def test_admin_jobs_cancel_retry(store: JobStore) -> None:
     assert [j.id for j in failures] == [failed]
     late = store.admin_jobs(user=None, states=(), pool=None, since=store.now() + 60, limit=10)
     assert late == []
-    assert store.admin_cancel(b.id) and not store.admin_cancel(b.id)
+    assert store.cancel_job(b.id, "bob", running=True) is Cancel.CANCELLED
     assert not store.admin_retry(a.id)  # not FAILED
     assert store.admin_retry(failed)
     job = store.get(failed)
@@ -883,3 +885,195 @@ def test_pool_stats_and_recent_failures(store: JobStore) -> None:
         (bad.id, "b", POOL, "engine <b>crash</b>", "engine")
     ]
     assert store.get(other.id) is not None
+
+
+# -- limits, deadlines, cancelling running jobs (migration 0007) ----------------------------
+def limited(user: str = "alice", *, key: str | None = None, seconds: float = 5.0) -> NewJob:
+    return dataclasses.replace(new(user, key=key), video_seconds=seconds)
+
+
+def test_submit_limits_refuse_in_the_insert_and_store_nothing(store: JobStore) -> None:
+    quota = Quota(max_queued=2)
+    first = store.enqueue(limited(key="k1"), quota)
+    store.enqueue(limited(), quota)
+    with pytest.raises(RateLimited) as refused:
+        store.enqueue(limited(), quota)
+    assert (refused.value.limit, refused.value.value) == ("max_queued", 2)
+    assert refused.value.retry_after >= 1 and "2" in refused.value.message
+    assert len(store.list_jobs("alice", 10)) == 2  # nothing stored
+    # A replay of a key is its first job, never counted (even at the limit).
+    assert store.enqueue(limited(key="k1"), quota).id == first.id
+    assert store.enqueue(limited(), Quota(max_queued=3)).id > first.id  # per-token value
+    assert store.enqueue(limited("bob"), quota).user == "bob"  # per user
+    assert store.cancel(first.id, "alice")  # a finished job frees its slot
+    store.enqueue(limited(), Quota(max_queued=3))
+    usage = store.usage("alice")
+    assert (usage.queued, usage.running, usage.last_minute) == (3, 0, 4)
+
+    with pytest.raises(RateLimited) as rate:
+        store.enqueue(limited(), Quota(rate_per_minute=4))
+    assert rate.value.limit == "rate_per_minute" and 1 <= rate.value.retry_after <= 60
+    day = Quota(daily_video_seconds=int(usage.video_seconds_today) + 5)
+    store.enqueue(limited("alice", seconds=5.0), day)  # exactly at the limit: accepted
+    with pytest.raises(RateLimited) as daily:
+        store.enqueue(limited("alice", seconds=0.5), day)
+    assert daily.value.limit == "daily_video_seconds"
+    assert 1 <= daily.value.retry_after <= 86400
+    assert len(store.list_jobs("alice", 20)) == 5
+
+
+def test_fifty_simultaneous_submits_against_max_queued_five(db_url: str) -> None:
+    """Two store objects (two API processes' connection pools) and 50 threads: the
+    limit is decided in the database, so exactly 5 are accepted."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(2)]
+    try:
+        start = threading.Barrier(50)
+        outcomes: list[str] = []
+
+        def submit(i: int) -> None:
+            start.wait(10)
+            try:
+                stores[i % 2].enqueue(limited("carol"), Quota(max_queued=5))
+                outcomes.append("accepted")
+            except RateLimited:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert outcomes.count("accepted") == 5 and outcomes.count("refused") == 45
+        assert len(stores[0].list_jobs("carol", 100)) == 5
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_max_running_holds_back_a_users_jobs_and_others_go_first(store: JobStore) -> None:
+    held = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
+    other = store.enqueue(new("ben"))
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == held[0].id
+    second = store.claim([POOL], "w", 30)
+    assert second is not None and second.id == other.id  # ann's next one waits
+    assert store.claim([POOL], "w", 30) is None
+    assert store.queue_position(store.get(held[1].id)) == 0  # type: ignore[arg-type]
+    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    third = store.claim([POOL], "w", 30)
+    assert third is not None and third.id == held[1].id
+
+
+def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobStore) -> None:
+    queued = store.enqueue(new())
+    assert store.cancel_job(queued.id, "alice", running=True) is Cancel.CANCELLED
+    job = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.lease_token
+    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.HELD
+    assert store.cancel_job(c.id, "alice", running=False) is None  # the spec's 409
+    assert store.cancel_job(c.id, "bob", running=True) is None  # not bob's
+    assert store.cancel_job(c.id, "alice", running=True) is Cancel.REQUESTED
+    assert store.get(c.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.CANCEL
+    assert not store.complete(c.id, c.lease_token, "outputs/x.mp4", {})  # cancel wins
+    assert not store.finish_cancel(c.id, "stale")
+    assert store.finish_cancel(c.id, c.lease_token)
+    assert not store.finish_cancel(c.id, c.lease_token)  # recorded once
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.CANCELLED and done.result_key is None
+    assert store.cancel_job(c.id, "alice", running=True) is None  # finished: 409
+    # A requested cancel of a job whose worker then fails, releases or dies: CANCELLED.
+    for end in ("fail", "release", "reap"):
+        j = store.enqueue(new())
+        got = store.claim([POOL], "w", 0.05 if end == "reap" else 30)
+        assert got is not None and got.id == j.id
+        assert store.cancel_job(j.id, "alice", running=True) is Cancel.REQUESTED
+        if end == "fail":
+            assert store.fail(j.id, got.lease_token or "", "boom", "x", retry=True)
+        elif end == "release":
+            assert store.release(j.id, got.lease_token or "")
+        else:
+            time.sleep(0.2)
+            assert j.id in store.reap().cancelled
+        assert store.get(j.id).state is JobState.CANCELLED, end  # type: ignore[union-attr]
+
+
+def test_cancel_racing_completion_has_exactly_one_winner(db_url: str) -> None:
+    api, worker = open_store(db_url), open_store(db_url, migrate=False)
+    try:
+        for _ in range(50):
+            _race_cancel_with_complete(api, worker)
+    finally:
+        api.close()
+        worker.close()
+
+
+def _race_cancel_with_complete(api: JobStore, worker: JobStore) -> None:
+    job = api.enqueue(new())
+    c = worker.claim([POOL], "w", 30)
+    assert c is not None and c.id == job.id
+    start = threading.Barrier(2)
+    got: dict[str, Any] = {}
+
+    def cancel() -> None:
+        start.wait(5)
+        got["cancel"] = api.cancel_job(job.id, "alice", running=True)
+
+    def complete() -> None:
+        start.wait(5)
+        got["complete"] = worker.complete(c.id, c.lease_token or "", "o.mp4", {})
+        if not got["complete"]:  # what the worker does then: record the cancel
+            got["finish"] = worker.finish_cancel(c.id, c.lease_token or "")
+
+    threads = [threading.Thread(target=cancel), threading.Thread(target=complete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    final = api.get(job.id)
+    assert final is not None
+    if got["complete"]:
+        assert got["cancel"] is None and final.state is JobState.COMPLETED
+    else:
+        assert got["cancel"] is Cancel.REQUESTED and got["finish"]
+        assert final.state is JobState.CANCELLED and final.result_key is None
+
+
+def test_deadlines_fail_queued_and_running_jobs(store: JobStore) -> None:
+    late = store.enqueue(dataclasses.replace(new("dee"), deadline_s=0.2))
+    slow = store.enqueue(dataclasses.replace(new("dee", pool=OTHER), deadline_s=0.2))
+    unstarted = store.enqueue(
+        dataclasses.replace(new("dee"), start_s=0.2, start_error="not started within 0.2 s")
+    )
+    fine = store.enqueue(dataclasses.replace(new("dee"), deadline_s=60, start_s=60))
+    running = store.claim([OTHER], "w", 30)
+    assert running is not None and running.id == slow.id
+    assert store.reap().expired == []
+    time.sleep(0.3)
+    assert sorted(store.reap().expired) == sorted([late.id, slow.id, unstarted.id])
+    for job_id, error in (
+        (late.id, "deadline exceeded"), (slow.id, "deadline exceeded"),
+        (unstarted.id, "not started within 0.2 s"),
+    ):  # fmt: skip
+        got = store.get(job_id)
+        assert got is not None and got.state is JobState.FAILED and got.error == error
+        assert got.error_type == "deadline_exceeded"
+    assert not store.heartbeat(slow.id, running.lease_token or "", 30)  # the worker stops
+    assert store.get(fine.id).state is JobState.PENDING  # type: ignore[union-attr]
+    assert store.reap().expired == []  # each once
+
+
+def test_token_limits_round_trip(store: JobStore) -> None:
+    quota = Quota(max_queued=5, max_running=1, rate_per_minute=60, daily_video_seconds=600)
+    t = store.create_token("erin", "e" * 64, 10, admin=False, quota=quota)
+    assert t.quota == quota
+    found = store.token_by_hash("e" * 64)
+    assert found is not None and found[0].quota == quota
+    lifted = dataclasses.replace(quota, max_queued=None)
+    updated = store.update_token(t.id, 20, lifted)
+    assert updated is not None and updated.quota == lifted and updated.max_priority == 20
+    assert not updated.revoked
+    assert [x.quota for x in store.list_tokens() if x.id == t.id] == [lifted]
+    assert store.revoke_token(t.id)
+    assert store.update_token(t.id, 20, quota) is None

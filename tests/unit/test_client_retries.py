@@ -126,3 +126,18 @@ def test_an_unreachable_server_is_a_transport_error(kind: str) -> None:
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(vidq.TransportError, match="cannot reach"):
         run_with(kind, url, requests_page)
+
+
+def test_a_limit_that_frees_up_later_than_the_backoff_is_raised_at_once(
+    kind: str, server: ScriptedServer
+) -> None:
+    body = {
+        "detail": "daily_video_seconds: this token may request 60 s of video per UTC day",
+        "error_type": "rate_limited", "limit": "daily_video_seconds", "value": 60,
+    }  # fmt: skip
+    server.script("/queue/wan22-fast-t2v", Answer(429, body, {"Retry-After": "3600"}))
+    with pytest.raises(vidq.RateLimited) as error:
+        run_with(kind, server.url, lambda c: c.submit("wan22-fast-t2v", {"prompt": "x"}))
+    assert len(server.on("/queue/wan22-fast-t2v")) == 1  # not retried
+    assert error.value.retry_after == 3600 and error.value.limit == "daily_video_seconds"
+    assert error.value.value == 60 and "daily_video_seconds" in str(error.value)

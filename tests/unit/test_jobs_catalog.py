@@ -43,7 +43,8 @@ def test_state_machine_and_wire_mapping() -> None:
     for state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
         assert state.terminal and not TRANSITIONS[state]
     assert JobState.CANCELLED in TRANSITIONS[JobState.RETRY]
-    assert JobState.CANCELLED not in TRANSITIONS[JobState.RUNNING]
+    assert JobState.CANCELLED in TRANSITIONS[JobState.RUNNING]  # a cancel request
+    assert JobState.PENDING not in TRANSITIONS[JobState.RUNNING]
 
 
 def test_t2v_inputs_rules() -> None:

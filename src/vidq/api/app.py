@@ -25,7 +25,7 @@ from vidq.api.context import AppContext
 from vidq.api.eta import EtaEstimator
 from vidq.api.fastpath import StatusFastPath
 from vidq.config import Settings
-from vidq.errors import ServiceUnavailable, VidqError
+from vidq.errors import RateLimited, ServiceUnavailable, VidqError
 from vidq.media.decode import DecodePool
 from vidq.ops.metrics import HttpMetrics, HttpMetricsMiddleware, JobFamilies
 from vidq.storage.base import BlobStore
@@ -164,6 +164,9 @@ def create_app(
             headers = {"WWW-Authenticate": "Bearer"}
         if exc.http_status >= 500:
             log.error("internal error: %s", exc.message)
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+            return JSONResponse(exc.body(), status_code=exc.http_status, headers=headers)
         return JSONResponse({"detail": exc.detail}, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -199,7 +202,9 @@ def create_app(
 
 
 def _reaper(ctx: AppContext) -> None:
-    """Turns expired leases into RETRY/FAILED; safe to run in every API and worker."""
+    """Turns expired leases into RETRY/FAILED and jobs past their deadlines into FAILED;
+    safe to run in every API and worker (every API runs it, so deadlines hold even for a
+    pool no worker serves)."""
     while not ctx.reaper_stop.wait(ctx.settings.store.reaper_interval):
         try:
             ctx.store.reap()

@@ -10,7 +10,7 @@ import threading
 import time
 
 from vidq.errors import Unauthorized
-from vidq.store.base import JobStore, Token
+from vidq.store.base import JobStore, Quota, Token
 
 TOKEN_PREFIX = "vq_"
 
@@ -24,10 +24,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(store: JobStore, user: str, max_priority: int = 100, admin: bool = False) -> str:
-    """Create a token for ``user``; returns the token (only its hash is stored)."""
+def create_token(
+    store: JobStore,
+    user: str,
+    max_priority: int = 100,
+    admin: bool = False,
+    quota: Quota = Quota(),
+) -> str:
+    """Create a token for ``user`` with these limits; returns the token (only its hash
+    is stored)."""
     token = new_token()
-    store.create_token(user, hash_token(token), max_priority, admin)
+    store.create_token(user, hash_token(token), max_priority, admin, quota)
     return token
 
 

@@ -6,9 +6,10 @@ Differences from the native dialect, all taken from the clients' sources:
 - statuses are IN_QUEUE / IN_PROGRESS / COMPLETED only; a failed or cancelled request is
   COMPLETED with ``error`` and ``error_type``; ``logs`` is always present (a list with
   ``?logs=1|true``, else null) and COMPLETED carries ``metrics.inference_time``;
-- cancel answers 202 ``CANCELLATION_REQUESTED`` (queued: removed; running: the request is
-  not interrupted, as fal documents for apps without cancellation support) or 400
-  ``ALREADY_COMPLETED``;
+- cancel answers 202 ``CANCELLATION_REQUESTED`` (queued: removed; running: the worker
+  stops it within a heartbeat and it ends cancelled) or 400 ``ALREADY_COMPLETED``;
+- deadlines: ``X-Request-Timeout`` (finished within N s) and fal-client's
+  ``start_timeout`` header ``X-Fal-Request-Timeout`` (started within N s);
 - results are ``{"video": {"url", "content_type", "file_name", "file_size"}}`` with a
   signed download URL; every response about a request carries ``x-fal-request-id``;
 - ``/status/stream`` is a server-sent-event stream of status objects that ends after the
@@ -142,9 +143,10 @@ async def submit(
     owner: str, model_id: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     """Queue a request; answers fal's submit object (request_id, the three URLs and
-    queue_position). ``?fal_webhook=URL``, ``Idempotency-Key`` and
-    ``X-Fal-Queue-Priority: normal|low`` are honoured. ``owner/model_id`` is ``vidq/<model
-    id>`` or a two-part fal endpoint id (``fal-ai/hunyuan-video-foley``)."""
+    queue_position). ``?fal_webhook=URL``, ``Idempotency-Key``,
+    ``X-Fal-Queue-Priority: normal|low``, ``X-Request-Timeout`` and
+    ``X-Fal-Request-Timeout`` are honoured. ``owner/model_id`` is ``vidq/<model id>`` or a
+    two-part fal endpoint id (``fal-ai/hunyuan-video-foley``)."""
     return await _submit(owner, model_id, request, token)
 
 
@@ -157,10 +159,11 @@ async def _submit(owner: str, path: str, request: Request, token: Token) -> Resp
     priority = priority_of(request, prepared.body.priority)
     key = svc.idempotency_key(request.headers.get("idempotency-key"))
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
+    due = svc.deadline(request.headers, ctx.settings, fal=True)
     base = ctx.base_url(request)
     job, replay = await fal_inputs.submit(
         ctx, prepared, token, base=base, priority=priority, idempotency_key=key,
-        webhook_url=webhook,
+        webhook_url=webhook, due=due,
     )  # fmt: skip
     where = prepared.target
     position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
@@ -269,8 +272,8 @@ async def cancel(
     fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(svc.cancel, ctx, job_id, token)
-    if job is None or job.state is JobState.RUNNING:
+    done, _ = await run_in_threadpool(lambda: svc.cancel_job(ctx, job_id, token.user, running=True))
+    if done is not None:
         return JSONResponse(
             {"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=_headers(job_id)
         )

@@ -130,13 +130,14 @@ async def submit(
     priority: int,
     idempotency_key: str | None,
     webhook_url: str | None,
+    due: svc.Deadline,
 ) -> tuple[Job, bool]:
     """``svc.submit_once`` on the fal dialect, its 422s worded in the client's names."""
     try:
         return await svc.submit_once(
             ctx, prepared.target.model, prepared.body, token, dialect="fal", base=base,
             binary_output=True, priority=priority, idempotency_key=idempotency_key,
-            webhook_url=webhook_url,
+            webhook_url=webhook_url, due=due,
         )  # fmt: skip
     except InvalidInput as exc:
         loc = prepared.target.renamed(exc.loc, prepared.names)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import hashlib
 import logging
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -32,9 +34,58 @@ from vidq.media.inputs import (
     plan_of,
 )
 from vidq.media.sizing import Plan
-from vidq.store.base import JobStatus, Token
+from vidq.store.base import Cancel, JobStatus, Token
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deadline:
+    """A submit's deadlines, in seconds after it (None: none)."""
+
+    finish_s: float | None = None  # X-Request-Timeout: ends FAILED 'deadline exceeded'
+    start_s: float | None = None  # fal's start timeout, VIDQ_MAX_QUEUE_SECONDS
+    start_error: str | None = None  # what a job not started by then ends with
+
+
+REQUEST_TIMEOUT_HEADER = "x-request-timeout"  # both dialects: finished within N s
+FAL_START_TIMEOUT_HEADER = "x-fal-request-timeout"  # fal-client's ``start_timeout``
+DEADLINE_EXCEEDED = "deadline exceeded"
+_MAX_TIMEOUT_S = 30 * 86400.0
+
+
+def deadline(headers: Mapping[str, str], settings: Settings, *, fal: bool) -> Deadline:
+    """The deadlines of a submit: its ``X-Request-Timeout`` header, on the fal dialect
+    also fal-client's start timeout (``X-Fal-Request-Timeout``: time until it starts, as
+    fal documents it), and the server's ``max_queue_seconds``. 422 naming a bad header."""
+    finish = _seconds(headers, REQUEST_TIMEOUT_HEADER)
+    starts: list[tuple[float, str]] = []
+    fal_start = _seconds(headers, FAL_START_TIMEOUT_HEADER) if fal else None
+    if fal_start is not None:
+        starts.append((fal_start, DEADLINE_EXCEEDED))
+    queue_s = settings.limits.max_queue_seconds
+    if queue_s is not None:
+        starts.append((queue_s, f"not started within {queue_s:g} s"))
+    start_s, start_error = min(starts) if starts else (None, None)
+    return Deadline(finish, start_s, start_error)
+
+
+def _seconds(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= _MAX_TIMEOUT_S):  # also NaN and infinities
+        raise InvalidInput(
+            name,
+            f"must be a number of seconds above 0 and at most {_MAX_TIMEOUT_S:g}",
+            loc=[name],
+            where="header",
+        )
+    return value
 
 
 def submit(
@@ -50,6 +101,7 @@ def submit(
     webhook_url: str | None = None,
     dialect: str = "native",
     base: str = "",
+    due: Deadline = Deadline(),
 ) -> Job:
     """Validate what the schema cannot, store the media inputs as blobs, then enqueue.
     Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread;
@@ -88,9 +140,14 @@ def submit(
         webhook_url=webhook_url,
         webhook_dialect=dialect if webhook_url else None,
         webhook_base=base if webhook_url else None,
+        max_running=token.quota.max_running,
+        video_seconds=plan.seconds,
+        deadline_s=due.finish_s,
+        start_s=due.start_s,
+        start_error=due.start_error,
     )
     try:
-        job = ctx.store.enqueue(new)
+        job = ctx.store.enqueue(new, token.quota)
     except BaseException:
         for key in blobs.values():
             _delete_quietly(ctx, key)
@@ -119,6 +176,7 @@ async def submit_once(
     priority: int | None = None,
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
+    due: Deadline = Deadline(),
 ) -> tuple[Job, bool]:
     """What both dialects' submit routes do: replay an earlier submit with the same
     Idempotency-Key, else fetch the URL inputs on the event loop (``ctx.fetcher``: no
@@ -138,7 +196,7 @@ async def submit_once(
         return submit(
             ctx, model, body, token, binary_output=binary_output, fetched=fetched,
             priority=priority, idempotency_key=idempotency_key, webhook_url=webhook_url,
-            dialect=dialect, base=base,
+            dialect=dialect, base=base, due=due,
         )  # fmt: skip
 
     limiter = ctx.decode_limiter if fields else None  # None: the request thread pool
@@ -180,6 +238,16 @@ def idempotency_key(value: str | None) -> str | None:
             f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
         )
     return key
+
+
+def flag(value: str | None, name: str) -> bool:
+    """A boolean query parameter (absent: false); 422 naming it if it is not one."""
+    text = (value or "false").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise InvalidInput(name, "must be true or false", loc=[name], where="query")
 
 
 def limits(settings: Settings) -> Limits:
@@ -254,38 +322,42 @@ def job_of(ctx: AppContext, job_id: int, token: Token) -> Job:
     return job
 
 
-def cancel(ctx: AppContext, job_id: int, token: Token) -> Job | None:
-    """Cancel a queued job; returns None on success, else the job (not cancellable)."""
-    if ctx.store.cancel(job_id, token.user):
-        return None
-    return job_of(ctx, job_id, token)
+def cancel_job(
+    ctx: AppContext, job_id: int, user: str | None, *, running: bool
+) -> tuple[Cancel | None, Job | None]:
+    """Cancel a job, its running attempt included if ``running``: what every cancel route
+    calls (native, fal, admin with ``user`` None: any user's job). A queued job is
+    CANCELLED at once; a running one gets a cancel request that its worker reads in its
+    next heartbeat (it stops the engine, keeps no output and records CANCELLED, unless it
+    completed first). Returns what was done, or (None, the job) when nothing could be
+    (finished, or running without ``running``); NotFound for unknown ids and, with
+    ``user``, other users' jobs."""
+    owner = user
+    if owner is None:
+        found = ctx.store.get(job_id)
+        if found is None:
+            raise NotFound(f"Request {job_id} not found.")
+        owner = found.user
+    done = ctx.store.cancel_job(job_id, owner, running=running)
+    if done is not None:
+        return done, None
+    job = ctx.store.get(job_id, owner)
+    if job is None:
+        raise NotFound(f"Request {job_id} not found.")
+    return None, job
 
 
 def admin_cancel(ctx: AppContext, job_id: int) -> Job:
-    """An operator's cancel of any user's unfinished request: a queued one is cancelled
-    here; a running one goes to ``cancel_running``. Returns the job as it is now."""
-    if not ctx.store.admin_cancel(job_id):
-        job = ctx.store.get(job_id)
-        if job is None:
-            raise NotFound(f"Request {job_id} not found.")
-        if job.state.terminal:
-            raise Conflict(f"Cannot cancel request {job_id}: it is {job.wire_status.value}.")
-        if job.state is JobState.RUNNING:
-            cancel_running(ctx, job)
+    """An operator's cancel of any user's unfinished request, running ones included
+    (``cancel_job``). Returns the job as it is now; 409 once it finished."""
+    done, job = cancel_job(ctx, job_id, None, running=True)
+    if done is None:
+        assert job is not None
+        raise Conflict(f"Cannot cancel request {job_id}: it is {job.wire_status.value}.")
     job = ctx.store.get(job_id)
     assert job is not None
-    log.info("request cancelled by an operator", extra={"request_id": job_id})
+    log.info("request cancelled by an operator (%s)", done.value, extra={"request_id": job_id})
     return job
-
-
-def cancel_running(ctx: AppContext, job: Job) -> None:
-    """Stop a RUNNING request: the one place every dialect's cancel of a running job goes
-    through. This version cannot interrupt a running job (there is no cancel request a
-    worker would see yet), so it answers 409 and changes nothing."""
-    raise Conflict(
-        f"Cannot cancel request {job.id}: it is running, and cancelling running requests "
-        "is not supported yet; it will finish (or fail) on its own."
-    )
 
 
 def admin_retry(ctx: AppContext, job_id: int) -> Job:

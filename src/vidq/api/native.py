@@ -15,7 +15,7 @@ from vidq.api.deps import caller, model_or_404, request_id
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
 from vidq.jobs import WIRE_STATUS, JobState
-from vidq.store.base import JobStatus, Token
+from vidq.store.base import Cancel, JobStatus, Token
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -43,11 +43,12 @@ def _submit_route(model: Model) -> Any:
         binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
         key = svc.idempotency_key(request.headers.get("idempotency-key"))
         webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
+        due = svc.deadline(request.headers, ctx.settings, fal=False)
         base = ctx.base_url(request)
 
         job, replay = await svc.submit_once(
             ctx, model, body, token, dialect="native", base=base,
-            binary_output=binary, idempotency_key=key, webhook_url=webhook,
+            binary_output=binary, idempotency_key=key, webhook_url=webhook, due=due,
         )  # fmt: skip
         headers = {svc.REPLAYED_HEADER: "true"} if replay else None
         return JSONResponse(urls(base, model.id, job.id), headers=headers)
@@ -76,6 +77,8 @@ for _model in MODELS.values():
             200: {"description": "Queued: request_id and the URLs to poll, fetch and cancel."},
             401: {"description": "Missing or unknown token."},
             413: {"description": "Body too large."},
+            422: {"description": "Invalid input or X-Request-Timeout header."},
+            429: {"description": "Over a limit of the token; see Retry-After."},
         },
     )
 
@@ -154,10 +157,11 @@ async def get_status(
 @router.put(
     "/queue/{model_id}/requests/{rid}/cancel",
     status_code=204,
-    summary="Cancel a queued request",
+    summary="Cancel a queued request (or, with ?running=true, a running one)",
     responses={
+        202: {"description": "Running (with ?running=true): it is stopped and CANCELLED."},
         204: {"description": "Cancelled."},
-        409: {"description": "Already started or finished."},
+        409: {"description": "Already started (without ?running=true) or finished."},
     },
 )
 async def cancel(
@@ -166,11 +170,18 @@ async def cancel(
     model_or_404(model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(svc.cancel, ctx, job_id, token)
-    if job is None:
+    running = svc.flag(request.query_params.get("running"), "running")
+    done, job = await run_in_threadpool(
+        lambda: svc.cancel_job(ctx, job_id, token.user, running=running)
+    )
+    if done is Cancel.CANCELLED:
         return Response(status_code=204)
+    if done is Cancel.REQUESTED:
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+    assert job is not None
+    hint = "" if running or job.state.terminal else " (add ?running=true to stop it)"
     return JSONResponse(
-        {"detail": f"Cannot cancel request {job_id}: it is {job.wire_status.value}."},
+        {"detail": f"Cannot cancel request {job_id}: it is {job.wire_status.value}{hint}."},
         status_code=409,
     )
 

@@ -98,21 +98,35 @@ class RetryPolicy:
     def delay(self, attempt: int, response: httpx.Response | None = None) -> float:
         wait: float = min(self.max_backoff_s, self.backoff_s * 2**attempt)
         wait *= random.uniform(0.75, 1.25)
-        if response is not None:
-            after = response.headers.get("retry-after", "")
-            if after.isdigit():
-                wait = max(wait, min(float(after), self.max_backoff_s))
+        after = retry_after(response)
+        if after is not None:
+            wait = max(wait, min(after, self.max_backoff_s))
         return wait
 
 
+def retry_after(response: httpx.Response | None) -> float | None:
+    """The response's ``Retry-After`` in seconds (the delay form), or None."""
+    after = "" if response is None else response.headers.get("retry-after", "").strip()
+    return float(after) if after.isdigit() else None
+
+
 # --- decisions --------------------------------------------------------------------------------
-def retryable(exc: Exception | None, response: httpx.Response | None, *, replay_safe: bool) -> bool:
+def retryable(
+    exc: Exception | None,
+    response: httpx.Response | None,
+    *,
+    replay_safe: bool,
+    policy_max_wait: float = 10.0,
+) -> bool:
     """Whether one failed try may be repeated. A request that may have reached the server
     (``replay_safe`` false: a submit without an idempotency key) is repeated only when it
     surely did not: the connection was never made, or the server answered 429."""
     if response is not None:
         if response.status_code == 429:
-            return True
+            # Over a limit that frees up later than a backoff waits (a daily quota): the
+            # caller is told at once.
+            after = retry_after(response)
+            return after is None or after <= policy_max_wait
         return replay_safe and response.status_code in RETRY_STATUSES
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return True
@@ -131,7 +145,9 @@ def next_delay(
     failed = response is None or response.status_code in RETRY_STATUSES
     if not failed or attempt >= policy.max_retries:
         return None
-    if not retryable(error, response, replay_safe=replay_safe):
+    if not retryable(
+        error, response, replay_safe=replay_safe, policy_max_wait=policy.max_backoff_s
+    ):
         return None
     return policy.delay(attempt, response)
 
@@ -144,7 +160,7 @@ def raise_for(response: httpx.Response) -> None:
         body: Any = response.json()
     except ValueError:
         body = {"detail": response.text[:500] or response.reason_phrase}
-    raise error_for(response.status_code, body)
+    raise error_for(response.status_code, body, retry_after(response))
 
 
 def raise_unfinished(status: Status) -> None:
@@ -468,9 +484,14 @@ class HandleApi(Generic[ClientT]):
         body: dict[str, Any] = (yield from self.client._request("GET", self._path)).json()
         return body
 
-    def _cancel(self) -> Op[None]:
-        """Cancel while queued (ConflictError once it started or finished)."""
-        yield from self.client._request("PUT", f"{self._path}/cancel")
+    def _cancel(self, running: bool = False) -> Op[bool]:
+        """Cancel while queued: True, it is CANCELLED. With ``running``, also stop it if
+        it is running: False, the cancel was requested and the request ends CANCELLED
+        within a heartbeat of its worker (or COMPLETED, if it finished first).
+        ConflictError once it finished (or started, without ``running``)."""
+        params = {"running": "true"} if running else None
+        reply = yield from self.client._request("PUT", f"{self._path}/cancel", params=params)
+        return reply.status_code == 204
 
     def _download(self, path: str | os.PathLike[str]) -> Op[Path]:
         """Write the finished video to ``path`` (atomically); returns the path."""

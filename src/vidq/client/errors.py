@@ -10,7 +10,7 @@ the server's JSON ``detail`` (a string, or FastAPI's list of ``{loc, msg, type}`
     │   ├── ConflictError           409 not in a state that allows this
     │   ├── PayloadTooLargeError    413 body over the server's limit
     │   ├── ValidationError         422 an input is invalid; ``errors`` names the fields
-    │   ├── RateLimitError          429 (retried first)
+    │   ├── RateLimited             429 over a limit of the token (``retry_after``, ``limit``)
     │   ├── ServiceUnavailableError 502/503/504 (retried first)
     │   └── ServerError             any other 5xx
     ├── RequestFailed               the request finished FAILED (``error``, ``error_type``)
@@ -72,8 +72,17 @@ class ValidationError(APIError):
         return [{"loc": ["body"], "msg": _text(self.detail), "type": "value_error"}]
 
 
-class RateLimitError(APIError):
-    """429: too many requests."""
+class RateLimited(APIError):
+    """429: over a limit of the token (``limit`` names it, ``value`` is its value);
+    ``retry_after`` is the server's Retry-After in seconds (None if it sent none)."""
+
+    def __init__(
+        self, status_code: int, detail: Any, body: Any = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status_code, detail, body)
+        self.retry_after = retry_after
+        self.limit = body.get("limit") if isinstance(body, dict) else None
+        self.value = body.get("value") if isinstance(body, dict) else None
 
 
 class ServiceUnavailableError(APIError):
@@ -114,16 +123,18 @@ _BY_STATUS: dict[int, type[APIError]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     422: ValidationError,
-    429: RateLimitError,
+    429: RateLimited,
     502: ServiceUnavailableError,
     503: ServiceUnavailableError,
     504: ServiceUnavailableError,
 }
 
 
-def error_for(status_code: int, body: Any) -> APIError:
-    """The exception for an error response."""
+def error_for(status_code: int, body: Any, retry_after: float | None = None) -> APIError:
+    """The exception for an error response (``retry_after``: its Retry-After, seconds)."""
     detail = body.get("detail", body) if isinstance(body, dict) else body
+    if status_code == 429:
+        return RateLimited(status_code, detail, body, retry_after)
     cls = _BY_STATUS.get(status_code)
     if cls is None:
         cls = ServerError if status_code >= 500 else APIError

@@ -96,6 +96,7 @@ class ComfyUIEngine:
             job_timeout=self.job_timeout,
             http_timeout=self.http_timeout,
             history_poll=self.history_poll,
+            connect_wait=self.connect_wait,
         )
         with session:
             uploads = {

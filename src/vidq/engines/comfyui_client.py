@@ -15,7 +15,8 @@ Failures (``EngineError`` is final for the job; anything else is retried by the 
 
 - server unreachable, 5xx, an HTTP call slower than ``http_timeout``: ``ComfyUIUnavailable``.
 - the websocket drops: reconnect with the same client id, read ``/history``; a prompt found
-  in neither history nor queue is lost (server restarted): ``ComfyUIPromptLost``.
+  in neither history nor queue is lost (server restarted): ``ComfyUIPromptLost``; a server
+  that does not answer again within ``connect_wait``: ``ComfyUIUnavailable``.
 - no result within ``job_timeout``: the prompt is dequeued or interrupted; ``ComfyUITimeout``.
 - ``execution_error``: ``ComfyUIExecutionError`` with ComfyUI's message (final), except
   out-of-memory; that and ``execution_interrupted`` are ``ComfyUIInterrupted`` (retried).
@@ -148,6 +149,7 @@ class ComfyUISession:
         job_timeout: float,
         http_timeout: float,
         history_poll: float,
+        connect_wait: float = 30.0,
     ) -> None:
         self.url = url
         self.client_id = uuid.uuid4().hex
@@ -155,6 +157,7 @@ class ComfyUISession:
         self.job_timeout = job_timeout
         self.http_timeout = http_timeout
         self.history_poll = history_poll
+        self.connect_wait = connect_wait  # how long a dropped server may take to answer again
         self.http = httpx.Client(base_url=url, timeout=http_timeout)
         self.ws: ClientConnection | None = None
         self._ws_scope = contextlib.ExitStack()
@@ -279,13 +282,16 @@ class ComfyUISession:
                 self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
 
     # -- websocket -------------------------------------------------------------------
-    def _connect(self) -> None:
+    def _connect(self, until: float | None = None) -> None:
+        """Open the websocket, waiting for its handshake no later than ``until`` (the
+        deadline if None) and no longer than ``http_timeout``."""
         parts = urlsplit(self.url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         ws_url = urlunsplit(
             (scheme, parts.netloc, parts.path + "/ws", f"clientId={self.client_id}", "")
         )
-        timeout = max(0.1, min(self.http_timeout, self.deadline - time.monotonic()))
+        until = self.deadline if until is None else until
+        timeout = max(0.1, min(self.http_timeout, until - time.monotonic()))
         try:
             connection = connect(ws_url, open_timeout=timeout, max_size=None, close_timeout=1)
             self.ws = self._ws_scope.enter_context(connection)
@@ -327,14 +333,21 @@ class ComfyUISession:
                 return
 
     def _reconnect(self, prompt_id: str) -> None:
+        """Reopen the websocket; a server that does not answer within ``connect_wait``
+        (or by the job's deadline) fails the attempt (ComfyUIUnavailable: retried), so a
+        dead server never holds the worker until ``job_timeout``."""
+        give_up = min(self.deadline, time.monotonic() + self.connect_wait)
         delay = 0.2
         while True:
             try:
-                self._connect()
+                self._connect(give_up)
                 return
-            except ComfyUIUnavailable:
-                if time.monotonic() + delay >= self.deadline:
-                    raise
+            except ComfyUIUnavailable as exc:
+                if time.monotonic() + delay >= give_up:
+                    raise ComfyUIUnavailable(
+                        f"ComfyUI at {display_url(self.url)} stopped answering during prompt "
+                        f"{prompt_id} and did not come back within {self.connect_wait:g} s"
+                    ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -9,10 +9,40 @@ exception. Time is always the database's clock.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from vidq.jobs import Job, JobState, NewJob, WebhookState
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quota:
+    """A token's limits on its user's jobs (None: unlimited). Enforced by the store in
+    the submit's own statement (``max_queued``, ``rate_per_minute``,
+    ``daily_video_seconds``) and in the claim (``max_running``)."""
+
+    max_queued: int | None = None  # jobs PENDING or RETRY at once
+    max_running: int | None = None  # jobs RUNNING at once; more wait in the queue
+    rate_per_minute: int | None = None  # submits in any rolling 60 s
+    daily_video_seconds: int | None = None  # seconds of video accepted per UTC day
+
+    def submit_limits(self) -> list[str]:
+        """The names of the limits a submit is checked against."""
+        names = ("max_queued", "rate_per_minute", "daily_video_seconds")
+        return [n for n in names if getattr(self, n) is not None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Usage:
+    """What a user's jobs hold of the limits now (``JobStore.usage``)."""
+
+    queued: int
+    running: int
+    last_minute: int  # submits in the last 60 s
+    video_seconds_today: float  # accepted since 00:00 UTC
+    minute_first: float | None  # database time of the oldest submit in the last 60 s
+    now: float  # the database clock
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,6 +55,25 @@ class Token:
     admin: bool
     created_at: float
     revoked: bool = False
+    quota: Quota = Quota()
+
+
+class Lease(enum.Enum):
+    """A heartbeat's answer. Falsy only when the lease is lost."""
+
+    HELD = "held"  # the job is still this worker's
+    CANCEL = "cancel"  # still held, and a cancel was requested: stop and ``finish_cancel``
+    LOST = "lost"  # another attempt holds it, or it finished (cancelled, expired)
+
+    def __bool__(self) -> bool:
+        return self is not Lease.LOST
+
+
+class Cancel(enum.Enum):
+    """What a cancel did (``JobStore.cancel_job``)."""
+
+    CANCELLED = "cancelled"  # it was queued: it is CANCELLED now
+    REQUESTED = "requested"  # it is running: its worker stops it at its next heartbeat
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +114,8 @@ class ReapResult:
 
     retried: list[int]
     failed: list[int]
+    cancelled: list[int] = dataclasses.field(default_factory=list)  # cancel was requested
+    expired: list[int] = dataclasses.field(default_factory=list)  # past their deadline
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,8 +210,14 @@ class JobStore(Protocol):
         """The database clock, seconds since the epoch."""
 
     # --- jobs: API side ------------------------------------------------------------
-    def enqueue(self, new: NewJob) -> Job:
+    def enqueue(self, new: NewJob, quota: Quota | None = None) -> Job:
         """Insert a PENDING job; returns it with its id. Durable once it returns.
+
+        Limits: with a ``quota``, the job is inserted only if the user's jobs leave room
+        under its ``max_queued``, ``rate_per_minute`` and ``daily_video_seconds``, decided
+        in the database so that it holds across API processes (the INSERT's own condition,
+        serialised per user); else ``RateLimited`` naming the limit, and nothing stored.
+        A replay of an Idempotency-Key returns the first job and never counts twice.
 
         Idempotency: when ``new.idempotency_key`` is set and this user already has a job
         with that key, nothing is inserted and the existing job is returned unchanged.
@@ -191,6 +248,14 @@ class JobStore(Protocol):
     def cancel(self, job_id: int, user: str) -> bool:
         """PENDING/RETRY -> CANCELLED atomically; False if the job is not queued."""
 
+    def cancel_job(self, job_id: int, user: str, *, running: bool) -> Cancel | None:
+        """One atomic statement: a queued job is CANCELLED; with ``running``, a RUNNING
+        job gets a cancel request (its worker's next heartbeat answers ``Lease.CANCEL``).
+        None when neither applies (finished, or running without ``running``)."""
+
+    def usage(self, user: str) -> Usage:
+        """What the user's jobs hold of the limits now."""
+
     def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
         """The user's jobs, newest first."""
 
@@ -215,14 +280,20 @@ class JobStore(Protocol):
         """Atomically take the first queued job of these pools: RUNNING, attempt+1,
         a fresh lease token, ``lease_until = db_now + lease_s``."""
 
-    def heartbeat(self, job_id: int, token: str, lease_s: float) -> bool:
-        """Extend the lease; False if the lease is lost."""
+    def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
+        """Extend the lease; ``Lease.LOST`` (falsy) if the lease is lost, ``Lease.CANCEL``
+        if a cancel was requested (one round trip: the worker polls nothing else)."""
 
     def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
         """Record progress; False if the lease is lost."""
 
     def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
-        """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost."""
+        """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost or a
+        cancel was requested (then ``finish_cancel``)."""
+
+    def finish_cancel(self, job_id: int, token: str) -> bool:
+        """RUNNING with a cancel request -> CANCELLED, fenced; False otherwise. Of a cancel
+        and a completion racing for one job, exactly one is recorded."""
 
     def fail(
         self,
@@ -242,8 +313,10 @@ class JobStore(Protocol):
         Wakes the pool's waiting workers."""
 
     def reap(self) -> ReapResult:
-        """Expired leases -> RETRY while attempts remain, else FAILED. Retries wake
-        their pools' waiting workers."""
+        """Expired leases -> RETRY while attempts remain, else FAILED (CANCELLED if a
+        cancel was requested). Retries wake their pools' waiting workers. Then deadlines:
+        jobs unfinished at their ``deadline_at`` or not started at their ``start_by`` ->
+        FAILED (the worker of a running one loses its lease and stops the engine)."""
 
     def register_worker(
         self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
@@ -290,9 +363,6 @@ class JobStore(Protocol):
     ) -> list[Job]:
         """Every user's jobs, newest first, filtered (an empty ``states``: any state; at
         most two states) to those created at or after ``since``."""
-
-    def admin_cancel(self, job_id: int) -> bool:
-        """PENDING/RETRY -> CANCELLED for any user's job; False if it is not queued."""
 
     def admin_retry(self, job_id: int) -> bool:
         """FAILED -> PENDING with fresh attempts (the spent ones stay counted); False if
@@ -354,8 +424,13 @@ class JobStore(Protocol):
         how many rows went."""
 
     # --- tokens ---------------------------------------------------------------------
-    def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:
+    def create_token(
+        self, user: str, token_hash: str, max_priority: int, admin: bool, quota: Quota = Quota()
+    ) -> Token:
         """Store a token's hash."""
+
+    def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
+        """Set a live token's limits; None if no such live token."""
 
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
         """The live (not revoked) token with this hash, and the stored hash."""

@@ -68,6 +68,11 @@ class Driver(Protocol):
         """A connection for the statements of one ``with`` block. Driver errors raised in
         the block leave it as vidq errors (see ``Errors``)."""
 
+    def transaction(self) -> AbstractContextManager[Session]:
+        """Like ``session``, but the block's statements are one transaction (committed
+        when the block ends, rolled back if it raises); SQLite's takes the write lock at
+        once, so such transactions never interleave."""
+
     def wait(self, timeout: float) -> None:
         """Sleep until a statement that queued jobs wakes this process, or ``timeout``."""
 

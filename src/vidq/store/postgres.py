@@ -101,6 +101,12 @@ class PostgresDriver:
         with _ERRORS, self._pool.connection(timeout=self._timeout_s) as conn:
             yield _PgSession(conn)
 
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with _ERRORS, self._pool.connection(timeout=self._timeout_s) as conn:
+            with conn.transaction():
+                yield _PgSession(conn)
+
     def wait(self, timeout: float) -> None:
         self._ensure_listener()
         self.wakeups.wait(timeout)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vidq.jobs import Job, JobState, queue_rank
-from vidq.store.base import JobStatus, Token, Upload
+from vidq.store.base import JobStatus, Quota, Token, Upload
 from vidq.store.positions import position_key
 
 JOB_COLUMNS = (
@@ -17,7 +17,10 @@ JOB_COLUMNS = (
     "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until, "
     "expired_at, inputs_expired_at"
 )
-TOKEN_COLUMNS = "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked"
+TOKEN_COLUMNS = (
+    "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
+    "max_queued, max_running, rate_per_minute, daily_video_seconds"
+)
 UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at"
 
 
@@ -66,7 +69,17 @@ def token_from_row(row: Any) -> Token:
         admin=bool(row["admin"]),
         created_at=float(row["created_at"]),
         revoked=bool(row["revoked"]),
+        quota=Quota(
+            max_queued=_int(row["max_queued"]),
+            max_running=_int(row["max_running"]),
+            rate_per_minute=_int(row["rate_per_minute"]),
+            daily_video_seconds=_int(row["daily_video_seconds"]),
+        ),
     )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def dumps(value: Any) -> str:

@@ -9,27 +9,31 @@ comment says why not; time is always the database's clock.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import statistics
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidq.errors import StoreUnavailable
+from vidq.errors import RateLimited, StoreUnavailable
 from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
 from vidq.store.base import (
+    Cancel,
     DueBlobs,
     DueWebhook,
     Failure,
     JobStatus,
+    Lease,
     PoolStats,
+    Quota,
     ReapResult,
     Samples,
     Token,
     Upload,
+    Usage,
     UserStats,
     WebhookDelivery,
     WorkerInfo,
@@ -61,6 +65,7 @@ class SQLStore:
         self._dialect = driver.statements
         self._sql = driver.statements.prepared(driver.prepare)
         self._claims: dict[int, Statement] = {}  # the claim, by number of pools
+        self._limited: dict[tuple[str, ...], Statement] = {}  # limited inserts, by limits
         self._positions = QueueSnapshots()
 
     def close(self) -> None:
@@ -85,7 +90,7 @@ class SQLStore:
             return db.count(stmt, params)
 
     # -- jobs: API side ------------------------------------------------------------------
-    def enqueue(self, new: NewJob) -> Job:
+    def enqueue(self, new: NewJob, quota: Quota | None = None) -> Job:
         params = {
             "owner": new.user, "model_id": new.model_id, "pool": new.pool, "tier": new.tier,
             "priority": new.priority, "rank": queue_rank(new.tier, new.priority),
@@ -98,19 +103,54 @@ class SQLStore:
             # the webhook is registered by this INSERT: pending, due once the job finishes
             "webhook_state": WebhookState.PENDING.value if new.webhook_url else None,
             "webhook_next_at": 0.0 if new.webhook_url else None,
+            "max_running": new.max_running, "video_seconds": new.video_seconds,
+            "deadline_s": new.deadline_s, "start_s": new.start_s,
+            "start_error": new.start_error,
         }  # fmt: skip
+        limits = quota.submit_limits() if quota is not None else []
+        if quota is not None and limits:
+            return self._enqueue_limited(new, quota, limits, params)
         with self.driver.session() as db:
             row = db.row(self._sql.insert_job, params)
             if row is None:
-                # The (owner, idempotency_key) index said this key is taken: a retried or
-                # concurrent submit. Hand back the job the first one created (on
-                # PostgreSQL, ON CONFLICT waited for that insert to commit).
-                assert new.idempotency_key is not None
-                by_key = {"owner": new.user, "key": new.idempotency_key}
-                row = db.row(self._sql.by_idempotency, by_key)
+                row = self._replay(db, new)
         if row is None:  # pragma: no cover - the index guarantees a row
             raise StoreUnavailable("idempotency key conflict without a stored job")
         return job_from_row(row)
+
+    def _replay(self, db: Session, new: NewJob) -> Row | None:
+        """The job an earlier submit with ``new``'s Idempotency-Key created (the
+        (owner, idempotency_key) index refused ours: a retried or concurrent submit; on
+        PostgreSQL, ON CONFLICT waited for that insert to commit)."""
+        if new.idempotency_key is None:
+            return None
+        return db.row(self._sql.by_idempotency, {"owner": new.user, "key": new.idempotency_key})
+
+    def _enqueue_limited(
+        self, new: NewJob, quota: Quota, limits: list[str], params: dict[str, Any]
+    ) -> Job:
+        """The INSERT whose own condition checks the limits, serialised with the user's
+        other submits (see ``Statements.lock_user``). A refused insert is either a replay
+        (its key is taken) or over a limit; the usage read says which limit."""
+        stmt = self._limited.get(tuple(limits))
+        if stmt is None:
+            raw = self._dialect.insert_limited(limits)
+            stmt = self._limited[tuple(limits)] = self.driver.prepare(raw)
+        params = {**params, **{name: getattr(quota, name) for name in limits}}
+        for _ in range(3):  # a claim between the insert and the read may free a slot
+            with self.driver.transaction() as db:
+                if self._sql.lock_user is not None:
+                    db.row(self._sql.lock_user, {"owner": new.user})
+                row = db.row(stmt, params) or self._replay(db, new)
+                if row is not None:
+                    return job_from_row(row)
+                refused = refusal(quota, self._usage(db, new.user), new.video_seconds)
+            if refused is not None:
+                raise refused
+        raise RateLimited(
+            "this token's limits leave no room now", limit=limits[0],
+            value=int(getattr(quota, limits[0])), retry_after=1,
+        )  # fmt: skip
 
     def get(self, job_id: int, user: str | None = None) -> Job | None:
         if user is None:
@@ -150,7 +190,28 @@ class SQLStore:
         return (int(row["version"]) if row else 0), keys
 
     def cancel(self, job_id: int, user: str) -> bool:
-        return self._count(self._sql.cancel, id=job_id, owner=user) == 1
+        return self.cancel_job(job_id, user, running=False) is Cancel.CANCELLED
+
+    def cancel_job(self, job_id: int, user: str, *, running: bool) -> Cancel | None:
+        row = self._row(self._sql.cancel, id=job_id, owner=user, running=running)
+        if row is None:
+            return None
+        return Cancel.REQUESTED if row["state"] == JobState.RUNNING.value else Cancel.CANCELLED
+
+    def usage(self, user: str) -> Usage:
+        with self.driver.session() as db:
+            return self._usage(db, user)
+
+    def _usage(self, db: Session, user: str) -> Usage:
+        row = db.row(self._sql.usage, {"owner": user})
+        assert row is not None
+        first = row["minute_first"]
+        return Usage(
+            queued=int(row["queued"]), running=int(row["running"]),
+            last_minute=int(row["last_minute"]),
+            video_seconds_today=float(row["video_seconds_today"]),
+            minute_first=None if first is None else float(first), now=float(row["now"]),
+        )  # fmt: skip
 
     def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
         before = before_id if before_id is not None else _NO_CURSOR
@@ -234,8 +295,11 @@ class SQLStore:
             stmt = self._claims[pools] = self.driver.prepare(raw)
         return stmt
 
-    def heartbeat(self, job_id: int, token: str, lease_s: float) -> bool:
-        return self._count(self._sql.heartbeat, id=job_id, token=token, lease_s=lease_s) == 1
+    def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
+        row = self._row(self._sql.heartbeat, id=job_id, token=token, lease_s=lease_s)
+        if row is None:
+            return Lease.LOST
+        return Lease.CANCEL if row["cancel_requested"] else Lease.HELD
 
     def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
         changed = self._count(self._sql.progress, id=job_id, token=token, done=done, total=total)
@@ -246,6 +310,9 @@ class SQLStore:
             self._sql.complete, id=job_id, token=token, result_key=result_key, meta=dumps(meta)
         )
         return changed == 1
+
+    def finish_cancel(self, job_id: int, token: str) -> bool:
+        return self._count(self._sql.finish_cancel, id=job_id, token=token) == 1
 
     def fail(
         self,
@@ -267,9 +334,12 @@ class SQLStore:
 
     def reap(self) -> ReapResult:
         rows = self._rows(self._sql.reap)
+        expired = self._rows(self._sql.expire)
         return ReapResult(
             retried=[int(r["id"]) for r in rows if r["state"] == "RETRY"],
             failed=[int(r["id"]) for r in rows if r["state"] == "FAILED"],
+            cancelled=[int(r["id"]) for r in rows if r["state"] == "CANCELLED"],
+            expired=[int(r["id"]) for r in expired],
         )
 
     def register_worker(
@@ -321,9 +391,6 @@ class SQLStore:
             before=before_id if before_id is not None else _NO_CURSOR,
         )  # fmt: skip
         return [job_from_row(r) for r in rows]
-
-    def admin_cancel(self, job_id: int) -> bool:
-        return self._count(self._sql.admin_cancel, id=job_id) == 1
 
     def admin_retry(self, job_id: int) -> bool:
         return self._row(self._sql.admin_retry, id=job_id) is not None
@@ -431,34 +498,32 @@ class SQLStore:
         if not bounds:
             return 0
         upto = float(bounds[-1]["finished_at"])
-        with self._transaction() as db:
+        with self.driver.transaction() as db:
             counts = db.values(self._sql.purge_counts, {"upto": upto})
             durations = db.values(self._sql.purge_durations, {"upto": upto})
             for (family, label), value in job_samples(counts, durations).items():
                 db.count(self._sql.add_rollup, {"family": family, "labels": label, "value": value})
             return db.count(self._sql.purge_jobs, {"upto": upto})
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Session]:
-        """Statements on one connection in one transaction (the rest of the store runs
-        each statement as its own)."""
-        with self.driver.session() as db:
-            db.count(self._sql.begin, {})
-            try:
-                yield db
-            except BaseException:
-                db.count(self._sql.rollback, {})
-                raise
-            db.count(self._sql.commit, {})
-
     # -- tokens --------------------------------------------------------------------------
-    def create_token(self, user: str, token_hash: str, max_priority: int, admin: bool) -> Token:
+    def create_token(
+        self, user: str, token_hash: str, max_priority: int, admin: bool, quota: Quota = Quota()
+    ) -> Token:
         row = self._row(
             self._sql.insert_token,
             owner=user, token_hash=token_hash, max_priority=max_priority, admin=admin,
+            **dataclasses.asdict(quota),
         )  # fmt: skip
         assert row is not None
         return token_from_row(row)
+
+    def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
+        params = {"id": token_id, "max_priority": max_priority, **dataclasses.asdict(quota)}
+        with self.driver.session() as db:
+            if db.row(self._sql.update_token, params) is None:
+                return None
+            row = db.row(self._sql.token_by_id, {"id": token_id})
+        return token_from_row(row) if row else None
 
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
         row = self._row(self._sql.token_by_hash, token_hash=token_hash)
@@ -502,6 +567,40 @@ class SQLStore:
 
     def delete_upload(self, upload_id: str) -> bool:
         return self._count(self._sql.delete_upload, id=upload_id) == 1
+
+
+# When a refused submit may try again: a queued job leaves the queue within moments on a
+# served pool; this is a hint, not a promise.
+_QUEUED_RETRY_S = 5.0
+
+
+def refusal(quota: Quota, usage: Usage, video_seconds: float) -> RateLimited | None:
+    """The limit a submit of ``video_seconds`` of video is over, given the user's usage;
+    None if it fits them all."""
+    if quota.max_queued is not None and usage.queued >= quota.max_queued:
+        return RateLimited(
+            f"max_queued: this token may have {quota.max_queued} requests queued at once "
+            f"({usage.queued} are); retry when one has started",
+            limit="max_queued", value=quota.max_queued, retry_after=_QUEUED_RETRY_S,
+        )  # fmt: skip
+    if quota.rate_per_minute is not None and usage.last_minute >= quota.rate_per_minute:
+        first = usage.minute_first if usage.minute_first is not None else usage.now
+        return RateLimited(
+            f"rate_per_minute: this token may submit {quota.rate_per_minute} requests "
+            "per minute",
+            limit="rate_per_minute", value=quota.rate_per_minute,
+            retry_after=60.0 - (usage.now - first),
+        )  # fmt: skip
+    limit = quota.daily_video_seconds
+    if limit is not None and usage.video_seconds_today + video_seconds > limit:
+        return RateLimited(
+            f"daily_video_seconds: this token may request {limit} s of video per UTC day "
+            f"({usage.video_seconds_today:g} s used today, this request asks for "
+            f"{video_seconds:g} s)",
+            limit="daily_video_seconds", value=limit,
+            retry_after=86400.0 - usage.now % 86400.0,
+        )  # fmt: skip
+    return None
 
 
 def _video_seconds(meta: Mapping[str, Any]) -> float:

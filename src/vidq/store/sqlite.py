@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vidq.store.driver import Errors, Session, Wakeups
@@ -43,10 +45,27 @@ class SQLiteDriver:
         """This thread's connection (a Session is its own context manager)."""
         session: Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = Session(
-                self._connect(), _ERRORS, queued=self.wakeups.wake
-            )
+            conn = self._local.conn = self._connect()
+            session = self._local.session = Session(conn, _ERRORS, queued=self.wakeups.wake)
         return session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """``BEGIN IMMEDIATE`` on this thread's connection; waiting workers are woken
+        after the COMMIT, when what woke them can be seen."""
+        self.session()
+        conn: sqlite3.Connection = self._local.conn
+        queued: list[bool] = []
+        with _ERRORS:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Session(conn, _ERRORS, queued=lambda: queued.append(True))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        if queued:
+            self.wakeups.wake()
 
     def _connect(self) -> sqlite3.Connection:
         with _ERRORS:

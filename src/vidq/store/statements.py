@@ -14,7 +14,7 @@ a worker asleep in ``wait_for_jobs`` would otherwise wait a whole poll interval.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
 from vidq.store.rows import JOB_COLUMNS, TOKEN_COLUMNS, UPLOAD_COLUMNS
@@ -37,11 +37,15 @@ _TAKE = """
 # (migration 0004), so the dispatchers' poll reads that small index only.
 _WEBHOOK_DUE = "webhook_state = 'pending' AND state IN ('COMPLETED', 'FAILED', 'CANCELLED')"
 # A retry backing off (``retry_at`` in the future) waits; the jobs behind it go first.
-# A paused pool (``paused_pools``) is claimed from by nobody.
+# A paused pool (``paused_pools``) is claimed from by nobody. A user with ``max_running``
+# jobs running (the token's limit, copied on the job) has the rest of theirs held back:
+# the claim passes over them to other users' jobs.
 _FIRST_QUEUED = """
     SELECT id FROM jobs WHERE pool IN ({pools}) AND state IN ('PENDING', 'RETRY')
         AND (retry_at IS NULL OR retry_at <= {NOW})
         AND pool NOT IN (SELECT pool FROM paused_pools)
+        AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
+            WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))
     ORDER BY rank, id LIMIT 1"""
 _FINISHED = "state IN ('COMPLETED', 'FAILED', 'CANCELLED')"
 # A finished job whose row the collector may delete: past the job TTL (``:upto``, the
@@ -78,10 +82,34 @@ def _job_durations(where: str) -> str:
     return f"SELECT pool, {', '.join(columns)} FROM jobs WHERE {where} GROUP BY pool"
 
 
+_JOB_FIELDS = """owner, model_id, pool, tier, priority, rank, state, inputs,
+            higher_quality, binary_output, max_attempts, work_units, idempotency_key,
+            webhook_url, webhook_dialect, webhook_base, webhook_state, webhook_next_at,
+            max_running, video_seconds, deadline_at, start_by, start_error, created_at"""
+_JOB_VALUES = """:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
+            :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
+            :webhook_url, :webhook_dialect, :webhook_base, :webhook_state, :webhook_next_at,
+            :max_running, :video_seconds, {NOW} + :deadline_s, {NOW} + :start_s,
+            :start_error, {NOW}"""
+_ON_KEY = "ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+# The conditions of a limited submit (``Statements.insert_limited``), by limit name: each
+# holds while the user's jobs leave room for one more.
+_LIMIT_CHECKS = {
+    "max_queued": """(SELECT count(*) FROM jobs WHERE owner = :owner
+            AND state IN ('PENDING', 'RETRY')) < :max_queued""",
+    "rate_per_minute": """(SELECT count(*) FROM jobs WHERE owner = :owner
+            AND created_at > {NOW} - 60) < :rate_per_minute""",
+    "daily_video_seconds": """(SELECT coalesce(sum(video_seconds), 0) FROM jobs
+            WHERE owner = :owner AND created_at >= {DAY}) + :video_seconds
+            <= :daily_video_seconds""",
+}
+
+
 class Statements:
     """The statements both dialects share; a subclass per dialect fills in the rest."""
 
     NOW: ClassVar[str]  # the database clock as float seconds since the epoch
+    DAY: ClassVar[str]  # the start of the current UTC day, in the same unit
 
     # -- jobs: API side ---------------------------------------------------------------
     now = Statement("SELECT {NOW} AS now")
@@ -89,18 +117,30 @@ class Statements:
     # one key: the loser inserts nothing, returns no row, and reads the winner's job.
     insert_job = Statement(
         f"""
-        INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
-            higher_quality, binary_output, max_attempts, work_units, idempotency_key,
-            webhook_url, webhook_dialect, webhook_base, webhook_state, webhook_next_at,
-            created_at)
-        VALUES (:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
-            :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
-            :webhook_url, :webhook_dialect, :webhook_base, :webhook_state, :webhook_next_at,
-            {{NOW}})
-        ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        INSERT INTO jobs ({_JOB_FIELDS})
+        VALUES ({_JOB_VALUES})
+        {_ON_KEY}
         RETURNING {JOB_COLUMNS}""",
         wakes=True,
     )
+    # A submit under a token with limits serialises with the user's other submits: on
+    # SQLite the write transaction does; on PostgreSQL this lock, taken in the same
+    # transaction before the limited INSERT, whose snapshot then sees every earlier one.
+    lock_user: ClassVar[Statement | None] = None
+    # What a user's jobs hold of each limit, and the database clock: for ``vidq token
+    # list`` and to say which limit a refused submit hit (and when to retry).
+    usage = Statement("""
+        SELECT
+            (SELECT count(*) FROM jobs WHERE owner = :owner
+                AND state IN ('PENDING', 'RETRY')) AS queued,
+            (SELECT count(*) FROM jobs WHERE owner = :owner AND state = 'RUNNING') AS running,
+            (SELECT count(*) FROM jobs WHERE owner = :owner
+                AND created_at > {NOW} - 60) AS last_minute,
+            (SELECT min(created_at) FROM jobs WHERE owner = :owner
+                AND created_at > {NOW} - 60) AS minute_first,
+            (SELECT coalesce(sum(video_seconds), 0) FROM jobs WHERE owner = :owner
+                AND created_at >= {DAY}) AS video_seconds_today,
+            {NOW} AS now""")
     get_job = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id")
     get_job_of = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND owner = :owner")
     by_idempotency = Statement(
@@ -120,9 +160,17 @@ class Statements:
     queue_keys = Statement("""
         SELECT rank, id FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
         ORDER BY rank, id""")
+    # A queued job is cancelled at once; with ``:running`` a running one gets a cancel
+    # request, which its worker reads in its next heartbeat. Returns the new state
+    # (CANCELLED, or RUNNING: requested); no row when the job is neither.
     cancel = Statement("""
-        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}
-        WHERE id = :id AND owner = :owner AND state IN ('PENDING', 'RETRY')""")
+        UPDATE jobs SET
+            state = CASE WHEN state = 'RUNNING' THEN state ELSE 'CANCELLED' END,
+            finished_at = CASE WHEN state = 'RUNNING' THEN finished_at ELSE {NOW} END,
+            cancel_requested = (state = 'RUNNING')
+        WHERE id = :id AND owner = :owner
+            AND (state IN ('PENDING', 'RETRY') OR (:running AND state = 'RUNNING'))
+        RETURNING state""")
     list_jobs = Statement(f"""
         SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND id < :before
         ORDER BY id DESC LIMIT :limit""")
@@ -146,9 +194,11 @@ class Statements:
 
     # -- jobs: worker side --------------------------------------------------------------
     claim: ClassVar[Statement]  # per dialect; ``{pools}`` becomes one parameter per pool
+    # The answer carries the cancel request: a worker learns of it in the same round trip.
     heartbeat = Statement("""
         UPDATE jobs SET lease_until = {NOW} + :lease_s
-        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+        RETURNING cancel_requested""")
     progress = Statement("""
         UPDATE jobs SET progress_done = :done, progress_total = :total
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
@@ -156,14 +206,24 @@ class Statements:
         UPDATE jobs SET state = 'COMPLETED', result_key = :result_key, result_meta = :meta,
             finished_at = {NOW}, lease_token = NULL, lease_until = NULL,
             progress_done = progress_total
-        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+            AND NOT cancel_requested""")
+    # The worker's end of a cancel request: fenced like ``complete``, so of a cancel and
+    # a completion racing for one job exactly one is recorded (the request sets the flag
+    # that ``complete`` refuses; a job completed first has no RUNNING row to flag).
+    finish_cancel = Statement("""
+        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}, lease_token = NULL,
+            lease_until = NULL
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING' AND cancel_requested""")
     fail = Statement(
         """
         UPDATE jobs SET
-            state = CASE WHEN :retry AND attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
+            state = CASE WHEN cancel_requested THEN 'CANCELLED'
+                WHEN :retry AND attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
             error = :error, error_type = :error_type, lease_token = NULL, lease_until = NULL,
-            finished_at = CASE WHEN :retry AND attempt < max_attempts THEN NULL ELSE {NOW} END,
-            retry_at = CASE WHEN :retry AND attempt < max_attempts
+            finished_at = CASE WHEN :retry AND attempt < max_attempts AND NOT cancel_requested
+                THEN NULL ELSE {NOW} END,
+            retry_at = CASE WHEN :retry AND attempt < max_attempts AND NOT cancel_requested
                 THEN {NOW} + :retry_after_s ELSE NULL END
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
         RETURNING state, pool""",
@@ -172,28 +232,45 @@ class Statements:
     # Graceful shutdown: the attempt was not the job's fault, so it is not spent.
     release = Statement(
         """
-        UPDATE jobs SET state = 'RETRY', attempt = attempt - 1, lease_token = NULL,
-            lease_until = NULL, worker = NULL
+        UPDATE jobs SET
+            state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'RETRY' END,
+            finished_at = CASE WHEN cancel_requested THEN {NOW} ELSE NULL END,
+            attempt = attempt - 1, lease_token = NULL, lease_until = NULL, worker = NULL
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
         RETURNING state, pool""",
         wakes=True,
     )
-    # One statement, so reapers in many processes never handle a lease twice.
+    # One statement, so reapers in many processes never handle a lease twice. A job
+    # whose cancel was requested ends CANCELLED.
     reap = Statement(
         """
         UPDATE jobs SET
-            state = CASE WHEN attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
+            state = CASE WHEN cancel_requested THEN 'CANCELLED'
+                WHEN attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
             error = CASE WHEN attempt < max_attempts THEN error
                 ELSE 'The job failed after ' || attempt || ' attempts: ' ||
                      'the worker stopped responding (lease expired).' END,
             error_type = CASE WHEN attempt < max_attempts THEN error_type
                 ELSE 'lease_expired' END,
-            finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE {NOW} END,
+            finished_at = CASE WHEN attempt < max_attempts AND NOT cancel_requested
+                THEN NULL ELSE {NOW} END,
             lease_token = NULL, lease_until = NULL
         WHERE state = 'RUNNING' AND lease_until < {NOW}
         RETURNING id, state, pool""",
         wakes=True,
     )
+    # Deadlines: a job unfinished at ``deadline_at`` or not started at ``start_by`` ends
+    # FAILED; a running one's worker finds its lease gone at its next heartbeat and stops
+    # the engine. Reads only the small ``ix_jobs_expiry_*`` indexes (migration 0007).
+    expire = Statement("""
+        UPDATE jobs SET state = 'FAILED',
+            error = CASE WHEN deadline_at <= {NOW} THEN 'deadline exceeded'
+                ELSE start_error END,
+            error_type = 'deadline_exceeded', finished_at = {NOW}, lease_token = NULL,
+            lease_until = NULL, retry_at = NULL
+        WHERE (deadline_at <= {NOW} AND state IN ('PENDING', 'RETRY', 'RUNNING'))
+            OR (start_by <= {NOW} AND state = 'PENDING')
+        RETURNING id""")
     register_worker = Statement("""
         INSERT INTO workers (name, pools, engines, seen_at) VALUES (:name, :pools, :engines, {NOW})
         ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, engines = excluded.engines,
@@ -209,9 +286,6 @@ class Statements:
           AND (CAST(:pool AS TEXT) IS NULL OR pool = :pool)
           AND created_at >= :since AND id < :before
         ORDER BY id DESC LIMIT :limit""")
-    admin_cancel = Statement("""
-        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}
-        WHERE id = :id AND state IN ('PENDING', 'RETRY')""")
     # FAILED -> PENDING with a fresh set of attempts; what the failed run spent is kept
     # (``past_attempts``, ``admin_retries``) so counters never go back. Refused once the
     # collector has expired the inputs. The webhook, if any, is due again at the end.
@@ -307,9 +381,6 @@ class Statements:
         INSERT INTO metric_rollup (family, labels, value) VALUES (:family, :labels, :value)
         ON CONFLICT (family, labels) DO UPDATE SET value = metric_rollup.value + excluded.value""")
     purge_jobs = Statement(f"DELETE FROM jobs WHERE {_PURGEABLE}")
-    begin = Statement("BEGIN")
-    commit = Statement("COMMIT")
-    rollback = Statement("ROLLBACK")
 
     # -- webhooks: the outbox is the jobs table -----------------------------------------
     # Due deliveries in id order from a cursor, so a dispatcher whose first rows all wait
@@ -335,9 +406,20 @@ class Statements:
 
     # -- tokens -------------------------------------------------------------------------
     insert_token = Statement(f"""
-        INSERT INTO tokens (owner, token_hash, max_priority, admin, created_at)
-        VALUES (:owner, :token_hash, :max_priority, :admin, {{NOW}})
+        INSERT INTO tokens (owner, token_hash, max_priority, admin, max_queued, max_running,
+            rate_per_minute, daily_video_seconds, created_at)
+        VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
+            :rate_per_minute, :daily_video_seconds, {{NOW}})
         RETURNING {TOKEN_COLUMNS}""")
+    # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
+    # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.
+    update_token = Statement("""
+        UPDATE tokens SET max_priority = :max_priority, max_queued = :max_queued,
+            max_running = :max_running, rate_per_minute = :rate_per_minute,
+            daily_video_seconds = :daily_video_seconds
+        WHERE id = :id AND revoked_at IS NULL
+        RETURNING id""")
+    token_by_id = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = :id")
     token_by_hash = Statement(f"""
         SELECT {TOKEN_COLUMNS}, token_hash FROM tokens
         WHERE token_hash = :token_hash AND revoked_at IS NULL""")
@@ -373,8 +455,27 @@ class Statements:
 
     @classmethod
     def expand(cls, stmt: Statement) -> Statement:
-        """``stmt`` with this dialect's ``{NOW}``."""
-        return dataclasses.replace(stmt, sql=stmt.sql.replace("{NOW}", cls.NOW))
+        """``stmt`` with this dialect's ``{NOW}`` and ``{DAY}``."""
+        sql = stmt.sql.replace("{DAY}", cls.DAY).replace("{NOW}", cls.NOW)
+        return dataclasses.replace(stmt, sql=sql)
+
+    @classmethod
+    def insert_limited(cls, limits: Sequence[str]) -> Statement:
+        """``insert_job`` that inserts nothing (and returns no row) when the user's jobs
+        leave no room under any of ``limits`` (names of ``_LIMIT_CHECKS``; their values
+        are parameters of the same names). Not yet prepared."""
+        checks = " AND ".join(_LIMIT_CHECKS[name] for name in limits)
+        return cls.expand(
+            Statement(
+                f"""
+                INSERT INTO jobs ({_JOB_FIELDS})
+                SELECT {_JOB_VALUES}
+                WHERE {checks}
+                {_ON_KEY}
+                RETURNING {JOB_COLUMNS}""",
+                wakes=True,
+            )
+        )
 
     @classmethod
     def with_pools(cls, stmt: Statement, count: int) -> Statement:
@@ -387,8 +488,7 @@ class SQLiteStatements(Statements):
     """SQLite: the clock from ``julianday``."""
 
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-    # Take the write lock at once: the transaction reads what it then deletes.
-    begin = Statement("BEGIN IMMEDIATE")
+    DAY = "(CAST(strftime('%s', 'now', 'start of day') AS REAL))"
     # One UPDATE: SQLite takes the database's write lock when a writing statement starts,
     # before it reads (as BEGIN IMMEDIATE would), so two claimers never pick one row.
     claim = Statement(f"""
@@ -402,6 +502,9 @@ class PostgresStatements(Statements):
     reaper compares every row against it and the planner can use ``ix_jobs_lease``)."""
 
     NOW = "extract(epoch from now())::float8"
+    DAY = "extract(epoch from date_trunc('day', now() AT TIME ZONE 'UTC'))::float8"
+    # A transaction-scoped lock per user (key 1 names vidq's submit limits).
+    lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""

@@ -2,7 +2,9 @@
 
 Invariants (docs/architecture.md): every update after the claim is conditional on the lease token;
 a worker whose update changes no row has lost the job, stops its engine and deletes what
-it uploaded. Outputs are uploaded under a key unique to the attempt, so a stale worker
+it uploaded. A heartbeat may answer that a cancel was requested: the worker stops the
+engine the same way, keeps no output and records CANCELLED (``finish_cancel``). Outputs
+are uploaded under a key unique to the attempt, so a stale worker
 can never overwrite the output of the attempt that won.
 """
 
@@ -30,7 +32,7 @@ from vidq.jobs import Job
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.storage.base import BlobStore
-from vidq.store.base import JobStore
+from vidq.store.base import JobStore, Lease
 from vidq.worker.child import EngineFailed, EngineProcess
 
 log = logging.getLogger(__name__)
@@ -151,10 +153,16 @@ class Worker:
             reaped = self.store.reap()
         except ServiceUnavailable:
             return
-        if reaped.retried or reaped.failed:
+        if reaped.retried or reaped.failed or reaped.cancelled:
             log.warning(
-                "expired leases", extra={"retried": reaped.retried, "failed": reaped.failed}
-            )
+                "expired leases",
+                extra={
+                    "retried": reaped.retried, "failed": reaped.failed,
+                    "cancelled": reaped.cancelled,
+                },
+            )  # fmt: skip
+        if reaped.expired:
+            log.warning("past their deadline", extra={"failed": reaped.expired})
 
     # -- one job ---------------------------------------------------------------------
     def execute(self, job: Job) -> None:
@@ -166,20 +174,27 @@ class Worker:
             self._fail(job, f"unknown model {job.model_id!r}", "unknown_model", retry=False)
             return
         lost = threading.Event()  # set when the store rejects a fenced update
+        cancel = threading.Event()  # set when a heartbeat says a cancel was requested
         finished = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job, lost, finished), daemon=True)
+        beat = threading.Thread(
+            target=self._heartbeat, args=(job, lost, cancel, finished), daemon=True
+        )
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
         outcome = "failed"
         if self.metrics is not None:
             self.metrics.busy.labels(job.pool).inc()
         try:
-            self._attempt(job, model, workdir, lost)
+            self._attempt(job, model, workdir, lost, cancel)
             outcome = "completed"
             log.info("job completed", extra=extra)
         except LeaseLost:
             outcome = "lost"
-            if lost.is_set():
+            if cancel.is_set():
+                outcome = "cancelled"
+                self._finish_cancel(job)
+                log.info("job cancelled while running", extra=extra)
+            elif lost.is_set():
                 log.warning("lease lost; abandoning the attempt", extra=extra)
             else:  # stopped without draining: hand the job back, no attempt spent
                 outcome = "released"
@@ -203,15 +218,23 @@ class Worker:
                 self.metrics.busy.labels(job.pool).dec()
                 self.metrics.attempt(job.pool, outcome)
 
-    def _attempt(self, job: Job, model: Model, workdir: Path, lost: threading.Event) -> None:
+    def _attempt(
+        self,
+        job: Job,
+        model: Model,
+        workdir: Path,
+        lost: threading.Event,
+        cancel: threading.Event,
+    ) -> None:
         """Run the engine, upload under the attempt's key, complete fenced. An upload
         that does not end in a won completion is deleted."""
         if job.attempt > 1:
             self._sweep_earlier_attempts(job)
         engine_job = self._engine_job(job, model, workdir)
-        result = self._run_engine(job, engine_job, lost)
-        if lost.is_set() or not self._still_holds(job, lost):
-            lost.set()
+        result = self._run_engine(job, engine_job, lost, cancel)
+        lease = Lease.LOST if lost.is_set() else self._still_holds(job, lost)
+        if lease is not Lease.HELD:
+            (cancel if lease is Lease.CANCEL else lost).set()
             raise LeaseLost()
         uploaded = output_key(job, model, result)
         try:
@@ -219,7 +242,8 @@ class Worker:
             size = Path(engine_job.output_path).stat().st_size
             meta = {**result.meta, "engine": self._engine_name(job.pool), "file_size": size}
             if not self._complete(job, uploaded, meta, lost):
-                lost.set()
+                # A cancel requested since the last heartbeat wins over the completion.
+                (cancel if self._finish_cancel(job) else lost).set()
                 raise LeaseLost()
         except BaseException:
             self._delete_quietly(uploaded)
@@ -265,7 +289,9 @@ class Worker:
             steps=model.steps_for(bool(inputs.get("higher_quality_with_more_steps"))),
         )
 
-    def _run_engine(self, job: Job, engine_job: EngineJob, lost: threading.Event) -> EngineResult:
+    def _run_engine(
+        self, job: Job, engine_job: EngineJob, lost: threading.Event, cancel: threading.Event
+    ) -> EngineResult:
         name = self._engine_name(job.pool)
         engine = self._engines.get(name)
         if engine is None:
@@ -287,17 +313,37 @@ class Worker:
             except ServiceUnavailable:
                 pass  # progress is advisory; the heartbeat decides about the lease
 
-        return engine.run(engine_job, on_progress, lambda: lost.is_set() or self._abort.is_set())
+        def should_abort() -> bool:
+            return lost.is_set() or cancel.is_set() or self._abort.is_set()
 
-    def _heartbeat(self, job: Job, lost: threading.Event, finished: threading.Event) -> None:
+        return engine.run(engine_job, on_progress, should_abort)
+
+    def _heartbeat(
+        self,
+        job: Job,
+        lost: threading.Event,
+        cancel: threading.Event,
+        finished: threading.Event,
+    ) -> None:
         interval = max(0.05, self.options.lease_s / 3)
         while not finished.wait(interval) and not lost.is_set():
             try:
-                if not self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s):
-                    log.warning("heartbeat rejected: lease lost", extra={"job_id": job.id})
-                    lost.set()
+                lease = self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s)
             except ServiceUnavailable:
                 continue  # keep trying; the lease decides
+            if lease is Lease.LOST:
+                log.warning("heartbeat rejected: lease lost", extra={"job_id": job.id})
+                lost.set()
+            elif lease is Lease.CANCEL and not cancel.is_set():
+                log.info("cancel requested; stopping the engine", extra={"job_id": job.id})
+                cancel.set()
+
+    def _finish_cancel(self, job: Job) -> bool:
+        """Record CANCELLED (fenced); False if the job is no longer this attempt's."""
+        try:
+            return self.store.finish_cancel(job.id, job.lease_token or "")
+        except ServiceUnavailable:
+            return False  # the lease expires and the reaper records CANCELLED
 
     def _fail(self, job: Job, message: str, error_type: str, *, retry: bool) -> None:
         if self._abort.is_set():
@@ -335,7 +381,7 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _still_holds(self, job: Job, lost: threading.Event) -> bool:
+    def _still_holds(self, job: Job, lost: threading.Event) -> Lease:
         """A fenced heartbeat right before uploading, waiting out a store outage: a worker
         that was paused or cut off past its lease learns it lost the job before it
         uploads anything (an upload it cannot complete would be an orphan)."""
