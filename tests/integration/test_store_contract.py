@@ -803,11 +803,13 @@ def test_paused_pool_is_not_claimed_and_resume_wakes(store: JobStore) -> None:
 def test_user_stats_and_workers(store: JobStore) -> None:
     _finish(store, "completed", user="alice")
     _finish(store, "failed", user="alice")
-    store.enqueue(new("bob", pool=OTHER))
+    store.enqueue(dataclasses.replace(new("alice", pool=OTHER), video_seconds=2.5))
+    store.enqueue(dataclasses.replace(new("bob", pool=OTHER), video_seconds=5.0))
     store.register_worker("w1", [POOL, OTHER], {POOL: "preview", OTHER: "wan"})
     stats = {s.user: s for s in store.user_stats(store.now() - 3600)}
     assert stats["alice"].completed_today == 1 and stats["alice"].failed_today == 1
-    assert stats["alice"].video_seconds_today == 2.0  # 32 frames at 16 fps
+    assert stats["alice"].video_seconds_today == 2.5  # accepted today: what the limit counts
+    assert stats["bob"].video_seconds_today == 5.0
     assert stats["bob"].queued == 1 and stats["bob"].running == 0
     running = store.enqueue(new("carol"))
     store.claim([POOL], "w1", 30)

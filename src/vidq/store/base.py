@@ -168,7 +168,7 @@ class UserStats:
     running: int
     completed_today: int
     failed_today: int
-    video_seconds_today: float
+    video_seconds_today: float  # accepted today, as the daily_video_seconds limit counts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -369,8 +369,9 @@ class JobStore(Protocol):
         the job is not FAILED or its inputs have expired. Wakes the pool's workers."""
 
     def user_stats(self, since: float) -> list[UserStats]:
-        """Per user: queued and running now; completed, failed and video seconds made
-        since ``since`` (database time)."""
+        """Per user: queued and running now; completed and failed since ``since``
+        (database time), and the seconds of video accepted since then (what
+        ``daily_video_seconds`` counts)."""
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker that ever registered, by name."""

@@ -396,12 +396,6 @@ class SQLStore:
         return self._row(self._sql.admin_retry, id=job_id) is not None
 
     def user_stats(self, since: float) -> list[UserStats]:
-        seconds: dict[str, float] = {}
-        with self.driver.session() as db:
-            rows = db.rows(self._sql.user_stats, {"since": since})
-            for row in db.rows(self._sql.finished_meta, {"since": since}):
-                meta = json.loads(row["result_meta"] or "{}")
-                seconds[row["owner"]] = seconds.get(row["owner"], 0.0) + _video_seconds(meta)
         return [
             UserStats(
                 user=r["owner"],
@@ -409,9 +403,9 @@ class SQLStore:
                 running=int(r["running"]),
                 completed_today=int(r["completed"]),
                 failed_today=int(r["failed"]),
-                video_seconds_today=round(seconds.get(r["owner"], 0.0), 3),
+                video_seconds_today=round(float(r["video_seconds"] or 0.0), 3),
             )
-            for r in rows
+            for r in self._rows(self._sql.user_stats, since=since)
         ]
 
     def workers(self) -> list[WorkerInfo]:
@@ -602,11 +596,3 @@ def refusal(quota: Quota, usage: Usage, video_seconds: float) -> RateLimited | N
         )  # fmt: skip
     return None
 
-
-def _video_seconds(meta: Mapping[str, Any]) -> float:
-    """Seconds of video an output holds, from its plan (frames at fps) in the job's meta."""
-    try:
-        num, den = meta["fps"]
-        return float(meta["frames"]) * float(den) / float(num)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return 0.0

@@ -310,12 +310,11 @@ class Statements:
             sum(CASE WHEN state = 'COMPLETED' AND finished_at >= :since THEN 1 ELSE 0 END)
                 AS completed,
             sum(CASE WHEN state = 'FAILED' AND finished_at >= :since THEN 1 ELSE 0 END)
-                AS failed
+                AS failed,
+            sum(CASE WHEN created_at >= :since THEN video_seconds ELSE 0 END) AS video_seconds
         FROM jobs WHERE state IN ('PENDING', 'RETRY', 'RUNNING') OR finished_at >= :since
+            OR created_at >= :since
         GROUP BY owner ORDER BY owner""")
-    finished_meta = Statement("""
-        SELECT owner, result_meta FROM jobs
-        WHERE state = 'COMPLETED' AND finished_at >= :since""")
     workers = Statement("""
         SELECT name, pools, engines, {NOW} - seen_at AS age,
             (SELECT min(id) FROM jobs WHERE state = 'RUNNING' AND worker = w.name) AS job,
