@@ -748,6 +748,26 @@ def test_job_samples_count_what_happened(store: JobStore) -> None:
     assert samples[le] == 4
     states = store.pool_states()[POOL]
     assert states == {JobState.PENDING: 1, JobState.RETRY: 1}
+    # a running attempt stopped by a cancel is "cancelled", not retried; a job that
+    # expired in the queue finished failed without spending an attempt
+    stopped = store.enqueue(new(pool="third"))
+    claimed = store.claim(["third"], "w1", 30)
+    assert claimed is not None and claimed.id == stopped.id and claimed.lease_token
+    assert store.cancel_job(stopped.id, "alice", running=True) is Cancel.REQUESTED
+    assert store.finish_cancel(stopped.id, claimed.lease_token)
+    late = store.enqueue(dataclasses.replace(new(pool=OTHER), deadline_s=0.05))
+    time.sleep(0.2)
+    assert late.id in store.reap().expired
+    samples = store.job_samples()
+    attempts = {k[1]: v for k, v in samples.items() if k[0] == "vidq_job_attempts"}
+    assert attempts == {
+        '{"outcome":"completed","pool":"wan22-t2v"}': 3,
+        '{"outcome":"failed","pool":"wan22-t2v"}': 1,
+        '{"outcome":"retried","pool":"wan22-t2v"}': 1,
+        '{"outcome":"cancelled","pool":"third"}': 1,
+    }
+    assert samples[("vidq_jobs_finished", f'{{"pool":"{OTHER}","state":"failed"}}')] == 1
+    assert ("vidq_job_attempts", f'{{"outcome":"failed","pool":"{OTHER}"}}') not in samples
     # an admin retry keeps what the failed run spent: counters never go back
     assert store.admin_retry(failed)
     again = store.job_samples()

@@ -47,26 +47,31 @@ def _tier_name(tier: int) -> str:
 
 def job_samples(counts: Sequence[Sequence[Any]], durations: Sequence[Sequence[Any]]) -> Samples:
     """Samples from rows of ``job_counts`` (model, pool, tier, state, jobs, attempts,
-    past attempts, admin retries) and ``job_durations`` (pool, wait count, wait sum,
-    wait buckets..., run count, run sum, run buckets...).
+    past attempts, admin retries, jobs that ran, running attempts cancelled) and
+    ``job_durations`` (pool, wait count, wait sum, wait buckets..., run count, run sum,
+    run buckets...).
 
-    Attempt outcomes: a COMPLETED job's last attempt completed, a FAILED job's last one
-    failed (and so did the run before each admin retry); every other finished attempt
-    was retried. The attempt a RUNNING job is on has no outcome yet."""
+    Attempt outcomes: a COMPLETED job's last attempt completed; a FAILED job's last one
+    failed if it ran at all (a job that expired in the queue spent none), and so did the
+    run before each admin retry; a CANCELLED job whose running attempt was cancelled
+    spent one attempt "cancelled"; every other finished attempt was retried. The attempt
+    a RUNNING job is on has no outcome yet."""
     samples: Samples = {}
-    for model, pool, tier, state_name, jobs, attempt, past, retries in counts:
+    for model, pool, tier, state_name, jobs, attempt, past, retries, ran, stopped in counts:
         state = JobState(state_name)
         tier_name = _tier_name(int(tier))
         _add(samples, SUBMITTED, jobs, model=model, pool=pool, tier=tier_name)
         if state.terminal:
             _add(samples, FINISHED, jobs, pool=pool, state=state.value.lower())
         _add(samples, FINISHED, retries, pool=pool, state="failed")
-        done = {JobState.COMPLETED: jobs}.get(state, 0)
-        failed = (jobs if state is JobState.FAILED else 0) + retries
+        done = int(ran) if state is JobState.COMPLETED else 0
+        failed = (int(ran) if state is JobState.FAILED else 0) + int(retries)
+        cancelled = int(stopped or 0) if state is JobState.CANCELLED else 0
         in_flight = jobs if state is JobState.RUNNING else 0
         _add(samples, ATTEMPTS, done, pool=pool, outcome="completed")
         _add(samples, ATTEMPTS, failed, pool=pool, outcome="failed")
-        retried = int(attempt) + int(past) - done - failed - in_flight
+        _add(samples, ATTEMPTS, cancelled, pool=pool, outcome="cancelled")
+        retried = int(attempt) + int(past) - done - failed - cancelled - int(in_flight)
         _add(samples, ATTEMPTS, max(0, retried), pool=pool, outcome="retried")
     width = 2 + len(DURATION_BUCKETS)
     for row in durations:

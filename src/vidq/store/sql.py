@@ -595,4 +595,3 @@ def refusal(quota: Quota, usage: Usage, video_seconds: float) -> RateLimited | N
             retry_after=86400.0 - usage.now % 86400.0,
         )  # fmt: skip
     return None
-
