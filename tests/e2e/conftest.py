@@ -1,7 +1,8 @@
 """Every e2e test runs once per job-store backend: SQLite (the embedded default) and
 PostgreSQL (a fresh database on the session's server). ``E2E_BACKENDS`` (comma-separated,
 default ``sqlite,postgres``) narrows the list. Tests that choose their own
-``database_url`` (the scale-out and fault tests) run once, as ``[own]``."""
+``database_url`` (the scale-out and fault tests), or whose store makes no difference (the
+admin CLI, which speaks only HTTP), run once, as ``[own]`` (SQLite unless they choose)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 from tests import helpers
 
 BACKENDS = [b.strip() for b in os.environ.get("E2E_BACKENDS", "sqlite,postgres").split(",")]
-_OWN_BACKEND = ("tests/e2e/test_scaleout.py", "tests/e2e/test_faults.py")
+_OWN_BACKEND = (
+    "tests/e2e/test_scaleout.py",
+    "tests/e2e/test_faults.py",
+    "tests/e2e/test_cli_admin.py",
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -4,7 +4,7 @@ same server's in-process collector (a short ``VIDQ_GC_INTERVAL``) deletes a fini
 request's blobs without `vidq gc`.
 
 The CLI speaks only HTTP, and the admin routes are covered on both job stores by
-test_operations.py, so this runs on SQLite only."""
+test_operations.py, so this runs once, on SQLite (``[own]`` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.e2e.test_operations import I2V, IMAGE, POOL_I2V, POOL_T2V, SMALL, T2V, _blobs, _submit
 from tests.helpers import serve, vidq_env, wait_status
@@ -48,9 +46,7 @@ def _outputs(data: Path) -> list[str]:
     return [k for k in _blobs(data) if k.startswith("outputs/")]
 
 
-def test_admin_commands(tmp_path: Path, e2e_backend: str) -> None:
-    if e2e_backend != "sqlite":
-        pytest.skip("the CLI speaks HTTP; the routes run on both stores in test_operations")
+def test_admin_commands(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with serve(data, gc_interval=0.3, output_ttl=0, input_ttl=3600) as srv:
         alice_token = srv.token("alice")
