@@ -376,7 +376,8 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
         assert sum(p["blobs"] for p in passes) == 3  # each blob deleted once
 
     # the JSON worker: a line from its engine child, parsed, with time, level and logger
-    records = [json.loads(line) for line in logs[0] if line.startswith("{")]
+    records = [json.loads(line) for line in logs[0]]  # every line of it is JSON
+    assert records[-1]["message"] == "worker finished 1 jobs", records[-1]
     child = [r for r in records if r["logger"] == "vidq.worker.child"]
     assert child and child[0]["level"] == "INFO", records
     assert re.fullmatch(r"engine preview loaded in [0-9.]+ s", child[0]["message"])
