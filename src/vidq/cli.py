@@ -307,7 +307,8 @@ def worker(
         if gc_stop is not None:
             gc_stop.set()
         store.close()
-    typer.echo(f"worker finished {done} jobs", err=True)
+    # a log line, not a bare echo: with VIDQ_LOG_FORMAT=json every stderr line is JSON
+    logging.getLogger("vidq.worker").info("worker finished %d jobs", done, extra={"worker": w.name})
 
 
 @app.command()

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vidq.cli_client import TokenOpt, Url, _client, _fail
-from vidq.client import VidqClientError
+from vidq.client import NotFoundError, VidqClientError
 
 app = typer.Typer(no_args_is_help=True, help="Operators' commands (admin token).")
 
@@ -28,6 +28,11 @@ def _call(
     with _client(url, token) as client:
         try:
             body: dict[str, Any] = client.request(method, path, params=query or None).json()
+        except NotFoundError as exc:
+            # The admin routes answer 404 to other tokens, as unknown routes do.
+            typer.echo(f"error: {exc} (or this is not an admin token: see `vidq token create "
+                       "--admin`)", err=True)  # fmt: skip
+            raise typer.Exit(1) from exc
         except VidqClientError as exc:
             raise _fail(exc) from exc
     return body

@@ -1,8 +1,9 @@
 """Every e2e test runs once per job-store backend: SQLite (the embedded default) and
 PostgreSQL (a fresh database on the session's server). ``E2E_BACKENDS`` (comma-separated,
 default ``sqlite,postgres``) narrows the list. Tests that choose their own
-``database_url`` (the scale-out and fault tests) run once, as ``[own]``; so do the
-browser tests of the web app, which exercise the page, not the store (SQLite)."""
+``database_url`` (the scale-out and fault tests), or whose store makes no difference (the
+browser tests of the web app, which exercise the page; the admin CLI, which speaks only
+HTTP), run once, as ``[own]`` (SQLite unless they choose)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ _OWN_BACKEND = (
     "tests/e2e/test_scaleout.py",
     "tests/e2e/test_faults.py",
     "tests/e2e/test_webapp.py",
+    "tests/e2e/test_cli_admin.py",
 )
 
 

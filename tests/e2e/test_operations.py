@@ -5,10 +5,13 @@ S3 (PostgreSQL), including a collector SIGKILLed mid-batch and rerun."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, run_cli, serve, wait_status
+from tests.helpers import Server, free_port, run_cli, serve, wait_status
 from tests.media import b64, encode_image, picture
 from tests.servers import SeaweedServer
 
@@ -193,6 +196,10 @@ def test_retention_expires_blobs_then_rows(retention_server: Server) -> None:
         wait_status(alice, model, rid, {"COMPLETED"})
     outputs = _keys(srv, "outputs/")
     assert len(outputs) == 2 and len(_keys(srv, "inputs/")) == 1
+    # the download route of the t2v video (``bucket/key`` of its result_uri): 200 until it expires
+    status = alice.get(f"/queue/{T2V}/requests/{rids[1]}/status").json()
+    download = "/fal/download/" + status["statusMessages"]["result_uri"].split("://", 1)[1]
+    assert alice.get(download).status_code == 200
 
     # a dry run lists what would go and deletes nothing
     dry = _gc(srv, "--dry-run", output_ttl=0)
@@ -211,8 +218,8 @@ def test_retention_expires_blobs_then_rows(retention_server: Server) -> None:
         assert status["status"] == "COMPLETED" and status["expired"] is True
         fal = alice.get(f"/queue/vidq/{model}/requests/{rid}")
         assert fal.status_code == 410
-    key = outputs[0]
-    assert alice.get(f"/fal/download/vidq/{key}").status_code in (410, 404)
+    expired = alice.get(download)
+    assert expired.status_code == 410 and "expired at" in expired.json()["detail"], expired.text
     # rows go after the job TTL; their counters stay
     before = _metrics(srv.client(srv.admin_token).get("/metrics").text)
     assert _gc(srv, output_ttl=0, job_ttl=0)["jobs_purged"] == 2
@@ -272,3 +279,109 @@ def test_a_collector_killed_mid_batch_is_finished_by_the_next(
     assert report["outputs_expired"] == 3 and _keys(srv, "outputs/") == []
     for rid in rids:
         assert alice.get(f"/queue/{T2V}/requests/{rid}").status_code == 410
+
+
+# `vidq worker` whose collector passes take 0.3 s more and print when they ran: two such
+# workers must never collect at the same time (the fleet-wide gc lease).
+_TIMED_WORKER = """
+import json, sys, time
+from vidq.ops import retention
+collect = retention.Collector.collect
+def timed(self, renew=None):
+    start = time.time()
+    time.sleep(0.3)
+    report = collect(self, renew)
+    print(json.dumps({"holder": self.holder, "start": start, "end": time.time(),
+                      "blobs": report.blobs_deleted}), flush=True)
+    return report
+retention.Collector.collect = timed
+from vidq.console import main
+sys.argv[0] = "vidq"
+main()
+"""
+
+
+class _Worker:
+    """A `vidq worker` subprocess (timed collector), its collector passes as they come."""
+
+    def __init__(self, srv: Server, log: Path, *args: str, **settings: Any) -> None:
+        env = {**srv.env, **{f"VIDQ_{k.upper()}": str(v) for k, v in settings.items()}}
+        self.log = log
+        with log.open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _TIMED_WORKER, "worker", *args],
+                env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )  # fmt: skip
+        self.passes: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.passes.append(json.loads(line))
+
+    def stop(self) -> list[str]:
+        """Stop it; its log lines."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(10)
+        return self.log.read_text().splitlines()
+
+
+def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Path) -> None:
+    """Two `vidq worker`s (one pool each) with the collector every 0.2 s and outputs kept 0
+    s: the blobs of finished requests go without `vidq gc`, one collector at a time; the
+    first serves its own /metrics (``--metrics-port``) and logs JSON, the second logs
+    human lines, each with a line logged inside its engine child."""
+    data = tmp_path / "data"
+    with serve(data, workers=0) as srv:
+        alice = srv.client(srv.token("alice"))
+        port = free_port()
+        every = {"gc_interval": 0.2, "output_ttl": 0, "log_level": "INFO"}
+        first = _Worker(srv, tmp_path / "a.log", "--pools", POOL_T2V, "--metrics-port",
+                        str(port), log_format="json", **every)  # fmt: skip
+        second = _Worker(srv, tmp_path / "b.log", "--pools", POOL_I2V, **every)
+        try:
+            rids = [(T2V, _submit(alice, T2V, SMALL)), (I2V, _submit(alice, I2V, IMAGE))]
+            for model, rid in rids:
+                wait_status(alice, model, rid, {"COMPLETED"})
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            assert scraped.status_code == 200
+            m = _metrics(scraped.text)
+            assert m[f'vidq_worker_attempts_total{{outcome="completed",pool="{POOL_T2V}"}}'] == 1
+            assert m[f'vidq_worker_busy{{pool="{POOL_T2V}"}}'] == 0
+            assert POOL_I2V not in scraped.text  # the other worker's jobs are not its own
+            # the t2v output, the i2v input and output: deleted by the workers' collectors
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if sum(p["blobs"] for p in first.passes + second.passes) >= 3:
+                    break
+                time.sleep(0.05)
+            assert _blobs(data) == []
+            for model, rid in rids:
+                assert alice.get(f"/queue/{model}/requests/{rid}").status_code == 410
+            time.sleep(1)  # a few more passes, taken in turn
+        finally:
+            logs = first.stop(), second.stop()
+        passes = sorted(first.passes + second.passes, key=lambda p: p["start"])
+        assert len({p["holder"] for p in passes}) == 2, passes  # both took a turn
+        for before, after in itertools.pairwise(passes):
+            assert after["start"] >= before["end"], (before, after)  # never two at once
+        assert sum(p["blobs"] for p in passes) == 3  # each blob deleted once
+
+    # the JSON worker: a line from its engine child, parsed, with time, level and logger
+    records = [json.loads(line) for line in logs[0]]  # every line of it is JSON
+    assert records[-1]["message"] == "worker finished 1 jobs", records[-1]
+    child = [r for r in records if r["logger"] == "vidq.worker.child"]
+    assert child and child[0]["level"] == "INFO", records
+    assert re.fullmatch(r"engine preview loaded in [0-9.]+ s", child[0]["message"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", child[0]["time"])
+    # the human one: time and level on the child's line
+    human = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO vidq.worker.child: engine preview loaded"
+    assert any(re.match(human, line) for line in logs[1]), logs[1]

@@ -163,7 +163,10 @@ def test_storage_failures_back_off_between_attempts(
     store, _ = backends
     storage = _FullStorage(tmp_path / "full", store)
     job_id = new_job(store)
-    Worker(store, storage, options(retry_backoff_s=0.4)).run()  # burst: waits for the retries
+    # No upload retries within an attempt (test_storage_full.py covers those): each
+    # attempt's upload fails once, and this is about the waits between attempts.
+    opts = options(retry_backoff_s=0.4, upload_retry_s=0.0)
+    Worker(store, storage, opts).run()  # burst: waits for the retries
     job = store.get(job_id)
     assert job is not None and job.state is JobState.FAILED and job.attempt == 3
     assert "No space left on device" in (job.error or "")

@@ -185,10 +185,10 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(files.router)
     app.include_router(native.router)
-    app.add_middleware(StatusFastPath, ctx=ctx)
-    # Outside the fast path (status polls are counted too), inside the body guard (which
-    # copies the scope: the router's route must land in the scope this middleware reads).
+    # Behind the fast path (which counts its polls itself, cheaper), inside the body guard
+    # (which copies the scope: the router's route must land in the scope this one reads).
     app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
+    app.add_middleware(StatusFastPath, ctx=ctx, metrics=http_metrics)
     app.include_router(requests.router)
     app.include_router(fal.router)
     app.include_router(fal_storage.router)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
@@ -43,12 +44,14 @@ def _child_main(engine_name: str, options_json: str, conn: Connection, logs_json
 
     configure_logging(LogSetup(**json.loads(logs_json)))  # as its worker logs
 
+    started = time.monotonic()
     try:
         engine = create_engine(engine_name, json.loads(options_json))
         engine.load()
     except Exception as exc:
         _send(conn, {"load_error": _describe(exc)})
         return
+    log.info("engine %s loaded in %.2f s", engine_name, time.monotonic() - started)
     _send(conn, {"ready": True})
     while True:
         try:
