@@ -150,21 +150,30 @@ async def submit(
     return await _submit(owner, model_id, request, token)
 
 
+async def submit_prepared(
+    request: Request, prepared: fal_inputs.Prepared, token: Token, *, webhook_url: str | None
+) -> tuple[Job, bool]:
+    """Submit a prepared body with what the request's headers ask for (priority,
+    Idempotency-Key, deadlines): the queue route's submit and ``fal.run``'s. Returns
+    (job, replayed)."""
+    ctx = context(request)
+    return await fal_inputs.submit(
+        ctx, prepared, token, base=ctx.base_url(request),
+        priority=priority_of(request, prepared.body.priority),
+        idempotency_key=svc.idempotency_key(request.headers.get("idempotency-key")),
+        webhook_url=webhook_url, due=svc.deadline(request.headers, ctx.settings, fal=True),
+    )  # fmt: skip
+
+
 async def _submit(owner: str, path: str, request: Request, token: Token) -> Response:
     ctx = context(request)
     try:
         prepared = await fal_inputs.prepare(request, owner, path)
     except fal_inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
-    priority = priority_of(request, prepared.body.priority)
-    key = svc.idempotency_key(request.headers.get("idempotency-key"))
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
-    due = svc.deadline(request.headers, ctx.settings, fal=True)
+    job, replay = await submit_prepared(request, prepared, token, webhook_url=webhook)
     base = ctx.base_url(request)
-    job, replay = await fal_inputs.submit(
-        ctx, prepared, token, base=base, priority=priority, idempotency_key=key,
-        webhook_url=webhook, due=due,
-    )  # fmt: skip
     where = prepared.target
     position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
     answer = {**_urls(base, where.owner, where.app, job.id), "queue_position": position}

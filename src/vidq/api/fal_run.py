@@ -36,14 +36,8 @@ async def run(owner: str, path: str, request: Request, token: Token = Depends(ca
         prepared = await fal_inputs.prepare(request, owner, path)
     except fal_inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
-    priority = fal.priority_of(request, prepared.body.priority)
-    key = svc.idempotency_key(request.headers.get("idempotency-key"))
-    due = svc.deadline(request.headers, ctx.settings, fal=True)
+    job, _ = await fal.submit_prepared(request, prepared, token, webhook_url=None)
     base = ctx.base_url(request)
-    job, _ = await fal_inputs.submit(
-        ctx, prepared, token, base=base, priority=priority, idempotency_key=key,
-        webhook_url=None, due=due,
-    )  # fmt: skip
     timeout = ctx.settings.limits.run_timeout
     with anyio.move_on_after(timeout):
         job = await _finished(request, job, token)
