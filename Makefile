@@ -23,12 +23,14 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Test files run in 4 processes (-n 4, one file per process at a time): most of their time
+# is spent waiting on the servers they start, so this cuts the wall time even on 2 cores.
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 4 --dist loadfile
 
 # For iterating: e2e on SQLite only, without the long fault test, stop at the first failure.
 test-fast: install
-	E2E_BACKENDS=sqlite $(BIN)/pytest -q -x -m "not slow"
+	E2E_BACKENDS=sqlite $(BIN)/pytest -q -x -n 4 --dist loadfile -m "not slow"
 
 bench: install
 	$(BIN)/python bench/api.py

@@ -65,6 +65,7 @@ def test_no_wait_cancel_and_requests_with_flags(tmp_path: Path) -> None:
         env["XDG_CONFIG_HOME"] = str(tmp_path / "empty-config")
         env["VIDQ_URL"] = server.url
         env["VIDQ_TOKEN"] = server.token("dave")
+        env["COLUMNS"] = "400"  # rich wraps errors at the width: keep long paths on one line
         for prompt in ("one", "two"):
             sub = run_cli(env, "submit", "wan22-fast-t2v", "--prompt", prompt, "--no-wait")
             assert sub.returncode == 0, sub.stderr
