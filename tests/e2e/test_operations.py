@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, free_port, run_cli, serve, wait_status
+from tests.helpers import Server, free_port, run_cli, serve, stop_process, wait_status
 from tests.media import b64, encode_image, picture
 from tests.servers import SeaweedServer
 
@@ -324,12 +324,7 @@ class _Worker:
 
     def stop(self) -> list[str]:
         """Stop it; its log lines."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc)
         self._reader.join(10)
         return self.log.read_text().splitlines()
 

@@ -33,6 +33,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -264,19 +265,23 @@ def _complete(ctx: AppContext, upload: Upload, body: Any) -> None:
     _store(ctx, upload, b"".join(chunks))
 
 
+async def _part(
+    ctx: AppContext, upload: Callable[[], Upload], number: int, request: Request
+) -> Response:
+    """Store one part of a multipart upload (``upload`` finds it, in the request thread)
+    and answer its ETag, as both clients expect."""
+    data = await request.body()
+    etag = await run_in_threadpool(lambda: _put_part(ctx, upload(), number, data))
+    return JSONResponse({"partNumber": number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+
 @router.put("/fal/files/{upload_id}/{name}/multipart/{upload_id2}/{number}", summary="A part")
 async def multipart_part(
     upload_id: str, name: str, upload_id2: str, number: int, request: Request,
     user: str = Depends(uploader),
 ) -> Response:  # fmt: skip
     ctx = context(request)
-    data = await request.body()
-
-    def work() -> str:
-        return _put_part(ctx, _pending(ctx, upload_id2, user), number, data)
-
-    etag = await run_in_threadpool(work)
-    return JSONResponse({"partNumber": number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+    return await _part(ctx, lambda: _pending(ctx, upload_id2, user), number, request)
 
 
 @router.post("/fal/files/{upload_id}/{name}/multipart/{upload_id2}/complete", summary="Finish")
@@ -358,13 +363,7 @@ async def put_signed(upload_id: str, request: Request) -> Response:
 @router.put("/fal/storage/upload/{upload_id}/multipart/{number}", summary="A part (signed)")
 async def put_signed_part(upload_id: str, number: int, request: Request) -> Response:
     ctx = context(request)
-    data = await request.body()
-
-    def work() -> str:
-        return _put_part(ctx, _signed(ctx, upload_id, request), number, data)
-
-    etag = await run_in_threadpool(work)
-    return JSONResponse({"partNumber": number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+    return await _part(ctx, lambda: _signed(ctx, upload_id, request), number, request)
 
 
 @router.post("/fal/storage/upload/{upload_id}/multipart/complete", summary="Finish (signed)")
