@@ -7,7 +7,9 @@ in S3 and no orphan outputs; attempts <= max; clients never see a 5xx other than
 
 The issue asks for 1,000 jobs. Jobs are tiny preview videos (128x128, 1 s); the job count
 is ``FAULT_TEST_JOBS`` (default 1000). Submissions are paced over ``FAULT_TEST_SUBMIT_S``
-(default 25 s) so that they span the database outage.
+(default 25 s) so that they span the database outage. Workers are killed until 30 s after the
+outage and the last submit; then the queue drains, and the test fails if no job completes
+for 90 s (a progress bound, not a wall-clock one: CI machines are shared and slow).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ MODEL = "wan22-fast-t2v"
 SMALL = {"prompt": "fault", "width": 128, "height": 128, "duration": 1}
 LEASE_S = 3
 MAX_ATTEMPTS = 5
+CHAOS_AFTER_S = 30  # kills go on this long after the outage and the last submit
+STALL_S = 90  # the drain fails when no job completes for this long
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
@@ -197,19 +201,30 @@ def test_no_job_lost_or_duplicated_under_faults(
         for t in threads:
             t.start()
         try:
-            deadline = time.monotonic() + 240
-            done = 0
-            while time.monotonic() < deadline:
+            # Chaos runs through the submissions and the database outage, then for
+            # CHAOS_AFTER_S more; the drain that follows fails only when completions stop
+            # coming (STALL_S without progress), so a slow, shared machine is not a failure.
+            chaos_until = None
+            last_done, last_progress = -1, time.monotonic()
+            hard_stop = time.monotonic() + 900
+            while time.monotonic() - last_progress < STALL_S and time.monotonic() < hard_stop:
                 time.sleep(1)
                 if len(accepted) < n or not pg_server.running():
+                    last_progress = time.monotonic()
                     continue
+                if chaos_until is None and "PostgreSQL started" in " ".join(events):
+                    chaos_until = time.monotonic() + CHAOS_AFTER_S
+                if chaos_until is not None and time.monotonic() > chaos_until:
+                    stop_chaos.set()
                 with contextlib.suppress(psycopg.OperationalError):
                     with psycopg.connect(pg_url) as conn:
                         row = conn.execute(
                             "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'"
                         ).fetchone()
                     done = int(row[0]) if row else 0
-                    if done >= n and "PostgreSQL started" in " ".join(events):
+                    if done > last_done:
+                        last_done, last_progress = done, time.monotonic()
+                    if done >= n and chaos_until is not None:
                         break
         finally:
             stop_chaos.set()
