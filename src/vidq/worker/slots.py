@@ -46,11 +46,18 @@ def resolve_gpus(gpus: Sequence[str] | None, environ: Mapping[str, str]) -> tupl
             return found
         raise EngineUnavailable(f"--gpus all: CUDA_VISIBLE_DEVICES={visible!r} names no GPU")
     try:
-        out = subprocess.run(NVIDIA_SMI, capture_output=True, text=True, timeout=30, check=True)
+        out = subprocess.run(
+            NVIDIA_SMI, env=dict(environ), capture_output=True, text=True, timeout=30, check=True
+        )
     except FileNotFoundError:
         raise EngineUnavailable(
             "--gpus all: nvidia-smi is not on PATH and CUDA_VISIBLE_DEVICES is not set; "
             "list the GPUs (--gpus 0,1) or leave --gpus out"
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or exc.stdout or "").strip()[:300]
+        raise EngineUnavailable(
+            f"--gpus all: nvidia-smi failed (exit code {exc.returncode}): {said}"
         ) from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineUnavailable(f"--gpus all: nvidia-smi failed: {exc}") from None
