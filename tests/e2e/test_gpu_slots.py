@@ -80,7 +80,8 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
     2. Two GPUs found by `nvidia-smi` (a fake one on PATH), `--max-idle 2`: it takes the
        seventh job; while that runs longer than 2 s the other slot stays (idle time is the
        process's, not a slot's) and takes the next job on the other GPU; 2 s after the
-       last job ended the worker exits 0."""
+       last job ended the worker exits 0.
+    3. Without `--gpus`, `--max-idle 1` on an empty queue: exits 0 after a second."""
     with serve(tmp_path / "data", workers=0) as srv:
         alice = srv.client(srv.token("alice"))
         admin = srv.client(srv.admin_token)
@@ -135,6 +136,18 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
         finally:
             stop_process(worker)
         jobs = {str(j["request_id"]): j for j in _requests(admin)}
+
+        # 3. no --gpus, nothing queued: one unpinned slot that scales to zero
+        log_idle = tmp_path / "idle.log"
+        started = time.monotonic()
+        idle_worker = _worker(srv, log_idle, "--max-idle", "1", env={})
+        try:
+            assert idle_worker.wait(60) == 0
+        finally:
+            stop_process(idle_worker)
+        assert time.monotonic() - started >= 1.0
+        idle_lines = log_idle.read_text().splitlines()
+        assert idle_lines[-1].endswith("worker finished 0 jobs (idle for --max-idle 1 s)")
     first, second_job = jobs[last], jobs[second]
     assert first["status"] == second_job["status"] == "COMPLETED"
     # the second job ran on the other GPU while the first was still running
