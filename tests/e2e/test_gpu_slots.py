@@ -70,7 +70,7 @@ printf '0\\n1\\n'
 
 
 def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) -> None:
-    """One server, two workers after one another.
+    """One server, three workers after one another.
 
     1. Three faked GPUs (CUDA_VISIBLE_DEVICES=0,1,2 handed to the worker, as a container
        runtime would), 7 queued jobs, `--max-jobs 6`: three slots run three jobs at once
@@ -85,6 +85,7 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
     with serve(tmp_path / "data", workers=0) as srv:
         alice = srv.client(srv.token("alice"))
         admin = srv.client(srv.admin_token)
+        # 1. three GPUs from CUDA_VISIBLE_DEVICES, --max-jobs 6 of 7 queued jobs
         rids = [_submit(alice, SMALL) for _ in range(7)]
         log = tmp_path / "three.log"
         worker = _worker(
@@ -111,6 +112,7 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
         _check_three_slots(jobs, full, log.read_text().splitlines())
         (last,) = (rid for rid, j in jobs.items() if j["status"] == "IN_QUEUE")
 
+        # 2. two GPUs from nvidia-smi, --max-idle 2
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         (bin_dir / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
@@ -136,6 +138,15 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
         finally:
             stop_process(worker)
         jobs = {str(j["request_id"]): j for j in _requests(admin)}
+        first, second_job = jobs[last], jobs[second]
+        assert first["status"] == second_job["status"] == "COMPLETED"
+        # the second job ran on the other GPU while the first was still running
+        assert {first["device"], second_job["device"]} == {"0", "1"}
+        assert second_job["started_at"] < first["finished_at"]
+        idle = exited - max(first["finished_at"], second_job["finished_at"])
+        assert 2.0 <= idle < 8.0, idle
+        text = log.read_text()
+        assert "worker finished 2 jobs (idle for --max-idle 2 s)" in text, text
 
         # 3. no --gpus, nothing queued: one unpinned slot that scales to zero
         log_idle = tmp_path / "idle.log"
@@ -148,15 +159,6 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
         assert time.monotonic() - started >= 1.0
         idle_lines = log_idle.read_text().splitlines()
         assert idle_lines[-1].endswith("worker finished 0 jobs (idle for --max-idle 1 s)")
-    first, second_job = jobs[last], jobs[second]
-    assert first["status"] == second_job["status"] == "COMPLETED"
-    # the second job ran on the other GPU while the first was still running
-    assert {first["device"], second_job["device"]} == {"0", "1"}
-    assert second_job["started_at"] < first["finished_at"]
-    idle = exited - max(first["finished_at"], second_job["finished_at"])
-    assert 2.0 <= idle < 8.0, idle
-    text = log.read_text()
-    assert "worker finished 2 jobs (idle for --max-idle 2 s)" in text, text
 
 
 def _check_three_slots(
