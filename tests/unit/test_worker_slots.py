@@ -108,10 +108,11 @@ def test_max_idle_counts_from_the_last_work_of_any_slot() -> None:
     limits.job_done()  # A's job ends at t=120
     now[0] = 124.9
     assert not limits.idle_expired()
-    assert limits.begin_claim()  # a claim in flight is work too
-    now[0] = 126.0
-    assert not limits.idle_expired()
-    limits.end_claim(False)  # it found nothing
+    assert limits.begin_claim()  # slot B long-polls: a claim in flight is not work
+    now[0] = 125.0
     assert limits.idle_expired() and limits.reason == "idle for --max-idle 5 s"
-    assert not limits.begin_claim()  # no slot takes a job after the decision
+    assert not limits.begin_claim()  # no slot begins a claim after the decision
+    limits.end_claim(True)  # B's claim in flight got a job: B runs it, then ends
+    limits.job_done()
+    assert limits.idle_expired() and not limits.begin_claim()
     assert RunLimits().begin_claim() and not RunLimits().idle_expired()  # no limits

@@ -5,6 +5,9 @@ running anywhere in the process), so that a fleet scales to zero on plain VMs to
 One ``RunLimits`` is shared by the slots (``Worker`` loops) of a process. A slot reserves
 before it claims, so the slots together never claim more than ``max_jobs``; a limit ends a
 slot's loop only between jobs: a claimed job is always finished (drained), never orphaned.
+A claim in flight is not work (a remote worker's claim long-polls for seconds, and some slot
+is nearly always in one); a job that such a claim returns after the idle decision is still
+run, and its slot ends after it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class RunLimits:
         self._clock = clock
         self._lock = threading.Lock()
         self._taken = 0  # jobs claimed, or being claimed (a reservation)
-        self._busy = 0  # slots claiming or running a job
+        self._running = 0  # jobs claimed and not yet ended
         self._last_work = clock()  # when a job last started or ended (or the start)
         self._idle_over = False
         self.reason = ""  # why the process stopped taking work ("" while it does)
@@ -44,32 +47,30 @@ class RunLimits:
                 self.reason = self.reason or f"finished --max-jobs {self.max_jobs}"
                 return False
             self._taken += 1
-            self._busy += 1
             return True
 
     def end_claim(self, claimed: bool) -> None:
         """The claim got a job (its reservation is now a running job) or gave it back."""
         with self._lock:
             if claimed:
+                self._running += 1
                 self._last_work = self._clock()
             else:
                 self._taken -= 1
-                self._busy -= 1
 
     def job_done(self) -> None:
         """A claimed job ended (whatever its outcome)."""
         with self._lock:
-            self._busy -= 1
+            self._running -= 1
             self._last_work = self._clock()
 
     def idle_expired(self) -> bool:
-        """True once no slot has claimed or run a job for ``max_idle_s``; from then on no
-        slot claims again (checked under the same lock as ``begin_claim``, so no slot
-        can take a job after the process decided to stop)."""
+        """True once no slot has run a job for ``max_idle_s``; from then on no slot begins
+        another claim (the same lock as ``begin_claim``)."""
         with self._lock:
             if self.max_idle_s is None or self._idle_over:
                 return self._idle_over
-            if self._busy == 0 and self._clock() - self._last_work >= self.max_idle_s:
+            if self._running == 0 and self._clock() - self._last_work >= self.max_idle_s:
                 self._idle_over = True
                 self.reason = f"idle for --max-idle {self.max_idle_s:g} s"
             return self._idle_over
