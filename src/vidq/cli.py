@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -272,25 +273,56 @@ def worker(
         int | None,
         typer.Option(help="Serve this worker's /metrics on this port (VIDQ_METRICS_PORT)."),
     ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="One job slot per GPU, each engine pinned by CUDA_VISIBLE_DEVICES: `all` "
+            "or indices such as 0,1,3 (VIDQ_GPUS). Unset: one job at a time."
+        ),
+    ] = None,
+    max_jobs: Annotated[
+        int | None,
+        typer.Option(help="Exit (code 0) after this many jobs, across all slots (VIDQ_MAX_JOBS)."),
+    ] = None,
+    max_idle: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Exit (code 0) after this long with no job running (VIDQ_MAX_IDLE_SECONDS).",
+        ),
+    ] = None,
 ) -> None:
     """Run one worker process on the configured job store and storage; it also runs the
     retention collector (one process of the fleet at a time)."""
     from prometheus_client import CollectorRegistry
 
+    from vidq.errors import EngineUnavailable
     from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
-    from vidq.worker import Worker
+    from vidq.worker.limits import RunLimits
+    from vidq.worker.slots import WorkerGroup, resolve_gpus
 
     settings = Settings.load(
-        data_dir=data_dir, worker={"pools": pools, "metrics_port": metrics_port}
-    )
+        data_dir=data_dir,
+        worker={
+            "pools": pools, "metrics_port": metrics_port, "gpus": gpus, "max_jobs": max_jobs,
+            "max_idle_seconds": max_idle,
+        },
+    )  # fmt: skip
     configure_logging(settings)
+    try:
+        devices = resolve_gpus(settings.worker.gpus, os.environ)
+    except EngineUnavailable as exc:
+        typer.echo(f"refusing to start: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    options = worker_options(settings, burst=burst)
     store, storage = _open_backends_patiently(settings)
     metrics = None
     if settings.worker.metrics_port is not None:
         registry = CollectorRegistry(auto_describe=True)
         metrics = WorkerMetrics(registry)
         serve_worker_metrics(registry, settings.worker.metrics_port)
-    w = Worker(store, storage, worker_options(settings, burst=burst), metrics)
+    limits = RunLimits(settings.worker.max_jobs, settings.worker.max_idle_seconds)
+    w = WorkerGroup.build(store, storage, options, devices, metrics=metrics, limits=limits)
     gc_stop = None if burst else start_collector(settings, store, storage, w.name)
     signals = {"count": 0}
 
@@ -308,7 +340,10 @@ def worker(
             gc_stop.set()
         store.close()
     # a log line, not a bare echo: with VIDQ_LOG_FORMAT=json every stderr line is JSON
-    logging.getLogger("vidq.worker").info("worker finished %d jobs", done, extra={"worker": w.name})
+    logging.getLogger("vidq.worker").info(
+        "worker finished %d jobs%s", done, f" ({limits.reason})" if limits.reason else "",
+        extra={"worker": w.name},
+    )  # fmt: skip
 
 
 @app.command()

@@ -15,6 +15,7 @@ so a field's description is its documentation; ``vidq config`` prints the effect
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +31,8 @@ from pydantic_settings import (
 )
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# One GPU as CUDA_VISIBLE_DEVICES names it: an index as nvidia-smi numbers them, or a UUID.
+_GPU_ENTRY = re.compile(r"[0-9]+|(?:GPU|MIG)-[0-9A-Za-z-]+")
 
 
 def _split(value: Any) -> Any:
@@ -175,6 +178,25 @@ class WorkerSettings(_Group):
         description="How long a worker retries uploading a finished video while the storage "
         "fails (full disk, S3 errors) before it gives the attempt up.",
     )
+    gpus: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        default=None,
+        description="`vidq worker` runs one job slot per GPU, each with its own engine child "
+        "pinned by `CUDA_VISIBLE_DEVICES`: `all` (the entries of `CUDA_VISIBLE_DEVICES` if "
+        "set, else every GPU `nvidia-smi` lists) or GPU indices / UUIDs such as `0,1,3`. "
+        "Unset: one job at a time, engines see the worker's devices.",
+    )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        description="`vidq worker` exits (code 0) after this many jobs, counted across its "
+        "GPU slots; unset: no limit.",
+    )
+    max_idle_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="`vidq worker` exits (code 0) after this many seconds in which none of "
+        "its slots ran a job (scale to zero); unset: it waits for work forever.",
+    )
 
     @field_validator("pools", mode="before")
     @classmethod
@@ -185,6 +207,27 @@ class WorkerSettings(_Group):
     @classmethod
     def _no_empty_pools(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return value or None  # an empty VIDQ_POOLS means every pool, as unset does
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("gpus", mode="after")
+    @classmethod
+    def _gpu_entries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if not value:
+            return None
+        if "all" in value:
+            if len(value) > 1:
+                raise ValueError("`all` cannot be combined with GPU indices")
+            return value
+        for entry in value:
+            if not _GPU_ENTRY.fullmatch(entry):
+                raise ValueError(f"expected `all` or GPU indices (0,1,3) or UUIDs, got {entry!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("a GPU is listed twice")
+        return value
 
     @field_validator("engines", mode="before")
     @classmethod

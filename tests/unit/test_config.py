@@ -36,8 +36,14 @@ def test_every_historical_variable_is_still_a_setting() -> None:
     assert HISTORICAL <= set(names)
 
 
-def _sample(type_words: str) -> str:
+# Variables whose values are checked beyond their type (a GPU list is not any list).
+SAMPLES = {"VIDQ_GPUS": "0,2"}
+
+
+def _sample(type_words: str, env: str = "") -> str:
     """A valid raw value for a variable of this type, unlike every default."""
+    if env in SAMPLES:
+        return SAMPLES[env]
     if type_words.startswith("one of"):
         return type_words.split("`")[-2]  # the last choice (defaults are the first)
     for words, raw in (
@@ -57,12 +63,12 @@ def _sample(type_words: str) -> str:
 def test_each_variable_sets_its_own_field(monkeypatch: pytest.MonkeyPatch) -> None:
     infos = list(setting_infos())
     for info in infos:
-        monkeypatch.setenv(info.env, _sample(info.type))
+        monkeypatch.setenv(info.env, _sample(info.type, info.env))
     rows = {row.info.env: row for row in effective(Settings())}
     for info in infos:
         row = rows[info.env]
         assert row.source == "env", info.env
-        expected = "***" if info.type == "secret string" else _sample(info.type)
+        expected = "***" if info.type == "secret string" else _sample(info.type, info.env)
         assert row.value == expected, info.env
 
 

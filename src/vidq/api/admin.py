@@ -137,6 +137,8 @@ def _job(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
         "pool": job.pool,
         "state": job.state.value,
         "worker": job.worker,
+        # The GPU that ran it (`vidq worker --gpus`: its engine's CUDA_VISIBLE_DEVICES).
+        "device": job.result_meta.get("device"),
         "max_attempts": job.max_attempts,
         "error": job.error,
         "error_type": job.error_type,

@@ -6,6 +6,11 @@ Parent and child speak JSON over a pipe (never pickle): the parent sends
 then ``{"result": EngineResult}`` or ``{"error": {...}}``. The child is started once per
 worker and engine and reused for every job, so weights load once. The engine is built in
 the child from its settings group and pools, sent as JSON (``vidq.engines.engine_options``).
+
+A child of a GPU slot (``vidq worker --gpus``) is pinned to its device: it sets
+``CUDA_VISIBLE_DEVICES`` to that one GPU before it builds the engine, so CUDA (and torch)
+in the child see exactly that device as ``cuda:0``; the results it sends name the device
+(``meta["device"]``, read back from the child's own environment).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -39,10 +45,15 @@ def _recv(conn: Connection) -> dict[str, Any]:
     return message
 
 
-def _child_main(engine_name: str, options_json: str, conn: Connection, logs_json: str) -> None:
+def _child_main(
+    engine_name: str, options_json: str, conn: Connection, logs_json: str, gpu: str | None = None
+) -> None:
+    if gpu is not None:  # first: before anything here can initialise CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from vidq.engines import create_engine
 
     configure_logging(LogSetup(**json.loads(logs_json)))  # as its worker logs
+    device = os.environ.get("CUDA_VISIBLE_DEVICES") if gpu is not None else None
 
     started = time.monotonic()
     try:
@@ -51,7 +62,10 @@ def _child_main(engine_name: str, options_json: str, conn: Connection, logs_json
     except Exception as exc:
         _send(conn, {"load_error": _describe(exc)})
         return
-    log.info("engine %s loaded in %.2f s", engine_name, time.monotonic() - started)
+    log.info(
+        "engine %s loaded in %.2f s%s", engine_name, time.monotonic() - started,
+        f" on CUDA_VISIBLE_DEVICES={device}" if device is not None else "",
+    )  # fmt: skip
     _send(conn, {"ready": True})
     while True:
         try:
@@ -61,7 +75,10 @@ def _child_main(engine_name: str, options_json: str, conn: Connection, logs_json
         job = EngineJob(**message["job"])
         try:
             result = engine.run(job, lambda done, total: _send(conn, {"progress": [done, total]}))
-            _send(conn, {"result": dataclasses.asdict(result)})
+            answer = dataclasses.asdict(result)
+            if device is not None:
+                answer["meta"] = {**answer["meta"], "device": device}
+            _send(conn, {"result": answer})
         except Exception as exc:
             _send(conn, {"error": _describe(exc)})
 
@@ -89,7 +106,8 @@ class EngineFailed(EngineError):
 
 class EngineProcess:
     """A long-lived engine child process (see module docstring): engine ``engine_name``
-    built with ``settings`` (its settings group; None: the defaults) for ``pools``."""
+    built with ``settings`` (its settings group; None: the defaults) for ``pools``, pinned
+    to GPU ``gpu`` (a ``CUDA_VISIBLE_DEVICES`` entry; None: the worker's own devices)."""
 
     def __init__(
         self,
@@ -98,8 +116,10 @@ class EngineProcess:
         pools: Iterable[str] = (),
         *,
         logs: LogSetup | None = None,
+        gpu: str | None = None,
     ) -> None:
         self.engine_name = engine_name
+        self.gpu = gpu
         self.options = engine_options(settings, pools)
         self.logs = logs or LogSetup()
         self._proc: multiprocessing.process.BaseProcess | None = None
@@ -120,8 +140,10 @@ class EngineProcess:
                 json.dumps(self.options),
                 child,
                 json.dumps(dataclasses.asdict(self.logs)),
+                self.gpu,
             ),
-            name=f"vidq-engine-{self.engine_name}",
+            name=f"vidq-engine-{self.engine_name}"
+            + ("" if self.gpu is None else f"-gpu{self.gpu}"),
             daemon=True,
         )
         proc.start()

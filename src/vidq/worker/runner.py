@@ -34,6 +34,7 @@ from vidq.ops.metrics import WorkerMetrics
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore, Lease
 from vidq.worker.child import EngineFailed, EngineProcess
+from vidq.worker.limits import RunLimits
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class WorkerOptions:
     retry_backoff_s: float = 2.0  # a retryable failure's first wait before the next attempt
     retry_backoff_max_s: float = 60.0
     name: str = ""
+    gpu: str | None = None  # the GPU slot's device (CUDA_VISIBLE_DEVICES of its engines)
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, with jitter so that jobs
@@ -74,7 +76,8 @@ def output_key(job: Job, model: Model, result: EngineResult) -> str:
 
 
 class Worker:
-    """One worker: serves its pools until stopped (or, in burst mode, until idle)."""
+    """One worker (one job at a time): serves its pools until stopped, until ``limits``
+    end it (shared by the GPU slots of a process), or in burst mode until idle."""
 
     def __init__(
         self,
@@ -82,12 +85,15 @@ class Worker:
         storage: BlobStore,
         options: WorkerOptions,
         metrics: WorkerMetrics | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.options = options
         self.metrics = metrics
-        self.name = options.name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10_000}"
+        self.limits = limits or RunLimits()
+        slot = f"gpu{options.gpu}" if options.gpu is not None else str(id(self) % 10_000)
+        self.name = options.name or f"{socket.gethostname()}:{os.getpid()}:{slot}"
         self._engines: dict[str, EngineProcess] = {}
         self._stopping = threading.Event()
         self._abort = threading.Event()
@@ -117,19 +123,31 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self._maybe_reap()
+                if not self.limits.begin_claim():
+                    break
+                job, unavailable = None, False
                 try:
                     self.store.register_worker(self.name, self.options.pools, self.options.engines)
                     job = self.store.claim(self.options.pools, self.name, self.options.lease_s)
                 except ServiceUnavailable as exc:
                     log.warning("store unavailable, retrying: %s", exc, extra={"worker": self.name})
-                    self._stopping.wait(1.0)
-                    continue
+                    unavailable = True
+                finally:
+                    self.limits.end_claim(job is not None)
                 if job is None:
+                    if self.limits.idle_expired():
+                        break
+                    if unavailable:
+                        self._stopping.wait(1.0)
+                        continue
                     if self.options.burst and not self._backing_off():
                         break
                     self.store.wait_for_jobs(self.options.pools, self.options.poll_s)
                     continue
-                self.execute(job)
+                try:
+                    self.execute(job)
+                finally:
+                    self.limits.job_done()
                 done += 1
         finally:
             self.close()
@@ -297,7 +315,9 @@ class Worker:
         if engine is None:
             pools = [p for p in self.options.pools if self._engine_name(p) == name]
             settings = self.options.engine_settings.get(name)
-            engine = EngineProcess(name, settings, pools, logs=self.options.logs)
+            engine = EngineProcess(
+                name, settings, pools, logs=self.options.logs, gpu=self.options.gpu
+            )
             self._engines[name] = engine
         token = job.lease_token or ""
         last = [0.0]
