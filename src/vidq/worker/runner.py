@@ -28,17 +28,14 @@ from pydantic import BaseModel
 from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
-from vidq.jobs import Job
+from vidq.jobs import Job, output_attempt, output_key, output_prefix
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
-from vidq.storage.base import BlobStore
-from vidq.store.base import JobStore, Lease
+from vidq.store.base import Lease
 from vidq.worker.child import EngineFailed, EngineProcess
+from vidq.worker.ports import WorkerBlobs, WorkerStore
 
 log = logging.getLogger(__name__)
-
-TIER_FOLDERS = {0: "free", 1: "pro", 2: "premium"}
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -67,19 +64,13 @@ class WorkerOptions:
         return nominal * random.uniform(0.5, 1.0)
 
 
-def output_key(job: Job, model: Model, result: EngineResult) -> str:
-    """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4`` as in the spec; unique per attempt."""
-    folder = TIER_FOLDERS.get(job.tier, "free")
-    return f"outputs/{folder}/{job.id}_0_{result.name}_{job.attempt:05d}.mp4"
-
-
 class Worker:
     """One worker: serves its pools until stopped (or, in burst mode, until idle)."""
 
     def __init__(
         self,
-        store: JobStore,
-        storage: BlobStore,
+        store: WorkerStore,
+        storage: WorkerBlobs,
         options: WorkerOptions,
         metrics: WorkerMetrics | None = None,
     ) -> None:
@@ -236,7 +227,7 @@ class Worker:
         if lease is not Lease.HELD:
             (cancel if lease is Lease.CANCEL else lost).set()
             raise LeaseLost()
-        uploaded = output_key(job, model, result)
+        uploaded = output_key(job, result.name)
         try:
             self._upload(uploaded, Path(engine_job.output_path), lost)
             size = Path(engine_job.output_path).stat().st_size
@@ -397,9 +388,8 @@ class Worker:
     def _sweep_other_attempts(self, job: Job, keep: str) -> None:
         """After winning, delete other attempts' uploads of this job (a stale attempt that
         uploaded and then died cannot delete its own)."""
-        folder = TIER_FOLDERS.get(job.tier, "free")
         try:
-            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
+            for key in self.storage.keys(output_prefix(job)):
                 if key != keep:
                     self.storage.delete(key)
                     log.info("deleted orphan upload of another attempt", extra={"key": key})
@@ -410,11 +400,10 @@ class Worker:
         """Delete outputs that earlier attempts uploaded but never completed (a worker
         killed between upload and complete cannot clean up after itself). Attempts
         before this one are fenced out, so nothing here can still become the result."""
-        folder = TIER_FOLDERS.get(job.tier, "free")
         try:
-            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
-                stem = key.rsplit("_", 1)[-1].removesuffix(".mp4")
-                if stem.isdigit() and int(stem) < job.attempt:
+            for key in self.storage.keys(output_prefix(job)):
+                attempt = output_attempt(job, key)
+                if attempt is not None and attempt < job.attempt:
                     self.storage.delete(key)
                     log.info("deleted orphan upload of an earlier attempt", extra={"key": key})
         except VidqError as exc:
