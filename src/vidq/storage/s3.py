@@ -202,6 +202,20 @@ class S3BlobStore:
             raise _unavailable(exc, "cannot sign URL") from exc
         return url
 
+    def upload_url(self, key: str, ttl_s: int, content_type: str) -> str:
+        """A presigned PUT URL for ``key`` (remote workers upload without credentials);
+        the upload must send this ``Content-Type``."""
+        self._ensure_bucket()
+        try:
+            url: str = self._client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
+            )
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot sign URL") from exc
+        return url
+
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 

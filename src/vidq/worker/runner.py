@@ -37,6 +37,7 @@ from vidq.worker.ports import WorkerBlobs, WorkerStore
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerOptions:
     """How a worker behaves."""
