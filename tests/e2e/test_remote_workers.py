@@ -88,6 +88,7 @@ def submit(client: httpx.Client, model: str, body: dict[str, Any]) -> str:
 def test_every_family_on_a_remote_worker(api: Server, tmp_path: Path, e2e_backend: str) -> None:
     client = api.client(api.token("alice"))
     image = b64(encode_image(picture(160, 160, seed=5), "PNG"))
+    clip = b64(moving_mp4(tmp_path, 128, 96, 16, 16))
     jobs = {
         T2V: SMALL,
         "wan22-fast-i2v-pro": {"prompt": "turns", "data_uri": image, "duration": 1, "height": 128},
@@ -95,7 +96,7 @@ def test_every_family_on_a_remote_worker(api: Server, tmp_path: Path, e2e_backen
             "prompt": "sings", "data_uri": image, "audio_uri": b64(wav_bytes(tone(1.0))),
             "height": 128,
         },
-        "hunyuan-foley": {"prompt": "steps", "data_uri": b64(moving_mp4(tmp_path, 128, 96, 16, 16))},
+        "hunyuan-foley": {"prompt": "steps", "data_uri": clip},
     }  # fmt: skip
     rids = {model: submit(client, model, body) for model, body in jobs.items()}
     token = worker_token(api)
