@@ -141,7 +141,7 @@ def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
     import time
 
     from vidq.errors import ServiceUnavailable
-    from vidq.worker.remote import RemoteAPI, RemoteBlobs, RemoteStore, TokenRefused
+    from vidq.worker.remote import CLAIM_WAIT_S, RemoteAPI, RemoteBlobs, RemoteStore, TokenRefused
 
     secret = settings.worker.worker_token
     if secret is None:
@@ -182,7 +182,7 @@ def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
         )
     options = worker_options(settings, burst=burst, pools=pools)
     options = dataclasses.replace(options, lease_s=float(config["lease_s"]))
-    store = RemoteStore(api, wait_s=0.0 if burst else 20.0, lease_s=options.lease_s)
+    store = RemoteStore(api, wait_s=0.0 if burst else CLAIM_WAIT_S, lease_s=options.lease_s)
     return store, RemoteBlobs(store), options
 
 

@@ -147,3 +147,58 @@ def test_killed_remote_worker_job_is_retried_and_completes_once(
     assert status["statusMessages"]["result_uri"].endswith("_00002.mp4")  # the second attempt
     blobs = sorted(p.name for p in (api.data_dir / "blobs").rglob(f"{rid}_0_*"))
     assert len(blobs) == 1 and blobs[0].endswith("_00002.mp4"), blobs
+
+
+def test_stopped_remote_worker_loses_the_job_cleanly(
+    sqlite_only: None, api: Server, tmp_path: Path
+) -> None:
+    """SIGSTOPped past its lease: the job goes to another worker; the first one, woken,
+    is refused (its heartbeat is 409), keeps no result and leaves no object behind."""
+    client = api.client(api.token("alice"))
+    token = worker_token(api)
+    rid = submit(client, T2V, SMALL)
+    first = remote_worker(api, token, tmp_path / "w1", preview_step_seconds="0.4")
+    wait_status(client, T2V, rid, {"IN_PROGRESS"}, timeout=60)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        wait_status(client, T2V, rid, {"IN_QUEUE"}, timeout=30)  # its lease (3 s) expired
+        finished(remote_worker(api, token, tmp_path / "w2", "--burst"))
+        assert wait_status(client, T2V, rid, {"COMPLETED"}, timeout=60)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    time.sleep(4)  # the woken worker's heartbeat is refused; it drops the attempt
+    first.send_signal(signal.SIGTERM)
+    log = finished(first, timeout=60)
+    assert "lease lost" in log, log
+    status = wait_status(client, T2V, rid, {"COMPLETED"})
+    assert status["statusMessages"]["result_uri"].endswith("_00002.mp4")
+    blobs = sorted(p.name for p in (api.data_dir / "blobs").rglob(f"{rid}_0_*"))
+    assert len(blobs) == 1 and blobs[0].endswith("_00002.mp4"), blobs
+
+
+def test_remote_worker_keeps_its_job_through_an_api_restart(
+    sqlite_only: None, tmp_path: Path
+) -> None:
+    with serve(tmp_path / "api", workers=0, lease_seconds=20, reaper_interval=0.5) as api:
+        client = api.client(api.token("alice"))
+        token = worker_token(api)
+        rid = submit(client, T2V, SMALL)
+        worker = remote_worker(api, token, tmp_path / "w", "--burst", preview_step_seconds="0.5")
+        wait_status(client, T2V, rid, {"IN_PROGRESS"}, timeout=60)
+        port = api.url.rsplit(":", 1)[1]
+        api.stop()  # the API goes away mid-job...
+        restarted = subprocess.Popen(  # ... and comes back on the same address
+            [sys.executable, "-m", "vidq", "serve", "--port", port, "--workers", "0"],
+            env=api.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            log = finished(worker, timeout=120)
+            assert "unreachable" in log or "retrying" in log, log  # it did see the outage
+            status = wait_status(client, T2V, rid, {"COMPLETED", "FAILED"}, timeout=60)
+            assert status["status"] == "COMPLETED", status
+            assert status["statusMessages"]["result_uri"].endswith("_00001.mp4")  # same attempt
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            restarted.wait(30)
