@@ -49,6 +49,7 @@ from vidq.errors import (
     VidqError,
 )
 from vidq.jobs import Job, JobState, output_attempt, output_prefix
+from vidq.storage.outputs import size_and_sha256, sweep_attempts
 from vidq.store.base import Lease, Token
 
 log = logging.getLogger(__name__)
@@ -279,8 +280,8 @@ def _claim(ctx: AppContext, body: ClaimBody, base: str) -> dict[str, Any]:
     if job is None:
         depths = store.queue_depths()
         return {"job": None, "queued": {p: depths.get(p, 0) for p in body.pools}}
-    if job.attempt > 1:
-        _sweep(ctx, job, keep=lambda attempt: attempt >= job.attempt)
+    if job.attempt > 1:  # uploads of earlier attempts that never completed
+        sweep_attempts(ctx.storage, job, lambda attempt: attempt < job.attempt)
     blobs = dict(job.inputs.get("_blobs", {}))
     downloads = {
         str(field): ctx.storage.signed_url(str(key), URL_TTL_S, base)
@@ -308,7 +309,7 @@ def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> dict[str, Any
     _check_object(ctx, body)
     if ctx.store.complete(job_id, body.lease_token, body.key, body.meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
-            _sweep(ctx, job, keep=lambda a: a == attempt)
+            sweep_attempts(ctx.storage, job, lambda other: other != attempt)
         return {"completed": True, "replayed": False}
     now = ctx.store.get(job_id)
     if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
@@ -378,31 +379,13 @@ def _check_object(ctx: AppContext, body: CompleteBody) -> None:
             ctx.storage.download(body.key, Path(name))
         except NotFound:
             raise InvalidInput("key", "no object under this key") from None
-        path = Path(name)
-        size = path.stat().st_size
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        size, sha256 = size_and_sha256(Path(name))
     finally:
         os.unlink(name)
     if size != body.size:
         raise InvalidInput("size", f"the object has {size} bytes")
-    if digest.hexdigest() != body.sha256:
+    if sha256 != body.sha256:
         raise InvalidInput("sha256", "the object has another sha256")
-
-
-def _sweep(ctx: AppContext, job: Job, keep: Any) -> None:
-    """Delete the job's uploads of attempts ``keep`` refuses (killed or stale attempts
-    cannot delete their own)."""
-    try:
-        for key in ctx.storage.keys(output_prefix(job)):
-            attempt = output_attempt(job, key)
-            if attempt is not None and not keep(attempt):
-                ctx.storage.delete(key)
-                log.info("deleted an upload of another attempt", extra={"key": key})
-    except VidqError as exc:
-        log.warning("could not sweep other attempts' uploads: %s", exc.message)
 
 
 def _delete_quietly(ctx: AppContext, key: str) -> None:

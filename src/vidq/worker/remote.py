@@ -15,7 +15,6 @@ Both adapters are thread-safe (several loops of one process may share them).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import random
@@ -30,6 +29,7 @@ import httpx
 
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
 from vidq.jobs import Job, JobState
+from vidq.storage.outputs import size_and_sha256
 from vidq.store.base import Lease, ReapResult
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ class RemoteBlobs:
         """Asks the API where (``upload``), then PUTs the file there."""
         job_id = _job_of(key)
         token = self.store.lease_of(job_id)
-        size, sha256 = _size_and_sha256(path)
+        size, sha256 = size_and_sha256(path)
         body = {"lease_token": token, "key": key, "size": size, "sha256": sha256}
         response = self.store.api.call("POST", f"/jobs/{job_id}/upload", body)
         if not response.is_success:
@@ -391,13 +391,3 @@ def _job_of(key: str) -> int:
     if not head.isdigit():
         raise StorageUnavailable(f"not an output key: {key[:200]}")
     return int(head)
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            size += len(chunk)
-            digest.update(chunk)
-    return size, digest.hexdigest()

@@ -28,9 +28,10 @@ from pydantic import BaseModel
 from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
-from vidq.jobs import Job, output_attempt, output_key, output_prefix
+from vidq.jobs import Job, output_key
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
+from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease
 from vidq.worker.child import EngineFailed, EngineProcess
 from vidq.worker.ports import WorkerBlobs, WorkerStore
@@ -220,8 +221,8 @@ class Worker:
     ) -> None:
         """Run the engine, upload under the attempt's key, complete fenced. An upload
         that does not end in a won completion is deleted."""
-        if job.attempt > 1:
-            self._sweep_earlier_attempts(job)
+        if job.attempt > 1:  # uploads of earlier attempts that never completed
+            sweep_attempts(self.storage, job, lambda attempt: attempt < job.attempt)
         engine_job = self._engine_job(job, model, workdir)
         result = self._run_engine(job, engine_job, lost, cancel)
         lease = Lease.LOST if lost.is_set() else self._still_holds(job, lost)
@@ -241,7 +242,7 @@ class Worker:
             self._delete_quietly(uploaded)
             raise
         if job.attempt > 1:  # only a retried job can have other attempts' uploads
-            self._sweep_other_attempts(job, keep=uploaded)
+            sweep_attempts(self.storage, job, lambda attempt: attempt != job.attempt)
 
     def _upload(self, key: str, path: Path, lost: threading.Event) -> None:
         """Upload the finished video, retried while the storage fails (a full disk, an S3
@@ -385,30 +386,6 @@ class Worker:
                 if time.monotonic() > deadline or lost.is_set():
                     raise
                 time.sleep(0.5)
-
-    def _sweep_other_attempts(self, job: Job, keep: str) -> None:
-        """After winning, delete other attempts' uploads of this job (a stale attempt that
-        uploaded and then died cannot delete its own)."""
-        try:
-            for key in self.storage.keys(output_prefix(job)):
-                if key != keep:
-                    self.storage.delete(key)
-                    log.info("deleted orphan upload of another attempt", extra={"key": key})
-        except VidqError as exc:
-            log.warning("could not sweep other uploads: %s", exc.message)
-
-    def _sweep_earlier_attempts(self, job: Job) -> None:
-        """Delete outputs that earlier attempts uploaded but never completed (a worker
-        killed between upload and complete cannot clean up after itself). Attempts
-        before this one are fenced out, so nothing here can still become the result."""
-        try:
-            for key in self.storage.keys(output_prefix(job)):
-                attempt = output_attempt(job, key)
-                if attempt is not None and attempt < job.attempt:
-                    self.storage.delete(key)
-                    log.info("deleted orphan upload of an earlier attempt", extra={"key": key})
-        except VidqError as exc:
-            log.warning("could not sweep earlier uploads: %s", exc.message)
 
     def _release(self, job: Job) -> None:
         try:
