@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, serve, wait_status
+from tests.helpers import Server, run_cli, serve, wait_status
 from tests.remote import dropping_proxy, finished, remote_worker, submit, worker_token
 
 T2V = "wan22-fast-t2v"
@@ -63,7 +63,7 @@ def test_stopped_remote_worker_loses_the_job_cleanly(api: Server, tmp_path: Path
         assert wait_status(client, T2V, rid, {"COMPLETED"}, timeout=60)
     finally:
         first.send_signal(signal.SIGCONT)
-    time.sleep(4)  # the woken worker's heartbeat is refused; it drops the attempt
+    time.sleep(2)  # the woken worker's heartbeat (every 1 s) is refused; it drops the attempt
     first.send_signal(signal.SIGTERM)
     log = finished(first, timeout=60)
     assert "lease lost" in log, log
@@ -112,3 +112,22 @@ def test_a_lost_complete_answer_completes_once(api: Server, tmp_path: Path) -> N
     assert status["statusMessages"]["result_uri"].endswith("_00001.mp4")
     blobs = sorted(p.name for p in (api.data_dir / "blobs").rglob(f"{rid}_0_*"))
     assert len(blobs) == 1, blobs
+
+
+def test_worker_tokens_and_refused_starts(api: Server, tmp_path: Path) -> None:
+    """`token create --worker --pools`, and a remote worker that may not start: a pool its
+    token does not have, a user token."""
+    out = run_cli(api.env, "token", "create", "--user", "gpu-3", "--worker", "--pools", "nope")
+    assert out.returncode == 2 and "unknown pools: nope" in out.stderr
+    out = run_cli(api.env, "token", "create", "--user", "gpu-3", "--pools", "wan22-t2v")
+    assert out.returncode == 2 and "only worker tokens have pools" in out.stderr
+    token = worker_token(api, "--pools", "wan22-t2v")
+    listed = run_cli(api.env, "token", "list").stdout
+    assert "gpu-box\tmax_priority=100\tworker(pools=wan22-t2v)\tactive" in listed, listed
+    assert token not in listed
+    refused = remote_worker(api, token, tmp_path / "a", "--burst", "--pools", "wan22-s2v")
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and "may not claim from wan22-s2v" in err.decode()
+    user = remote_worker(api, api.token("alice"), tmp_path / "c", "--burst")
+    _, err = user.communicate(timeout=60)
+    assert user.returncode == 2 and "not a worker token" in err.decode(), err

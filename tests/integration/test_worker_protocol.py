@@ -23,6 +23,7 @@ from vidq.config import Settings
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.sql import SQLStore
+from vidq.worker.remote import check_server_url
 
 T2V = "wan22-fast-t2v"
 POOL = "wan22-t2v"
@@ -295,3 +296,14 @@ def test_claim_long_polls_and_is_answered_when_a_job_arrives(api: Api) -> None:
     assert answer["job"]["id"] == rid and 0.4 < took < 3.0
     empty = api.claim(wait_s=0)
     assert empty == {"job": None, "queued": {POOL: 0}}
+
+
+def test_remote_workers_need_https_beyond_loopback() -> None:
+    assert check_server_url("https://vidq.example.com/") == "https://vidq.example.com"
+    assert check_server_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert check_server_url("http://[::1]:8000") == "http://[::1]:8000"
+    assert check_server_url("http://localhost:8000") == "http://localhost:8000"
+    for bad in ("http://vidq.example.com", "http://10.0.0.5:8000", "ftp://x", "https://x/?a=1"):
+        with pytest.raises(ValueError):
+            check_server_url(bad)
+    assert check_server_url("http://10.0.0.5:8000", insecure_http=True)
