@@ -59,6 +59,8 @@ MAX_WAIT_S = 30.0  # the longest long-poll of a claim
 URL_TTL_S = 900  # input download and output upload URLs
 OUTPUT_TYPE = "video/mp4"
 _META_MAX = 64 * 1024  # a completion's meta, as JSON
+PART_BYTES = 64 * 1024 * 1024  # S3: larger outputs are uploaded in parts of this size
+MAX_PARTS = 10_000  # S3's limit
 
 router = APIRouter(prefix="/worker/v1", tags=["worker protocol"], route_class=JsonRoute)
 uploads = APIRouter(prefix="/worker/v1", tags=["worker protocol"])  # raw bodies
@@ -124,10 +126,20 @@ class UploadBody(Fenced):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class PartDone(_Body):
+    """An uploaded part of a multipart upload: its number and the ETag S3 answered."""
+
+    number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=200)
+
+
 class CompleteBody(UploadBody):
-    """The attempt's uploaded output, and its meta (stored as the result's)."""
+    """The attempt's uploaded output, and its meta (stored as the result's); for a
+    multipart upload, its id and parts (the API assembles them)."""
 
     meta: dict[str, Any] = Field(default_factory=dict)
+    upload_id: str | None = Field(default=None, min_length=1, max_length=1000)
+    parts: list[PartDone] = Field(default_factory=list, max_length=MAX_PARTS)
 
 
 # -- routes -------------------------------------------------------------------------------
@@ -306,6 +318,8 @@ def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> dict[str, Any
     if job.state is JobState.COMPLETED and job.result_key == body.key:
         return {"completed": True, "replayed": True}  # a retry after a lost answer
     attempt = _own_key(job, body.key, any_attempt=True)
+    if body.upload_id is not None:
+        _assemble(ctx, body, body.upload_id)
     _check_object(ctx, body)
     if ctx.store.complete(job_id, body.lease_token, body.key, body.meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
@@ -354,13 +368,29 @@ def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> di
         })  # fmt: skip
         url = f"{base}/worker/v1/uploads/{job.id}/{quote(body.key)}?{query}"
         return {"url": url, "headers": {"Content-Type": OUTPUT_TYPE}}
-    upload_url = getattr(ctx.storage, "upload_url", None)
-    if upload_url is None:
+    from vidq.storage.s3 import S3BlobStore
+
+    storage = ctx.storage
+    if not isinstance(storage, S3BlobStore):
         raise VidqError("this storage offers no upload URLs")
-    return {
-        "url": upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
-        "headers": {"Content-Type": OUTPUT_TYPE},
-    }
+    if body.size <= PART_BYTES:
+        return {
+            "url": storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
+            "headers": {"Content-Type": OUTPUT_TYPE},
+        }
+    count = -(-body.size // PART_BYTES)
+    if count > MAX_PARTS:
+        raise InvalidInput("size", f"over {MAX_PARTS} parts of {PART_BYTES} bytes")
+    upload_id = storage.start_multipart(body.key, OUTPUT_TYPE)
+    parts = [
+        {
+            "number": n,
+            "url": storage.part_url(body.key, upload_id, n, URL_TTL_S),
+            "size": min(PART_BYTES, body.size - (n - 1) * PART_BYTES),
+        }
+        for n in range(1, count + 1)
+    ]
+    return {"upload_id": upload_id, "parts": parts}
 
 
 def _signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp: int) -> str:
@@ -368,6 +398,21 @@ def _signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp
     lease token, or none), its URLs no longer verify."""
     msg = f"{job_id}\n{key}\n{size}\n{sha}\n{exp}".encode()
     return hmac.new(lease_token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def _assemble(ctx: AppContext, body: CompleteBody, upload_id: str) -> None:
+    """Finish a multipart upload (S3), unless an earlier try of this complete did."""
+    from vidq.storage.s3 import S3BlobStore
+
+    storage = ctx.storage
+    if not isinstance(storage, S3BlobStore) or not body.parts:
+        raise InvalidInput("upload_id", "no multipart upload to finish here")
+    if storage.exists(body.key):
+        return
+    try:
+        storage.finish_multipart(body.key, upload_id, [(p.number, p.etag) for p in body.parts])
+    except NotFound as exc:
+        raise InvalidInput("upload_id", exc.message) from None
 
 
 def _check_object(ctx: AppContext, body: CompleteBody) -> None:

@@ -162,6 +162,20 @@ class RemoteAPI:
         if response.status_code not in (200, 201, 204):
             raise StorageUnavailable(f"upload refused: HTTP {response.status_code}")
 
+    def put_part(self, url: str, path: Path, offset: int, size: int) -> str:
+        """PUT ``size`` bytes of ``path`` from ``offset`` to a signed part URL; the ETag."""
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size)
+        try:
+            response = self._urls.put(url, content=data)
+        except httpx.TransportError as exc:
+            raise StorageUnavailable(f"upload failed: {type(exc).__name__}") from exc
+        etag = str(response.headers.get("etag") or "")
+        if response.status_code != 200 or not etag:
+            raise StorageUnavailable(f"part upload refused: HTTP {response.status_code}")
+        return etag
+
 
 def _detail(response: httpx.Response) -> str:
     try:
@@ -192,7 +206,7 @@ class RemoteStore:
         self._engines: dict[str, dict[str, str]] = {}  # worker -> pool -> engine
         self._downloads: dict[str, tuple[int, str]] = {}  # input key -> (job id, signed URL)
         self._leases: dict[int, str] = {}  # job id -> lease token (for uploads)
-        self._uploads: dict[str, tuple[int, str]] = {}  # uploaded key -> (size, sha256)
+        self._uploads: dict[str, dict[str, Any]] = {}  # uploaded key -> what complete names
         self._queued: dict[str, int] = {}
         self._waited = threading.local()
 
@@ -279,11 +293,8 @@ class RemoteStore:
         """Names the uploaded object with its size and sha256; the server checks them, and
         answers a retry of a complete that committed as a success."""
         with self._lock:
-            size, sha256 = self._uploads.get(result_key, (0, ""))
-        body = {
-            "lease_token": token, "key": result_key, "size": size, "sha256": sha256,
-            "meta": meta,
-        }  # fmt: skip
+            upload = self._uploads.get(result_key, {"size": 0, "sha256": ""})
+        body = {"lease_token": token, "key": result_key, **upload, "meta": meta}
         done = _ok(self.api.call("POST", f"/jobs/{job_id}/complete", body))
         if done:
             self._forget(job_id, result_key)
@@ -336,9 +347,9 @@ class RemoteStore:
             raise StorageUnavailable("no claimed job for this upload")
         return token
 
-    def uploaded(self, key: str, size: int, sha256: str) -> None:
+    def uploaded(self, key: str, upload: dict[str, Any]) -> None:
         with self._lock:
-            self._uploads[key] = (size, sha256)
+            self._uploads[key] = upload
 
     def _forget(self, job_id: int, key: str | None = None) -> None:
         with self._lock:
@@ -372,8 +383,17 @@ class RemoteBlobs:
             # 409: the attempt lost the job (the heartbeat stops the loop's retries)
             raise StorageUnavailable(f"upload refused: HTTP {response.status_code}")
         target = response.json()
-        self.store.api.put(str(target["url"]), path, size, dict(target.get("headers", {})))
-        self.store.uploaded(key, size, sha256)
+        upload: dict[str, Any] = {"size": size, "sha256": sha256}
+        if "parts" in target:  # a large output on S3: presigned part URLs
+            offset, done = 0, []
+            for part in target["parts"]:
+                etag = self.store.api.put_part(str(part["url"]), path, offset, int(part["size"]))
+                done.append({"number": int(part["number"]), "etag": etag})
+                offset += int(part["size"])
+            upload.update(upload_id=str(target["upload_id"]), parts=done)
+        else:
+            self.store.api.put(str(target["url"]), path, size, dict(target.get("headers", {})))
+        self.store.uploaded(key, upload)
 
     def keys(self, prefix: str) -> list[str]:
         """Empty: the server sweeps other attempts' uploads (at claim and complete)."""
