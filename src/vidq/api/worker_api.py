@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import tempfile
@@ -447,6 +448,4 @@ def _fenced(done: bool) -> Response:
 
 
 def _json_text(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"), default=str)
