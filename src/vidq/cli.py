@@ -104,11 +104,17 @@ def _open_backends_patiently(settings: Settings) -> tuple[Any, Any]:
             time.sleep(2.0)
 
 
-def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -> Any:
+def worker_options(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    name: str = "",
+    pools: tuple[str, ...] | None = None,
+) -> Any:
     from vidq.catalog import POOLS
     from vidq.worker import WorkerOptions
 
-    pools = settings.worker.pools or POOLS
+    pools = pools or settings.worker.pools or POOLS
     unknown = sorted(set(pools) - set(POOLS))
     if unknown:
         raise typer.BadParameter(f"unknown pools: {', '.join(unknown)}; known: {', '.join(POOLS)}")
@@ -128,6 +134,69 @@ def worker_options(settings: Settings, *, burst: bool = False, name: str = "") -
         logs=log_setup(settings),
         name=name,
     )
+
+
+def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
+    """A remote worker's store, storage and options: the API's ``/worker/v1`` routes,
+    with the server's lease and the worker token's pools (default: all of them)."""
+    import time
+
+    from vidq.errors import ServiceUnavailable
+    from vidq.worker.remote import CLAIM_WAIT_S, RemoteAPI, RemoteBlobs, RemoteStore, TokenRefused
+
+    secret = settings.worker.worker_token
+    if secret is None:
+        raise typer.BadParameter("a remote worker needs a worker token", param_hint="--token")
+    try:
+        api = RemoteAPI(
+            settings.worker.server or "",
+            secret.get_secret_value(),
+            insecure_http=settings.worker.insecure_http,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--server") from None
+    log = logging.getLogger("vidq.worker")
+    while True:  # wait out an API that is not up yet, as a local worker waits for its database
+        try:
+            answer = api.call("GET", "/config")
+            break
+        except ServiceUnavailable as exc:
+            log.warning("waiting for the API: %s", exc.message)
+            time.sleep(2.0)
+        except TokenRefused as exc:
+            typer.echo(f"the API refused the worker token: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+    if answer.status_code != 200:
+        typer.echo(
+            f"{api.server} answered {answer.status_code} to /worker/v1/config: not a vidq API "
+            "with the worker protocol, or not a worker token",
+            err=True,
+        )
+        raise typer.Exit(2)
+    config = answer.json()
+    allowed = tuple(config["pools"])
+    pools = settings.worker.pools or allowed
+    refused = sorted(set(pools) - set(allowed))
+    if refused:
+        raise typer.BadParameter(
+            f"this worker token may not claim from {', '.join(refused)}", param_hint="--pools"
+        )
+    options = worker_options(settings, burst=burst, pools=pools)
+    options = dataclasses.replace(options, lease_s=float(config["lease_s"]))
+    store = RemoteStore(api, wait_s=0.0 if burst else CLAIM_WAIT_S, lease_s=options.lease_s)
+    return store, RemoteBlobs(store), options
+
+
+def _run_worker(w: Any) -> int:
+    """``w.run()``; a worker token refused while running (revoked) ends it with exit 2."""
+    from vidq.worker.remote import TokenRefused
+
+    try:
+        done: int = w.run()
+    except TokenRefused as exc:
+        typer.echo(f"the API refused the worker token: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    return done
 
 
 def wan_problems(settings: Settings, pools: tuple[str, ...]) -> list[str]:
@@ -291,9 +360,21 @@ def worker(
             help="Exit (code 0) after this long with no job running (VIDQ_MAX_IDLE_SECONDS).",
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Remote worker: the API's URL (VIDQ_SERVER); no database needed."),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Remote worker: a worker token (VIDQ_WORKER_TOKEN).")
+    ] = None,
+    insecure_http: Annotated[
+        bool | None,
+        typer.Option("--insecure-http", help="Remote worker: allow http:// beyond loopback."),
+    ] = None,
 ) -> None:
-    """Run one worker process on the configured job store and storage; it also runs the
-    retention collector (one process of the fleet at a time)."""
+    """Run one worker process on the configured job store and storage (it also runs the
+    retention collector, one process of the fleet at a time), or with ``--server`` a
+    remote worker that reaches only the API (docs/remote-workers.md)."""
     from prometheus_client import CollectorRegistry
 
     from vidq.errors import EngineUnavailable
@@ -305,7 +386,8 @@ def worker(
         data_dir=data_dir,
         worker={
             "pools": pools, "metrics_port": metrics_port, "gpus": gpus, "max_jobs": max_jobs,
-            "max_idle_seconds": max_idle,
+            "max_idle_seconds": max_idle, "server": server, "worker_token": token,
+            "insecure_http": insecure_http,
         },
     )  # fmt: skip
     configure_logging(settings)
@@ -314,8 +396,12 @@ def worker(
     except EngineUnavailable as exc:
         typer.echo(f"refusing to start: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    options = worker_options(settings, burst=burst)
-    store, storage = _open_backends_patiently(settings)
+    remote = settings.worker.server is not None
+    if remote:
+        store, storage, options = remote_backends(settings, burst=burst)
+    else:
+        store, storage = _open_backends_patiently(settings)
+        options = worker_options(settings, burst=burst)
     metrics = None
     if settings.worker.metrics_port is not None:
         registry = CollectorRegistry(auto_describe=True)
@@ -323,7 +409,7 @@ def worker(
         serve_worker_metrics(registry, settings.worker.metrics_port)
     limits = RunLimits(settings.worker.max_jobs, settings.worker.max_idle_seconds)
     w = WorkerGroup.build(store, storage, options, devices, metrics=metrics, limits=limits)
-    gc_stop = None if burst else start_collector(settings, store, storage, w.name)
+    gc_stop = None if burst or remote else start_collector(settings, store, storage, w.name)
     signals = {"count": 0}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -334,7 +420,7 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        done = w.run()
+        done = _run_worker(w)
     finally:
         if gc_stop is not None:
             gc_stop.set()
@@ -423,11 +509,21 @@ def token_create(
     rate_per_minute: Limit = None,
     daily_video_seconds: Limit = None,
     data_dir: DataDir = None,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker", help="A worker token: only the /worker/v1 routes (remote workers)."
+        ),
+    ] = False,
+    pools: Annotated[
+        str | None, typer.Option(help="With --worker: the pools it may claim from (default: all).")
+    ] = None,
 ) -> None:
     """Create a token; prints only the token on stdout. Limits not given come from the
     VIDQ_DEFAULT_* settings (unlimited unless set)."""
     from vidq.api.auth import create_token
 
+    worker_pools = _worker_pools(worker, admin, pools)
     if not user.strip() or len(user) > 200:
         raise typer.BadParameter("user must be 1-200 characters")
     _max_priority(max_priority)
@@ -447,8 +543,30 @@ def token_create(
         },
     )  # fmt: skip
     store, _ = open_backends(settings)
-    token = create_token(store, user.strip(), max_priority=max_priority, admin=admin, quota=quota)
+    token = create_token(
+        store, user.strip(), max_priority=max_priority, admin=admin, quota=quota,
+        worker=worker, pools=worker_pools,
+    )  # fmt: skip
     typer.echo(token)
+
+
+def _worker_pools(worker: bool, admin: bool, pools: str | None) -> tuple[str, ...] | None:
+    """The pools of a worker token (None: every pool); checks the role options."""
+    from vidq.catalog import POOLS
+
+    if pools is not None and not worker:
+        raise typer.BadParameter("only worker tokens have pools", param_hint="--pools")
+    if worker and admin:
+        raise typer.BadParameter(
+            "a token is either a worker's or an admin's", param_hint="--worker"
+        )
+    names = tuple(p.strip() for p in (pools or "").split(",") if p.strip())
+    unknown = sorted(set(names) - set(POOLS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown pools: {', '.join(unknown)}; known: {', '.join(POOLS)}", param_hint="--pools"
+        )
+    return names or None
 
 
 @token_app.command("update")
@@ -515,6 +633,8 @@ def _token_line(t: Token, usage: Usage | None) -> str:
     """One token as ``token list`` shows it: limits as used/limit (``-``: unlimited)."""
     state = "revoked" if t.revoked else "active"
     role = "admin" if t.admin else "user"
+    if t.worker:
+        role = f"worker(pools={','.join(t.pools) if t.pools else 'all'})"
     q = t.quota
 
     def shown(limit: int | None, used: float | None) -> str:

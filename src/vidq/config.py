@@ -197,6 +197,21 @@ class WorkerSettings(_Group):
         description="`vidq worker` exits (code 0) after this many seconds in which none of "
         "its slots ran a job (scale to zero); unset: it waits for work forever.",
     )
+    server: str | None = Field(
+        default=None,
+        description="Remote-worker mode: the API's base URL (`https://...`); the worker then "
+        "talks only to the API's `/worker/v1` routes and needs no database, storage or data "
+        "dir. Unset: a local worker on the configured job store and storage.",
+    )
+    worker_token: SecretStr | None = Field(
+        default=None,
+        description="Remote-worker mode: the worker token (`vidq token create --worker`).",
+    )
+    insecure_http: bool = Field(
+        default=False,
+        description="Remote-worker mode: allow a plain `http://` server that is not on "
+        "loopback (the token then crosses the network in clear).",
+    )
 
     @field_validator("pools", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ default message.
     │   ├── InvalidInput           (422) an input field is invalid; names the field
     │   ├── PayloadTooLarge        (413) body or decoded input over its limit
     │   ├── Unauthorized           (401) missing or unknown token
+    │   ├── Forbidden              (403) the token's role may not do this (worker tokens)
     │   ├── NotFound               (404) unknown model, request, blob — or not yours
     │   ├── Conflict               (409) the job is not in a state that allows this
     │   ├── Gone                   (410) the result expired (retention) and was deleted
@@ -100,6 +101,22 @@ class Unauthorized(UserError):
     """Missing or unknown token: send 'Authorization: Bearer <token>'."""
 
     http_status = 401
+
+
+class Forbidden(UserError):
+    """This token may not do this."""
+
+    http_status = 403
+
+    def __init__(self, message: str | None = None, *, loc: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.loc = list(loc) if loc else None
+
+    @property
+    def detail(self) -> Any:
+        if self.loc is None:
+            return self.message
+        return [{"loc": self.loc, "msg": self.message, "type": "forbidden"}]
 
 
 class NotFound(UserError):

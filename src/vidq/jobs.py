@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
 
 
@@ -150,3 +151,30 @@ class NewJob:
     deadline_s: float | None = None  # must be finished this long after submit
     start_s: float | None = None  # must have started this long after submit
     start_error: str | None = None  # the error it ends with if it has not
+
+
+# -- output keys (shared by the workers, which upload, and the API, which checks) -------
+TIER_FOLDERS = {0: "free", 1: "pro", 2: "premium"}
+_OUTPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def output_prefix(job: Job) -> str:
+    """``outputs/<tier>/<id>_0_``: the start of every attempt's output key of ``job``."""
+    return f"outputs/{TIER_FOLDERS.get(job.tier, 'free')}/{job.id}_0_"
+
+
+def output_key(job: Job, name: str) -> str:
+    """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4`` as in the spec; unique per attempt
+    (``name`` is the engine's, e.g. ``WanVideo2_2_T2V``)."""
+    return f"{output_prefix(job)}{name}_{job.attempt:05d}.mp4"
+
+
+def output_attempt(job: Job, key: str) -> int | None:
+    """The attempt that ``key`` is an output of, if it is one of ``job``'s output keys."""
+    prefix = output_prefix(job)
+    if not key.startswith(prefix) or not key.endswith(".mp4"):
+        return None
+    name, _, attempt = key[len(prefix) : -len(".mp4")].rpartition("_")
+    if not _OUTPUT_NAME.fullmatch(name) or not attempt.isdigit() or len(attempt) != 5:
+        return None
+    return int(attempt)

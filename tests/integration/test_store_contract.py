@@ -449,6 +449,21 @@ def test_tokens(store: JobStore) -> None:
     assert listed[t.id].revoked and not listed[a.id].revoked and listed[a.id].admin
 
 
+def test_worker_tokens(store: JobStore) -> None:
+    """A worker token keeps its role and its pools (migration 0008); user tokens have none."""
+    w = store.create_token("gpu-box", "w" * 64, 0, admin=False, worker=True, pools=["p1", "p2"])
+    any_pool = store.create_token("gpu-2", "v" * 64, 0, admin=False, worker=True)
+    user = store.create_token("alice", "u" * 64, 50, admin=False)
+    assert w.worker and w.pools == ("p1", "p2") and not w.admin
+    found = store.token_by_hash("w" * 64)
+    assert found is not None and found[0].worker and found[0].pools == ("p1", "p2")
+    assert any_pool.worker and any_pool.pools is None
+    assert not user.worker and user.pools is None
+    listed = {x.id: x for x in store.list_tokens()}
+    assert listed[w.id].worker and listed[w.id].pools == ("p1", "p2")
+    assert not listed[user.id].worker
+
+
 def test_uploads_owner_size_and_expiry(store: JobStore) -> None:
     now = store.now()
     a = store.create_upload("a" * 32, "alice", "uploads/alice/a/x.png", "image/png", "x.png", None)

@@ -18,7 +18,19 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidq.api import admin, fal, fal_run, fal_storage, files, native, ops, requests, web, webhooks
+from vidq.api import (
+    admin,
+    fal,
+    fal_run,
+    fal_storage,
+    files,
+    native,
+    ops,
+    requests,
+    web,
+    webhooks,
+    worker_api,
+)
 from vidq.api import jobs_service as svc
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
@@ -33,6 +45,8 @@ from vidq.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
+
+WORKER_POLLS = 256  # remote workers' claims waiting at once (each holds a thread)
 
 _JSON_ALIASES = (b"application/x-www-form-urlencoded", b"text/plain", b"")
 
@@ -181,6 +195,7 @@ def create_app(
     ctx.webhooks = webhooks.WebhookDispatcher(ctx)
     ctx.fetcher = svc.input_fetcher(settings)
     ctx.decode_limiter = anyio.CapacityLimiter(settings.limits.media_concurrency)
+    ctx.worker_polls = anyio.CapacityLimiter(WORKER_POLLS)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(files.router)
@@ -193,6 +208,8 @@ def create_app(
     app.include_router(fal.router)
     app.include_router(fal_storage.router)
     app.include_router(fal_run.router)
+    app.include_router(worker_api.router)  # the worker protocol (remote workers)
+    app.include_router(worker_api.uploads)
     app.include_router(web.router(web.WebFiles()))  # the web app at /
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
     hosts = settings.server.trusted_hosts()

@@ -8,8 +8,9 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 
-from vidq.errors import Unauthorized
+from vidq.errors import Forbidden, Unauthorized
 from vidq.store.base import JobStore, Quota, Token
 
 TOKEN_PREFIX = "vq_"
@@ -30,11 +31,23 @@ def create_token(
     max_priority: int = 100,
     admin: bool = False,
     quota: Quota = Quota(),
+    *,
+    worker: bool = False,
+    pools: Sequence[str] | None = None,
 ) -> str:
-    """Create a token for ``user`` with these limits; returns the token (only its hash
-    is stored)."""
+    """Create a token for ``user`` with these limits (``worker``: a worker token for
+    ``pools``, None: every pool); returns the token (only its hash is stored)."""
     token = new_token()
-    store.create_token(user, hash_token(token), max_priority, admin, quota)
+    store.create_token(
+        user, hash_token(token), max_priority, admin, quota, worker=worker, pools=pools
+    )
+    return token
+
+
+def require_user_role(token: Token) -> Token:
+    """``token`` if it may use the user and admin routes; a worker token may not (403)."""
+    if token.worker:
+        raise Forbidden("A worker token may use only the /worker/v1 routes.")
     return token
 
 

@@ -57,6 +57,9 @@ class AppContext:
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
     fetcher: Fetcher = dataclasses.field(init=False)  # input URLs; set by create_app
     decode_limiter: anyio.CapacityLimiter = dataclasses.field(init=False)  # media submits
+    # remote workers' long-polling claims (api/worker_api.py): their own threads, so that
+    # idle workers never hold the threads the other routes run on
+    worker_polls: anyio.CapacityLimiter = dataclasses.field(init=False)
 
     def base_url(self, request: Request) -> str:
         return (self.settings.server.public_url or str(request.base_url)).rstrip("/")

@@ -7,7 +7,7 @@ import re
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.auth import parse_authorization
+from vidq.api.auth import parse_authorization, require_user_role
 from vidq.api.context import context
 from vidq.catalog import Model, get_model
 from vidq.errors import InvalidRequestId, NotFound
@@ -17,13 +17,14 @@ _REQUEST_ID = re.compile(r"[0-9]{1,18}")
 
 
 async def caller(request: Request) -> Token:
-    """The authenticated token of this request (401 otherwise)."""
+    """The authenticated user or admin token of this request (401 otherwise; 403 for a
+    worker token, which may use only ``/worker/v1``)."""
     ctx = context(request)
     token = parse_authorization(request.headers.get("authorization"))
     hit = ctx.auth.cached(token)
-    if hit is not None:
-        return hit
-    return await run_in_threadpool(ctx.auth.lookup, token)
+    if hit is None:
+        hit = await run_in_threadpool(ctx.auth.lookup, token)
+    return require_user_role(hit)
 
 
 def model_or_404(model_id: str) -> Model:

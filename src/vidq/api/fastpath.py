@@ -17,7 +17,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vidq.api.auth import parse_authorization
+from vidq.api.auth import parse_authorization, require_user_role
 from vidq.api.context import AppContext
 from vidq.api.native import status_of
 from vidq.errors import ServiceUnavailable, VidqError
@@ -88,11 +88,11 @@ class StatusFastPath:
         token = parse_authorization(header)
         auth = self.ctx.auth
         hit = auth.cached(token)
-        if hit is not None:
-            return hit
-        if self.ctx.store.inline_reads:
-            return auth.lookup(token)
-        return await run_in_threadpool(auth.lookup, token)
+        if hit is None and self.ctx.store.inline_reads:
+            hit = auth.lookup(token)
+        elif hit is None:
+            hit = await run_in_threadpool(auth.lookup, token)
+        return require_user_role(hit)
 
 
 async def _json(

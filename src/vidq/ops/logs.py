@@ -77,6 +77,8 @@ def configure_logging(setup: LogSetup) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(setup.level.upper())
+    # httpx logs each request's URL at INFO: a signed URL's query is a credential.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactQuery) for f in access.filters):
         access.addFilter(RedactQuery())

@@ -202,6 +202,71 @@ class S3BlobStore:
             raise _unavailable(exc, "cannot sign URL") from exc
         return url
 
+    def upload_url(self, key: str, ttl_s: int, content_type: str) -> str:
+        """A presigned PUT URL for ``key`` (remote workers upload without credentials);
+        the upload must send this ``Content-Type``."""
+        self._ensure_bucket()
+        try:
+            url: str = self._client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
+            )
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot sign URL") from exc
+        return url
+
+    # -- multipart uploads by presigned URLs (remote workers' large outputs) ---------------
+    def start_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload of ``key``; its upload id."""
+        self._ensure_bucket()
+        try:
+            answer = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _unavailable(exc, "cannot start a multipart upload") from exc
+        return str(answer["UploadId"])
+
+    def part_url(self, key: str, upload_id: str, number: int, ttl_s: int) -> str:
+        """A presigned PUT URL for part ``number`` (1-based); its answer's ETag names it."""
+        try:
+            url: str = self._client.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                    "PartNumber": number,
+                },
+                ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
+            )  # fmt: skip
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot sign URL") from exc
+        return url
+
+    def finish_multipart(self, key: str, upload_id: str, etags: list[tuple[int, str]]) -> None:
+        """Assemble the parts (number, ETag) into the object; NotFound if the upload id or
+        a part is unknown (then the upload is aborted)."""
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(etags)]
+        try:
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )  # fmt: skip
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in ("NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+                self.abort_multipart(key, upload_id)
+                raise NotFound(f"multipart upload refused: {_code(exc)}") from exc
+            raise _unavailable(exc, "cannot finish a multipart upload") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot finish a multipart upload") from exc
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop a multipart upload and its parts (no error if it is gone)."""
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            log.warning("could not abort a multipart upload", extra={"key": key})
+
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 

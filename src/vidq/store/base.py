@@ -56,6 +56,8 @@ class Token:
     created_at: float
     revoked: bool = False
     quota: Quota = Quota()
+    worker: bool = False  # a worker token: only the /worker/v1 routes (remote workers)
+    pools: tuple[str, ...] | None = None  # a worker token's pools; None: every pool
 
 
 class Lease(enum.Enum):
@@ -426,9 +428,17 @@ class JobStore(Protocol):
 
     # --- tokens ---------------------------------------------------------------------
     def create_token(
-        self, user: str, token_hash: str, max_priority: int, admin: bool, quota: Quota = Quota()
+        self,
+        user: str,
+        token_hash: str,
+        max_priority: int,
+        admin: bool,
+        quota: Quota = Quota(),
+        *,
+        worker: bool = False,
+        pools: Sequence[str] | None = None,
     ) -> Token:
-        """Store a token's hash."""
+        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool)."""
 
     def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
         """Set a live token's limits; None if no such live token."""

@@ -501,11 +501,20 @@ class SQLStore:
 
     # -- tokens --------------------------------------------------------------------------
     def create_token(
-        self, user: str, token_hash: str, max_priority: int, admin: bool, quota: Quota = Quota()
+        self,
+        user: str,
+        token_hash: str,
+        max_priority: int,
+        admin: bool,
+        quota: Quota = Quota(),
+        *,
+        worker: bool = False,
+        pools: Sequence[str] | None = None,
     ) -> Token:
         row = self._row(
             self._sql.insert_token,
             owner=user, token_hash=token_hash, max_priority=max_priority, admin=admin,
+            worker=worker, pools=",".join(pools) if pools else None,
             **dataclasses.asdict(quota),
         )  # fmt: skip
         assert row is not None

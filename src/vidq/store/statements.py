@@ -408,9 +408,9 @@ class Statements:
     # -- tokens -------------------------------------------------------------------------
     insert_token = Statement(f"""
         INSERT INTO tokens (owner, token_hash, max_priority, admin, max_queued, max_running,
-            rate_per_minute, daily_video_seconds, created_at)
+            rate_per_minute, daily_video_seconds, worker, pools, created_at)
         VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
-            :rate_per_minute, :daily_video_seconds, {{NOW}})
+            :rate_per_minute, :daily_video_seconds, :worker, :pools, {{NOW}})
         RETURNING {TOKEN_COLUMNS}""")
     # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
     # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.

@@ -28,17 +28,16 @@ from pydantic import BaseModel
 from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
-from vidq.jobs import Job
+from vidq.jobs import Job, output_key
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
-from vidq.storage.base import BlobStore
-from vidq.store.base import JobStore, Lease
+from vidq.storage.outputs import sweep_attempts
+from vidq.store.base import Lease
 from vidq.worker.child import EngineFailed, EngineProcess
 from vidq.worker.limits import RunLimits
+from vidq.worker.ports import WorkerBlobs, WorkerStore
 
 log = logging.getLogger(__name__)
-
-TIER_FOLDERS = {0: "free", 1: "pro", 2: "premium"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,20 +68,14 @@ class WorkerOptions:
         return nominal * random.uniform(0.5, 1.0)
 
 
-def output_key(job: Job, model: Model, result: EngineResult) -> str:
-    """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4`` as in the spec; unique per attempt."""
-    folder = TIER_FOLDERS.get(job.tier, "free")
-    return f"outputs/{folder}/{job.id}_0_{result.name}_{job.attempt:05d}.mp4"
-
-
 class Worker:
     """One worker (one job at a time): serves its pools until stopped, until ``limits``
     end it (shared by the GPU slots of a process), or in burst mode until idle."""
 
     def __init__(
         self,
-        store: JobStore,
-        storage: BlobStore,
+        store: WorkerStore,
+        storage: WorkerBlobs,
         options: WorkerOptions,
         metrics: WorkerMetrics | None = None,
         limits: RunLimits | None = None,
@@ -246,15 +239,15 @@ class Worker:
     ) -> None:
         """Run the engine, upload under the attempt's key, complete fenced. An upload
         that does not end in a won completion is deleted."""
-        if job.attempt > 1:
-            self._sweep_earlier_attempts(job)
+        if job.attempt > 1:  # uploads of earlier attempts that never completed
+            sweep_attempts(self.storage, job, lambda attempt: attempt < job.attempt)
         engine_job = self._engine_job(job, model, workdir)
         result = self._run_engine(job, engine_job, lost, cancel)
         lease = Lease.LOST if lost.is_set() else self._still_holds(job, lost)
         if lease is not Lease.HELD:
             (cancel if lease is Lease.CANCEL else lost).set()
             raise LeaseLost()
-        uploaded = output_key(job, model, result)
+        uploaded = output_key(job, result.name)
         try:
             self._upload(uploaded, Path(engine_job.output_path), lost)
             size = Path(engine_job.output_path).stat().st_size
@@ -267,7 +260,7 @@ class Worker:
             self._delete_quietly(uploaded)
             raise
         if job.attempt > 1:  # only a retried job can have other attempts' uploads
-            self._sweep_other_attempts(job, keep=uploaded)
+            sweep_attempts(self.storage, job, lambda attempt: attempt != job.attempt)
 
     def _upload(self, key: str, path: Path, lost: threading.Event) -> None:
         """Upload the finished video, retried while the storage fails (a full disk, an S3
@@ -413,32 +406,6 @@ class Worker:
                 if time.monotonic() > deadline or lost.is_set():
                     raise
                 time.sleep(0.5)
-
-    def _sweep_other_attempts(self, job: Job, keep: str) -> None:
-        """After winning, delete other attempts' uploads of this job (a stale attempt that
-        uploaded and then died cannot delete its own)."""
-        folder = TIER_FOLDERS.get(job.tier, "free")
-        try:
-            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
-                if key != keep:
-                    self.storage.delete(key)
-                    log.info("deleted orphan upload of another attempt", extra={"key": key})
-        except VidqError as exc:
-            log.warning("could not sweep other uploads: %s", exc.message)
-
-    def _sweep_earlier_attempts(self, job: Job) -> None:
-        """Delete outputs that earlier attempts uploaded but never completed (a worker
-        killed between upload and complete cannot clean up after itself). Attempts
-        before this one are fenced out, so nothing here can still become the result."""
-        folder = TIER_FOLDERS.get(job.tier, "free")
-        try:
-            for key in self.storage.keys(f"outputs/{folder}/{job.id}_0_"):
-                stem = key.rsplit("_", 1)[-1].removesuffix(".mp4")
-                if stem.isdigit() and int(stem) < job.attempt:
-                    self.storage.delete(key)
-                    log.info("deleted orphan upload of an earlier attempt", extra={"key": key})
-        except VidqError as exc:
-            log.warning("could not sweep earlier uploads: %s", exc.message)
 
     def _release(self, job: Job) -> None:
         try:

@@ -18,9 +18,8 @@ from collections.abc import Mapping, Sequence
 
 from vidq.errors import EngineUnavailable
 from vidq.ops.metrics import WorkerMetrics
-from vidq.storage.base import BlobStore
-from vidq.store.base import JobStore
 from vidq.worker.limits import RunLimits
+from vidq.worker.ports import WorkerBlobs, WorkerStore
 from vidq.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -79,8 +78,8 @@ class WorkerGroup:
     @classmethod
     def build(
         cls,
-        store: JobStore,
-        storage: BlobStore,
+        store: WorkerStore,
+        storage: WorkerBlobs,
         options: WorkerOptions,
         gpus: Sequence[str] | None,
         *,

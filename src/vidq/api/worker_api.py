@@ -1,0 +1,451 @@
+"""The worker protocol, version 1 (``/worker/v1``): remote workers over HTTPS.
+
+A remote worker (``vidq worker --server URL --token T``) runs the same loop as a local one
+(``worker/runner.py``); these routes are its job store and its storage. Only worker
+tokens (``vidq token create --worker``) may use them (any other token gets 404), and a
+worker token may use nothing else (``deps.caller`` answers 403).
+
+- ``claim`` long-polls (up to ``MAX_WAIT_S``) on the store's own wake-ups and answers the
+  job, its lease token and expiry, and a short-lived download URL per input;
+- ``heartbeat``, ``progress``, ``fail``, ``cancelled``, ``release`` and ``complete`` are
+  fenced by the attempt's lease token: 409 once the attempt has lost the job;
+- outputs are uploaded without storage credentials: ``upload`` answers a presigned PUT of
+  the S3 store, or a signed URL of ``PUT /worker/v1/uploads/...`` on local storage, signed
+  with the attempt's lease token, so that a URL of an attempt that lost the job is refused;
+- ``complete`` checks the object has the size and sha256 the worker reports, is
+  idempotent (a retried complete of the winning attempt is a no-op success), and deletes
+  the upload of an attempt it refuses; the winner's complete sweeps other attempts'
+  uploads, as a local worker does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from vidq.api.auth import parse_authorization
+from vidq.api.body import JsonRoute
+from vidq.api.context import AppContext, context
+from vidq.catalog import POOLS
+from vidq.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    VidqError,
+)
+from vidq.jobs import Job, JobState, output_attempt, output_prefix
+from vidq.storage.outputs import size_and_sha256, sweep_attempts
+from vidq.store.base import Lease, Token
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+MAX_WAIT_S = 30.0  # the longest long-poll of a claim
+URL_TTL_S = 900  # input download and output upload URLs
+OUTPUT_TYPE = "video/mp4"
+_META_MAX = 64 * 1024  # a completion's meta, as JSON
+PART_BYTES = 64 * 1024 * 1024  # S3: larger outputs are uploaded in parts of this size
+MAX_PARTS = 10_000  # S3's limit
+
+router = APIRouter(prefix="/worker/v1", tags=["worker protocol"], route_class=JsonRoute)
+uploads = APIRouter(prefix="/worker/v1", tags=["worker protocol"])  # raw bodies
+
+
+async def worker(request: Request) -> Token:
+    """The worker token of this request: 401 without a known token, 404 for any other
+    token (as for an unknown route)."""
+    ctx = context(request)
+    value = parse_authorization(request.headers.get("authorization"))
+    token = ctx.auth.cached(value)
+    if token is None:
+        token = await run_in_threadpool(ctx.auth.lookup, value)
+    if not token.worker:
+        raise NotFound("Not found.")
+    return token
+
+
+Worker = Annotated[Token, Depends(worker)]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+PoolName = Annotated[str, Field(min_length=1, max_length=100)]
+LeaseToken = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClaimBody(_Body):
+    """Take a job of these pools; wait up to ``wait_s`` for one."""
+
+    worker: Name
+    pools: list[PoolName] = Field(min_length=1, max_length=100)
+    engines: dict[PoolName, Annotated[str, Field(max_length=50)]] = Field(
+        default_factory=dict, max_length=100
+    )  # pool -> engine, shown on /admin/workers
+    wait_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
+
+
+class Fenced(_Body):
+    """A call of the attempt that holds ``lease_token``."""
+
+    lease_token: LeaseToken
+
+
+class ProgressBody(Fenced):
+    done: int = Field(ge=0, le=1_000_000)
+    total: int = Field(ge=0, le=1_000_000)
+
+
+class FailBody(Fenced):
+    message: str = Field(max_length=4000)
+    error_type: str = Field(min_length=1, max_length=100)
+    retry: bool
+    delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+
+
+class UploadBody(Fenced):
+    """Ask where to upload this attempt's output ``key`` of ``size`` bytes."""
+
+    key: str = Field(min_length=1, max_length=500)
+    size: int = Field(ge=1, le=1 << 40)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class PartDone(_Body):
+    """An uploaded part of a multipart upload: its number and the ETag S3 answered."""
+
+    number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class CompleteBody(UploadBody):
+    """The attempt's uploaded output, and its meta (stored as the result's); for a
+    multipart upload, its id and parts (the API assembles them)."""
+
+    meta: dict[str, Any] = Field(default_factory=dict)
+    upload_id: str | None = Field(default=None, min_length=1, max_length=1000)
+    parts: list[PartDone] = Field(default_factory=list, max_length=MAX_PARTS)
+
+
+# -- routes -------------------------------------------------------------------------------
+@router.get("/config", summary="What the server expects of its remote workers")
+async def config(request: Request, token: Worker) -> Response:
+    ctx = context(request)
+    return JSONResponse(
+        {
+            "version": VERSION,
+            "lease_s": ctx.settings.worker.lease_seconds,
+            "pools": list(token.pools or POOLS),
+            "max_wait_s": MAX_WAIT_S,
+        }
+    )
+
+
+@router.post("/claim", summary="Take a job (long-poll up to wait_s)")
+async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
+    ctx = context(request)
+    unknown = [p for p in body.pools if p not in POOLS]
+    if unknown:
+        raise InvalidInput("pools", f"unknown pools: {', '.join(unknown)[:200]}")
+    if token.pools is not None:
+        others = [p for p in body.pools if p not in token.pools]
+        if others:
+            raise Forbidden(
+                f"this worker token may not claim from {', '.join(others)[:200]}",
+                loc=["body", "pools"],
+            )
+    base = ctx.base_url(request)
+    answer = await anyio.to_thread.run_sync(
+        _claim, ctx, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
+    )
+    return JSONResponse(answer)
+
+
+@router.post("/jobs/{job_id}/heartbeat", summary="Extend the lease; says whether to cancel")
+async def heartbeat(request: Request, job_id: int, body: Fenced, token: Worker) -> Response:
+    ctx = context(request)
+    lease_s = ctx.settings.worker.lease_seconds
+    lease = await run_in_threadpool(ctx.store.heartbeat, job_id, body.lease_token, lease_s)
+    if lease is Lease.LOST:
+        raise Conflict("This attempt no longer holds the job.")
+    return JSONResponse({"lease": lease.value, "lease_s": lease_s})
+
+
+@router.post("/jobs/{job_id}/progress", summary="Record progress (fenced)")
+async def progress(request: Request, job_id: int, body: ProgressBody, token: Worker) -> Response:
+    ctx = context(request)
+    done = await run_in_threadpool(
+        ctx.store.progress, job_id, body.lease_token, body.done, body.total
+    )
+    return _fenced(done)
+
+
+@router.post("/jobs/{job_id}/fail", summary="Record a failed attempt (retried or final)")
+async def fail(request: Request, job_id: int, body: FailBody, token: Worker) -> Response:
+    ctx = context(request)
+    done = await run_in_threadpool(
+        ctx.store.fail, job_id, body.lease_token, body.message, body.error_type[:100],
+        body.retry, body.delay_s,
+    )  # fmt: skip
+    return _fenced(done)
+
+
+@router.post("/jobs/{job_id}/cancelled", summary="Record CANCELLED after a cancel request")
+async def cancelled(request: Request, job_id: int, body: Fenced, token: Worker) -> Response:
+    ctx = context(request)
+    return _fenced(await run_in_threadpool(ctx.store.finish_cancel, job_id, body.lease_token))
+
+
+@router.post("/jobs/{job_id}/release", summary="Give the job back (shutdown), no attempt spent")
+async def release(request: Request, job_id: int, body: Fenced, token: Worker) -> Response:
+    ctx = context(request)
+    return _fenced(await run_in_threadpool(ctx.store.release, job_id, body.lease_token))
+
+
+@router.post("/jobs/{job_id}/upload", summary="Where to upload this attempt's output")
+async def upload(request: Request, job_id: int, body: UploadBody, token: Worker) -> Response:
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, Any]:
+        job = _held(ctx, job_id, body.lease_token)
+        _own_key(job, body.key)
+        return {"method": "PUT", **_upload_target(ctx, job, body, base)}
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.post("/jobs/{job_id}/complete", summary="Record the output (fenced, idempotent)")
+async def complete(request: Request, job_id: int, body: CompleteBody, token: Worker) -> Response:
+    ctx = context(request)
+    if len(_json_text(body.meta)) > _META_MAX:
+        raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
+    return JSONResponse(await run_in_threadpool(_complete, ctx, job_id, body))
+
+
+@uploads.put(
+    "/uploads/{job_id}/{key:path}",
+    summary="Signed output upload (local storage; the URL is the credential)",
+)
+async def signed_upload(
+    request: Request,
+    job_id: int,
+    key: str,
+    size: int = 0,
+    sha256: str = "",
+    expires: int = 0,
+    signature: str = "",
+) -> Response:
+    ctx = context(request)
+    job = await run_in_threadpool(ctx.store.get, job_id)
+    token = job.lease_token if job is not None and job.state is JobState.RUNNING else None
+    expected = _signature(token or "", job_id, key, size, sha256, expires)
+    if token is None or expires < time.time() or not hmac.compare_digest(expected, signature):
+        raise Forbidden("Invalid or expired upload signature.")
+    if await run_in_threadpool(ctx.storage.exists, key):
+        raise Conflict("This upload URL was used already.")
+    with tempfile.TemporaryDirectory(prefix="vidq-upload-") as tmp:
+        path = Path(tmp) / "body"
+        digest = hashlib.sha256()
+        seen = 0
+        with path.open("wb") as fh:
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > size:
+                    raise PayloadTooLarge(f"the body is over the declared size of {size} bytes")
+                digest.update(chunk)
+                await run_in_threadpool(fh.write, chunk)
+        if seen != size or not hmac.compare_digest(digest.hexdigest(), sha256):
+            raise InvalidInput("", "the body does not have the declared size and sha256")
+        await run_in_threadpool(ctx.storage.put_file, key, path, OUTPUT_TYPE)
+    return JSONResponse({"stored": key, "size": size}, status_code=201)
+
+
+# -- the work behind the routes ---------------------------------------------------------
+def _claim(ctx: AppContext, body: ClaimBody, base: str) -> dict[str, Any]:
+    """Claim, waiting on the store's wake-ups until ``wait_s`` passes (one thread: the
+    store's wake-ups are per thread)."""
+    store, lease_s = ctx.store, ctx.settings.worker.lease_seconds
+    store.register_worker(body.worker, body.pools, body.engines)
+    deadline = time.monotonic() + body.wait_s
+    while True:
+        job = store.claim(body.pools, body.worker, lease_s)
+        left = deadline - time.monotonic()
+        if job is not None or left <= 0 or ctx.reaper_stop.is_set():
+            break
+        store.wait_for_jobs(body.pools, min(left, 5.0))
+    if job is None:
+        depths = store.queue_depths()
+        return {"job": None, "queued": {p: depths.get(p, 0) for p in body.pools}}
+    if job.attempt > 1:  # uploads of earlier attempts that never completed
+        sweep_attempts(ctx.storage, job, lambda attempt: attempt < job.attempt)
+    blobs = dict(job.inputs.get("_blobs", {}))
+    downloads = {
+        str(field): ctx.storage.signed_url(str(key), URL_TTL_S, base)
+        for field, key in blobs.items()
+    }
+    log.info("job claimed by a remote worker", extra={"job_id": job.id, "worker": body.worker})
+    return {
+        "job": {
+            "id": job.id, "model_id": job.model_id, "pool": job.pool, "tier": job.tier,
+            "priority": job.priority, "attempt": job.attempt, "max_attempts": job.max_attempts,
+            "inputs": job.inputs, "lease_token": job.lease_token,
+            "lease_expires_at": job.lease_until, "lease_s": lease_s,
+        },
+        "downloads": downloads,
+    }  # fmt: skip
+
+
+def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> dict[str, Any]:
+    job = ctx.store.get(job_id)
+    if job is None:
+        raise NotFound("No such job.")
+    if job.state is JobState.COMPLETED and job.result_key == body.key:
+        return {"completed": True, "replayed": True}  # a retry after a lost answer
+    attempt = _own_key(job, body.key, any_attempt=True)
+    if body.upload_id is not None:
+        _assemble(ctx, body, body.upload_id)
+    _check_object(ctx, body)
+    if ctx.store.complete(job_id, body.lease_token, body.key, body.meta):
+        if attempt > 1:  # only a retried job can have other attempts' uploads
+            sweep_attempts(ctx.storage, job, lambda other: other != attempt)
+        return {"completed": True, "replayed": False}
+    now = ctx.store.get(job_id)
+    if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
+        return {"completed": True, "replayed": True}
+    if now is None or now.result_key != body.key:
+        _delete_quietly(ctx, body.key)
+    raise Conflict("This attempt no longer holds the job; its upload is deleted.")
+
+
+def _held(ctx: AppContext, job_id: int, lease_token: str) -> Job:
+    """The job, if this attempt holds it (409 otherwise)."""
+    job = ctx.store.get(job_id)
+    if job is None:
+        raise NotFound("No such job.")
+    held = job.state is JobState.RUNNING and job.lease_token is not None
+    if not held or not hmac.compare_digest(job.lease_token or "", lease_token):
+        raise Conflict("This attempt no longer holds the job.")
+    return job
+
+
+def _own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
+    """The attempt whose output ``key`` is (this attempt's unless ``any_attempt``)."""
+    attempt = output_attempt(job, key)
+    if attempt is None or (not any_attempt and attempt != job.attempt):
+        raise InvalidInput(
+            "key",
+            f"not an output key of this attempt (expected {output_prefix(job)}<name>_"
+            f"{job.attempt:05d}.mp4)",
+        )
+    return attempt
+
+
+def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> dict[str, Any]:
+    from vidq.storage.local import LocalBlobStore
+
+    if isinstance(ctx.storage, LocalBlobStore):
+        expires = int(time.time()) + URL_TTL_S
+        query = urlencode({
+            "size": body.size, "sha256": body.sha256, "expires": expires,
+            "signature": _signature(body.lease_token, job.id, body.key, body.size,
+                                    body.sha256, expires),
+        })  # fmt: skip
+        url = f"{base}/worker/v1/uploads/{job.id}/{quote(body.key)}?{query}"
+        return {"url": url, "headers": {"Content-Type": OUTPUT_TYPE}}
+    from vidq.storage.s3 import S3BlobStore
+
+    storage = ctx.storage
+    if not isinstance(storage, S3BlobStore):
+        raise VidqError("this storage offers no upload URLs")
+    if body.size <= PART_BYTES:
+        return {
+            "url": storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
+            "headers": {"Content-Type": OUTPUT_TYPE},
+        }
+    count = -(-body.size // PART_BYTES)
+    if count > MAX_PARTS:
+        raise InvalidInput("size", f"over {MAX_PARTS} parts of {PART_BYTES} bytes")
+    upload_id = storage.start_multipart(body.key, OUTPUT_TYPE)
+    parts = [
+        {
+            "number": n,
+            "url": storage.part_url(body.key, upload_id, n, URL_TTL_S),
+            "size": min(PART_BYTES, body.size - (n - 1) * PART_BYTES),
+        }
+        for n in range(1, count + 1)
+    ]
+    return {"upload_id": upload_id, "parts": parts}
+
+
+def _signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp: int) -> str:
+    """Keyed by the attempt's lease token: once the attempt has lost the job (a new
+    lease token, or none), its URLs no longer verify."""
+    msg = f"{job_id}\n{key}\n{size}\n{sha}\n{exp}".encode()
+    return hmac.new(lease_token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def _assemble(ctx: AppContext, body: CompleteBody, upload_id: str) -> None:
+    """Finish a multipart upload (S3), unless an earlier try of this complete did."""
+    from vidq.storage.s3 import S3BlobStore
+
+    storage = ctx.storage
+    if not isinstance(storage, S3BlobStore) or not body.parts:
+        raise InvalidInput("upload_id", "no multipart upload to finish here")
+    if storage.exists(body.key):
+        return
+    try:
+        storage.finish_multipart(body.key, upload_id, [(p.number, p.etag) for p in body.parts])
+    except NotFound as exc:
+        raise InvalidInput("upload_id", exc.message) from None
+
+
+def _check_object(ctx: AppContext, body: CompleteBody) -> None:
+    """422 unless the object exists with the size and sha256 the worker reports."""
+    fd, name = tempfile.mkstemp(prefix="vidq-check-")
+    os.close(fd)
+    try:
+        try:
+            ctx.storage.download(body.key, Path(name))
+        except NotFound:
+            raise InvalidInput("key", "no object under this key") from None
+        size, sha256 = size_and_sha256(Path(name))
+    finally:
+        os.unlink(name)
+    if size != body.size:
+        raise InvalidInput("size", f"the object has {size} bytes")
+    if sha256 != body.sha256:
+        raise InvalidInput("sha256", "the object has another sha256")
+
+
+def _delete_quietly(ctx: AppContext, key: str) -> None:
+    try:
+        ctx.storage.delete(key)
+    except VidqError:
+        log.warning("could not delete a refused upload", extra={"key": key})
+
+
+def _fenced(done: bool) -> Response:
+    if not done:
+        raise Conflict("This attempt no longer holds the job.")
+    return JSONResponse({"ok": True})
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

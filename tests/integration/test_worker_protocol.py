@@ -1,0 +1,360 @@
+"""The worker protocol (``/worker/v1``) at the HTTP level, on a real SQLite file and the
+local blob store: fencing, idempotent and stale completes, signed upload URLs, the worker
+token's role, and 422s that name the field."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.servers import SeaweedServer
+from vidq.api import create_app, worker_api
+from vidq.api.auth import create_token
+from vidq.config import Settings
+from vidq.storage.local import LocalBlobStore
+from vidq.storage.s3 import S3BlobStore
+from vidq.store import open_store
+from vidq.store.sql import SQLStore
+from vidq.worker.remote import RemoteAPI, RemoteBlobs, RemoteStore, check_server_url
+
+T2V = "wan22-fast-t2v"
+POOL = "wan22-t2v"
+SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
+
+
+class Api:
+    """The app, its store and blobs, and one token of each role."""
+
+    def __init__(self, tmp: Path, lease_s: float) -> None:
+        self.store: SQLStore = open_store(f"sqlite:///{tmp / 'vidq.db'}")
+        self.blobs = LocalBlobStore(tmp / "blobs", b"k" * 32)
+        self.user = create_token(self.store, "alice")
+        self.admin = create_token(self.store, "ops", admin=True)
+        self.worker = create_token(self.store, "gpu", worker=True, pools=[POOL])
+        self.any_pool = create_token(self.store, "gpu-2", worker=True)
+        settings = Settings.load(worker={"lease_seconds": lease_s})
+        self.client = TestClient(create_app(settings, self.store, self.blobs), "http://localhost")
+
+    def call(self, token: str, method: str, path: str, body: Any = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return self.client.request(method, path, json=body, headers=headers)
+
+    def submit(self) -> int:
+        r = self.call(self.user, "POST", f"/queue/{T2V}", SMALL)
+        assert r.status_code == 200, r.text
+        return int(r.json()["request_id"])
+
+    def claim(self, name: str = "w1", wait_s: float = 0.0) -> dict[str, Any]:
+        r = self.call(
+            self.worker, "POST", "/worker/v1/claim",
+            {"worker": name, "pools": [POOL], "engines": {POOL: "preview"}, "wait_s": wait_s},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def upload(self, job: dict[str, Any], data: bytes = VIDEO) -> tuple[str, str, str]:
+        """(key, sha256, signed URL) of an upload of ``data`` as ``job``'s output."""
+        key = output_key(job)
+        sha = hashlib.sha256(data).hexdigest()
+        body = {"lease_token": job["lease_token"], "key": key, "size": len(data), "sha256": sha}
+        r = self.call(self.worker, "POST", f"/worker/v1/jobs/{job['id']}/upload", body)
+        assert r.status_code == 200, r.text
+        assert r.json()["method"] == "PUT"
+        return key, sha, str(r.json()["url"])
+
+    def put(self, url: str, data: bytes = VIDEO) -> httpx.Response:
+        parts = urlsplit(url)
+        return self.client.put(f"{parts.path}?{parts.query}", content=data)
+
+    def complete(self, job: dict[str, Any], key: str, sha: str, size: int = len(VIDEO)) -> Any:
+        body = {
+            "lease_token": job["lease_token"], "key": key, "size": size, "sha256": sha,
+            "meta": {"engine": "preview"},
+        }  # fmt: skip
+        return self.call(self.worker, "POST", f"/worker/v1/jobs/{job['id']}/complete", body)
+
+
+def output_key(job: dict[str, Any]) -> str:
+    return f"outputs/free/{job['id']}_0_Test_{job['attempt']:05d}.mp4"
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    a = Api(tmp_path, lease_s=30)
+    with a.client:
+        yield a
+    a.store.close()
+
+
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """For tests that change nothing (the 422s)."""
+    a = Api(tmp_path_factory.mktemp("protocol"), lease_s=30)
+    with a.client:
+        yield a
+    a.store.close()
+
+
+def test_claim_heartbeat_complete_fenced_and_idempotent(api: Api) -> None:
+    rid = api.submit()
+    answer = api.claim()
+    job = answer["job"]
+    assert job["id"] == rid and job["attempt"] == 1 and job["lease_s"] == 30
+    assert job["lease_expires_at"] > time.time() and answer["downloads"] == {}
+    beat = f"/worker/v1/jobs/{rid}/heartbeat"
+    assert api.call(api.worker, "POST", beat, {"lease_token": "nope"}).status_code == 409
+    r = api.call(api.worker, "POST", beat, {"lease_token": job["lease_token"]})
+    assert r.status_code == 200 and r.json()["lease"] == "held"
+    progress = {"lease_token": job["lease_token"], "done": 2, "total": 4}
+    assert api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/progress", progress).is_success
+    stale = {**progress, "lease_token": "x"}
+    assert api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/progress", stale).status_code == 409
+    key, sha, url = api.upload(job)
+    assert api.put(url).status_code == 201
+    assert api.blobs.get_bytes(key) == VIDEO
+    assert api.put(url).status_code == 409  # a used URL is refused
+    # A complete that names another size or hash is refused, naming the field.
+    r = api.complete(job, key, sha, size=len(VIDEO) + 1)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "size"]
+    r = api.complete(job, key, "0" * 64)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "sha256"]
+    assert api.complete(job, key, sha).json() == {"completed": True, "replayed": False}
+    # The answer was lost; the worker retries: a no-op success, one object.
+    assert api.complete(job, key, sha).json() == {"completed": True, "replayed": True}
+    status = api.call(api.user, "GET", f"/queue/{T2V}/requests/{rid}/status").json()
+    assert status["status"] == "COMPLETED"
+    assert status["statusMessages"]["result_uri"].endswith(key)
+    assert api.blobs.keys("outputs/") == [key]
+    # Everything after the end is fenced out.
+    assert (
+        api.call(api.worker, "POST", beat, {"lease_token": job["lease_token"]}).status_code == 409
+    )
+    fail = {"lease_token": job["lease_token"], "message": "x", "error_type": "e", "retry": True}
+    assert api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/fail", fail).status_code == 409
+
+
+def test_stale_attempt_is_refused_and_its_upload_deleted(tmp_path: Path) -> None:
+    api = Api(tmp_path, lease_s=0.5)
+    with api.client:
+        rid = api.submit()
+        first = api.claim("w1")["job"]
+        key1, sha1, url1 = api.upload(first)
+        time.sleep(0.7)  # the first attempt is cut off past its lease
+        assert api.store.reap().retried == [rid]
+        second = api.claim("w2")["job"]
+        assert second["attempt"] == 2 and second["lease_token"] != first["lease_token"]
+        assert api.put(url1).status_code == 403  # the stale attempt's URL no longer verifies
+        key2, sha2, url2 = api.upload(second)
+        assert api.put(url2).status_code == 201
+        # The stale attempt got its upload in (e.g. on S3, where URLs are presigned)...
+        api.blobs.put_bytes(key1, VIDEO, "video/mp4")
+        r = api.complete(first, key1, sha1)
+        assert r.status_code == 409  # ... its complete is refused, its upload deleted
+        assert not api.blobs.exists(key1) and api.blobs.exists(key2)
+        assert api.complete(second, key2, sha2).json()["completed"]
+        assert api.blobs.keys("outputs/") == [key2]
+    api.store.close()
+
+
+def test_upload_urls_refuse_tampering_expiry_and_oversize(api: Api) -> None:
+    api.submit()
+    job = api.claim()["job"]
+    key, sha, url = api.upload(job)
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+    def put(data: bytes = VIDEO, **changes: Any) -> int:
+        q = {**query, **{k: str(v) for k, v in changes.items()}}
+        path = parts.path if "path" not in changes else q.pop("path")
+        q.pop("path", None)
+        return api.client.put(path, params=q, content=data).status_code
+
+    assert put(signature="0" * 64) == 403
+    assert put(size=len(VIDEO) + 10) == 403  # the size is signed
+    assert put(sha256="1" * 64) == 403
+    assert put(path=parts.path.replace("_00001", "_00002")) == 403  # so is the key
+    past = int(time.time()) - 5  # a correctly signed URL that expired
+    msg = f"{job['id']}\n{key}\n{len(VIDEO)}\n{sha}\n{past}".encode()
+    signed = hmac.new(job["lease_token"].encode(), msg, hashlib.sha256).hexdigest()
+    assert put(expires=past, signature=signed) == 403
+    assert put(VIDEO + b"more") == 413  # more than the declared size
+    assert put(VIDEO[:-1] + b"!") == 422  # the declared size, another hash
+    assert not api.blobs.exists(key)
+    assert put() == 201
+    # An upload URL is for this attempt's own output key only.
+    body = {"lease_token": job["lease_token"], "key": "outputs/free/1_0_x_00009.mp4",
+            "size": 3, "sha256": "0" * 64}  # fmt: skip
+    r = api.call(api.worker, "POST", f"/worker/v1/jobs/{job['id']}/upload", body)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "key"]
+    r = api.call(api.worker, "POST", f"/worker/v1/jobs/{job['id']}/upload", {**body, "key": key,
+                 "lease_token": "other"})  # fmt: skip
+    assert r.status_code == 409
+
+
+WORKER_ROUTES = [
+    ("GET", "/worker/v1/config", None),
+    ("POST", "/worker/v1/claim", {"worker": "w", "pools": [POOL]}),
+    ("POST", "/worker/v1/jobs/1/heartbeat", {"lease_token": "t"}),
+    ("POST", "/worker/v1/jobs/1/progress", {"lease_token": "t", "done": 1, "total": 2}),
+    ("POST", "/worker/v1/jobs/1/fail",
+     {"lease_token": "t", "message": "m", "error_type": "e", "retry": False}),
+    ("POST", "/worker/v1/jobs/1/cancelled", {"lease_token": "t"}),
+    ("POST", "/worker/v1/jobs/1/release", {"lease_token": "t"}),
+    ("POST", "/worker/v1/jobs/1/upload",
+     {"lease_token": "t", "key": "k", "size": 1, "sha256": "0" * 64}),
+    ("POST", "/worker/v1/jobs/1/complete",
+     {"lease_token": "t", "key": "k", "size": 1, "sha256": "0" * 64}),
+]  # fmt: skip
+
+
+def test_worker_and_user_tokens_are_kept_apart(api: Api) -> None:
+    rid = api.submit()
+    for method, path, body in WORKER_ROUTES:
+        for token in (api.user, api.admin):
+            r = api.call(token, method, path, body)
+            assert r.status_code == 404, (path, r.text)
+        assert api.client.request(method, path, json=body).status_code == 401, path
+        assert api.call(api.worker, method, path, body).status_code != 404 or "jobs/1" in path
+    # The signed upload route takes no token: only its signature.
+    r = api.call(api.user, "PUT", "/worker/v1/uploads/1/outputs/free/1_0_x_00001.mp4", None)
+    assert r.status_code == 403
+    user_routes = [
+        ("POST", f"/queue/{T2V}", SMALL),
+        ("GET", f"/queue/{T2V}/requests/{rid}/status", None),  # the fast path
+        ("GET", f"/queue/{T2V}/requests/{rid}", None),
+        ("PUT", f"/queue/{T2V}/requests/{rid}/cancel", None),
+        ("GET", "/requests", None),
+        ("GET", "/webhooks/secret", None),
+        ("POST", "/fal/storage/auth/token", None),
+        ("POST", "/fal/storage/upload/initiate", {"content_type": "image/png"}),
+        ("GET", "/admin/workers", None),
+        ("GET", "/admin/queues", None),
+    ]
+    for token in (api.worker, api.any_pool):
+        for method, path, body in user_routes:
+            r = api.call(token, method, path, body)
+            assert r.status_code == 403, (path, r.status_code, r.text)
+            assert "worker" in r.text
+    # A worker token claims only from its pools; 403 names the field.
+    r = api.call(api.worker, "POST", "/worker/v1/claim", {"worker": "w", "pools": ["wan22-s2v"]})
+    assert r.status_code == 403 and r.json()["detail"][0]["loc"] == ["body", "pools"]
+    r = api.call(api.any_pool, "POST", "/worker/v1/claim", {"worker": "w", "pools": ["wan22-s2v"]})
+    assert r.status_code == 200 and r.json()["job"] is None
+    assert api.call(api.worker, "GET", "/worker/v1/config").json()["pools"] == [POOL]
+    # /openapi.json documents the protocol.
+    paths = api.client.get("/openapi.json").json()["paths"]
+    assert "/worker/v1/claim" in paths and "/worker/v1/jobs/{job_id}/complete" in paths
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/worker/v1/claim", {"worker": "w", "pools": [POOL], "wait_s": 99}, ["body", "wait_s"]),
+        ("/worker/v1/claim", {"worker": "w", "pools": []}, ["body", "pools"]),
+        ("/worker/v1/claim", {"worker": "w", "pools": ["nope"]}, ["body", "pools"]),
+        ("/worker/v1/claim", {"worker": "", "pools": [POOL]}, ["body", "worker"]),
+        ("/worker/v1/claim", {"worker": "w", "pools": [POOL], "x": 1}, ["body", "x"]),
+        ("/worker/v1/jobs/1/heartbeat", {}, ["body", "lease_token"]),
+        ("/worker/v1/jobs/1/progress", {"lease_token": "t", "done": -1, "total": 1},
+         ["body", "done"]),
+        ("/worker/v1/jobs/1/fail", {"lease_token": "t", "message": "m", "error_type": "e"},
+         ["body", "retry"]),
+        ("/worker/v1/jobs/1/complete",
+         {"lease_token": "t", "key": "k", "size": 1, "sha256": "xyz"}, ["body", "sha256"]),
+        ("/worker/v1/jobs/x/heartbeat", {"lease_token": "t"}, ["path", "job_id"]),
+    ],
+)  # fmt: skip
+def test_bad_bodies_name_the_field(shared_api: Api, path: str, body: Any, loc: list[str]) -> None:
+    r = shared_api.call(shared_api.worker, "POST", path, body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == loc
+
+
+def test_claim_long_polls_and_is_answered_when_a_job_arrives(api: Api) -> None:
+    answers: list[tuple[float, dict[str, Any]]] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        answer = api.claim(wait_s=10)
+        answers.append((time.monotonic() - started, answer))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.5)
+    rid = api.submit()
+    thread.join(15)
+    took, answer = answers[0]
+    assert answer["job"]["id"] == rid and 0.4 < took < 3.0
+    empty = api.claim(wait_s=0)
+    assert empty == {"job": None, "queued": {POOL: 0}}
+
+
+def test_remote_workers_need_https_beyond_loopback() -> None:
+    assert check_server_url("https://vidq.example.com/") == "https://vidq.example.com"
+    assert check_server_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert check_server_url("http://[::1]:8000") == "http://[::1]:8000"
+    assert check_server_url("http://localhost:8000") == "http://localhost:8000"
+    for bad in ("http://vidq.example.com", "http://10.0.0.5:8000", "ftp://x", "https://x/?a=1"):
+        with pytest.raises(ValueError):
+            check_server_url(bad)
+    assert check_server_url("http://10.0.0.5:8000", insecure_http=True)
+
+
+@pytest.mark.s3
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")  # in process
+def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
+    tmp_path: Path, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote adapters against the API on S3 (SeaweedFS): an output over the part size
+    is uploaded by presigned part URLs and assembled by the complete; a retried complete
+    is a no-op success."""
+    monkeypatch.setattr(worker_api, "PART_BYTES", 5 << 20)  # S3's smallest part
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = S3BlobStore(
+        f"parts-{time.monotonic_ns() % 10**9}", endpoint_url=seaweed.endpoint,
+        access_key=seaweed.access_key, secret_key=seaweed.secret_key,
+    )  # fmt: skip
+    user = create_token(store, "alice")
+    token = create_token(store, "gpu", worker=True)
+    app = create_app(Settings.load(worker={"lease_seconds": 30}), store, blobs)
+    try:
+        with TestClient(app, "http://localhost") as client:
+            r = client.post(
+                f"/queue/{T2V}", json=SMALL, headers={"Authorization": f"Bearer {user}"}
+            )
+            rid = int(r.json()["request_id"])
+            api = RemoteAPI("http://localhost", token)
+            api._api.close()
+            client.headers["Authorization"] = f"Bearer {token}"
+            api._api = client  # the same httpx API, in process
+            remote = RemoteStore(api, wait_s=0.0)
+            job = remote.claim([POOL], "w1", 30)
+            assert job is not None and job.id == rid
+            output = tmp_path / "out.mp4"
+            output.write_bytes(os.urandom((10 << 20) + 12345))  # 3 parts
+            key = f"outputs/free/{rid}_0_Test_00001.mp4"
+            RemoteBlobs(remote).put_file(key, output, "video/mp4")
+            assert not blobs.exists(key)  # parts only, until the complete assembles them
+            assert remote.complete(rid, job.lease_token or "", key, {"engine": "preview"})
+            assert blobs.get_bytes(key) == output.read_bytes()
+            body = {"lease_token": job.lease_token, "key": key, "size": output.stat().st_size,
+                    "sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
+                    "upload_id": "gone", "parts": [{"number": 1, "etag": "x"}]}  # fmt: skip
+            again = client.post(f"/worker/v1/jobs/{rid}/complete", json=body)
+            assert again.json() == {"completed": True, "replayed": True}
+            api._urls.close()
+    finally:
+        store.close()
+        blobs.close()
