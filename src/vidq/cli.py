@@ -340,7 +340,9 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Drain the queue, then exit.")] = False,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve this worker's /metrics on this port (VIDQ_METRICS_PORT)."),
+        typer.Option(
+            help="Serve this worker's /metrics and /health on this port (VIDQ_METRICS_PORT)."
+        ),
     ] = None,
     gpus: Annotated[
         str | None,
@@ -406,9 +408,10 @@ def worker(
     if settings.worker.metrics_port is not None:
         registry = CollectorRegistry(auto_describe=True)
         metrics = WorkerMetrics(registry)
-        serve_worker_metrics(registry, settings.worker.metrics_port)
     limits = RunLimits(settings.worker.max_jobs, settings.worker.max_idle_seconds)
     w = WorkerGroup.build(store, storage, options, devices, metrics=metrics, limits=limits)
+    if metrics is not None and settings.worker.metrics_port is not None:
+        serve_worker_metrics(registry, settings.worker.metrics_port, unhealthy=w.unhealthy)
     gc_stop = None if burst or remote else start_collector(settings, store, storage, w.name)
     signals = {"count": 0}
 

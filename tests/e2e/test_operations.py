@@ -346,6 +346,8 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
             rids = [(T2V, _submit(alice, T2V, SMALL)), (I2V, _submit(alice, I2V, IMAGE))]
             for model, rid in rids:
                 wait_status(alice, model, rid, {"COMPLETED"})
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+            assert health.status_code == 200 and health.json() == {"status": "ok"}
             scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
             assert scraped.status_code == 200
             m = _metrics(scraped.text)

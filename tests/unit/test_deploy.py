@@ -198,16 +198,17 @@ def test_every_vidq_variable_set_is_read_by_vidq() -> None:
 
 
 def test_gpu_worker_pods_are_ready_on_their_metrics_port() -> None:
-    """The readiness probe asks the port the worker serves /metrics on, and each pod holds
-    one GPU."""
+    """The readiness probe asks /health on the port the worker serves /metrics on, and
+    each pod holds one GPU."""
     for where, container in k8s_containers():
         args = container["args"]
         if args[0] != "worker":
             continue
         port = int(args[args.index("--metrics-port") + 1])
         named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-        probe = container["readinessProbe"]["httpGet"]["port"]
-        assert named.get(probe, probe) == port, where
+        probe = container["readinessProbe"]["httpGet"]
+        assert named.get(probe["port"], probe["port"]) == port, where
+        assert probe["path"] == "/health", where
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1, where
 
 

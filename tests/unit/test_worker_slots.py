@@ -116,3 +116,43 @@ def test_max_idle_counts_from_the_last_work_of_any_slot() -> None:
     limits.job_done()
     assert limits.idle_expired() and not limits.begin_claim()
     assert RunLimits().begin_claim() and not RunLimits().idle_expired()  # no limits
+
+
+def test_health_route_follows_the_slots_last_answer_from_the_store() -> None:
+    """`/health` on `--metrics-port`: 503 until every slot got an answer from its store,
+    200 while the answers are recent, 503 with the silent slot's name after three leases
+    (at least a minute); `/metrics` is served next to it, other paths are 404."""
+    import time
+    from typing import Any, cast
+
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from tests.helpers import free_port
+    from vidq.ops.metrics import serve_worker_metrics
+    from vidq.worker.runner import Worker, WorkerOptions
+    from vidq.worker.slots import WorkerGroup
+
+    options = WorkerOptions(pools=("p",), engines={"p": "preview"}, lease_s=30.0)
+    slots = [Worker(cast(Any, None), cast(Any, None), options), Worker(cast(Any, None),
+             cast(Any, None), options)]  # fmt: skip
+    group = WorkerGroup(slots)
+    port = free_port()
+    serve_worker_metrics(CollectorRegistry(), port, host="127.0.0.1", unhealthy=group.unhealthy)
+    url = f"http://127.0.0.1:{port}"
+
+    def health() -> httpx.Response:
+        return httpx.get(f"{url}/health", timeout=5)
+
+    first = health()
+    assert first.status_code == 503 and "has not reached its job store" in first.json()["detail"]
+    now = time.monotonic()
+    slots[0].last_contact = now
+    assert health().status_code == 503  # the second slot has not answered yet
+    slots[1].last_contact = now - 80  # a long-poll ago: within three 30 s leases
+    assert health().status_code == 200 and health().json() == {"status": "ok"}
+    slots[1].last_contact = now - 95
+    silent = health()
+    assert silent.status_code == 503 and slots[1].name in silent.json()["detail"]
+    assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+    assert httpx.get(f"{url}/other", timeout=5).status_code == 404

@@ -18,7 +18,8 @@ import bisect
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import (
@@ -205,8 +206,43 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def serve_worker_metrics(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
-    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread."""
-    from prometheus_client import start_http_server
+def serve_worker_metrics(
+    registry: CollectorRegistry,
+    port: int,
+    host: str = "0.0.0.0",
+    unhealthy: Callable[[], str | None] | None = None,
+) -> None:
+    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread, and
+    ``/health``: 200 ``{"status": "ok"}``, or 503 with why ``unhealthy()`` says the worker
+    is not (a Kubernetes readiness probe). Every other path is 404."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-    start_http_server(port, addr=host, registry=registry)
+    from prometheus_client import make_wsgi_app
+
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            scraped: Iterable[bytes] = metrics_app(environ, start_response)
+            return scraped
+        if path == "/health":
+            why = unhealthy() if unhealthy is not None else None
+            status = "200 OK" if why is None else "503 Service Unavailable"
+            body = json.dumps({"status": "ok"} if why is None else {"status": "unhealthy",
+                                                                     "detail": why})  # fmt: skip
+        else:
+            status, body = "404 Not Found", json.dumps({"detail": "not found"})
+        start_response(status, [("Content-Type", "application/json")])
+        return [body.encode()]
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds
+            pass
+
+    server = make_server(host, port, app, server_class=Server, handler_class=QuietHandler)
+    threading.Thread(target=server.serve_forever, name="vidq-metrics", daemon=True).start()

@@ -90,6 +90,9 @@ class Worker:
         self._engines: dict[str, EngineProcess] = {}
         self._stopping = threading.Event()
         self._abort = threading.Event()
+        # time.monotonic() of the last answer from the store (or the API): a claim, a wait
+        # or a heartbeat. None until the first; read by the health route (``unhealthy``).
+        self.last_contact: float | None = None
         self._last_reap = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -122,6 +125,7 @@ class Worker:
                 try:
                     self.store.register_worker(self.name, self.options.pools, self.options.engines)
                     job = self.store.claim(self.options.pools, self.name, self.options.lease_s)
+                    self.last_contact = time.monotonic()
                 except ServiceUnavailable as exc:
                     log.warning("store unavailable, retrying: %s", exc, extra={"worker": self.name})
                     unavailable = True
@@ -145,6 +149,18 @@ class Worker:
         finally:
             self.close()
         return done
+
+    def unhealthy(self) -> str | None:
+        """Why this worker is not healthy, or None: healthy once it reached its store (or
+        API), and for as long as a claim or heartbeat got an answer within the last
+        ``3 * lease`` seconds (at least a minute: a long-poll or a slow claim is not a
+        failure). A readiness probe on ``/health`` of ``--metrics-port`` reads it."""
+        if self.last_contact is None:
+            return f"{self.name}: has not reached its job store yet"
+        silent = time.monotonic() - self.last_contact
+        if silent > max(60.0, 3 * self.options.lease_s):
+            return f"{self.name}: no answer from its job store for {silent:.0f} s"
+        return None
 
     def _backing_off(self) -> bool:
         """Whether this worker's pools still hold queued jobs it could not claim (retries
@@ -344,6 +360,7 @@ class Worker:
                 lease = self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s)
             except ServiceUnavailable:
                 continue  # keep trying; the lease decides
+            self.last_contact = time.monotonic()
             if lease is Lease.LOST:
                 log.warning("heartbeat rejected: lease lost", extra={"job_id": job.id})
                 lost.set()

@@ -103,6 +103,10 @@ class WorkerGroup:
         retention collector's lock holder)."""
         return self.workers[0].name
 
+    def unhealthy(self) -> str | None:
+        """Why a slot is unhealthy (the first found), or None when every slot is healthy."""
+        return next((why for w in self.workers if (why := w.unhealthy()) is not None), None)
+
     def stop(self, *, drain: bool = True) -> None:
         """Stop every slot: after its current job (``drain``), or at once (released)."""
         for worker in self.workers:
