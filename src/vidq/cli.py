@@ -691,4 +691,22 @@ app.add_typer(cli_admin.app, name="admin")  # the admin routes, over HTTP
 
 
 def main() -> None:
-    app()
+    from pydantic import ValidationError
+    from pydantic_settings import BaseSettings
+
+    from vidq.config import GROUPS, env_name
+
+    classes: dict[str, type[BaseSettings]] = {cls.__name__: cls for cls in GROUPS.values()}
+    classes["Settings"] = Settings
+    try:
+        app()
+    except ValidationError as exc:
+        model = classes.get(exc.title)
+        if model is None:
+            raise  # not a setting: a bug, keep its traceback
+        # A flag or VIDQ_* value the settings refuse: name it, in one line, exit 2.
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = env_name(model, field) if field in model.model_fields else exc.title
+            typer.echo(f"invalid setting {where} ({field}): {err['msg']}", err=True)
+        raise SystemExit(2) from None

@@ -36,3 +36,21 @@ def test_config_prints_every_setting_with_its_source_and_masks_secrets(tmp_path:
     assert rows["VIDQ_WAN_DTYPE"][3:] == ["bfloat16", "default"]
     blobs = f"file://{(tmp_path / 'flag-dir').resolve()}/blobs"
     assert rows["VIDQ_STORAGE_URL"][3:] == [blobs, "default", "(data_dir)"]
+
+
+def test_a_refused_setting_is_one_line_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    """A flag or VIDQ_* value the settings refuse ends the command with exit 2 and a line
+    that names the variable and says why."""
+    env = vidq_env(tmp_path / "data", lease_seconds="soon")
+    proc = run_cli(env, "worker", "--gpus", "0,0")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "invalid setting VIDQ_LEASE_SECONDS (lease_seconds): Input should be a valid number" \
+        in proc.stderr  # fmt: skip
+    env = vidq_env(tmp_path / "data")
+    proc = run_cli(env, "worker", "--gpus", "0,0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        == "invalid setting VIDQ_GPUS (gpus): Value error, a GPU is listed twice"
+    )
