@@ -1099,3 +1099,70 @@ def test_token_limits_round_trip(store: JobStore) -> None:
     assert [x.quota for x in store.list_tokens() if x.id == t.id] == [lifted]
     assert store.revoke_token(t.id)
     assert store.update_token(t.id, 20, quota) is None
+
+
+def _claim_and_finish_all(
+    s: JobStore, name: str, start: threading.Barrier, seen: Callable[[], None]
+) -> None:
+    """Claims until the queue is empty; after each claim ``seen()`` samples the running
+    count, then the job completes a moment later."""
+    start.wait(10)
+    while True:
+        job = s.claim([POOL], name, 30)
+        if job is None:
+            if not s.queue_depths():
+                return
+            continue
+        seen()
+        time.sleep(0.002)
+        assert s.complete(job.id, job.lease_token or "", f"o/{job.id}.mp4", {})
+
+
+def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
+    """Many claimers at once, a user with max_running 2 and only their jobs queued: the
+    user's running count, sampled throughout by another connection and after every
+    claim, never passes 2 (PostgreSQL's claims count under their snapshot, so the store
+    re-checks under a per-user lock)."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(3)]
+    try:
+        for _ in range(60):
+            stores[0].enqueue(dataclasses.replace(new("dan"), max_running=2))
+        peak: list[int] = [0]
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def seen() -> None:
+            running = next(u.running for u in stores[2].user_stats(0.0) if u.user == "dan")
+            peak[0] = max(peak[0], running)
+
+        def sampler() -> None:
+            while not done.is_set():
+                seen()
+
+        def claimer(s: JobStore, name: str, start: threading.Barrier) -> None:
+            try:
+                _claim_and_finish_all(s, name, start, seen)
+            except BaseException as exc:
+                errors.append(exc)
+
+        start = threading.Barrier(12)
+        threads = [
+            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
+            for i in range(12)
+        ]
+        watch = threading.Thread(target=sampler)
+        watch.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        done.set()
+        watch.join(10)
+        assert not errors, errors
+        assert peak[0] <= 2, peak[0]
+        jobs = stores[0].list_jobs("dan", 100)
+        assert len(jobs) == 60 and all(j.state is JobState.COMPLETED for j in jobs)
+        assert all(j.attempt == 1 for j in jobs)  # a rolled-back claim spends no attempt
+    finally:
+        for s in stores:
+            s.close()

@@ -54,6 +54,12 @@ from vidq.store.statements import Statement
 _NO_CURSOR = 2**62
 # A worker counts as live for this long after it last claimed.
 _LIVE_WINDOW_S = 60.0
+# Claims rolled back over a user's max_running before a claim gives up (returns None).
+_CLAIM_TRIES = 5
+
+
+class _OverLimit(Exception):
+    """A claim found its user over ``max_running``: its transaction is rolled back."""
 
 
 class SQLStore:
@@ -283,10 +289,34 @@ class SQLStore:
         self.driver.wakeups.before_claim()
         if not pools:
             return None
-        params = {f"pool{i}": pool for i, pool in enumerate(pools)}
-        params.update(token=secrets.token_hex(16), worker=worker)
-        row = self._row(self._claim(len(pools)), lease_s=lease_s, **params)
-        return job_from_row(row) if row else None
+        params: dict[str, Any] = {f"pool{i}": pool for i, pool in enumerate(pools)}
+        params.update(token=secrets.token_hex(16), worker=worker, lease_s=lease_s)
+        if self._sql.lock_running is None:
+            row = self._row(self._claim(len(pools)), **params)
+            return job_from_row(row) if row else None
+        for _ in range(_CLAIM_TRIES):
+            try:
+                return self._claim_checked(params, len(pools))
+            except _OverLimit:
+                continue  # rolled back; the next claim sees the user at their limit
+        return None
+
+    def _claim_checked(self, params: dict[str, Any], pools: int) -> Job | None:
+        """The claim in a transaction that, when the job's user has ``max_running``,
+        counts their running jobs under a per-user lock and rolls itself back when over
+        (see ``Statements.lock_running``). Claims of users without a limit take no lock."""
+        assert self._sql.lock_running is not None
+        with self.driver.transaction() as db:
+            row = db.row(self._claim(pools), params)
+            if row is None:
+                return None
+            limit = row["max_running"]
+            if limit is not None:
+                db.row(self._sql.lock_running, {"owner": row["owner"]})
+                counted = db.row(self._sql.running_of, {"owner": row["owner"]})
+                if counted is not None and int(counted["n"]) > int(limit):
+                    raise _OverLimit
+            return job_from_row(row)
 
     def _claim(self, pools: int) -> Statement:
         stmt = self._claims.get(pools)

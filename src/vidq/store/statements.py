@@ -196,6 +196,15 @@ class Statements:
 
     # -- jobs: worker side --------------------------------------------------------------
     claim: ClassVar[Statement]  # per dialect; ``{pools}`` becomes one parameter per pool
+    # A claim of a job whose user has a ``max_running`` limit is checked again under this
+    # per-user lock, in the claim's transaction: PostgreSQL's claim counts the user's
+    # running jobs under its own snapshot, so two simultaneous claims could both see room
+    # for one more. The lock's holder counts every committed claim (``running_of``) and
+    # rolls back its own when over. SQLite has one writer: its claim is exact already.
+    lock_running: ClassVar[Statement | None] = None
+    running_of = Statement(
+        "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
+    )
     # The answer carries the cancel request: a worker learns of it in the same round trip.
     heartbeat = Statement("""
         UPDATE jobs SET lease_until = {NOW} + :lease_s
@@ -504,8 +513,10 @@ class PostgresStatements(Statements):
 
     NOW = "extract(epoch from now())::float8"
     DAY = "extract(epoch from date_trunc('day', now() AT TIME ZONE 'UTC'))::float8"
-    # A transaction-scoped lock per user (key 1 names vidq's submit limits).
+    # A transaction-scoped lock per user (key 1987470152 names vidq's submit limits).
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
+    # Key 1987470153 names the claims' max_running check (see ``Statements.lock_running``).
+    lock_running = Statement("SELECT pg_advisory_xact_lock(1987470153, hashtext(:owner))")
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""
@@ -513,4 +524,4 @@ class PostgresStatements(Statements):
             FOR UPDATE SKIP LOCKED)
         UPDATE jobs SET {_TAKE}
         WHERE id = (SELECT id FROM next)
-        RETURNING {JOB_COLUMNS}""")
+        RETURNING {JOB_COLUMNS}, max_running""")
