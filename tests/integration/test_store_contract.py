@@ -986,6 +986,49 @@ def test_max_running_holds_back_a_users_jobs_and_others_go_first(store: JobStore
     assert third is not None and third.id == held[1].id
 
 
+def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
+    """Jobs held by their user's max_running count ahead of nobody else's; a held job
+    reports the position it will have once it may start (store/positions.py). The held
+    set follows running jobs in other pools too (the running fingerprint)."""
+    ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
+    ben = [store.enqueue(new("ben")) for _ in range(2)]
+    ann_other = store.enqueue(dataclasses.replace(new("ann", pool=OTHER), max_running=1))
+    ben_other = store.enqueue(new("ben", pool=OTHER))
+
+    def where(job_id: int, user: str) -> tuple[int | None, bool]:
+        status = store.job_status(job_id, user)
+        assert status is not None
+        job = store.get(job_id)
+        assert job is not None and store.queue_position(job) == status.queue_position
+        return status.queue_position, status.held
+
+    # nothing runs: ann's first job may start, her others wait for it to end
+    assert where(ann[0].id, "ann") == (0, False)
+    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
+    assert [where(j.id, "ann") for j in ann[1:]] == [(1, True), (2, True)]
+    assert where(ann_other.id, "ann") == (0, False)
+    assert where(ben_other.id, "ben") == (1, False)
+
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == ann[0].id
+    assert [where(j.id, "ben") for j in ben] == [(0, False), (1, False)]
+    assert [where(j.id, "ann") for j in ann[1:]] == [(0, True), (1, True)]
+    # the other pool's version did not move, its snapshot follows the running jobs
+    assert where(ann_other.id, "ann") == (0, True)
+    assert where(ben_other.id, "ben") == (0, False)
+    # what the positions promise is what the workers do
+    taken = store.claim([OTHER], "w", 30)
+    assert taken is not None and taken.id == ben_other.id
+
+    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    assert where(ann_other.id, "ann") == (0, False)
+    assert where(ann[1].id, "ann") == (0, False)
+    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
+    assert where(ann[2].id, "ann") == (1, True)
+    order = [store.claim([POOL], "w", 30) for _ in range(3)]
+    assert [j.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
+
+
 def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobStore) -> None:
     queued = store.enqueue(new())
     assert store.cancel_job(queued.id, "alice", running=True) is Cancel.CANCELLED

@@ -10,6 +10,7 @@ comment says why not; time is always the database's clock.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 import statistics
@@ -40,7 +41,7 @@ from vidq.store.base import (
 )
 from vidq.store.counters import job_samples
 from vidq.store.driver import Driver, Row, Session
-from vidq.store.positions import QueueSnapshots, position_key
+from vidq.store.positions import Queue, QueueSnapshots, Running, position_key
 from vidq.store.rows import (
     dumps,
     job_from_row,
@@ -177,23 +178,51 @@ class SQLStore:
         row = self._row(self._sql.queue_version, pool=job.pool)
         version = int(row["version"]) if row else 0
         key = position_key(queue_rank(job.tier, job.priority), job.id)
-        return self._position(job.pool, key, version)
+        return self._position(job.user, job.pool, key, version)[0]
 
     def job_status(self, job_id: int, user: str) -> JobStatus | None:
         with self.driver.session() as db:
             rows = db.values(self._sql.job_status, {"id": job_id, "owner": user})
-        return job_status_from_row(rows[0], self._position) if rows else None
+        if not rows:
+            return None
+        return job_status_from_row(rows[0], functools.partial(self._position, user))
 
-    def _position(self, pool: str, key: int, version: int) -> int:
-        return self._positions.position(pool, key, version, self._queue_snapshot)
+    def _position(self, user: str, pool: str, key: int, version: int) -> tuple[int, bool]:
+        return self._positions.position(
+            pool, user, key, version, self._queue_snapshot, self._running
+        )
 
-    def _queue_snapshot(self, pool: str) -> tuple[int, array[int]]:
-        # The version first: keys read afterwards are at least that new (see positions.py).
+    def _running(self) -> Running:
+        with self.driver.session() as db:
+            count, ids, started = db.values(self._sql.running_jobs, {})[0]
+        return int(count), int(ids), float(started)
+
+    def _queue_snapshot(self, pool: str) -> Queue:
+        # The version and the running jobs first: keys read afterwards are at least that
+        # new (see positions.py).
+        running = self._running()
         with self.driver.session() as db:
             row = db.row(self._sql.queue_version, {"pool": pool})
             rows = db.values(self._sql.queue_keys, {"pool": pool})
-        keys = array("q", (position_key(r[0], r[1]) for r in rows))
-        return (int(row["version"]) if row else 0), keys
+            limited = any(r[2] is not None for r in rows)
+            counts: dict[str, int] = {}
+            if limited:
+                counts = {r[0]: int(r[1]) for r in db.values(self._sql.running_by_owner, {})}
+        free: array[int] = array("q")
+        held: dict[str, array[int]] = {}
+        for rank, job_id, max_running, owner in rows:
+            key = position_key(rank, job_id)
+            if max_running is None:
+                free.append(key)
+                continue
+            # the claims take this user's jobs in order until running + taken reach the limit
+            if counts.get(owner, 0) >= max_running:
+                held.setdefault(owner, array("q")).append(key)
+            else:
+                free.append(key)
+            counts[owner] = counts.get(owner, 0) + 1
+        version = int(row["version"]) if row else 0
+        return Queue(version, running if limited else None, free, held)
 
     def cancel(self, job_id: int, user: str) -> bool:
         return self.cancel_job(job_id, user, running=False) is Cancel.CANCELLED

@@ -159,9 +159,20 @@ class Statements:
             (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool), expired_at,
             (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool)
         FROM jobs WHERE id = :id AND owner = :owner""")
+    # A pool's queue for its position snapshot (positions.py): the owner only of jobs
+    # with a ``max_running``, the only ones that may be held.
     queue_keys = Statement("""
-        SELECT rank, id FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
+        SELECT rank, id, max_running, CASE WHEN max_running IS NULL THEN NULL ELSE owner END
+        FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
         ORDER BY rank, id""")
+    # The running jobs' fingerprint (positions.Running): a job that starts or stops
+    # changes it, so a snapshot of held jobs knows when its users' counts moved.
+    running_jobs = Statement("""
+        SELECT count(*), coalesce(sum(id), 0), coalesce(sum(started_at), 0) FROM jobs
+        WHERE state = 'RUNNING'""")
+    running_by_owner = Statement(
+        "SELECT owner, count(*) FROM jobs WHERE state = 'RUNNING' GROUP BY owner"
+    )
     # A queued job is cancelled at once; with ``:running`` a running one gets a cancel
     # request, which its worker reads in its next heartbeat. Returns the new state
     # (CANCELLED, or RUNNING: requested); no row when the job is neither.
