@@ -26,6 +26,10 @@ class Statement:
 
     sql: str
     wakes: bool = False  # may queue jobs: returns (state, pool) rows; the driver wakes workers
+    writes: bool = dataclasses.field(init=False, default=False)  # not a plain SELECT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "writes", not self.sql.lstrip().upper().startswith("SELECT"))
 
 
 # What a claim sets on the job it takes: both dialects' claims share it.
