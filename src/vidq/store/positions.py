@@ -73,10 +73,11 @@ class _Snapshot:
     taken: float  # time.monotonic()
 
     def usable_at(self, version: int, running: Callable[[], Running]) -> bool:
+        fresh = self.queue.version >= version
+        if fresh and self.queue.running is None:
+            return True  # the common case: no held jobs to follow
         young = self.size > LONG_QUEUE and time.monotonic() - self.taken < MAX_STALE_S
-        if self.queue.version < version:
-            return young
-        return young or self.queue.running is None or self.queue.running == running()
+        return young or (fresh and self.queue.running == running())
 
 
 class QueueSnapshots:
