@@ -48,8 +48,9 @@ Running = tuple[int, int, float]
 @dataclasses.dataclass(frozen=True, slots=True)
 class Queue:
     """A pool's queue as a loader read it: the version (read before the keys), the
-    running fingerprint (read before the keys; None when no queued job has a
-    ``max_running``), the claimable keys and each held user's keys, all sorted."""
+    running fingerprint (read before the running counts that split the keys; None when
+    no queued job has a ``max_running``), the claimable keys and each held user's keys,
+    all sorted."""
 
     version: int
     running: Running | None

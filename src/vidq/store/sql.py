@@ -194,19 +194,22 @@ class SQLStore:
 
     def _running(self) -> Running:
         with self.driver.session() as db:
-            count, ids, started = db.values(self._sql.running_jobs, {})[0]
+            return self._fingerprint(db)
+
+    def _fingerprint(self, db: Session) -> Running:
+        count, ids, started = db.values(self._sql.running_jobs, {})[0]
         return int(count), int(ids), float(started)
 
     def _queue_snapshot(self, pool: str) -> Queue:
-        # The version and the running jobs first: keys read afterwards are at least that
-        # new (see positions.py).
-        running = self._running()
+        # The version before the keys, the running fingerprint before the running counts:
+        # what is read afterwards is at least that new (see positions.py).
+        running: Running | None = None
+        counts: dict[str, int] = {}
         with self.driver.session() as db:
             row = db.row(self._sql.queue_version, {"pool": pool})
             rows = db.values(self._sql.queue_keys, {"pool": pool})
-            limited = any(r[2] is not None for r in rows)
-            counts: dict[str, int] = {}
-            if limited:
+            if any(r[2] is not None for r in rows):
+                running = self._fingerprint(db)
                 counts = {r[0]: int(r[1]) for r in db.values(self._sql.running_by_owner, {})}
         free: array[int] = array("q")
         held: dict[str, array[int]] = {}
@@ -222,7 +225,7 @@ class SQLStore:
                 free.append(key)
             counts[owner] = counts.get(owner, 0) + 1
         version = int(row["version"]) if row else 0
-        return Queue(version, running if limited else None, free, held)
+        return Queue(version, running, free, held)
 
     def cancel(self, job_id: int, user: str) -> bool:
         return self.cancel_job(job_id, user, running=False) is Cancel.CANCELLED
