@@ -219,9 +219,45 @@ def uploads_and_aliases() -> dict[str, Any]:
     }
 
 
+def rate_limited() -> dict[str, Any]:
+    """A token with --rate-per-minute 1 submits twice. fal-client retries a 429 (its
+    RETRY_CODES) with exponential backoff from 0.1 s, ten attempts (about 50 s); three
+    here keep the test short. Every request it sends is recorded."""
+    fal_client.client.MAX_ATTEMPTS = 3
+    sent: list[int] = []
+    real = fal_client.client._request
+
+    def recording(client: Any, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            response = real(client, method, url, **kwargs)
+        except fal_client.client.FalClientHTTPError as exc:
+            sent.append(exc.status_code)
+            raise
+        sent.append(response.status_code)
+        return response
+
+    fal_client.client._request = recording
+    first = fal_client.submit(T2V, arguments=INPUTS).request_id
+    started = time.monotonic()
+    try:
+        fal_client.submit(T2V, arguments=INPUTS)
+        error: dict[str, Any] = {"ok": True}
+    except fal_client.client.FalClientHTTPError as exc:
+        error = {**http_error(exc), "retry_after": exc.response_headers.get("retry-after")}
+    return {"first": first, "sent": sent, "error": error, "seconds": time.monotonic() - started}
+
+
 SCENARIOS = {
     f.__name__: f
-    for f in (subscribe, submit_status_result, cancel, failing, invalid, uploads_and_aliases)
+    for f in (
+        subscribe,
+        submit_status_result,
+        cancel,
+        failing,
+        invalid,
+        uploads_and_aliases,
+        rate_limited,
+    )
 }
 
 if __name__ == "__main__":

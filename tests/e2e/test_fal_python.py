@@ -12,6 +12,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, probe_mp4, serve
+from tests.helpers import Server, probe_mp4, run_cli, serve
 from tests.tls import self_signed
 
 DRIVER = Path(__file__).with_name("fal_py_driver.py")
@@ -41,11 +42,11 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-def drive(server: Server, scenario: str) -> dict[str, Any]:
+def drive(server: Server, scenario: str, key: str | None = None) -> dict[str, Any]:
     assert server.ca is not None
     env = {
         **os.environ,
-        "FAL_KEY": server.token("fal-user"),
+        "FAL_KEY": key or server.token("fal-user"),
         "FAL_QUEUE_RUN_HOST": server.url.removeprefix("https://") + "/queue",
         "FAL_RUN_HOST": server.url.removeprefix("https://") + "/run",
         "VIDQ_URL": server.url,
@@ -170,3 +171,18 @@ def test_uploads_then_fal_endpoint_ids_with_fal_fields(tls_server: Server, tmp_p
     assert isinstance(out["turbo"]["seed"], int)
     assert video(out["t2v_run"]) == (480, 832, 17)  # 480p + 9:16, through fal_client.run
     assert video(out["run"]) == (128, 128, 17) and out["run"]["seed"] == 5
+
+
+def test_a_rate_limited_submit_is_retried_then_raised(tls_server: Server) -> None:
+    """Our 429 as fal-client sees it: it retries (429 is in its RETRY_CODES, with its own
+    backoff: it does not read Retry-After), then raises FalClientHTTPError with our
+    detail and error_type."""
+    user = f"fal-rated-{os.getpid()}-{time.monotonic_ns()}"  # the module's server is shared
+    key = run_cli(tls_server.env, "token", "create", "--user", user, "--rate-per-minute", "1")
+    assert key.returncode == 0, key.stderr
+    out = drive(tls_server, "rate_limited", key.stdout.strip())
+    assert out["first"]
+    assert out["sent"] == [200, 429, 429, 429], out["sent"]  # the driver allows 3 attempts
+    error = out["error"]
+    assert error["status_code"] == 429 and error["error_type"] == "rate_limited"
+    assert "rate_per_minute" in error["message"] and int(error["retry_after"]) >= 1

@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers import Server, run_cli, serve, wait_status
 from vidq.client import Client, RateLimited, RetryPolicy
+from vidq.store import open_store
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}
@@ -167,6 +168,41 @@ def test_fifty_submits_across_two_api_processes_accept_exactly_max_queued(
         assert len(own_requests(clients[1])) == 5
         for c in clients:
             c.close()
+
+
+def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path) -> None:
+    """Over HTTP, both dialects: the held user's jobs count ahead of nobody else's, and
+    the server's cached positions follow a job that a worker (here: another process's
+    store) starts."""
+    with serve(tmp_path / "data", workers=0) as server:
+        gus = server.client(limited_token(server, "gus", "--max-running", "1"))
+        hal = server.client(server.token("hal"))
+        mine = [ok(post(gus)) for _ in range(3)]
+        theirs = [ok(post(hal)) for _ in range(2)]
+
+        def status(c: httpx.Client, rid: str) -> tuple[int, str | None]:
+            body = c.get(f"/queue/{T2V}/requests/{rid}/status").json()
+            fal = c.get(f"/queue/vidq/{T2V}/requests/{rid}/status").json()
+            assert fal["queue_position"] == body["queue_position"]
+            return body["queue_position"], body["statusMessages"].get("message")
+
+        assert status(gus, mine[0]) == (0, None)
+        assert [status(hal, rid) for rid in theirs] == [(1, None), (2, None)]
+        assert [status(gus, rid) for rid in mine[1:]] == [(1, "HELD"), (2, "HELD")]
+        url = server.env.get("VIDQ_DATABASE_URL", f"sqlite:///{server.data_dir / 'vidq.db'}")
+        worker = open_store(url, migrate=False)
+        try:
+            job = worker.claim(["wan22-t2v"], "w", 60)
+            assert job is not None and str(job.id) == mine[0]
+            assert [status(hal, rid) for rid in theirs] == [(0, None), (1, None)]
+            assert [status(gus, rid) for rid in mine[1:]] == [(0, "HELD"), (1, "HELD")]
+            assert worker.complete(job.id, job.lease_token or "", "outputs/x.mp4", {})
+            assert status(gus, mine[1]) == (0, None)
+            assert [status(hal, rid) for rid in theirs] == [(1, None), (2, None)]
+        finally:
+            worker.close()
+        gus.close()
+        hal.close()
 
 
 # -- running jobs: the preview engine, slowed down so a job is seen running -------------------

@@ -1001,6 +1001,49 @@ def test_max_running_holds_back_a_users_jobs_and_others_go_first(store: JobStore
     assert third is not None and third.id == held[1].id
 
 
+def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
+    """Jobs held by their user's max_running count ahead of nobody else's; a held job
+    reports the position it will have once it may start (store/positions.py). The held
+    set follows running jobs in other pools too (the running fingerprint)."""
+    ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
+    ben = [store.enqueue(new("ben")) for _ in range(2)]
+    ann_other = store.enqueue(dataclasses.replace(new("ann", pool=OTHER), max_running=1))
+    ben_other = store.enqueue(new("ben", pool=OTHER))
+
+    def where(job_id: int, user: str) -> tuple[int | None, bool]:
+        status = store.job_status(job_id, user)
+        assert status is not None
+        job = store.get(job_id)
+        assert job is not None and store.queue_position(job) == status.queue_position
+        return status.queue_position, status.held
+
+    # nothing runs: ann's first job may start, her others wait for it to end
+    assert where(ann[0].id, "ann") == (0, False)
+    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
+    assert [where(j.id, "ann") for j in ann[1:]] == [(1, True), (2, True)]
+    assert where(ann_other.id, "ann") == (0, False)
+    assert where(ben_other.id, "ben") == (1, False)
+
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == ann[0].id
+    assert [where(j.id, "ben") for j in ben] == [(0, False), (1, False)]
+    assert [where(j.id, "ann") for j in ann[1:]] == [(0, True), (1, True)]
+    # the other pool's version did not move, its snapshot follows the running jobs
+    assert where(ann_other.id, "ann") == (0, True)
+    assert where(ben_other.id, "ben") == (0, False)
+    # what the positions promise is what the workers do
+    taken = store.claim([OTHER], "w", 30)
+    assert taken is not None and taken.id == ben_other.id
+
+    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    assert where(ann_other.id, "ann") == (0, False)
+    assert where(ann[1].id, "ann") == (0, False)
+    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
+    assert where(ann[2].id, "ann") == (1, True)
+    order = [store.claim([POOL], "w", 30) for _ in range(3)]
+    assert [j.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
+
+
 def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobStore) -> None:
     queued = store.enqueue(new())
     assert store.cancel_job(queued.id, "alice", running=True) is Cancel.CANCELLED
@@ -1114,3 +1157,70 @@ def test_token_limits_round_trip(store: JobStore) -> None:
     assert [x.quota for x in store.list_tokens() if x.id == t.id] == [lifted]
     assert store.revoke_token(t.id)
     assert store.update_token(t.id, 20, quota) is None
+
+
+def _claim_and_finish_all(
+    s: JobStore, name: str, start: threading.Barrier, seen: Callable[[], None]
+) -> None:
+    """Claims until the queue is empty; after each claim ``seen()`` samples the running
+    count, then the job completes a moment later."""
+    start.wait(10)
+    while True:
+        job = s.claim([POOL], name, 30)
+        if job is None:
+            if not s.queue_depths():
+                return
+            continue
+        seen()
+        time.sleep(0.002)
+        assert s.complete(job.id, job.lease_token or "", f"o/{job.id}.mp4", {})
+
+
+def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
+    """Many claimers at once, a user with max_running 2 and only their jobs queued: the
+    user's running count, sampled throughout by another connection and after every
+    claim, never passes 2 (PostgreSQL's claims count under their snapshot, so the store
+    re-checks under a per-user lock)."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(3)]
+    try:
+        for _ in range(60):
+            stores[0].enqueue(dataclasses.replace(new("dan"), max_running=2))
+        peak: list[int] = [0]
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def seen() -> None:
+            running = next(u.running for u in stores[2].user_stats(0.0) if u.user == "dan")
+            peak[0] = max(peak[0], running)
+
+        def sampler() -> None:
+            while not done.is_set():
+                seen()
+
+        def claimer(s: JobStore, name: str, start: threading.Barrier) -> None:
+            try:
+                _claim_and_finish_all(s, name, start, seen)
+            except BaseException as exc:
+                errors.append(exc)
+
+        start = threading.Barrier(12)
+        threads = [
+            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
+            for i in range(12)
+        ]
+        watch = threading.Thread(target=sampler)
+        watch.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        done.set()
+        watch.join(10)
+        assert not errors, errors
+        assert peak[0] <= 2, peak[0]
+        jobs = stores[0].list_jobs("dan", 100)
+        assert len(jobs) == 60 and all(j.state is JobState.COMPLETED for j in jobs)
+        assert all(j.attempt == 1 for j in jobs)  # a rolled-back claim spends no attempt
+    finally:
+        for s in stores:
+            s.close()

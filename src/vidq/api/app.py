@@ -196,16 +196,19 @@ def create_app(
     ctx.fetcher = svc.input_fetcher(settings)
     ctx.decode_limiter = anyio.CapacityLimiter(settings.limits.media_concurrency)
     ctx.worker_polls = anyio.CapacityLimiter(WORKER_POLLS)
+    # The router tries routes in this order, matching each one's pattern: the submit and
+    # request routes of both dialects come first (no other path starts with /queue or
+    # /requests), so that a submit does not first try every admin and ops route.
+    app.include_router(native.router)
+    app.include_router(requests.router)
+    app.include_router(fal.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(files.router)
-    app.include_router(native.router)
     # Behind the fast path (which counts its polls itself, cheaper), inside the body guard
     # (which copies the scope: the router's route must land in the scope this one reads).
     app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
     app.add_middleware(StatusFastPath, ctx=ctx, metrics=http_metrics)
-    app.include_router(requests.router)
-    app.include_router(fal.router)
     app.include_router(fal_storage.router)
     app.include_router(fal_run.router)
     app.include_router(worker_api.router)  # the worker protocol (remote workers)

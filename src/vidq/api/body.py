@@ -202,15 +202,25 @@ def check_fields_size(body: JsonBody, media: Collection[str], limit: int) -> Non
         raise PayloadTooLarge(message)
 
 
+# Bodies up to this size are parsed on the event loop (tens of microseconds); a thread
+# hop costs more than that. Larger ones (data URIs of images) are parsed in a thread.
+_INLINE_PARSE_BYTES = 16 * 1024
+
+
 class JsonRequest(Request):
-    """A request whose ``json()`` is ``parse``'s (parsed once, off the event loop)."""
+    """A request whose ``json()`` is ``parse``'s (parsed once; off the event loop unless
+    the body is small)."""
 
     _checked: JsonBody | None = None
 
     async def checked(self) -> JsonBody:
         if self._checked is None:
             limit = context(self).settings.limits.max_fields_bytes
-            self._checked = await run_in_threadpool(parse, await self.body(), limit)
+            raw = await self.body()
+            if len(raw) <= _INLINE_PARSE_BYTES:
+                self._checked = parse(raw, limit)
+            else:
+                self._checked = await run_in_threadpool(parse, raw, limit)
         return self._checked
 
     async def json(self) -> Any:

@@ -102,6 +102,14 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
                 "detail_message": "An operator paused this model's queue; the request keeps "
                 "its place and starts once the queue is resumed.",
             }
+        elif job.held:
+            body["statusMessages"] = {
+                "message": "HELD",
+                "detail_message": "This token's max_running lets this request start "
+                "only once an earlier one of its requests has ended; workers take other "
+                "users' requests first. queue_position counts the requests that will "
+                "start before it then.",
+            }
         body["etaSeconds"] = svc.eta_remaining(ctx, job, job.queue_position)
     elif state is JobState.RUNNING:
         # Before the engine's first report, n is the step count the worker will run.

@@ -108,6 +108,9 @@ class JobStatus:
     queue_position: int | None  # None unless the job is queued
     expired_at: float | None = None  # the output expired (retention) at this time
     pool_paused: bool = False  # an operator paused the job's pool
+    # The job's user has max_running jobs running: this one waits for one of them to end,
+    # and queue_position is the one it will have then (see store/positions.py).
+    held: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,7 +244,8 @@ class JobStore(Protocol):
         """The job whose output is stored under this key."""
 
     def queue_position(self, job: Job) -> int:
-        """How many queued jobs are ahead of this one in its pool."""
+        """How many queued jobs a worker claims before this one (store/positions.py: a
+        user held at ``max_running`` counts ahead of nobody else)."""
 
     def job_status(self, job_id: int, user: str) -> JobStatus | None:
         """The user's job as a status poll sees it (one read), or None (unknown or not

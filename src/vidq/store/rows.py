@@ -88,21 +88,24 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def job_status_from_row(row: Sequence[Any], position: Callable[[str, int, int], int]) -> JobStatus:
+def job_status_from_row(
+    row: Sequence[Any], position: Callable[[str, int, int], tuple[int, bool]]
+) -> JobStatus:
     """A JobStatus from the ``job_status`` statement, whose columns are: id,
     model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
     higher_quality, result_key, error, queue_version, expired_at, pool_paused.
-    ``position(pool, key, version)`` answers for queued jobs."""
+    ``position(pool, key, version)`` answers for queued jobs: (position, held)."""
     state = JobState(row[5])
     queue_position = None
+    held = False
     if state.queued:
         key = position_key(queue_rank(row[3], row[4]), row[0])
-        queue_position = position(row[2], key, row[12] or 0)
+        queue_position, held = position(row[2], key, row[12] or 0)
     return JobStatus(
         id=int(row[0]), model_id=row[1], state=state, progress_done=row[6],
         progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
         result_key=row[10], error=row[11], queue_position=queue_position,
-        expired_at=row[13], pool_paused=bool(row[14]),
+        expired_at=row[13], pool_paused=bool(row[14]), held=held,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ comment says why not; time is always the database's clock.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 import statistics
@@ -40,7 +41,7 @@ from vidq.store.base import (
 )
 from vidq.store.counters import job_samples
 from vidq.store.driver import Driver, Row, Session
-from vidq.store.positions import QueueSnapshots, position_key
+from vidq.store.positions import Queue, QueueSnapshots, Running, position_key
 from vidq.store.rows import (
     dumps,
     job_from_row,
@@ -54,6 +55,12 @@ from vidq.store.statements import Statement
 _NO_CURSOR = 2**62
 # A worker counts as live for this long after it last claimed.
 _LIVE_WINDOW_S = 60.0
+# Claims rolled back over a user's max_running before a claim gives up (returns None).
+_CLAIM_TRIES = 5
+
+
+class _OverLimit(Exception):
+    """A claim found its user over ``max_running``: its transaction is rolled back."""
 
 
 class SQLStore:
@@ -171,23 +178,54 @@ class SQLStore:
         row = self._row(self._sql.queue_version, pool=job.pool)
         version = int(row["version"]) if row else 0
         key = position_key(queue_rank(job.tier, job.priority), job.id)
-        return self._position(job.pool, key, version)
+        return self._position(job.user, job.pool, key, version)[0]
 
     def job_status(self, job_id: int, user: str) -> JobStatus | None:
         with self.driver.session() as db:
             rows = db.values(self._sql.job_status, {"id": job_id, "owner": user})
-        return job_status_from_row(rows[0], self._position) if rows else None
+        if not rows:
+            return None
+        return job_status_from_row(rows[0], functools.partial(self._position, user))
 
-    def _position(self, pool: str, key: int, version: int) -> int:
-        return self._positions.position(pool, key, version, self._queue_snapshot)
+    def _position(self, user: str, pool: str, key: int, version: int) -> tuple[int, bool]:
+        return self._positions.position(
+            pool, user, key, version, self._queue_snapshot, self._running
+        )
 
-    def _queue_snapshot(self, pool: str) -> tuple[int, array[int]]:
-        # The version first: keys read afterwards are at least that new (see positions.py).
+    def _running(self) -> Running:
+        with self.driver.session() as db:
+            return self._fingerprint(db)
+
+    def _fingerprint(self, db: Session) -> Running:
+        count, ids, started = db.values(self._sql.running_jobs, {})[0]
+        return int(count), int(ids), float(started)
+
+    def _queue_snapshot(self, pool: str) -> Queue:
+        # The version before the keys, the running fingerprint before the running counts:
+        # what is read afterwards is at least that new (see positions.py).
+        running: Running | None = None
+        counts: dict[str, int] = {}
         with self.driver.session() as db:
             row = db.row(self._sql.queue_version, {"pool": pool})
             rows = db.values(self._sql.queue_keys, {"pool": pool})
-        keys = array("q", (position_key(r[0], r[1]) for r in rows))
-        return (int(row["version"]) if row else 0), keys
+            if any(r[2] is not None for r in rows):
+                running = self._fingerprint(db)
+                counts = {r[0]: int(r[1]) for r in db.values(self._sql.running_by_owner, {})}
+        free: array[int] = array("q")
+        held: dict[str, array[int]] = {}
+        for rank, job_id, max_running, owner in rows:
+            key = position_key(rank, job_id)
+            if max_running is None:
+                free.append(key)
+                continue
+            # the claims take this user's jobs in order until running + taken reach the limit
+            if counts.get(owner, 0) >= max_running:
+                held.setdefault(owner, array("q")).append(key)
+            else:
+                free.append(key)
+            counts[owner] = counts.get(owner, 0) + 1
+        version = int(row["version"]) if row else 0
+        return Queue(version, running, free, held)
 
     def cancel(self, job_id: int, user: str) -> bool:
         return self.cancel_job(job_id, user, running=False) is Cancel.CANCELLED
@@ -283,10 +321,34 @@ class SQLStore:
         self.driver.wakeups.before_claim()
         if not pools:
             return None
-        params = {f"pool{i}": pool for i, pool in enumerate(pools)}
-        params.update(token=secrets.token_hex(16), worker=worker)
-        row = self._row(self._claim(len(pools)), lease_s=lease_s, **params)
-        return job_from_row(row) if row else None
+        params: dict[str, Any] = {f"pool{i}": pool for i, pool in enumerate(pools)}
+        params.update(token=secrets.token_hex(16), worker=worker, lease_s=lease_s)
+        if self._sql.lock_running is None:
+            row = self._row(self._claim(len(pools)), **params)
+            return job_from_row(row) if row else None
+        for _ in range(_CLAIM_TRIES):
+            try:
+                return self._claim_checked(params, len(pools))
+            except _OverLimit:
+                continue  # rolled back; the next claim sees the user at their limit
+        return None
+
+    def _claim_checked(self, params: dict[str, Any], pools: int) -> Job | None:
+        """The claim in a transaction that, when the job's user has ``max_running``,
+        counts their running jobs under a per-user lock and rolls itself back when over
+        (see ``Statements.lock_running``). Claims of users without a limit take no lock."""
+        assert self._sql.lock_running is not None
+        with self.driver.transaction() as db:
+            row = db.row(self._claim(pools), params)
+            if row is None:
+                return None
+            limit = row["max_running"]
+            if limit is not None:
+                db.row(self._sql.lock_running, {"owner": row["owner"]})
+                counted = db.row(self._sql.running_of, {"owner": row["owner"]})
+                if counted is not None and int(counted["n"]) > int(limit):
+                    raise _OverLimit
+            return job_from_row(row)
 
     def _claim(self, pools: int) -> Statement:
         stmt = self._claims.get(pools)

@@ -26,6 +26,10 @@ class Statement:
 
     sql: str
     wakes: bool = False  # may queue jobs: returns (state, pool) rows; the driver wakes workers
+    writes: bool = dataclasses.field(init=False, default=False)  # not a plain SELECT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "writes", not self.sql.lstrip().upper().startswith("SELECT"))
 
 
 # What a claim sets on the job it takes: both dialects' claims share it.
@@ -159,9 +163,20 @@ class Statements:
             (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool), expired_at,
             (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool)
         FROM jobs WHERE id = :id AND owner = :owner""")
+    # A pool's queue for its position snapshot (positions.py): the owner only of jobs
+    # with a ``max_running``, the only ones that may be held.
     queue_keys = Statement("""
-        SELECT rank, id FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
+        SELECT rank, id, max_running, CASE WHEN max_running IS NULL THEN NULL ELSE owner END
+        FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
         ORDER BY rank, id""")
+    # The running jobs' fingerprint (positions.Running): a job that starts or stops
+    # changes it, so a snapshot of held jobs knows when its users' counts moved.
+    running_jobs = Statement("""
+        SELECT count(*), coalesce(sum(id), 0), coalesce(sum(started_at), 0) FROM jobs
+        WHERE state = 'RUNNING'""")
+    running_by_owner = Statement(
+        "SELECT owner, count(*) FROM jobs WHERE state = 'RUNNING' GROUP BY owner"
+    )
     # A queued job is cancelled at once; with ``:running`` a running one gets a cancel
     # request, which its worker reads in its next heartbeat. Returns the new state
     # (CANCELLED, or RUNNING: requested); no row when the job is neither.
@@ -196,6 +211,15 @@ class Statements:
 
     # -- jobs: worker side --------------------------------------------------------------
     claim: ClassVar[Statement]  # per dialect; ``{pools}`` becomes one parameter per pool
+    # A claim of a job whose user has a ``max_running`` limit is checked again under this
+    # per-user lock, in the claim's transaction: PostgreSQL's claim counts the user's
+    # running jobs under its own snapshot, so two simultaneous claims could both see room
+    # for one more. The lock's holder counts every committed claim (``running_of``) and
+    # rolls back its own when over. SQLite has one writer: its claim is exact already.
+    lock_running: ClassVar[Statement | None] = None
+    running_of = Statement(
+        "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
+    )
     # The answer carries the cancel request: a worker learns of it in the same round trip.
     heartbeat = Statement("""
         UPDATE jobs SET lease_until = {NOW} + :lease_s
@@ -504,8 +528,10 @@ class PostgresStatements(Statements):
 
     NOW = "extract(epoch from now())::float8"
     DAY = "extract(epoch from date_trunc('day', now() AT TIME ZONE 'UTC'))::float8"
-    # A transaction-scoped lock per user (key 1 names vidq's submit limits).
+    # A transaction-scoped lock per user (key 1987470152 names vidq's submit limits).
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
+    # Key 1987470153 names the claims' max_running check (see ``Statements.lock_running``).
+    lock_running = Statement("SELECT pg_advisory_xact_lock(1987470153, hashtext(:owner))")
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""
@@ -513,4 +539,4 @@ class PostgresStatements(Statements):
             FOR UPDATE SKIP LOCKED)
         UPDATE jobs SET {_TAKE}
         WHERE id = (SELECT id FROM next)
-        RETURNING {JOB_COLUMNS}""")
+        RETURNING {JOB_COLUMNS}, max_running""")
