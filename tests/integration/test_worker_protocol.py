@@ -282,7 +282,9 @@ def test_bad_bodies_name_the_field(shared_api: Api, path: str, body: Any, loc: l
     assert r.json()["detail"][0]["loc"] == loc
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_admin_workers_shows_each_remote_slot_with_its_current_job(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
