@@ -45,6 +45,8 @@ LEASE_S = 3
 MAX_ATTEMPTS = 5
 CHAOS_AFTER_S = 30  # kills go on this long after the outage and the last submit
 STALL_S = 90  # the drain fails when no job completes for this long
+LOCAL_WORKERS = 4
+REMOTE_WORKERS = 2
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
@@ -205,9 +207,9 @@ def _fleet(
 
     workers = Workers(env, tmp_path, remote)
     stack.callback(workers.shutdown)
-    for _ in range(4):
+    for _ in range(LOCAL_WORKERS):
         workers.start()
-    for _ in range(2):
+    for _ in range(REMOTE_WORKERS):
         workers.start(remote=True)
     return workers
 
