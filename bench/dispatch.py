@@ -4,16 +4,21 @@
 
 Without ``--database-url`` it starts a throwaway PostgreSQL cluster (durable settings:
 fsync and synchronous commit on) with tests/servers.py. Storage is a local folder: this
-measures the queue, not S3. It prints three figures:
+measures the queue, not S3. It prints three figures, the first two for local workers
+(which reach PostgreSQL) and for remote workers (`vidq worker --server URL --token T`,
+which reach only the API's ``/worker/v1`` routes over HTTP on loopback):
 
 1. submit -> RUNNING latency with idle workers: one job at a time over HTTP to a real
    `vidq serve --workers 0`, with 2 idle `vidq worker` processes; the latency is
    ``started_at - created_at`` of each job, both stamped by the database clock
-   (target p50 < 20 ms). Workers sleep on LISTEN/NOTIFY, not on a poll interval.
-2. jobs/s through the queue for 1, 2 and 4 workers with the "instant" engine: the
-   preview engine at its smallest request (128x128, 1 s = 17 frames), which writes a
-   minimal valid MP4 immediately. Jobs are bulk-inserted, then `vidq worker --burst`
-   processes drain them; jobs/s = jobs / (last finished_at - first started_at).
+   (target p50 < 20 ms local, < 50 ms remote). Local workers sleep on LISTEN/NOTIFY, not
+   on a poll interval; remote workers in a claim the API long-polls on the same wake-ups.
+2. jobs/s through the queue for 1, 2 and 4 local and 1 and 4 remote workers with the
+   "instant" engine: the preview engine at its smallest request (128x128, 1 s = 17
+   frames), which writes a minimal valid MP4 immediately. Jobs are bulk-inserted, then
+   `vidq worker --burst` processes drain them; jobs/s = jobs / (last finished_at - first
+   started_at). Remote workers upload each output through the API (signed upload URLs on
+   local storage) and the API checks its size and sha256 before completing.
 3. status latency with 100,000 queued jobs: GET .../status (which counts the job's
    queue position) on random queued jobs over HTTP (target p99 < 10 ms).
 """
@@ -22,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -36,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import Server, serve  # noqa: E402
+from tests.remote import remote_worker, worker_token  # noqa: E402
 from tests.servers import start_postgres  # noqa: E402
 
 from vidq.jobs import queue_rank  # noqa: E402
@@ -50,16 +58,41 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def workers(server: Server, n: int, *args: str) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "vidq", "worker", *args],
-            env={**server.env, "VIDQ_POOLS": POOL},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(n)
-    ]
+# Starts n worker processes with these extra arguments (e.g. --burst).
+Start = Callable[..., list[subprocess.Popen[bytes]]]
+
+
+def local_workers(server: Server) -> Start:
+    def start(n: int, *args: str) -> list[subprocess.Popen[bytes]]:
+        return [
+            subprocess.Popen(
+                [sys.executable, "-m", "vidq", "worker", *args],
+                env={**server.env, "VIDQ_POOLS": POOL},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(n)
+        ]
+
+    return start
+
+
+def remote_workers(server: Server, tmp: Path) -> Start:
+    """`vidq worker --server --token` with a worker token, in empty directories."""
+    token = worker_token(server)
+    boxes = itertools.count()
+
+    def start(n: int, *args: str) -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for _ in range(n):
+            box = tmp / f"box-{next(boxes)}"
+            procs.append(
+                remote_worker(server, token, box, "--pools", POOL, *args,
+                              log=tmp / f"{box.name}.log")
+            )  # fmt: skip
+        return procs
+
+    return start
 
 
 def wait_done(url: str, ids: list[int], timeout: float = 120) -> None:
@@ -75,8 +108,10 @@ def wait_done(url: str, ids: list[int], timeout: float = 120) -> None:
     raise RuntimeError("jobs did not complete in time")
 
 
-def dispatch_latency(server: Server, url: str, token: str, samples: int) -> None:
-    procs = workers(server, 2)
+def dispatch_latency(
+    server: Server, url: str, token: str, samples: int, start: Start, kind: str
+) -> None:
+    procs = start(2)
     try:
         client = server.client(token)
         # Warm up: workers connected, engine children started.
@@ -98,7 +133,7 @@ def dispatch_latency(server: Server, url: str, token: str, samples: int) -> None
             ).fetchall()
         lat = [float(r[0]) for r in rows]
         print(
-            f"submit -> RUNNING (idle workers, {samples} jobs): "
+            f"submit -> RUNNING ({kind}, idle workers, {samples} jobs): "
             f"p50 {pct(lat, 0.5):.1f} ms, p90 {pct(lat, 0.9):.1f} ms, max {max(lat):.1f} ms; "
             f"HTTP submit p50 {statistics.median(submit_ms):.1f} ms"
         )
@@ -134,10 +169,10 @@ def bulk_insert(url: str, n: int, user: str = "bench") -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def throughput(server: Server, url: str, jobs: int) -> None:
-    for n in (1, 2, 4):
+def throughput(url: str, jobs: int, start: Start, kind: str, counts: tuple[int, ...]) -> None:
+    for n in counts:
         ids = bulk_insert(url, jobs)
-        procs = workers(server, n, "--burst")
+        procs = start(n, "--burst")
         for p in procs:
             p.wait(600)
         with psycopg.connect(url) as conn:
@@ -147,7 +182,7 @@ def throughput(server: Server, url: str, jobs: int) -> None:
                 (ids,),
             ).fetchone()
         assert row is not None and row[0] == jobs, row
-        print(f"throughput, {n} worker(s), {jobs} jobs: {jobs / float(row[1]):.1f} jobs/s")
+        print(f"throughput, {n} {kind} worker(s), {jobs} jobs: {jobs / float(row[1]):.1f} jobs/s")
 
 
 def status_latency(server: Server, url: str, token: str, queued: int, samples: int) -> None:
@@ -174,7 +209,9 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=200, help="jobs per throughput run")
-    parser.add_argument("--queued", type=int, default=100_000)
+    parser.add_argument(
+        "--queued", type=int, default=100_000, help="for the status latency (0: skip it)"
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         url = args.database_url
@@ -185,9 +222,13 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vidq-bench-")))
         server = stack.enter_context(serve(tmp / "api", workers=0, database_url=url))
         token = server.token("alice")
-        dispatch_latency(server, url, token, args.samples)
-        throughput(server, url, args.jobs)
-        status_latency(server, url, token, args.queued, 1000)
+        local, remote = local_workers(server), remote_workers(server, tmp / "remote")
+        dispatch_latency(server, url, token, args.samples, local, "local")
+        dispatch_latency(server, url, token, args.samples, remote, "remote")
+        throughput(url, args.jobs, local, "local", (1, 2, 4))
+        throughput(url, args.jobs, remote, "remote", (1, 4))
+        if args.queued:
+            status_latency(server, url, token, args.queued, 1000)
 
 
 if __name__ == "__main__":

@@ -26,23 +26,27 @@ def worker_token(server: Server, *args: str) -> str:
 
 
 def remote_worker(
-    server: Server | str, token: str, cwd: Path, *args: str, **settings: str
-) -> subprocess.Popen[bytes]:
+    server: Server | str, token: str, cwd: Path, *args: str, log: Path | None = None,
+    **settings: str,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     """`vidq worker --server --token` with no VIDQ_*/AWS_* variable but ``settings``, in an
-    empty working directory (``server``: a Server, or a URL)."""
+    empty working directory (``server``: a Server, or a URL). Its log is on its stderr
+    pipe, or in ``log`` (a long-lived worker, whose pipe nobody reads)."""
     url = server if isinstance(server, str) else server.url
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDQ_", "AWS_", "PG"))}
     env["PYTHONPATH"] = str(ROOT / "src")
     env["VIDQ_LOG_LEVEL"] = "INFO"
     env.update({f"VIDQ_{k.upper()}": v for k, v in settings.items()})
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "vidq", "worker", "--server", url, "--token", token, *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with contextlib.ExitStack() as files:
+        stderr: Any = subprocess.PIPE if log is None else files.enter_context(log.open("ab"))
+        return subprocess.Popen(
+            [sys.executable, "-m", "vidq", "worker", "--server", url, "--token", token, *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def finished(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:

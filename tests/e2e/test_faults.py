@@ -1,9 +1,13 @@
-"""Fault test with real processes: 2 API processes and 4 worker processes on PostgreSQL +
-S3 (SeaweedFS), while workers are SIGKILLed every few seconds, one worker is SIGSTOPped past
-its lease and resumed, and PostgreSQL is stopped for 10 s mid-run.
+"""Fault test with real processes: 2 API processes, 4 local worker processes on PostgreSQL +
+S3 (SeaweedFS) and 2 remote workers (`vidq worker --server --token`, which reach only an
+API: no database URL, storage settings or data dir), while workers are SIGKILLed every few
+seconds (the second kill takes a remote one, the others any; each is replaced by one of
+its kind), one local and one remote worker are SIGSTOPped past their lease and resumed,
+and PostgreSQL is stopped for 10 s mid-run.
 
 Pass: every accepted job (2xx on submit) is COMPLETED exactly once, with one result object
-in S3 and no orphan outputs; attempts <= max; clients never see a 5xx other than 503.
+in S3 and no orphan outputs; attempts <= max; clients never see a 5xx other than 503;
+remote workers completed some of the jobs.
 
 The issue asks for 1,000 jobs. Jobs are tiny preview videos (128x128, 1 s); the job count
 is ``FAULT_TEST_JOBS`` (default 1000). Submissions are paced over ``FAULT_TEST_SUBMIT_S``
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers import serve, vidq_env
+from tests.helpers import Server, serve, vidq_env
+from tests.remote import remote_worker, worker_token
 from tests.servers import PostgresServer, SeaweedServer
 
 MODEL = "wan22-fast-t2v"
@@ -39,33 +45,56 @@ LEASE_S = 3
 MAX_ATTEMPTS = 5
 CHAOS_AFTER_S = 30  # kills go on this long after the outage and the last submit
 STALL_S = 90  # the drain fails when no job completes for this long
+LOCAL_WORKERS = 4
+REMOTE_WORKERS = 2
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
 
 class Workers:
-    """`vidq worker` processes that can be killed, paused and replaced."""
+    """`vidq worker` processes, local and remote, that can be killed, paused and replaced
+    (each by one of its kind). ``remote(n, log)`` starts the n-th process as a remote
+    worker."""
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], logs: Path,
+        remote: Callable[[int, Path], subprocess.Popen[bytes]],
+    ) -> None:  # fmt: skip
         self.env = env
         self.logs = logs
+        self.start_remote = remote
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.remote: set[int] = set()  # pids of the remote workers
         self.stopped: set[int] = set()
         self.lock = threading.Lock()
 
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vidq", "worker"], env=self.env, stdout=log, stderr=log
-        )
-        log.close()
+    def start(self, *, remote: bool = False) -> subprocess.Popen[bytes]:
+        n = len(self.procs)
+        if remote:
+            proc = self.start_remote(n, self.logs / f"remote-{n}.log")
+        else:
+            log = (self.logs / f"worker-{n}.log").open("wb")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vidq", "worker"], env=self.env, stdout=log, stderr=log
+            )
+            log.close()
         with self.lock:
             self.procs.append(proc)
+            if remote:
+                self.remote.add(proc.pid)
         return proc
 
-    def live(self) -> list[subprocess.Popen[bytes]]:
+    def live(self, *, remote: bool | None = None) -> list[subprocess.Popen[bytes]]:
+        """The running, unpaused workers (of one kind, if ``remote`` is given)."""
         with self.lock:
-            return [p for p in self.procs if p.poll() is None and p.pid not in self.stopped]
+            return [
+                p for p in self.procs
+                if p.poll() is None and p.pid not in self.stopped
+                and (remote is None or (p.pid in self.remote) == remote)
+            ]  # fmt: skip
+
+    def kind(self, proc: subprocess.Popen[bytes]) -> str:
+        return "remote" if proc.pid in self.remote else "local"
 
     def shutdown(self) -> None:
         for p in self.procs:
@@ -123,22 +152,24 @@ def _chaos(workers: Workers, pg: PostgresServer, stop: threading.Event, events: 
     t0 = time.monotonic()
     paused = False
     outage = False
+    kills = 0
     next_kill = t0 + 2
     while not stop.wait(0.2):
         now = time.monotonic() - t0
         if not paused and now > 4:
             paused = True
-            victim = workers.live()[0]
-            workers.stopped.add(victim.pid)
-            os.kill(victim.pid, signal.SIGSTOP)
-            events.append(f"{now:.1f}s SIGSTOP worker {victim.pid}")
+            for victim in (workers.live(remote=False)[0], workers.live(remote=True)[0]):
+                kind = workers.kind(victim)
+                workers.stopped.add(victim.pid)
+                os.kill(victim.pid, signal.SIGSTOP)
+                events.append(f"{now:.1f}s SIGSTOP {kind} worker {victim.pid}")
 
-            def resume(pid: int = victim.pid) -> None:
-                os.kill(pid, signal.SIGCONT)
-                workers.stopped.discard(pid)
-                events.append(f"{time.monotonic() - t0:.1f}s SIGCONT worker {pid}")
+                def resume(pid: int = victim.pid, kind: str = kind) -> None:
+                    os.kill(pid, signal.SIGCONT)
+                    workers.stopped.discard(pid)
+                    events.append(f"{time.monotonic() - t0:.1f}s SIGCONT {kind} worker {pid}")
 
-            threading.Timer(LEASE_S * 3, resume).start()
+                threading.Timer(LEASE_S * 3, resume).start()
         if not outage and now > 10:
             outage = True
             pg.stop()
@@ -147,14 +178,47 @@ def _chaos(workers: Workers, pg: PostgresServer, stop: threading.Event, events: 
             pg.start()
             events.append(f"{time.monotonic() - t0:.1f}s PostgreSQL started")
         if time.monotonic() > next_kill:
-            live = workers.live()
+            # The second kill takes a remote worker (so that one surely is); the others, any.
+            live = workers.live(remote=True) if kills == 1 else workers.live()
             if live:
+                kills += 1
                 victim = random.choice(live)
+                kind = workers.kind(victim)
                 victim.kill()
                 victim.wait(10)
-                workers.start()
-                events.append(f"{now:.1f}s SIGKILL worker {victim.pid}, started a replacement")
+                workers.start(remote=kind == "remote")
+                events.append(
+                    f"{now:.1f}s SIGKILL {kind} worker {victim.pid}, started a replacement"
+                )
             next_kill = time.monotonic() + 3
+
+
+def _fleet(
+    stack: contextlib.ExitStack, tmp_path: Path, apis: list[Server], settings: dict[str, Any]
+) -> Workers:
+    """4 local workers and 2 remote ones (each talking to one of the APIs, alternately,
+    from an empty directory, with a worker token)."""
+    env = vidq_env(tmp_path / "workers", **settings)
+    env["VIDQ_LOG_LEVEL"] = "INFO"
+    token = worker_token(apis[0])
+
+    def remote(n: int, log: Path) -> subprocess.Popen[bytes]:
+        return remote_worker(apis[n % 2], token, tmp_path / f"box-{n}", log=log)
+
+    workers = Workers(env, tmp_path, remote)
+    stack.callback(workers.shutdown)
+    for _ in range(LOCAL_WORKERS):
+        workers.start()
+    for _ in range(REMOTE_WORKERS):
+        workers.start(remote=True)
+    return workers
+
+
+def _completed_by(rows: list[tuple[Any, ...]], pids: set[int]) -> int:
+    """How many COMPLETED jobs a worker process of ``pids`` completed (the jobs table's
+    ``worker`` is ``host:pid:slot``)."""
+    names = {str(pid) for pid in pids}
+    return sum(1 for r in rows if r[1] == "COMPLETED" and r[6] and r[6].split(":")[-2] in names)
 
 
 def test_no_job_lost_or_duplicated_under_faults(
@@ -179,12 +243,7 @@ def test_no_job_lost_or_duplicated_under_faults(
         apis = [stack.enter_context(serve(tmp_path / f"api{i}", workers=0, **settings))
                 for i in range(2)]  # fmt: skip
         token = apis[0].token("alice")
-        worker_env = vidq_env(tmp_path / "workers", **settings)
-        worker_env["VIDQ_LOG_LEVEL"] = "INFO"
-        workers = Workers(worker_env, tmp_path)
-        stack.callback(workers.shutdown)
-        for _ in range(4):
-            workers.start()
+        workers = _fleet(stack, tmp_path, apis, settings)
 
         accepted: list[int] = []
         codes: collections.Counter[int] = collections.Counter()
@@ -236,7 +295,7 @@ def test_no_job_lost_or_duplicated_under_faults(
 
         with psycopg.connect(pg_url) as conn:
             rows = conn.execute(
-                "SELECT id, state, attempt, max_attempts, result_key, error FROM jobs"
+                "SELECT id, state, attempt, max_attempts, result_key, error, worker FROM jobs"
             ).fetchall()
         jobs = {r[0]: r for r in rows}
         assert len(accepted) == n and len(set(accepted)) == n
@@ -248,7 +307,14 @@ def test_no_job_lost_or_duplicated_under_faults(
         assert codes[200] > n  # submits and status polls answered
         assert any("PostgreSQL started" in e for e in events)
         assert sum("SIGKILL" in e for e in events) >= 3
-        assert any("SIGCONT" in e for e in events)
+        assert any("SIGKILL remote" in e for e in events)
+        assert any("SIGCONT local" in e for e in events)
+        assert any("SIGCONT remote" in e for e in events)
+        # Remote workers took part: the jobs table names the worker (host:pid:slot) that
+        # completed each job.
+        by_remote = _completed_by(rows, workers.remote)
+        print(f"completed by remote workers: {by_remote} of {len(rows)}")
+        assert by_remote > 0
 
         from vidq.storage.s3 import S3BlobStore
 

@@ -37,8 +37,8 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 class Api:
     """The app, its store and blobs, and one token of each role."""
 
-    def __init__(self, tmp: Path, lease_s: float) -> None:
-        self.store: SQLStore = open_store(f"sqlite:///{tmp / 'vidq.db'}")
+    def __init__(self, tmp: Path, lease_s: float, database_url: str | None = None) -> None:
+        self.store: SQLStore = open_store(database_url or f"sqlite:///{tmp / 'vidq.db'}")
         self.blobs = LocalBlobStore(tmp / "blobs", b"k" * 32)
         self.user = create_token(self.store, "alice")
         self.admin = create_token(self.store, "ops", admin=True)
@@ -280,6 +280,47 @@ def test_bad_bodies_name_the_field(shared_api: Api, path: str, body: Any, loc: l
     r = shared_api.call(shared_api.worker, "POST", path, body)
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_admin_workers_shows_each_remote_slot_with_its_current_job(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Each GPU slot of a remote worker claims under its own name (``host:pid:gpuN``), and
+    `/admin/workers` lists it with its engines and its current job, as for a local slot."""
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    api = Api(tmp_path, lease_s=30, database_url=url)
+    with api.client:
+        rids = [api.submit() for _ in range(3)]
+        jobs = {name: api.claim(name)["job"] for name in ("box:7:gpu0", "box:7:gpu1")}
+
+        def rows() -> dict[str, dict[str, Any]]:
+            r = api.call(api.admin, "GET", "/admin/workers")
+            assert r.status_code == 200, r.text
+            return {w["name"]: w for w in r.json()["workers"]}
+
+        shown = rows()
+        assert set(shown) == set(jobs)
+        for name, job in jobs.items():
+            assert shown[name]["current_job"] == job["id"] and shown[name]["jobs_done"] == 0
+            assert shown[name]["engines"] == {POOL: "preview"} and shown[name]["pools"] == [POOL]
+        assert {j["id"] for j in jobs.values()} == set(rids[:2])
+        # gpu0 finishes: no current job, one done; gpu1 still shows its job.
+        first = jobs["box:7:gpu0"]
+        key, sha, put_url = api.upload(first)
+        assert api.put(put_url).status_code == 201
+        assert api.complete(first, key, sha).json()["completed"]
+        shown = rows()
+        assert shown["box:7:gpu0"]["current_job"] is None
+        assert shown["box:7:gpu0"]["jobs_done"] == 1
+        assert shown["box:7:gpu1"]["current_job"] == jobs["box:7:gpu1"]["id"]
+        # The job itself names the slot that ran it (GET /admin/requests).
+        r = api.call(api.admin, "GET", "/admin/requests", None)
+        ran = {j["request_id"]: j["worker"] for j in r.json()["requests"]}
+        assert ran[str(first["id"])] == "box:7:gpu0"
+    api.store.close()
 
 
 def test_claim_long_polls_and_is_answered_when_a_job_arrives(api: Api) -> None:
