@@ -213,6 +213,7 @@ class Worker:
             self.metrics.busy.labels(job.pool).inc()
         try:
             self._attempt(job, model, workdir, lost, cancel)
+            finished.set()  # a heartbeat answered from now on finds the job complete
             outcome = "completed"
             log.info("job completed", extra=extra)
         except LeaseLost:
@@ -362,6 +363,8 @@ class Worker:
                 continue  # keep trying; the lease decides
             self.last_contact = time.monotonic()
             if lease is Lease.LOST:
+                if finished.is_set():
+                    break  # sent while the complete committed: not a lost lease
                 log.warning("heartbeat rejected: lease lost", extra={"job_id": job.id})
                 lost.set()
             elif lease is Lease.CANCEL and not cancel.is_set():
