@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.helpers import ROOT, Server, free_port, run_cli
+from tests.helpers import ROOT, Server, run_cli
+from tests.loopback import serve_handler
 
 
 def worker_token(server: Server, *args: str) -> str:
@@ -97,11 +98,5 @@ def dropping_proxy(upstream: str, drop_suffix: str) -> Iterator[tuple[str, list[
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Handler) as url:
+        yield url, seen

@@ -10,7 +10,24 @@ from pathlib import Path
 from typing import Protocol
 
 
-class BlobStore(Protocol):
+class WorkerBlobs(Protocol):
+    """The blob store as a worker uses it. ``BlobStore`` has it all; a remote worker's
+    adapter (``worker/remote.py``) implements just this through the API."""
+
+    def download(self, key: str, path: Path) -> None:
+        """Copy the object to a local file."""
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store a local file under a key (overwrites)."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """Keys under a prefix (for operators and tests: orphan checks)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; no error if it is already gone."""
+
+
+class BlobStore(WorkerBlobs, Protocol):
     """Object storage for inputs and outputs."""
 
     bucket: str
@@ -18,17 +35,8 @@ class BlobStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Store bytes under a key (overwrites)."""
 
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
-        """Store a local file under a key (overwrites)."""
-
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         """The object's bytes; NotFound if missing, PayloadTooLarge over ``max_bytes``."""
-
-    def download(self, key: str, path: Path) -> None:
-        """Copy the object to a local file."""
-
-    def delete(self, key: str) -> None:
-        """Remove the object; no error if it is already gone."""
 
     def exists(self, key: str) -> bool:
         """Whether the object exists."""
@@ -42,6 +50,3 @@ class BlobStore(Protocol):
 
     def check(self) -> None:
         """Raise StorageUnavailable if the store cannot be reached."""
-
-    def keys(self, prefix: str) -> list[str]:
-        """Keys under a prefix (for operators and tests: orphan checks)."""

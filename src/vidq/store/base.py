@@ -201,7 +201,73 @@ class DueBlobs:
     marked: bool  # already marked expired by an earlier run that did not finish
 
 
-class JobStore(Protocol):
+class WorkerStore(Protocol):
+    """The job store as a worker uses it: what ``worker/runner.py`` calls. ``JobStore``
+    has it all; a remote worker's adapter (``worker/remote.py``) implements just this over
+    the API's worker protocol (``/worker/v1``), so both kinds of worker run one loop."""
+
+    def register_worker(
+        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
+    ) -> None:
+        """Record that a worker is alive, its pools and their engines (for operators)."""
+
+    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
+        """Atomically take the first queued job of these pools: RUNNING, attempt+1,
+        a fresh lease token, ``lease_until = db_now + lease_s``."""
+
+    def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
+        """Block until a job may have been queued in these pools, or ``timeout`` passes.
+        Every transition to PENDING or RETRY wakes waiters (SQLite: those of this store
+        object; PostgreSQL: those of every process), including one that happened since
+        this thread's last ``claim``. Spurious wake-ups are allowed; the caller claims
+        and waits again."""
+
+    def queue_depths(self) -> dict[str, int]:
+        """Queued jobs per pool."""
+
+    def reap(self) -> ReapResult:
+        """Expired leases -> RETRY while attempts remain, else FAILED (CANCELLED if a
+        cancel was requested). Retries wake their pools' waiting workers. Then deadlines:
+        jobs unfinished at their ``deadline_at`` or not started at their ``start_by`` ->
+        FAILED (the worker of a running one loses its lease and stops the engine)."""
+
+    def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
+        """Extend the lease; ``Lease.LOST`` (falsy) if the lease is lost, ``Lease.CANCEL``
+        if a cancel was requested (one round trip: the worker polls nothing else)."""
+
+    def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
+        """Record progress; False if the lease is lost."""
+
+    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
+        """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost or a
+        cancel was requested (then ``finish_cancel``)."""
+
+    def finish_cancel(self, job_id: int, token: str) -> bool:
+        """RUNNING with a cancel request -> CANCELLED, fenced; False otherwise. Of a cancel
+        and a completion racing for one job, exactly one is recorded."""
+
+    def fail(
+        self,
+        job_id: int,
+        token: str,
+        error: str,
+        error_type: str,
+        retry: bool,
+        retry_after_s: float = 0.0,
+    ) -> bool:
+        """RUNNING -> RETRY (if ``retry`` and attempts remain) or FAILED; fenced. A retry
+        is not claimed for ``retry_after_s`` seconds of database time (backoff); it wakes
+        the pool's waiting workers."""
+
+    def get(self, job_id: int, user: str | None = None) -> Job | None:
+        """The job, or None if it does not exist or (with ``user``) is another user's."""
+
+    def release(self, job_id: int, token: str) -> bool:
+        """Give a job back without spending an attempt (graceful shutdown); fenced.
+        Wakes the pool's waiting workers."""
+
+
+class JobStore(WorkerStore, Protocol):
     """The job database."""
 
     # True when reads are in-process calls of a few microseconds (SQLite) that the API may
@@ -234,9 +300,6 @@ class JobStore(Protocol):
         existing job by key (on PostgreSQL the conflicting insert has committed by then:
         ON CONFLICT waits for it). Wakes the pool's waiting workers."""
 
-    def get(self, job_id: int, user: str | None = None) -> Job | None:
-        """The job, or None if it does not exist or (with ``user``) is another user's."""
-
     def find_by_idempotency_key(self, user: str, key: str) -> Job | None:
         """The job a user submitted with this Idempotency-Key, if any."""
 
@@ -268,9 +331,6 @@ class JobStore(Protocol):
     def recent_durations(self, pool: str, work_units: float, limit: int = 20) -> list[float]:
         """Run times (s) of recent completed jobs of a pool with similar work units."""
 
-    def queue_depths(self) -> dict[str, int]:
-        """Queued jobs per pool."""
-
     def live_workers(self) -> dict[str, int]:
         """Workers per pool seen in the last few lease periods."""
 
@@ -282,60 +342,6 @@ class JobStore(Protocol):
         """The latest failed jobs of every user, newest first."""
 
     # --- jobs: worker side ---------------------------------------------------------
-    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
-        """Atomically take the first queued job of these pools: RUNNING, attempt+1,
-        a fresh lease token, ``lease_until = db_now + lease_s``."""
-
-    def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
-        """Extend the lease; ``Lease.LOST`` (falsy) if the lease is lost, ``Lease.CANCEL``
-        if a cancel was requested (one round trip: the worker polls nothing else)."""
-
-    def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
-        """Record progress; False if the lease is lost."""
-
-    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
-        """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost or a
-        cancel was requested (then ``finish_cancel``)."""
-
-    def finish_cancel(self, job_id: int, token: str) -> bool:
-        """RUNNING with a cancel request -> CANCELLED, fenced; False otherwise. Of a cancel
-        and a completion racing for one job, exactly one is recorded."""
-
-    def fail(
-        self,
-        job_id: int,
-        token: str,
-        error: str,
-        error_type: str,
-        retry: bool,
-        retry_after_s: float = 0.0,
-    ) -> bool:
-        """RUNNING -> RETRY (if ``retry`` and attempts remain) or FAILED; fenced. A retry
-        is not claimed for ``retry_after_s`` seconds of database time (backoff); it wakes
-        the pool's waiting workers."""
-
-    def release(self, job_id: int, token: str) -> bool:
-        """Give a job back without spending an attempt (graceful shutdown); fenced.
-        Wakes the pool's waiting workers."""
-
-    def reap(self) -> ReapResult:
-        """Expired leases -> RETRY while attempts remain, else FAILED (CANCELLED if a
-        cancel was requested). Retries wake their pools' waiting workers. Then deadlines:
-        jobs unfinished at their ``deadline_at`` or not started at their ``start_by`` ->
-        FAILED (the worker of a running one loses its lease and stops the engine)."""
-
-    def register_worker(
-        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
-    ) -> None:
-        """Record that a worker is alive, its pools and their engines (for operators)."""
-
-    def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
-        """Block until a job may have been queued in these pools, or ``timeout`` passes.
-        Every transition to PENDING or RETRY wakes waiters (SQLite: those of this store
-        object; PostgreSQL: those of every process), including one that happened since
-        this thread's last ``claim``. Spurious wake-ups are allowed; the caller claims
-        and waits again."""
-
     # --- webhooks: the jobs table is their outbox -------------------------------------
     # ``enqueue`` registers a job's webhook in the job's own INSERT (state 'pending', due
     # at once), so no submit leaves a job without its webhook or a webhook without its job.

@@ -31,11 +31,11 @@ from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Job, output_key
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
+from vidq.storage.base import WorkerBlobs
 from vidq.storage.outputs import sweep_attempts
-from vidq.store.base import Lease
+from vidq.store.base import Lease, WorkerStore
 from vidq.worker.child import EngineFailed, EngineProcess
 from vidq.worker.limits import RunLimits
-from vidq.worker.ports import WorkerBlobs, WorkerStore
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 
 from vidq.errors import EngineUnavailable
 from vidq.ops.metrics import WorkerMetrics
+from vidq.storage.base import WorkerBlobs
+from vidq.store.base import WorkerStore
 from vidq.worker.limits import RunLimits
-from vidq.worker.ports import WorkerBlobs, WorkerStore
 from vidq.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
