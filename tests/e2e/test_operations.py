@@ -118,7 +118,9 @@ def test_metrics_logs_and_admin_routes(tmp_path: Path) -> None:
         (worker,) = admin.get("/admin/workers").json()["workers"]
         assert worker["jobs_done"] == 3 and worker["engines"][POOL_T2V] == "preview"
         retried = admin.post(f"/admin/requests/{doomed}/retry")
-        assert retried.status_code == 200 and retried.json()["attempt"] == 0, retried.text
+        # back in the queue (a worker may have claimed it already: the answer is read after)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] in ("IN_QUEUE", "IN_PROGRESS"), retried.text
         wait_status(alice, I2V, doomed, {"FAILED"})  # its input is still gone
         assert admin.post(f"/admin/requests/{done[0]}/retry").status_code == 409
         assert admin.post("/admin/pools/nope/pause").status_code == 404

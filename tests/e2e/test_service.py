@@ -54,7 +54,8 @@ def test_eta_follows_measured_durations_and_logs_hold_no_secrets(tmp_path: Path)
         running = wait_status(alice, "wan22-fast-t2v", rid, {"IN_PROGRESS"})
         measured = running["statusMessages"]["estimated_total_time_seconds"]
         # the preview job takes ~4 x 0.3 s: the estimate now comes from that run
-        assert 0.9 <= measured <= 5, (default_eta, measured)
+        # (up to 12 s: a loaded CI machine runs the 1.2 s job slower, and that is measured)
+        assert 0.9 <= measured <= 12, (default_eta, measured)
         assert measured != default_eta
         wait_status(alice, "wan22-fast-t2v", rid, {"COMPLETED"})
         url = alice.get(f"/queue/wan22-fast-t2v/requests/{rid}").json()["video"]["data_uri"]

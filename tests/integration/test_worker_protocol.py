@@ -191,6 +191,8 @@ def test_upload_urls_refuse_tampering_expiry_and_oversize(api: Api) -> None:
     assert put(expires=past, signature=signed) == 403
     assert put(VIDEO + b"more") == 413  # more than the declared size
     assert put(VIDEO[:-1] + b"!") == 422  # the declared size, another hash
+    huge = api.client.put(parts.path.replace(f"/{job['id']}/", f"/{2**64}/"), params=query)
+    assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == ["path", "job_id"]
     assert not api.blobs.exists(key)
     assert put() == 201
     # An upload URL is for this attempt's own output key only.

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode
 
 import anyio
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -62,6 +63,9 @@ OUTPUT_TYPE = "video/mp4"
 _META_MAX = 64 * 1024  # a completion's meta, as JSON
 PART_BYTES = 64 * 1024 * 1024  # S3: larger outputs are uploaded in parts of this size
 MAX_PARTS = 10_000  # S3's limit
+
+# A job id in a path: bounded, so a huge number is a 422 and never reaches the database.
+JobId = Annotated[int, PathParam(ge=1, le=2**62, description="The job's request id.")]
 
 router = APIRouter(prefix="/worker/v1", tags=["worker protocol"], route_class=JsonRoute)
 uploads = APIRouter(prefix="/worker/v1", tags=["worker protocol"])  # raw bodies
@@ -178,7 +182,7 @@ async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
 
 
 @router.post("/jobs/{job_id}/heartbeat", summary="Extend the lease; says whether to cancel")
-async def heartbeat(request: Request, job_id: int, body: Fenced, token: Worker) -> Response:
+async def heartbeat(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
     ctx = context(request)
     lease_s = ctx.settings.worker.lease_seconds
     lease = await run_in_threadpool(ctx.store.heartbeat, job_id, body.lease_token, lease_s)
@@ -188,7 +192,7 @@ async def heartbeat(request: Request, job_id: int, body: Fenced, token: Worker) 
 
 
 @router.post("/jobs/{job_id}/progress", summary="Record progress (fenced)")
-async def progress(request: Request, job_id: int, body: ProgressBody, token: Worker) -> Response:
+async def progress(request: Request, job_id: JobId, body: ProgressBody, token: Worker) -> Response:
     ctx = context(request)
     done = await run_in_threadpool(
         ctx.store.progress, job_id, body.lease_token, body.done, body.total
@@ -197,7 +201,7 @@ async def progress(request: Request, job_id: int, body: ProgressBody, token: Wor
 
 
 @router.post("/jobs/{job_id}/fail", summary="Record a failed attempt (retried or final)")
-async def fail(request: Request, job_id: int, body: FailBody, token: Worker) -> Response:
+async def fail(request: Request, job_id: JobId, body: FailBody, token: Worker) -> Response:
     ctx = context(request)
     done = await run_in_threadpool(
         ctx.store.fail, job_id, body.lease_token, body.message, body.error_type[:100],
@@ -207,19 +211,19 @@ async def fail(request: Request, job_id: int, body: FailBody, token: Worker) -> 
 
 
 @router.post("/jobs/{job_id}/cancelled", summary="Record CANCELLED after a cancel request")
-async def cancelled(request: Request, job_id: int, body: Fenced, token: Worker) -> Response:
+async def cancelled(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
     ctx = context(request)
     return _fenced(await run_in_threadpool(ctx.store.finish_cancel, job_id, body.lease_token))
 
 
 @router.post("/jobs/{job_id}/release", summary="Give the job back (shutdown), no attempt spent")
-async def release(request: Request, job_id: int, body: Fenced, token: Worker) -> Response:
+async def release(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
     ctx = context(request)
     return _fenced(await run_in_threadpool(ctx.store.release, job_id, body.lease_token))
 
 
 @router.post("/jobs/{job_id}/upload", summary="Where to upload this attempt's output")
-async def upload(request: Request, job_id: int, body: UploadBody, token: Worker) -> Response:
+async def upload(request: Request, job_id: JobId, body: UploadBody, token: Worker) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
 
@@ -232,7 +236,7 @@ async def upload(request: Request, job_id: int, body: UploadBody, token: Worker)
 
 
 @router.post("/jobs/{job_id}/complete", summary="Record the output (fenced, idempotent)")
-async def complete(request: Request, job_id: int, body: CompleteBody, token: Worker) -> Response:
+async def complete(request: Request, job_id: JobId, body: CompleteBody, token: Worker) -> Response:
     ctx = context(request)
     if len(_json_text(body.meta)) > _META_MAX:
         raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
@@ -245,7 +249,7 @@ async def complete(request: Request, job_id: int, body: CompleteBody, token: Wor
 )
 async def signed_upload(
     request: Request,
-    job_id: int,
+    job_id: JobId,
     key: str,
     size: int = 0,
     sha256: str = "",
