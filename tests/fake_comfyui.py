@@ -150,6 +150,11 @@ class FakeComfyUI:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def _shutdown(self) -> None:
+        # Stop listening first, so that the port is free at once for a replacement server
+        # (closing the websockets below may wait for their clients on a loaded machine).
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
         for ws in list(self._sockets.values()):
             await ws.close()
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
