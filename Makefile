@@ -1,21 +1,45 @@
-# vidq — `make serve` runs the service, `make test` runs every test. Both set up .venv first.
+# vidq — `make serve` runs the service, `make test` runs every test. Both set up .venv first,
+# from the locks in requirements/ (every package pinned): CONTRIBUTING.md says how they are made.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LOCKS := requirements
 
-.PHONY: install serve test test-fast lint bench clean
+.PHONY: install install-server _server-venv serve test test-fast lint bench lock lock-upgrade deps-latest clean
 
-install: $(STAMP)
+# A venv is built from scratch whenever its lock (or this file) changes, so it never keeps a
+# package the lock dropped. The server venv (make serve) is a subset of the dev venv (make
+# install / test): same versions, so building the dev venv also satisfies the server's stamp.
+install: $(VENV)/.dev
+install-server: $(VENV)/.server
 
-$(STAMP): pyproject.toml Makefile
+# $(call venv,LOCK): a new venv holding exactly LOCK's pins, then vidq itself (editable, built
+# with the locked setuptools: no build isolation, so no unpinned download at build time).
+define venv
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[server,test,wan]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q "$$(grep -m1 '^pip==' $(1))"
+	$(BIN)/pip install -q -r $(1)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+endef
 
-serve: install
+$(VENV)/.server: $(LOCKS)/server.txt pyproject.toml Makefile
+	@if [ -f $(VENV)/.dev ] && [ $(VENV)/.dev -nt $(LOCKS)/server.txt ] && \
+	    [ $(VENV)/.dev -nt pyproject.toml ] && [ $(VENV)/.dev -nt Makefile ]; then \
+	  echo "$(VENV) holds the dev set, which includes the server's"; \
+	else \
+	  $(MAKE) --no-print-directory _server-venv; \
+	fi
+	touch $@
+
+_server-venv:
+	$(call venv,$(LOCKS)/server.txt)
+
+$(VENV)/.dev: $(LOCKS)/dev.txt pyproject.toml Makefile
+	$(call venv,$(LOCKS)/dev.txt)
+	touch $@ $(VENV)/.server
+
+serve: install-server
 	$(BIN)/vidq serve
 
 # deploy/: the images' Dockerfiles (hadolint), the Compose file (the Compose JSON schema that
@@ -51,5 +75,44 @@ bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/dispatch.py
 
+# --- the locks ------------------------------------------------------------------------------
+# uv resolves (fast, and it can target another Python and platform than this machine's); it
+# lives in a venv of its own, so it is in no lock. dev.txt: server + test + wan on Python 3.11,
+# with torch's CPU build (torch==2.13.0+cpu, on disk in /opt/wheels on this project's machines;
+# elsewhere pip would find no such build); server.txt and gpu.txt (deploy/Dockerfile.gpu:
+# Python 3.12, PyPI's CUDA torch) take dev.txt's versions wherever they share a package.
+UV_VERSION := 0.13.9
+UV := .venv-lock/bin/uv
+COMPILE = $(UV) pip compile --quiet --custom-compile-command "make lock" \
+	--python-platform x86_64-manylinux_2_28 pyproject.toml $(LOCKS)/tools.in
+
+$(UV):
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q uv==$(UV_VERSION)
+
+# After a change of pyproject.toml's ranges: keeps every pin that still fits.
+lock: $(UV)
+	$(COMPILE) $(UPGRADE) --python-version 3.11 --extra server --extra test --extra wan \
+	  --find-links /opt/wheels --no-emit-find-links -o $(LOCKS)/dev.txt
+	grep -v '^torch==' $(LOCKS)/dev.txt > .venv-lock/dev-versions.txt
+	$(COMPILE) --python-version 3.11 --extra server -c .venv-lock/dev-versions.txt \
+	  -o $(LOCKS)/server.txt
+	$(COMPILE) --python-version 3.12 --extra server --extra wan --extra fp8 \
+	  -c .venv-lock/dev-versions.txt -o $(LOCKS)/gpu.txt
+
+# Moves every pin to the newest version the ranges allow (run deps-latest first).
+lock-upgrade:
+	$(MAKE) lock UPGRADE=--upgrade
+
+# Not part of make test: the newest versions the ranges allow, in a throwaway venv, running the
+# fast suite, so drift is found on purpose (then `make lock-upgrade` moves the lock forward).
+deps-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install -q --upgrade pip
+	.venv-latest/bin/pip install -q -e '.[server,test,wan]'
+	E2E_BACKENDS=sqlite .venv-latest/bin/pytest -q -x -n 4 --dist loadfile \
+	  -m "not slow and not lock" -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock .venv-latest var .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.loopback import serve_app
 from tests.servers import SeaweedServer
 from vidq.api import create_app, worker_api
 from vidq.api.auth import create_token
@@ -356,13 +357,12 @@ def test_remote_workers_need_https_beyond_loopback() -> None:
 
 
 @pytest.mark.s3
-@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")  # in process
 def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
     tmp_path: Path, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The remote adapters against the API on S3 (SeaweedFS): an output over the part size
-    is uploaded by presigned part URLs and assembled by the complete; a retried complete
-    is a no-op success."""
+    """The remote adapters against the API on S3 (SeaweedFS), over real HTTP on loopback: an
+    output over the part size is uploaded by presigned part URLs and assembled by the
+    complete; a retried complete is a no-op success."""
     monkeypatch.setattr(worker_api, "PART_BYTES", 5 << 20)  # S3's smallest part
     store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
     blobs = S3BlobStore(
@@ -373,15 +373,12 @@ def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
     token = create_token(store, "gpu", worker=True)
     app = create_app(Settings.load(worker={"lease_seconds": 30}), store, blobs)
     try:
-        with TestClient(app, "http://localhost") as client:
+        with serve_app(app) as url, httpx.Client(base_url=url) as client:
             r = client.post(
                 f"/queue/{T2V}", json=SMALL, headers={"Authorization": f"Bearer {user}"}
             )
             rid = int(r.json()["request_id"])
-            api = RemoteAPI("http://localhost", token)
-            api._api.close()
-            client.headers["Authorization"] = f"Bearer {token}"
-            api._api = client  # the same httpx API, in process
+            api = RemoteAPI(url, token)
             remote = RemoteStore(api, wait_s=0.0)
             job = remote.claim([POOL], "w1", 30)
             assert job is not None and job.id == rid
@@ -395,9 +392,12 @@ def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
             body = {"lease_token": job.lease_token, "key": key, "size": output.stat().st_size,
                     "sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
                     "upload_id": "gone", "parts": [{"number": 1, "etag": "x"}]}  # fmt: skip
-            again = client.post(f"/worker/v1/jobs/{rid}/complete", json=body)
+            again = client.post(
+                f"/worker/v1/jobs/{rid}/complete", json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )  # fmt: skip
             assert again.json() == {"completed": True, "replayed": True}
-            api._urls.close()
+            api.close()
     finally:
         store.close()
         blobs.close()

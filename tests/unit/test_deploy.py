@@ -232,3 +232,26 @@ def test_keda_objects_are_checked_against_a_schema() -> None:
             if kind == "scaledobject":
                 assert doc["spec"]["scaleTargetRef"]["name"] in deployments, path
                 assert doc["spec"]["minReplicaCount"] == 0, f"{path}: an idle fleet scales to 0"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_images_install_only_from_a_lock(path: Path) -> None:
+    """Every `pip install` of an image takes its packages from a lock in requirements/ (the
+    file copied into the image): pip itself at the lock's pin, the lock with `-r`, and vidq
+    with `--no-deps`. Nothing resolves afresh at build time."""
+    locks, installs = set(), []
+    for word, rest in instructions(path):
+        if word == "COPY" and rest.startswith("requirements/"):
+            locks.add(rest.split()[0])
+        if word == "RUN":
+            installs += [c.strip() for c in rest.split("&&") if " pip install " in c]
+    assert locks, f"{path.name} copies no lock"
+    for lock in locks:
+        assert (ROOT / lock).is_file(), f"{path.name}: {lock} does not exist"
+    for command in installs:
+        if " -r " in command:
+            assert command.split(" -r ")[1].split()[0] in locks, command
+        elif "--no-deps" in command:
+            assert command.endswith(" ."), command
+        else:
+            assert "grep -m1 '^pip==' requirements/" in command, f"unpinned: {command}"
