@@ -11,7 +11,8 @@ import typer
 
 from vidq import cli_client
 
-INSTALL_SERVER = "pip install 'vidq[server]'"
+# vidq is installed from a checkout or a wheel (docs/clients.md#installing-the-sdk)
+INSTALL_SERVER = "pip install '<the vidq checkout or wheel>[server]'"
 
 
 def main() -> None:

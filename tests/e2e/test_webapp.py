@@ -193,6 +193,8 @@ def test_sign_in_generate_history_and_sign_out(
     page.get_by_text("Copy as code").click()
     curl = page.locator(".snippet pre").first.inner_text()
     assert '"width": 128' in curl and "$VIDQ_TOKEN" in curl and token not in curl
+    # the status line polls the request the first line submitted, by its captured id
+    assert curl.startswith("REQUEST_ID=$(curl") and "/requests/$REQUEST_ID/status" in curl
     sdk = page.locator(".snippet pre").nth(1).inner_text()
     assert 'client.submit("wan22-fast-t2v"' in sdk and '"prompt": "a paper boat on a pond"' in sdk
     t2v = generate_and_play(page)

@@ -1,4 +1,4 @@
-"""`pip install vidq` is the SDK and the client CLI, nothing of the server.
+"""The package `vidq` (no extra) is the SDK and the client CLI, nothing of the server.
 
 The wheel is built from this checkout with this environment's setuptools, and installed into
 a fresh virtual environment next to its base dependencies only, taken from this environment
@@ -13,6 +13,7 @@ import email.parser
 import importlib.metadata
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from packaging.utils import canonicalize_name
 
 from tests.helpers import ROOT
 from tests.loopback import loopback_http
+from vidq.console import INSTALL_SERVER
 
 BASE = {"httpx", "typer", "rich"}
 SERVER = {
@@ -39,18 +41,33 @@ SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "bot
                   "numpy", "websockets", "pydantic_settings")  # fmt: skip
 
 
+def documented(start: str) -> list[str]:
+    """The words after ``pip`` of the line of docs/clients.md#installing-the-sdk that starts
+    with ``start``."""
+    page = (ROOT / "docs" / "clients.md").read_text()
+    block = page.split("### Installing the SDK", 1)[1].split("```bash", 1)[1].split("```")[0]
+    (line,) = [ln for ln in block.splitlines() if ln.startswith(start)]
+    return shlex.split(line.split("#")[0])[1:]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel of this checkout, built offline from a copy (the build writes next to it)."""
+    """The wheel of this checkout, built as docs/clients.md says (offline here: this
+    environment's setuptools, no index) from a copy (the build writes next to it)."""
     tree = tmp_path_factory.mktemp("tree")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tree / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     shutil.copytree(ROOT / "src", tree / "src", ignore=ignore)
     dist = tmp_path_factory.mktemp("dist")
-    pip_wheel = ["wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", dist]
-    subprocess.run([sys.executable, "-m", "pip", *pip_wheel, tree], check=True, timeout=180)
+    words = documented("pip wheel ")
+    assert words[-1] == "/path/to/vidq" and "dist" in words, words
+    words = [str(tree) if w == "/path/to/vidq" else str(dist) if w == "dist" else w for w in words]
+    offline = ["-q", "--no-build-isolation", "--no-index"]
+    subprocess.run([sys.executable, "-m", "pip", *words, *offline], check=True, timeout=180)
     (built,) = dist.glob("vidq-*.whl")
+    # the documented install line names the file this build makes
+    assert documented("pip install dist/")[-1] == f"dist/{built.name}", "docs/clients.md: wheel name"
     return built
 
 
@@ -184,7 +201,7 @@ def test_the_client_cli_works_and_a_server_command_says_what_to_install(
 
     helped = run("--help")
     assert helped.returncode == 0, helped.stderr
-    assert "submit" in helped.stdout and "vidq[server]" in helped.stdout
+    assert "submit" in helped.stdout and INSTALL_SERVER in " ".join(helped.stdout.split())
     page = {"requests": [{"request_id": 7, "model_id": "m", "status": "IN_QUEUE",
                           "created_at": 0}], "next_before": None}  # fmt: skip
     routes = {"/requests": (200, {"Content-Type": "application/json"}, json.dumps(page).encode())}
@@ -196,5 +213,5 @@ def test_the_client_cli_works_and_a_server_command_says_what_to_install(
         refused = run(command, "--help")
         assert refused.returncode == 2
         assert f"vidq {command}: not a client command" in refused.stderr
-        assert "pip install 'vidq[server]'" in refused.stderr
+        assert INSTALL_SERVER in refused.stderr
         assert "Traceback" not in refused.stderr + refused.stdout

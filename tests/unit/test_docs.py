@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [
     "README.md",
+    "CONTRIBUTING.md",
     "docs/README.md",
     "docs/api.md",
     "docs/inputs.md",
@@ -34,11 +35,11 @@ _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
-_REPO_PATH = re.compile(r"(?<![\w./$~-])(?:src/vidq|tests|bench|deploy|docs)/[\w.*/-]*")
+_REPO_PATH = re.compile(r"(?<![\w./$~-])(?:src/vidq|tests|bench|deploy|docs|requirements)/[\w.*/-]*")
 
 
 def markdown_files(root: Path) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    return [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "docs").rglob("*.md"))]
 
 
 def slug(heading: str) -> str:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidq.api import (
     admin,
+    docs,
     fal,
     fal_run,
     fal_storage,
@@ -168,6 +169,8 @@ def create_app(
         # vidq exports no OpenTelemetry data; FastAPI's native telemetry would otherwise
         # look up whether it is configured on every request (~10 us, bench/api.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # api/docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.ctx = ctx
 
@@ -213,6 +216,7 @@ def create_app(
     app.include_router(fal_run.router)
     app.include_router(worker_api.router)  # the worker protocol (remote workers)
     app.include_router(worker_api.uploads)
+    app.include_router(docs.router)  # /docs, /redoc
     app.include_router(web.router(web.WebFiles()))  # the web app at /
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
     hosts = settings.server.trusted_hosts()

@@ -39,11 +39,11 @@ function curl(base, modelId, body, files) {
     json = json.replace(JSON.stringify(marker(field)), `"data:${type};base64,'"$(base64 -w0 ${fileName(file, field)})"'"`);
   }
   return [
-    `curl -s ${base}/queue/${modelId} \\`,
+    `REQUEST_ID=$(curl -s ${base}/queue/${modelId} \\`,
     `  -H "Authorization: Bearer $VIDQ_TOKEN" \\`,
     `  -H "Content-Type: application/json" \\`,
-    `  -d '${json}'`,
-    `# then: curl -s -H "Authorization: Bearer $VIDQ_TOKEN" ${base}/queue/${modelId}/requests/<request_id>/status`,
+    `  -d '${json}' | jq -r .request_id)`,
+    `curl -s -H "Authorization: Bearer $VIDQ_TOKEN" ${base}/queue/${modelId}/requests/$REQUEST_ID/status`,
   ].join("\n");
 }
 
