@@ -67,7 +67,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "pip", *words, *offline], check=True, timeout=180)
     (built,) = dist.glob("vidq-*.whl")
     # the documented install line names the file this build makes
-    assert documented("pip install dist/")[-1] == f"dist/{built.name}", "docs/clients.md: wheel name"
+    assert documented("pip install dist/")[-1] == f"dist/{built.name}", "docs/clients.md"
     return built
 
 

@@ -35,7 +35,9 @@ _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
-_REPO_PATH = re.compile(r"(?<![\w./$~-])(?:src/vidq|tests|bench|deploy|docs|requirements)/[\w.*/-]*")
+_REPO_PATH = re.compile(
+    r"(?<![\w./$~-])(?:src/vidq|tests|bench|deploy|docs|requirements)/[\w.*/-]*"
+)
 
 
 def markdown_files(root: Path) -> list[Path]:
