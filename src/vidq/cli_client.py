@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+import vidq
 from vidq.client import Client, RateLimited, Status, VidqClientError, as_input
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL (VIDQ_URL, `vidq login`).")]
@@ -244,11 +245,30 @@ def requests(
         typer.echo(f"(more: --before {page['next_before']})")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"vidq {vidq.__version__}")
+        raise typer.Exit()
+
+
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """The options of ``vidq`` itself, before any command."""
+
+
 COMMANDS = (login, submit, status, cancel, result, requests)
 NAMES = tuple(command.__name__ for command in COMMANDS)  # as typer names them
 
 
 def register(app: typer.Typer) -> None:
-    """Add the client commands to the main CLI."""
+    """Add the client commands and ``--version`` to the main CLI (the whole one, or the
+    client-only one of an SDK install)."""
+    app.callback()(options)
     for command in COMMANDS:
         app.command()(command)

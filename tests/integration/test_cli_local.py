@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, vidq_env
+from tests.helpers import ROOT, run_cli, vidq_env
 
 # Every command that opens the job store, with what it needs besides a store.
 STORE_COMMANDS = [
@@ -137,4 +138,12 @@ def test_a_postgres_database_is_used_as_configured(tmp_path: Path, pg_url: str) 
     ]
     listed = run_cli(env, "token", "list", cwd=tmp_path)
     assert listed.stdout.splitlines()[0].split("\t")[:2] == ["1", "carol"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version(tmp_path: Path) -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    out = run_cli(_shell(tmp_path), "--version", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"vidq {pyproject['project']['version']}\n"
     assert list(tmp_path.iterdir()) == []

@@ -173,7 +173,7 @@ def test_the_sdk_works_without_the_server(sdk_env: Path, tmp_path: Path) -> None
 
 
 def test_the_client_cli_works_and_a_server_command_says_what_to_install(
-    sdk_env: Path, tmp_path: Path
+    sdk_env: Path, wheel: Path, tmp_path: Path
 ) -> None:
     env = isolated(sdk_env, tmp_path)
     vidq_cmd = [os.fspath(sdk_env / "bin" / "vidq")]
@@ -185,6 +185,9 @@ def test_the_client_cli_works_and_a_server_command_says_what_to_install(
     helped = run("--help")
     assert helped.returncode == 0, helped.stderr
     assert "submit" in helped.stdout and "vidq[server]" in helped.stdout
+    version = run("--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"vidq {metadata(wheel)['Version']}\n"
     page = {"requests": [{"request_id": 7, "model_id": "m", "status": "IN_QUEUE",
                           "created_at": 0}], "next_before": None}  # fmt: skip
     routes = {"/requests": (200, {"Content-Type": "application/json"}, json.dumps(page).encode())}
