@@ -679,6 +679,7 @@ def token_update(
     if updated is None:
         typer.echo(f"no live token with id {token_id}", err=True)
         raise typer.Exit(1)
+    typer.echo(TOKEN_HEADER)
     typer.echo(_token_line(updated, None))
 
 
@@ -702,14 +703,23 @@ def token_list(data_dir: DataDir = None, init: Init = False) -> None:
     themselves)."""
     store = open_job_store(Settings.load(data_dir=data_dir), create=init)
     usage: dict[str, Usage] = {}
+    typer.echo(TOKEN_HEADER)
     for t in store.list_tokens():
         if not t.revoked and t.user not in usage:
             usage[t.user] = store.usage(t.user)
         typer.echo(_token_line(t, usage.get(t.user)))
 
 
+# The columns of ``token list`` (tab-separated, as its rows).
+TOKEN_HEADER = "\t".join(
+    ["ID", "USER", "MAX_PRIORITY", "ROLE", "STATE", "QUEUED", "RUNNING", "PER_MINUTE",
+     "VIDEO_S_TODAY"]
+)  # fmt: skip
+
+
 def _token_line(t: Token, usage: Usage | None) -> str:
-    """One token as ``token list`` shows it: limits as used/limit (``-``: unlimited)."""
+    """One token as ``token list`` shows it (``TOKEN_HEADER``): limits as used/limit, or
+    the limit alone without usage (``-``: unlimited)."""
     state = "revoked" if t.revoked else "active"
     role = "admin" if t.admin else "user"
     if t.worker:
@@ -724,11 +734,11 @@ def _token_line(t: Token, usage: Usage | None) -> str:
     today = None if u is None else u.video_seconds_today
     return "\t".join(
         [
-            str(t.id), t.user, f"max_priority={t.max_priority}", role, state,
-            f"queued={shown(q.max_queued, None if u is None else u.queued)}",
-            f"running={shown(q.max_running, None if u is None else u.running)}",
-            f"per_minute={shown(q.rate_per_minute, None if u is None else u.last_minute)}",
-            f"video_s_today={shown(q.daily_video_seconds, today)}",
+            str(t.id), t.user, str(t.max_priority), role, state,
+            shown(q.max_queued, None if u is None else u.queued),
+            shown(q.max_running, None if u is None else u.running),
+            shown(q.rate_per_minute, None if u is None else u.last_minute),
+            shown(q.daily_video_seconds, today),
         ]
     )  # fmt: skip
 

@@ -421,6 +421,7 @@ def requests(
             page = client.requests(limit=limit, before=before)
         except VidqClientError as exc:
             raise _fail(exc) from exc
+    typer.echo("REQUEST_ID\tMODEL_ID\tSTATUS\tCREATED")  # tab-separated, as the rows
     for r in page["requests"]:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
         typer.echo(f"{r['request_id']}\t{r['model_id']}\t{r['status']}\t{created}")

@@ -67,7 +67,7 @@ def test_init_creates_the_data_folder_and_others_find_it(tmp_path: Path) -> None
     listed = run_cli(env, "token", "list", "--data-dir", str(var), cwd=elsewhere)
     assert listed.returncode == 0, listed.stderr
     assert listed.stderr.splitlines() == [using]
-    assert listed.stdout.splitlines()[0].split("\t")[:2] == ["1", "alice"]
+    assert listed.stdout.splitlines()[1].split("\t")[:2] == ["1", "alice"]
     revoked = run_cli({**env, "VIDQ_DATA_DIR": str(var)}, "token", "revoke", "1", cwd=elsewhere)
     assert revoked.returncode == 0 and revoked.stdout == "revoked token 1\n", revoked.stderr
     assert using in revoked.stderr.splitlines()
@@ -97,8 +97,7 @@ def test_an_empty_data_folder_or_a_missing_sqlite_file_is_named(tmp_path: Path) 
     out = run_cli(env, "gc", cwd=tmp_path)
     assert out.returncode == 2 and not db.parent.exists()
     assert out.stderr.splitlines() == [
-        f"error: no SQLite database {db}: check VIDQ_DATABASE_URL; --init creates a new, "
-        "empty one"
+        f"error: no SQLite database {db}: check VIDQ_DATABASE_URL; --init creates a new, empty one"
     ]
     out = run_cli(env, "gc", "--init", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -137,8 +136,26 @@ def test_a_postgres_database_is_used_as_configured(tmp_path: Path, pg_url: str) 
         f"vidq: using database postgresql://{user}:***@{host} (VIDQ_DATABASE_URL)"
     ]
     listed = run_cli(env, "token", "list", cwd=tmp_path)
-    assert listed.stdout.splitlines()[0].split("\t")[:2] == ["1", "carol"]
+    assert listed.stdout.splitlines()[1].split("\t")[:2] == ["1", "carol"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_token_list_has_a_header_row(tmp_path: Path) -> None:
+    env = _shell(tmp_path)
+    created = run_cli(env, "token", "create", "--user", "ann", "--max-queued", "2", "--init",
+                      cwd=tmp_path)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    listed = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()
+    header = "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY".split()
+    assert [line.split("\t") for line in listed] == [
+        header,
+        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-"],
+    ]
+    updated = run_cli(env, "token", "update", "1", "--max-queued", "none", cwd=tmp_path)
+    assert [line.split("\t") for line in updated.stdout.splitlines()] == [
+        header,
+        ["1", "ann", "100", "user", "active", "-", "-", "-", "-"],
+    ]
 
 
 def test_version(tmp_path: Path) -> None:

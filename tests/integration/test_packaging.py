@@ -194,7 +194,9 @@ def test_the_client_cli_works_and_a_server_command_says_what_to_install(
     with loopback_http(routes) as (url, _):
         listed = run("requests", "--url", url, "--token", "t")
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.split("\t")[:3] == ["7", "m", "IN_QUEUE"]
+    header, row = listed.stdout.splitlines()
+    assert header.split("\t") == ["REQUEST_ID", "MODEL_ID", "STATUS", "CREATED"]
+    assert row.split("\t")[:3] == ["7", "m", "IN_QUEUE"]
     for command in ("serve", "token"):
         refused = run(command, "--help")
         assert refused.returncode == 2
