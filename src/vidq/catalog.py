@@ -7,6 +7,7 @@ Models that differ only by tier share one pool; the tier orders jobs within it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import re
 from typing import Any
@@ -299,6 +300,12 @@ POOLS: tuple[str, ...] = tuple(sorted({m.pool for m in MODELS.values()}))
 def get_model(model_id: str) -> Model | None:
     """The model for a public id, or None."""
     return MODELS.get(model_id)
+
+
+def closest_model(model_id: str) -> str | None:
+    """The model id nearest to an unknown one (a typo, another case), if one is close."""
+    near = difflib.get_close_matches(model_id[:100].lower(), MODELS, n=1, cutoff=0.6)
+    return near[0] if near else None
 
 
 def input_schema(model: Model) -> type[_Inputs]:

@@ -14,7 +14,7 @@ import typer
 
 from vidq import cli_admin, cli_client
 from vidq.config import Settings
-from vidq.ops.logs import LogSetup
+from vidq.ops.logs import JsonFormatter, LogSetup
 from vidq.ops.logs import configure_logging as configure
 from vidq.store.base import Quota, Token, Usage
 
@@ -29,6 +29,14 @@ app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (VIDQ_DATA_DIR).")]
+Init = Annotated[
+    bool,
+    typer.Option(
+        "--init",
+        help="Create the data folder and its SQLite database if they do not exist "
+        "(`vidq serve` does; otherwise a missing one is an error).",
+    ),
+]
 
 
 def log_setup(settings: Settings) -> LogSetup:
@@ -76,11 +84,74 @@ def start_collector(settings: Settings, store: Any, storage: Any, holder: str) -
     return stop
 
 
-def open_backends(settings: Settings) -> tuple[Any, Any]:
-    from vidq.storage import load_secret, open_storage
+def open_job_store(settings: Settings, *, create: bool) -> Any:
+    """The job store of a command, and a line on stderr saying which one it is.
+
+    A SQLite database that does not exist is created only when ``create`` (``vidq serve``,
+    ``--init``): run from another folder, any other command would make a new, empty data
+    folder that no server reads, so it stops here with exit 2 and says how to point it at
+    the right one. A PostgreSQL database is never created by vidq."""
     from vidq.store import open_store
 
-    store = open_store(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    path = _sqlite_path(url)
+    if path is not None and not create and not path.is_file():
+        typer.echo(f"error: {_no_database(settings, path)}", err=True)
+        raise typer.Exit(2)
+    _say_database(settings)
+    return open_store(url)
+
+
+def _say_database(settings: Settings) -> None:
+    """Say on stderr which database this command uses (stdout stays the command's own);
+    with ``VIDQ_LOG_FORMAT=json`` as a JSON line, as every other stderr line then is."""
+    line = f"vidq: using {_database(settings)}"
+    if settings.log_format == "json":
+        record = logging.makeLogRecord(
+            {"name": "vidq.cli", "levelno": logging.INFO, "levelname": "INFO", "msg": line}
+        )
+        line = JsonFormatter().format(record)
+    typer.echo(line, err=True)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another database."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def _database(settings: Settings) -> str:
+    """The configured database as a user would look for it (a password masked)."""
+    from vidq.config_doc import mask
+
+    url = settings.resolved_database_url()
+    path = _sqlite_path(url)
+    if settings.store.database_url is None:
+        return f"data folder {settings.data_dir.resolve()} (database {path})"
+    return f"database {path or mask(url)} (VIDQ_DATABASE_URL)"
+
+
+def _no_database(settings: Settings, path: Path) -> str:
+    """Why a command found no SQLite database at ``path``, and what to do, in one line."""
+    fix = "; --init creates a new, empty one"
+    if settings.store.database_url is not None:
+        return f"no SQLite database {path}: check VIDQ_DATABASE_URL{fix}"
+    data_dir = settings.data_dir.resolve()
+    where = (
+        f"no vidq database {path} in the data folder {data_dir}"
+        if data_dir.is_dir()
+        else f"no data folder {data_dir} (looked for the database {path})"
+    )
+    return (
+        f"{where}: run this in the folder where `vidq serve` runs, or give its data folder "
+        f"with --data-dir or VIDQ_DATA_DIR{fix}"
+    )
+
+
+def open_backends(settings: Settings, *, create: bool = False) -> tuple[Any, Any]:
+    """The job store (``open_job_store``) and the blob storage of a command."""
+    from vidq.storage import load_secret, open_storage
+
+    store = open_job_store(settings, create=create)
     key = settings.storage.secret_key
     secret = load_secret(settings.data_dir, key.get_secret_value() if key else None)
     storage = open_storage(
@@ -89,7 +160,7 @@ def open_backends(settings: Settings) -> tuple[Any, Any]:
     return store, storage
 
 
-def _open_backends_patiently(settings: Settings) -> tuple[Any, Any]:
+def _open_backends_patiently(settings: Settings, *, create: bool) -> tuple[Any, Any]:
     """open_backends, waiting out a database that is not reachable yet (a worker started
     during an outage, or before the database) instead of exiting."""
     import time
@@ -98,7 +169,7 @@ def _open_backends_patiently(settings: Settings) -> tuple[Any, Any]:
 
     while True:
         try:
-            return open_backends(settings)
+            return open_backends(settings, create=create)
         except StoreUnavailable as exc:
             logging.getLogger("vidq.worker").warning("waiting for the database: %s", exc)
             time.sleep(2.0)
@@ -288,7 +359,7 @@ def serve(
         data_dir=data_dir, server={"host": host, "port": port, "workers": workers}
     )
     configure_logging(settings)
-    store, storage = _open_backends_patiently(settings)
+    store, storage = _open_backends_patiently(settings, create=True)
     if not store.list_tokens():
         token = create_token(store, "admin", max_priority=1000, admin=True)
         typer.echo(f"Created admin token (shown once, keep it): {token}")
@@ -373,6 +444,7 @@ def worker(
         bool | None,
         typer.Option("--insecure-http", help="Remote worker: allow http:// beyond loopback."),
     ] = None,
+    init: Init = False,
 ) -> None:
     """Run one worker process on the configured job store and storage (it also runs the
     retention collector, one process of the fleet at a time), or with ``--server`` a
@@ -402,8 +474,8 @@ def worker(
     if remote:
         store, storage, options = remote_backends(settings, burst=burst)
     else:
-        store, storage = _open_backends_patiently(settings)
-        options = worker_options(settings, burst=burst)
+        options = worker_options(settings, burst=burst)  # refuses missing weights first
+        store, storage = _open_backends_patiently(settings, create=init)
     metrics = None
     if settings.worker.metrics_port is not None:
         registry = CollectorRegistry(auto_describe=True)
@@ -441,6 +513,7 @@ def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
+    init: Init = False,
 ) -> None:
     """Delete expired inputs, outputs and job rows now (VIDQ_INPUT_TTL, VIDQ_OUTPUT_TTL,
     VIDQ_JOB_TTL); prints a JSON report. Waits for no one: exits 3 if another process is
@@ -451,7 +524,7 @@ def gc(
 
     settings = Settings.load(data_dir=data_dir)
     configure_logging(settings)
-    store, storage = open_backends(settings)
+    store, storage = open_backends(settings, create=init)
     try:
         c = collector(settings, store, storage, f"gc@{socket.gethostname()}:{os.getpid()}")
         report = c.dry_run() if dry_run else c.run_once(lease_s=settings.retention.gc_lease)
@@ -521,6 +594,7 @@ def token_create(
     pools: Annotated[
         str | None, typer.Option(help="With --worker: the pools it may claim from (default: all).")
     ] = None,
+    init: Init = False,
 ) -> None:
     """Create a token; prints only the token on stdout. Limits not given come from the
     VIDQ_DEFAULT_* settings (unlimited unless set)."""
@@ -545,7 +619,7 @@ def token_create(
             "rate_per_minute": rate_per_minute, "daily_video_seconds": daily_video_seconds,
         },
     )  # fmt: skip
-    store, _ = open_backends(settings)
+    store = open_job_store(settings, create=init)
     token = create_token(
         store, user.strip(), max_priority=max_priority, admin=admin, quota=quota,
         worker=worker, pools=worker_pools,
@@ -583,6 +657,7 @@ def token_update(
     rate_per_minute: Limit = None,
     daily_video_seconds: Limit = None,
     data_dir: DataDir = None,
+    init: Init = False,
 ) -> None:
     """Change a token's limits (options not given stay as they are). ``max_running``
     applies to requests submitted afterwards."""
@@ -593,7 +668,7 @@ def token_update(
     }  # fmt: skip
     for name, raw in options.items():  # bad values fail before the store is opened
         parse_limit(raw, name.replace("_", "-"))
-    store, _ = open_backends(Settings.load(data_dir=data_dir))
+    store = open_job_store(Settings.load(data_dir=data_dir), create=init)
     current = next((t for t in store.list_tokens() if t.id == token_id and not t.revoked), None)
     if current is None:
         typer.echo(f"no live token with id {token_id}", err=True)
@@ -604,6 +679,7 @@ def token_update(
     if updated is None:
         typer.echo(f"no live token with id {token_id}", err=True)
         raise typer.Exit(1)
+    typer.echo(TOKEN_HEADER)
     typer.echo(_token_line(updated, None))
 
 
@@ -611,9 +687,10 @@ def token_update(
 def token_revoke(
     token_id: Annotated[int, typer.Argument(help="Token id (see `token list`).")],
     data_dir: DataDir = None,
+    init: Init = False,
 ) -> None:
     """Revoke a token by id."""
-    store, _ = open_backends(Settings.load(data_dir=data_dir))
+    store = open_job_store(Settings.load(data_dir=data_dir), create=init)
     if not store.revoke_token(token_id):
         typer.echo(f"no live token with id {token_id}", err=True)
         raise typer.Exit(1)
@@ -621,19 +698,28 @@ def token_revoke(
 
 
 @token_app.command("list")
-def token_list(data_dir: DataDir = None) -> None:
+def token_list(data_dir: DataDir = None, init: Init = False) -> None:
     """List tokens (ids, users, limits and their users' current usage; never the tokens
     themselves)."""
-    store, _ = open_backends(Settings.load(data_dir=data_dir))
+    store = open_job_store(Settings.load(data_dir=data_dir), create=init)
     usage: dict[str, Usage] = {}
+    typer.echo(TOKEN_HEADER)
     for t in store.list_tokens():
         if not t.revoked and t.user not in usage:
             usage[t.user] = store.usage(t.user)
         typer.echo(_token_line(t, usage.get(t.user)))
 
 
+# The columns of ``token list`` (tab-separated, as its rows).
+TOKEN_HEADER = "\t".join(
+    ["ID", "USER", "MAX_PRIORITY", "ROLE", "STATE", "QUEUED", "RUNNING", "PER_MINUTE",
+     "VIDEO_S_TODAY"]
+)  # fmt: skip
+
+
 def _token_line(t: Token, usage: Usage | None) -> str:
-    """One token as ``token list`` shows it: limits as used/limit (``-``: unlimited)."""
+    """One token as ``token list`` shows it (``TOKEN_HEADER``): limits as used/limit, or
+    the limit alone without usage (``-``: unlimited)."""
     state = "revoked" if t.revoked else "active"
     role = "admin" if t.admin else "user"
     if t.worker:
@@ -648,11 +734,11 @@ def _token_line(t: Token, usage: Usage | None) -> str:
     today = None if u is None else u.video_seconds_today
     return "\t".join(
         [
-            str(t.id), t.user, f"max_priority={t.max_priority}", role, state,
-            f"queued={shown(q.max_queued, None if u is None else u.queued)}",
-            f"running={shown(q.max_running, None if u is None else u.running)}",
-            f"per_minute={shown(q.rate_per_minute, None if u is None else u.last_minute)}",
-            f"video_s_today={shown(q.daily_video_seconds, today)}",
+            str(t.id), t.user, str(t.max_priority), role, state,
+            shown(q.max_queued, None if u is None else u.queued),
+            shown(q.max_running, None if u is None else u.running),
+            shown(q.rate_per_minute, None if u is None else u.last_minute),
+            shown(q.daily_video_seconds, today),
         ]
     )  # fmt: skip
 
@@ -677,12 +763,17 @@ def config_show(data_dir: DataDir = None) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
-    """Apply the migration history to the configured database."""
+    """Apply the migration history to the configured database (a SQLite database that does
+    not exist yet is created)."""
     from vidq.store.migrate import upgrade
 
     settings = Settings.load(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    path = _sqlite_path(url)
+    if path is not None:  # the explicit migration command may create a SQLite database
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _say_database(settings)
+    upgrade(url)
     typer.echo("database is up to date")
 
 

@@ -8,8 +8,11 @@ mode 0600.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +21,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vidq.client import Client, RateLimited, Status, VidqClientError, as_input
+import vidq
+from vidq.client import (
+    Client,
+    RateLimited,
+    Status,
+    ValidationError,
+    VidqClientError,
+    as_input,
+)
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL (VIDQ_URL, `vidq login`).")]
 TokenOpt = Annotated[
@@ -76,9 +87,161 @@ def login(
     typer.echo(f"logged in to {url.rstrip('/')} (saved in {path})")
 
 
+# The wire field of each input flag of ``submit``: used both to build the request and to
+# name a field the server refuses by the flag that gave it (``--image``, not ``data_uri``).
+FLAG_FIELDS: dict[str, str] = {
+    "--prompt": "prompt", "--image": "data_uri", "--video": "data_uri",
+    "--last-image": "second_image_uri", "--audio": "audio_uri", "--width": "width",
+    "--height": "height", "--duration": "duration", "--priority": "priority", "--seed": "seed",
+}  # fmt: skip
+MEDIA_FLAGS = frozenset({"--image", "--video", "--last-image", "--audio"})
+
+
+@dataclasses.dataclass
+class Inputs:
+    """A submit's inputs, and for each field how the user gave it (a flag, ``-i KEY``,
+    the ``--json`` file) so that an error can say so."""
+
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    given_as: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def set(self, field: str, value: Any, given_as: str) -> None:
+        """Give ``field`` this value (over any given before)."""
+        self.values[field] = value
+        self.given_as[field] = given_as
+
+    def name(self, field: str) -> str:
+        """What the user would type to give ``field``."""
+        if field in self.given_as:
+            return self.given_as[field]
+        flags = [flag for flag, f in FLAG_FIELDS.items() if f == field]
+        return "/".join(flags) if flags else f"-i {field}"
+
+    def refused(self, exc: ValidationError) -> str:
+        """A 422's errors worded with the user's names for the fields."""
+        parts = []
+        for e in exc.errors:
+            loc = [str(x) for x in e.get("loc", [])]
+            if loc[:1] == ["body"] and len(loc) > 1:
+                loc = [self.name(loc[1]), *loc[2:]]
+            parts.append(f"{'.'.join(loc)}: {e.get('msg', '')}" if loc else str(e.get("msg")))
+        return f"HTTP {exc.status_code}: {'; '.join(parts)}"
+
+
+def _media(value: str, name: str) -> str:
+    """A media input as sent: URLs and data: URIs as they are, files read and encoded."""
+    try:
+        return as_input(value)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {exc.filename}: {exc.strerror}", param_hint=name
+        ) from exc
+
+
+def _json_inputs(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--json"
+        ) from exc
+    except ValueError as exc:
+        raise typer.BadParameter(f"{path} is not JSON: {exc}", param_hint="--json") from exc
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path} holds no JSON object", param_hint="--json")
+    return data
+
+
+def _schema_types(prop: dict[str, Any]) -> set[str]:
+    """The JSON types a schema property allows (``type``, or each of ``anyOf``)."""
+    kind = prop.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    if isinstance(kind, list):
+        return {str(k) for k in kind}
+    return {t for alt in prop.get("anyOf", []) if isinstance(alt, dict) for t in _schema_types(alt)}
+
+
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_A = {"integer": "an integer", "number": "a number", "boolean": "true or false"}
+
+
+def _typed(raw: str, prop: dict[str, Any], name: str) -> Any:
+    """``-i KEY=VALUE``'s value as the schema types it: a media input may be a file, a
+    number is converted, a boolean is true/false; the strictest type that fits wins."""
+    if "contentMediaType" in prop:
+        return _media(raw, name)
+    types = _schema_types(prop)
+    text = raw.strip()
+    if "null" in types and text == "null":
+        return None
+    if "boolean" in types and text.lower() in _BOOLEANS:
+        return _BOOLEANS[text.lower()]
+    if "integer" in types and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if "number" in types:
+        try:
+            number = float(text)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+    if "string" in types or not types:
+        return raw
+    wanted = " or ".join(_A.get(t, t) for t in sorted(types) if t != "null")
+    raise typer.BadParameter(f"{raw!r} is not {wanted}", param_hint=name)
+
+
+def _pairs(pairs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="-i")
+        out.append((key.strip(), value))
+    return out
+
+
+def build_inputs(
+    client: Client,
+    model: str,
+    flags: dict[str, Any],
+    pairs: list[str],
+    json_file: Path | None,
+) -> Inputs:
+    """A submit's inputs: the ``--json`` file, then ``-i KEY=VALUE`` (typed by the model's
+    input schema from ``GET /models``), then the flags (``FLAG_FIELDS``) on top."""
+    inputs = Inputs()
+    if json_file is not None:
+        for field, value in _json_inputs(json_file).items():
+            inputs.set(field, value, f"{field} (--json {json_file})")
+    given = _pairs(pairs)
+    if given:
+        found = [m for m in client.models() if m.get("id") == model]
+        # An unknown model: sent as given, the server's 404 says which ids are near.
+        props = found[0]["input_schema"].get("properties", {}) if found else None
+        for key, raw in given:
+            name = f"-i {key}"
+            if props is None:
+                inputs.set(key, raw, name)
+                continue
+            if key not in props:
+                raise typer.BadParameter(
+                    f"{model} has no input {key!r}; its inputs: {', '.join(props)}",
+                    param_hint=name,
+                )
+            inputs.set(key, _typed(raw, props[key], name), name)
+    for flag, value in flags.items():
+        if value is not None:
+            value = _media(value, flag) if flag in MEDIA_FLAGS else value
+            inputs.set(FLAG_FIELDS[flag], value, flag)
+    return inputs
+
+
 def submit(
     model: Annotated[str, typer.Argument(help="Model id, e.g. wan22-fast-t2v (`GET /models`).")],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to generate.")] = "",
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to generate.")] = None,
     image: Annotated[str | None, typer.Option(help="First frame: a file or an URL.")] = None,
     last_image: Annotated[str | None, typer.Option(help="Last frame: a file or an URL.")] = None,
     audio: Annotated[str | None, typer.Option(help="Audio: a file or an URL.")] = None,
@@ -88,6 +251,25 @@ def submit(
     duration: Annotated[int | None, typer.Option(help="Seconds.")] = None,
     priority: Annotated[int | None, typer.Option(help="Queue priority, bigger first.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="KEY=VALUE",
+            help="Any input of the model's schema (`GET /models`), typed by it; repeatable, "
+            "e.g. -i negative_prompt=blurry -i new_resolution=720p. A media input takes a "
+            "file or an URL.",
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            metavar="FILE",
+            help="A JSON object of inputs, as the API takes them; -i and the flags override it.",
+        ),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to save.")] = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Print the request id and return.")
@@ -96,20 +278,19 @@ def submit(
     token: TokenOpt = None,
 ) -> None:
     """Submit a request, show its queue position and progress, then save the MP4."""
-    inputs: dict[str, Any] = {"prompt": prompt}
-    media_inputs = {"data_uri": image or video, "second_image_uri": last_image, "audio_uri": audio}
-    numbers = {
-        "width": width, "height": height, "duration": duration, "priority": priority, "seed": seed
+    flags = {
+        "--prompt": prompt, "--image": image, "--video": video, "--last-image": last_image,
+        "--audio": audio, "--width": width, "--height": height, "--duration": duration,
+        "--priority": priority, "--seed": seed,
     }  # fmt: skip
-    try:
-        inputs.update({k: as_input(v) for k, v in media_inputs.items() if v})
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    inputs.update({k: v for k, v in numbers.items() if v is not None})
     console = Console(stderr=True)
     with _client(url, token) as client:
         try:
-            handle = client.submit(model, inputs, binary_output=True)
+            inputs = build_inputs(client, model, flags, pairs or [], json_file)
+        except VidqClientError as exc:
+            raise _fail(exc) from exc
+        try:
+            handle = client.submit(model, inputs.values, binary_output=True)
             typer.echo(f"request {handle.request_id} submitted ({model})")
             if no_wait:
                 return
@@ -118,6 +299,9 @@ def submit(
                 typer.echo(f"request {handle.request_id} {final.status}: {final.error or ''}")
                 raise typer.Exit(1)
             path = handle.download(output or Path(f"vidq-{handle.request_id}.mp4"))
+        except ValidationError as exc:
+            typer.echo(f"error: {inputs.refused(exc)}", err=True)
+            raise typer.Exit(1) from exc
         except VidqClientError as exc:
             raise _fail(exc) from exc
     typer.echo(f"saved {path} ({path.stat().st_size} bytes)")
@@ -237,6 +421,7 @@ def requests(
             page = client.requests(limit=limit, before=before)
         except VidqClientError as exc:
             raise _fail(exc) from exc
+    typer.echo("REQUEST_ID\tMODEL_ID\tSTATUS\tCREATED")  # tab-separated, as the rows
     for r in page["requests"]:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
         typer.echo(f"{r['request_id']}\t{r['model_id']}\t{r['status']}\t{created}")
@@ -244,11 +429,30 @@ def requests(
         typer.echo(f"(more: --before {page['next_before']})")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"vidq {vidq.__version__}")
+        raise typer.Exit()
+
+
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """The options of ``vidq`` itself, before any command."""
+
+
 COMMANDS = (login, submit, status, cancel, result, requests)
 NAMES = tuple(command.__name__ for command in COMMANDS)  # as typer names them
 
 
 def register(app: typer.Typer) -> None:
-    """Add the client commands to the main CLI."""
+    """Add the client commands and ``--version`` to the main CLI (the whole one, or the
+    client-only one of an SDK install)."""
+    app.callback()(options)
     for command in COMMANDS:
         app.command()(command)

@@ -74,8 +74,13 @@ def test_no_wait_cancel_and_requests_with_flags(tmp_path: Path) -> None:
         cancel = run_cli(env, "cancel", "1", "--url", server.url)
         assert cancel.returncode == 0 and "cancelled" in cancel.stdout
         listed = run_cli(env, "requests")
-        rows = [line.split("\t")[:3] for line in listed.stdout.splitlines()]
-        assert rows == [["2", "wan22-fast-t2v", "IN_QUEUE"], ["1", "wan22-fast-t2v", "CANCELLED"]]
+        rows = [line.split("\t") for line in listed.stdout.splitlines()]
+        assert rows[0] == ["REQUEST_ID", "MODEL_ID", "STATUS", "CREATED"]
+        assert [row[:3] for row in rows[1:]] == [
+            ["2", "wan22-fast-t2v", "IN_QUEUE"],
+            ["1", "wan22-fast-t2v", "CANCELLED"],
+        ]
+        assert all(len(row) == 4 for row in rows)
         paged = run_cli(env, "requests", "--limit", "1")
         assert "--before 2" in paged.stdout
         wrong = run_cli(env, "requests", "--token", "vq_wrong")

@@ -98,17 +98,21 @@ def test_each_limit_answers_429_and_stores_nothing(tmp_path: Path) -> None:
 
         listed = run_cli(server.env, "token", "list")
         assert listed.returncode == 0, listed.stderr
-        ann = next(line for line in listed.stdout.splitlines() if "\tann\t" in line)
-        assert "queued=2/2" in ann and "running=0/-" in ann, ann
+        rows = [line.split("\t") for line in listed.stdout.splitlines()]
+        columns = rows[0]
+        ann = next(dict(zip(columns, row, strict=True)) for row in rows if row[1] == "ann")
+        assert (ann["QUEUED"], ann["RUNNING"]) == ("2/2", "0/-"), ann
 
         # Bad limits on the command line: clear errors, nothing created.
         for bad in ("-1", "abc", "1.5"):
             out = run_cli(server.env, "token", "create", "--user", "x", "--max-queued", bad)
             assert out.returncode == 2 and "--max-queued" in out.stderr, out.stderr
         assert "\tx\t" not in run_cli(server.env, "token", "list").stdout
-        token_id = ann.split("\t")[0]
+        token_id = ann["ID"]
         lifted = run_cli(server.env, "token", "update", token_id, "--max-queued", "none")
-        assert lifted.returncode == 0 and "queued=-" in lifted.stdout, lifted.stderr
+        assert lifted.returncode == 0, lifted.stderr
+        header, row = (line.split("\t") for line in lifted.stdout.splitlines())
+        assert header == columns and dict(zip(header, row, strict=True))["QUEUED"] == "-"
         with server.client(queued) as c:
             ok(post(c))  # no limit any more (within the 2 s token cache)
         out = run_cli(server.env, "token", "update", token_id, "--rate-per-minute", "-3")

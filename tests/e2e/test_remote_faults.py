@@ -123,7 +123,7 @@ def test_worker_tokens_and_refused_starts(api: Server, tmp_path: Path) -> None:
     assert out.returncode == 2 and "only worker tokens have pools" in out.stderr
     token = worker_token(api, "--pools", "wan22-t2v")
     listed = run_cli(api.env, "token", "list").stdout
-    assert "gpu-box\tmax_priority=100\tworker(pools=wan22-t2v)\tactive" in listed, listed
+    assert "gpu-box\t100\tworker(pools=wan22-t2v)\tactive" in listed, listed
     assert token not in listed
     refused = remote_worker(api, token, tmp_path / "a", "--burst", "--pools", "wan22-s2v")
     _, err = refused.communicate(timeout=60)

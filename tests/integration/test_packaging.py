@@ -190,7 +190,7 @@ def test_the_sdk_works_without_the_server(sdk_env: Path, tmp_path: Path) -> None
 
 
 def test_the_client_cli_works_and_a_server_command_says_what_to_install(
-    sdk_env: Path, tmp_path: Path
+    sdk_env: Path, wheel: Path, tmp_path: Path
 ) -> None:
     env = isolated(sdk_env, tmp_path)
     vidq_cmd = [os.fspath(sdk_env / "bin" / "vidq")]
@@ -202,13 +202,18 @@ def test_the_client_cli_works_and_a_server_command_says_what_to_install(
     helped = run("--help")
     assert helped.returncode == 0, helped.stderr
     assert "submit" in helped.stdout and INSTALL_SERVER in " ".join(helped.stdout.split())
+    version = run("--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"vidq {metadata(wheel)['Version']}\n"
     page = {"requests": [{"request_id": 7, "model_id": "m", "status": "IN_QUEUE",
                           "created_at": 0}], "next_before": None}  # fmt: skip
     routes = {"/requests": (200, {"Content-Type": "application/json"}, json.dumps(page).encode())}
     with loopback_http(routes) as (url, _):
         listed = run("requests", "--url", url, "--token", "t")
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.split("\t")[:3] == ["7", "m", "IN_QUEUE"]
+    header, row = listed.stdout.splitlines()
+    assert header.split("\t") == ["REQUEST_ID", "MODEL_ID", "STATUS", "CREATED"]
+    assert row.split("\t")[:3] == ["7", "m", "IN_QUEUE"]
     for command in ("serve", "token"):
         refused = run(command, "--help")
         assert refused.returncode == 2

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vidq.api.auth import parse_authorization, require_user_role
 from vidq.api.context import context
-from vidq.catalog import Model, get_model
+from vidq.catalog import Model, closest_model, get_model
 from vidq.errors import InvalidRequestId, NotFound
 from vidq.store.base import Token
 
@@ -28,9 +28,13 @@ async def caller(request: Request) -> Token:
 
 
 def model_or_404(model_id: str) -> Model:
+    """The model a path names; 404 otherwise, with the nearest model id if one is close
+    (the one place both dialects resolve a model id)."""
     model = get_model(model_id)
     if model is None:
-        raise NotFound(f"Unknown model '{model_id[:100]}'.")
+        near = closest_model(model_id)
+        hint = f"; did you mean '{near}'?" if near else "."
+        raise NotFound(f"Unknown model '{model_id[:100]}'{hint}")
     return model
 
 

@@ -1,0 +1,166 @@
+"""The server's local commands as a user runs them from a shell, in some folder: which data
+folder and database they use, and that none of them but `vidq serve`, `vidq db upgrade` and
+``--init`` makes a new one (a token in a new, empty database is one no server knows)."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, run_cli, vidq_env
+
+# Every command that opens the job store, with what it needs besides a store.
+STORE_COMMANDS = [
+    ("token", "create", "--user", "alice"),
+    ("token", "list"),
+    ("token", "update", "1", "--max-queued", "3"),
+    ("token", "revoke", "1"),
+    ("gc",),
+    ("worker", "--burst"),
+]
+
+
+def _shell(tmp_path: Path) -> dict[str, str]:
+    """A user's environment: no VIDQ_DATA_DIR, so the data folder is ./var of the cwd."""
+    env = vidq_env(tmp_path / "unused")
+    env.pop("VIDQ_DATA_DIR")
+    return env
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_a_command_run_elsewhere_makes_no_new_data_folder(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = run_cli(_shell(tmp_path), *command, cwd=elsewhere)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    var = elsewhere / "var"
+    assert out.stderr.splitlines() == [
+        f"error: no data folder {var} (looked for the database {var / 'vidq.db'}): run this "
+        "in the folder where `vidq serve` runs, or give its data folder with --data-dir or "
+        "VIDQ_DATA_DIR; --init creates a new, empty one"
+    ]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_init_creates_the_data_folder_and_others_find_it(tmp_path: Path) -> None:
+    env = _shell(tmp_path)
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    var = home / "var"
+    using = f"vidq: using data folder {var} (database {var / 'vidq.db'})"
+
+    created = run_cli(env, "token", "create", "--user", "alice", "--init", cwd=home)
+    assert created.returncode == 0, created.stderr
+    assert re.fullmatch(r"vq_\S+\n", created.stdout)  # stdout is the token alone
+    assert using in created.stderr.splitlines()
+    assert (var / "vidq.db").is_file()
+
+    # From another folder: with --data-dir or VIDQ_DATA_DIR, the same database.
+    listed = run_cli(env, "token", "list", "--data-dir", str(var), cwd=elsewhere)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.splitlines() == [using]
+    assert listed.stdout.splitlines()[1].split("\t")[:2] == ["1", "alice"]
+    revoked = run_cli({**env, "VIDQ_DATA_DIR": str(var)}, "token", "revoke", "1", cwd=elsewhere)
+    assert revoked.returncode == 0 and revoked.stdout == "revoked token 1\n", revoked.stderr
+    assert using in revoked.stderr.splitlines()
+    assert list(elsewhere.iterdir()) == []
+
+    # gc and a worker say which data folder they use too.
+    for command in (("gc", "--dry-run"), ("worker", "--burst")):
+        out = run_cli(env, *command, cwd=home)
+        assert out.returncode == 0, out.stderr
+        assert using in out.stderr.splitlines()
+
+
+def test_an_empty_data_folder_or_a_missing_sqlite_file_is_named(tmp_path: Path) -> None:
+    env = _shell(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run_cli(env, "token", "list", "--data-dir", str(empty), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        f"error: no vidq database {empty / 'vidq.db'} in the data folder {empty}: run this "
+        "in the folder where `vidq serve` runs"
+    ), out.stderr
+    assert list(empty.iterdir()) == []
+
+    db = tmp_path / "elsewhere" / "jobs.db"
+    env["VIDQ_DATABASE_URL"] = f"sqlite:///{db}"
+    out = run_cli(env, "gc", cwd=tmp_path)
+    assert out.returncode == 2 and not db.parent.exists()
+    assert out.stderr.splitlines() == [
+        f"error: no SQLite database {db}: check VIDQ_DATABASE_URL; --init creates a new, empty one"
+    ]
+    out = run_cli(env, "gc", "--init", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"vidq: using database {db} (VIDQ_DATABASE_URL)" in out.stderr.splitlines()
+    assert db.is_file()
+
+
+def test_db_upgrade_and_serve_still_create_it(tmp_path: Path) -> None:
+    env = _shell(tmp_path)
+    out = run_cli(env, "db", "upgrade", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "database is up to date\n"
+    assert (tmp_path / "var" / "vidq.db").is_file()
+    assert run_cli(env, "token", "list", cwd=tmp_path).returncode == 0
+
+
+def test_json_logs_keep_stderr_json(tmp_path: Path) -> None:
+    env = {**_shell(tmp_path), "VIDQ_LOG_FORMAT": "json"}
+    out = run_cli(env, "token", "create", "--user", "bob", "--init", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    assert [line["message"] for line in lines] == [
+        f"vidq: using data folder {tmp_path / 'var'} (database {tmp_path / 'var' / 'vidq.db'})"
+    ]
+
+
+@pytest.mark.postgres
+def test_a_postgres_database_is_used_as_configured(tmp_path: Path, pg_url: str) -> None:
+    """vidq never creates a PostgreSQL database, and needs no data folder for one."""
+    user, host = pg_url.removeprefix("postgresql://").split("@")
+    url = f"postgresql://{user}:hunter2@{host}"  # the test server trusts loopback
+    env = {**_shell(tmp_path), "VIDQ_DATABASE_URL": url}
+    out = run_cli(env, "token", "create", "--user", "carol", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        f"vidq: using database postgresql://{user}:***@{host} (VIDQ_DATABASE_URL)"
+    ]
+    listed = run_cli(env, "token", "list", cwd=tmp_path)
+    assert listed.stdout.splitlines()[1].split("\t")[:2] == ["1", "carol"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_token_list_has_a_header_row(tmp_path: Path) -> None:
+    env = _shell(tmp_path)
+    created = run_cli(env, "token", "create", "--user", "ann", "--max-queued", "2", "--init",
+                      cwd=tmp_path)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    listed = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()
+    header = "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY".split()
+    assert [line.split("\t") for line in listed] == [
+        header,
+        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-"],
+    ]
+    updated = run_cli(env, "token", "update", "1", "--max-queued", "none", cwd=tmp_path)
+    assert [line.split("\t") for line in updated.stdout.splitlines()] == [
+        header,
+        ["1", "ann", "100", "user", "active", "-", "-", "-", "-"],
+    ]
+
+
+def test_version(tmp_path: Path) -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    out = run_cli(_shell(tmp_path), "--version", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"vidq {pyproject['project']['version']}\n"
+    assert list(tmp_path.iterdir()) == []
