@@ -120,6 +120,7 @@ def status_body(ctx: AppContext, job: Job, base: str, owner: str, logs: bool) ->
         "status": status,
         **_urls(base, owner, job.model_id, job.id),
         "logs": logs_of(job) if logs else None,
+        "seed": svc.seed_of(job),  # vidq's: the seed chosen at submit (fal's result has it)
     }
     if job.state.queued:
         body["queue_position"] = ctx.store.queue_position(job)

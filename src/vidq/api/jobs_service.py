@@ -19,7 +19,7 @@ import anyio.to_thread
 from vidq.api import uploads
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
-from vidq.catalog import Model, _Inputs, get_model
+from vidq.catalog import Model, _Inputs, get_model, new_seed
 from vidq.config import Settings
 from vidq.errors import Conflict, Gone, InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState, NewJob
@@ -118,6 +118,9 @@ def submit(
     if reserved:
         raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
     inputs["priority"] = prio
+    # Drawn once, here: stored with the inputs, every attempt (a retry, an operator's
+    # retry) runs with it, and the answers about the request report it.
+    inputs.setdefault("seed", new_seed())
     media = load_media(model.family, inputs, limits(ctx.settings), fetched, ctx.images)
     plan = plan_of(model.family, inputs, media)
     blobs = _store_media(ctx, token.user, media)
@@ -428,6 +431,22 @@ def run_seconds(job: Job) -> float | None:
     if job.started_at is None or job.finished_at is None:
         return None
     return round(max(0.0, job.finished_at - job.started_at), 3)
+
+
+def seed_of(job: Job) -> int | None:
+    """The seed the job runs with (drawn at submit when the request gave none; None only
+    for jobs queued before that)."""
+    seed = job.inputs.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def native_result(video: dict[str, Any], job: Job) -> dict[str, Any]:
+    """The native dialect's result: the spec's ``{"video": {...}}`` and the seed used."""
+    body: dict[str, Any] = {"video": video}
+    seed = seed_of(job)
+    if seed is not None:
+        body["seed"] = seed
+    return body
 
 
 def result_bytes_b64(ctx: AppContext, job: Job) -> str:

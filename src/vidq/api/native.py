@@ -138,6 +138,8 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
         body["error"] = job.error or "unknown error"
     else:
         body["statusMessages"] = {"message": "Job cancelled"}
+    if job.seed is not None:
+        body["seed"] = job.seed  # chosen at submit: known before the job starts
     body["response_url"] = f"{base}/queue/{job.model_id}/requests/{job.id}"
     return body
 
@@ -210,7 +212,7 @@ async def get_result(
             url = ctx.storage.signed_url(
                 job.result_key or "", ctx.settings.storage.signed_url_ttl, base
             )
-            return {"video": {"data_uri": url, "data_url": url}}
-        return {"video": {"data_uri": svc.result_bytes_b64(ctx, job)}}
+            return svc.native_result({"data_uri": url, "data_url": url}, job)
+        return svc.native_result({"data_uri": svc.result_bytes_b64(ctx, job)}, job)
 
     return JSONResponse(await run_in_threadpool(work))

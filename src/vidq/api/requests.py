@@ -38,6 +38,7 @@ def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, 
         "error": job.error if job.state is JobState.FAILED else None,
         "error_type": job.error_type if job.state is JobState.FAILED else None,
         "expired": job.expired_at is not None,
+        "seed": svc.seed_of(job),
         **submitted_inputs(job),
     }
     if detail:

@@ -111,6 +111,7 @@ class JobStatus:
     # The job's user has max_running jobs running: this one waits for one of them to end,
     # and queue_position is the one it will have then (see store/positions.py).
     held: bool = False
+    seed: int | None = None  # the seed it runs with (None: a job queued without one)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
