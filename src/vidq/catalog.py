@@ -64,7 +64,7 @@ class Model:
     variant: str  # engine variant: "fast" (4-step Lightning), "fp8", "s2v", "foley"
     steps: int  # denoising steps by default
     steps_hq: int  # with higher_quality_with_more_steps
-    eta_seconds: float  # ETA for a 5 s clip until the pool has history
+    eta_seconds: float  # GPU engines: run time of a 1280x720 5 s clip, until the pool has history
     output_name: str  # the middle of the output file name, as the spec's examples
 
     def steps_for(self, higher_quality: bool) -> int:

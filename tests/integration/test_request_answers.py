@@ -1,6 +1,7 @@
 """What the answers about a request tell its user, in both dialects and ``GET /requests``:
-the seed it runs with. The app in process over a real SQLite file; burst workers run the
-jobs."""
+the seed it runs with, where its ETA comes from (the pool's history, else the engine that
+serves the pool, else none), and why a queued request waits (a paused pool, the token's
+max_running). The app in process over a real SQLite file; burst workers run the jobs."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from fastapi.testclient import TestClient
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.catalog import MODELS
-from vidq.config import Settings
+from vidq.config import Settings, WorkerSettings
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
-from vidq.store.base import JobStore
+from vidq.store.base import JobStore, Quota
 from vidq.worker import Worker, WorkerOptions
 
 T2V = "wan22-fast-t2v"
@@ -98,3 +99,70 @@ def test_every_request_runs_with_a_seed_its_answers_report(
         assert len(first) == len(same) == 17
         assert all(np.array_equal(a, b) for a, b in zip(first, same, strict=True))
         assert not all(np.array_equal(a, b) for a, b in zip(first, drawn, strict=True))
+
+
+def test_etas_come_from_history_else_the_engine_else_none(
+    backends: tuple[JobStore, LocalBlobStore],
+) -> None:
+    store, storage = backends
+    token = create_token(store, "bob")
+    # The preview engine serves the pool (the embedded default) and there is no history
+    # yet: no ETA, in any answer.
+    with _client(create_app(Settings(), store, storage), token) as bob:
+        rid = bob.post(f"/queue/{T2V}", json=SMALL).json()["request_id"]
+        queued = bob.get(f"/queue/{T2V}/requests/{rid}/status").json()
+        assert queued["status"] == "IN_QUEUE" and "etaSeconds" not in queued, queued
+        assert bob.get(f"/requests/{rid}").json()["eta_seconds"] is None
+        assert bob.get(f"/queue/vidq/{T2V}/requests/{rid}/status").json()["eta_seconds"] is None
+
+    # The same pool served by a GPU engine: its catalog figure (a 1280x720 5 s clip's),
+    # one run per request ahead plus its own.
+    gpu = Settings(worker=WorkerSettings(engines={POOL: "wan"}))
+    with _client(create_app(gpu, store, storage), token) as bob:
+        full = bob.post(f"/queue/{T2V}", json={"prompt": "a full-size clip"}).json()
+        status = bob.get(f"/queue/{T2V}/requests/{full['request_id']}/status").json()
+        assert status["queue_position"] == 1
+        assert status["etaSeconds"] == 2 * MODELS[T2V].eta_seconds, status
+        bob.put(f"/queue/{T2V}/requests/{full['request_id']}/cancel")
+
+    assert _drain(store, storage) == 1  # history: one completed run of this size
+    ran = store.get(int(rid))
+    assert ran is not None and ran.started_at is not None and ran.finished_at is not None
+    measured = round(ran.finished_at - ran.started_at, 1)
+    for settings in (Settings(), gpu):  # the pool's history comes first, whatever the engine
+        with _client(create_app(settings, store, storage), token) as bob:
+            nxt = bob.post(f"/queue/{T2V}", json=SMALL).json()["request_id"]
+            status = bob.get(f"/queue/{T2V}/requests/{nxt}/status").json()
+            assert status["etaSeconds"] == measured, (status, measured)
+            assert bob.get(f"/requests/{nxt}").json()["eta_seconds"] == measured
+            bob.put(f"/queue/{T2V}/requests/{nxt}/cancel")
+
+
+def test_a_queued_request_says_why_it_waits(
+    backends: tuple[JobStore, LocalBlobStore],
+) -> None:
+    store, storage = backends
+    admin = create_token(store, "ops", admin=True)
+    erin = create_token(store, "erin", quota=Quota(max_running=1))
+    # A GPU engine: there would be an ETA, but a paused pool's requests have none.
+    app = create_app(Settings(worker=WorkerSettings(engines={POOL: "wan"})), store, storage)
+    with _client(app, erin) as client:
+        running = client.post(f"/queue/{T2V}", json=SMALL).json()["request_id"]
+        held = client.post(f"/queue/{T2V}", json=SMALL).json()["request_id"]
+        assert store.claim([POOL], "w", 30) is not None  # erin's first one runs
+        mine = client.get(f"/requests/{held}").json()
+        assert (mine["status"], mine["hold"]) == ("IN_QUEUE", "HELD")
+        assert mine["eta_seconds"] is not None  # it waits for a run to end: that has an ETA
+        assert client.get(f"/queue/vidq/{T2V}/requests/{held}/status").json()["hold"] == "HELD"
+        assert client.get(f"/requests/{running}").json()["hold"] is None
+
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        assert client.post(f"/admin/pools/{POOL}/pause", headers=as_admin).json()["paused"]
+        native = client.get(f"/queue/{T2V}/requests/{held}/status").json()
+        assert native["statusMessages"]["message"] == "PAUSED" and "etaSeconds" not in native
+        mine = client.get(f"/requests/{held}").json()
+        assert (mine["hold"], mine["eta_seconds"], mine["queue_position"]) == ("PAUSED", None, 0)
+        fal = client.get(f"/queue/vidq/{T2V}/requests/{held}/status").json()
+        assert (fal["hold"], fal["eta_seconds"]) == ("PAUSED", None)
+        # A running request goes on in a paused pool: nothing holds it.
+        assert client.get(f"/requests/{running}").json()["hold"] is None
