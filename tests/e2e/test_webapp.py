@@ -370,6 +370,9 @@ def test_a_paused_queue_is_said_with_no_eta_and_the_seed_is_shown(
             expect(hold).to_be_hidden()
             expect(page.locator(".run .state")).to_contain_text("Position in queue: 0")
             expect(page.locator(".run .eta")).to_be_empty()
+            # Run again makes the same video: the drawn seed is filled in.
+            page.get_by_role("button", name="Run again").click()
+            expect(page.get_by_label("Seed", exact=True)).to_have_value(str(mine["seed"]))
         finally:
             ops.post("/admin/pools/wan22-t2v/resume")
 
