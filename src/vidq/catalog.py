@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import enum
 import re
+import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -22,6 +23,13 @@ DURATION_MIN = 1
 DURATION_MAX = 10
 FPS = 16
 PROMPT_MAX_CHARS = 4000
+SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit, as Wan's and ComfyUI's samplers take them
+
+
+def new_seed() -> int:
+    """A random seed, for a request that gives none: drawn once, at submit, and stored with
+    the request's inputs, so that every attempt runs with it and the answers report it."""
+    return secrets.randbelow(SEED_MAX + 1)
 
 
 def frame_count(duration_s: int) -> int:
@@ -57,7 +65,7 @@ class Model:
     variant: str  # engine variant: "fast" (4-step Lightning), "fp8", "s2v", "foley"
     steps: int  # denoising steps by default
     steps_hq: int  # with higher_quality_with_more_steps
-    eta_seconds: float  # ETA for a 5 s clip until the pool has history
+    eta_seconds: float  # GPU engines: run time of a 1280x720 5 s clip, until the pool has history
     output_name: str  # the middle of the output file name, as the spec's examples
 
     def steps_for(self, higher_quality: bool) -> int:
@@ -85,7 +93,9 @@ class _Inputs(BaseModel):
     higher_quality_with_more_steps: bool = Field(
         False, description="More denoising steps: slower, higher quality."
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Random seed.")
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="Random seed; drawn at submit when not given."
+    )
 
 
 def _check_side(name: str, value: int | None) -> None:

@@ -323,16 +323,15 @@ def _follow(wait: Any, console: Console) -> Status:
 
     def on_update(status: Status) -> None:
         if status.status == "IN_QUEUE":
-            if state["last"] != ("q", status.queue_position):
-                eta = f", ETA {status.eta_seconds:.0f} s" if status.eta_seconds else ""
-                typer.echo(f"queued: position {status.queue_position}{eta}")
-                state["last"] = ("q", status.queue_position)
+            if state["last"] != ("q", status.queue_position, status.hold):
+                typer.echo(f"queued: position {status.queue_position}{_waiting(status, ', ')}")
+                state["last"] = ("q", status.queue_position, status.hold)
             return
         if state["task"] is None:
             typer.echo("running")
             progress.start()
             state["task"] = progress.add_task("generating", total=None, eta="?")
-        eta = "-" if status.eta_seconds is None else f"{status.eta_seconds:.0f} s"
+        eta = "-" if status.eta_seconds is None else _seconds(status.eta_seconds)
         total = status.total or None
         done = status.total if status.status == "COMPLETED" and status.total else status.done
         progress.update(state["task"], completed=done, total=total, eta=eta)
@@ -343,8 +342,29 @@ def _follow(wait: Any, console: Console) -> Status:
         if state["task"] is not None:
             progress.stop()
     if final.status == "COMPLETED":
-        typer.echo(f"completed: {final.done}/{final.total} steps, {final.raw.get('run_seconds')} s")
+        seed = "" if final.seed is None else f", seed {final.seed}"
+        typer.echo(
+            f"completed: {final.done}/{final.total} steps, {final.raw.get('run_seconds')} s{seed}"
+        )
     return final
+
+
+def _waiting(status: Status, sep: str) -> str:
+    """What a queued request waits for, each part after ``sep``: an operator (its queue
+    is paused) or the token's own running requests (max_running), and the ETA if there
+    is one."""
+    parts = []
+    if status.paused:
+        parts.append("paused by an operator (it starts once the queue is resumed)")
+    elif status.held:
+        parts.append("held until one of your running requests ends (max_running)")
+    if status.eta_seconds:
+        parts.append(f"ETA {_seconds(status.eta_seconds)}")
+    return "".join(sep + part for part in parts)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
 
 
 def status(
@@ -364,11 +384,13 @@ def status(
         return
     line = f"{st.request_id}  {st.model_id}  {st.status}"
     if st.status == "IN_QUEUE":
-        line += f"  position {st.queue_position}"
+        line += f"  position {st.queue_position}{_waiting(st, '  ')}"
     if st.status == "IN_PROGRESS":
         line += f"  {st.done}/{st.total} steps"
-    if st.eta_seconds and st.status in ("IN_QUEUE", "IN_PROGRESS"):
-        line += f"  ETA {st.eta_seconds:.0f} s"
+        if st.eta_seconds:
+            line += f"  ETA {_seconds(st.eta_seconds)}"
+    if st.seed is not None:
+        line += f"  seed {st.seed}"
     if st.error:
         line += f"  error: {st.error}"
     typer.echo(line)

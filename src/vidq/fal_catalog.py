@@ -21,6 +21,8 @@ schema (the fields, ranges and enums of fal's public model pages) and then trans
 - a field of vidq's native vocabulary that the mapping itself sets (``width``,
   ``duration``, ``data_uri``, ...) is refused by name on an alias rather than silently
   overridden.
+- ``seed`` passes as it is; without one, the submit draws it (``catalog.new_seed``, as
+  for every request), so fal's result can answer with the seed used.
 
 The native models accept fal's URL names too (``FAL_NAMES``), on the fal dialect.
 """
@@ -28,7 +30,6 @@ The native models accept fal's URL names too (``FAL_NAMES``), on the fal dialect
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,7 @@ from vidq.catalog import (
     FPS,
     MODELS,
     PROMPT_MAX_CHARS,
+    SEED_MAX,
     Family,
     Model,
 )
@@ -60,7 +62,6 @@ SIZES: dict[tuple[str, str], tuple[int, int]] = {
 }
 
 NUM_FRAMES_MIN, NUM_FRAMES_MAX = 17, 161
-SEED_MAX = 2**32 - 1
 
 # fal's URL fields -> the native media fields, per family (the native models take them
 # on the fal dialect too).
@@ -272,7 +273,6 @@ def to_native(endpoint: FalEndpoint, inputs: BaseModel) -> dict[str, Any]:
             )
     for name in IGNORED:
         data.pop(name, None)
-    data.setdefault("seed", secrets.randbelow(SEED_MAX + 1))  # fal answers with the seed
     family = endpoint.model.family
     if family is Family.FOLEY:
         data["data_uri"] = data.pop("video_url")

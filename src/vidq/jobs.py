@@ -45,6 +45,14 @@ class WireStatus(enum.StrEnum):
     CANCELLED = "CANCELLED"  # CANCELLED
 
 
+class Hold(enum.StrEnum):
+    """Why a queued job is passed over by the workers for now (its wire name: the native
+    status's ``statusMessages.message``, the ``hold`` of the other answers)."""
+
+    PAUSED = "PAUSED"  # an operator paused its pool; it starts once the pool is resumed
+    HELD = "HELD"  # its user has max_running jobs running; it starts when one of them ends
+
+
 WIRE_STATUS: dict[JobState, WireStatus] = {
     JobState.PENDING: WireStatus.IN_QUEUE,
     JobState.RETRY: WireStatus.IN_QUEUE,

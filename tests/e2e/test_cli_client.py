@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from tests.helpers import probe_mp4, run_cli, serve, vidq_env
@@ -38,6 +41,9 @@ def test_login_submit_follow_and_download(tmp_path: Path) -> None:
         assert lines[0] == "request 2 submitted (wan22-fast-t2v)"
         assert "queued: position 0" in sub.stdout and "running" in lines
         assert "completed: 5/5 steps" in sub.stdout
+        completed = next(line for line in lines if line.startswith("completed: "))
+        seed = completed.rsplit(", seed ", 1)[1]  # the seed drawn at submit
+        assert seed.isdigit(), completed
         assert f"saved {out_file}" in lines[-1]
         assert "5/5 steps" in sub.stderr and "ETA" in sub.stderr  # the progress bar
         info = probe_mp4(out_file.read_bytes(), tmp_path)
@@ -48,6 +54,8 @@ def test_login_submit_follow_and_download(tmp_path: Path) -> None:
             "2",
             "wan22-fast-t2v",
             "COMPLETED",
+            "seed",
+            seed,
         ]
         again = tmp_path / "again.mp4"
         res = run_cli(env, "result", "2", "-o", str(again))
@@ -87,3 +95,60 @@ def test_no_wait_cancel_and_requests_with_flags(tmp_path: Path) -> None:
         assert wrong.returncode == 1 and "401" in wrong.stderr
         bad_file = run_cli(env, "submit", "wan22-fast-i2v", "--image", str(tmp_path / "nope.png"))
         assert bad_file.returncode != 0 and "nope.png" in bad_file.stderr
+
+
+def test_a_paused_queue_a_held_request_and_the_seed_are_shown(tmp_path: Path) -> None:
+    """`vidq submit` and `vidq status` say why a queued request waits (an operator paused
+    its queue: no ETA; the token's max_running) and the seed it runs with."""
+    with serve(tmp_path / "data", preview_step_seconds=1.0) as server:
+        made = run_cli(server.env, "token", "create", "--user", "erin", "--max-running", "1")
+        assert made.returncode == 0, made.stderr
+        env = vidq_env(tmp_path / "unused")
+        env.pop("VIDQ_DATA_DIR")
+        env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), VIDQ_URL=server.url,
+                   VIDQ_TOKEN=made.stdout.strip(), COLUMNS="400")  # fmt: skip
+        admin = {**env, "VIDQ_TOKEN": server.admin_token}
+        assert run_cli(admin, "admin", "pause", "wan22-t2v").returncode == 0
+
+        out_file = tmp_path / "paused.mp4"
+        args = ["--prompt", "a quiet harbour", "--width", "128", "--height", "128"]
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "vidq", "submit", "wan22-fast-t2v", *args,
+             "--duration", "1", "-o", str(out_file)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert follow.stdout is not None
+            assert follow.stdout.readline() == "request 1 submitted (wan22-fast-t2v)\n"
+            queued = follow.stdout.readline()
+            assert queued == (
+                "queued: position 0, paused by an operator (it starts once the queue is "
+                "resumed)\n"
+            ), queued
+            status = run_cli(env, "status", "1")
+            assert status.returncode == 0, status.stderr
+            words = status.stdout.split()
+            assert words[:5] == ["1", "wan22-fast-t2v", "IN_QUEUE", "position", "0"], words
+            assert "paused by an operator" in status.stdout and "ETA" not in status.stdout
+            assert words[-2] == "seed" and words[-1].isdigit(), words
+            seed = words[-1]
+
+            # A second request of erin's waits for the first, which runs once resumed.
+            second = run_cli(env, "submit", "wan22-fast-t2v", *args, "--no-wait")
+            assert second.returncode == 0, second.stderr
+            assert run_cli(admin, "admin", "resume", "wan22-t2v").returncode == 0
+            deadline = time.monotonic() + 30
+            while "IN_PROGRESS" not in run_cli(env, "status", "1").stdout:
+                assert time.monotonic() < deadline, "request 1 never started"
+            held = run_cli(env, "status", "2").stdout
+            waits = "IN_QUEUE  position 0  held until one of your running requests ends"
+            assert f"{waits} (max_running)" in held and "paused" not in held, held
+
+            out, err = follow.communicate(timeout=60)
+        finally:
+            follow.kill()
+        assert follow.returncode == 0, err
+        completed = out.splitlines()[-2]
+        assert completed.startswith("completed: 5/5 steps, "), out
+        assert completed.endswith(f", seed {seed}"), out  # the seed shown while queued
+        assert out_file.exists()

@@ -117,7 +117,9 @@ def test_progress_result_and_binary_download(tmp_path: Path) -> None:
         assert messages["message"] == "PROCESSING"
         assert messages["detail_message"].startswith("Progress: ")
         assert messages["detail_message"].endswith(" Tasks done")
-        assert messages["estimated_total_time_seconds"] > 0
+        # The pool has no history yet and the preview engine gives no estimate: the ETA
+        # keys are left out rather than guessed (test_service.py: they come with history).
+        assert "estimated_total_time_seconds" not in messages and "etaSeconds" not in running
         seen = set()
         while (body := alice.get(f"/queue/{T2V}/requests/{rid}/status").json())[
             "status"

@@ -337,6 +337,48 @@ def test_drop_a_file_too_large_then_cancel_a_queued_request(
     expect(page.get_by_role("button", name="Cancel request")).to_have_count(0)
 
 
+def test_a_paused_queue_is_said_with_no_eta_and_the_seed_is_shown(
+    page: Page, idle: Server, shots: Path
+) -> None:
+    """A request in a queue an operator paused says so, live, and shows no ETA (nor does
+    one of a pool without history served by the preview engine); its seed is shown from
+    the start."""
+    with httpx.Client(base_url=idle.url, timeout=30) as ops:
+        ops.headers["Authorization"] = f"Bearer {idle.admin_token}"
+        assert ops.post("/admin/pools/wan22-t2v/pause").json()["paused"] is True
+        try:
+            token = user_token(idle, "frank")
+            sign_in(page, idle, token)
+            fill_form(page, "wan22-fast-t2v", SMALL)
+            page.get_by_role("button", name="Generate").click()
+            expect(page.locator(".run .state")).to_contain_text("Position in queue: 0")
+            hold = page.locator(".run .hold")
+            expect(hold).to_have_text("Paused by an operator: it starts once the queue is resumed")
+            rid = page.locator(".run h2").inner_text().split()[-1]
+            mine = httpx.get(f"{idle.url}/requests/{rid}", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
+            assert mine["hold"] == "PAUSED" and isinstance(mine["seed"], int)
+            expect(page.locator(".run .seed")).to_have_text(f"Seed {mine['seed']}")
+            expect(page.locator(".run .eta")).to_be_empty()
+            page.screenshot(path=shots / "09-paused.png", full_page=True)
+
+            page.get_by_role("link", name="History").click()
+            page.locator(".requests > li").first.get_by_role("link").click()
+            expect(page.locator(".facts").first).to_contain_text("Paused by an operator")
+            expect(page.locator(".inputs")).to_contain_text(str(mine["seed"]))
+            expect(hold).to_be_visible()
+            # Resumed: the page says so by itself; still no ETA (no history, no estimate).
+            assert ops.post("/admin/pools/wan22-t2v/resume").json()["paused"] is False
+            expect(hold).to_be_hidden()
+            expect(page.locator(".run .state")).to_contain_text("Position in queue: 0")
+            expect(page.locator(".run .eta")).to_be_empty()
+            # Run again makes the same video: the drawn seed is filled in.
+            page.get_by_role("button", name="Run again").click()
+            expect(page.get_by_label("Seed", exact=True)).to_have_value(str(mine["seed"]))
+        finally:
+            ops.post("/admin/pools/wan22-t2v/resume")
+
+
 def test_dashboard_for_admins_only(page: Page, server: Server, shots: Path) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         http.headers["Authorization"] = f"Bearer {server.admin_token}"

@@ -23,7 +23,7 @@ from vidq.errors import Conflict, RateLimited, StoreUnavailable
 from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.base import Cancel, DueWebhook, Lease, Quota
-from vidq.store.migrate import head_revision, sqlalchemy_url
+from vidq.store.migrate import head_revision, sqlalchemy_url, upgrade
 from vidq.store.rows import JOB_COLUMNS
 
 POOL = "wan22-t2v"
@@ -664,6 +664,36 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
                 assert "WHERE" in str(where) and "PENDING" in str(where)
     finally:
         engine.dispose()
+
+
+def test_a_job_queued_before_the_seed_column_reports_its_seed(db_url: str) -> None:
+    """Migration 0009 fills the ``seed`` column from the inputs of the jobs already there,
+    so their status polls report the seed they run with; a job without one has none."""
+    upgrade(db_url, "0008")
+    engine = sa.create_engine(sqlalchemy_url(db_url))
+    try:
+        with engine.begin() as conn:
+            for inputs in ('{"prompt": "a fox", "seed": 4294967295}', '{"prompt": "a fox"}'):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, "
+                        "inputs, max_attempts, created_at) VALUES ('alice', 'wan22-fast-t2v', "
+                        ":pool, 0, 0, :rank, 'PENDING', :inputs, 3, 0)"
+                    ),
+                    {"pool": POOL, "rank": queue_rank(0, 0), "inputs": inputs},
+                )
+    finally:
+        engine.dispose()
+    store = open_store(db_url)  # migrates to the head
+    try:
+        seeded, unseeded = (store.job_status(i, "alice") for i in (1, 2))
+        assert seeded is not None and seeded.seed == 2**32 - 1
+        assert unseeded is not None and unseeded.seed is None
+        later = store.enqueue(dataclasses.replace(new(), inputs={"prompt": "x", "seed": 5}))
+        status = store.job_status(later.id, "alice")
+        assert status is not None and status.seed == 5  # copied by the INSERT
+    finally:
+        store.close()
 
 
 def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:

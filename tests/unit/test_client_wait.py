@@ -63,6 +63,36 @@ def test_wait_polls_until_finished_and_reports_every_poll(
     assert all(gap >= 0.1 for gap in server.gaps("/requests/5"))  # the poll interval
 
 
+def test_status_says_why_a_queued_request_waits_and_its_seed(
+    kind: str, server: ScriptedServer
+) -> None:
+    """A paused queue (no ETA: it waits for an operator), the token's max_running, or
+    nothing; the seed the request runs with, from the submit on."""
+    server.script(
+        "/requests/5",
+        state("IN_QUEUE", queue_position=3, hold="PAUSED", eta_seconds=None, seed=42),
+        state("IN_QUEUE", queue_position=0, hold="HELD", eta_seconds=8.0, seed=42),
+        state("IN_QUEUE", queue_position=0, hold=None, eta_seconds=4.0, seed=42),
+        state("IN_PROGRESS", progress={"done": 1, "total": 4}, seed=42),
+        state("COMPLETED", progress={"done": 4, "total": 4}, seed=42),
+    )
+    updates: list[vidq.Status] = []
+
+    async def script(client: Any) -> Any:
+        handle = await settle(client.get_handle("5", MODEL))
+        return await settle(handle.wait(on_update=updates.append, poll_interval=0.01))
+
+    final = run_with(kind, server.url, script)
+    paused, held, free, running = updates[:4]
+    assert (paused.paused, paused.held, paused.hold, paused.eta_seconds) == (
+        True, False, "PAUSED", None
+    )  # fmt: skip
+    assert (held.paused, held.held, held.hold, held.eta_seconds) == (False, True, "HELD", 8.0)
+    assert (free.paused, free.held, free.hold) == (False, False, None)
+    assert not running.paused and not running.held
+    assert [u.seed for u in updates] == [42] * 5 and final.seed == 42
+
+
 def test_wait_gives_up_at_its_timeout(kind: str, server: ScriptedServer) -> None:
     server.script("/requests/5", state("IN_QUEUE", queue_position=0))
 

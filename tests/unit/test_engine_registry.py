@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import ROOT
 from vidq.config import PreviewSettings, Settings
 from vidq.engines import ENGINES, create_engine, engine_options
+from vidq.engines.estimates import ESTIMATES
 from vidq.errors import EngineUnavailable
 
 
@@ -70,3 +71,23 @@ def test_engine_modules_are_imported_only_when_created() -> None:
     before, after = proc.stdout.splitlines()
     assert before == "['vidq.engines.base']"
     assert after == "['vidq.engines.base', 'vidq.engines.preview', 'vidq.engines.preview_media']"
+
+
+def test_every_engine_has_an_estimate_the_api_reads_without_importing_engines() -> None:
+    """The API's ETAs before a pool has history come from the engines' estimates table
+    (engines/estimates.py), which loads no engine module (no torch in the API)."""
+    assert set(ESTIMATES) == set(ENGINES)
+    code = (
+        "import sys; import vidq.api.app; "
+        "print(sorted(m for m in sys.modules if m.startswith('vidq.engines.')"
+        " or m in ('torch', 'diffusers', 'websockets')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip() == "['vidq.engines.base', 'vidq.engines.estimates']"

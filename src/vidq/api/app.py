@@ -146,7 +146,7 @@ def create_app(
         store=store,
         storage=storage,
         auth=Authenticator(store),
-        eta=EtaEstimator(store),
+        eta=EtaEstimator(store, settings),
         images=DecodePool(settings.limits.decode_threads),
         registry=registry,
     )

@@ -1,5 +1,7 @@
-"""Time estimates from the measured durations of completed jobs of the same pool and
-similar size, falling back to the catalog's default until there is history."""
+"""Time estimates: the median run time of recent completed jobs of the same pool and
+similar size; before the pool has such history, the estimate of the engine that serves
+the pool (``engines/estimates.py``: the GPU engines' catalog figure; the preview engine
+has none); else none at all."""
 
 from __future__ import annotations
 
@@ -8,11 +10,10 @@ import statistics
 import threading
 import time
 
-from vidq.catalog import FPS, Model
+from vidq.catalog import Model
+from vidq.config import Settings
+from vidq.engines.estimates import run_estimate
 from vidq.store.base import JobStore
-
-# Work units of the catalog's reference clip: 1280x720, 5 s, default steps.
-REFERENCE_UNITS = 1280 * 720 * (FPS * 5 + 1)
 
 
 def work_units(width: int, height: int, frames: int, steps: int, default_steps: int) -> float:
@@ -21,16 +22,19 @@ def work_units(width: int, height: int, frames: int, steps: int, default_steps: 
 
 
 class EtaEstimator:
-    """Median run time of recent similar jobs, cached per pool and size bucket."""
+    """Median run time of recent similar jobs, cached per pool and size bucket (a status
+    poll reads the store for it at most once per ``ttl_s``), else the engine's figure."""
 
-    def __init__(self, store: JobStore, ttl_s: float = 2.0) -> None:
+    def __init__(self, store: JobStore, settings: Settings, ttl_s: float = 2.0) -> None:
         self.store = store
+        self.settings = settings
         self.ttl_s = ttl_s
         self._cache: dict[tuple[str, int], tuple[float, float | None]] = {}
         self._lock = threading.Lock()
 
-    def total_seconds(self, model: Model, units: float) -> float:
-        """Expected run time of a job of ``units`` work units in the model's pool."""
+    def total_seconds(self, model: Model, units: float) -> float | None:
+        """Expected run time of a job of ``units`` work units in the model's pool; None
+        when neither the pool's history nor its engine gives one."""
         bucket = round(math.log2(max(units, 1.0)))
         key = (model.pool, bucket)
         now = time.monotonic()
@@ -44,4 +48,5 @@ class EtaEstimator:
                 self._cache[key] = (now + self.ttl_s, measured)
         if measured is not None:
             return round(measured, 1)
-        return round(model.eta_seconds * max(units, 1.0) / REFERENCE_UNITS, 1) or 1.0
+        engine = self.settings.worker.engine_for(model.pool)
+        return run_estimate(engine, model, units, self.settings)

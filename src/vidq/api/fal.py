@@ -120,10 +120,13 @@ def status_body(ctx: AppContext, job: Job, base: str, owner: str, logs: bool) ->
         "status": status,
         **_urls(base, owner, job.model_id, job.id),
         "logs": logs_of(job) if logs else None,
+        "seed": svc.seed_of(job),  # vidq's: the seed chosen at submit (fal's result has it)
     }
-    if job.state.queued:
-        body["queue_position"] = ctx.store.queue_position(job)
-        body["eta_seconds"] = svc.eta_remaining(ctx, job, body["queue_position"])
+    if job.state.queued:  # queue_position is fal's; hold and the ETAs are vidq's
+        place = svc.queue_place(ctx, job)
+        body["queue_position"] = place.position
+        body["hold"] = place.hold
+        body["eta_seconds"] = svc.eta_remaining(ctx, job, place.position, place.hold)
     elif job.state is JobState.RUNNING:
         body["progress"] = {"done": job.progress_done, "total": job.progress_total}
         body["eta_seconds"] = svc.eta_remaining(ctx, job)

@@ -153,6 +153,7 @@ def result_body(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
     body: dict[str, Any] = {"video": svc.video_file(ctx, job, base)}
     if svc.model_of(job).family is not Family.FOLEY:
         body["prompt"] = job.inputs.get("prompt", "")
-        if isinstance(job.inputs.get("seed"), int):
-            body["seed"] = job.inputs["seed"]
+        seed = svc.seed_of(job)
+        if seed is not None:
+            body["seed"] = seed
     return body

@@ -19,10 +19,10 @@ import anyio.to_thread
 from vidq.api import uploads
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
-from vidq.catalog import Model, _Inputs, get_model
+from vidq.catalog import Model, _Inputs, get_model, new_seed
 from vidq.config import Settings
 from vidq.errors import Conflict, Gone, InvalidInput, NotFound, VidqError
-from vidq.jobs import Job, JobState, NewJob
+from vidq.jobs import Hold, Job, JobState, NewJob
 from vidq.media.fetch import Fetcher, FetchPolicy
 from vidq.media.inputs import (
     BLOB_PREFIX,
@@ -118,6 +118,9 @@ def submit(
     if reserved:
         raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
     inputs["priority"] = prio
+    # Drawn once, here: stored with the inputs, every attempt (a retry, an operator's
+    # retry) runs with it, and the answers about the request report it.
+    inputs.setdefault("seed", new_seed())
     media = load_media(model.family, inputs, limits(ctx.settings), fetched, ctx.images)
     plan = plan_of(model.family, inputs, media)
     blobs = _store_media(ctx, token.user, media)
@@ -407,20 +410,45 @@ def expected_tasks(job: JobStatus) -> int:
     return model_of(job).steps_for(job.higher_quality) + 1
 
 
-def eta_total(ctx: AppContext, job: Job | JobStatus) -> float:
+def eta_total(ctx: AppContext, job: Job | JobStatus) -> float | None:
+    """Expected run time of the job (``api/eta.py``); None when there is no estimate."""
     return ctx.eta.total_seconds(model_of(job), job.work_units)
 
 
-def eta_remaining(ctx: AppContext, job: Job | JobStatus, queue_position: int = 0) -> float:
+def eta_remaining(
+    ctx: AppContext, job: Job | JobStatus, queue_position: int = 0, hold: Hold | None = None
+) -> float | None:
     """Seconds until the job should be done: the rest of its run if running, else the
-    runs of the jobs ahead plus its own."""
+    runs of the jobs ahead plus its own. None when there is no estimate, or when its pool
+    is paused (it waits for an operator, not for a run time)."""
+    if job.state.terminal:
+        return 0.0
+    if hold is Hold.PAUSED and job.state.queued:
+        return None
     total = eta_total(ctx, job)
+    if total is None:
+        return None
     if job.state is JobState.RUNNING:
         done = job.progress_done / job.progress_total if job.progress_total else 0.0
         return round(total * (1.0 - done), 1)
-    if job.state.terminal:
-        return 0.0
     return round(total * (1 + queue_position), 1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Place:
+    """Where a queued job stands: its queue position and why it is passed over, if it is."""
+
+    position: int
+    hold: Hold | None = None
+
+
+def queue_place(ctx: AppContext, job: Job) -> Place:
+    """A queued job's position and hold (one status read, as a poll's); a job that has
+    started since ``job`` was read is at position 0."""
+    status = ctx.store.job_status(job.id, job.user)
+    if status is None or status.queue_position is None:
+        return Place(0)
+    return Place(status.queue_position, status.hold)
 
 
 def run_seconds(job: Job) -> float | None:
@@ -428,6 +456,22 @@ def run_seconds(job: Job) -> float | None:
     if job.started_at is None or job.finished_at is None:
         return None
     return round(max(0.0, job.finished_at - job.started_at), 3)
+
+
+def seed_of(job: Job) -> int | None:
+    """The seed the job runs with (drawn at submit when the request gave none; None only
+    for jobs queued before that)."""
+    seed = job.inputs.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def native_result(video: dict[str, Any], job: Job) -> dict[str, Any]:
+    """The native dialect's result: the spec's ``{"video": {...}}`` and the seed used."""
+    body: dict[str, Any] = {"video": video}
+    seed = seed_of(job)
+    if seed is not None:
+        body["seed"] = seed
+    return body
 
 
 def result_bytes_b64(ctx: AppContext, job: Job) -> str:

@@ -14,7 +14,7 @@ from vidq.api.context import AppContext, context
 from vidq.api.deps import caller, model_or_404, request_id
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
-from vidq.jobs import WIRE_STATUS, JobState
+from vidq.jobs import WIRE_STATUS, Hold, JobState
 from vidq.store.base import Cancel, JobStatus, Token
 
 router = APIRouter(route_class=JsonRoute)
@@ -90,37 +90,38 @@ async def create_unknown_model(model_id: str, token: Token = Depends(caller)) ->
 
 
 def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
-    """The spec's status object for a job."""
+    """The spec's status object for a job. ETAs (``etaSeconds``, ``statusMessages.
+    estimated_total_time_seconds``) are left out when there is no estimate."""
     body: dict[str, Any] = {"status": WIRE_STATUS[job.state].value}
     state = job.state
     if job.queue_position is not None:
         body["queue_position"] = job.queue_position
         body["statusMessages"] = {}
-        if job.pool_paused:
+        hold = job.hold
+        if hold is Hold.PAUSED:
             body["statusMessages"] = {
-                "message": "PAUSED",
+                "message": hold.value,
                 "detail_message": "An operator paused this model's queue; the request keeps "
                 "its place and starts once the queue is resumed.",
             }
-        elif job.held:
+        elif hold is Hold.HELD:
             body["statusMessages"] = {
-                "message": "HELD",
+                "message": hold.value,
                 "detail_message": "This token's max_running lets this request start "
                 "only once an earlier one of its requests has ended; workers take other "
                 "users' requests first. queue_position counts the requests that will "
                 "start before it then.",
             }
-        body["etaSeconds"] = svc.eta_remaining(ctx, job, job.queue_position)
+        _put(body, "etaSeconds", svc.eta_remaining(ctx, job, job.queue_position, hold))
     elif state is JobState.RUNNING:
         # Before the engine's first report, n is the step count the worker will run.
         total = job.progress_total or svc.expected_tasks(job)
-        eta = svc.eta_total(ctx, job)
         body["statusMessages"] = {
             "message": "PROCESSING",
             "detail_message": f"Progress: {job.progress_done}/{total} Tasks done",
-            "estimated_total_time_seconds": eta,
         }
-        body["etaSeconds"] = svc.eta_remaining(ctx, job)
+        _put(body["statusMessages"], "estimated_total_time_seconds", svc.eta_total(ctx, job))
+        _put(body, "etaSeconds", svc.eta_remaining(ctx, job))
     elif state is JobState.COMPLETED:
         uri = ctx.storage.uri(job.result_key or "")
         body["queue_position"] = 0
@@ -138,8 +139,15 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
         body["error"] = job.error or "unknown error"
     else:
         body["statusMessages"] = {"message": "Job cancelled"}
+    if job.seed is not None:
+        body["seed"] = job.seed  # chosen at submit: known before the job starts
     body["response_url"] = f"{base}/queue/{job.model_id}/requests/{job.id}"
     return body
+
+
+def _put(body: dict[str, Any], key: str, value: float | None) -> None:
+    if value is not None:
+        body[key] = value
 
 
 def status_of(ctx: AppContext, model_id: str, rid: str, token: Token, base: str) -> dict[str, Any]:
@@ -210,7 +218,7 @@ async def get_result(
             url = ctx.storage.signed_url(
                 job.result_key or "", ctx.settings.storage.signed_url_ttl, base
             )
-            return {"video": {"data_uri": url, "data_url": url}}
-        return {"video": {"data_uri": svc.result_bytes_b64(ctx, job)}}
+            return svc.native_result({"data_uri": url, "data_url": url}, job)
+        return svc.native_result({"data_uri": svc.result_bytes_b64(ctx, job)}, job)
 
     return JSONResponse(await run_in_threadpool(work))

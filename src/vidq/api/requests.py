@@ -25,7 +25,9 @@ PAGE_MAX = 100
 
 
 def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, Any]:
-    """One request as ``GET /requests`` lists it; ``detail`` adds position and ETA."""
+    """One request as ``GET /requests`` lists it; ``detail`` adds its place in the queue
+    (position, and ``hold``: why it is passed over, if it is), ETA (null without an
+    estimate) and run time."""
     body: dict[str, Any] = {
         **urls(base, job.model_id, job.id),
         "model_id": job.model_id,
@@ -38,12 +40,14 @@ def summary(ctx: AppContext, job: Job, base: str, *, detail: bool) -> dict[str, 
         "error": job.error if job.state is JobState.FAILED else None,
         "error_type": job.error_type if job.state is JobState.FAILED else None,
         "expired": job.expired_at is not None,
+        "seed": svc.seed_of(job),
         **submitted_inputs(job),
     }
     if detail:
-        position = ctx.store.queue_position(job) if job.state.queued else 0
-        body["queue_position"] = position
-        body["eta_seconds"] = svc.eta_remaining(ctx, job, position)
+        place = svc.queue_place(ctx, job) if job.state.queued else svc.Place(0)
+        body["queue_position"] = place.position
+        body["hold"] = place.hold
+        body["eta_seconds"] = svc.eta_remaining(ctx, job, place.position, place.hold)
         body["run_seconds"] = svc.run_seconds(job)
     return body
 

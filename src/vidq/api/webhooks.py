@@ -186,7 +186,7 @@ def body_of(ctx: AppContext, job: Job, dialect: str, base: str) -> dict[str, Any
     if job.state is JobState.COMPLETED:
         if dialect == "native":
             url = svc.video_file(ctx, job, base)["url"]
-            result: dict[str, Any] = {"video": {"data_uri": url, "data_url": url}}
+            result = svc.native_result({"data_uri": url, "data_url": url}, job)
         else:
             result = fal_inputs.result_body(ctx, job, base)
         return {**envelope, "status": "OK", "payload": result, "error": None}

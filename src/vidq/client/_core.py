@@ -61,14 +61,28 @@ class Status:
     queue_position: int
     done: int  # progress steps done ...
     total: int  # ... of this many (0 until the engine reports)
-    eta_seconds: float | None
+    eta_seconds: float | None  # None: no estimate (no history, an engine without one)
     error: str | None
     error_type: str | None
     raw: dict[str, Any]
+    # Why a queued request is passed over for now: "PAUSED" (an operator paused its
+    # model's queue) or "HELD" (its token is at max_running); None otherwise.
+    hold: str | None = None
+    seed: int | None = None  # the seed it runs with (drawn at submit when not given)
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def paused(self) -> bool:
+        """Queued in a queue an operator paused: it starts once the queue is resumed."""
+        return self.status == "IN_QUEUE" and self.hold == "PAUSED"
+
+    @property
+    def held(self) -> bool:
+        """Queued behind the token's own running requests (its ``max_running``)."""
+        return self.status == "IN_QUEUE" and self.hold == "HELD"
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Status:
@@ -84,6 +98,8 @@ class Status:
             error=body.get("error"),
             error_type=body.get("error_type"),
             raw=body,
+            hold=body.get("hold"),
+            seed=body.get("seed"),
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import secrets
 import shutil
 import signal
 import threading
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 import av
 from PIL import Image
 
-from vidq.catalog import FPS, get_model
+from vidq.catalog import FPS, get_model, new_seed
 from vidq.config import ComfyUISettings
 from vidq.engines import comfyui_workflows as wf
 from vidq.engines.base import EngineJob, EngineResult, Report
@@ -154,7 +153,8 @@ class ComfyUIEngine:
             "duration": duration,
             "frames": FPS * duration + 1,
             "fps": FPS,
-            "seed": int(seed) if seed is not None else secrets.randbelow(2**32),
+            # a job queued before the submit drew every request's seed gets one here
+            "seed": int(seed) if seed is not None else new_seed(),
             "steps": job.steps,
             "half_steps": max(1, job.steps // 2),
             "background_music": bool(inputs.get("background_music", False)),

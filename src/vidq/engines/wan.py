@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,15 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from vidq.catalog import FPS, MODELS, SIDE_MAX, SIDE_MIN, SIDE_MULTIPLE, frame_count
+from vidq.catalog import (
+    FPS,
+    MODELS,
+    SIDE_MAX,
+    SIDE_MIN,
+    SIDE_MULTIPLE,
+    frame_count,
+    new_seed,
+)
 from vidq.config import WanSettings
 from vidq.engines.base import EngineJob, EngineResult, Report
 from vidq.engines.wan_layout import BASES, wan_weights
@@ -212,8 +219,8 @@ class WanEngine:
             steps, default_guidance = TI2V_STEPS[int(higher)], TI2V_GUIDANCE
         guidance = _number(inputs.get("guidance_scale"), default_guidance)
         seed = inputs.get("seed")
-        if seed is None:
-            seed = secrets.randbelow(2**32)
+        if seed is None:  # a job queued before the submit drew every request's seed
+            seed = new_seed()
         image = last = None
         if job.family == "i2v":
             image = _open_image(job.files, "data_uri")

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from vidq.jobs import Job, JobState, NewJob, WebhookState
+from vidq.jobs import Hold, Job, JobState, NewJob, WebhookState
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +111,17 @@ class JobStatus:
     # The job's user has max_running jobs running: this one waits for one of them to end,
     # and queue_position is the one it will have then (see store/positions.py).
     held: bool = False
+    seed: int | None = None  # the seed it runs with (None: a job queued without one)
+
+    @property
+    def hold(self) -> Hold | None:
+        """Why this queued job is passed over for now, if it is (a pause comes first: it
+        holds every job of the pool)."""
+        if self.queue_position is None:
+            return None
+        if self.pool_paused:
+            return Hold.PAUSED
+        return Hold.HELD if self.held else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -93,7 +93,7 @@ def job_status_from_row(
 ) -> JobStatus:
     """A JobStatus from the ``job_status`` statement, whose columns are: id,
     model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
-    higher_quality, result_key, error, queue_version, expired_at, pool_paused.
+    higher_quality, result_key, error, queue_version, expired_at, pool_paused, seed.
     ``position(pool, key, version)`` answers for queued jobs: (position, held)."""
     state = JobState(row[5])
     queue_position = None
@@ -106,6 +106,7 @@ def job_status_from_row(
         progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
         result_key=row[10], error=row[11], queue_position=queue_position,
         expired_at=row[13], pool_paused=bool(row[14]), held=held,
+        seed=None if row[15] is None else int(row[15]),
     )  # fmt: skip
 
 

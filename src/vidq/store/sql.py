@@ -103,7 +103,7 @@ class SQLStore:
             "priority": new.priority, "rank": queue_rank(new.tier, new.priority),
             "inputs": dumps(new.inputs),
             "higher_quality": bool(new.inputs.get("higher_quality_with_more_steps")),
-            "binary_output": new.binary_output,
+            "seed": _seed(new.inputs.get("seed")), "binary_output": new.binary_output,
             "max_attempts": new.max_attempts, "work_units": new.work_units,
             "idempotency_key": new.idempotency_key, "webhook_url": new.webhook_url,
             "webhook_dialect": new.webhook_dialect, "webhook_base": new.webhook_base,
@@ -666,3 +666,9 @@ def refusal(quota: Quota, usage: Usage, video_seconds: float) -> RateLimited | N
             retry_after=86400.0 - usage.now % 86400.0,
         )  # fmt: skip
     return None
+
+
+def _seed(value: Any) -> int | None:
+    """The ``seed`` column of a job's inputs: the seed when it is one (an int; the schema
+    bounds it), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

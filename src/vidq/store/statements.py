@@ -91,12 +91,12 @@ def _job_durations(where: str) -> str:
 _JOB_FIELDS = """owner, model_id, pool, tier, priority, rank, state, inputs,
             higher_quality, binary_output, max_attempts, work_units, idempotency_key,
             webhook_url, webhook_dialect, webhook_base, webhook_state, webhook_next_at,
-            max_running, video_seconds, deadline_at, start_by, start_error, created_at"""
+            max_running, video_seconds, deadline_at, start_by, start_error, seed, created_at"""
 _JOB_VALUES = """:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
             :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
             :webhook_url, :webhook_dialect, :webhook_base, :webhook_state, :webhook_next_at,
             :max_running, :video_seconds, {NOW} + :deadline_s, {NOW} + :start_s,
-            :start_error, {NOW}"""
+            :start_error, :seed, {NOW}"""
 _ON_KEY = "ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 # The conditions of a limited submit (``Statements.insert_limited``), by limit name: each
 # holds while the user's jobs leave room for one more.
@@ -161,7 +161,7 @@ class Statements:
         SELECT id, model_id, pool, tier, priority, state, progress_done, progress_total,
             work_units, higher_quality, result_key, error,
             (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool), expired_at,
-            (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool)
+            (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool), seed
         FROM jobs WHERE id = :id AND owner = :owner""")
     # A pool's queue for its position snapshot (positions.py): the owner only of jobs
     # with a ``max_running``, the only ones that may be held.

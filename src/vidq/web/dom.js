@@ -64,3 +64,11 @@ export function words(status) {
     FAILED: "Failed", CANCELLED: "Cancelled",
   }[status] ?? String(status);
 }
+
+/** Why a queued request is passed over for now (the API's `hold`), in words; "" if it is not. */
+export function holdWords(hold) {
+  return {
+    PAUSED: "Paused by an operator: it starts once the queue is resumed",
+    HELD: "Held until one of your running requests ends (max_running)",
+  }[hold] ?? "";
+}

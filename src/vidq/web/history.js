@@ -2,7 +2,7 @@
 // request's inputs, status and result; cancel a queued one; run one again.
 
 import { api, explain } from "./api.js";
-import { add, badge, fill, h, seconds, when } from "./dom.js";
+import { add, badge, fill, h, holdWords, seconds, when } from "./dom.js";
 import { follow, showVideo } from "./playground.js";
 
 const PAGE = 10;
@@ -71,6 +71,7 @@ export function requestView(requestId, runAgain) {
       r.finished_at ? fact("Finished", when(r.finished_at)) : null,
       r.run_seconds ? fact("Run time", seconds(r.run_seconds)) : null,
       r.status === "IN_QUEUE" ? fact("Queue position", String(r.queue_position)) : null,
+      r.status === "IN_QUEUE" && r.hold ? fact("Waiting", holdWords(r.hold)) : null,
       r.error ? fact("Error", r.error) : null);
     const inputs = h("dl", { class: "facts inputs" },
       Object.entries(r.inputs ?? {}).map(([k, v]) => fact(k, typeof v === "string" ? v : JSON.stringify(v))),

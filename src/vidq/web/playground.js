@@ -1,9 +1,10 @@
 // The playground: pick a model, fill the form made from its schema, Generate, follow the
-// request live (queue position, then "k/n" progress and the ETA) and play the result.
+// request live (queue position and why it waits, then "k/n" progress and the ETA when
+// there is one), show its seed and play the result.
 
 import { api, ApiError, explain, statusStream, videoUrl } from "./api.js";
 import { snippets } from "./code.js";
-import { add, badge, fill, h, safeUrl, seconds } from "./dom.js";
+import { add, badge, fill, h, holdWords, safeUrl, seconds } from "./dom.js";
 import { schemaForm } from "./form.js";
 
 const FAMILIES = {
@@ -132,14 +133,21 @@ export async function follow(panel, modelId, requestId, signal) {
   const state = h("p", { class: "state" });
   const counts = h("span", { class: "counts" });
   const eta = h("span", { class: "eta" });
+  const hold = h("p", { class: "hold", hidden: true });
+  const seed = h("p", { class: "seed hint" });
   const result = h("div", { class: "result" });
-  fill(panel, h("h2", {}, `Request ${requestId}`), state,
-    h("div", { class: "bar" }, bar, counts, eta), result);
+  fill(panel, h("h2", {}, `Request ${requestId}`), state, hold,
+    h("div", { class: "bar" }, bar, counts, eta), seed, result);
 
   const show = (s) => {
     fill(state, badge(s.status), " ",
       s.status === "IN_QUEUE" ? `Position in queue: ${s.position ?? 0}` : "",
       s.status === "IN_PROGRESS" && !(s.total > 0) ? "Starting…" : "");
+    const waiting = s.status === "IN_QUEUE" ? holdWords(s.hold) : "";
+    fill(hold, waiting);
+    hold.hidden = !waiting;
+    // Chosen at submit, shown from the start: with it the same video can be made again.
+    fill(seed, s.seed !== undefined && s.seed !== null ? `Seed ${s.seed}` : "");
     if (s.status === "IN_PROGRESS" && s.total > 0) {
       bar.max = s.total;
       bar.value = s.done;
@@ -197,11 +205,11 @@ function isFinal(status) {
 /** A fal status object (the stream) in the page's terms. */
 function fromFal(e) {
   const status = e.error_type === "request_cancelled" ? "CANCELLED" : e.error ? "FAILED" : e.status;
-  return { status, position: e.queue_position, done: e.progress?.done ?? 0, total: e.progress?.total ?? 0, eta: e.eta_seconds, error: e.error };
+  return { status, position: e.queue_position, hold: e.hold, seed: e.seed, done: e.progress?.done ?? 0, total: e.progress?.total ?? 0, eta: e.eta_seconds, error: e.error };
 }
 
 /** GET /requests/{id} (the polling fallback) in the page's terms. */
 function fromRequest(r) {
   const cancelled = r.status === "CANCELLED" ? `Request ${r.request_id} was cancelled.` : null;
-  return { status: r.status, position: r.queue_position, done: r.progress?.done ?? 0, total: r.progress?.total ?? 0, eta: r.eta_seconds, error: r.error ?? cancelled };
+  return { status: r.status, position: r.queue_position, hold: r.hold, seed: r.seed, done: r.progress?.done ?? 0, total: r.progress?.total ?? 0, eta: r.eta_seconds, error: r.error ?? cancelled };
 }
