@@ -9,7 +9,7 @@ import threading
 import time
 
 from vidq.catalog import FPS, Model
-from vidq.store.base import JobStore
+from vidq.store.base import RunTimeStore
 
 # Work units of the catalog's reference clip: 1280x720, 5 s, default steps.
 REFERENCE_UNITS = 1280 * 720 * (FPS * 5 + 1)
@@ -23,7 +23,7 @@ def work_units(width: int, height: int, frames: int, steps: int, default_steps: 
 class EtaEstimator:
     """Median run time of recent similar jobs, cached per pool and size bucket."""
 
-    def __init__(self, store: JobStore, ttl_s: float = 2.0) -> None:
+    def __init__(self, store: RunTimeStore, ttl_s: float = 2.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._cache: dict[tuple[str, int], tuple[float, float | None]] = {}
