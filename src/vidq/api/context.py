@@ -45,7 +45,7 @@ class AppContext:
     """What the routes share."""
 
     settings: Settings
-    store: JobStore  # every role (store/base.py); routes ask for theirs, below
+    store: JobStore  # every role (store/base.py); admin and upload routes ask for theirs below
     storage: BlobStore
     auth: Authenticator
     eta: EtaEstimator
