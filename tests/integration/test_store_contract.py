@@ -1,5 +1,9 @@
 """The JobStore contract, run against every adapter: SQLite (a real file) and PostgreSQL
-(a real server started by the test session)."""
+(a real server started by the test session).
+
+Grouped by the role each test exercises (the ports of ``store/base.py``), one section per
+role; a test that needs only its role's methods asks for that role, the others take the
+whole ``JobStore`` to set up what their role then reads (a claimed, finished job...)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,15 @@ from tests.helpers import vidq_env
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
 from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
 from vidq.store import JobStore, open_store
-from vidq.store.base import Cancel, DueWebhook, Lease, Quota
+from vidq.store.base import (
+    Cancel,
+    DueWebhook,
+    Lease,
+    Quota,
+    RetentionStore,
+    SubmitStore,
+    TokenStore,
+)
 from vidq.store.migrate import head_revision, sqlalchemy_url, upgrade
 from vidq.store.rows import JOB_COLUMNS
 
@@ -73,6 +85,12 @@ def new(
     )
 
 
+# ========================================================================================
+# SubmitStore: a user's jobs (submit, idempotency, limits, status, positions, list, cancel)
+# What the user routes ask of the store (api/jobs_service.py and the routers).
+# ========================================================================================
+
+
 def test_enqueue_get_and_isolation(store: JobStore) -> None:
     job = store.enqueue(new())
     assert job.id > 0 and job.state is JobState.PENDING and job.attempt == 0
@@ -86,7 +104,7 @@ def test_enqueue_get_and_isolation(store: JobStore) -> None:
     assert store.list_jobs("bob", 10) == []
 
 
-def test_idempotency_key_returns_the_same_job(store: JobStore) -> None:
+def test_idempotency_key_returns_the_same_job(store: SubmitStore) -> None:
     first = store.enqueue(new(key="k1"))
     again = store.enqueue(new(key="k1"))
     assert again.id == first.id
@@ -122,6 +140,186 @@ def test_concurrent_submits_with_one_idempotency_key_settle_on_one_job(db_url: s
     finally:
         for s in stores:
             s.close()
+
+
+def test_status_reads_never_parse_the_inputs(store: SubmitStore, db_url: str) -> None:
+    """A status poll reads columns only: the inputs can be large (issue 12, row 5)."""
+    plain = store.enqueue(new())
+    hq = store.enqueue(
+        NewJob("alice", "wan22-fast-t2v", POOL, 0, 0,
+               {"prompt": "x", "higher_quality_with_more_steps": True}, max_attempts=3)
+    )  # fmt: skip
+    before = store.job_status(hq.id, "alice")
+    assert before is not None and before.higher_quality
+    assert not store.job_status(plain.id, "alice").higher_quality  # type: ignore[union-attr]
+    # Inputs that no JSON parser accepts: a status read that parsed them would fail.
+    if db_url.startswith("sqlite"):
+        with closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as conn, conn:
+            conn.execute("UPDATE jobs SET inputs = 'not json'")
+    else:
+        with psycopg.connect(db_url) as conn:
+            conn.execute("UPDATE jobs SET inputs = 'not json'")
+    after = store.job_status(hq.id, "alice")
+    assert after is not None and after.higher_quality and after.queue_position == 1
+
+
+def test_cancel_only_from_queued_states(store: JobStore) -> None:
+    queued = store.enqueue(new())
+    assert not store.cancel(queued.id, "bob")  # another user's job
+    assert store.cancel(queued.id, "alice")
+    assert store.get(queued.id).state is JobState.CANCELLED  # type: ignore[union-attr]
+    assert not store.cancel(queued.id, "alice")
+    running = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.id == running.id
+    assert not store.cancel(running.id, "alice")
+    assert store.release(c.id, c.lease_token or "")  # RETRY is cancellable
+    assert store.cancel(running.id, "alice")
+    assert store.claim([POOL], "w", 30) is None
+
+
+def limited(user: str = "alice", *, key: str | None = None, seconds: float = 5.0) -> NewJob:
+    return dataclasses.replace(new(user, key=key), video_seconds=seconds)
+
+
+def test_submit_limits_refuse_in_the_insert_and_store_nothing(store: SubmitStore) -> None:
+    quota = Quota(max_queued=2)
+    first = store.enqueue(limited(key="k1"), quota)
+    store.enqueue(limited(), quota)
+    with pytest.raises(RateLimited) as refused:
+        store.enqueue(limited(), quota)
+    assert (refused.value.limit, refused.value.value) == ("max_queued", 2)
+    assert refused.value.retry_after >= 1 and "2" in refused.value.message
+    assert len(store.list_jobs("alice", 10)) == 2  # nothing stored
+    # A replay of a key is its first job, never counted (even at the limit).
+    assert store.enqueue(limited(key="k1"), quota).id == first.id
+    assert store.enqueue(limited(), Quota(max_queued=3)).id > first.id  # per-token value
+    assert store.enqueue(limited("bob"), quota).user == "bob"  # per user
+    assert store.cancel(first.id, "alice")  # a finished job frees its slot
+    store.enqueue(limited(), Quota(max_queued=3))
+    usage = store.usage("alice")
+    assert (usage.queued, usage.running, usage.last_minute) == (3, 0, 4)
+
+    with pytest.raises(RateLimited) as rate:
+        store.enqueue(limited(), Quota(rate_per_minute=4))
+    assert rate.value.limit == "rate_per_minute" and 1 <= rate.value.retry_after <= 60
+    day = Quota(daily_video_seconds=int(usage.video_seconds_today) + 5)
+    store.enqueue(limited("alice", seconds=5.0), day)  # exactly at the limit: accepted
+    with pytest.raises(RateLimited) as daily:
+        store.enqueue(limited("alice", seconds=0.5), day)
+    assert daily.value.limit == "daily_video_seconds"
+    assert 1 <= daily.value.retry_after <= 86400
+    assert len(store.list_jobs("alice", 20)) == 5
+
+
+def test_fifty_simultaneous_submits_against_max_queued_five(db_url: str) -> None:
+    """Two store objects (two API processes' connection pools) and 50 threads: the
+    limit is decided in the database, so exactly 5 are accepted."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(2)]
+    try:
+        start = threading.Barrier(50)
+        outcomes: list[str] = []
+
+        def submit(i: int) -> None:
+            start.wait(10)
+            try:
+                stores[i % 2].enqueue(limited("carol"), Quota(max_queued=5))
+                outcomes.append("accepted")
+            except RateLimited:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert outcomes.count("accepted") == 5 and outcomes.count("refused") == 45
+        assert len(stores[0].list_jobs("carol", 100)) == 5
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
+    """Jobs held by their user's max_running count ahead of nobody else's; a held job
+    reports the position it will have once it may start (store/positions.py). The held
+    set follows running jobs in other pools too (the running fingerprint)."""
+    ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
+    ben = [store.enqueue(new("ben")) for _ in range(2)]
+    ann_other = store.enqueue(dataclasses.replace(new("ann", pool=OTHER), max_running=1))
+    ben_other = store.enqueue(new("ben", pool=OTHER))
+
+    def where(job_id: int, user: str) -> tuple[int | None, bool]:
+        status = store.job_status(job_id, user)
+        assert status is not None
+        job = store.get(job_id)
+        assert job is not None and store.queue_position(job) == status.queue_position
+        return status.queue_position, status.held
+
+    # nothing runs: ann's first job may start, her others wait for it to end
+    assert where(ann[0].id, "ann") == (0, False)
+    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
+    assert [where(j.id, "ann") for j in ann[1:]] == [(1, True), (2, True)]
+    assert where(ann_other.id, "ann") == (0, False)
+    assert where(ben_other.id, "ben") == (1, False)
+
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == ann[0].id
+    assert [where(j.id, "ben") for j in ben] == [(0, False), (1, False)]
+    assert [where(j.id, "ann") for j in ann[1:]] == [(0, True), (1, True)]
+    # the other pool's version did not move, its snapshot follows the running jobs
+    assert where(ann_other.id, "ann") == (0, True)
+    assert where(ben_other.id, "ben") == (0, False)
+    # what the positions promise is what the workers do
+    taken = store.claim([OTHER], "w", 30)
+    assert taken is not None and taken.id == ben_other.id
+
+    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    assert where(ann_other.id, "ann") == (0, False)
+    assert where(ann[1].id, "ann") == (0, False)
+    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
+    assert where(ann[2].id, "ann") == (1, True)
+    order = [store.claim([POOL], "w", 30) for _ in range(3)]
+    assert [j.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
+
+
+def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
+    """Long queues may answer from a snapshot up to MAX_STALE_S old (store/positions.py)."""
+    from vidq.store.positions import LONG_QUEUE
+    from vidq.store.postgres import PostgresStore
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        n = LONG_QUEUE + 500
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
+                    inputs, max_attempts, created_at)
+                SELECT 'alice', 'wan22-fast-t2v', %s, 0, 0, %s, 'PENDING', '{}', 3, 0
+                FROM generate_series(1, %s)""",
+                (POOL, queue_rank(0, 0), n),
+            )
+        last = store.enqueue(new())
+        first = store.claim([POOL], "w", 30)
+        assert first is not None
+        assert store.queue_position(last) == n - 1
+        premium = store.enqueue(new(tier=2))
+        assert store.queue_position(premium) == 0
+        for _ in range(10):
+            assert store.claim([POOL], "w", 30) is not None
+        deadline = time.monotonic() + 10
+        while store.queue_position(last) != n - 10:  # premium + 9 more were claimed
+            assert time.monotonic() < deadline, store.queue_position(last)
+            time.sleep(0.2)
+    finally:
+        store.close()
+
+
+# ========================================================================================
+# WorkerStore: the worker queue (claim, lease fencing, retries, reaper, wake-ups, max_running)
+# What worker/runner.py and the /worker/v1 routes ask of the store.
+# ========================================================================================
 
 
 def test_queue_order_tier_priority_then_id(store: JobStore) -> None:
@@ -182,6 +380,463 @@ def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_lease_token_fences_every_update(store: JobStore) -> None:
+    store.enqueue(new())
+    job = store.claim([POOL], "w", 30)
+    assert job is not None and job.lease_token
+    token = job.lease_token
+    assert not store.heartbeat(job.id, "stale", 30)
+    assert not store.progress(job.id, "stale", 1, 4)
+    assert not store.complete(job.id, "stale", "outputs/x.mp4", {})
+    assert not store.fail(job.id, "stale", "boom", "x", retry=True)
+    assert not store.release(job.id, "stale")
+    assert store.heartbeat(job.id, token, 30)
+    assert store.progress(job.id, token, 2, 4)
+    got = store.get(job.id)
+    assert got is not None and (got.progress_done, got.progress_total) == (2, 4)
+    assert store.complete(job.id, token, "outputs/free/1.mp4", {"frames": 17})
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.COMPLETED
+    assert done.result_meta == {"frames": 17} and done.lease_token is None
+    assert done.finished_at is not None and done.started_at is not None
+    found = store.find_by_result_key("outputs/free/1.mp4")
+    assert found is not None and found.id == job.id
+    # A finished job cannot be completed or failed again, even with the old token.
+    assert not store.complete(job.id, token, "outputs/free/2.mp4", {})
+    assert not store.fail(job.id, token, "late", "x", retry=False)
+    assert not store.heartbeat(job.id, token, 30)
+
+
+def test_fail_retries_while_attempts_remain(store: JobStore) -> None:
+    job = store.enqueue(new(max_attempts=2))
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.lease_token
+    assert store.fail(job.id, first.lease_token, "flaky", "engine", retry=True)
+    assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
+    second = store.claim([POOL], "w", 30)
+    assert second is not None and second.attempt == 2 and second.lease_token != first.lease_token
+    assert store.fail(job.id, second.lease_token or "", "flaky", "engine", retry=True)
+    final = store.get(job.id)
+    assert final is not None and final.state is JobState.FAILED and final.error == "flaky"
+    job2 = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.id == job2.id
+    assert store.fail(c.id, c.lease_token or "", "bad input", "invalid", retry=False)
+    assert store.get(c.id).state is JobState.FAILED  # type: ignore[union-attr]
+
+
+def test_a_retry_waits_out_its_backoff_and_lets_later_jobs_go_first(store: JobStore) -> None:
+    flaky = store.enqueue(new())
+    later = store.enqueue(new())
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == flaky.id
+    assert store.fail(flaky.id, first.lease_token or "", "storage down", "unavailable",
+                      retry=True, retry_after_s=60)  # fmt: skip
+    assert store.get(flaky.id).state is JobState.RETRY  # type: ignore[union-attr]
+    taken = store.claim([POOL], "w", 30)
+    assert taken is not None and taken.id == later.id  # the backing-off retry is skipped
+    assert store.claim([POOL], "w", 30) is None
+    assert store.queue_depths() == {POOL: 1}  # ... but it is still queued, not lost
+    again = store.enqueue(new())
+    soon = store.claim([POOL], "w", 30)
+    assert soon is not None and soon.id == again.id
+    assert store.fail(again.id, soon.lease_token or "", "engine crash", "engine",
+                      retry=True, retry_after_s=0.3)  # fmt: skip
+    assert store.claim([POOL], "w", 30) is None
+    time.sleep(0.4)
+    retried = store.claim([POOL], "w", 30)
+    assert retried is not None and retried.id == again.id and retried.attempt == 2
+
+
+def test_reap_expired_leases(store: JobStore) -> None:
+    retried = store.enqueue(new(max_attempts=2))
+    last = store.enqueue(new(max_attempts=1))
+    alive = store.enqueue(new())
+    a = store.claim([POOL], "w", 0.2)
+    b = store.claim([POOL], "w", 0.2)
+    c = store.claim([POOL], "w", 60)
+    assert a and b and c
+    assert store.reap().retried == []  # nothing expired yet
+    time.sleep(0.5)
+    result = store.reap()
+    assert sorted(result.retried) == [retried.id]
+    assert sorted(result.failed) == [last.id]
+    r = store.get(retried.id)
+    assert r is not None and r.state is JobState.RETRY and r.lease_token is None
+    f = store.get(last.id)
+    assert f is not None and f.state is JobState.FAILED
+    assert f.error_type == "lease_expired" and "1 attempts" in (f.error or "")
+    assert "lease expired" in (f.error or "")
+    assert store.get(alive.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    # The stale holder of the reaped job is fenced out.
+    assert not store.complete(retried.id, a.lease_token or "", "outputs/x.mp4", {})
+    assert store.reap().retried == []  # idempotent, safe to run from many processes
+    again = store.claim([POOL], "w2", 30)
+    assert again is not None and again.id == retried.id and again.attempt == 2
+
+
+def test_release_gives_the_job_back_without_spending_an_attempt(store: JobStore) -> None:
+    job = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.attempt == 1
+    assert store.release(job.id, c.lease_token or "")
+    back = store.get(job.id)
+    assert back is not None and back.state is JobState.RETRY and back.attempt == 0
+    assert store.queue_position(back) == 0
+    again = store.claim([POOL], "w", 30)
+    assert again is not None and again.attempt == 1
+
+
+def test_wait_for_jobs_wakes_on_enqueue(db_url: str) -> None:
+    worker_side = open_store(db_url)
+    # PostgreSQL wakes waiters of every process (LISTEN/NOTIFY); SQLite only those of the
+    # same store object, and other processes poll.
+    shared = db_url.startswith("sqlite")
+    api_side = worker_side if shared else open_store(db_url, migrate=False)
+    try:
+        assert worker_side.claim([POOL], "w", 30) is None
+        worker_side.wait_for_jobs([POOL], 0.5)  # start listening (a spurious wake is fine)
+        assert worker_side.claim([POOL], "w", 30) is None
+        woke: list[float] = []
+
+        def waiter() -> None:
+            t0 = time.monotonic()
+            worker_side.wait_for_jobs([POOL], 10)
+            woke.append(time.monotonic() - t0)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)
+        api_side.enqueue(new())
+        t.join(15)
+        assert woke and woke[0] < 2.0, woke
+        assert worker_side.claim([POOL], "w", 30) is not None
+    finally:
+        worker_side.close()
+        if not shared:
+            api_side.close()
+
+
+# How long a waiting worker sleeps when nothing wakes it (its poll interval, here).
+POLL_S = 5.0
+
+
+def seconds_until_woken(store: JobStore, transition: Callable[[], bool]) -> float:
+    """How long after ``transition()`` a thread asleep in ``wait_for_jobs`` wakes up:
+    about POLL_S if nothing wakes it."""
+    assert store.claim([OTHER], "w", 30) is None
+    store.wait_for_jobs([OTHER], 1.0)  # PostgreSQL: returns once its LISTEN is in place
+    time.sleep(0.3)  # let wake-ups from the set-up arrive before anyone waits
+    woke: list[float] = []
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        store.wait_for_jobs([POOL], POLL_S)
+        woke.append(time.monotonic())
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    waiting.wait(5)
+    time.sleep(0.3)
+    assert not woke, "the waiter woke before the transition"
+    started = time.monotonic()
+    assert transition()
+    thread.join(POLL_S + 5)
+    assert woke
+    return woke[0] - started
+
+
+@pytest.mark.parametrize("transition", ["retry", "release", "reap"])
+def test_every_return_to_the_queue_wakes_waiting_workers(store: JobStore, transition: str) -> None:
+    store.enqueue(new())
+    job = store.claim([POOL], "w", 0.2 if transition == "reap" else 30)
+    assert job is not None and job.lease_token
+    token = job.lease_token
+    moves: dict[str, Callable[[], bool]] = {
+        "retry": lambda: store.fail(job.id, token, "flaky", "engine", retry=True),
+        "release": lambda: store.release(job.id, token),
+        "reap": lambda: store.reap().retried == [job.id],
+    }
+    assert seconds_until_woken(store, moves[transition]) < 2.0
+    assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
+
+
+def test_a_wake_up_between_claim_and_wait_is_not_lost(store: JobStore) -> None:
+    """A job queued after a worker found the queue empty, but before it went to sleep,
+    ends that sleep at once."""
+    assert store.claim([OTHER], "w", 30) is None
+    store.wait_for_jobs([OTHER], 1.0)  # PostgreSQL: returns once its LISTEN is in place
+    assert store.claim([POOL], "w", 30) is None
+    store.enqueue(new())
+    started = time.monotonic()
+    store.wait_for_jobs([POOL], POLL_S)
+    assert time.monotonic() - started < 2.0
+    assert store.claim([POOL], "w", 30) is not None
+
+
+def test_max_running_holds_back_a_users_jobs_and_others_go_first(store: JobStore) -> None:
+    held = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
+    other = store.enqueue(new("ben"))
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.id == held[0].id
+    second = store.claim([POOL], "w", 30)
+    assert second is not None and second.id == other.id  # ann's next one waits
+    assert store.claim([POOL], "w", 30) is None
+    assert store.queue_position(store.get(held[1].id)) == 0  # type: ignore[arg-type]
+    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    third = store.claim([POOL], "w", 30)
+    assert third is not None and third.id == held[1].id
+
+
+def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobStore) -> None:
+    queued = store.enqueue(new())
+    assert store.cancel_job(queued.id, "alice", running=True) is Cancel.CANCELLED
+    job = store.enqueue(new())
+    c = store.claim([POOL], "w", 30)
+    assert c is not None and c.lease_token
+    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.HELD
+    assert store.cancel_job(c.id, "alice", running=False) is None  # the spec's 409
+    assert store.cancel_job(c.id, "bob", running=True) is None  # not bob's
+    assert store.cancel_job(c.id, "alice", running=True) is Cancel.REQUESTED
+    assert store.get(c.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.CANCEL
+    assert not store.complete(c.id, c.lease_token, "outputs/x.mp4", {})  # cancel wins
+    assert not store.finish_cancel(c.id, "stale")
+    assert store.finish_cancel(c.id, c.lease_token)
+    assert not store.finish_cancel(c.id, c.lease_token)  # recorded once
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.CANCELLED and done.result_key is None
+    assert store.cancel_job(c.id, "alice", running=True) is None  # finished: 409
+    # A requested cancel of a job whose worker then fails, releases or dies: CANCELLED.
+    for end in ("fail", "release", "reap"):
+        j = store.enqueue(new())
+        got = store.claim([POOL], "w", 0.05 if end == "reap" else 30)
+        assert got is not None and got.id == j.id
+        assert store.cancel_job(j.id, "alice", running=True) is Cancel.REQUESTED
+        if end == "fail":
+            assert store.fail(j.id, got.lease_token or "", "boom", "x", retry=True)
+        elif end == "release":
+            assert store.release(j.id, got.lease_token or "")
+        else:
+            time.sleep(0.2)
+            assert j.id in store.reap().cancelled
+        assert store.get(j.id).state is JobState.CANCELLED, end  # type: ignore[union-attr]
+
+
+def test_cancel_racing_completion_has_exactly_one_winner(db_url: str) -> None:
+    api, worker = open_store(db_url), open_store(db_url, migrate=False)
+    try:
+        for _ in range(50):
+            _race_cancel_with_complete(api, worker)
+    finally:
+        api.close()
+        worker.close()
+
+
+def _race_cancel_with_complete(api: JobStore, worker: JobStore) -> None:
+    job = api.enqueue(new())
+    c = worker.claim([POOL], "w", 30)
+    assert c is not None and c.id == job.id
+    start = threading.Barrier(2)
+    got: dict[str, Any] = {}
+
+    def cancel() -> None:
+        start.wait(5)
+        got["cancel"] = api.cancel_job(job.id, "alice", running=True)
+
+    def complete() -> None:
+        start.wait(5)
+        got["complete"] = worker.complete(c.id, c.lease_token or "", "o.mp4", {})
+        if not got["complete"]:  # what the worker does then: record the cancel
+            got["finish"] = worker.finish_cancel(c.id, c.lease_token or "")
+
+    threads = [threading.Thread(target=cancel), threading.Thread(target=complete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    final = api.get(job.id)
+    assert final is not None
+    if got["complete"]:
+        assert got["cancel"] is None and final.state is JobState.COMPLETED
+    else:
+        assert got["cancel"] is Cancel.REQUESTED and got["finish"]
+        assert final.state is JobState.CANCELLED and final.result_key is None
+
+
+def test_deadlines_fail_queued_and_running_jobs(store: JobStore) -> None:
+    late = store.enqueue(dataclasses.replace(new("dee"), deadline_s=0.2))
+    slow = store.enqueue(dataclasses.replace(new("dee", pool=OTHER), deadline_s=0.2))
+    unstarted = store.enqueue(
+        dataclasses.replace(new("dee"), start_s=0.2, start_error="not started within 0.2 s")
+    )
+    fine = store.enqueue(dataclasses.replace(new("dee"), deadline_s=60, start_s=60))
+    running = store.claim([OTHER], "w", 30)
+    assert running is not None and running.id == slow.id
+    assert store.reap().expired == []
+    time.sleep(0.3)
+    assert sorted(store.reap().expired) == sorted([late.id, slow.id, unstarted.id])
+    for job_id, error in (
+        (late.id, "deadline exceeded"), (slow.id, "deadline exceeded"),
+        (unstarted.id, "not started within 0.2 s"),
+    ):  # fmt: skip
+        got = store.get(job_id)
+        assert got is not None and got.state is JobState.FAILED and got.error == error
+        assert got.error_type == "deadline_exceeded"
+    assert not store.heartbeat(slow.id, running.lease_token or "", 30)  # the worker stops
+    assert store.get(fine.id).state is JobState.PENDING  # type: ignore[union-attr]
+    assert store.reap().expired == []  # each once
+
+
+def _claim_and_finish_all(
+    s: JobStore, name: str, start: threading.Barrier, seen: Callable[[], None]
+) -> None:
+    """Claims until the queue is empty; after each claim ``seen()`` samples the running
+    count, then the job completes a moment later."""
+    start.wait(10)
+    while True:
+        job = s.claim([POOL], name, 30)
+        if job is None:
+            if not s.queue_depths():
+                return
+            continue
+        seen()
+        time.sleep(0.002)
+        assert s.complete(job.id, job.lease_token or "", f"o/{job.id}.mp4", {})
+
+
+def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
+    """Many claimers at once, a user with max_running 2 and only their jobs queued: the
+    user's running count, sampled throughout by another connection and after every
+    claim, never passes 2 (PostgreSQL's claims count under their snapshot, so the store
+    re-checks under a per-user lock)."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(3)]
+    try:
+        for _ in range(60):
+            stores[0].enqueue(dataclasses.replace(new("dan"), max_running=2))
+        peak: list[int] = [0]
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def seen() -> None:
+            running = next(u.running for u in stores[2].user_stats(0.0) if u.user == "dan")
+            peak[0] = max(peak[0], running)
+
+        def sampler() -> None:
+            while not done.is_set():
+                seen()
+
+        def claimer(s: JobStore, name: str, start: threading.Barrier) -> None:
+            try:
+                _claim_and_finish_all(s, name, start, seen)
+            except BaseException as exc:
+                errors.append(exc)
+
+        start = threading.Barrier(12)
+        threads = [
+            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
+            for i in range(12)
+        ]
+        watch = threading.Thread(target=sampler)
+        watch.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        done.set()
+        watch.join(10)
+        assert not errors, errors
+        assert peak[0] <= 2, peak[0]
+        jobs = stores[0].list_jobs("dan", 100)
+        assert len(jobs) == 60 and all(j.state is JobState.COMPLETED for j in jobs)
+        assert all(j.attempt == 1 for j in jobs)  # a rolled-back claim spends no attempt
+    finally:
+        for s in stores:
+            s.close()
+
+
+# ========================================================================================
+# TokenStore: API tokens
+# What api/auth.py and the `vidq token` commands ask of the store.
+# ========================================================================================
+
+
+def test_tokens(store: TokenStore) -> None:
+    t = store.create_token("alice", "h" * 64, 50, admin=False)
+    a = store.create_token("root", "a" * 64, 1000, admin=True)
+    found = store.token_by_hash("h" * 64)
+    assert found is not None and found[0].user == "alice" and found[0].max_priority == 50
+    assert found[1] == "h" * 64 and not found[0].admin
+    assert store.token_by_hash("x" * 64) is None
+    assert store.revoke_token(t.id)
+    assert not store.revoke_token(t.id)
+    assert store.token_by_hash("h" * 64) is None
+    listed = {x.id: x for x in store.list_tokens()}
+    assert listed[t.id].revoked and not listed[a.id].revoked and listed[a.id].admin
+
+
+def test_worker_tokens(store: TokenStore) -> None:
+    """A worker token keeps its role and its pools (migration 0008); user tokens have none."""
+    w = store.create_token("gpu-box", "w" * 64, 0, admin=False, worker=True, pools=["p1", "p2"])
+    any_pool = store.create_token("gpu-2", "v" * 64, 0, admin=False, worker=True)
+    user = store.create_token("alice", "u" * 64, 50, admin=False)
+    assert w.worker and w.pools == ("p1", "p2") and not w.admin
+    found = store.token_by_hash("w" * 64)
+    assert found is not None and found[0].worker and found[0].pools == ("p1", "p2")
+    assert any_pool.worker and any_pool.pools is None
+    assert not user.worker and user.pools is None
+    listed = {x.id: x for x in store.list_tokens()}
+    assert listed[w.id].worker and listed[w.id].pools == ("p1", "p2")
+    assert not listed[user.id].worker
+
+
+def test_token_limits_round_trip(store: TokenStore) -> None:
+    quota = Quota(max_queued=5, max_running=1, rate_per_minute=60, daily_video_seconds=600)
+    t = store.create_token("erin", "e" * 64, 10, admin=False, quota=quota)
+    assert t.quota == quota
+    found = store.token_by_hash("e" * 64)
+    assert found is not None and found[0].quota == quota
+    lifted = dataclasses.replace(quota, max_queued=None)
+    updated = store.update_token(t.id, 20, lifted)
+    assert updated is not None and updated.quota == lifted and updated.max_priority == 20
+    assert not updated.revoked
+    assert [x.quota for x in store.list_tokens() if x.id == t.id] == [lifted]
+    assert store.revoke_token(t.id)
+    assert store.update_token(t.id, 20, quota) is None
+
+
+# ========================================================================================
+# UploadStore: uploaded files
+# What the fal upload routes ask of the store (expiry: the collector's).
+# ========================================================================================
+
+
+def test_uploads_owner_size_and_expiry(store: JobStore) -> None:
+    now = store.now()
+    a = store.create_upload("a" * 32, "alice", "uploads/alice/a/x.png", "image/png", "x.png", None)
+    assert a.size is None and a.expires_at is None and abs(a.created_at - now) < 5
+    assert store.get_upload("a" * 32, "bob") is None  # another user's id: None, as unknown
+    assert store.get_upload("f" * 32, "alice") is None
+    assert store.upload_stored("a" * 32, 123) and not store.upload_stored("a" * 32, 5)
+    got = store.get_upload("a" * 32, "alice")
+    assert got is not None and got.size == 123 and got.key == "uploads/alice/a/x.png"
+    assert store.get_upload("a" * 32) == got  # no owner given: signed upload URLs
+    b = store.create_upload("b" * 32, "bob", "k", "image/png", "y.png", 0.5)
+    assert b.expires_at is not None and 0.4 < b.expires_at - b.created_at < 0.6
+    assert store.expired_uploads(3600, 10) == []
+    time.sleep(0.6)
+    assert [u.id for u in store.expired_uploads(3600, 10)] == ["b" * 32]  # its own expiry
+    assert {u.id for u in store.expired_uploads(0, 10)} == {"a" * 32, "b" * 32}  # by age
+    assert store.delete_upload("b" * 32) and not store.delete_upload("b" * 32)
+
+
+# ========================================================================================
+# WebhookStore: the webhook outbox
+# What the dispatcher of api/webhooks.py asks of the store.
+# ========================================================================================
 
 
 HOOK = "https://hooks.example/done"
@@ -292,195 +947,223 @@ def test_concurrent_takers_deliver_a_webhook_once(db_url: str) -> None:
             s.close()
 
 
-def test_lease_token_fences_every_update(store: JobStore) -> None:
-    store.enqueue(new())
-    job = store.claim([POOL], "w", 30)
-    assert job is not None and job.lease_token
-    token = job.lease_token
-    assert not store.heartbeat(job.id, "stale", 30)
-    assert not store.progress(job.id, "stale", 1, 4)
-    assert not store.complete(job.id, "stale", "outputs/x.mp4", {})
-    assert not store.fail(job.id, "stale", "boom", "x", retry=True)
-    assert not store.release(job.id, "stale")
-    assert store.heartbeat(job.id, token, 30)
-    assert store.progress(job.id, token, 2, 4)
-    got = store.get(job.id)
-    assert got is not None and (got.progress_done, got.progress_total) == (2, 4)
-    assert store.complete(job.id, token, "outputs/free/1.mp4", {"frames": 17})
-    done = store.get(job.id)
-    assert done is not None and done.state is JobState.COMPLETED
-    assert done.result_meta == {"frames": 17} and done.lease_token is None
-    assert done.finished_at is not None and done.started_at is not None
-    found = store.find_by_result_key("outputs/free/1.mp4")
-    assert found is not None and found.id == job.id
-    # A finished job cannot be completed or failed again, even with the old token.
-    assert not store.complete(job.id, token, "outputs/free/2.mp4", {})
-    assert not store.fail(job.id, token, "late", "x", retry=False)
-    assert not store.heartbeat(job.id, token, 30)
+# ========================================================================================
+# OperatorStore: the admin routes (every user's jobs, retries, pools, users, workers)
+# What api/admin.py asks of the store (migration 0005).
+# ========================================================================================
 
 
-def test_fail_retries_while_attempts_remain(store: JobStore) -> None:
-    job = store.enqueue(new(max_attempts=2))
-    first = store.claim([POOL], "w", 30)
-    assert first is not None and first.lease_token
-    assert store.fail(job.id, first.lease_token, "flaky", "engine", retry=True)
-    assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
-    second = store.claim([POOL], "w", 30)
-    assert second is not None and second.attempt == 2 and second.lease_token != first.lease_token
-    assert store.fail(job.id, second.lease_token or "", "flaky", "engine", retry=True)
-    final = store.get(job.id)
-    assert final is not None and final.state is JobState.FAILED and final.error == "flaky"
-    job2 = store.enqueue(new())
-    c = store.claim([POOL], "w", 30)
-    assert c is not None and c.id == job2.id
-    assert store.fail(c.id, c.lease_token or "", "bad input", "invalid", retry=False)
-    assert store.get(c.id).state is JobState.FAILED  # type: ignore[union-attr]
+def _finish(store: JobStore, outcome: str, *, pool: str = POOL, user: str = "alice") -> int:
+    """A job taken through one claim to ``outcome`` (completed, failed, retried, running)."""
+    job = store.enqueue(new(user, pool=pool, max_attempts=1 if outcome == "failed" else 3))
+    claimed = store.claim([pool], "w1", 30)
+    assert claimed is not None and claimed.id == job.id and claimed.lease_token
+    token = claimed.lease_token
+    if outcome == "completed":
+        meta = {"frames": 32, "fps": [16, 1]}
+        assert store.complete(job.id, token, f"outputs/free/{job.id}.mp4", meta)
+    elif outcome in ("failed", "retried"):
+        assert store.fail(job.id, token, "boom", "EngineError", retry=outcome == "retried")
+    return job.id
 
 
-def test_a_retry_waits_out_its_backoff_and_lets_later_jobs_go_first(store: JobStore) -> None:
-    flaky = store.enqueue(new())
-    later = store.enqueue(new())
-    first = store.claim([POOL], "w", 30)
-    assert first is not None and first.id == flaky.id
-    assert store.fail(flaky.id, first.lease_token or "", "storage down", "unavailable",
-                      retry=True, retry_after_s=60)  # fmt: skip
-    assert store.get(flaky.id).state is JobState.RETRY  # type: ignore[union-attr]
-    taken = store.claim([POOL], "w", 30)
-    assert taken is not None and taken.id == later.id  # the backing-off retry is skipped
-    assert store.claim([POOL], "w", 30) is None
-    assert store.queue_depths() == {POOL: 1}  # ... but it is still queued, not lost
-    again = store.enqueue(new())
-    soon = store.claim([POOL], "w", 30)
-    assert soon is not None and soon.id == again.id
-    assert store.fail(again.id, soon.lease_token or "", "engine crash", "engine",
-                      retry=True, retry_after_s=0.3)  # fmt: skip
-    assert store.claim([POOL], "w", 30) is None
-    time.sleep(0.4)
-    retried = store.claim([POOL], "w", 30)
-    assert retried is not None and retried.id == again.id and retried.attempt == 2
+def test_admin_jobs_cancel_retry(store: JobStore) -> None:
+    failed = _finish(store, "failed", pool=OTHER, user="carol")
+    a = store.enqueue(new("alice"))
+    b = store.enqueue(new("bob", pool=OTHER))
+    every = store.admin_jobs(user=None, states=(), pool=None, since=0, limit=10)
+    assert [j.id for j in every] == [b.id, a.id, failed]
+    queued = (JobState.PENDING, JobState.RETRY)
+    assert [j.id for j in store.admin_jobs(user=None, states=queued, pool=OTHER, since=0,
+                                          limit=10)] == [b.id]  # fmt: skip
+    assert [j.id for j in store.admin_jobs(user="alice", states=(), pool=None, since=0,
+                                          limit=10)] == [a.id]  # fmt: skip
+    page = store.admin_jobs(user=None, states=(), pool=None, since=0, limit=1, before_id=b.id)
+    assert [j.id for j in page] == [a.id]
+    failures = store.admin_jobs(user=None, states=(JobState.FAILED,), pool=None, since=0,
+                                limit=10)  # fmt: skip
+    assert [j.id for j in failures] == [failed]
+    late = store.admin_jobs(user=None, states=(), pool=None, since=store.now() + 60, limit=10)
+    assert late == []
+    assert store.cancel_job(b.id, "bob", running=True) is Cancel.CANCELLED
+    assert not store.admin_retry(a.id)  # not FAILED
+    assert store.admin_retry(failed)
+    job = store.get(failed)
+    assert job is not None and job.state is JobState.PENDING and job.attempt == 0
+    assert job.error is None and job.finished_at is None
+    assert not store.admin_retry(failed)
 
 
-def test_status_reads_never_parse_the_inputs(store: JobStore, db_url: str) -> None:
-    """A status poll reads columns only: the inputs can be large (issue 12, row 5)."""
-    plain = store.enqueue(new())
-    hq = store.enqueue(
-        NewJob("alice", "wan22-fast-t2v", POOL, 0, 0,
-               {"prompt": "x", "higher_quality_with_more_steps": True}, max_attempts=3)
-    )  # fmt: skip
-    before = store.job_status(hq.id, "alice")
-    assert before is not None and before.higher_quality
-    assert not store.job_status(plain.id, "alice").higher_quality  # type: ignore[union-attr]
-    # Inputs that no JSON parser accepts: a status read that parsed them would fail.
-    if db_url.startswith("sqlite"):
-        with closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as conn, conn:
-            conn.execute("UPDATE jobs SET inputs = 'not json'")
-    else:
-        with psycopg.connect(db_url) as conn:
-            conn.execute("UPDATE jobs SET inputs = 'not json'")
-    after = store.job_status(hq.id, "alice")
-    assert after is not None and after.higher_quality and after.queue_position == 1
-
-
-def test_reap_expired_leases(store: JobStore) -> None:
-    retried = store.enqueue(new(max_attempts=2))
-    last = store.enqueue(new(max_attempts=1))
-    alive = store.enqueue(new())
-    a = store.claim([POOL], "w", 0.2)
-    b = store.claim([POOL], "w", 0.2)
-    c = store.claim([POOL], "w", 60)
-    assert a and b and c
-    assert store.reap().retried == []  # nothing expired yet
-    time.sleep(0.5)
-    result = store.reap()
-    assert sorted(result.retried) == [retried.id]
-    assert sorted(result.failed) == [last.id]
-    r = store.get(retried.id)
-    assert r is not None and r.state is JobState.RETRY and r.lease_token is None
-    f = store.get(last.id)
-    assert f is not None and f.state is JobState.FAILED
-    assert f.error_type == "lease_expired" and "1 attempts" in (f.error or "")
-    assert "lease expired" in (f.error or "")
-    assert store.get(alive.id).state is JobState.RUNNING  # type: ignore[union-attr]
-    # The stale holder of the reaped job is fenced out.
-    assert not store.complete(retried.id, a.lease_token or "", "outputs/x.mp4", {})
-    assert store.reap().retried == []  # idempotent, safe to run from many processes
-    again = store.claim([POOL], "w2", 30)
-    assert again is not None and again.id == retried.id and again.attempt == 2
-
-
-def test_release_gives_the_job_back_without_spending_an_attempt(store: JobStore) -> None:
+def test_paused_pool_is_not_claimed_and_resume_wakes(store: JobStore) -> None:
     job = store.enqueue(new())
-    c = store.claim([POOL], "w", 30)
-    assert c is not None and c.attempt == 1
-    assert store.release(job.id, c.lease_token or "")
-    back = store.get(job.id)
-    assert back is not None and back.state is JobState.RETRY and back.attempt == 0
-    assert store.queue_position(back) == 0
-    again = store.claim([POOL], "w", 30)
-    assert again is not None and again.attempt == 1
-
-
-def test_cancel_only_from_queued_states(store: JobStore) -> None:
-    queued = store.enqueue(new())
-    assert not store.cancel(queued.id, "bob")  # another user's job
-    assert store.cancel(queued.id, "alice")
-    assert store.get(queued.id).state is JobState.CANCELLED  # type: ignore[union-attr]
-    assert not store.cancel(queued.id, "alice")
-    running = store.enqueue(new())
-    c = store.claim([POOL], "w", 30)
-    assert c is not None and c.id == running.id
-    assert not store.cancel(running.id, "alice")
-    assert store.release(c.id, c.lease_token or "")  # RETRY is cancellable
-    assert store.cancel(running.id, "alice")
+    store.pause_pool(POOL)
+    store.pause_pool(POOL)  # idempotent
+    assert store.paused_pools() == [POOL]
     assert store.claim([POOL], "w", 30) is None
+    status = store.job_status(job.id, "alice")
+    assert status is not None and status.pool_paused
+    store.claim([POOL], "w", 30)  # marks the generation this thread saw
+    assert store.resume_pool(POOL) and not store.resume_pool(POOL)
+    started = time.monotonic()
+    store.wait_for_jobs([POOL], 5.0)  # the resume woke it
+    assert time.monotonic() - started < 4.0
+    claimed = store.claim([POOL], "w", 30)
+    assert claimed is not None and claimed.id == job.id
 
 
-def test_tokens(store: JobStore) -> None:
-    t = store.create_token("alice", "h" * 64, 50, admin=False)
-    a = store.create_token("root", "a" * 64, 1000, admin=True)
-    found = store.token_by_hash("h" * 64)
-    assert found is not None and found[0].user == "alice" and found[0].max_priority == 50
-    assert found[1] == "h" * 64 and not found[0].admin
-    assert store.token_by_hash("x" * 64) is None
-    assert store.revoke_token(t.id)
-    assert not store.revoke_token(t.id)
-    assert store.token_by_hash("h" * 64) is None
-    listed = {x.id: x for x in store.list_tokens()}
-    assert listed[t.id].revoked and not listed[a.id].revoked and listed[a.id].admin
+def test_user_stats_and_workers(store: JobStore) -> None:
+    _finish(store, "completed", user="alice")
+    _finish(store, "failed", user="alice")
+    store.enqueue(dataclasses.replace(new("alice", pool=OTHER), video_seconds=2.5))
+    store.enqueue(dataclasses.replace(new("bob", pool=OTHER), video_seconds=5.0))
+    store.register_worker("w1", [POOL, OTHER], {POOL: "preview", OTHER: "wan"})
+    stats = {s.user: s for s in store.user_stats(store.now() - 3600)}
+    assert stats["alice"].completed_today == 1 and stats["alice"].failed_today == 1
+    assert stats["alice"].video_seconds_today == 2.5  # accepted today: what the limit counts
+    assert stats["bob"].video_seconds_today == 5.0
+    assert stats["bob"].queued == 1 and stats["bob"].running == 0
+    running = store.enqueue(new("carol"))
+    store.claim([POOL], "w1", 30)
+    (info,) = store.workers()
+    assert info.name == "w1" and info.pools == (POOL, OTHER)
+    assert info.engines == {POOL: "preview", OTHER: "wan"}
+    assert info.current_job == running.id and info.jobs_done == 1 and info.seen_s_ago < 60
 
 
-def test_worker_tokens(store: JobStore) -> None:
-    """A worker token keeps its role and its pools (migration 0008); user tokens have none."""
-    w = store.create_token("gpu-box", "w" * 64, 0, admin=False, worker=True, pools=["p1", "p2"])
-    any_pool = store.create_token("gpu-2", "v" * 64, 0, admin=False, worker=True)
-    user = store.create_token("alice", "u" * 64, 50, admin=False)
-    assert w.worker and w.pools == ("p1", "p2") and not w.admin
-    found = store.token_by_hash("w" * 64)
-    assert found is not None and found[0].worker and found[0].pools == ("p1", "p2")
-    assert any_pool.worker and any_pool.pools is None
-    assert not user.worker and user.pools is None
-    listed = {x.id: x for x in store.list_tokens()}
-    assert listed[w.id].worker and listed[w.id].pools == ("p1", "p2")
-    assert not listed[user.id].worker
+def test_pool_stats_and_recent_failures(store: JobStore) -> None:
+    """The dashboard's figures: running now, completed/failed and the medians of the
+    window, and the latest failures of every user (``/admin/queues``)."""
+    assert store.pool_stats(3600) == {} and store.recent_failures(5) == []
+    done, bad, running, _queued = (store.enqueue(new(u)) for u in ("a", "b", "c", "d"))
+    other = store.enqueue(new("e", pool=OTHER))
+    for job in (done, bad, running):
+        claimed = store.claim([POOL], "w", 30)
+        assert claimed is not None and claimed.id == job.id
+        time.sleep(0.05)
+        if job is done:
+            assert store.complete(job.id, claimed.lease_token or "", "outputs/d.mp4", {})
+        elif job is bad:
+            token = claimed.lease_token or ""
+            assert store.fail(job.id, token, "engine <b>crash</b>", "engine", retry=False)
+    stats = store.pool_stats(3600)
+    assert set(stats) == {POOL}  # OTHER has only a queued job: nothing to say yet
+    s = stats[POOL]
+    assert (s.running, s.completed, s.failed) == (1, 1, 1)
+    assert s.median_wait_s is not None and 0 <= s.median_wait_s < 30
+    assert s.median_run_s is not None and 0.03 < s.median_run_s < 30
+    assert store.pool_stats(0.001)[POOL].completed == 0  # outside a tiny window
+    failures = store.recent_failures(5)
+    assert [(f.job_id, f.user, f.pool, f.error, f.error_type) for f in failures] == [
+        (bad.id, "b", POOL, "engine <b>crash</b>", "engine")
+    ]
+    assert store.get(other.id) is not None
 
 
-def test_uploads_owner_size_and_expiry(store: JobStore) -> None:
-    now = store.now()
-    a = store.create_upload("a" * 32, "alice", "uploads/alice/a/x.png", "image/png", "x.png", None)
-    assert a.size is None and a.expires_at is None and abs(a.created_at - now) < 5
-    assert store.get_upload("a" * 32, "bob") is None  # another user's id: None, as unknown
-    assert store.get_upload("f" * 32, "alice") is None
-    assert store.upload_stored("a" * 32, 123) and not store.upload_stored("a" * 32, 5)
-    got = store.get_upload("a" * 32, "alice")
-    assert got is not None and got.size == 123 and got.key == "uploads/alice/a/x.png"
-    assert store.get_upload("a" * 32) == got  # no owner given: signed upload URLs
-    b = store.create_upload("b" * 32, "bob", "k", "image/png", "y.png", 0.5)
-    assert b.expires_at is not None and 0.4 < b.expires_at - b.created_at < 0.6
-    assert store.expired_uploads(3600, 10) == []
-    time.sleep(0.6)
-    assert [u.id for u in store.expired_uploads(3600, 10)] == ["b" * 32]  # its own expiry
-    assert {u.id for u in store.expired_uploads(0, 10)} == {"a" * 32, "b" * 32}  # by age
-    assert store.delete_upload("b" * 32) and not store.delete_upload("b" * 32)
+# ========================================================================================
+# RetentionStore: the retention collector
+# What ops/retention.py asks of the store.
+# ========================================================================================
+
+
+def test_lease_has_one_holder(store: RetentionStore) -> None:
+    assert store.take_lease("gc", "a", 30)
+    assert not store.take_lease("gc", "b", 30)
+    assert store.take_lease("gc", "a", 30)  # renewal
+    store.release_lease("gc", "b")  # not the holder: no-op
+    assert not store.take_lease("gc", "b", 30)
+    store.release_lease("gc", "a")
+    assert store.take_lease("gc", "b", 0.2)
+    time.sleep(0.5)
+    assert store.take_lease("gc", "a", 30)  # b's lease expired
+
+
+def test_retention_marks_before_deleting_and_purges_into_the_rollup(store: JobStore) -> None:
+    done = _finish(store, "completed")
+    store.enqueue(new())  # live: never due
+    running = store.enqueue(new())
+    store.claim([POOL], "w", 30)
+    before = store.job_samples()
+    assert [d.job_id for d in store.inputs_due(3600, 10)] == []  # not old enough
+    (due,) = store.outputs_due(0, 10)
+    assert (due.job_id, due.keys, due.marked) == (done, (f"outputs/free/{done}.mp4",), False)
+    assert [d.job_id for d in store.inputs_due(0, 10)] == [done]
+    store.expire_output(done)
+    job = store.get(done)
+    assert job is not None and job.expired_at is not None
+    status = store.job_status(done, "alice")
+    assert status is not None and status.expired_at == job.expired_at
+    (again,) = store.outputs_due(10**9, 10)  # marked: due again whatever the TTL
+    assert again.marked
+    assert store.purge_jobs(0, 10) == 0  # blobs not deleted yet: the row stays
+    store.output_deleted(done)
+    assert store.outputs_due(0, 10) == []
+    store.expire_inputs(done)
+    assert not store.admin_retry(done)
+    store.inputs_deleted(done)
+    assert store.inputs_due(0, 10) == []
+    assert store.purge_jobs(0, 10) == 1
+    assert store.get(done) is None and store.get(running.id) is not None
+    assert store.job_samples() == before  # the purged row's counters moved to the rollup
+
+
+# ========================================================================================
+# MetricStore and RunTimeStore: metric samples and gauges, recent run times
+# What ops/metrics.py's JobFamilies and api/eta.py ask of the store.
+# ========================================================================================
+
+
+def test_job_samples_count_what_happened(store: JobStore) -> None:
+    done = [_finish(store, "completed") for _ in range(3)]
+    failed = _finish(store, "failed")
+    _finish(store, "retried")  # back in the queue: one attempt retried
+    store.enqueue(new())
+    cancelled = store.enqueue(new())
+    assert store.cancel(cancelled.id, "alice")
+    samples = store.job_samples()
+    sub = ("vidq_jobs_submitted", '{"model":"wan22-fast-t2v","pool":"wan22-t2v","tier":"base"}')
+    assert samples[sub] == 7
+    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"completed"}')] == 3
+    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"failed"}')] == 1
+    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"cancelled"}')] == 1
+    attempts = {k[1]: v for k, v in samples.items() if k[0] == "vidq_job_attempts"}
+    assert attempts == {
+        '{"outcome":"completed","pool":"wan22-t2v"}': 3,
+        '{"outcome":"failed","pool":"wan22-t2v"}': 1,
+        '{"outcome":"retried","pool":"wan22-t2v"}': 1,
+    }
+    # five jobs were claimed (3 completed, 1 failed, 1 retried); four ran to an end
+    assert samples[("vidq_job_queue_wait_seconds_count", '{"pool":"wan22-t2v"}')] == 5
+    assert samples[("vidq_job_run_seconds_count", '{"pool":"wan22-t2v"}')] == 4
+    le = ("vidq_job_run_seconds_bucket", '{"le":"3600.0","pool":"wan22-t2v"}')
+    assert samples[le] == 4
+    states = store.pool_states()[POOL]
+    assert states == {JobState.PENDING: 1, JobState.RETRY: 1}
+    # a running attempt stopped by a cancel is "cancelled", not retried; a job that
+    # expired in the queue finished failed without spending an attempt
+    stopped = store.enqueue(new(pool="third"))
+    claimed = store.claim(["third"], "w1", 30)
+    assert claimed is not None and claimed.id == stopped.id and claimed.lease_token
+    assert store.cancel_job(stopped.id, "alice", running=True) is Cancel.REQUESTED
+    assert store.finish_cancel(stopped.id, claimed.lease_token)
+    late = store.enqueue(dataclasses.replace(new(pool=OTHER), deadline_s=0.05))
+    time.sleep(0.2)
+    assert late.id in store.reap().expired
+    samples = store.job_samples()
+    attempts = {k[1]: v for k, v in samples.items() if k[0] == "vidq_job_attempts"}
+    assert attempts == {
+        '{"outcome":"completed","pool":"wan22-t2v"}': 3,
+        '{"outcome":"failed","pool":"wan22-t2v"}': 1,
+        '{"outcome":"retried","pool":"wan22-t2v"}': 1,
+        '{"outcome":"cancelled","pool":"third"}': 1,
+    }
+    assert samples[("vidq_jobs_finished", f'{{"pool":"{OTHER}","state":"failed"}}')] == 1
+    assert ("vidq_job_attempts", f'{{"outcome":"failed","pool":"{OTHER}"}}') not in samples
+    # an admin retry keeps what the failed run spent: counters never go back
+    assert store.admin_retry(failed)
+    again = store.job_samples()
+    assert again[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"failed"}')] == 1
+    assert again[("vidq_job_attempts", '{"outcome":"failed","pool":"wan22-t2v"}')] == 1
+    assert len(done) == 3
 
 
 def test_recent_durations_and_live_workers(store: JobStore) -> None:
@@ -500,92 +1183,10 @@ def test_recent_durations_and_live_workers(store: JobStore) -> None:
     assert store.live_workers() == {POOL: 2, OTHER: 1}
 
 
-def test_wait_for_jobs_wakes_on_enqueue(db_url: str) -> None:
-    worker_side = open_store(db_url)
-    # PostgreSQL wakes waiters of every process (LISTEN/NOTIFY); SQLite only those of the
-    # same store object, and other processes poll.
-    shared = db_url.startswith("sqlite")
-    api_side = worker_side if shared else open_store(db_url, migrate=False)
-    try:
-        assert worker_side.claim([POOL], "w", 30) is None
-        worker_side.wait_for_jobs([POOL], 0.5)  # start listening (a spurious wake is fine)
-        assert worker_side.claim([POOL], "w", 30) is None
-        woke: list[float] = []
-
-        def waiter() -> None:
-            t0 = time.monotonic()
-            worker_side.wait_for_jobs([POOL], 10)
-            woke.append(time.monotonic() - t0)
-
-        t = threading.Thread(target=waiter)
-        t.start()
-        time.sleep(0.3)
-        api_side.enqueue(new())
-        t.join(15)
-        assert woke and woke[0] < 2.0, woke
-        assert worker_side.claim([POOL], "w", 30) is not None
-    finally:
-        worker_side.close()
-        if not shared:
-            api_side.close()
-
-
-# How long a waiting worker sleeps when nothing wakes it (its poll interval, here).
-POLL_S = 5.0
-
-
-def seconds_until_woken(store: JobStore, transition: Callable[[], bool]) -> float:
-    """How long after ``transition()`` a thread asleep in ``wait_for_jobs`` wakes up:
-    about POLL_S if nothing wakes it."""
-    assert store.claim([OTHER], "w", 30) is None
-    store.wait_for_jobs([OTHER], 1.0)  # PostgreSQL: returns once its LISTEN is in place
-    time.sleep(0.3)  # let wake-ups from the set-up arrive before anyone waits
-    woke: list[float] = []
-    waiting = threading.Event()
-
-    def waiter() -> None:
-        waiting.set()
-        store.wait_for_jobs([POOL], POLL_S)
-        woke.append(time.monotonic())
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    waiting.wait(5)
-    time.sleep(0.3)
-    assert not woke, "the waiter woke before the transition"
-    started = time.monotonic()
-    assert transition()
-    thread.join(POLL_S + 5)
-    assert woke
-    return woke[0] - started
-
-
-@pytest.mark.parametrize("transition", ["retry", "release", "reap"])
-def test_every_return_to_the_queue_wakes_waiting_workers(store: JobStore, transition: str) -> None:
-    store.enqueue(new())
-    job = store.claim([POOL], "w", 0.2 if transition == "reap" else 30)
-    assert job is not None and job.lease_token
-    token = job.lease_token
-    moves: dict[str, Callable[[], bool]] = {
-        "retry": lambda: store.fail(job.id, token, "flaky", "engine", retry=True),
-        "release": lambda: store.release(job.id, token),
-        "reap": lambda: store.reap().retried == [job.id],
-    }
-    assert seconds_until_woken(store, moves[transition]) < 2.0
-    assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
-
-
-def test_a_wake_up_between_claim_and_wait_is_not_lost(store: JobStore) -> None:
-    """A job queued after a worker found the queue empty, but before it went to sleep,
-    ends that sleep at once."""
-    assert store.claim([OTHER], "w", 30) is None
-    store.wait_for_jobs([OTHER], 1.0)  # PostgreSQL: returns once its LISTEN is in place
-    assert store.claim([POOL], "w", 30) is None
-    store.enqueue(new())
-    started = time.monotonic()
-    store.wait_for_jobs([POOL], POLL_S)
-    assert time.monotonic() - started < 2.0
-    assert store.claim([POOL], "w", 30) is not None
+# ========================================================================================
+# Every role: the drivers and the schema under them
+# Error translation and migrations, whichever role's statement meets them.
+# ========================================================================================
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -595,7 +1196,7 @@ def driver_error(exc: BaseException) -> BaseException:
     return cause
 
 
-def test_a_write_the_schema_refuses_is_a_conflict(store: JobStore) -> None:
+def test_a_write_the_schema_refuses_is_a_conflict(store: TokenStore) -> None:
     store.create_token("alice", "h" * 64, 50, admin=False)
     with pytest.raises(Conflict) as refused:
         store.create_token("bob", "h" * 64, 50, admin=False)  # token_hash is unique
@@ -696,39 +1297,6 @@ def test_a_job_queued_before_the_seed_column_reports_its_seed(db_url: str) -> No
         store.close()
 
 
-def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
-    """Long queues may answer from a snapshot up to MAX_STALE_S old (store/positions.py)."""
-    from vidq.store.positions import LONG_QUEUE
-    from vidq.store.postgres import PostgresStore
-
-    store = open_store(pg_url)
-    assert isinstance(store, PostgresStore)
-    try:
-        n = LONG_QUEUE + 500
-        with psycopg.connect(pg_url) as conn:
-            conn.execute(
-                """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
-                    inputs, max_attempts, created_at)
-                SELECT 'alice', 'wan22-fast-t2v', %s, 0, 0, %s, 'PENDING', '{}', 3, 0
-                FROM generate_series(1, %s)""",
-                (POOL, queue_rank(0, 0), n),
-            )
-        last = store.enqueue(new())
-        first = store.claim([POOL], "w", 30)
-        assert first is not None
-        assert store.queue_position(last) == n - 1
-        premium = store.enqueue(new(tier=2))
-        assert store.queue_position(premium) == 0
-        for _ in range(10):
-            assert store.claim([POOL], "w", 30) is not None
-        deadline = time.monotonic() + 10
-        while store.queue_position(last) != n - 10:  # premium + 9 more were claimed
-            assert time.monotonic() < deadline, store.queue_position(last)
-            time.sleep(0.2)
-    finally:
-        store.close()
-
-
 def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) -> None:
     """API replicas and workers all migrate at start: four at once must all succeed."""
     env = vidq_env(tmp_path, database_url=db_url)
@@ -748,509 +1316,3 @@ def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) 
         assert store.enqueue(new()).id > 0
     finally:
         store.close()
-
-
-# --- operators: admin routes, paused pools, metrics, retention (migration 0005) ----------
-
-
-def _finish(store: JobStore, outcome: str, *, pool: str = POOL, user: str = "alice") -> int:
-    """A job taken through one claim to ``outcome`` (completed, failed, retried, running)."""
-    job = store.enqueue(new(user, pool=pool, max_attempts=1 if outcome == "failed" else 3))
-    claimed = store.claim([pool], "w1", 30)
-    assert claimed is not None and claimed.id == job.id and claimed.lease_token
-    token = claimed.lease_token
-    if outcome == "completed":
-        meta = {"frames": 32, "fps": [16, 1]}
-        assert store.complete(job.id, token, f"outputs/free/{job.id}.mp4", meta)
-    elif outcome in ("failed", "retried"):
-        assert store.fail(job.id, token, "boom", "EngineError", retry=outcome == "retried")
-    return job.id
-
-
-def test_job_samples_count_what_happened(store: JobStore) -> None:
-    done = [_finish(store, "completed") for _ in range(3)]
-    failed = _finish(store, "failed")
-    _finish(store, "retried")  # back in the queue: one attempt retried
-    store.enqueue(new())
-    cancelled = store.enqueue(new())
-    assert store.cancel(cancelled.id, "alice")
-    samples = store.job_samples()
-    sub = ("vidq_jobs_submitted", '{"model":"wan22-fast-t2v","pool":"wan22-t2v","tier":"base"}')
-    assert samples[sub] == 7
-    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"completed"}')] == 3
-    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"failed"}')] == 1
-    assert samples[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"cancelled"}')] == 1
-    attempts = {k[1]: v for k, v in samples.items() if k[0] == "vidq_job_attempts"}
-    assert attempts == {
-        '{"outcome":"completed","pool":"wan22-t2v"}': 3,
-        '{"outcome":"failed","pool":"wan22-t2v"}': 1,
-        '{"outcome":"retried","pool":"wan22-t2v"}': 1,
-    }
-    # five jobs were claimed (3 completed, 1 failed, 1 retried); four ran to an end
-    assert samples[("vidq_job_queue_wait_seconds_count", '{"pool":"wan22-t2v"}')] == 5
-    assert samples[("vidq_job_run_seconds_count", '{"pool":"wan22-t2v"}')] == 4
-    le = ("vidq_job_run_seconds_bucket", '{"le":"3600.0","pool":"wan22-t2v"}')
-    assert samples[le] == 4
-    states = store.pool_states()[POOL]
-    assert states == {JobState.PENDING: 1, JobState.RETRY: 1}
-    # a running attempt stopped by a cancel is "cancelled", not retried; a job that
-    # expired in the queue finished failed without spending an attempt
-    stopped = store.enqueue(new(pool="third"))
-    claimed = store.claim(["third"], "w1", 30)
-    assert claimed is not None and claimed.id == stopped.id and claimed.lease_token
-    assert store.cancel_job(stopped.id, "alice", running=True) is Cancel.REQUESTED
-    assert store.finish_cancel(stopped.id, claimed.lease_token)
-    late = store.enqueue(dataclasses.replace(new(pool=OTHER), deadline_s=0.05))
-    time.sleep(0.2)
-    assert late.id in store.reap().expired
-    samples = store.job_samples()
-    attempts = {k[1]: v for k, v in samples.items() if k[0] == "vidq_job_attempts"}
-    assert attempts == {
-        '{"outcome":"completed","pool":"wan22-t2v"}': 3,
-        '{"outcome":"failed","pool":"wan22-t2v"}': 1,
-        '{"outcome":"retried","pool":"wan22-t2v"}': 1,
-        '{"outcome":"cancelled","pool":"third"}': 1,
-    }
-    assert samples[("vidq_jobs_finished", f'{{"pool":"{OTHER}","state":"failed"}}')] == 1
-    assert ("vidq_job_attempts", f'{{"outcome":"failed","pool":"{OTHER}"}}') not in samples
-    # an admin retry keeps what the failed run spent: counters never go back
-    assert store.admin_retry(failed)
-    again = store.job_samples()
-    assert again[("vidq_jobs_finished", '{"pool":"wan22-t2v","state":"failed"}')] == 1
-    assert again[("vidq_job_attempts", '{"outcome":"failed","pool":"wan22-t2v"}')] == 1
-    assert len(done) == 3
-
-
-def test_admin_jobs_cancel_retry(store: JobStore) -> None:
-    failed = _finish(store, "failed", pool=OTHER, user="carol")
-    a = store.enqueue(new("alice"))
-    b = store.enqueue(new("bob", pool=OTHER))
-    every = store.admin_jobs(user=None, states=(), pool=None, since=0, limit=10)
-    assert [j.id for j in every] == [b.id, a.id, failed]
-    queued = (JobState.PENDING, JobState.RETRY)
-    assert [j.id for j in store.admin_jobs(user=None, states=queued, pool=OTHER, since=0,
-                                          limit=10)] == [b.id]  # fmt: skip
-    assert [j.id for j in store.admin_jobs(user="alice", states=(), pool=None, since=0,
-                                          limit=10)] == [a.id]  # fmt: skip
-    page = store.admin_jobs(user=None, states=(), pool=None, since=0, limit=1, before_id=b.id)
-    assert [j.id for j in page] == [a.id]
-    failures = store.admin_jobs(user=None, states=(JobState.FAILED,), pool=None, since=0,
-                                limit=10)  # fmt: skip
-    assert [j.id for j in failures] == [failed]
-    late = store.admin_jobs(user=None, states=(), pool=None, since=store.now() + 60, limit=10)
-    assert late == []
-    assert store.cancel_job(b.id, "bob", running=True) is Cancel.CANCELLED
-    assert not store.admin_retry(a.id)  # not FAILED
-    assert store.admin_retry(failed)
-    job = store.get(failed)
-    assert job is not None and job.state is JobState.PENDING and job.attempt == 0
-    assert job.error is None and job.finished_at is None
-    assert not store.admin_retry(failed)
-
-
-def test_paused_pool_is_not_claimed_and_resume_wakes(store: JobStore) -> None:
-    job = store.enqueue(new())
-    store.pause_pool(POOL)
-    store.pause_pool(POOL)  # idempotent
-    assert store.paused_pools() == [POOL]
-    assert store.claim([POOL], "w", 30) is None
-    status = store.job_status(job.id, "alice")
-    assert status is not None and status.pool_paused
-    store.claim([POOL], "w", 30)  # marks the generation this thread saw
-    assert store.resume_pool(POOL) and not store.resume_pool(POOL)
-    started = time.monotonic()
-    store.wait_for_jobs([POOL], 5.0)  # the resume woke it
-    assert time.monotonic() - started < 4.0
-    claimed = store.claim([POOL], "w", 30)
-    assert claimed is not None and claimed.id == job.id
-
-
-def test_user_stats_and_workers(store: JobStore) -> None:
-    _finish(store, "completed", user="alice")
-    _finish(store, "failed", user="alice")
-    store.enqueue(dataclasses.replace(new("alice", pool=OTHER), video_seconds=2.5))
-    store.enqueue(dataclasses.replace(new("bob", pool=OTHER), video_seconds=5.0))
-    store.register_worker("w1", [POOL, OTHER], {POOL: "preview", OTHER: "wan"})
-    stats = {s.user: s for s in store.user_stats(store.now() - 3600)}
-    assert stats["alice"].completed_today == 1 and stats["alice"].failed_today == 1
-    assert stats["alice"].video_seconds_today == 2.5  # accepted today: what the limit counts
-    assert stats["bob"].video_seconds_today == 5.0
-    assert stats["bob"].queued == 1 and stats["bob"].running == 0
-    running = store.enqueue(new("carol"))
-    store.claim([POOL], "w1", 30)
-    (info,) = store.workers()
-    assert info.name == "w1" and info.pools == (POOL, OTHER)
-    assert info.engines == {POOL: "preview", OTHER: "wan"}
-    assert info.current_job == running.id and info.jobs_done == 1 and info.seen_s_ago < 60
-
-
-def test_lease_has_one_holder(store: JobStore) -> None:
-    assert store.take_lease("gc", "a", 30)
-    assert not store.take_lease("gc", "b", 30)
-    assert store.take_lease("gc", "a", 30)  # renewal
-    store.release_lease("gc", "b")  # not the holder: no-op
-    assert not store.take_lease("gc", "b", 30)
-    store.release_lease("gc", "a")
-    assert store.take_lease("gc", "b", 0.2)
-    time.sleep(0.5)
-    assert store.take_lease("gc", "a", 30)  # b's lease expired
-
-
-def test_retention_marks_before_deleting_and_purges_into_the_rollup(store: JobStore) -> None:
-    done = _finish(store, "completed")
-    store.enqueue(new())  # live: never due
-    running = store.enqueue(new())
-    store.claim([POOL], "w", 30)
-    before = store.job_samples()
-    assert [d.job_id for d in store.inputs_due(3600, 10)] == []  # not old enough
-    (due,) = store.outputs_due(0, 10)
-    assert (due.job_id, due.keys, due.marked) == (done, (f"outputs/free/{done}.mp4",), False)
-    assert [d.job_id for d in store.inputs_due(0, 10)] == [done]
-    store.expire_output(done)
-    job = store.get(done)
-    assert job is not None and job.expired_at is not None
-    status = store.job_status(done, "alice")
-    assert status is not None and status.expired_at == job.expired_at
-    (again,) = store.outputs_due(10**9, 10)  # marked: due again whatever the TTL
-    assert again.marked
-    assert store.purge_jobs(0, 10) == 0  # blobs not deleted yet: the row stays
-    store.output_deleted(done)
-    assert store.outputs_due(0, 10) == []
-    store.expire_inputs(done)
-    assert not store.admin_retry(done)
-    store.inputs_deleted(done)
-    assert store.inputs_due(0, 10) == []
-    assert store.purge_jobs(0, 10) == 1
-    assert store.get(done) is None and store.get(running.id) is not None
-    assert store.job_samples() == before  # the purged row's counters moved to the rollup
-
-
-def test_pool_stats_and_recent_failures(store: JobStore) -> None:
-    """The dashboard's figures: running now, completed/failed and the medians of the
-    window, and the latest failures of every user (``/admin/queues``)."""
-    assert store.pool_stats(3600) == {} and store.recent_failures(5) == []
-    done, bad, running, _queued = (store.enqueue(new(u)) for u in ("a", "b", "c", "d"))
-    other = store.enqueue(new("e", pool=OTHER))
-    for job in (done, bad, running):
-        claimed = store.claim([POOL], "w", 30)
-        assert claimed is not None and claimed.id == job.id
-        time.sleep(0.05)
-        if job is done:
-            assert store.complete(job.id, claimed.lease_token or "", "outputs/d.mp4", {})
-        elif job is bad:
-            token = claimed.lease_token or ""
-            assert store.fail(job.id, token, "engine <b>crash</b>", "engine", retry=False)
-    stats = store.pool_stats(3600)
-    assert set(stats) == {POOL}  # OTHER has only a queued job: nothing to say yet
-    s = stats[POOL]
-    assert (s.running, s.completed, s.failed) == (1, 1, 1)
-    assert s.median_wait_s is not None and 0 <= s.median_wait_s < 30
-    assert s.median_run_s is not None and 0.03 < s.median_run_s < 30
-    assert store.pool_stats(0.001)[POOL].completed == 0  # outside a tiny window
-    failures = store.recent_failures(5)
-    assert [(f.job_id, f.user, f.pool, f.error, f.error_type) for f in failures] == [
-        (bad.id, "b", POOL, "engine <b>crash</b>", "engine")
-    ]
-    assert store.get(other.id) is not None
-
-
-# -- limits, deadlines, cancelling running jobs (migration 0007) ----------------------------
-def limited(user: str = "alice", *, key: str | None = None, seconds: float = 5.0) -> NewJob:
-    return dataclasses.replace(new(user, key=key), video_seconds=seconds)
-
-
-def test_submit_limits_refuse_in_the_insert_and_store_nothing(store: JobStore) -> None:
-    quota = Quota(max_queued=2)
-    first = store.enqueue(limited(key="k1"), quota)
-    store.enqueue(limited(), quota)
-    with pytest.raises(RateLimited) as refused:
-        store.enqueue(limited(), quota)
-    assert (refused.value.limit, refused.value.value) == ("max_queued", 2)
-    assert refused.value.retry_after >= 1 and "2" in refused.value.message
-    assert len(store.list_jobs("alice", 10)) == 2  # nothing stored
-    # A replay of a key is its first job, never counted (even at the limit).
-    assert store.enqueue(limited(key="k1"), quota).id == first.id
-    assert store.enqueue(limited(), Quota(max_queued=3)).id > first.id  # per-token value
-    assert store.enqueue(limited("bob"), quota).user == "bob"  # per user
-    assert store.cancel(first.id, "alice")  # a finished job frees its slot
-    store.enqueue(limited(), Quota(max_queued=3))
-    usage = store.usage("alice")
-    assert (usage.queued, usage.running, usage.last_minute) == (3, 0, 4)
-
-    with pytest.raises(RateLimited) as rate:
-        store.enqueue(limited(), Quota(rate_per_minute=4))
-    assert rate.value.limit == "rate_per_minute" and 1 <= rate.value.retry_after <= 60
-    day = Quota(daily_video_seconds=int(usage.video_seconds_today) + 5)
-    store.enqueue(limited("alice", seconds=5.0), day)  # exactly at the limit: accepted
-    with pytest.raises(RateLimited) as daily:
-        store.enqueue(limited("alice", seconds=0.5), day)
-    assert daily.value.limit == "daily_video_seconds"
-    assert 1 <= daily.value.retry_after <= 86400
-    assert len(store.list_jobs("alice", 20)) == 5
-
-
-def test_fifty_simultaneous_submits_against_max_queued_five(db_url: str) -> None:
-    """Two store objects (two API processes' connection pools) and 50 threads: the
-    limit is decided in the database, so exactly 5 are accepted."""
-    stores = [open_store(db_url, migrate=i == 0) for i in range(2)]
-    try:
-        start = threading.Barrier(50)
-        outcomes: list[str] = []
-
-        def submit(i: int) -> None:
-            start.wait(10)
-            try:
-                stores[i % 2].enqueue(limited("carol"), Quota(max_queued=5))
-                outcomes.append("accepted")
-            except RateLimited:
-                outcomes.append("refused")
-
-        threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert outcomes.count("accepted") == 5 and outcomes.count("refused") == 45
-        assert len(stores[0].list_jobs("carol", 100)) == 5
-    finally:
-        for s in stores:
-            s.close()
-
-
-def test_max_running_holds_back_a_users_jobs_and_others_go_first(store: JobStore) -> None:
-    held = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
-    other = store.enqueue(new("ben"))
-    first = store.claim([POOL], "w", 30)
-    assert first is not None and first.id == held[0].id
-    second = store.claim([POOL], "w", 30)
-    assert second is not None and second.id == other.id  # ann's next one waits
-    assert store.claim([POOL], "w", 30) is None
-    assert store.queue_position(store.get(held[1].id)) == 0  # type: ignore[arg-type]
-    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
-    third = store.claim([POOL], "w", 30)
-    assert third is not None and third.id == held[1].id
-
-
-def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
-    """Jobs held by their user's max_running count ahead of nobody else's; a held job
-    reports the position it will have once it may start (store/positions.py). The held
-    set follows running jobs in other pools too (the running fingerprint)."""
-    ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
-    ben = [store.enqueue(new("ben")) for _ in range(2)]
-    ann_other = store.enqueue(dataclasses.replace(new("ann", pool=OTHER), max_running=1))
-    ben_other = store.enqueue(new("ben", pool=OTHER))
-
-    def where(job_id: int, user: str) -> tuple[int | None, bool]:
-        status = store.job_status(job_id, user)
-        assert status is not None
-        job = store.get(job_id)
-        assert job is not None and store.queue_position(job) == status.queue_position
-        return status.queue_position, status.held
-
-    # nothing runs: ann's first job may start, her others wait for it to end
-    assert where(ann[0].id, "ann") == (0, False)
-    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
-    assert [where(j.id, "ann") for j in ann[1:]] == [(1, True), (2, True)]
-    assert where(ann_other.id, "ann") == (0, False)
-    assert where(ben_other.id, "ben") == (1, False)
-
-    first = store.claim([POOL], "w", 30)
-    assert first is not None and first.id == ann[0].id
-    assert [where(j.id, "ben") for j in ben] == [(0, False), (1, False)]
-    assert [where(j.id, "ann") for j in ann[1:]] == [(0, True), (1, True)]
-    # the other pool's version did not move, its snapshot follows the running jobs
-    assert where(ann_other.id, "ann") == (0, True)
-    assert where(ben_other.id, "ben") == (0, False)
-    # what the positions promise is what the workers do
-    taken = store.claim([OTHER], "w", 30)
-    assert taken is not None and taken.id == ben_other.id
-
-    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
-    assert where(ann_other.id, "ann") == (0, False)
-    assert where(ann[1].id, "ann") == (0, False)
-    assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
-    assert where(ann[2].id, "ann") == (1, True)
-    order = [store.claim([POOL], "w", 30) for _ in range(3)]
-    assert [j.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
-
-
-def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobStore) -> None:
-    queued = store.enqueue(new())
-    assert store.cancel_job(queued.id, "alice", running=True) is Cancel.CANCELLED
-    job = store.enqueue(new())
-    c = store.claim([POOL], "w", 30)
-    assert c is not None and c.lease_token
-    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.HELD
-    assert store.cancel_job(c.id, "alice", running=False) is None  # the spec's 409
-    assert store.cancel_job(c.id, "bob", running=True) is None  # not bob's
-    assert store.cancel_job(c.id, "alice", running=True) is Cancel.REQUESTED
-    assert store.get(c.id).state is JobState.RUNNING  # type: ignore[union-attr]
-    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.CANCEL
-    assert not store.complete(c.id, c.lease_token, "outputs/x.mp4", {})  # cancel wins
-    assert not store.finish_cancel(c.id, "stale")
-    assert store.finish_cancel(c.id, c.lease_token)
-    assert not store.finish_cancel(c.id, c.lease_token)  # recorded once
-    done = store.get(job.id)
-    assert done is not None and done.state is JobState.CANCELLED and done.result_key is None
-    assert store.cancel_job(c.id, "alice", running=True) is None  # finished: 409
-    # A requested cancel of a job whose worker then fails, releases or dies: CANCELLED.
-    for end in ("fail", "release", "reap"):
-        j = store.enqueue(new())
-        got = store.claim([POOL], "w", 0.05 if end == "reap" else 30)
-        assert got is not None and got.id == j.id
-        assert store.cancel_job(j.id, "alice", running=True) is Cancel.REQUESTED
-        if end == "fail":
-            assert store.fail(j.id, got.lease_token or "", "boom", "x", retry=True)
-        elif end == "release":
-            assert store.release(j.id, got.lease_token or "")
-        else:
-            time.sleep(0.2)
-            assert j.id in store.reap().cancelled
-        assert store.get(j.id).state is JobState.CANCELLED, end  # type: ignore[union-attr]
-
-
-def test_cancel_racing_completion_has_exactly_one_winner(db_url: str) -> None:
-    api, worker = open_store(db_url), open_store(db_url, migrate=False)
-    try:
-        for _ in range(50):
-            _race_cancel_with_complete(api, worker)
-    finally:
-        api.close()
-        worker.close()
-
-
-def _race_cancel_with_complete(api: JobStore, worker: JobStore) -> None:
-    job = api.enqueue(new())
-    c = worker.claim([POOL], "w", 30)
-    assert c is not None and c.id == job.id
-    start = threading.Barrier(2)
-    got: dict[str, Any] = {}
-
-    def cancel() -> None:
-        start.wait(5)
-        got["cancel"] = api.cancel_job(job.id, "alice", running=True)
-
-    def complete() -> None:
-        start.wait(5)
-        got["complete"] = worker.complete(c.id, c.lease_token or "", "o.mp4", {})
-        if not got["complete"]:  # what the worker does then: record the cancel
-            got["finish"] = worker.finish_cancel(c.id, c.lease_token or "")
-
-    threads = [threading.Thread(target=cancel), threading.Thread(target=complete)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    final = api.get(job.id)
-    assert final is not None
-    if got["complete"]:
-        assert got["cancel"] is None and final.state is JobState.COMPLETED
-    else:
-        assert got["cancel"] is Cancel.REQUESTED and got["finish"]
-        assert final.state is JobState.CANCELLED and final.result_key is None
-
-
-def test_deadlines_fail_queued_and_running_jobs(store: JobStore) -> None:
-    late = store.enqueue(dataclasses.replace(new("dee"), deadline_s=0.2))
-    slow = store.enqueue(dataclasses.replace(new("dee", pool=OTHER), deadline_s=0.2))
-    unstarted = store.enqueue(
-        dataclasses.replace(new("dee"), start_s=0.2, start_error="not started within 0.2 s")
-    )
-    fine = store.enqueue(dataclasses.replace(new("dee"), deadline_s=60, start_s=60))
-    running = store.claim([OTHER], "w", 30)
-    assert running is not None and running.id == slow.id
-    assert store.reap().expired == []
-    time.sleep(0.3)
-    assert sorted(store.reap().expired) == sorted([late.id, slow.id, unstarted.id])
-    for job_id, error in (
-        (late.id, "deadline exceeded"), (slow.id, "deadline exceeded"),
-        (unstarted.id, "not started within 0.2 s"),
-    ):  # fmt: skip
-        got = store.get(job_id)
-        assert got is not None and got.state is JobState.FAILED and got.error == error
-        assert got.error_type == "deadline_exceeded"
-    assert not store.heartbeat(slow.id, running.lease_token or "", 30)  # the worker stops
-    assert store.get(fine.id).state is JobState.PENDING  # type: ignore[union-attr]
-    assert store.reap().expired == []  # each once
-
-
-def test_token_limits_round_trip(store: JobStore) -> None:
-    quota = Quota(max_queued=5, max_running=1, rate_per_minute=60, daily_video_seconds=600)
-    t = store.create_token("erin", "e" * 64, 10, admin=False, quota=quota)
-    assert t.quota == quota
-    found = store.token_by_hash("e" * 64)
-    assert found is not None and found[0].quota == quota
-    lifted = dataclasses.replace(quota, max_queued=None)
-    updated = store.update_token(t.id, 20, lifted)
-    assert updated is not None and updated.quota == lifted and updated.max_priority == 20
-    assert not updated.revoked
-    assert [x.quota for x in store.list_tokens() if x.id == t.id] == [lifted]
-    assert store.revoke_token(t.id)
-    assert store.update_token(t.id, 20, quota) is None
-
-
-def _claim_and_finish_all(
-    s: JobStore, name: str, start: threading.Barrier, seen: Callable[[], None]
-) -> None:
-    """Claims until the queue is empty; after each claim ``seen()`` samples the running
-    count, then the job completes a moment later."""
-    start.wait(10)
-    while True:
-        job = s.claim([POOL], name, 30)
-        if job is None:
-            if not s.queue_depths():
-                return
-            continue
-        seen()
-        time.sleep(0.002)
-        assert s.complete(job.id, job.lease_token or "", f"o/{job.id}.mp4", {})
-
-
-def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
-    """Many claimers at once, a user with max_running 2 and only their jobs queued: the
-    user's running count, sampled throughout by another connection and after every
-    claim, never passes 2 (PostgreSQL's claims count under their snapshot, so the store
-    re-checks under a per-user lock)."""
-    stores = [open_store(db_url, migrate=i == 0) for i in range(3)]
-    try:
-        for _ in range(60):
-            stores[0].enqueue(dataclasses.replace(new("dan"), max_running=2))
-        peak: list[int] = [0]
-        errors: list[BaseException] = []
-        done = threading.Event()
-
-        def seen() -> None:
-            running = next(u.running for u in stores[2].user_stats(0.0) if u.user == "dan")
-            peak[0] = max(peak[0], running)
-
-        def sampler() -> None:
-            while not done.is_set():
-                seen()
-
-        def claimer(s: JobStore, name: str, start: threading.Barrier) -> None:
-            try:
-                _claim_and_finish_all(s, name, start, seen)
-            except BaseException as exc:
-                errors.append(exc)
-
-        start = threading.Barrier(12)
-        threads = [
-            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
-            for i in range(12)
-        ]
-        watch = threading.Thread(target=sampler)
-        watch.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        done.set()
-        watch.join(10)
-        assert not errors, errors
-        assert peak[0] <= 2, peak[0]
-        jobs = stores[0].list_jobs("dan", 100)
-        assert len(jobs) == 60 and all(j.state is JobState.COMPLETED for j in jobs)
-        assert all(j.attempt == 1 for j in jobs)  # a rolled-back claim spends no attempt
-    finally:
-        for s in stores:
-            s.close()

@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import jobs_service as svc
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, context, operator_store
 from vidq.api.deps import caller, request_id
 from vidq.api.requests import summary
 from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound
 from vidq.jobs import Job, JobState, WireStatus
 from vidq.ops.metrics import CONTENT_TYPE, render
-from vidq.store.base import PoolStats, Token
+from vidq.store.base import OperatorStore, PoolStats, Token
 
 router = APIRouter(tags=["admin"])
 
@@ -67,14 +67,14 @@ FAILURES_SHOWN = 10
     "/admin/queues",
     summary="Per pool: queue depth, running, live workers, pause state and the last hour",
 )
-async def queues(request: Request, token: Token = Depends(admin)) -> Response:
-    ctx = context(request)
-
+async def queues(
+    token: Token = Depends(admin), store: OperatorStore = Depends(operator_store)
+) -> Response:
     def work() -> dict[str, Any]:
-        depths = ctx.store.queue_depths()
-        workers = ctx.store.live_workers()
-        paused = set(ctx.store.paused_pools())
-        stats = ctx.store.pool_stats(STATS_WINDOW_S)
+        depths = store.queue_depths()
+        workers = store.live_workers()
+        paused = set(store.paused_pools())
+        stats = store.pool_stats(STATS_WINDOW_S)
         pools = sorted({m.pool for m in MODELS.values()})
         return {
             "window_s": STATS_WINDOW_S,
@@ -87,7 +87,7 @@ async def queues(request: Request, token: Token = Depends(admin)) -> Response:
                 }
                 for p in pools
             },
-            "failures": [dataclasses.asdict(f) for f in ctx.store.recent_failures(FAILURES_SHOWN)],
+            "failures": [dataclasses.asdict(f) for f in store.recent_failures(FAILURES_SHOWN)],
         }
 
     return JSONResponse(await run_in_threadpool(work))
@@ -161,13 +161,14 @@ async def list_requests(
     limit: int = Query(50, ge=1, le=PAGE_MAX, description="Page size."),
     before: int | None = Query(None, ge=1, le=2**62, description="The `next_before` of a page."),
     token: Token = Depends(admin),
+    store: OperatorStore = Depends(operator_store),
 ) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
     states, start, only_pool = _states(state), _since(since), _pool(pool)
 
     def work() -> dict[str, Any]:
-        jobs = ctx.store.admin_jobs(
+        jobs = store.admin_jobs(
             user=user, states=states, pool=only_pool, since=start, limit=limit + 1,
             before_id=before,
         )  # fmt: skip
@@ -199,15 +200,15 @@ async def retry(rid: str, request: Request, token: Token = Depends(admin)) -> Re
 
 
 @router.get("/admin/users", summary="Per user: queued, running, finished and video seconds today")
-async def users(request: Request, token: Token = Depends(admin)) -> Response:
-    ctx = context(request)
-
+async def users(
+    token: Token = Depends(admin), store: OperatorStore = Depends(operator_store)
+) -> Response:
     def work() -> dict[str, Any]:
-        now = ctx.store.now()
+        now = store.now()
         day = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
-        stats = ctx.store.user_stats(day.timestamp())
+        stats = store.user_stats(day.timestamp())
         return {
             "since": svc.iso(day.timestamp()),
             "users": [
@@ -227,9 +228,9 @@ async def users(request: Request, token: Token = Depends(admin)) -> Response:
 
 
 @router.get("/admin/workers", summary="Workers: pools, engines, current job, heartbeat age")
-async def workers(request: Request, token: Token = Depends(admin)) -> Response:
-    ctx = context(request)
-
+async def workers(
+    token: Token = Depends(admin), store: OperatorStore = Depends(operator_store)
+) -> Response:
     def work() -> dict[str, Any]:
         return {
             "workers": [
@@ -241,7 +242,7 @@ async def workers(request: Request, token: Token = Depends(admin)) -> Response:
                     "last_seen_seconds": w.seen_s_ago,
                     "jobs_done": w.jobs_done,
                 }
-                for w in ctx.store.workers()
+                for w in store.workers()
             ]
         }
 
@@ -255,14 +256,16 @@ def _known_pool(pool: str) -> str:
 
 
 @router.post("/admin/pools/{pool}/pause", summary="Stop workers claiming from a pool")
-async def pause(pool: str, request: Request, token: Token = Depends(admin)) -> Response:
-    ctx = context(request)
-    await run_in_threadpool(ctx.store.pause_pool, _known_pool(pool))
+async def pause(
+    pool: str, token: Token = Depends(admin), store: OperatorStore = Depends(operator_store)
+) -> Response:
+    await run_in_threadpool(store.pause_pool, _known_pool(pool))
     return JSONResponse({"pool": pool, "paused": True})
 
 
 @router.post("/admin/pools/{pool}/resume", summary="Let workers claim from a paused pool again")
-async def resume(pool: str, request: Request, token: Token = Depends(admin)) -> Response:
-    ctx = context(request)
-    was = await run_in_threadpool(ctx.store.resume_pool, _known_pool(pool))
+async def resume(
+    pool: str, token: Token = Depends(admin), store: OperatorStore = Depends(operator_store)
+) -> Response:
+    was = await run_in_threadpool(store.resume_pool, _known_pool(pool))
     return JSONResponse({"pool": pool, "paused": False, "was_paused": was})

@@ -195,7 +195,7 @@ def create_app(
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    ctx.webhooks = webhooks.WebhookDispatcher(ctx)
+    ctx.webhooks = webhooks.WebhookDispatcher(ctx, store)
     ctx.fetcher = svc.input_fetcher(settings)
     ctx.decode_limiter = anyio.CapacityLimiter(settings.limits.media_concurrency)
     ctx.worker_polls = anyio.CapacityLimiter(WORKER_POLLS)

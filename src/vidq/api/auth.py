@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from vidq.errors import Forbidden, Unauthorized
-from vidq.store.base import JobStore, Quota, Token
+from vidq.store.base import Quota, Token, TokenStore
 
 TOKEN_PREFIX = "vq_"
 
@@ -26,7 +26,7 @@ def hash_token(token: str) -> str:
 
 
 def create_token(
-    store: JobStore,
+    store: TokenStore,
     user: str,
     max_priority: int = 100,
     admin: bool = False,
@@ -65,7 +65,7 @@ class Authenticator:
     """Resolves tokens to their records, with a short cache (revocation takes effect
     within ``ttl_s``)."""
 
-    def __init__(self, store: JobStore, ttl_s: float = 2.0) -> None:
+    def __init__(self, store: TokenStore, ttl_s: float = 2.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, Token]] = {}

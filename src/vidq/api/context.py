@@ -20,7 +20,7 @@ from vidq.config import Settings
 from vidq.media.decode import DecodePool
 from vidq.media.fetch import Fetcher
 from vidq.storage.base import BlobStore
-from vidq.store.base import JobStore
+from vidq.store.base import JobStore, OperatorStore, UploadStore
 
 
 class Webhooks(Protocol):
@@ -34,7 +34,7 @@ class Webhooks(Protocol):
 
     def start(self) -> None:
         """Start delivering the job store's due webhooks (the app's startup); the submit's
-        INSERT registers them (``JobStore.enqueue``)."""
+        INSERT registers them (``SubmitStore.enqueue``)."""
 
     def stop(self) -> None:
         """Stop delivering (the app's shutdown)."""
@@ -45,7 +45,7 @@ class AppContext:
     """What the routes share."""
 
     settings: Settings
-    store: JobStore
+    store: JobStore  # every role (store/base.py); admin and upload routes ask for theirs below
     storage: BlobStore
     auth: Authenticator
     eta: EtaEstimator
@@ -69,3 +69,13 @@ def context(request: Request) -> AppContext:
     """The request's AppContext (a FastAPI dependency)."""
     ctx: AppContext = request.app.state.ctx
     return ctx
+
+
+def operator_store(request: Request) -> OperatorStore:
+    """The job store as the admin routes use it (a FastAPI dependency)."""
+    return context(request).store
+
+
+def upload_store(request: Request) -> UploadStore:
+    """The job store as the upload routes use it (a FastAPI dependency)."""
+    return context(request).store

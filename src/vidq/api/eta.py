@@ -13,7 +13,7 @@ import time
 from vidq.catalog import Model
 from vidq.config import Settings
 from vidq.engines.estimates import run_estimate
-from vidq.store.base import JobStore
+from vidq.store.base import RunTimeStore
 
 
 def work_units(width: int, height: int, frames: int, steps: int, default_steps: int) -> float:
@@ -25,7 +25,7 @@ class EtaEstimator:
     """Median run time of recent similar jobs, cached per pool and size bucket (a status
     poll reads the store for it at most once per ``ttl_s``), else the engine's figure."""
 
-    def __init__(self, store: JobStore, settings: Settings, ttl_s: float = 2.0) -> None:
+    def __init__(self, store: RunTimeStore, settings: Settings, ttl_s: float = 2.0) -> None:
         self.store = store
         self.settings = settings
         self.ttl_s = ttl_s

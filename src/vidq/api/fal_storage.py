@@ -42,11 +42,11 @@ from starlette.concurrency import run_in_threadpool
 
 from vidq.api import uploads
 from vidq.api.auth import parse_authorization
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, context, upload_store
 from vidq.api.deps import caller
 from vidq.api.jobs_service import user_folder
 from vidq.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized, VidqError
-from vidq.store.base import Token, Upload
+from vidq.store.base import Token, Upload, UploadStore
 
 router = APIRouter(tags=["fal-compatible uploads"])
 
@@ -136,27 +136,29 @@ def _check_size(ctx: AppContext, size: int) -> None:
         raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
 
 
-def _new(ctx: AppContext, user: str, content_type: str, name: str, expires: float | None) -> Upload:
+def _new(
+    store: UploadStore, user: str, content_type: str, name: str, expires: float | None
+) -> Upload:
     upload_id = uuid.uuid4().hex
     key = f"uploads/{user_folder(user)}/{upload_id}/{name}"
-    return ctx.store.create_upload(upload_id, user, key, content_type, name, expires)
+    return store.create_upload(upload_id, user, key, content_type, name, expires)
 
 
-def _store(ctx: AppContext, upload: Upload, data: bytes) -> None:
+def _save(ctx: AppContext, store: UploadStore, upload: Upload, data: bytes) -> None:
     """The bytes of a recorded upload; over the limit (or a failure) forgets it."""
     try:
         _check_size(ctx, len(data))
         ctx.storage.put_bytes(upload.key, data, upload.content_type)
-        ctx.store.upload_stored(upload.id, len(data))
+        store.upload_stored(upload.id, len(data))
     except BaseException:
-        _forget(ctx, upload)
+        _forget(ctx, store, upload)
         raise
 
 
-def _forget(ctx: AppContext, upload: Upload) -> None:
+def _forget(ctx: AppContext, store: UploadStore, upload: Upload) -> None:
     try:
         ctx.storage.delete(upload.key)
-        ctx.store.delete_upload(upload.id)
+        store.delete_upload(upload.id)
     except VidqError:
         pass  # retention deletes what is left
 
@@ -191,7 +193,11 @@ async def auth_token(request: Request, token: Token = Depends(caller)) -> Respon
 
 
 @router.post("/fal/files/upload", summary="Upload a file (raw body); answers its access_url")
-async def upload_file(request: Request, user: str = Depends(uploader)) -> Response:
+async def upload_file(
+    request: Request,
+    user: str = Depends(uploader),
+    store: UploadStore = Depends(upload_store),
+) -> Response:
     ctx = context(request)
     _check_size(ctx, int(request.headers.get("content-length") or 0))
     data = await request.body()
@@ -201,27 +207,31 @@ async def upload_file(request: Request, user: str = Depends(uploader)) -> Respon
 
     def work() -> Upload:
         _check_size(ctx, len(data))
-        upload = _new(ctx, user, content_type, name, expires)
-        _store(ctx, upload, data)
-        return ctx.store.get_upload(upload.id, user) or upload
+        upload = _new(store, user, content_type, name, expires)
+        _save(ctx, store, upload, data)
+        return store.get_upload(upload.id, user) or upload
 
     upload = await run_in_threadpool(work)
     return JSONResponse(_file(ctx.base_url(request), upload))
 
 
 @router.post("/fal/files/upload/multipart", summary="Start a multipart upload")
-async def multipart_start(request: Request, user: str = Depends(uploader)) -> Response:
+async def multipart_start(
+    request: Request,
+    user: str = Depends(uploader),
+    store: UploadStore = Depends(upload_store),
+) -> Response:
     ctx = context(request)
     content_type = _content_type(request)
     name = _file_name(request.headers.get("x-fal-file-name"), content_type)
     expires = _expires_in(request)
-    upload = await run_in_threadpool(_new, ctx, user, content_type, name, expires)
+    upload = await run_in_threadpool(_new, store, user, content_type, name, expires)
     url = uploads.file_url(ctx.base_url(request), upload.id, upload.file_name)
     return JSONResponse({"access_url": url, "uploadId": upload.id})
 
 
-def _pending(ctx: AppContext, upload_id: str, user: str) -> Upload:
-    upload = ctx.store.get_upload(upload_id, user)
+def _pending(store: UploadStore, upload_id: str, user: str) -> Upload:
+    upload = store.get_upload(upload_id, user)
     if upload is None or upload.size is not None:
         raise NotFound("No such upload in progress.")
     return upload
@@ -239,7 +249,7 @@ def _put_part(ctx: AppContext, upload: Upload, number: int, data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _complete(ctx: AppContext, upload: Upload, body: Any) -> None:
+def _complete(ctx: AppContext, store: UploadStore, upload: Upload, body: Any) -> None:
     parts = body.get("parts") if isinstance(body, dict) else None
     if not isinstance(parts, list) or not parts:
         raise InvalidInput("parts", "must be a non-empty list of {partNumber, etag}")
@@ -254,7 +264,7 @@ def _complete(ctx: AppContext, upload: Upload, body: Any) -> None:
     except NotFound:
         raise InvalidInput("parts", "a part was not uploaded") from None
     except PayloadTooLarge:
-        _forget(ctx, upload)
+        _forget(ctx, store, upload)
         raise
     finally:
         for number in numbers:
@@ -262,7 +272,7 @@ def _complete(ctx: AppContext, upload: Upload, body: Any) -> None:
                 ctx.storage.delete(_part_key(upload, number))
             except VidqError:
                 pass
-    _store(ctx, upload, b"".join(chunks))
+    _save(ctx, store, upload, b"".join(chunks))
 
 
 async def _part(
@@ -278,35 +288,36 @@ async def _part(
 @router.put("/fal/files/{upload_id}/{name}/multipart/{upload_id2}/{number}", summary="A part")
 async def multipart_part(
     upload_id: str, name: str, upload_id2: str, number: int, request: Request,
-    user: str = Depends(uploader),
+    user: str = Depends(uploader), store: UploadStore = Depends(upload_store),
 ) -> Response:  # fmt: skip
     ctx = context(request)
-    return await _part(ctx, lambda: _pending(ctx, upload_id2, user), number, request)
+    return await _part(ctx, lambda: _pending(store, upload_id2, user), number, request)
 
 
 @router.post("/fal/files/{upload_id}/{name}/multipart/{upload_id2}/complete", summary="Finish")
 async def multipart_complete(
-    upload_id: str, name: str, upload_id2: str, request: Request, user: str = Depends(uploader)
-) -> Response:
+    upload_id: str, name: str, upload_id2: str, request: Request,
+    user: str = Depends(uploader), store: UploadStore = Depends(upload_store),
+) -> Response:  # fmt: skip
     ctx = context(request)
     body = await _json(request)
 
     def work() -> None:
-        _complete(ctx, _pending(ctx, upload_id2, user), body)
+        _complete(ctx, store, _pending(store, upload_id2, user), body)
 
     await run_in_threadpool(work)
     return JSONResponse({"access_url": uploads.file_url(ctx.base_url(request), upload_id, name)})
 
 
 # --- storage/upload/initiate: a signed URL to PUT to ----------------------------------------
-async def _initiate(request: Request, token: Token, suffix: str) -> Response:
+async def _initiate(request: Request, token: Token, store: UploadStore, suffix: str) -> Response:
     ctx = context(request)
     body = await _json(request) if await request.body() else {}
     body = body if isinstance(body, dict) else {}
     content_type = str(body.get("content_type") or "application/octet-stream")[:200]
     name = _file_name(str(body.get("file_name") or ""), content_type)
     expires_in = _expires_in(request)
-    upload = await run_in_threadpool(_new, ctx, token.user, content_type, name, expires_in)
+    upload = await run_in_threadpool(_new, store, token.user, content_type, name, expires_in)
     base = ctx.base_url(request)
     expires = str(int(time.time()) + UPLOAD_URL_TTL_S)
     signature = _sign(ctx, "put", upload.id, expires)
@@ -317,16 +328,24 @@ async def _initiate(request: Request, token: Token, suffix: str) -> Response:
 
 
 @router.post("/fal/storage/upload/initiate", summary="Start an upload to a signed URL")
-async def initiate(request: Request, token: Token = Depends(caller)) -> Response:
-    return await _initiate(request, token, "")
+async def initiate(
+    request: Request,
+    token: Token = Depends(caller),
+    store: UploadStore = Depends(upload_store),
+) -> Response:
+    return await _initiate(request, token, store, "")
 
 
 @router.post("/fal/storage/upload/initiate-multipart", summary="Start a multipart upload")
-async def initiate_multipart(request: Request, token: Token = Depends(caller)) -> Response:
-    return await _initiate(request, token, "/multipart")
+async def initiate_multipart(
+    request: Request,
+    token: Token = Depends(caller),
+    store: UploadStore = Depends(upload_store),
+) -> Response:
+    return await _initiate(request, token, store, "/multipart")
 
 
-def _signed(ctx: AppContext, upload_id: str, request: Request) -> Upload:
+def _signed(ctx: AppContext, store: UploadStore, upload_id: str, request: Request) -> Upload:
     """The pending upload a signed upload URL is for (its signature is the permission)."""
     expires = request.query_params.get("expires", "")
     signature = request.query_params.get("signature", "")
@@ -334,7 +353,7 @@ def _signed(ctx: AppContext, upload_id: str, request: Request) -> Upload:
         raise Unauthorized("Invalid or expired upload URL.")
     if not hmac.compare_digest(signature, _sign(ctx, "put", upload_id, expires)):
         raise Unauthorized("Invalid or expired upload URL.")
-    upload = ctx.store.get_upload(upload_id)
+    upload = store.get_upload(upload_id)
     if upload is None or upload.size is not None:
         raise NotFound("No such upload in progress.")
     return upload
@@ -348,31 +367,37 @@ async def _json(request: Request) -> Any:
 
 
 @router.put("/fal/storage/upload/{upload_id}", summary="The bytes of an initiated upload")
-async def put_signed(upload_id: str, request: Request) -> Response:
+async def put_signed(
+    upload_id: str, request: Request, store: UploadStore = Depends(upload_store)
+) -> Response:
     ctx = context(request)
     _check_size(ctx, int(request.headers.get("content-length") or 0))
     data = await request.body()
 
     def work() -> None:
-        _store(ctx, _signed(ctx, upload_id, request), data)
+        _save(ctx, store, _signed(ctx, store, upload_id, request), data)
 
     await run_in_threadpool(work)
     return Response(status_code=200)
 
 
 @router.put("/fal/storage/upload/{upload_id}/multipart/{number}", summary="A part (signed)")
-async def put_signed_part(upload_id: str, number: int, request: Request) -> Response:
+async def put_signed_part(
+    upload_id: str, number: int, request: Request, store: UploadStore = Depends(upload_store)
+) -> Response:
     ctx = context(request)
-    return await _part(ctx, lambda: _signed(ctx, upload_id, request), number, request)
+    return await _part(ctx, lambda: _signed(ctx, store, upload_id, request), number, request)
 
 
 @router.post("/fal/storage/upload/{upload_id}/multipart/complete", summary="Finish (signed)")
-async def complete_signed(upload_id: str, request: Request) -> Response:
+async def complete_signed(
+    upload_id: str, request: Request, store: UploadStore = Depends(upload_store)
+) -> Response:
     ctx = context(request)
     body = await _json(request)
 
     def work() -> None:
-        _complete(ctx, _signed(ctx, upload_id, request), body)
+        _complete(ctx, store, _signed(ctx, store, upload_id, request), body)
 
     await run_in_threadpool(work)
     return Response(status_code=200)
@@ -381,12 +406,16 @@ async def complete_signed(upload_id: str, request: Request) -> Response:
 # --- reading an upload back -------------------------------------------------------------------
 @router.get("/fal/files/{upload_id}/{name}", summary="An upload, to its uploader")
 async def read_file(
-    upload_id: str, name: str, request: Request, token: Token = Depends(caller)
+    upload_id: str,
+    name: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: UploadStore = Depends(upload_store),
 ) -> Response:
     ctx = context(request)
 
     def work() -> tuple[bytes, str]:
-        upload = ctx.store.get_upload(upload_id, token.user)
+        upload = store.get_upload(upload_id, token.user)
         if upload is None or upload.size is None or upload.file_name != name:
             raise NotFound("No such file.")
         return ctx.storage.get_bytes(upload.key), upload.content_type

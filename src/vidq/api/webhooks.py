@@ -4,7 +4,7 @@ request is finished (COMPLETED, FAILED or CANCELLED).
 Delivery runs in the API, from the job store, so that it never delays a worker's completion,
 survives restarts and is shared by every API replica:
 
-- the submit's INSERT registers the webhook with the job (``JobStore.enqueue``: the target,
+- the submit's INSERT registers the webhook with the job (``SubmitStore.enqueue``: the target,
   the dialect, the public base URL; state 'pending'), in one statement: a submit that
   fails leaves neither the job nor its webhook, one that succeeds has both;
 - a dispatcher in every API process, on an event loop of its own (thread
@@ -76,7 +76,7 @@ from vidq.media.outbound import (
     address_refusal,
     tls_context,
 )
-from vidq.store.base import DueWebhook, WebhookDelivery
+from vidq.store.base import DueWebhook, WebhookDelivery, WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +200,13 @@ def body_of(ctx: AppContext, job: Job, dialect: str, base: str) -> dict[str, Any
 
 # --- the dispatcher -------------------------------------------------------------------------
 class WebhookDispatcher:
-    """Delivers the job store's due webhooks (see module docstring). One per API process."""
+    """Delivers the job store's due webhooks (see module docstring). One per API process.
+    ``outbox`` is the job store as the dispatcher uses it; ``ctx`` gives the settings and
+    what a delivery's body needs (the result's URL)."""
 
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, outbox: WebhookStore) -> None:
         self.ctx = ctx
+        self.outbox = outbox
         self._inflight: set[int] = set()  # job ids with a delivery task here (loop only)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -265,7 +268,7 @@ class WebhookDispatcher:
     async def _poll(self, tasks: anyio.abc.TaskGroup, everyone: anyio.Semaphore, after: int) -> int:
         """Start deliveries for one page of due webhooks; the next poll's cursor (0 once
         the page was the last, so the next poll starts over)."""
-        due = await anyio.to_thread.run_sync(self.ctx.store.due_webhooks, DUE_BATCH, after)
+        due = await anyio.to_thread.run_sync(self.outbox.due_webhooks, DUE_BATCH, after)
         for hook in due:
             if hook.job_id not in self._inflight:  # still waiting for its slots here
                 self._inflight.add(hook.job_id)
@@ -294,7 +297,7 @@ class WebhookDispatcher:
         shutdown that cancels it counts it as a failed attempt, due again later)."""
         limits = self.ctx.settings.limits
         lease_s = limits.webhook_timeout + LEASE_MARGIN_S
-        taken = await anyio.to_thread.run_sync(self.ctx.store.take_webhook, hook.job_id, lease_s)
+        taken = await anyio.to_thread.run_sync(self.outbox.take_webhook, hook.job_id, lease_s)
         if taken is None:
             return  # delivered, or being delivered, by another API process
         extra["attempt"] = taken.attempts + 1
@@ -359,4 +362,4 @@ class WebhookDispatcher:
         elif outcome is WebhookState.DELIVERED:
             log.info("webhook delivered", extra=extra)
         backoff = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (attempts - 1))
-        self.ctx.store.webhook_result(taken.job.id, taken.attempts, outcome, backoff)
+        self.outbox.webhook_result(taken.job.id, taken.attempts, outcome, backoff)

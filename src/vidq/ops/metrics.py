@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidq.catalog import POOLS
-from vidq.store.base import JobStore, Samples
+from vidq.store.base import MetricStore, Samples
 from vidq.store.counters import ATTEMPTS, FINISHED, QUEUE_WAIT, RUN, SUBMITTED
 from vidq.store.statements import DURATION_BUCKETS
 
@@ -58,7 +58,7 @@ _HISTOGRAMS = (
 class JobFamilies(Collector):
     """The job families, read from the store on every scrape (four queries)."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: MetricStore) -> None:
         self.store = store
 
     def collect(self) -> Iterable[Metric]:

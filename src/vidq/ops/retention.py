@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from vidq.errors import VidqError
 from vidq.storage.base import BlobStore
-from vidq.store.base import DueBlobs, JobStore, Upload
+from vidq.store.base import DueBlobs, RetentionStore, Upload
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Collector:
     """Deletes what the policy says has expired (see module docstring)."""
 
     def __init__(
-        self, store: JobStore, storage: BlobStore, policy: RetentionPolicy, holder: str
+        self, store: RetentionStore, storage: BlobStore, policy: RetentionPolicy, holder: str
     ) -> None:
         self.store = store
         self.storage = storage

@@ -1,10 +1,11 @@
-"""The job store: the JobStore protocol, one SQL store over a driver chosen by URL.
+"""The job store: its ports by role, one SQL store over a driver chosen by URL.
 
-Where things live: ``base`` the protocol and its value objects; ``sql`` every method,
-once; ``statements`` every SQL statement by name, with the dialect overrides; ``driver``
+Where things live: ``base`` the ports (one protocol per role, ``JobStore`` their union)
+and their value objects; ``sql/`` every method, once, one module per role; ``statements/``
+every SQL statement by name, one module per role, with the dialect overrides; ``driver``
 what a driver provides; ``sqlite`` and ``postgres`` the drivers; ``rows`` row
-conversion; ``positions`` cached queue positions; ``migrate`` and ``migrations/`` the
-schema history."""
+conversion; ``positions`` cached queue positions; ``counters`` the job metric samples;
+``migrate`` and ``migrations/`` the schema history."""
 
 from __future__ import annotations
 

@@ -1,9 +1,26 @@
-"""The JobStore protocol: everything the API and the workers ask of the job database.
+"""The job store's ports, one per role, and the value objects they speak in.
 
-One implementation, ``sql.SQLStore``, over a driver per database (``sqlite``,
-``postgres``). Drivers translate their errors: a write the schema refuses is
-``Conflict``, anything else ``StoreUnavailable``; the layers above never see a driver
-exception. Time is always the database's clock.
+Each consumer asks for the role it uses (pgqueuer's ``ports/repository.py``):
+
+``SubmitStore``     a user's jobs: submit, status, positions, list, cancel, usage (user routes)
+``WorkerStore``     the worker queue: claim, heartbeat, progress, complete, fail, release,
+                    reap, wait, depths, the worker registry (``worker/``, ``/worker/v1``)
+``TokenStore``      API tokens (``api/auth.py``, ``vidq token``)
+``UploadStore``     uploaded files (fal's upload routes)
+``WebhookStore``    the webhook outbox (the dispatcher of ``api/webhooks.py``)
+``OperatorStore``   the admin routes: every user's jobs, retries, pools, users, workers
+``RetentionStore``  the retention collector (``ops/retention.py``)
+``MetricStore``     the job families of ``GET /metrics``
+``RunTimeStore``    the recent run times behind the ETAs (``api/eta.py``)
+
+``JobStore`` is their union: what ``open_store`` returns and the composition root hands
+around. A method two roles both call is declared in each (its docstring says where it is
+described), and implemented once.
+
+One implementation, ``sql.SQLStore`` (one module per role under ``sql/``), over a driver
+per database (``sqlite``, ``postgres``). Drivers translate their errors: a write the
+schema refuses is ``Conflict``, anything else ``StoreUnavailable``; the layers above never
+see a driver exception. Time is always the database's clock.
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ class Quota:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Usage:
-    """What a user's jobs hold of the limits now (``JobStore.usage``)."""
+    """What a user's jobs hold of the limits now (``SubmitStore.usage``)."""
 
     queued: int
     running: int
@@ -72,7 +89,7 @@ class Lease(enum.Enum):
 
 
 class Cancel(enum.Enum):
-    """What a cancel did (``JobStore.cancel_job``)."""
+    """What a cancel did (``SubmitStore.cancel_job``)."""
 
     CANCELLED = "cancelled"  # it was queued: it is CANCELLED now
     REQUESTED = "requested"  # it is running: its worker stops it at its next heartbeat
@@ -169,7 +186,7 @@ class DueWebhook:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WebhookDelivery:
-    """A webhook leased for one delivery attempt (``JobStore.take_webhook``)."""
+    """A webhook leased for one delivery attempt (``WebhookStore.take_webhook``)."""
 
     job: Job  # finished; carries the target, the dialect and the public base URL
     attempts: int  # deliveries tried before this one
@@ -278,20 +295,15 @@ class WorkerStore(Protocol):
         Wakes the pool's waiting workers."""
 
 
-class JobStore(WorkerStore, Protocol):
-    """The job database."""
+class SubmitStore(Protocol):
+    """A user's jobs, as the user routes use them (``api/native.py``, ``api/fal.py``,
+    ``api/requests.py``, ``api/files.py`` through ``api/jobs_service.py``): submit, then
+    read, list and cancel one's own jobs."""
 
     # True when reads are in-process calls of a few microseconds (SQLite) that the API may
     # make on its event loop; False for network databases (reads go to a thread).
     inline_reads: bool
 
-    def close(self) -> None:
-        """Release connections."""
-
-    def now(self) -> float:
-        """The database clock, seconds since the epoch."""
-
-    # --- jobs: API side ------------------------------------------------------------
     def enqueue(self, new: NewJob, quota: Quota | None = None) -> Job:
         """Insert a PENDING job; returns it with its id. Durable once it returns.
 
@@ -317,6 +329,9 @@ class JobStore(WorkerStore, Protocol):
     def find_by_result_key(self, key: str) -> Job | None:
         """The job whose output is stored under this key."""
 
+    def get(self, job_id: int, user: str | None = None) -> Job | None:
+        """The same as ``WorkerStore.get``."""
+
     def queue_position(self, job: Job) -> int:
         """How many queued jobs a worker claims before this one (store/positions.py: a
         user held at ``max_running`` counts ahead of nobody else)."""
@@ -339,23 +354,67 @@ class JobStore(WorkerStore, Protocol):
     def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
         """The user's jobs, newest first."""
 
-    def recent_durations(self, pool: str, work_units: float, limit: int = 20) -> list[float]:
-        """Run times (s) of recent completed jobs of a pool with similar work units."""
 
-    def live_workers(self) -> dict[str, int]:
-        """Workers per pool seen in the last few lease periods."""
+class TokenStore(Protocol):
+    """API tokens (``api/auth.py``, the ``vidq token`` commands). Only a token's sha256
+    is stored."""
 
-    def pool_stats(self, window_s: float) -> dict[str, PoolStats]:
-        """Per pool: running now; completed, failed and the median wait and run time
-        over the last ``window_s`` seconds. Pools with none of these are left out."""
+    def create_token(
+        self,
+        user: str,
+        token_hash: str,
+        max_priority: int,
+        admin: bool,
+        quota: Quota = Quota(),
+        *,
+        worker: bool = False,
+        pools: Sequence[str] | None = None,
+    ) -> Token:
+        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool)."""
 
-    def recent_failures(self, limit: int) -> list[Failure]:
-        """The latest failed jobs of every user, newest first."""
+    def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
+        """Set a live token's limits; None if no such live token."""
 
-    # --- jobs: worker side ---------------------------------------------------------
-    # --- webhooks: the jobs table is their outbox -------------------------------------
-    # ``enqueue`` registers a job's webhook in the job's own INSERT (state 'pending', due
-    # at once), so no submit leaves a job without its webhook or a webhook without its job.
+    def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
+        """The live (not revoked) token with this hash, and the stored hash."""
+
+    def revoke_token(self, token_id: int) -> bool:
+        """Revoke; False if no such live token."""
+
+    def list_tokens(self) -> list[Token]:
+        """All tokens (no secrets)."""
+
+
+class UploadStore(Protocol):
+    """Files users upload to use as inputs (``api/fal_storage.py``, ``api/uploads.py``)."""
+
+    def create_upload(
+        self,
+        upload_id: str,
+        user: str,
+        key: str,
+        content_type: str,
+        file_name: str,
+        expires_in_s: float | None,
+    ) -> Upload:
+        """Record an upload whose bytes are not stored yet (``size`` None)."""
+
+    def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
+        """The upload with this id (only if ``user``'s, when given); None for unknown ids
+        and other users' alike."""
+
+    def upload_stored(self, upload_id: str, size: int) -> bool:
+        """Mark the bytes stored; False if unknown or already stored."""
+
+    def delete_upload(self, upload_id: str) -> bool:
+        """Forget an upload (its blob deleted first); False if unknown."""
+
+
+class WebhookStore(Protocol):
+    """The webhook outbox (``api/webhooks.py``): the jobs table. ``SubmitStore.enqueue``
+    registers a job's webhook in the job's own INSERT (state 'pending', due at once), so
+    no submit leaves a job without its webhook or a webhook without its job."""
+
     def due_webhooks(self, limit: int, after_id: int = 0) -> list[DueWebhook]:
         """Up to ``limit`` webhooks due now (pending, job finished, not backing off or
         leased), with job id above ``after_id``, by job id."""
@@ -373,7 +432,14 @@ class JobStore(WorkerStore, Protocol):
         or PENDING to try again in ``retry_after_s`` seconds. False (nothing changed) when
         that attempt's lease was lost to another taker who recorded first."""
 
-    # --- operators --------------------------------------------------------------------
+
+class OperatorStore(Protocol):
+    """What the operators' routes read and change (``api/admin.py``): every user's jobs,
+    admin retries, paused pools, the dashboard's figures, users and workers."""
+
+    def now(self) -> float:
+        """The database clock, seconds since the epoch."""
+
     def admin_jobs(
         self,
         *,
@@ -391,14 +457,6 @@ class JobStore(WorkerStore, Protocol):
         """FAILED -> PENDING with fresh attempts (the spent ones stay counted); False if
         the job is not FAILED or its inputs have expired. Wakes the pool's workers."""
 
-    def user_stats(self, since: float) -> list[UserStats]:
-        """Per user: queued and running now; completed and failed since ``since``
-        (database time), and the seconds of video accepted since then (what
-        ``daily_video_seconds`` counts)."""
-
-    def workers(self) -> list[WorkerInfo]:
-        """Every worker that ever registered, by name."""
-
     def pause_pool(self, pool: str) -> None:
         """No worker claims from ``pool`` until it is resumed (kept in the database)."""
 
@@ -408,14 +466,33 @@ class JobStore(WorkerStore, Protocol):
     def paused_pools(self) -> list[str]:
         """The paused pools."""
 
-    def job_samples(self) -> Samples:
-        """The job counters and duration histograms of every job, purged ones included
-        (``store/counters.py`` names the families); read at scrape time."""
+    def queue_depths(self) -> dict[str, int]:
+        """The same as ``WorkerStore.queue_depths``."""
 
-    def pool_states(self) -> dict[str, dict[JobState, int]]:
-        """Per pool, the number of queued (PENDING, RETRY) and RUNNING jobs by state."""
+    def live_workers(self) -> dict[str, int]:
+        """The same as ``MetricStore.live_workers``."""
 
-    # --- retention --------------------------------------------------------------------
+    def pool_stats(self, window_s: float) -> dict[str, PoolStats]:
+        """Per pool: running now; completed, failed and the median wait and run time
+        over the last ``window_s`` seconds. Pools with none of these are left out."""
+
+    def recent_failures(self, limit: int) -> list[Failure]:
+        """The latest failed jobs of every user, newest first."""
+
+    def user_stats(self, since: float) -> list[UserStats]:
+        """Per user: queued and running now; completed and failed since ``since``
+        (database time), and the seconds of video accepted since then (what
+        ``daily_video_seconds`` counts)."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker that ever registered, by name."""
+
+
+class RetentionStore(Protocol):
+    """What the retention collector asks (``ops/retention.py``): its fleet-wide lease,
+    the jobs whose blobs are due, the marks before and after deleting them, the purge of
+    old rows, and expired uploads."""
+
     def take_lease(self, name: str, holder: str, lease_s: float) -> bool:
         """Take (or renew) the named lease for ``lease_s`` seconds of database time;
         False while another holder's lease runs."""
@@ -447,54 +524,51 @@ class JobStore(WorkerStore, Protocol):
         all deleted, adding their counters to the rollup in the same transaction; returns
         how many rows went."""
 
-    # --- tokens ---------------------------------------------------------------------
-    def create_token(
-        self,
-        user: str,
-        token_hash: str,
-        max_priority: int,
-        admin: bool,
-        quota: Quota = Quota(),
-        *,
-        worker: bool = False,
-        pools: Sequence[str] | None = None,
-    ) -> Token:
-        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool)."""
-
-    def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
-        """Set a live token's limits; None if no such live token."""
-
-    def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
-        """The live (not revoked) token with this hash, and the stored hash."""
-
-    # --- uploads --------------------------------------------------------------------
-    def create_upload(
-        self,
-        upload_id: str,
-        user: str,
-        key: str,
-        content_type: str,
-        file_name: str,
-        expires_in_s: float | None,
-    ) -> Upload:
-        """Record an upload whose bytes are not stored yet (``size`` None)."""
-
-    def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
-        """The upload with this id (only if ``user``'s, when given); None for unknown ids
-        and other users' alike."""
-
-    def upload_stored(self, upload_id: str, size: int) -> bool:
-        """Mark the bytes stored; False if unknown or already stored."""
-
     def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
         """Uploads past their requested expiry, or without one older than ``max_age_s``
         (oldest first): for retention, which deletes the blob, then ``delete_upload``."""
 
     def delete_upload(self, upload_id: str) -> bool:
-        """Forget an upload (its blob deleted first); False if unknown."""
+        """The same as ``UploadStore.delete_upload``."""
 
-    def revoke_token(self, token_id: int) -> bool:
-        """Revoke; False if no such live token."""
 
-    def list_tokens(self) -> list[Token]:
-        """All tokens (no secrets)."""
+class MetricStore(Protocol):
+    """The job families of ``GET /metrics`` (``ops/metrics.py``'s ``JobFamilies``), read
+    at scrape time."""
+
+    def job_samples(self) -> Samples:
+        """The job counters and duration histograms of every job, purged ones included
+        (``store/counters.py`` names the families); read at scrape time."""
+
+    def pool_states(self) -> dict[str, dict[JobState, int]]:
+        """Per pool, the number of queued (PENDING, RETRY) and RUNNING jobs by state."""
+
+    def live_workers(self) -> dict[str, int]:
+        """Workers per pool seen in the last few lease periods."""
+
+
+class RunTimeStore(Protocol):
+    """The measured run times behind the ETAs (``api/eta.py``)."""
+
+    def recent_durations(self, pool: str, work_units: float, limit: int = 20) -> list[float]:
+        """Run times (s) of recent completed jobs of a pool with similar work units."""
+
+
+class JobStore(
+    SubmitStore,
+    WorkerStore,
+    TokenStore,
+    UploadStore,
+    WebhookStore,
+    OperatorStore,
+    RetentionStore,
+    MetricStore,
+    RunTimeStore,
+    Protocol,
+):
+    """The job database: every role in one (``open_store`` returns it, the composition
+    root hands it around; ``sql.SQLStore`` implements it). Consumers ask for the role
+    they use."""
+
+    def close(self) -> None:
+        """Release connections."""

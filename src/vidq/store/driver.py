@@ -50,11 +50,11 @@ class Driver(Protocol):
 
     @property
     def statements(self) -> type[Statements]:
-        """The dialect: its clock, its JSON access and its claim."""
+        """The dialect: its clock, its claim and its locks, over every role's statements."""
 
     @property
     def inline_reads(self) -> bool:
-        """See ``JobStore.inline_reads``."""
+        """See ``SubmitStore.inline_reads``."""
 
     @property
     def wakeups(self) -> Wakeups:

@@ -1,0 +1,122 @@
+"""The operators' queries (``OperatorStore``): every user's jobs, admin retries,
+paused pools, the dashboard's pool figures and failures, users and workers."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from vidq.jobs import Job, JobState
+from vidq.store.base import Failure, PoolStats, UserStats, WorkerInfo
+from vidq.store.rows import job_from_row
+from vidq.store.sql.core import NO_CURSOR, Queries
+
+
+class OperatorQueries(Queries):
+    """``OperatorStore`` (see ``base.OperatorStore``)."""
+
+    def admin_jobs(
+        self,
+        *,
+        user: str | None,
+        states: Sequence[JobState],
+        pool: str | None,
+        since: float,
+        limit: int,
+        before_id: int | None = None,
+    ) -> list[Job]:
+        if len(states) > 2:
+            raise ValueError("at most two states")
+        names = [s.value for s in states]
+        rows = self._rows(
+            self._sql.admin_jobs, owner=user, pool=pool, since=since, limit=limit,
+            state_a=names[0] if names else None, state_b=names[-1] if names else None,
+            before=before_id if before_id is not None else NO_CURSOR,
+        )  # fmt: skip
+        return [job_from_row(r) for r in rows]
+
+    def admin_retry(self, job_id: int) -> bool:
+        return self._row(self._sql.admin_retry, id=job_id) is not None
+
+    def user_stats(self, since: float) -> list[UserStats]:
+        return [
+            UserStats(
+                user=r["owner"],
+                queued=int(r["queued"]),
+                running=int(r["running"]),
+                completed_today=int(r["completed"]),
+                failed_today=int(r["failed"]),
+                video_seconds_today=round(float(r["video_seconds"] or 0.0), 3),
+            )
+            for r in self._rows(self._sql.user_stats, since=since)
+        ]
+
+    def workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                name=r["name"],
+                pools=tuple(p for p in r["pools"].split(",") if p),
+                engines=dict(
+                    pair.split("=", 1) for pair in (r["engines"] or "").split(",") if "=" in pair
+                ),
+                seen_s_ago=round(max(0.0, float(r["age"])), 3),
+                current_job=int(r["job"]) if r["job"] is not None else None,
+                jobs_done=int(r["done"]),
+            )
+            for r in self._rows(self._sql.workers)
+        ]
+
+    def pause_pool(self, pool: str) -> None:
+        self._count(self._sql.pause_pool, pool=pool)
+
+    def resume_pool(self, pool: str) -> bool:
+        return bool(self._rows(self._sql.resume_pool, pool=pool))
+
+    def paused_pools(self) -> list[str]:
+        return [r["pool"] for r in self._rows(self._sql.paused_pools)]
+
+    def pool_stats(self, window_s: float) -> dict[str, PoolStats]:
+        # One read of the window's rows; the medians are taken here, alike on both databases.
+        running: Counter[str] = Counter()
+        completed: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
+        waits: dict[str, list[float]] = defaultdict(list)
+        runs: dict[str, list[float]] = defaultdict(list)
+        for r in self._rows(self._sql.pool_window, window_s=window_s):
+            pool, state, since = r["pool"], r["state"], float(r["now"]) - window_s
+            started, finished = r["started_at"], r["finished_at"]
+            running[pool] += state == "RUNNING"
+            if started is not None and started > since:
+                waits[pool].append(float(started) - float(r["created_at"]))
+            if finished is None or finished <= since:
+                continue
+            completed[pool] += state == "COMPLETED"
+            failed[pool] += state == "FAILED"
+            if state == "COMPLETED" and started is not None:
+                runs[pool].append(float(finished) - float(started))
+        pools = set(running) | set(completed) | set(failed) | set(waits)
+        return {
+            p: PoolStats(
+                running=running[p],
+                completed=completed[p],
+                failed=failed[p],
+                median_wait_s=statistics.median(waits[p]) if waits[p] else None,
+                median_run_s=statistics.median(runs[p]) if runs[p] else None,
+            )
+            for p in sorted(pools)
+        }
+
+    def recent_failures(self, limit: int) -> list[Failure]:
+        return [
+            Failure(
+                int(r["id"]),
+                r["owner"],
+                r["model_id"],
+                r["pool"],
+                r["error"],
+                r["error_type"],
+                float(r["finished_at"] or 0.0),
+            )
+            for r in self._rows(self._sql.recent_failures, limit=limit)
+        ]

@@ -1,0 +1,132 @@
+"""The worker queue (``WorkerStore``): claims (with the ``max_running`` check), the
+fenced updates of a running job, the reaper, waiting for jobs, the worker registry and
+the queue depths."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vidq.jobs import Job
+from vidq.store.base import Lease, ReapResult
+from vidq.store.driver import Driver
+from vidq.store.rows import dumps, job_from_row
+from vidq.store.sql.core import Queries
+from vidq.store.statements import Statement
+
+# Claims rolled back over a user's max_running before a claim gives up (returns None).
+_CLAIM_TRIES = 5
+
+
+class _OverLimit(Exception):
+    """A claim found its user over ``max_running``: its transaction is rolled back."""
+
+
+class QueueQueries(Queries):
+    """``WorkerStore`` (see ``base.WorkerStore``)."""
+
+    def __init__(self, driver: Driver) -> None:
+        super().__init__(driver)
+        self._claims: dict[int, Statement] = {}  # the claim, by number of pools
+
+    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
+        self.driver.wakeups.before_claim()
+        if not pools:
+            return None
+        params: dict[str, Any] = {f"pool{i}": pool for i, pool in enumerate(pools)}
+        params.update(token=secrets.token_hex(16), worker=worker, lease_s=lease_s)
+        if self._sql.lock_running is None:
+            row = self._row(self._claim(len(pools)), **params)
+            return job_from_row(row) if row else None
+        for _ in range(_CLAIM_TRIES):
+            try:
+                return self._claim_checked(params, len(pools))
+            except _OverLimit:
+                continue  # rolled back; the next claim sees the user at their limit
+        return None
+
+    def _claim_checked(self, params: dict[str, Any], pools: int) -> Job | None:
+        """The claim in a transaction that, when the job's user has ``max_running``,
+        counts their running jobs under a per-user lock and rolls itself back when over
+        (see ``Statements.lock_running``). Claims of users without a limit take no lock."""
+        assert self._sql.lock_running is not None
+        with self.driver.transaction() as db:
+            row = db.row(self._claim(pools), params)
+            if row is None:
+                return None
+            limit = row["max_running"]
+            if limit is not None:
+                db.row(self._sql.lock_running, {"owner": row["owner"]})
+                counted = db.row(self._sql.running_of, {"owner": row["owner"]})
+                if counted is not None and int(counted["n"]) > int(limit):
+                    raise _OverLimit
+            return job_from_row(row)
+
+    def _claim(self, pools: int) -> Statement:
+        stmt = self._claims.get(pools)
+        if stmt is None:
+            raw = self._dialect.with_pools(self._dialect.claim, pools)
+            stmt = self._claims[pools] = self.driver.prepare(raw)
+        return stmt
+
+    def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
+        row = self._row(self._sql.heartbeat, id=job_id, token=token, lease_s=lease_s)
+        if row is None:
+            return Lease.LOST
+        return Lease.CANCEL if row["cancel_requested"] else Lease.HELD
+
+    def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
+        changed = self._count(self._sql.progress, id=job_id, token=token, done=done, total=total)
+        return changed == 1
+
+    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
+        changed = self._count(
+            self._sql.complete, id=job_id, token=token, result_key=result_key, meta=dumps(meta)
+        )
+        return changed == 1
+
+    def finish_cancel(self, job_id: int, token: str) -> bool:
+        return self._count(self._sql.finish_cancel, id=job_id, token=token) == 1
+
+    def fail(
+        self,
+        job_id: int,
+        token: str,
+        error: str,
+        error_type: str,
+        retry: bool,
+        retry_after_s: float = 0.0,
+    ) -> bool:
+        row = self._row(
+            self._sql.fail, id=job_id, token=token, error=error, error_type=error_type,
+            retry=retry, retry_after_s=retry_after_s,
+        )  # fmt: skip
+        return row is not None
+
+    def release(self, job_id: int, token: str) -> bool:
+        return self._row(self._sql.release, id=job_id, token=token) is not None
+
+    def reap(self) -> ReapResult:
+        rows = self._rows(self._sql.reap)
+        expired = self._rows(self._sql.expire)
+        return ReapResult(
+            retried=[int(r["id"]) for r in rows if r["state"] == "RETRY"],
+            failed=[int(r["id"]) for r in rows if r["state"] == "FAILED"],
+            cancelled=[int(r["id"]) for r in rows if r["state"] == "CANCELLED"],
+            expired=[int(r["id"]) for r in expired],
+        )
+
+    def register_worker(
+        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
+    ) -> None:
+        engines_text = ",".join(f"{p}={e}" for p, e in (engines or {}).items())
+        self._count(
+            self._sql.register_worker, name=worker, pools=",".join(pools), engines=engines_text
+        )
+
+    def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
+        self.driver.wait(timeout)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {r["pool"]: int(r["queued"]) for r in self._rows(self._sql.queue_depths)}

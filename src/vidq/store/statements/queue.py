@@ -1,0 +1,128 @@
+"""The statements of the worker queue (``WorkerStore``): claims, the fenced updates of
+a running job (heartbeat, progress, complete, fail, release, the end of a cancel), the
+reaper, the registry of workers and the queue depths.
+
+The claim itself differs by dialect (``statements/__init__.py``): both are built from
+``FIRST_QUEUED`` and ``TAKE``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from vidq.store.statements.base import RoleStatements, Statement
+
+# What a claim sets on the job it takes: both dialects' claims share it.
+TAKE = """
+    state = 'RUNNING', attempt = attempt + 1, lease_token = :token, worker = :worker,
+    lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0,
+    retry_at = NULL"""
+# A retry backing off (``retry_at`` in the future) waits; the jobs behind it go first.
+# A paused pool (``paused_pools``) is claimed from by nobody. A user with ``max_running``
+# jobs running (the token's limit, copied on the job) has the rest of theirs held back:
+# the claim passes over them to other users' jobs.
+FIRST_QUEUED = """
+    SELECT id FROM jobs WHERE pool IN ({pools}) AND state IN ('PENDING', 'RETRY')
+        AND (retry_at IS NULL OR retry_at <= {NOW})
+        AND pool NOT IN (SELECT pool FROM paused_pools)
+        AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
+            WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))
+    ORDER BY rank, id LIMIT 1"""
+
+
+class QueueStatements(RoleStatements):
+    """The worker queue."""
+
+    claim: ClassVar[Statement]  # per dialect; ``{pools}`` becomes one parameter per pool
+    # A claim of a job whose user has a ``max_running`` limit is checked again under this
+    # per-user lock, in the claim's transaction: PostgreSQL's claim counts the user's
+    # running jobs under its own snapshot, so two simultaneous claims could both see room
+    # for one more. The lock's holder counts every committed claim (``running_of``) and
+    # rolls back its own when over. SQLite has one writer: its claim is exact already.
+    lock_running: ClassVar[Statement | None] = None
+    running_of = Statement(
+        "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
+    )
+    # The answer carries the cancel request: a worker learns of it in the same round trip.
+    heartbeat = Statement("""
+        UPDATE jobs SET lease_until = {NOW} + :lease_s
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+        RETURNING cancel_requested""")
+    progress = Statement("""
+        UPDATE jobs SET progress_done = :done, progress_total = :total
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+    complete = Statement("""
+        UPDATE jobs SET state = 'COMPLETED', result_key = :result_key, result_meta = :meta,
+            finished_at = {NOW}, lease_token = NULL, lease_until = NULL,
+            progress_done = progress_total
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+            AND NOT cancel_requested""")
+    # The worker's end of a cancel request: fenced like ``complete``, so of a cancel and
+    # a completion racing for one job exactly one is recorded (the request sets the flag
+    # that ``complete`` refuses; a job completed first has no RUNNING row to flag).
+    finish_cancel = Statement("""
+        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}, lease_token = NULL,
+            lease_until = NULL
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING' AND cancel_requested""")
+    fail = Statement(
+        """
+        UPDATE jobs SET
+            state = CASE WHEN cancel_requested THEN 'CANCELLED'
+                WHEN :retry AND attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
+            error = :error, error_type = :error_type, lease_token = NULL, lease_until = NULL,
+            finished_at = CASE WHEN :retry AND attempt < max_attempts AND NOT cancel_requested
+                THEN NULL ELSE {NOW} END,
+            retry_at = CASE WHEN :retry AND attempt < max_attempts AND NOT cancel_requested
+                THEN {NOW} + :retry_after_s ELSE NULL END
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+        RETURNING state, pool""",
+        wakes=True,
+    )
+    # Graceful shutdown: the attempt was not the job's fault, so it is not spent.
+    release = Statement(
+        """
+        UPDATE jobs SET
+            state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'RETRY' END,
+            finished_at = CASE WHEN cancel_requested THEN {NOW} ELSE NULL END,
+            attempt = attempt - 1, lease_token = NULL, lease_until = NULL, worker = NULL
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
+        RETURNING state, pool""",
+        wakes=True,
+    )
+    # One statement, so reapers in many processes never handle a lease twice. A job
+    # whose cancel was requested ends CANCELLED.
+    reap = Statement(
+        """
+        UPDATE jobs SET
+            state = CASE WHEN cancel_requested THEN 'CANCELLED'
+                WHEN attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
+            error = CASE WHEN attempt < max_attempts THEN error
+                ELSE 'The job failed after ' || attempt || ' attempts: ' ||
+                     'the worker stopped responding (lease expired).' END,
+            error_type = CASE WHEN attempt < max_attempts THEN error_type
+                ELSE 'lease_expired' END,
+            finished_at = CASE WHEN attempt < max_attempts AND NOT cancel_requested
+                THEN NULL ELSE {NOW} END,
+            lease_token = NULL, lease_until = NULL
+        WHERE state = 'RUNNING' AND lease_until < {NOW}
+        RETURNING id, state, pool""",
+        wakes=True,
+    )
+    # Deadlines: a job unfinished at ``deadline_at`` or not started at ``start_by`` ends
+    # FAILED; a running one's worker finds its lease gone at its next heartbeat and stops
+    # the engine. Reads only the small ``ix_jobs_expiry_*`` indexes (migration 0007).
+    expire = Statement("""
+        UPDATE jobs SET state = 'FAILED',
+            error = CASE WHEN deadline_at <= {NOW} THEN 'deadline exceeded'
+                ELSE start_error END,
+            error_type = 'deadline_exceeded', finished_at = {NOW}, lease_token = NULL,
+            lease_until = NULL, retry_at = NULL
+        WHERE (deadline_at <= {NOW} AND state IN ('PENDING', 'RETRY', 'RUNNING'))
+            OR (start_by <= {NOW} AND state = 'PENDING')
+        RETURNING id""")
+    register_worker = Statement("""
+        INSERT INTO workers (name, pools, engines, seen_at) VALUES (:name, :pools, :engines, {NOW})
+        ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, engines = excluded.engines,
+            seen_at = excluded.seen_at""")
+    queue_depths = Statement("""
+        SELECT pool, count(*) AS queued FROM jobs
+        WHERE state IN ('PENDING', 'RETRY') GROUP BY pool""")

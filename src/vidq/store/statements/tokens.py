@@ -1,0 +1,32 @@
+"""The statements of API tokens (``TokenStore``): only their sha256 is stored."""
+
+from __future__ import annotations
+
+from vidq.store.rows import TOKEN_COLUMNS
+from vidq.store.statements.base import RoleStatements, Statement
+
+
+class TokenStatements(RoleStatements):
+    """API tokens."""
+
+    insert_token = Statement(f"""
+        INSERT INTO tokens (owner, token_hash, max_priority, admin, max_queued, max_running,
+            rate_per_minute, daily_video_seconds, worker, pools, created_at)
+        VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
+            :rate_per_minute, :daily_video_seconds, :worker, :pools, {{NOW}})
+        RETURNING {TOKEN_COLUMNS}""")
+    # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
+    # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.
+    update_token = Statement("""
+        UPDATE tokens SET max_priority = :max_priority, max_queued = :max_queued,
+            max_running = :max_running, rate_per_minute = :rate_per_minute,
+            daily_video_seconds = :daily_video_seconds
+        WHERE id = :id AND revoked_at IS NULL
+        RETURNING id""")
+    token_by_id = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = :id")
+    token_by_hash = Statement(f"""
+        SELECT {TOKEN_COLUMNS}, token_hash FROM tokens
+        WHERE token_hash = :token_hash AND revoked_at IS NULL""")
+    revoke_token = Statement("""
+        UPDATE tokens SET revoked_at = {NOW} WHERE id = :id AND revoked_at IS NULL""")
+    list_tokens = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id")
