@@ -350,7 +350,7 @@ def test_dashboard_for_admins_only(page: Page, server: Server, shots: Path) -> N
         store.enqueue(failing)
         claimed = store.claim(["web-test-pool"], "test-worker", 30)
         assert claimed is not None and claimed.lease_token
-        store.fail(claimed.id, claimed.lease_token, XSS, "engine", retry=False)
+        store.fail(claimed.job.id, claimed.lease_token, XSS, "engine", retry=False)
     finally:
         store.close()
     sign_in(page, server, user_token(server, "dave"))

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vidq.errors import RateLimited, StoreUnavailable
-from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
+from vidq.jobs import Claim, Job, JobState, NewJob, WebhookState, queue_rank
 from vidq.store.base import (
     Cancel,
     DueBlobs,
@@ -43,6 +43,7 @@ from vidq.store.counters import job_samples
 from vidq.store.driver import Driver, Row, Session
 from vidq.store.positions import Queue, QueueSnapshots, Running, position_key
 from vidq.store.rows import (
+    claim_from_row,
     dumps,
     job_from_row,
     job_status_from_row,
@@ -165,6 +166,10 @@ class SQLStore:
         else:
             row = self._row(self._sql.get_job_of, id=job_id, owner=user)
         return job_from_row(row) if row else None
+
+    def claimed(self, job_id: int) -> Claim | None:
+        row = self._row(self._sql.get_job, id=job_id)
+        return claim_from_row(row) if row and row["lease_token"] is not None else None
 
     def find_by_idempotency_key(self, user: str, key: str) -> Job | None:
         row = self._row(self._sql.by_idempotency, owner=user, key=key)
@@ -317,7 +322,7 @@ class SQLStore:
         ]
 
     # -- jobs: worker side ---------------------------------------------------------------
-    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
+    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Claim | None:
         self.driver.wakeups.before_claim()
         if not pools:
             return None
@@ -325,7 +330,7 @@ class SQLStore:
         params.update(token=secrets.token_hex(16), worker=worker, lease_s=lease_s)
         if self._sql.lock_running is None:
             row = self._row(self._claim(len(pools)), **params)
-            return job_from_row(row) if row else None
+            return claim_from_row(row) if row else None
         for _ in range(_CLAIM_TRIES):
             try:
                 return self._claim_checked(params, len(pools))
@@ -333,7 +338,7 @@ class SQLStore:
                 continue  # rolled back; the next claim sees the user at their limit
         return None
 
-    def _claim_checked(self, params: dict[str, Any], pools: int) -> Job | None:
+    def _claim_checked(self, params: dict[str, Any], pools: int) -> Claim | None:
         """The claim in a transaction that, when the job's user has ``max_running``,
         counts their running jobs under a per-user lock and rolls itself back when over
         (see ``Statements.lock_running``). Claims of users without a limit take no lock."""
@@ -348,7 +353,7 @@ class SQLStore:
                 counted = db.row(self._sql.running_of, {"owner": row["owner"]})
                 if counted is not None and int(counted["n"]) > int(limit):
                     raise _OverLimit
-            return job_from_row(row)
+            return claim_from_row(row)
 
     def _claim(self, pools: int) -> Statement:
         stmt = self._claims.get(pools)

@@ -80,9 +80,7 @@ class Failed:
 
 Message = Ready | LoadFailed | RunJob | Progress | Finished | Failed
 
-_CODEC: TypeAdapter[Message] = TypeAdapter(
-    Annotated[Message, Field(discriminator="kind")]
-)
+_CODEC: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 
 
 def encode(message: Message) -> bytes:
