@@ -207,13 +207,19 @@ def worker_options(
     )
 
 
-def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
-    """A remote worker's store, storage and options: the API's ``/worker/v1`` routes,
-    with the server's lease and the worker token's pools (default: all of them)."""
+def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any]:
+    """A remote worker's source of attempts and its options: the API's ``/worker/v1``
+    routes, with the server's lease and the worker token's pools (default: all of them)."""
     import time
 
     from vidq.errors import ServiceUnavailable
-    from vidq.worker.remote import CLAIM_WAIT_S, RemoteAPI, RemoteBlobs, RemoteStore, TokenRefused
+    from vidq.worker.remote import (
+        CLAIM_WAIT_S,
+        ProtocolError,
+        RemoteAPI,
+        RemoteSource,
+        TokenRefused,
+    )
 
     secret = settings.worker.worker_token
     if secret is None:
@@ -229,7 +235,7 @@ def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
     log = logging.getLogger("vidq.worker")
     while True:  # wait out an API that is not up yet, as a local worker waits for its database
         try:
-            answer = api.call("GET", "/config")
+            config = api.config()
             break
         except ServiceUnavailable as exc:
             log.warning("waiting for the API: %s", exc.message)
@@ -237,15 +243,10 @@ def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
         except TokenRefused as exc:
             typer.echo(f"the API refused the worker token: {exc.message}", err=True)
             raise typer.Exit(2) from None
-    if answer.status_code != 200:
-        typer.echo(
-            f"{api.server} answered {answer.status_code} to /worker/v1/config: not a vidq API "
-            "with the worker protocol, or not a worker token",
-            err=True,
-        )
-        raise typer.Exit(2)
-    config = answer.json()
-    allowed = tuple(config["pools"])
+        except ProtocolError as exc:
+            typer.echo(exc.message, err=True)
+            raise typer.Exit(2) from None
+    allowed = tuple(config.pools)
     pools = settings.worker.pools or allowed
     refused = sorted(set(pools) - set(allowed))
     if refused:
@@ -253,9 +254,9 @@ def remote_backends(settings: Settings, *, burst: bool) -> tuple[Any, Any, Any]:
             f"this worker token may not claim from {', '.join(refused)}", param_hint="--pools"
         )
     options = worker_options(settings, burst=burst, pools=pools)
-    options = dataclasses.replace(options, lease_s=float(config["lease_s"]))
-    store = RemoteStore(api, wait_s=0.0 if burst else CLAIM_WAIT_S, lease_s=options.lease_s)
-    return store, RemoteBlobs(store), options
+    options = dataclasses.replace(options, lease_s=config.lease_s)
+    source = RemoteSource(api, wait_s=0.0 if burst else CLAIM_WAIT_S, lease_s=options.lease_s)
+    return source, options
 
 
 def _run_worker(w: Any) -> int:
@@ -354,6 +355,7 @@ def serve(
     from vidq.api.auth import create_token
     from vidq.ops.metrics import WorkerMetrics
     from vidq.worker import Worker
+    from vidq.worker.local import LocalSource
 
     settings = Settings.load(
         data_dir=data_dir, server={"host": host, "port": port, "workers": workers}
@@ -365,8 +367,9 @@ def serve(
         typer.echo(f"Created admin token (shown once, keep it): {token}")
     registry = CollectorRegistry(auto_describe=True)
     metrics = WorkerMetrics(registry) if settings.server.workers else None
+    source = LocalSource(store, storage)
     pool = [
-        Worker(store, storage, worker_options(settings, name=f"serve-{i}"), metrics)
+        Worker(source, worker_options(settings, name=f"serve-{i}"), metrics, reaper=store)
         for i in range(settings.server.workers)
     ]
     gc_stop = start_collector(settings, store, storage, pool[0].name) if pool else None
@@ -454,6 +457,7 @@ def worker(
     from vidq.errors import EngineUnavailable
     from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
     from vidq.worker.limits import RunLimits
+    from vidq.worker.local import LocalSource
     from vidq.worker.slots import WorkerGroup, resolve_gpus
 
     settings = Settings.load(
@@ -471,17 +475,20 @@ def worker(
         typer.echo(f"refusing to start: {exc.message}", err=True)
         raise typer.Exit(2) from None
     remote = settings.worker.server is not None
-    if remote:
-        store, storage, options = remote_backends(settings, burst=burst)
+    if remote:  # its attempts speak to the API, which also reaps
+        source, options = remote_backends(settings, burst=burst)
+        store = storage = reaper = None
+        close = source.close
     else:
         options = worker_options(settings, burst=burst)  # refuses missing weights first
         store, storage = _open_backends_patiently(settings, create=init)
+        source, reaper, close = LocalSource(store, storage), store, store.close
     metrics = None
     if settings.worker.metrics_port is not None:
         registry = CollectorRegistry(auto_describe=True)
         metrics = WorkerMetrics(registry)
     limits = RunLimits(settings.worker.max_jobs, settings.worker.max_idle_seconds)
-    w = WorkerGroup.build(store, storage, options, devices, metrics=metrics, limits=limits)
+    w = WorkerGroup.build(source, options, devices, metrics=metrics, limits=limits, reaper=reaper)
     if metrics is not None and settings.worker.metrics_port is not None:
         serve_worker_metrics(registry, settings.worker.metrics_port, unhealthy=w.unhealthy)
     gc_stop = None if burst or remote else start_collector(settings, store, storage, w.name)
@@ -499,7 +506,7 @@ def worker(
     finally:
         if gc_stop is not None:
             gc_stop.set()
-        store.close()
+        close()
     # a log line, not a bare echo: with VIDQ_LOG_FORMAT=json every stderr line is JSON
     logging.getLogger("vidq.worker").info(
         "worker finished %d jobs%s", done, f" ({limits.reason})" if limits.reason else "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from typing import Any
+from typing import Any, Protocol
 
 
 class JobState(enum.StrEnum):
@@ -110,7 +110,6 @@ class Job:
     binary_output: bool = False
     attempt: int = 0
     max_attempts: int = 3
-    lease_token: str | None = None
     worker: str | None = None
     progress_done: int = 0
     progress_total: int = 0
@@ -126,7 +125,6 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
-    lease_until: float | None = None
     # retention (vidq/ops/retention.py): when the output, the inputs were expired (their
     # blobs are deleted, or being deleted); None while they are kept
     expired_at: float | None = None
@@ -135,6 +133,16 @@ class Job:
     @property
     def wire_status(self) -> WireStatus:
         return WIRE_STATUS[self.state]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """A job as a claim took it, with the lease of the attempt the claim started. A lease
+    exists only from a claim to the end of its attempt, so it lives here, never on ``Job``."""
+
+    job: Job  # RUNNING, ``attempt`` counting this one
+    lease_token: str  # fences every update of the attempt
+    lease_until: float  # database time the lease runs out unless a heartbeat extends it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,18 +174,31 @@ TIER_FOLDERS = {0: "free", 1: "pro", 2: "premium"}
 _OUTPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
-def output_prefix(job: Job) -> str:
+class Attempted(Protocol):
+    """What names an attempt's output: a ``Job``, or a worker's view of the job it claimed."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def tier(self) -> int: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+
+def output_prefix(job: Attempted) -> str:
     """``outputs/<tier>/<id>_0_``: the start of every attempt's output key of ``job``."""
     return f"outputs/{TIER_FOLDERS.get(job.tier, 'free')}/{job.id}_0_"
 
 
-def output_key(job: Job, name: str) -> str:
+def output_key(job: Attempted, name: str) -> str:
     """``outputs/<tier>/<id>_0_<name>_<attempt>.mp4`` as in the spec; unique per attempt
     (``name`` is the engine's, e.g. ``WanVideo2_2_T2V``)."""
     return f"{output_prefix(job)}{name}_{job.attempt:05d}.mp4"
 
 
-def output_attempt(job: Job, key: str) -> int | None:
+def output_attempt(job: Attempted, key: str) -> int | None:
     """The attempt that ``key`` is an output of, if it is one of ``job``'s output keys."""
     prefix = output_prefix(job)
     if not key.startswith(prefix) or not key.endswith(".mp4"):

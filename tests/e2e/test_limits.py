@@ -196,11 +196,11 @@ def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path) -> None:
         url = server.env.get("VIDQ_DATABASE_URL", f"sqlite:///{server.data_dir / 'vidq.db'}")
         worker = open_store(url, migrate=False)
         try:
-            job = worker.claim(["wan22-t2v"], "w", 60)
-            assert job is not None and str(job.id) == mine[0]
+            claimed = worker.claim(["wan22-t2v"], "w", 60)
+            assert claimed is not None and str(claimed.job.id) == mine[0]
             assert [status(hal, rid) for rid in theirs] == [(0, None), (1, None)]
             assert [status(gus, rid) for rid in mine[1:]] == [(0, "HELD"), (1, "HELD")]
-            assert worker.complete(job.id, job.lease_token or "", "outputs/x.mp4", {})
+            assert worker.complete(claimed.job.id, claimed.lease_token, "outputs/x.mp4", {})
             assert status(gus, mine[1]) == (0, None)
             assert [status(hal, rid) for rid in theirs] == [(1, None), (2, None)]
         finally:

@@ -392,7 +392,7 @@ def test_dashboard_for_admins_only(page: Page, server: Server, shots: Path) -> N
         store.enqueue(failing)
         claimed = store.claim(["web-test-pool"], "test-worker", 30)
         assert claimed is not None and claimed.lease_token
-        store.fail(claimed.id, claimed.lease_token, XSS, "engine", retry=False)
+        store.fail(claimed.job.id, claimed.lease_token, XSS, "engine", retry=False)
     finally:
         store.close()
     sign_in(page, server, user_token(server, "dave"))
@@ -414,7 +414,7 @@ def test_dashboard_for_admins_only(page: Page, server: Server, shots: Path) -> N
     expect(page.locator(".dashboard .hint").first).to_contain_text("Updated")
     failure = page.locator(".failures li").first
     expect(failure.locator(".error-text")).to_have_text(XSS)  # as text
-    expect(failure).to_contain_text(f"#{claimed.id}")
+    expect(failure).to_contain_text(f"#{claimed.job.id}")
     assert page.locator(".dashboard img").count() == 0 and page.dialogs == []  # type: ignore[attr-defined]
     first = page.locator(".dashboard .hint").first.inner_text()
     page.wait_for_function(  # it refreshes by itself

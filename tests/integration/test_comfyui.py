@@ -38,6 +38,7 @@ from vidq.storage import open_storage
 from vidq.store import open_store
 from vidq.worker import Worker, WorkerOptions
 from vidq.worker.child import EngineFailed, EngineProcess
+from vidq.worker.local import LocalSource
 
 
 @pytest.fixture
@@ -499,7 +500,7 @@ def _worker_run(
         engine_settings={"comfyui": ComfyUISettings(urls=comfy.url, connect_wait=0)},
     )
     try:
-        assert Worker(store, storage, options).run() == 1
+        assert Worker(LocalSource(store, storage), options, reaper=store).run() == 1
         done = store.get(job.id)
         assert done is not None
         video = storage.get_bytes(done.result_key) if done.result_key else b""

@@ -52,9 +52,10 @@ def test_ready_reports_each_dependency(pg_store: JobStore, seaweed: SeaweedServe
         auth = {"Authorization": f"Bearer {token}"}
         r = c.post("/queue/wan22-fast-t2v", json=body, headers=auth)
         assert r.status_code == 200
-        job = pg_store.claim(["wan22-t2v"], "w", 30)
-        assert job is not None and job.lease_token
-        assert pg_store.complete(job.id, job.lease_token, "outputs/free/x.mp4", {})
+        claimed = pg_store.claim(["wan22-t2v"], "w", 30)
+        assert claimed is not None and claimed.lease_token
+        job = claimed.job
+        assert pg_store.complete(job.id, claimed.lease_token, "outputs/free/x.mp4", {})
         # Fetching the result needs S3: 503 with Retry-After, not 500.
         r = c.get(f"/queue/wan22-fast-t2v/requests/{job.id}", headers=auth)
         assert r.status_code == 503 and r.headers["retry-after"], r.text

@@ -23,6 +23,7 @@ from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import JobStore
 from vidq.worker import Worker, WorkerOptions
+from vidq.worker.local import LocalSource
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 
@@ -88,7 +89,7 @@ def test_a_worker_retries_an_upload_that_failed_for_a_full_disk(
         pools=("wan22-t2v",), engines={"wan22-t2v": "preview"}, burst=True, lease_s=5.0,
         upload_retry_s=30.0,
     )  # fmt: skip
-    assert Worker(store, storage, options).run() == 1
+    assert Worker(LocalSource(store, storage), options, reaper=store).run() == 1
     done = store.get(job.id)
     assert done is not None and done.state is JobState.COMPLETED, done
     assert done.attempt == 1 and full.failed == 2  # the same attempt, uploaded on its 3rd try

@@ -171,9 +171,9 @@ def test_cancel_only_from_queued_states(store: JobStore) -> None:
     assert not store.cancel(queued.id, "alice")
     running = store.enqueue(new())
     c = store.claim([POOL], "w", 30)
-    assert c is not None and c.id == running.id
+    assert c is not None and c.job.id == running.id
     assert not store.cancel(running.id, "alice")
-    assert store.release(c.id, c.lease_token or "")  # RETRY is cancellable
+    assert store.release(c.job.id, c.lease_token)  # RETRY is cancellable
     assert store.cancel(running.id, "alice")
     assert store.claim([POOL], "w", 30) is None
 
@@ -264,7 +264,7 @@ def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
     assert where(ben_other.id, "ben") == (1, False)
 
     first = store.claim([POOL], "w", 30)
-    assert first is not None and first.id == ann[0].id
+    assert first is not None and first.job.id == ann[0].id
     assert [where(j.id, "ben") for j in ben] == [(0, False), (1, False)]
     assert [where(j.id, "ann") for j in ann[1:]] == [(0, True), (1, True)]
     # the other pool's version did not move, its snapshot follows the running jobs
@@ -272,15 +272,15 @@ def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
     assert where(ben_other.id, "ben") == (0, False)
     # what the positions promise is what the workers do
     taken = store.claim([OTHER], "w", 30)
-    assert taken is not None and taken.id == ben_other.id
+    assert taken is not None and taken.job.id == ben_other.id
 
-    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    assert store.complete(first.job.id, first.lease_token, "outputs/a.mp4", {})
     assert where(ann_other.id, "ann") == (0, False)
     assert where(ann[1].id, "ann") == (0, False)
     assert [where(j.id, "ben") for j in ben] == [(1, False), (2, False)]
     assert where(ann[2].id, "ann") == (1, True)
     order = [store.claim([POOL], "w", 30) for _ in range(3)]
-    assert [j.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
+    assert [j.job.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
 
 
 def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
@@ -330,7 +330,7 @@ def test_queue_order_tier_priority_then_id(store: JobStore) -> None:
     store.enqueue(new(pool=OTHER, tier=2, priority=100))
     assert [store.queue_position(j) for j in (c, b, d, a)] == [0, 1, 2, 3]
     order = [store.claim([POOL], "w", 30) for _ in range(4)]
-    assert [j.id for j in order if j] == [c.id, b.id, d.id, a.id]
+    assert [j.job.id for j in order if j] == [c.id, b.id, d.id, a.id]
     assert store.claim([POOL], "w", 30) is None
     assert store.queue_depths() == {OTHER: 1}
 
@@ -338,13 +338,32 @@ def test_queue_order_tier_priority_then_id(store: JobStore) -> None:
 def test_claim_sets_lease_from_the_database_clock(store: JobStore) -> None:
     job = store.enqueue(new())
     claimed = store.claim([POOL, OTHER], "w1", 7.5)
-    assert claimed is not None and claimed.id == job.id
-    assert claimed.state is JobState.RUNNING and claimed.attempt == 1
-    assert claimed.worker == "w1" and claimed.lease_token
+    assert claimed is not None and claimed.job.id == job.id
+    assert claimed.job.state is JobState.RUNNING and claimed.job.attempt == 1
+    assert claimed.job.worker == "w1" and claimed.lease_token
     assert claimed.lease_until is not None
     assert abs(claimed.lease_until - (store.now() + 7.5)) < 2
     assert store.claim([POOL], "w2", 30) is None
     assert store.claim([], "w2", 30) is None
+
+
+def test_claimed_reads_the_lease_of_the_running_attempt_only(store: JobStore) -> None:
+    """The lease lives on the claim, never on a Job: ``claimed`` reads it back (the API
+    checks an attempt's token with it) while the attempt runs, and every end clears it."""
+    job = store.enqueue(new())
+    assert store.claimed(job.id) is None and store.claimed(2**40) is None  # queued, unknown
+    claim = store.claim([POOL], "w1", 30)
+    assert claim is not None and claim.job.id == job.id
+    assert not hasattr(claim.job, "lease_token")
+    held = store.claimed(job.id)
+    assert held is not None and held.lease_token == claim.lease_token
+    assert held.job.state is JobState.RUNNING and held.lease_until >= claim.lease_until - 1
+    assert store.release(job.id, claim.lease_token)
+    assert store.claimed(job.id) is None
+    again = store.claim([POOL], "w1", 30)
+    assert again is not None and again.lease_token != claim.lease_token
+    assert store.fail(job.id, again.lease_token, "bad", "x", retry=False)
+    assert store.claimed(job.id) is None
 
 
 def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
@@ -358,13 +377,13 @@ def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
         def claimer(s: JobStore, name: str) -> None:
             try:
                 while True:
-                    job = s.claim([POOL], name, 30)
-                    if job is None:
+                    claimed = s.claim([POOL], name, 30)
+                    if claimed is None:
                         if not s.queue_depths():
                             return
                         continue
                     with lock:
-                        got.append(job.id)
+                        got.append(claimed.job.id)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -384,9 +403,9 @@ def test_concurrent_claimers_never_share_a_job(db_url: str) -> None:
 
 def test_lease_token_fences_every_update(store: JobStore) -> None:
     store.enqueue(new())
-    job = store.claim([POOL], "w", 30)
-    assert job is not None and job.lease_token
-    token = job.lease_token
+    claimed = store.claim([POOL], "w", 30)
+    assert claimed is not None and claimed.lease_token
+    job, token = claimed.job, claimed.lease_token
     assert not store.heartbeat(job.id, "stale", 30)
     assert not store.progress(job.id, "stale", 1, 4)
     assert not store.complete(job.id, "stale", "outputs/x.mp4", {})
@@ -399,7 +418,7 @@ def test_lease_token_fences_every_update(store: JobStore) -> None:
     assert store.complete(job.id, token, "outputs/free/1.mp4", {"frames": 17})
     done = store.get(job.id)
     assert done is not None and done.state is JobState.COMPLETED
-    assert done.result_meta == {"frames": 17} and done.lease_token is None
+    assert done.result_meta == {"frames": 17} and store.claimed(job.id) is None
     assert done.finished_at is not None and done.started_at is not None
     found = store.find_by_result_key("outputs/free/1.mp4")
     assert found is not None and found.id == job.id
@@ -416,38 +435,39 @@ def test_fail_retries_while_attempts_remain(store: JobStore) -> None:
     assert store.fail(job.id, first.lease_token, "flaky", "engine", retry=True)
     assert store.get(job.id).state is JobState.RETRY  # type: ignore[union-attr]
     second = store.claim([POOL], "w", 30)
-    assert second is not None and second.attempt == 2 and second.lease_token != first.lease_token
-    assert store.fail(job.id, second.lease_token or "", "flaky", "engine", retry=True)
+    assert second is not None and second.job.attempt == 2
+    assert second.lease_token != first.lease_token
+    assert store.fail(job.id, second.lease_token, "flaky", "engine", retry=True)
     final = store.get(job.id)
     assert final is not None and final.state is JobState.FAILED and final.error == "flaky"
     job2 = store.enqueue(new())
     c = store.claim([POOL], "w", 30)
-    assert c is not None and c.id == job2.id
-    assert store.fail(c.id, c.lease_token or "", "bad input", "invalid", retry=False)
-    assert store.get(c.id).state is JobState.FAILED  # type: ignore[union-attr]
+    assert c is not None and c.job.id == job2.id
+    assert store.fail(c.job.id, c.lease_token, "bad input", "invalid", retry=False)
+    assert store.get(c.job.id).state is JobState.FAILED  # type: ignore[union-attr]
 
 
 def test_a_retry_waits_out_its_backoff_and_lets_later_jobs_go_first(store: JobStore) -> None:
     flaky = store.enqueue(new())
     later = store.enqueue(new())
     first = store.claim([POOL], "w", 30)
-    assert first is not None and first.id == flaky.id
-    assert store.fail(flaky.id, first.lease_token or "", "storage down", "unavailable",
+    assert first is not None and first.job.id == flaky.id
+    assert store.fail(flaky.id, first.lease_token, "storage down", "unavailable",
                       retry=True, retry_after_s=60)  # fmt: skip
     assert store.get(flaky.id).state is JobState.RETRY  # type: ignore[union-attr]
     taken = store.claim([POOL], "w", 30)
-    assert taken is not None and taken.id == later.id  # the backing-off retry is skipped
+    assert taken is not None and taken.job.id == later.id  # the backing-off retry is skipped
     assert store.claim([POOL], "w", 30) is None
     assert store.queue_depths() == {POOL: 1}  # ... but it is still queued, not lost
     again = store.enqueue(new())
     soon = store.claim([POOL], "w", 30)
-    assert soon is not None and soon.id == again.id
-    assert store.fail(again.id, soon.lease_token or "", "engine crash", "engine",
+    assert soon is not None and soon.job.id == again.id
+    assert store.fail(again.id, soon.lease_token, "engine crash", "engine",
                       retry=True, retry_after_s=0.3)  # fmt: skip
     assert store.claim([POOL], "w", 30) is None
     time.sleep(0.4)
     retried = store.claim([POOL], "w", 30)
-    assert retried is not None and retried.id == again.id and retried.attempt == 2
+    assert retried is not None and retried.job.id == again.id and retried.job.attempt == 2
 
 
 def test_reap_expired_leases(store: JobStore) -> None:
@@ -464,29 +484,29 @@ def test_reap_expired_leases(store: JobStore) -> None:
     assert sorted(result.retried) == [retried.id]
     assert sorted(result.failed) == [last.id]
     r = store.get(retried.id)
-    assert r is not None and r.state is JobState.RETRY and r.lease_token is None
+    assert r is not None and r.state is JobState.RETRY and store.claimed(retried.id) is None
     f = store.get(last.id)
     assert f is not None and f.state is JobState.FAILED
     assert f.error_type == "lease_expired" and "1 attempts" in (f.error or "")
     assert "lease expired" in (f.error or "")
     assert store.get(alive.id).state is JobState.RUNNING  # type: ignore[union-attr]
     # The stale holder of the reaped job is fenced out.
-    assert not store.complete(retried.id, a.lease_token or "", "outputs/x.mp4", {})
+    assert not store.complete(retried.id, a.lease_token, "outputs/x.mp4", {})
     assert store.reap().retried == []  # idempotent, safe to run from many processes
     again = store.claim([POOL], "w2", 30)
-    assert again is not None and again.id == retried.id and again.attempt == 2
+    assert again is not None and again.job.id == retried.id and again.job.attempt == 2
 
 
 def test_release_gives_the_job_back_without_spending_an_attempt(store: JobStore) -> None:
     job = store.enqueue(new())
     c = store.claim([POOL], "w", 30)
-    assert c is not None and c.attempt == 1
-    assert store.release(job.id, c.lease_token or "")
+    assert c is not None and c.job.attempt == 1
+    assert store.release(job.id, c.lease_token)
     back = store.get(job.id)
     assert back is not None and back.state is JobState.RETRY and back.attempt == 0
     assert store.queue_position(back) == 0
     again = store.claim([POOL], "w", 30)
-    assert again is not None and again.attempt == 1
+    assert again is not None and again.job.attempt == 1
 
 
 def test_wait_for_jobs_wakes_on_enqueue(db_url: str) -> None:
@@ -552,9 +572,9 @@ def seconds_until_woken(store: JobStore, transition: Callable[[], bool]) -> floa
 @pytest.mark.parametrize("transition", ["retry", "release", "reap"])
 def test_every_return_to_the_queue_wakes_waiting_workers(store: JobStore, transition: str) -> None:
     store.enqueue(new())
-    job = store.claim([POOL], "w", 0.2 if transition == "reap" else 30)
-    assert job is not None and job.lease_token
-    token = job.lease_token
+    claimed = store.claim([POOL], "w", 0.2 if transition == "reap" else 30)
+    assert claimed is not None and claimed.lease_token
+    job, token = claimed.job, claimed.lease_token
     moves: dict[str, Callable[[], bool]] = {
         "retry": lambda: store.fail(job.id, token, "flaky", "engine", retry=True),
         "release": lambda: store.release(job.id, token),
@@ -581,14 +601,14 @@ def test_max_running_holds_back_a_users_jobs_and_others_go_first(store: JobStore
     held = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
     other = store.enqueue(new("ben"))
     first = store.claim([POOL], "w", 30)
-    assert first is not None and first.id == held[0].id
+    assert first is not None and first.job.id == held[0].id
     second = store.claim([POOL], "w", 30)
-    assert second is not None and second.id == other.id  # ann's next one waits
+    assert second is not None and second.job.id == other.id  # ann's next one waits
     assert store.claim([POOL], "w", 30) is None
     assert store.queue_position(store.get(held[1].id)) == 0  # type: ignore[arg-type]
-    assert store.complete(first.id, first.lease_token or "", "outputs/a.mp4", {})
+    assert store.complete(first.job.id, first.lease_token, "outputs/a.mp4", {})
     third = store.claim([POOL], "w", 30)
-    assert third is not None and third.id == held[1].id
+    assert third is not None and third.job.id == held[1].id
 
 
 def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobStore) -> None:
@@ -597,29 +617,29 @@ def test_cancel_running_is_read_by_the_heartbeat_and_recorded_once(store: JobSto
     job = store.enqueue(new())
     c = store.claim([POOL], "w", 30)
     assert c is not None and c.lease_token
-    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.HELD
-    assert store.cancel_job(c.id, "alice", running=False) is None  # the spec's 409
-    assert store.cancel_job(c.id, "bob", running=True) is None  # not bob's
-    assert store.cancel_job(c.id, "alice", running=True) is Cancel.REQUESTED
-    assert store.get(c.id).state is JobState.RUNNING  # type: ignore[union-attr]
-    assert store.heartbeat(c.id, c.lease_token, 30) is Lease.CANCEL
-    assert not store.complete(c.id, c.lease_token, "outputs/x.mp4", {})  # cancel wins
-    assert not store.finish_cancel(c.id, "stale")
-    assert store.finish_cancel(c.id, c.lease_token)
-    assert not store.finish_cancel(c.id, c.lease_token)  # recorded once
+    assert store.heartbeat(c.job.id, c.lease_token, 30) is Lease.HELD
+    assert store.cancel_job(c.job.id, "alice", running=False) is None  # the spec's 409
+    assert store.cancel_job(c.job.id, "bob", running=True) is None  # not bob's
+    assert store.cancel_job(c.job.id, "alice", running=True) is Cancel.REQUESTED
+    assert store.get(c.job.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    assert store.heartbeat(c.job.id, c.lease_token, 30) is Lease.CANCEL
+    assert not store.complete(c.job.id, c.lease_token, "outputs/x.mp4", {})  # cancel wins
+    assert not store.finish_cancel(c.job.id, "stale")
+    assert store.finish_cancel(c.job.id, c.lease_token)
+    assert not store.finish_cancel(c.job.id, c.lease_token)  # recorded once
     done = store.get(job.id)
     assert done is not None and done.state is JobState.CANCELLED and done.result_key is None
-    assert store.cancel_job(c.id, "alice", running=True) is None  # finished: 409
+    assert store.cancel_job(c.job.id, "alice", running=True) is None  # finished: 409
     # A requested cancel of a job whose worker then fails, releases or dies: CANCELLED.
     for end in ("fail", "release", "reap"):
         j = store.enqueue(new())
         got = store.claim([POOL], "w", 0.05 if end == "reap" else 30)
-        assert got is not None and got.id == j.id
+        assert got is not None and got.job.id == j.id
         assert store.cancel_job(j.id, "alice", running=True) is Cancel.REQUESTED
         if end == "fail":
-            assert store.fail(j.id, got.lease_token or "", "boom", "x", retry=True)
+            assert store.fail(j.id, got.lease_token, "boom", "x", retry=True)
         elif end == "release":
-            assert store.release(j.id, got.lease_token or "")
+            assert store.release(j.id, got.lease_token)
         else:
             time.sleep(0.2)
             assert j.id in store.reap().cancelled
@@ -639,7 +659,7 @@ def test_cancel_racing_completion_has_exactly_one_winner(db_url: str) -> None:
 def _race_cancel_with_complete(api: JobStore, worker: JobStore) -> None:
     job = api.enqueue(new())
     c = worker.claim([POOL], "w", 30)
-    assert c is not None and c.id == job.id
+    assert c is not None and c.job.id == job.id
     start = threading.Barrier(2)
     got: dict[str, Any] = {}
 
@@ -649,9 +669,9 @@ def _race_cancel_with_complete(api: JobStore, worker: JobStore) -> None:
 
     def complete() -> None:
         start.wait(5)
-        got["complete"] = worker.complete(c.id, c.lease_token or "", "o.mp4", {})
+        got["complete"] = worker.complete(c.job.id, c.lease_token, "o.mp4", {})
         if not got["complete"]:  # what the worker does then: record the cancel
-            got["finish"] = worker.finish_cancel(c.id, c.lease_token or "")
+            got["finish"] = worker.finish_cancel(c.job.id, c.lease_token)
 
     threads = [threading.Thread(target=cancel), threading.Thread(target=complete)]
     for t in threads:
@@ -675,7 +695,7 @@ def test_deadlines_fail_queued_and_running_jobs(store: JobStore) -> None:
     )
     fine = store.enqueue(dataclasses.replace(new("dee"), deadline_s=60, start_s=60))
     running = store.claim([OTHER], "w", 30)
-    assert running is not None and running.id == slow.id
+    assert running is not None and running.job.id == slow.id
     assert store.reap().expired == []
     time.sleep(0.3)
     assert sorted(store.reap().expired) == sorted([late.id, slow.id, unstarted.id])
@@ -686,7 +706,7 @@ def test_deadlines_fail_queued_and_running_jobs(store: JobStore) -> None:
         got = store.get(job_id)
         assert got is not None and got.state is JobState.FAILED and got.error == error
         assert got.error_type == "deadline_exceeded"
-    assert not store.heartbeat(slow.id, running.lease_token or "", 30)  # the worker stops
+    assert not store.heartbeat(slow.id, running.lease_token, 30)  # the worker stops
     assert store.get(fine.id).state is JobState.PENDING  # type: ignore[union-attr]
     assert store.reap().expired == []  # each once
 
@@ -698,14 +718,15 @@ def _claim_and_finish_all(
     count, then the job completes a moment later."""
     start.wait(10)
     while True:
-        job = s.claim([POOL], name, 30)
-        if job is None:
+        claimed = s.claim([POOL], name, 30)
+        if claimed is None:
             if not s.queue_depths():
                 return
             continue
         seen()
         time.sleep(0.002)
-        assert s.complete(job.id, job.lease_token or "", f"o/{job.id}.mp4", {})
+        job_id = claimed.job.id
+        assert s.complete(job_id, claimed.lease_token, f"o/{job_id}.mp4", {})
 
 
 def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
@@ -852,10 +873,10 @@ def test_the_jobs_insert_registers_its_webhook(store: JobStore) -> None:
     assert hooked.webhook_base == "https://vidq.example"
     assert store.due_webhooks(10) == []  # queued: nothing to tell yet
     assert store.take_webhook(hooked.id, 30) is None
-    job = store.claim([POOL], "w", 30)
-    assert job is not None and job.id == hooked.id
+    claimed = store.claim([POOL], "w", 30)
+    assert claimed is not None and claimed.job.id == hooked.id
     assert store.due_webhooks(10) == []  # running
-    assert store.complete(job.id, job.lease_token or "", "outputs/1.mp4", {"frames": 17})
+    assert store.complete(hooked.id, claimed.lease_token, "outputs/1.mp4", {"frames": 17})
     assert store.cancel(plain.id, "alice")  # finished too, but asked for no webhook
     assert store.due_webhooks(10) == [DueWebhook(hooked.id, "alice", HOOK)]
     taken = store.take_webhook(hooked.id, 30)
@@ -957,7 +978,7 @@ def _finish(store: JobStore, outcome: str, *, pool: str = POOL, user: str = "ali
     """A job taken through one claim to ``outcome`` (completed, failed, retried, running)."""
     job = store.enqueue(new(user, pool=pool, max_attempts=1 if outcome == "failed" else 3))
     claimed = store.claim([pool], "w1", 30)
-    assert claimed is not None and claimed.id == job.id and claimed.lease_token
+    assert claimed is not None and claimed.job.id == job.id and claimed.lease_token
     token = claimed.lease_token
     if outcome == "completed":
         meta = {"frames": 32, "fps": [16, 1]}
@@ -1008,7 +1029,7 @@ def test_paused_pool_is_not_claimed_and_resume_wakes(store: JobStore) -> None:
     store.wait_for_jobs([POOL], 5.0)  # the resume woke it
     assert time.monotonic() - started < 4.0
     claimed = store.claim([POOL], "w", 30)
-    assert claimed is not None and claimed.id == job.id
+    assert claimed is not None and claimed.job.id == job.id
 
 
 def test_user_stats_and_workers(store: JobStore) -> None:
@@ -1038,12 +1059,12 @@ def test_pool_stats_and_recent_failures(store: JobStore) -> None:
     other = store.enqueue(new("e", pool=OTHER))
     for job in (done, bad, running):
         claimed = store.claim([POOL], "w", 30)
-        assert claimed is not None and claimed.id == job.id
+        assert claimed is not None and claimed.job.id == job.id
         time.sleep(0.05)
         if job is done:
-            assert store.complete(job.id, claimed.lease_token or "", "outputs/d.mp4", {})
+            assert store.complete(job.id, claimed.lease_token, "outputs/d.mp4", {})
         elif job is bad:
-            token = claimed.lease_token or ""
+            token = claimed.lease_token
             assert store.fail(job.id, token, "engine <b>crash</b>", "engine", retry=False)
     stats = store.pool_stats(3600)
     assert set(stats) == {POOL}  # OTHER has only a queued job: nothing to say yet
@@ -1142,7 +1163,7 @@ def test_job_samples_count_what_happened(store: JobStore) -> None:
     # expired in the queue finished failed without spending an attempt
     stopped = store.enqueue(new(pool="third"))
     claimed = store.claim(["third"], "w1", 30)
-    assert claimed is not None and claimed.id == stopped.id and claimed.lease_token
+    assert claimed is not None and claimed.job.id == stopped.id and claimed.lease_token
     assert store.cancel_job(stopped.id, "alice", running=True) is Cancel.REQUESTED
     assert store.finish_cancel(stopped.id, claimed.lease_token)
     late = store.enqueue(dataclasses.replace(new(pool=OTHER), deadline_s=0.05))
@@ -1172,7 +1193,7 @@ def test_recent_durations_and_live_workers(store: JobStore) -> None:
         c = store.claim([POOL], "w", 30)
         assert c is not None
         time.sleep(0.05)
-        assert store.complete(c.id, c.lease_token or "", f"outputs/{c.id}.mp4", {})
+        assert store.complete(c.job.id, c.lease_token, f"outputs/{c.job.id}.mp4", {})
     durations = store.recent_durations(POOL, 1.0)
     assert len(durations) == 3 and all(0.03 < d < 5 for d in durations)
     assert store.recent_durations(POOL, 100.0) == []  # dissimilar work units

@@ -196,7 +196,7 @@ def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
     import torch
 
     from vidq.engines.wan import WanEngine
-    from vidq.worker.child import _describe
+    from vidq.worker.child import describe
 
     engine = WanEngine(_settings(models_dir))
 
@@ -207,9 +207,9 @@ def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
     job = _job(tmp_path, "oom", "t2v", {"width": 1280, "height": 720, "duration": 5})
     with pytest.raises(RuntimeError) as err:
         engine.run(job, lambda _k, _n: None)
-    described = _describe(err.value)
-    assert described["retryable"] and described["restart"]
-    assert "the GPU ran out of memory generating 1280x720, 81 frames" in described["message"]
+    described = describe(err.value)
+    assert described.retryable and described.restart
+    assert "the GPU ran out of memory generating 1280x720, 81 frames" in described.message
 
 
 _THIN = """

@@ -14,13 +14,15 @@ import pytest
 
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
-from vidq.errors import EngineCrashed, StorageUnavailable
+from vidq.errors import EngineCrashed, StorageUnavailable, StoreUnavailable
 from vidq.jobs import JobState, NewJob
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
+from vidq.store.base import Lease
 from vidq.store.sqlite import SQLiteStore
 from vidq.worker import Worker, WorkerOptions
 from vidq.worker.child import EngineProcess
+from vidq.worker.local import LocalSource
 
 INPUTS = {"prompt": "x", "width": 128, "height": 128, "duration": 1}
 
@@ -54,7 +56,7 @@ def test_burst_worker_completes_jobs_and_uploads_per_attempt(
 ) -> None:
     store, storage = backends
     ids = [new_job(store) for _ in range(2)]
-    assert Worker(store, storage, options()).run() == 2
+    assert Worker(LocalSource(store, storage), options(), reaper=store).run() == 2
     for job_id in ids:
         job = store.get(job_id)
         assert job is not None and job.state is JobState.COMPLETED
@@ -91,7 +93,9 @@ def test_crash_is_retried_then_failed_after_max_attempts(
         NewJob("alice", "wan22-fast-t2v", "wan22-t2v", 0, 0, INPUTS, max_attempts=2)
     ).id
     worker = Worker(
-        store, storage, options(engine_settings={"preview": PreviewSettings(step_seconds=0.5)})
+        LocalSource(store, storage),
+        options(engine_settings={"preview": PreviewSettings(step_seconds=0.5)}),
+        reaper=store,
     )
     stop = threading.Event()
 
@@ -120,7 +124,8 @@ def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
 ) -> None:
     store, storage = backends
     job_id = new_job(store)
-    claimed = store.claim(["wan22-t2v"], "w", 30)
+    source = LocalSource(store, storage)
+    claimed = source.claim("w", ["wan22-t2v"], {}, 30)
     assert claimed is not None
     original_complete = store.complete
 
@@ -133,10 +138,11 @@ def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
         return original_complete(jid, token, key, meta)
 
     store.complete = steal_then_complete  # type: ignore[method-assign]
-    worker = Worker(store, storage, options())
+    worker = Worker(source, options(), reaper=store)
     worker.execute(claimed)
-    job = store.get(job_id)
-    assert job is not None and job.state is JobState.RUNNING and job.lease_token == "other"
+    job, held = store.get(job_id), store.claimed(job_id)
+    assert job is not None and job.state is JobState.RUNNING
+    assert held is not None and held.lease_token == "other"
     assert storage.keys("outputs/") == []  # the stale upload was deleted
 
 
@@ -166,7 +172,7 @@ def test_storage_failures_back_off_between_attempts(
     # No upload retries within an attempt (test_storage_full.py covers those): each
     # attempt's upload fails once, and this is about the waits between attempts.
     opts = options(retry_backoff_s=0.4, upload_retry_s=0.0)
-    Worker(store, storage, opts).run()  # burst: waits for the retries
+    Worker(LocalSource(store, storage), opts, reaper=store).run()  # burst: waits for retries
     job = store.get(job_id)
     assert job is not None and job.state is JobState.FAILED and job.attempt == 3
     assert "No space left on device" in (job.error or "")
@@ -174,3 +180,65 @@ def test_storage_failures_back_off_between_attempts(
     waits = [storage.attempts[i + 1][0] - storage.attempts[i][1] for i in range(2)]
     # 0.4 s then 0.8 s nominal, jitter takes off at most half
     assert waits[0] >= 0.2 and waits[1] >= 0.4, waits
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_an_attempt_whose_complete_is_in_doubt_keeps_its_upload_until_an_end_rules_it_out(
+    backends: tuple[SQLiteStore, LocalBlobStore], tmp_path: Path, committed: bool
+) -> None:
+    """The store went away during the complete and the loop gave up: the upload may be the
+    job's result. The attempt then fails; a fail the store refuses (the complete had
+    committed) keeps it, a fail it records (it had not) deletes it."""
+    store, storage = backends
+    job_id = new_job(store)
+    attempt = LocalSource(store, storage).claim("w", ["wan22-t2v"], {}, 30)
+    assert attempt is not None
+    output = tmp_path / "output.mp4"
+    output.write_bytes(b"\x00\x00\x00\x18ftypmp42 video")
+    attempt.upload(output, "Test")
+    key = f"outputs/free/{job_id}_0_Test_00001.mp4"
+    assert storage.exists(key)
+    real = store.complete
+
+    def outage(jid: int, token: str, result_key: str, meta: dict[str, object]) -> bool:
+        if committed:
+            real(jid, token, result_key, meta)
+        raise StoreUnavailable("connection lost")
+
+    store.complete = outage  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        attempt.complete({"engine": "preview"})
+    assert storage.exists(key)  # in doubt: kept while the loop may still retry
+    assert attempt.fail("gave up", "unavailable", retry=True, retry_after_s=0) is not committed
+    job = store.get(job_id)
+    assert job is not None
+    if committed:
+        assert job.state is JobState.COMPLETED and job.result_key == key and storage.exists(key)
+    else:
+        assert job.state is JobState.RETRY and storage.keys("outputs/") == []
+
+
+def test_a_lost_attempt_deletes_its_upload_and_a_retry_sweeps_earlier_ones(
+    backends: tuple[SQLiteStore, LocalBlobStore], tmp_path: Path
+) -> None:
+    store, storage = backends
+    job_id = new_job(store)
+    source = LocalSource(store, storage)
+    first = source.claim("w1", ["wan22-t2v"], {}, 0.2)
+    assert first is not None
+    output = tmp_path / "output.mp4"
+    output.write_bytes(b"video")
+    first.upload(output, "Test")  # then the worker is cut off; its lease runs out
+    stale = f"outputs/free/{job_id}_0_Test_00001.mp4"
+    assert storage.exists(stale)
+    time.sleep(0.4)
+    assert store.reap().retried == [job_id]
+    second = source.claim("w2", ["wan22-t2v"], {}, 30)
+    assert second is not None and second.job.attempt == 2
+    assert not storage.exists(stale)  # the claim of a retry swept the earlier upload
+    assert first.heartbeat() is Lease.LOST
+    second.upload(output, "Test")
+    with closing(sqlite3.connect(tmp_path / "vidq.db", isolation_level=None)) as conn:
+        conn.execute("UPDATE jobs SET lease_token = 'other' WHERE id = ?", (job_id,))
+    assert not second.complete({})  # lost: the upload is not kept
+    assert storage.keys("outputs/") == []

@@ -15,6 +15,7 @@ from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.sqlite import SQLiteStore
 from vidq.worker import Worker, WorkerOptions
+from vidq.worker.local import LocalSource
 
 POOL = "wan22-t2v"
 
@@ -56,7 +57,7 @@ def test_complete_is_retried_through_an_outage(tmp_path: Path, commit_first: boo
         )
     )
     options = WorkerOptions(pools=(POOL,), engines={POOL: "preview"}, burst=True)
-    worker = Worker(store, blobs, options)
+    worker = Worker(LocalSource(store, blobs), options, reaper=store)
     assert worker.run() == 1
     done = store.get(job.id)
     assert done is not None and done.state is JobState.COMPLETED and done.attempt == 1

@@ -27,7 +27,7 @@ from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
 from vidq.store import open_store
 from vidq.store.sql import SQLStore
-from vidq.worker.remote import RemoteAPI, RemoteBlobs, RemoteStore, check_server_url
+from vidq.worker.remote import RemoteAPI, RemoteSource, check_server_url
 
 T2V = "wan22-fast-t2v"
 POOL = "wan22-t2v"
@@ -379,17 +379,16 @@ def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
             )
             rid = int(r.json()["request_id"])
             api = RemoteAPI(url, token)
-            remote = RemoteStore(api, wait_s=0.0)
-            job = remote.claim([POOL], "w1", 30)
-            assert job is not None and job.id == rid
+            attempt = RemoteSource(api, wait_s=0.0).claim("w1", [POOL], {}, 30)
+            assert attempt is not None and attempt.job.id == rid
             output = tmp_path / "out.mp4"
             output.write_bytes(os.urandom((10 << 20) + 12345))  # 3 parts
             key = f"outputs/free/{rid}_0_Test_00001.mp4"
-            RemoteBlobs(remote).put_file(key, output, "video/mp4")
+            attempt.upload(output, "Test")
             assert not blobs.exists(key)  # parts only, until the complete assembles them
-            assert remote.complete(rid, job.lease_token or "", key, {"engine": "preview"})
+            assert attempt.complete({"engine": "preview"})
             assert blobs.get_bytes(key) == output.read_bytes()
-            body = {"lease_token": job.lease_token, "key": key, "size": output.stat().st_size,
+            body = {"lease_token": attempt.lease_token, "key": key, "size": output.stat().st_size,
                     "sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
                     "upload_id": "gone", "parts": [{"number": 1, "etag": "x"}]}  # fmt: skip
             again = client.post(

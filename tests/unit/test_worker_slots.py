@@ -134,8 +134,7 @@ def test_health_route_follows_the_slots_last_answer_from_the_store() -> None:
     from vidq.worker.slots import WorkerGroup
 
     options = WorkerOptions(pools=("p",), engines={"p": "preview"}, lease_s=30.0)
-    slots = [Worker(cast(Any, None), cast(Any, None), options), Worker(cast(Any, None),
-             cast(Any, None), options)]  # fmt: skip
+    slots = [Worker(cast(Any, None), options), Worker(cast(Any, None), options)]
     group = WorkerGroup(slots)
     port = free_port()
     serve_worker_metrics(CollectorRegistry(), port, host="127.0.0.1", unhealthy=group.unhealthy)

@@ -35,7 +35,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.auth import parse_authorization
@@ -50,25 +50,43 @@ from vidq.errors import (
     PayloadTooLarge,
     VidqError,
 )
-from vidq.jobs import Job, JobState, output_attempt, output_prefix
+from vidq.jobs import Claim, Job, JobState, output_attempt, output_prefix
 from vidq.storage.outputs import size_and_sha256, sweep_attempts
 from vidq.store.base import Lease, Token
+from vidq.worker_protocol import (
+    MAX_PARTS,
+    MAX_WAIT_S,
+    PREFIX,
+    VERSION,
+    ClaimAnswer,
+    ClaimBody,
+    ClaimedJob,
+    CompleteAnswer,
+    CompleteBody,
+    ConfigAnswer,
+    Done,
+    FailBody,
+    Fenced,
+    HeartbeatAnswer,
+    PartTarget,
+    ProgressBody,
+    Stored,
+    UploadBody,
+    UploadTarget,
+)
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-MAX_WAIT_S = 30.0  # the longest long-poll of a claim
 URL_TTL_S = 900  # input download and output upload URLs
 OUTPUT_TYPE = "video/mp4"
 _META_MAX = 64 * 1024  # a completion's meta, as JSON
 PART_BYTES = 64 * 1024 * 1024  # S3: larger outputs are uploaded in parts of this size
-MAX_PARTS = 10_000  # S3's limit
 
 # A job id in a path: bounded, so a huge number is a 422 and never reaches the database.
 JobId = Annotated[int, PathParam(ge=1, le=2**62, description="The job's request id.")]
 
-router = APIRouter(prefix="/worker/v1", tags=["worker protocol"], route_class=JsonRoute)
-uploads = APIRouter(prefix="/worker/v1", tags=["worker protocol"])  # raw bodies
+router = APIRouter(prefix=PREFIX, tags=["worker protocol"], route_class=JsonRoute)
+uploads = APIRouter(prefix=PREFIX, tags=["worker protocol"])  # raw bodies
 
 
 async def worker(request: Request) -> Token:
@@ -85,83 +103,25 @@ async def worker(request: Request) -> Token:
 
 
 Worker = Annotated[Token, Depends(worker)]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
-PoolName = Annotated[str, Field(min_length=1, max_length=100)]
-LeaseToken = Annotated[str, Field(min_length=1, max_length=100)]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ClaimBody(_Body):
-    """Take a job of these pools; wait up to ``wait_s`` for one."""
-
-    worker: Name
-    pools: list[PoolName] = Field(min_length=1, max_length=100)
-    engines: dict[PoolName, Annotated[str, Field(max_length=50)]] = Field(
-        default_factory=dict, max_length=100
-    )  # pool -> engine, shown on /admin/workers
-    wait_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
-
-
-class Fenced(_Body):
-    """A call of the attempt that holds ``lease_token``."""
-
-    lease_token: LeaseToken
-
-
-class ProgressBody(Fenced):
-    done: int = Field(ge=0, le=1_000_000)
-    total: int = Field(ge=0, le=1_000_000)
-
-
-class FailBody(Fenced):
-    message: str = Field(max_length=4000)
-    error_type: str = Field(min_length=1, max_length=100)
-    retry: bool
-    delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
-
-
-class UploadBody(Fenced):
-    """Ask where to upload this attempt's output ``key`` of ``size`` bytes."""
-
-    key: str = Field(min_length=1, max_length=500)
-    size: int = Field(ge=1, le=1 << 40)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class PartDone(_Body):
-    """An uploaded part of a multipart upload: its number and the ETag S3 answered."""
-
-    number: int = Field(ge=1, le=MAX_PARTS)
-    etag: str = Field(min_length=1, max_length=200)
-
-
-class CompleteBody(UploadBody):
-    """The attempt's uploaded output, and its meta (stored as the result's); for a
-    multipart upload, its id and parts (the API assembles them)."""
-
-    meta: dict[str, Any] = Field(default_factory=dict)
-    upload_id: str | None = Field(default=None, min_length=1, max_length=1000)
-    parts: list[PartDone] = Field(default_factory=list, max_length=MAX_PARTS)
 
 
 # -- routes -------------------------------------------------------------------------------
-@router.get("/config", summary="What the server expects of its remote workers")
+@router.get(
+    "/config", summary="What the server expects of its remote workers", response_model=ConfigAnswer
+)
 async def config(request: Request, token: Worker) -> Response:
     ctx = context(request)
-    return JSONResponse(
-        {
-            "version": VERSION,
-            "lease_s": ctx.settings.worker.lease_seconds,
-            "pools": list(token.pools or POOLS),
-            "max_wait_s": MAX_WAIT_S,
-        }
+    return _answer(
+        ConfigAnswer(
+            version=VERSION,
+            lease_s=ctx.settings.worker.lease_seconds,
+            pools=list(token.pools or POOLS),
+            max_wait_s=MAX_WAIT_S,
+        )
     )
 
 
-@router.post("/claim", summary="Take a job (long-poll up to wait_s)")
+@router.post("/claim", summary="Take a job (long-poll up to wait_s)", response_model=ClaimAnswer)
 async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
     ctx = context(request)
     unknown = [p for p in body.pools if p not in POOLS]
@@ -178,20 +138,25 @@ async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
     answer = await anyio.to_thread.run_sync(
         _claim, ctx, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
     )
-    return JSONResponse(answer)
+    return _answer(answer)
 
 
-@router.post("/jobs/{job_id}/heartbeat", summary="Extend the lease; says whether to cancel")
+@router.post(
+    "/jobs/{job_id}/heartbeat",
+    summary="Extend the lease; says whether to cancel",
+    response_model=HeartbeatAnswer,
+)
 async def heartbeat(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
     ctx = context(request)
     lease_s = ctx.settings.worker.lease_seconds
     lease = await run_in_threadpool(ctx.store.heartbeat, job_id, body.lease_token, lease_s)
     if lease is Lease.LOST:
         raise Conflict("This attempt no longer holds the job.")
-    return JSONResponse({"lease": lease.value, "lease_s": lease_s})
+    return _answer(HeartbeatAnswer(lease="cancel" if lease is Lease.CANCEL else "held",
+                                   lease_s=lease_s))  # fmt: skip
 
 
-@router.post("/jobs/{job_id}/progress", summary="Record progress (fenced)")
+@router.post("/jobs/{job_id}/progress", summary="Record progress (fenced)", response_model=Done)
 async def progress(request: Request, job_id: JobId, body: ProgressBody, token: Worker) -> Response:
     ctx = context(request)
     done = await run_in_threadpool(
@@ -200,52 +165,72 @@ async def progress(request: Request, job_id: JobId, body: ProgressBody, token: W
     return _fenced(done)
 
 
-@router.post("/jobs/{job_id}/fail", summary="Record a failed attempt (retried or final)")
+@router.post(
+    "/jobs/{job_id}/fail", summary="Record a failed attempt (retried or final)", response_model=Done
+)
 async def fail(request: Request, job_id: JobId, body: FailBody, token: Worker) -> Response:
     ctx = context(request)
     done = await run_in_threadpool(
-        ctx.store.fail, job_id, body.lease_token, body.message, body.error_type[:100],
-        body.retry, body.delay_s,
+        ctx.store.fail, job_id, body.lease_token, body.message, body.error_type, body.retry,
+        body.delay_s,
     )  # fmt: skip
     return _fenced(done)
 
 
-@router.post("/jobs/{job_id}/cancelled", summary="Record CANCELLED after a cancel request")
+@router.post(
+    "/jobs/{job_id}/cancelled",
+    summary="Record CANCELLED after a cancel request",
+    response_model=Done,
+)
 async def cancelled(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
     ctx = context(request)
     return _fenced(await run_in_threadpool(ctx.store.finish_cancel, job_id, body.lease_token))
 
 
-@router.post("/jobs/{job_id}/release", summary="Give the job back (shutdown), no attempt spent")
+@router.post(
+    "/jobs/{job_id}/release",
+    summary="Give the job back (shutdown), no attempt spent",
+    response_model=Done,
+)
 async def release(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
     ctx = context(request)
     return _fenced(await run_in_threadpool(ctx.store.release, job_id, body.lease_token))
 
 
-@router.post("/jobs/{job_id}/upload", summary="Where to upload this attempt's output")
+@router.post(
+    "/jobs/{job_id}/upload",
+    summary="Where to upload this attempt's output",
+    response_model=UploadTarget,
+)
 async def upload(request: Request, job_id: JobId, body: UploadBody, token: Worker) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
 
-    def work() -> dict[str, Any]:
+    def work() -> UploadTarget:
         job = _held(ctx, job_id, body.lease_token)
         _own_key(job, body.key)
-        return {"method": "PUT", **_upload_target(ctx, job, body, base)}
+        return _upload_target(ctx, job, body, base)
 
-    return JSONResponse(await run_in_threadpool(work))
+    return _answer(await run_in_threadpool(work))
 
 
-@router.post("/jobs/{job_id}/complete", summary="Record the output (fenced, idempotent)")
+@router.post(
+    "/jobs/{job_id}/complete",
+    summary="Record the output (fenced, idempotent)",
+    response_model=CompleteAnswer,
+)
 async def complete(request: Request, job_id: JobId, body: CompleteBody, token: Worker) -> Response:
     ctx = context(request)
     if len(_json_text(body.meta)) > _META_MAX:
         raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
-    return JSONResponse(await run_in_threadpool(_complete, ctx, job_id, body))
+    return _answer(await run_in_threadpool(_complete, ctx, job_id, body))
 
 
 @uploads.put(
     "/uploads/{job_id}/{key:path}",
     summary="Signed output upload (local storage; the URL is the credential)",
+    response_model=Stored,
+    status_code=201,
 )
 async def signed_upload(
     request: Request,
@@ -257,8 +242,8 @@ async def signed_upload(
     signature: str = "",
 ) -> Response:
     ctx = context(request)
-    job = await run_in_threadpool(ctx.store.get, job_id)
-    token = job.lease_token if job is not None and job.state is JobState.RUNNING else None
+    held = await run_in_threadpool(ctx.store.claimed, job_id)
+    token = held.lease_token if held is not None and held.job.state is JobState.RUNNING else None
     expected = _signature(token or "", job_id, key, size, sha256, expires)
     if token is None or expires < time.time() or not hmac.compare_digest(expected, signature):
         raise Forbidden("Invalid or expired upload signature.")
@@ -278,25 +263,27 @@ async def signed_upload(
         if seen != size or not hmac.compare_digest(digest.hexdigest(), sha256):
             raise InvalidInput("", "the body does not have the declared size and sha256")
         await run_in_threadpool(ctx.storage.put_file, key, path, OUTPUT_TYPE)
-    return JSONResponse({"stored": key, "size": size}, status_code=201)
+    return _answer(Stored(stored=key, size=size), status=201)
 
 
 # -- the work behind the routes ---------------------------------------------------------
-def _claim(ctx: AppContext, body: ClaimBody, base: str) -> dict[str, Any]:
+def _claim(ctx: AppContext, body: ClaimBody, base: str) -> ClaimAnswer:
     """Claim, waiting on the store's wake-ups until ``wait_s`` passes (one thread: the
     store's wake-ups are per thread)."""
     store, lease_s = ctx.store, ctx.settings.worker.lease_seconds
     store.register_worker(body.worker, body.pools, body.engines)
     deadline = time.monotonic() + body.wait_s
+    claim: Claim | None
     while True:
-        job = store.claim(body.pools, body.worker, lease_s)
+        claim = store.claim(body.pools, body.worker, lease_s)
         left = deadline - time.monotonic()
-        if job is not None or left <= 0 or ctx.reaper_stop.is_set():
+        if claim is not None or left <= 0 or ctx.reaper_stop.is_set():
             break
         store.wait_for_jobs(body.pools, min(left, 5.0))
-    if job is None:
+    if claim is None:
         depths = store.queue_depths()
-        return {"job": None, "queued": {p: depths.get(p, 0) for p in body.pools}}
+        return ClaimAnswer(job=None, queued={p: depths.get(p, 0) for p in body.pools})
+    job = claim.job
     if job.attempt > 1:  # uploads of earlier attempts that never completed
         sweep_attempts(ctx.storage, job, lambda attempt: attempt < job.attempt)
     blobs = dict(job.inputs.get("_blobs", {}))
@@ -305,23 +292,20 @@ def _claim(ctx: AppContext, body: ClaimBody, base: str) -> dict[str, Any]:
         for field, key in blobs.items()
     }
     log.info("job claimed by a remote worker", extra={"job_id": job.id, "worker": body.worker})
-    return {
-        "job": {
-            "id": job.id, "model_id": job.model_id, "pool": job.pool, "tier": job.tier,
-            "priority": job.priority, "attempt": job.attempt, "max_attempts": job.max_attempts,
-            "inputs": job.inputs, "lease_token": job.lease_token,
-            "lease_expires_at": job.lease_until, "lease_s": lease_s,
-        },
-        "downloads": downloads,
-    }  # fmt: skip
+    claimed = ClaimedJob(
+        id=job.id, model_id=job.model_id, pool=job.pool, tier=job.tier, priority=job.priority,
+        attempt=job.attempt, max_attempts=job.max_attempts, inputs=job.inputs,
+        lease_token=claim.lease_token, lease_expires_at=claim.lease_until, lease_s=lease_s,
+    )  # fmt: skip
+    return ClaimAnswer(job=claimed, downloads=downloads)
 
 
-def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> dict[str, Any]:
+def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> CompleteAnswer:
     job = ctx.store.get(job_id)
     if job is None:
         raise NotFound("No such job.")
     if job.state is JobState.COMPLETED and job.result_key == body.key:
-        return {"completed": True, "replayed": True}  # a retry after a lost answer
+        return CompleteAnswer(completed=True, replayed=True)  # a retry after a lost answer
     attempt = _own_key(job, body.key, any_attempt=True)
     if body.upload_id is not None:
         _assemble(ctx, body, body.upload_id)
@@ -329,24 +313,25 @@ def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> dict[str, Any
     if ctx.store.complete(job_id, body.lease_token, body.key, body.meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
-        return {"completed": True, "replayed": False}
+        return CompleteAnswer(completed=True, replayed=False)
     now = ctx.store.get(job_id)
     if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
-        return {"completed": True, "replayed": True}
+        return CompleteAnswer(completed=True, replayed=True)
     if now is None or now.result_key != body.key:
         _delete_quietly(ctx, body.key)
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
 
 
 def _held(ctx: AppContext, job_id: int, lease_token: str) -> Job:
-    """The job, if this attempt holds it (409 otherwise)."""
-    job = ctx.store.get(job_id)
-    if job is None:
-        raise NotFound("No such job.")
-    held = job.state is JobState.RUNNING and job.lease_token is not None
-    if not held or not hmac.compare_digest(job.lease_token or "", lease_token):
+    """The job, if this attempt holds it (409 otherwise; 404 for no such job)."""
+    held = ctx.store.claimed(job_id)
+    if held is None or held.job.state is not JobState.RUNNING:
+        if held is None and ctx.store.get(job_id) is None:
+            raise NotFound("No such job.")
         raise Conflict("This attempt no longer holds the job.")
-    return job
+    if not hmac.compare_digest(held.lease_token, lease_token):
+        raise Conflict("This attempt no longer holds the job.")
+    return held.job
 
 
 def _own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
@@ -361,7 +346,7 @@ def _own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
     return attempt
 
 
-def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> dict[str, Any]:
+def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> UploadTarget:
     from vidq.storage.local import LocalBlobStore
 
     if isinstance(ctx.storage, LocalBlobStore):
@@ -371,31 +356,32 @@ def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> di
             "signature": _signature(body.lease_token, job.id, body.key, body.size,
                                     body.sha256, expires),
         })  # fmt: skip
-        url = f"{base}/worker/v1/uploads/{job.id}/{quote(body.key)}?{query}"
-        return {"url": url, "headers": {"Content-Type": OUTPUT_TYPE}}
+        url = f"{base}{PREFIX}/uploads/{job.id}/{quote(body.key)}?{query}"
+        return UploadTarget(method="PUT", url=url, headers={"Content-Type": OUTPUT_TYPE})
     from vidq.storage.s3 import S3BlobStore
 
     storage = ctx.storage
     if not isinstance(storage, S3BlobStore):
         raise VidqError("this storage offers no upload URLs")
     if body.size <= PART_BYTES:
-        return {
-            "url": storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
-            "headers": {"Content-Type": OUTPUT_TYPE},
-        }
+        return UploadTarget(
+            method="PUT",
+            url=storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
+            headers={"Content-Type": OUTPUT_TYPE},
+        )
     count = -(-body.size // PART_BYTES)
     if count > MAX_PARTS:
         raise InvalidInput("size", f"over {MAX_PARTS} parts of {PART_BYTES} bytes")
     upload_id = storage.start_multipart(body.key, OUTPUT_TYPE)
     parts = [
-        {
-            "number": n,
-            "url": storage.part_url(body.key, upload_id, n, URL_TTL_S),
-            "size": min(PART_BYTES, body.size - (n - 1) * PART_BYTES),
-        }
+        PartTarget(
+            number=n,
+            url=storage.part_url(body.key, upload_id, n, URL_TTL_S),
+            size=min(PART_BYTES, body.size - (n - 1) * PART_BYTES),
+        )
         for n in range(1, count + 1)
     ]
-    return {"upload_id": upload_id, "parts": parts}
+    return UploadTarget(method="PUT", upload_id=upload_id, parts=parts)
 
 
 def _signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp: int) -> str:
@@ -448,7 +434,13 @@ def _delete_quietly(ctx: AppContext, key: str) -> None:
 def _fenced(done: bool) -> Response:
     if not done:
         raise Conflict("This attempt no longer holds the job.")
-    return JSONResponse({"ok": True})
+    return _answer(Done(ok=True))
+
+
+def _answer(answer: BaseModel, status: int = 200) -> Response:
+    """An answer model as JSON, with the fields it was given (an empty claim answer has no
+    ``downloads``, a single-URL upload target no ``parts``)."""
+    return JSONResponse(answer.model_dump(mode="json", exclude_unset=True), status_code=status)
 
 
 def _json_text(value: Any) -> str:

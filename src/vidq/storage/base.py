@@ -11,8 +11,9 @@ from typing import Protocol
 
 
 class WorkerBlobs(Protocol):
-    """The blob store as a worker uses it. ``BlobStore`` has it all; a remote worker's
-    adapter (``worker/remote.py``) implements just this through the API."""
+    """The blob store as a local worker's attempts use it (``worker/local.py``).
+    ``BlobStore`` has it all; a remote worker reaches none of it (the API hands its
+    attempts signed URLs)."""
 
     def download(self, key: str, path: Path) -> None:
         """Copy the object to a local file."""

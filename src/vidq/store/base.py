@@ -30,7 +30,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from vidq.jobs import Hold, Job, JobState, NewJob, WebhookState
+from vidq.jobs import Claim, Hold, Job, JobState, NewJob, WebhookState
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -230,18 +230,22 @@ class DueBlobs:
 
 
 class WorkerStore(Protocol):
-    """The job store as a worker uses it: what ``worker/runner.py`` calls. ``JobStore``
-    has it all; a remote worker's adapter (``worker/remote.py``) implements just this over
-    the API's worker protocol (``/worker/v1``), so both kinds of worker run one loop."""
+    """The job store as a worker's claims and attempts use it: what the local attempt
+    port (``worker/local.py``) calls. ``JobStore`` has it all; a remote worker reaches none
+    of it (its attempts speak to the API, whose routes make these calls)."""
 
     def register_worker(
         self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
     ) -> None:
         """Record that a worker is alive, its pools and their engines (for operators)."""
 
-    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
+    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Claim | None:
         """Atomically take the first queued job of these pools: RUNNING, attempt+1,
-        a fresh lease token, ``lease_until = db_now + lease_s``."""
+        a fresh lease token, ``lease_until = db_now + lease_s``; the job with its lease."""
+
+    def claimed(self, job_id: int) -> Claim | None:
+        """The job with the lease its running attempt holds; None when no attempt holds
+        one (unknown, queued or finished: every end of an attempt clears its lease)."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """Block until a job may have been queued in these pools, or ``timeout`` passes.

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vidq.jobs import Job, JobState, queue_rank
+from vidq.jobs import Claim, Job, JobState, queue_rank
 from vidq.store.base import JobStatus, Quota, Token, Upload
 from vidq.store.positions import position_key
 
@@ -38,7 +38,6 @@ def job_from_row(row: Any) -> Job:
         binary_output=bool(row["binary_output"]),
         attempt=int(row["attempt"]),
         max_attempts=int(row["max_attempts"]),
-        lease_token=row["lease_token"],
         worker=row["worker"],
         progress_done=int(row["progress_done"]),
         progress_total=int(row["progress_total"]),
@@ -54,10 +53,14 @@ def job_from_row(row: Any) -> Job:
         created_at=float(row["created_at"]),
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        lease_until=row["lease_until"],
         expired_at=row["expired_at"],
         inputs_expired_at=row["inputs_expired_at"],
     )
+
+
+def claim_from_row(row: Any) -> Claim:
+    """A Claim from a row of ``JOB_COLUMNS`` that holds a lease (a claim's, or a running job's)."""
+    return Claim(job_from_row(row), str(row["lease_token"]), float(row["lease_until"]))
 
 
 def token_from_row(row: Any) -> Token:

@@ -1,11 +1,12 @@
 """Runs an engine in a spawned child process, so a crash or an out-of-memory error in
 native code fails one attempt, not the worker.
 
-Parent and child speak JSON over a pipe (never pickle): the parent sends
-``{"job": EngineJob}``, the child answers ``{"progress": [k, n]}`` any number of times,
-then ``{"result": EngineResult}`` or ``{"error": {...}}``. The child is started once per
-worker and engine and reused for every job, so weights load once. The engine is built in
-the child from its settings group and pools, sent as JSON (``vidq.engines.engine_options``).
+Parent and child speak JSON over a pipe (never pickle), in the typed messages of
+``child_messages.py``: the child says ``Ready`` (or ``LoadFailed``) once, the parent sends
+``RunJob``, the child answers ``Progress`` any number of times, then ``Finished`` or
+``Failed``. The child is started once per worker and engine and reused for every job, so
+weights load once. The engine is built in the child from its settings group and pools,
+sent as JSON (``vidq.engines.engine_options``).
 
 A child of a GPU slot (``vidq worker --gpus``) is pinned to its device: it sets
 ``CUDA_VISIBLE_DEVICES`` to that one GPU before it builds the engine, so CUDA (and torch)
@@ -24,7 +25,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -32,17 +32,28 @@ from vidq.engines import engine_options
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, EngineError, LeaseLost
 from vidq.ops.logs import LogSetup, configure_logging
+from vidq.worker.child_messages import (
+    Failed,
+    Failure,
+    Finished,
+    LoadFailed,
+    Message,
+    Progress,
+    Ready,
+    RunJob,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _send(conn: Connection, message: dict[str, Any]) -> None:
-    conn.send_bytes(json.dumps(message).encode())
+def _send(conn: Connection, message: Message) -> None:
+    conn.send_bytes(encode(message))
 
 
-def _recv(conn: Connection) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(conn.recv_bytes())
-    return message
+def _recv(conn: Connection) -> Message:
+    return decode(conn.recv_bytes())
 
 
 def _child_main(
@@ -60,39 +71,41 @@ def _child_main(
         engine = create_engine(engine_name, json.loads(options_json))
         engine.load()
     except Exception as exc:
-        _send(conn, {"load_error": _describe(exc)})
+        _send(conn, LoadFailed(describe(exc)))
         return
     log.info(
         "engine %s loaded in %.2f s%s", engine_name, time.monotonic() - started,
         f" on CUDA_VISIBLE_DEVICES={device}" if device is not None else "",
     )  # fmt: skip
-    _send(conn, {"ready": True})
+    _send(conn, Ready())
     while True:
         try:
             message = _recv(conn)
         except (EOFError, OSError):
             return
-        job = EngineJob(**message["job"])
+        if not isinstance(message, RunJob):
+            continue  # the parent sends jobs only
         try:
-            result = engine.run(job, lambda done, total: _send(conn, {"progress": [done, total]}))
-            answer = dataclasses.asdict(result)
+            result = engine.run(message.job, lambda done, total: _send(conn, Progress(done, total)))
             if device is not None:
-                answer["meta"] = {**answer["meta"], "device": device}
-            _send(conn, {"result": answer})
+                result = dataclasses.replace(result, meta={**result.meta, "device": device})
+            _send(conn, Finished(result))
         except Exception as exc:
-            _send(conn, {"error": _describe(exc)})
+            _send(conn, Failed(describe(exc)))
 
 
-def _describe(exc: BaseException) -> dict[str, Any]:
+def describe(exc: BaseException) -> Failure:
+    """How the child reports ``exc``: an ``EngineError`` is the user's to read and final;
+    anything else is an internal error, retried, with its traceback for the log."""
     user_facing = isinstance(exc, EngineError)
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc) if user_facing else f"{type(exc).__name__}: {exc}",
-        "retryable": not user_facing,
-        "traceback": "" if user_facing else traceback.format_exc(limit=8),
+    return Failure(
+        type=type(exc).__name__,
+        message=str(exc) if user_facing else f"{type(exc).__name__}: {exc}",
+        retryable=not user_facing,
+        traceback="" if user_facing else traceback.format_exc(limit=8),
         # The engine asks for a fresh process (e.g. after a GPU out-of-memory error).
-        "restart": bool(getattr(exc, "restart_child", False)),
-    }
+        restart=bool(getattr(exc, "restart_child", False)),
+    )
 
 
 class EngineFailed(EngineError):
@@ -150,11 +163,12 @@ class EngineProcess:
         child.close()
         self._proc, self._conn = proc, parent
         message = self._wait(lambda: False)
-        if "load_error" in message:
-            err = message["load_error"]
+        if isinstance(message, LoadFailed):
             self.stop()
             raise EngineFailed(
-                f"engine {self.engine_name!r} failed to load: {err['message']}", err["type"], True
+                f"engine {self.engine_name!r} failed to load: {message.failure.message}",
+                message.failure.type,
+                True,
             )
 
     def stop(self) -> None:
@@ -182,24 +196,24 @@ class EngineProcess:
             self.stop()
             self.start()
         assert self._conn is not None
-        _send(self._conn, {"job": dataclasses.asdict(job)})
+        _send(self._conn, RunJob(job))
         while True:
             message = self._wait(should_abort)
-            if "progress" in message:
-                on_progress(*message["progress"])
-            elif "result" in message:
-                return EngineResult(**message["result"])
-            elif "error" in message:
-                err = message["error"]
-                if err.get("traceback"):
+            if isinstance(message, Progress):
+                on_progress(message.done, message.total)
+            elif isinstance(message, Finished):
+                return message.result
+            elif isinstance(message, Failed):
+                failure = message.failure
+                if failure.traceback:
                     log.warning(
-                        "engine error: %s", err["traceback"], extra={"job_id": job.request_id}
+                        "engine error: %s", failure.traceback, extra={"job_id": job.request_id}
                     )
-                if err.get("restart"):
+                if failure.restart:
                     self.stop()  # the next job starts a fresh child
-                raise EngineFailed(err["message"], err["type"], bool(err["retryable"]))
+                raise EngineFailed(failure.message, failure.type, failure.retryable)
 
-    def _wait(self, should_abort: Callable[[], bool]) -> dict[str, Any]:
+    def _wait(self, should_abort: Callable[[], bool]) -> Message:
         assert self._conn is not None and self._proc is not None
         while True:
             if should_abort():

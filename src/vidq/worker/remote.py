@@ -1,16 +1,22 @@
-"""A remote worker's store and storage: the worker protocol (``/worker/v1``) over HTTPS.
+"""The remote ``Source`` and ``Attempt`` (``ports.py``): the worker protocol
+(``/worker/v1``) over HTTPS, so the one worker loop (``runner.py``) runs on a machine that
+reaches only the API: no database URL, no storage credentials, no data dir.
 
-``RemoteStore`` (a ``WorkerStore``) and ``RemoteBlobs`` (a ``WorkerBlobs``) let the one
-worker loop (``worker/runner.py``) run on a machine that reaches only the API: no
-database URL, no storage credentials, no data dir. What needs the server's view is done
-by the server (``api/worker_api.py``): sweeping other attempts' uploads, deciding a
-retried complete, deleting a refused upload, reaping expired leases (the API's reaper).
+A ``RemoteAttempt`` holds what its claim answered (the job, its lease token, a download URL
+per media input) and what its upload made (size, sha256, multipart parts) for its
+complete: no side tables, and no output key is ever parsed (the attempt names its key
+from its own job). What needs the server's view is the server's work, not the attempt's
+(``api/worker_api.py``): sweeping other attempts' uploads, deciding a retried complete,
+deleting a refused upload, reaping expired leases (the API's reaper).
 
-Calls are retried through API outages (connection errors, 502/503/504) with exponential
-backoff and jitter, within a budget per call; past it they raise ``ServiceUnavailable``,
-which the loop already waits out (the lease decides whether the job is still ours).
-The worker token travels in the Authorization header only; signed URLs are never logged.
-Both adapters are thread-safe (several loops of one process may share them).
+Every request is built with the protocol's own models (``vidq.worker_protocol``), so what
+the server would refuse is refused here before it is sent (``ProtocolError``), and every
+answer is read with them. Calls are retried through API outages (connection errors,
+502/503/504) with exponential backoff and jitter, within a budget per call; past it they
+raise ``ServiceUnavailable``, which the loop already waits out (the lease decides whether
+the job is still ours). The worker token travels in the Authorization header only; signed
+URLs are never logged. A source is thread-safe (the GPU slots of a process share one); an
+attempt is used by its loop and that loop's heartbeat thread.
 """
 
 from __future__ import annotations
@@ -20,21 +26,37 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
-from vidq.jobs import Job, JobState
+from vidq.jobs import output_key
 from vidq.storage.outputs import size_and_sha256
-from vidq.store.base import Lease, ReapResult
+from vidq.store.base import Lease
+from vidq.worker.ports import Assignment
+from vidq.worker_protocol import (
+    PREFIX,
+    ClaimAnswer,
+    ClaimBody,
+    ClaimedJob,
+    CompleteBody,
+    ConfigAnswer,
+    FailBody,
+    Fenced,
+    HeartbeatAnswer,
+    PartDone,
+    ProgressBody,
+    UploadBody,
+    UploadTarget,
+)
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/worker/v1"
 # How long an idle worker's claim waits on the server (which allows up to 30 s): a job is
 # answered at once either way; a shorter wait is a quicker exit on SIGTERM when idle.
 CLAIM_WAIT_S = 5.0
@@ -42,8 +64,16 @@ _RETRY_STATUS = frozenset({502, 503, 504})
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class TokenRefused(VidqError):
     """The API refused the worker token (revoked, unknown, or not a worker token)."""
+
+
+class ProtocolError(VidqError):
+    """A message outside the worker protocol: a request this worker would send, or an
+    answer the API sent."""
 
 
 def check_server_url(url: str, *, insecure_http: bool = False) -> str:
@@ -83,6 +113,7 @@ class RemoteAPI:
         retry_s: float = 60.0,
         timeout_s: float = 30.0,
         verify: Any = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server = check_server_url(server, insecure_http=insecure_http)
         self.retry_s = retry_s
@@ -93,11 +124,13 @@ class RemoteAPI:
             timeout=httpx.Timeout(timeout_s, connect=10.0),
             verify=verify,
             follow_redirects=False,
+            transport=transport,
         )
         # Signed URLs (inputs, outputs) carry their own credential: never the token.
         self._urls = httpx.Client(
-            timeout=httpx.Timeout(300.0, connect=10.0), verify=verify, follow_redirects=False
-        )
+            timeout=httpx.Timeout(300.0, connect=10.0), verify=verify, follow_redirects=False,
+            transport=transport,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._api.close()
@@ -107,7 +140,7 @@ class RemoteAPI:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None = None,
+        body: BaseModel | None = None,
         *,
         retry_s: float | None = None,
         read_s: float | None = None,
@@ -119,9 +152,10 @@ class RemoteAPI:
         deadline = time.monotonic() + budget
         timeout = httpx.Timeout(read_s or self._timeout_s, connect=10.0)
         delay = 0.25
+        data = None if body is None else body.model_dump(mode="json")
         while True:
             try:
-                response = self._api.request(method, PREFIX + path, json=body, timeout=timeout)
+                response = self._api.request(method, PREFIX + path, json=data, timeout=timeout)
                 if response.status_code not in _RETRY_STATUS:
                     break
                 problem = f"HTTP {response.status_code}"
@@ -135,6 +169,17 @@ class RemoteAPI:
         if response.status_code in (401, 403):
             raise TokenRefused(f"HTTP {response.status_code}: {_detail(response)}")
         return response
+
+    def config(self) -> ConfigAnswer:
+        """What the server expects of its remote workers (its lease, the token's pools);
+        ``ProtocolError`` when the server does not speak the worker protocol."""
+        response = self.call("GET", "/config")
+        if response.status_code != 200:
+            raise ProtocolError(
+                f"{self.server} answered {response.status_code} to {PREFIX}/config: not a vidq "
+                "API with the worker protocol, or not a worker token"
+            )
+        return parse(ConfigAnswer, response)
 
     def fetch(self, url: str, path: Path) -> None:
         """GET a signed URL into ``path``."""
@@ -180,8 +225,32 @@ class RemoteAPI:
 def _detail(response: httpx.Response) -> str:
     try:
         return str(response.json().get("detail"))[:300]
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text[:300]
+
+
+def request(build: Callable[..., M], **fields: Any) -> M:
+    """A request of the protocol, built by its model (the class, or a constructor of it
+    such as ``FailBody.fitted``): what the server would refuse (a 422) is refused here,
+    before anything is sent."""
+    try:
+        return build(**fields)
+    except ValidationError as exc:
+        name = getattr(build, "__qualname__", "request")
+        raise ProtocolError(f"refusing to send an invalid {name}: {_first(exc)}") from None
+
+
+def parse(model: type[M], response: httpx.Response) -> M:
+    """An answer of the protocol, read with its model."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ProtocolError(f"the API sent an invalid {model.__name__}: {_first(exc)}") from None
+
+
+def _first(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
 def _ok(response: httpx.Response) -> bool:
@@ -193,65 +262,41 @@ def _ok(response: httpx.Response) -> bool:
     raise VidqError(f"the API refused the call: HTTP {response.status_code}: {_detail(response)}")
 
 
-class RemoteStore:
-    """The job store of a remote worker (``WorkerStore``) over ``/worker/v1``."""
+class RemoteSource:
+    """Claims over ``/worker/v1`` (``Source``): each claim long-polls the API for ``wait_s``
+    (0: answers at once; burst workers); ``lease_s`` is the server's lease, within a third
+    of which its attempts' heartbeats are retried."""
 
     def __init__(
         self, api: RemoteAPI, *, wait_s: float = CLAIM_WAIT_S, lease_s: float = 30.0
     ) -> None:
         self.api = api
-        self.wait_s = wait_s  # a claim's long-poll (0: answer at once; burst workers)
-        self.lease_s = lease_s  # the server's lease: heartbeats retry within a third of it
+        self.wait_s = wait_s
+        self.lease_s = lease_s
         self._lock = threading.Lock()
-        self._engines: dict[str, dict[str, str]] = {}  # worker -> pool -> engine
-        self._downloads: dict[str, tuple[int, str]] = {}  # input key -> (job id, signed URL)
-        self._leases: dict[int, str] = {}  # job id -> lease token (for uploads)
-        self._uploads: dict[str, dict[str, Any]] = {}  # uploaded key -> what complete names
-        self._queued: dict[str, int] = {}
+        self._queued: dict[str, int] = {}  # as the last empty claim answered
         self._waited = threading.local()
 
     def close(self) -> None:
         self.api.close()
 
-    # -- claiming --------------------------------------------------------------------
-    def register_worker(
-        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
-    ) -> None:
-        """Kept for the next claim, which registers the worker on the server."""
-        with self._lock:
-            self._engines[worker] = dict(engines or {})
-
-    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
-        """Long-polls ``wait_s``; the lease length is the server's."""
-        with self._lock:
-            engines = self._engines.get(worker, {})
-        body = {"worker": worker, "pools": list(pools), "engines": engines, "wait_s": self.wait_s}
+    def claim(
+        self, worker: str, pools: Sequence[str], engines: Mapping[str, str], lease_s: float
+    ) -> RemoteAttempt | None:
+        """One call registers the worker and claims; the lease length is the server's."""
+        body = request(
+            ClaimBody, worker=worker, pools=list(pools), engines=dict(engines), wait_s=self.wait_s
+        )
         response = self.api.call("POST", "/claim", body, read_s=self.wait_s + 30.0)
         if not response.is_success:
             raise VidqError(f"claim refused: HTTP {response.status_code}: {_detail(response)}")
-        answer = response.json()
+        answer = parse(ClaimAnswer, response)
         self._waited.value = self.wait_s > 0
-        if answer.get("job") is None:
+        if answer.job is None:
             with self._lock:
-                self._queued = {str(k): int(v) for k, v in answer.get("queued", {}).items()}
+                self._queued = dict(answer.queued or {})
             return None
-        return self._job(answer["job"], answer.get("downloads", {}))
-
-    def _job(self, data: dict[str, Any], downloads: dict[str, str]) -> Job:
-        job = Job(
-            id=int(data["id"]), user="", model_id=str(data["model_id"]), pool=str(data["pool"]),
-            tier=int(data["tier"]), priority=int(data.get("priority", 0)),
-            state=JobState.RUNNING, inputs=dict(data["inputs"]), attempt=int(data["attempt"]),
-            max_attempts=int(data["max_attempts"]), lease_token=str(data["lease_token"]),
-            lease_until=data.get("lease_expires_at"),
-        )  # fmt: skip
-        blobs = dict(job.inputs.get("_blobs", {}))
-        with self._lock:
-            self._leases[job.id] = job.lease_token or ""
-            for field, url in downloads.items():
-                if field in blobs:
-                    self._downloads[str(blobs[field])] = (job.id, str(url))
-        return job
+        return RemoteAttempt(self.api, answer.job, answer.downloads or {}, lease_s=self.lease_s)
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """The claim already waited on the server; a claim that did not (burst) waits
@@ -264,150 +309,108 @@ class RemoteStore:
         with self._lock:
             return dict(self._queued)
 
-    def reap(self) -> ReapResult:
-        """Nothing: the API's reaper turns expired leases over."""
-        return ReapResult(retried=[], failed=[])
 
-    # -- the claimed job (fenced by its lease token) ----------------------------------
-    def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
-        response = self.api.call(
-            "POST", f"/jobs/{job_id}/heartbeat", {"lease_token": token},
-            retry_s=max(1.0, self.lease_s / 3),
+class RemoteAttempt:
+    """One claimed attempt (``Attempt``) over ``/worker/v1``: the claim's job, lease token
+    and download URLs, and its own upload for its complete, all held here."""
+
+    def __init__(
+        self, api: RemoteAPI, claimed: ClaimedJob, downloads: Mapping[str, str], *, lease_s: float
+    ) -> None:
+        self.api = api
+        self.claimed = claimed
+        self.lease_token = claimed.lease_token
+        self.lease_s = lease_s  # heartbeats are retried within a third of it
+        self.downloads = dict(downloads)  # media input field -> signed URL
+        self.job = Assignment(
+            id=claimed.id, model_id=claimed.model_id, pool=claimed.pool, tier=claimed.tier,
+            attempt=claimed.attempt,
+            inputs={k: v for k, v in claimed.inputs.items() if k != "_blobs"},
         )  # fmt: skip
-        if not _ok(response):
-            self._forget(job_id)
-            return Lease.LOST
-        return Lease(response.json().get("lease", "held"))
+        self._path = f"/jobs/{claimed.id}"
+        self._uploaded: UploadBody | None = None  # what the complete names
+        self._parts: list[PartDone] = []
+        self._upload_id: str | None = None
 
-    def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
-        body = {"lease_token": token, "done": done, "total": total}
+    def download_inputs(self, folder: Path) -> dict[str, str]:
+        files: dict[str, str] = {}
+        for field in dict(self.claimed.inputs.get("_blobs", {})):
+            url = self.downloads.get(str(field))
+            if url is None:
+                raise NotFound("No download URL for this input.")
+            local = folder / f"input-{field}"
+            self.api.fetch(url, local)
+            files[str(field)] = str(local)
+        return files
+
+    def heartbeat(self) -> Lease:
+        body = request(Fenced, lease_token=self.lease_token)
+        response = self.api.call(
+            "POST", f"{self._path}/heartbeat", body, retry_s=max(1.0, self.lease_s / 3)
+        )
+        if not _ok(response):
+            return Lease.LOST
+        return Lease(parse(HeartbeatAnswer, response).lease)
+
+    def progress(self, done: int, total: int) -> bool:
         try:
-            return _ok(self.api.call("POST", f"/jobs/{job_id}/progress", body, retry_s=2.0))
+            body = request(ProgressBody, lease_token=self.lease_token, done=done, total=total)
+            return _ok(self.api.call("POST", f"{self._path}/progress", body, retry_s=2.0))
         except VidqError as exc:  # advisory: the heartbeat decides about the lease
             if isinstance(exc, ServiceUnavailable):
                 raise
-            log.warning("progress refused: %s", exc.message, extra={"job_id": job_id})
+            log.warning("progress refused: %s", exc.message, extra={"job_id": self.job.id})
             return True
 
-    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
-        """Names the uploaded object with its size and sha256; the server checks them, and
-        answers a retry of a complete that committed as a success."""
-        with self._lock:
-            upload = self._uploads.get(result_key, {"size": 0, "sha256": ""})
-        body = {"lease_token": token, "key": result_key, **upload, "meta": meta}
-        done = _ok(self.api.call("POST", f"/jobs/{job_id}/complete", body))
-        if done:
-            self._forget(job_id, result_key)
-        return done
-
-    def finish_cancel(self, job_id: int, token: str) -> bool:
-        done = _ok(self.api.call("POST", f"/jobs/{job_id}/cancelled", {"lease_token": token}))
-        self._forget(job_id)
-        return done
-
-    def fail(
-        self,
-        job_id: int,
-        token: str,
-        error: str,
-        error_type: str,
-        retry: bool,
-        retry_after_s: float = 0.0,
-    ) -> bool:
-        body = {
-            "lease_token": token, "message": error[:4000], "error_type": error_type[:100],
-            "retry": retry, "delay_s": min(retry_after_s, 3600.0),
-        }  # fmt: skip
-        done = _ok(self.api.call("POST", f"/jobs/{job_id}/fail", body))
-        self._forget(job_id)
-        return done
-
-    def release(self, job_id: int, token: str) -> bool:
-        done = _ok(self.api.call("POST", f"/jobs/{job_id}/release", {"lease_token": token}))
-        self._forget(job_id)
-        return done
-
-    def get(self, job_id: int, user: str | None = None) -> Job | None:
-        """None: a remote worker reads no job; the server itself answers a retried
-        complete (success if it had committed)."""
-        return None
-
-    # -- shared with RemoteBlobs ------------------------------------------------------
-    def download_url(self, key: str) -> str:
-        with self._lock:
-            found = self._downloads.get(key)
-        if found is None:
-            raise NotFound("No download URL for this input.")
-        return found[1]
-
-    def lease_of(self, job_id: int) -> str:
-        with self._lock:
-            token = self._leases.get(job_id)
-        if token is None:
-            raise StorageUnavailable("no claimed job for this upload")
-        return token
-
-    def uploaded(self, key: str, upload: dict[str, Any]) -> None:
-        with self._lock:
-            self._uploads[key] = upload
-
-    def _forget(self, job_id: int, key: str | None = None) -> None:
-        with self._lock:
-            token = self._leases.pop(job_id, None)
-            if key is not None:
-                self._uploads.pop(key, None)
-            marker = f"/{job_id}_0_"
-            for k in [k for k in self._uploads if marker in k]:
-                del self._uploads[k]
-            if token is not None:  # the job's inputs: no longer needed
-                self._downloads = {k: v for k, v in self._downloads.items() if v[0] != job_id}
-
-
-class RemoteBlobs:
-    """The storage of a remote worker (``WorkerBlobs``): signed URLs from the API."""
-
-    def __init__(self, store: RemoteStore) -> None:
-        self.store = store
-
-    def download(self, key: str, path: Path) -> None:
-        self.store.api.fetch(self.store.download_url(key), path)
-
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
-        """Asks the API where (``upload``), then PUTs the file there."""
-        job_id = _job_of(key)
-        token = self.store.lease_of(job_id)
+    def upload(self, path: Path, name: str) -> None:
+        """Asks the API where (``upload``), then PUTs the file there (in parts when the
+        API answers parts: a large output on S3)."""
         size, sha256 = size_and_sha256(path)
-        body = {"lease_token": token, "key": key, "size": size, "sha256": sha256}
-        response = self.store.api.call("POST", f"/jobs/{job_id}/upload", body)
+        body = request(
+            UploadBody, lease_token=self.lease_token, key=output_key(self.job, name), size=size,
+            sha256=sha256,
+        )  # fmt: skip
+        response = self.api.call("POST", f"{self._path}/upload", body)
         if not response.is_success:
             # 409: the attempt lost the job (the heartbeat stops the loop's retries)
             raise StorageUnavailable(f"upload refused: HTTP {response.status_code}")
-        target = response.json()
-        upload: dict[str, Any] = {"size": size, "sha256": sha256}
-        if "parts" in target:  # a large output on S3: presigned part URLs
-            offset, done = 0, []
-            for part in target["parts"]:
-                etag = self.store.api.put_part(str(part["url"]), path, offset, int(part["size"]))
-                done.append({"number": int(part["number"]), "etag": etag})
-                offset += int(part["size"])
-            upload.update(upload_id=str(target["upload_id"]), parts=done)
+        target = parse(UploadTarget, response)
+        parts: list[PartDone] = []
+        if target.parts is not None and target.upload_id is not None:
+            offset = 0
+            for part in target.parts:
+                etag = self.api.put_part(part.url, path, offset, part.size)
+                parts.append(request(PartDone, number=part.number, etag=etag))
+                offset += part.size
+        elif target.url is not None:
+            self.api.put(target.url, path, size, target.headers or {})
         else:
-            self.store.api.put(str(target["url"]), path, size, dict(target.get("headers", {})))
-        self.store.uploaded(key, upload)
+            raise ProtocolError("the API named no upload URL")
+        self._uploaded, self._parts, self._upload_id = body, parts, target.upload_id
 
-    def keys(self, prefix: str) -> list[str]:
-        """Empty: the server sweeps other attempts' uploads (at claim and complete)."""
-        return []
+    def complete(self, meta: dict[str, Any]) -> bool:
+        """Names the uploaded object with its size and sha256; the server checks them, and
+        answers a retry of a complete that committed as a success."""
+        uploaded = self._uploaded
+        if uploaded is None:
+            raise VidqError("nothing was uploaded to complete with")
+        body = request(
+            CompleteBody, lease_token=self.lease_token, key=uploaded.key, size=uploaded.size,
+            sha256=uploaded.sha256, meta=meta, upload_id=self._upload_id, parts=self._parts,
+        )  # fmt: skip
+        return _ok(self.api.call("POST", f"{self._path}/complete", body))
 
-    def delete(self, key: str) -> None:
-        """Nothing: the server deletes an upload whose complete it refuses, and the next
-        attempt's claim sweeps the uploads of attempts that never completed."""
+    def fail(self, error: str, error_type: str, *, retry: bool, retry_after_s: float) -> bool:
+        body = request(
+            FailBody.fitted, lease_token=self.lease_token, message=error, error_type=error_type,
+            retry=retry, delay_s=retry_after_s,
+        )  # fmt: skip
+        return _ok(self.api.call("POST", f"{self._path}/fail", body))
 
+    def release(self) -> bool:
+        body = request(Fenced, lease_token=self.lease_token)
+        return _ok(self.api.call("POST", f"{self._path}/release", body))
 
-def _job_of(key: str) -> int:
-    """The job id of an output key ``outputs/<tier>/<id>_0_...``."""
-    name = key.rsplit("/", 1)[-1]
-    head = name.split("_", 1)[0]
-    if not head.isdigit():
-        raise StorageUnavailable(f"not an output key: {key[:200]}")
-    return int(head)
+    def finish_cancel(self) -> bool:
+        body = request(Fenced, lease_token=self.lease_token)
+        return _ok(self.api.call("POST", f"{self._path}/cancelled", body))

@@ -1,11 +1,15 @@
 """The worker loop: claim -> download inputs -> engine child -> upload -> fenced complete.
 
-Invariants (docs/architecture.md): every update after the claim is conditional on the lease token;
-a worker whose update changes no row has lost the job, stops its engine and deletes what
-it uploaded. A heartbeat may answer that a cancel was requested: the worker stops the
-engine the same way, keeps no output and records CANCELLED (``finish_cancel``). Outputs
-are uploaded under a key unique to the attempt, so a stale worker
-can never overwrite the output of the attempt that won.
+The loop speaks only to its ports (``ports.py``): a ``Source`` hands it claimed
+``Attempt``s, local (``local.py``: the job store and the blob store) or remote
+(``remote.py``: the API's ``/worker/v1``), and an optional ``Reaper`` (local workers).
+
+Invariants (docs/architecture.md): every call after the claim is fenced by the attempt's
+lease; an attempt whose call changes nothing has lost the job: the worker stops its engine
+and keeps nothing it uploaded. A heartbeat may answer that a cancel was requested: the
+worker stops the engine the same way, keeps no output and records CANCELLED
+(``finish_cancel``). Outputs are uploaded under a key unique to the attempt, so a stale
+worker can never overwrite the output of the attempt that won.
 """
 
 from __future__ import annotations
@@ -28,14 +32,12 @@ from pydantic import BaseModel
 from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
-from vidq.jobs import Job, output_key
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
-from vidq.storage.base import WorkerBlobs
-from vidq.storage.outputs import sweep_attempts
-from vidq.store.base import Lease, WorkerStore
+from vidq.store.base import Lease
 from vidq.worker.child import EngineFailed, EngineProcess
 from vidq.worker.limits import RunLimits
+from vidq.worker.ports import Attempt, Reaper, Source
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +76,15 @@ class Worker:
 
     def __init__(
         self,
-        store: WorkerStore,
-        storage: WorkerBlobs,
+        source: Source,
         options: WorkerOptions,
         metrics: WorkerMetrics | None = None,
         limits: RunLimits | None = None,
+        *,
+        reaper: Reaper | None = None,
     ) -> None:
-        self.store = store
-        self.storage = storage
+        self.source = source
+        self.reaper = reaper  # a local worker reaps expired leases between claims
         self.options = options
         self.metrics = metrics
         self.limits = limits or RunLimits()
@@ -121,17 +124,19 @@ class Worker:
                 self._maybe_reap()
                 if not self.limits.begin_claim():
                     break
-                job, unavailable = None, False
+                attempt: Attempt | None = None
+                unavailable = False
                 try:
-                    self.store.register_worker(self.name, self.options.pools, self.options.engines)
-                    job = self.store.claim(self.options.pools, self.name, self.options.lease_s)
+                    attempt = self.source.claim(
+                        self.name, self.options.pools, self.options.engines, self.options.lease_s
+                    )
                     self.last_contact = time.monotonic()
                 except ServiceUnavailable as exc:
                     log.warning("store unavailable, retrying: %s", exc, extra={"worker": self.name})
                     unavailable = True
                 finally:
-                    self.limits.end_claim(job is not None)
-                if job is None:
+                    self.limits.end_claim(attempt is not None)
+                if attempt is None:
                     if self.limits.idle_expired():
                         break
                     if unavailable:
@@ -139,10 +144,10 @@ class Worker:
                         continue
                     if self.options.burst and not self._backing_off():
                         break
-                    self.store.wait_for_jobs(self.options.pools, self.options.poll_s)
+                    self.source.wait_for_jobs(self.options.pools, self.options.poll_s)
                     continue
                 try:
-                    self.execute(job)
+                    self.execute(attempt)
                 finally:
                     self.limits.job_done()
                 done += 1
@@ -166,18 +171,18 @@ class Worker:
         """Whether this worker's pools still hold queued jobs it could not claim (retries
         waiting out their backoff): a burst worker waits for them instead of exiting."""
         try:
-            depths = self.store.queue_depths()
+            depths = self.source.queue_depths()
         except ServiceUnavailable:
             return True
         return any(depths.get(pool) for pool in self.options.pools)
 
     def _maybe_reap(self) -> None:
         now = time.monotonic()
-        if now - self._last_reap < self.options.reaper_s:
+        if self.reaper is None or now - self._last_reap < self.options.reaper_s:
             return
         self._last_reap = now
         try:
-            reaped = self.store.reap()
+            reaped = self.reaper.reap()
         except ServiceUnavailable:
             return
         if reaped.retried or reaped.failed or reaped.cancelled:
@@ -192,19 +197,20 @@ class Worker:
             log.warning("past their deadline", extra={"failed": reaped.expired})
 
     # -- one job ---------------------------------------------------------------------
-    def execute(self, job: Job) -> None:
-        """Run one claimed job to a fenced end state (or lose it cleanly)."""
+    def execute(self, attempt: Attempt) -> None:
+        """Run one claimed attempt to a fenced end state (or lose it cleanly)."""
+        job = attempt.job
         extra = {"job_id": job.id, "worker": self.name, "attempt": job.attempt}
         log.info("job claimed", extra=extra)
         model = get_model(job.model_id)
         if model is None:
-            self._fail(job, f"unknown model {job.model_id!r}", "unknown_model", retry=False)
+            self._fail(attempt, f"unknown model {job.model_id!r}", "unknown_model", retry=False)
             return
-        lost = threading.Event()  # set when the store rejects a fenced update
+        lost = threading.Event()  # set when a fenced call says the lease is lost
         cancel = threading.Event()  # set when a heartbeat says a cancel was requested
         finished = threading.Event()
         beat = threading.Thread(
-            target=self._heartbeat, args=(job, lost, cancel, finished), daemon=True
+            target=self._heartbeat, args=(attempt, lost, cancel, finished), daemon=True
         )
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
@@ -212,7 +218,7 @@ class Worker:
         if self.metrics is not None:
             self.metrics.busy.labels(job.pool).inc()
         try:
-            self._attempt(job, model, workdir, lost, cancel)
+            self._attempt(attempt, model, workdir, lost, cancel)
             finished.set()  # a heartbeat answered from now on finds the job complete
             outcome = "completed"
             log.info("job completed", extra=extra)
@@ -220,24 +226,24 @@ class Worker:
             outcome = "lost"
             if cancel.is_set():
                 outcome = "cancelled"
-                self._finish_cancel(job)
+                self._finish_cancel(attempt)
                 log.info("job cancelled while running", extra=extra)
             elif lost.is_set():
                 log.warning("lease lost; abandoning the attempt", extra=extra)
             else:  # stopped without draining: hand the job back, no attempt spent
                 outcome = "released"
-                self._release(job)
+                self._release(attempt)
                 log.info("job released on shutdown", extra=extra)
         except EngineFailed as exc:
-            self._fail(job, exc.message, exc.error_type, retry=exc.retryable)
+            self._fail(attempt, exc.message, exc.error_type, retry=exc.retryable)
         except EngineCrashed as exc:
-            self._fail(job, exc.message, "engine_crashed", retry=True)
+            self._fail(attempt, exc.message, "engine_crashed", retry=True)
         except ServiceUnavailable as exc:
             # Storage or store trouble: let the attempt be retried (lease expiry if the
             # store itself is down).
-            self._fail(job, f"service unavailable: {exc.message}", "unavailable", retry=True)
+            self._fail(attempt, f"service unavailable: {exc.message}", "unavailable", retry=True)
         except VidqError as exc:
-            self._fail(job, exc.message, type(exc).__name__, retry=False)
+            self._fail(attempt, exc.message, type(exc).__name__, retry=False)
         finally:
             finished.set()
             beat.join(5)
@@ -248,38 +254,32 @@ class Worker:
 
     def _attempt(
         self,
-        job: Job,
+        attempt: Attempt,
         model: Model,
         workdir: Path,
         lost: threading.Event,
         cancel: threading.Event,
     ) -> None:
         """Run the engine, upload under the attempt's key, complete fenced. An upload
-        that does not end in a won completion is deleted."""
-        if job.attempt > 1:  # uploads of earlier attempts that never completed
-            sweep_attempts(self.storage, job, lambda attempt: attempt < job.attempt)
-        engine_job = self._engine_job(job, model, workdir)
-        result = self._run_engine(job, engine_job, lost, cancel)
-        lease = Lease.LOST if lost.is_set() else self._still_holds(job, lost)
+        that does not end in a won completion is not kept (the attempt sees to it)."""
+        engine_job = self._engine_job(attempt, model, workdir)
+        result = self._run_engine(attempt, engine_job, lost, cancel)
+        lease = Lease.LOST if lost.is_set() else self._still_holds(attempt, lost)
         if lease is not Lease.HELD:
             (cancel if lease is Lease.CANCEL else lost).set()
             raise LeaseLost()
-        uploaded = output_key(job, result.name)
-        try:
-            self._upload(uploaded, Path(engine_job.output_path), lost)
-            size = Path(engine_job.output_path).stat().st_size
-            meta = {**result.meta, "engine": self._engine_name(job.pool), "file_size": size}
-            if not self._complete(job, uploaded, meta, lost):
-                # A cancel requested since the last heartbeat wins over the completion.
-                (cancel if self._finish_cancel(job) else lost).set()
-                raise LeaseLost()
-        except BaseException:
-            self._delete_quietly(uploaded)
-            raise
-        if job.attempt > 1:  # only a retried job can have other attempts' uploads
-            sweep_attempts(self.storage, job, lambda attempt: attempt != job.attempt)
+        output = Path(engine_job.output_path)
+        self._upload(attempt, output, result.name, lost)
+        meta = {
+            **result.meta, "engine": self._engine_name(attempt.job.pool),
+            "file_size": output.stat().st_size,
+        }  # fmt: skip
+        if not self._complete(attempt, meta, lost):
+            # A cancel requested since the last heartbeat wins over the completion.
+            (cancel if self._finish_cancel(attempt) else lost).set()
+            raise LeaseLost()
 
-    def _upload(self, key: str, path: Path, lost: threading.Event) -> None:
+    def _upload(self, attempt: Attempt, path: Path, name: str, lost: threading.Event) -> None:
         """Upload the finished video, retried while the storage fails (a full disk, an S3
         outage) for up to ``upload_retry_s``: the run is done and must not be lost to a
         passing storage problem. The heartbeat keeps the lease meanwhile."""
@@ -287,27 +287,25 @@ class Worker:
         delay = 0.5
         while True:
             try:
-                self.storage.put_file(key, path, "video/mp4")
+                attempt.upload(path, name)
                 return
             except ServiceUnavailable as exc:
                 if time.monotonic() + delay > deadline or lost.is_set() or self._abort.is_set():
                     raise
-                log.warning("upload failed, retrying: %s", exc.message, extra={"key": key})
+                log.warning(
+                    "upload failed, retrying: %s", exc.message, extra={"job_id": attempt.job.id}
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     def _engine_name(self, pool: str) -> str:
         return self.options.engines.get(pool, "preview")
 
-    def _engine_job(self, job: Job, model: Model, workdir: Path) -> EngineJob:
-        files: dict[str, str] = {}
-        for field, key in dict(job.inputs.get("_blobs", {})).items():
-            local = workdir / f"input-{field}"
-            self.storage.download(str(key), local)
-            files[str(field)] = str(local)
-        inputs = {k: v for k, v in job.inputs.items() if k != "_blobs"}
+    def _engine_job(self, attempt: Attempt, model: Model, workdir: Path) -> EngineJob:
+        files = attempt.download_inputs(workdir)
+        inputs = dict(attempt.job.inputs)
         return EngineJob(
-            request_id=job.id,
+            request_id=attempt.job.id,
             model_id=model.id,
             family=model.family.value,
             variant=model.variant,
@@ -318,9 +316,13 @@ class Worker:
         )
 
     def _run_engine(
-        self, job: Job, engine_job: EngineJob, lost: threading.Event, cancel: threading.Event
+        self,
+        attempt: Attempt,
+        engine_job: EngineJob,
+        lost: threading.Event,
+        cancel: threading.Event,
     ) -> EngineResult:
-        name = self._engine_name(job.pool)
+        name = self._engine_name(attempt.job.pool)
         engine = self._engines.get(name)
         if engine is None:
             pools = [p for p in self.options.pools if self._engine_name(p) == name]
@@ -329,7 +331,6 @@ class Worker:
                 name, settings, pools, logs=self.options.logs, gpu=self.options.gpu
             )
             self._engines[name] = engine
-        token = job.lease_token or ""
         last = [0.0]
 
         def on_progress(done: int, total: int) -> None:
@@ -338,7 +339,7 @@ class Worker:
                 return  # throttle writes; the final step is always recorded
             last[0] = now
             try:
-                if not self.store.progress(job.id, token, done, total):
+                if not attempt.progress(done, total):
                     lost.set()
             except ServiceUnavailable:
                 pass  # progress is advisory; the heartbeat decides about the lease
@@ -350,91 +351,82 @@ class Worker:
 
     def _heartbeat(
         self,
-        job: Job,
+        attempt: Attempt,
         lost: threading.Event,
         cancel: threading.Event,
         finished: threading.Event,
     ) -> None:
         interval = max(0.05, self.options.lease_s / 3)
+        job_id = attempt.job.id
         while not finished.wait(interval) and not lost.is_set():
             try:
-                lease = self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s)
+                lease = attempt.heartbeat()
             except ServiceUnavailable:
                 continue  # keep trying; the lease decides
             self.last_contact = time.monotonic()
             if lease is Lease.LOST:
                 if finished.is_set():
                     break  # sent while the complete committed: not a lost lease
-                log.warning("heartbeat rejected: lease lost", extra={"job_id": job.id})
+                log.warning("heartbeat rejected: lease lost", extra={"job_id": job_id})
                 lost.set()
             elif lease is Lease.CANCEL and not cancel.is_set():
-                log.info("cancel requested; stopping the engine", extra={"job_id": job.id})
+                log.info("cancel requested; stopping the engine", extra={"job_id": job_id})
                 cancel.set()
 
-    def _finish_cancel(self, job: Job) -> bool:
+    def _finish_cancel(self, attempt: Attempt) -> bool:
         """Record CANCELLED (fenced); False if the job is no longer this attempt's."""
         try:
-            return self.store.finish_cancel(job.id, job.lease_token or "")
+            return attempt.finish_cancel()
         except ServiceUnavailable:
             return False  # the lease expires and the reaper records CANCELLED
 
-    def _fail(self, job: Job, message: str, error_type: str, *, retry: bool) -> None:
+    def _fail(self, attempt: Attempt, message: str, error_type: str, *, retry: bool) -> None:
         if self._abort.is_set():
             # Shutting down without draining: hand the job back without spending an attempt.
-            self._release(job)
+            self._release(attempt)
             return
+        job = attempt.job
         log.warning("job attempt failed: %s", message, extra={"job_id": job.id, "retry": retry})
         delay = self.options.retry_delay(job.attempt) if retry else 0.0
         try:
-            self.store.fail(job.id, job.lease_token or "", message, error_type, retry, delay)
+            attempt.fail(message, error_type, retry=retry, retry_after_s=delay)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper retries the job
 
-    def _complete(self, job: Job, key: str, meta: dict[str, Any], lost: threading.Event) -> bool:
+    def _complete(self, attempt: Attempt, meta: dict[str, Any], lost: threading.Event) -> bool:
         """The fenced complete, retried while the store is unreachable: the output is
-        already uploaded, so a short database outage must not cost the attempt. Gives up
-        (the lease then expires and the job is retried) after ``complete_retry_s``."""
+        already uploaded, so a short database outage must not cost the attempt (a try
+        that committed with its answer lost makes the retry a success). Gives up (the
+        lease then expires and the job is retried) after ``complete_retry_s``."""
         deadline = time.monotonic() + self.options.complete_retry_s
         delay = 0.2
-        retried = False
         while True:
             try:
-                if self.store.complete(job.id, job.lease_token or "", key, meta):
-                    return True
-                if not retried:
-                    return False
-                # An earlier try may have committed with its answer lost in the outage.
-                now = self.store.get(job.id)
-                return now is not None and now.result_key == key
+                return attempt.complete(meta)
             except ServiceUnavailable as exc:
-                retried = True
                 if time.monotonic() > deadline or lost.is_set():
                     raise
-                log.warning("complete failed, retrying: %s", exc.message, extra={"job_id": job.id})
+                log.warning(
+                    "complete failed, retrying: %s", exc.message, extra={"job_id": attempt.job.id}
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _still_holds(self, job: Job, lost: threading.Event) -> Lease:
+    def _still_holds(self, attempt: Attempt, lost: threading.Event) -> Lease:
         """A fenced heartbeat right before uploading, waiting out a store outage: a worker
         that was paused or cut off past its lease learns it lost the job before it
         uploads anything (an upload it cannot complete would be an orphan)."""
         deadline = time.monotonic() + self.options.complete_retry_s
         while True:
             try:
-                return self.store.heartbeat(job.id, job.lease_token or "", self.options.lease_s)
+                return attempt.heartbeat()
             except ServiceUnavailable:
                 if time.monotonic() > deadline or lost.is_set():
                     raise
                 time.sleep(0.5)
 
-    def _release(self, job: Job) -> None:
+    def _release(self, attempt: Attempt) -> None:
         try:
-            self.store.release(job.id, job.lease_token or "")
+            attempt.release()
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper gives the job back
-
-    def _delete_quietly(self, key: str) -> None:
-        try:
-            self.storage.delete(key)
-        except VidqError:
-            log.warning("could not delete orphan upload", extra={"key": key})

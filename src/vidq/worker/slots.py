@@ -4,7 +4,8 @@ A slot is a plain ``Worker`` loop in its own thread, with its own name (``host:p
 one row of ``GET /admin/workers`` showing its current job) and its own engine children,
 pinned to its GPU (``WorkerOptions.gpu`` -> ``CUDA_VISIBLE_DEVICES`` in the child). Each
 slot holds at most one job, so the process holds at most one job per GPU. The slots share
-the store, the storage, the metrics and one ``RunLimits``; a signal stops them all.
+the source of attempts (local or remote), the metrics and one ``RunLimits``; a signal
+stops them all.
 Without ``--gpus`` the group has one slot that is not pinned: one job at a time, as before.
 """
 
@@ -18,9 +19,8 @@ from collections.abc import Mapping, Sequence
 
 from vidq.errors import EngineUnavailable
 from vidq.ops.metrics import WorkerMetrics
-from vidq.storage.base import WorkerBlobs
-from vidq.store.base import WorkerStore
 from vidq.worker.limits import RunLimits
+from vidq.worker.ports import Reaper, Source
 from vidq.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -79,24 +79,26 @@ class WorkerGroup:
     @classmethod
     def build(
         cls,
-        store: WorkerStore,
-        storage: WorkerBlobs,
+        source: Source,
         options: WorkerOptions,
         gpus: Sequence[str] | None,
         *,
         metrics: WorkerMetrics | None = None,
         limits: RunLimits | None = None,
+        reaper: Reaper | None = None,
     ) -> WorkerGroup:
-        """One slot per GPU of ``gpus`` (None: one unpinned slot), sharing ``limits``."""
+        """One slot per GPU of ``gpus`` (None: one unpinned slot), sharing ``source``,
+        ``limits`` and ``reaper``."""
         limits = limits or RunLimits()
         if gpus is None:
-            return cls([Worker(store, storage, options, metrics, limits)])
+            return cls([Worker(source, options, metrics, limits, reaper=reaper)])
         return cls(
             [
-                Worker(store, storage, dataclasses.replace(options, gpu=gpu), metrics, limits)
+                Worker(source, dataclasses.replace(options, gpu=gpu), metrics, limits,
+                       reaper=reaper)
                 for gpu in gpus
             ]
-        )
+        )  # fmt: skip
 
     @property
     def name(self) -> str:

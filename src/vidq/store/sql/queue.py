@@ -8,10 +8,10 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidq.jobs import Job
+from vidq.jobs import Claim, Job
 from vidq.store.base import Lease, ReapResult
 from vidq.store.driver import Driver
-from vidq.store.rows import dumps, job_from_row
+from vidq.store.rows import claim_from_row, dumps, job_from_row
 from vidq.store.sql.core import Queries
 from vidq.store.statements import Statement
 
@@ -30,7 +30,7 @@ class QueueQueries(Queries):
         super().__init__(driver)
         self._claims: dict[int, Statement] = {}  # the claim, by number of pools
 
-    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Job | None:
+    def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Claim | None:
         self.driver.wakeups.before_claim()
         if not pools:
             return None
@@ -38,7 +38,7 @@ class QueueQueries(Queries):
         params.update(token=secrets.token_hex(16), worker=worker, lease_s=lease_s)
         if self._sql.lock_running is None:
             row = self._row(self._claim(len(pools)), **params)
-            return job_from_row(row) if row else None
+            return claim_from_row(row) if row else None
         for _ in range(_CLAIM_TRIES):
             try:
                 return self._claim_checked(params, len(pools))
@@ -46,7 +46,7 @@ class QueueQueries(Queries):
                 continue  # rolled back; the next claim sees the user at their limit
         return None
 
-    def _claim_checked(self, params: dict[str, Any], pools: int) -> Job | None:
+    def _claim_checked(self, params: dict[str, Any], pools: int) -> Claim | None:
         """The claim in a transaction that, when the job's user has ``max_running``,
         counts their running jobs under a per-user lock and rolls itself back when over
         (see ``Statements.lock_running``). Claims of users without a limit take no lock."""
@@ -61,7 +61,11 @@ class QueueQueries(Queries):
                 counted = db.row(self._sql.running_of, {"owner": row["owner"]})
                 if counted is not None and int(counted["n"]) > int(limit):
                     raise _OverLimit
-            return job_from_row(row)
+            return claim_from_row(row)
+
+    def claimed(self, job_id: int) -> Claim | None:
+        row = self._row(self._sql.get_job, id=job_id)
+        return claim_from_row(row) if row and row["lease_token"] is not None else None
 
     def _claim(self, pools: int) -> Statement:
         stmt = self._claims.get(pools)

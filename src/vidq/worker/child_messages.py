@@ -1,0 +1,93 @@
+"""The messages between a worker and its engine child (``child.py``), and their one codec.
+
+Parent and child speak JSON over a pipe, never pickle (a job's inputs are untrusted JSON):
+each message is a small frozen dataclass tagged by its ``kind``, written by ``encode`` and
+read back, validated, by ``decode`` on the other side.
+
+    child -> parent, once:   Ready | LoadFailed
+    parent -> child:         RunJob
+    child -> parent:         Progress*, then Finished | Failed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from vidq.engines.base import EngineJob, EngineResult
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an engine failed (to load, or one job)."""
+
+    type: str  # the exception's class name
+    message: str  # what the job's error says
+    retryable: bool  # an internal error (another attempt may succeed), not the user's input
+    traceback: str = ""  # for the worker's log; empty for errors a user should read
+    restart: bool = False  # the engine asks for a fresh child (e.g. a GPU out of memory)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ready:
+    """The engine is loaded; jobs may be sent."""
+
+    kind: Literal["ready"] = "ready"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadFailed:
+    """The engine could not be built or loaded; the child exits."""
+
+    failure: Failure
+    kind: Literal["load_failed"] = "load_failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunJob:
+    """Run one job."""
+
+    job: EngineJob
+    kind: Literal["run"] = "run"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """Steps done of the total, any number of times while a job runs."""
+
+    done: int
+    total: int
+    kind: Literal["progress"] = "progress"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finished:
+    """The job's output is at its ``output_path``."""
+
+    result: EngineResult
+    kind: Literal["finished"] = "finished"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """The job failed; the child waits for the next one (or is restarted on request)."""
+
+    failure: Failure
+    kind: Literal["failed"] = "failed"
+
+
+Message = Ready | LoadFailed | RunJob | Progress | Finished | Failed
+
+_CODEC: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
+
+
+def encode(message: Message) -> bytes:
+    """``message`` as JSON bytes."""
+    return _CODEC.dump_json(message)
+
+
+def decode(data: bytes) -> Message:
+    """The message of ``encode``'s bytes; ``pydantic.ValidationError`` for anything else."""
+    return _CODEC.validate_json(data)

@@ -1,0 +1,147 @@
+"""The local ``Source`` and ``Attempt`` (``ports.py``): the job store and the blob store
+reached directly (a worker next to the database and the storage, or in the API process).
+
+Besides the fenced store calls, the local attempt keeps the outputs in order, as the API
+does for remote attempts (``api/worker_api.py``): a claim of a retried job deletes the
+uploads of earlier attempts that never completed, a won completion deletes the uploads of
+the job's other attempts, and an attempt that ends without a won completion deletes its own
+upload, unless a complete that may have committed it cannot be ruled out (then the output
+is the result, or the next attempt's claim deletes it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vidq.errors import VidqError
+from vidq.jobs import Claim, output_key
+from vidq.storage.base import WorkerBlobs
+from vidq.storage.outputs import sweep_attempts
+from vidq.store.base import Lease, WorkerStore
+from vidq.worker.ports import Assignment
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TYPE = "video/mp4"
+
+
+class LocalSource:
+    """Claims from the job store (``Source``); its attempts use ``store`` and ``blobs``."""
+
+    def __init__(self, store: WorkerStore, blobs: WorkerBlobs) -> None:
+        self.store = store
+        self.blobs = blobs
+
+    def claim(
+        self, worker: str, pools: Sequence[str], engines: Mapping[str, str], lease_s: float
+    ) -> LocalAttempt | None:
+        self.store.register_worker(worker, pools, engines)
+        claim = self.store.claim(pools, worker, lease_s)
+        if claim is None:
+            return None
+        job = claim.job
+        if job.attempt > 1:  # uploads of earlier attempts that never completed
+            sweep_attempts(self.blobs, job, lambda attempt: attempt < job.attempt)
+        return LocalAttempt(self.store, self.blobs, claim, lease_s)
+
+    def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
+        self.store.wait_for_jobs(pools, timeout)
+
+    def queue_depths(self) -> dict[str, int]:
+        return self.store.queue_depths()
+
+
+class LocalAttempt:
+    """One claimed attempt (``Attempt``) over the job store and the blob store."""
+
+    def __init__(
+        self, store: WorkerStore, blobs: WorkerBlobs, claim: Claim, lease_s: float
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.claim = claim
+        self.lease_token = claim.lease_token
+        self.lease_s = lease_s
+        found = claim.job
+        self.job = Assignment(
+            id=found.id, model_id=found.model_id, pool=found.pool, tier=found.tier,
+            attempt=found.attempt,
+            inputs={k: v for k, v in found.inputs.items() if k != "_blobs"},
+        )  # fmt: skip
+        self._output: str | None = None  # this attempt's upload, until it won or is deleted
+        self._in_doubt = False  # a complete raised: it may have committed
+
+    def download_inputs(self, folder: Path) -> dict[str, str]:
+        files: dict[str, str] = {}
+        for field, key in dict(self.claim.job.inputs.get("_blobs", {})).items():
+            local = folder / f"input-{field}"
+            self.blobs.download(str(key), local)
+            files[str(field)] = str(local)
+        return files
+
+    def heartbeat(self) -> Lease:
+        return self.store.heartbeat(self.job.id, self.lease_token, self.lease_s)
+
+    def progress(self, done: int, total: int) -> bool:
+        return self.store.progress(self.job.id, self.lease_token, done, total)
+
+    def upload(self, path: Path, name: str) -> None:
+        self._output = output_key(self.job, name)
+        self.blobs.put_file(self._output, path, OUTPUT_TYPE)
+
+    def complete(self, meta: dict[str, Any]) -> bool:
+        key = self._output
+        if key is None:
+            raise VidqError("nothing was uploaded to complete with")
+        retried, self._in_doubt = self._in_doubt, True
+        won = self.store.complete(self.job.id, self.lease_token, key, meta)
+        if not won and retried:
+            # An earlier try may have committed with its answer lost in the outage.
+            now = self.store.get(self.job.id)
+            won = now is not None and now.result_key == key
+        self._in_doubt = False
+        if not won:
+            self._delete_output()
+            return False
+        self._output = None  # the result now
+        if self.job.attempt > 1:  # only a retried job can have other attempts' uploads
+            won_attempt = self.job.attempt
+            sweep_attempts(self.blobs, self.claim.job, lambda other: other != won_attempt)
+        return True
+
+    def fail(self, error: str, error_type: str, *, retry: bool, retry_after_s: float) -> bool:
+        return self._end(
+            lambda: self.store.fail(
+                self.job.id, self.lease_token, error, error_type, retry, retry_after_s
+            )
+        )
+
+    def release(self) -> bool:
+        return self._end(lambda: self.store.release(self.job.id, self.lease_token))
+
+    def finish_cancel(self) -> bool:
+        return self._end(lambda: self.store.finish_cancel(self.job.id, self.lease_token))
+
+    def _end(self, record: Callable[[], bool]) -> bool:
+        """Record an end other than a completion, then delete the upload: at once unless a
+        complete may have committed it, else only when the end was recorded (which proves
+        that complete did not commit)."""
+        recorded = False
+        try:
+            recorded = record()
+            return recorded
+        finally:
+            if recorded or not self._in_doubt:
+                self._delete_output()
+
+    def _delete_output(self) -> None:
+        key, self._output = self._output, None
+        if key is None:
+            return
+        try:
+            self.blobs.delete(key)
+        except VidqError:
+            log.warning("could not delete orphan upload", extra={"key": key})

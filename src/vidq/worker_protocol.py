@@ -1,0 +1,211 @@
+"""The messages of the worker protocol, version 1 (``/worker/v1``), in one module that both
+sides import: the API's routes (``api/worker_api.py``) read the requests with these models
+and write the answers with them; a remote worker's attempts (``worker/remote.py``) build
+their requests with the same models, so what the server would refuse (a 422) is refused
+before it is sent, and read the answers with them.
+
+Requests are strict (``extra="forbid"``: an unknown field is a 422 naming it); answers
+ignore fields they do not know, so a newer server can add some. The bounds are written
+once, here: a value the worker does not choose (an engine's error text, a backoff) is fitted
+to them by the model itself (``FailBody.fitted``), never cut by hand at a call site.
+
+Imports nothing of vidq: it sits below both ``vidq.api`` and ``vidq.worker`` (the layers in
+``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VERSION = 1
+PREFIX = "/worker/v1"
+MAX_WAIT_S = 30.0  # the longest long-poll of a claim
+MAX_PARTS = 10_000  # S3's limit on the parts of a multipart upload
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+PoolName = Annotated[str, Field(min_length=1, max_length=100)]
+LeaseToken = Annotated[str, Field(min_length=1, max_length=100)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# -- requests (worker -> API) -------------------------------------------------------------
+class ClaimBody(_Request):
+    """Take a job of these pools; wait up to ``wait_s`` for one."""
+
+    worker: Name
+    pools: list[PoolName] = Field(min_length=1, max_length=100)
+    engines: dict[PoolName, Annotated[str, Field(max_length=50)]] = Field(
+        default_factory=dict, max_length=100
+    )  # pool -> engine, shown on /admin/workers
+    wait_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
+
+
+class Fenced(_Request):
+    """A call of the attempt that holds ``lease_token``."""
+
+    lease_token: LeaseToken
+
+
+class ProgressBody(Fenced):
+    """Steps done of the total (advisory)."""
+
+    done: int = Field(ge=0, le=1_000_000)
+    total: int = Field(ge=0, le=1_000_000)
+
+
+class FailBody(Fenced):
+    """A failed attempt: retried after ``delay_s`` (if ``retry`` and attempts remain) or final."""
+
+    message: str = Field(max_length=4000)
+    error_type: str = Field(min_length=1, max_length=100)
+    retry: bool
+    delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+
+    @classmethod
+    def fitted(
+        cls, lease_token: str, message: str, error_type: str, retry: bool, delay_s: float
+    ) -> FailBody:
+        """A fail whose message and type are cut to their bounds and whose delay is held
+        within them: what an engine raised is recorded as far as it fits, never refused."""
+        return cls(
+            lease_token=lease_token,
+            message=_cut(cls, "message", message),
+            error_type=_cut(cls, "error_type", error_type),
+            retry=retry,
+            delay_s=_clamp(cls, "delay_s", delay_s),
+        )
+
+
+class UploadBody(Fenced):
+    """Ask where to upload this attempt's output ``key`` of ``size`` bytes."""
+
+    key: str = Field(min_length=1, max_length=500)
+    size: int = Field(ge=1, le=1 << 40)
+    sha256: Sha256
+
+
+class PartDone(_Request):
+    """An uploaded part of a multipart upload: its number and the ETag S3 answered."""
+
+    number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class CompleteBody(UploadBody):
+    """The attempt's uploaded output, and its meta (stored as the result's); for a
+    multipart upload, its id and parts (the API assembles them)."""
+
+    meta: dict[str, Any] = Field(default_factory=dict)
+    upload_id: str | None = Field(default=None, min_length=1, max_length=1000)
+    parts: list[PartDone] = Field(default_factory=list, max_length=MAX_PARTS)
+
+
+# -- answers (API -> worker) --------------------------------------------------------------
+class ConfigAnswer(_Answer):
+    """What the server expects of its remote workers (``GET /worker/v1/config``)."""
+
+    version: int
+    lease_s: float = Field(gt=0)
+    pools: list[str]
+    max_wait_s: float
+
+
+class ClaimedJob(_Answer):
+    """The job a claim took, with the attempt's lease."""
+
+    id: int = Field(ge=1)
+    model_id: str
+    pool: str
+    tier: int
+    priority: int = 0
+    attempt: int = Field(ge=1)
+    max_attempts: int
+    inputs: dict[str, Any]  # ``_blobs`` names the media fields (see ``downloads``)
+    lease_token: LeaseToken
+    lease_expires_at: float  # database time
+    lease_s: float
+
+
+class ClaimAnswer(_Answer):
+    """A claim's answer: the job and a download URL per media input field, or no job and
+    the number of jobs queued in each of the claimed pools."""
+
+    job: ClaimedJob | None
+    downloads: dict[str, str] | None = None  # input field -> signed URL (with a job)
+    queued: dict[str, int] | None = None  # pool -> queued jobs (without one)
+
+
+class HeartbeatAnswer(_Answer):
+    """The lease is still held; ``cancel``: a cancel was requested, stop and say so."""
+
+    lease: Literal["held", "cancel"]
+    lease_s: float
+
+
+class PartTarget(_Answer):
+    """Where to PUT one part of a multipart upload."""
+
+    number: int = Field(ge=1, le=MAX_PARTS)
+    url: str
+    size: int = Field(ge=1)
+
+
+class UploadTarget(_Answer):
+    """Where to PUT the output: one URL (with its headers), or one URL per part."""
+
+    method: Literal["PUT"]
+    url: str | None = None
+    headers: dict[str, str] | None = None
+    upload_id: str | None = None
+    parts: list[PartTarget] | None = None
+
+
+class CompleteAnswer(_Answer):
+    """The job is COMPLETED with this attempt's output (``replayed``: by an earlier try)."""
+
+    completed: bool
+    replayed: bool
+
+
+class Done(_Answer):
+    """A fenced call (progress, fail, cancelled, release) was recorded."""
+
+    ok: bool
+
+
+class Stored(_Answer):
+    """A signed upload (local storage) was stored."""
+
+    stored: str
+    size: int
+
+
+def _cut(model: type[BaseModel], field: str, value: str) -> str:
+    limit = _bound(model, field, "max_length")
+    return value if limit is None else value[: int(limit)]
+
+
+def _clamp(model: type[BaseModel], field: str, value: float) -> float:
+    low, high = _bound(model, field, "ge"), _bound(model, field, "le")
+    if low is not None:
+        value = max(value, float(low))
+    return value if high is None else min(value, float(high))
+
+
+def _bound(model: type[BaseModel], field: str, name: str) -> Any:
+    """The bound ``name`` (max_length, ge, le) of a field, as its ``Field`` declares it."""
+    for constraint in model.model_fields[field].metadata:
+        found = getattr(constraint, name, None)
+        if found is not None:
+            return found
+    return None
