@@ -22,6 +22,7 @@ from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import JobStore, Quota
 from vidq.worker import Worker, WorkerOptions
+from vidq.worker.local import LocalSource
 
 T2V = "wan22-fast-t2v"
 POOL = MODELS[T2V].pool
@@ -44,7 +45,7 @@ def _client(app: Any, token: str) -> TestClient:
 def _drain(store: JobStore, storage: LocalBlobStore) -> int:
     """Run the queue's jobs with a burst worker (the preview engine)."""
     options = WorkerOptions(pools=(POOL,), engines={POOL: "preview"}, burst=True, lease_s=10.0)
-    return Worker(store, storage, options).run()
+    return Worker(LocalSource(store, storage), options, reaper=store).run()
 
 
 def _frames(client: TestClient, rid: str, tmp: Path) -> list[np.ndarray[Any, Any]]:
@@ -81,8 +82,8 @@ def test_every_request_runs_with_a_seed_its_answers_report(
 
         # A first attempt fails and is retried: the second runs with the same seed.
         claimed = store.claim([POOL], "a-worker-that-fails", 30)
-        assert claimed is not None and claimed.id == int(rid) and claimed.lease_token
-        assert store.fail(claimed.id, claimed.lease_token, "boom", "internal", retry=True)
+        assert claimed is not None and claimed.job.id == int(rid) and claimed.lease_token
+        assert store.fail(claimed.job.id, claimed.lease_token, "boom", "internal", retry=True)
         # The same inputs and seed again, and the same inputs without a seed.
         again = alice.post(f"/queue/{T2V}", json={**SMALL, "seed": seed}, headers=binary)
         other = alice.post(f"/queue/{T2V}", json=SMALL, headers=binary)

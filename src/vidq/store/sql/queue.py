@@ -8,10 +8,10 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidq.jobs import Claim, Job
+from vidq.jobs import Claim
 from vidq.store.base import Lease, ReapResult
 from vidq.store.driver import Driver
-from vidq.store.rows import claim_from_row, dumps, job_from_row
+from vidq.store.rows import claim_from_row, dumps
 from vidq.store.sql.core import Queries
 from vidq.store.statements import Statement
 
@@ -64,8 +64,8 @@ class QueueQueries(Queries):
             return claim_from_row(row)
 
     def claimed(self, job_id: int) -> Claim | None:
-        row = self._row(self._sql.get_job, id=job_id)
-        return claim_from_row(row) if row and row["lease_token"] is not None else None
+        row = self._row(self._sql.claimed, id=job_id)
+        return claim_from_row(row) if row else None
 
     def _claim(self, pools: int) -> Statement:
         stmt = self._claims.get(pools)

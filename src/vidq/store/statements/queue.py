@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from vidq.store.rows import JOB_COLUMNS
 from vidq.store.statements.base import RoleStatements, Statement
 
 # What a claim sets on the job it takes: both dialects' claims share it.
@@ -41,6 +42,10 @@ class QueueStatements(RoleStatements):
     lock_running: ClassVar[Statement | None] = None
     running_of = Statement(
         "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
+    )
+    # The running attempt's lease, for the API's fenced worker routes (``claimed``).
+    claimed = Statement(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND lease_token IS NOT NULL"
     )
     # The answer carries the cancel request: a worker learns of it in the same round trip.
     heartbeat = Statement("""
