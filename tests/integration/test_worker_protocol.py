@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 
 from tests.loopback import serve_app
 from tests.servers import SeaweedServer
-from vidq.api import create_app, worker_api
+from vidq.api import create_app
 from vidq.api.auth import create_token
+from vidq.api.worker import routes as worker_api
 from vidq.config import Settings
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore

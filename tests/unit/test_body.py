@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vidq.api.body import MAX_DEPTH, MAX_INT_DIGITS, check_fields_size, parse
+from vidq.api.parsing.body import MAX_DEPTH, MAX_INT_DIGITS, check_fields_size, parse
 from vidq.errors import InvalidInput, PayloadTooLarge
 
 LIMIT = 256 * 1024

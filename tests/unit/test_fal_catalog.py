@@ -5,8 +5,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from vidq.api.fal.catalog import ENDPOINTS, FieldClash, duration_of, get_endpoint, to_native
 from vidq.catalog import input_schema
-from vidq.fal_catalog import ENDPOINTS, FieldClash, duration_of, get_endpoint, to_native
 from vidq.media.sizing import image_plan, text_plan
 
 WAN = "fal-ai/wan/v2.2-a14b"

@@ -16,10 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext, context, operator_store
-from vidq.api.deps import caller, request_id
-from vidq.api.requests import summary
+from vidq.api.native.requests import summary
+from vidq.api.parsing.params import caller, request_id
+from vidq.api.services import submission as svc
 from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound
 from vidq.jobs import Job, JobState, WireStatus

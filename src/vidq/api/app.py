@@ -18,25 +18,18 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidq.api import (
-    admin,
-    docs,
-    fal,
-    fal_run,
-    fal_storage,
-    files,
-    native,
-    ops,
-    requests,
-    web,
-    webhooks,
-    worker_api,
-)
-from vidq.api import jobs_service as svc
+from vidq.api import admin, docs, files, ops, web, webhooks
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
 from vidq.api.eta import EtaEstimator
-from vidq.api.fastpath import StatusFastPath
+from vidq.api.fal import queue as fal
+from vidq.api.fal import run as fal_run
+from vidq.api.fal import storage as fal_storage
+from vidq.api.native import requests
+from vidq.api.native import routes as native
+from vidq.api.native.fastpath import StatusFastPath
+from vidq.api.services import submission as svc
+from vidq.api.worker import routes as worker_api
 from vidq.config import Settings
 from vidq.errors import RateLimited, ServiceUnavailable, VidqError
 from vidq.media.decode import DecodePool

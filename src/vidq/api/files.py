@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import jobs_service as svc
 from vidq.api.context import context
-from vidq.api.deps import caller
+from vidq.api.parsing.params import caller
+from vidq.api.services import submission as svc
 from vidq.errors import NotFound, Unauthorized
 from vidq.store.base import Token
 

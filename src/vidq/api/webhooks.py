@@ -63,9 +63,9 @@ import anyio.abc
 import anyio.to_thread
 import httpx
 
-from vidq.api import fal_inputs
-from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext
+from vidq.api.fal import inputs as fal_inputs
+from vidq.api.services import submission as svc
 from vidq.errors import InvalidInput, VidqError
 from vidq.jobs import Job, JobState, WebhookState
 from vidq.media.outbound import (

@@ -16,13 +16,8 @@ from typing import Any
 import pydantic
 from fastapi import Request
 
-from vidq.api import jobs_service as svc
-from vidq.api.body import submitted
 from vidq.api.context import AppContext
-from vidq.api.deps import model_or_404
-from vidq.catalog import Family, Model, _Inputs, get_model, input_schema
-from vidq.errors import InvalidInput, NotFound
-from vidq.fal_catalog import (
+from vidq.api.fal.catalog import (
     APPS,
     FAL_NAMES,
     FalEndpoint,
@@ -31,6 +26,11 @@ from vidq.fal_catalog import (
     native_names,
     to_native,
 )
+from vidq.api.parsing.body import submitted
+from vidq.api.parsing.params import model_or_404
+from vidq.api.services import submission as svc
+from vidq.catalog import Family, Model, _Inputs, get_model, input_schema
+from vidq.errors import InvalidInput, NotFound
 from vidq.jobs import Job
 from vidq.store.base import Token
 

@@ -28,13 +28,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import fal_inputs
-from vidq.api import jobs_service as svc
-from vidq.api.body import JsonRoute
 from vidq.api.context import AppContext, context
-from vidq.api.deps import caller, request_id
+from vidq.api.fal import inputs as fal_inputs
+from vidq.api.fal.catalog import ENDPOINTS
+from vidq.api.parsing.body import JsonRoute
+from vidq.api.parsing.params import caller, request_id
+from vidq.api.services import submission as svc
 from vidq.errors import InvalidInput
-from vidq.fal_catalog import ENDPOINTS
 from vidq.jobs import PRIORITY_MIN, Job, JobState
 from vidq.store.base import Token
 

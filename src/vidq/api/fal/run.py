@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import fal, fal_inputs
-from vidq.api import jobs_service as svc
-from vidq.api.body import JsonRoute
 from vidq.api.context import context
-from vidq.api.deps import caller
+from vidq.api.fal import inputs as fal_inputs
+from vidq.api.fal import queue as fal
+from vidq.api.parsing.body import JsonRoute
+from vidq.api.parsing.params import caller
+from vidq.api.services import submission as svc
 from vidq.jobs import Job
 from vidq.store.base import Token
 

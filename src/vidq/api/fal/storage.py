@@ -40,11 +40,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import uploads
 from vidq.api.auth import parse_authorization
 from vidq.api.context import AppContext, context, upload_store
-from vidq.api.deps import caller
-from vidq.api.jobs_service import user_folder
+from vidq.api.parsing.params import caller
+from vidq.api.services import uploads
+from vidq.api.services.submission import user_folder
 from vidq.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized, VidqError
 from vidq.store.base import Token, Upload, UploadStore
 

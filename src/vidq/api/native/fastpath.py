@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vidq.api.auth import parse_authorization, require_user_role
 from vidq.api.context import AppContext
-from vidq.api.native import status_of
+from vidq.api.native.routes import status_of
 from vidq.errors import ServiceUnavailable, VidqError
 from vidq.ops.metrics import HttpMetrics
 from vidq.store.base import Token

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import jobs_service as svc
 from vidq.api.context import AppContext, context
-from vidq.api.deps import caller, request_id
-from vidq.api.native import urls
+from vidq.api.native.routes import urls
+from vidq.api.parsing.params import caller, request_id
+from vidq.api.services import submission as svc
 from vidq.jobs import Job, JobState
 from vidq.media.inputs import BLOB_PREFIX
 from vidq.store.base import Token

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api import jobs_service as svc
-from vidq.api.body import JsonRoute, submitted
 from vidq.api.context import AppContext, context
-from vidq.api.deps import caller, model_or_404, request_id
+from vidq.api.parsing.body import JsonRoute, submitted
+from vidq.api.parsing.params import caller, model_or_404, request_id
+from vidq.api.services import submission as svc
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
 from vidq.jobs import WIRE_STATUS, Hold, JobState

@@ -16,9 +16,9 @@ from typing import Any
 
 import anyio.to_thread
 
-from vidq.api import uploads
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
+from vidq.api.services import uploads
 from vidq.catalog import Model, _Inputs, get_model, new_seed
 from vidq.config import Settings
 from vidq.errors import Conflict, Gone, InvalidInput, NotFound, VidqError

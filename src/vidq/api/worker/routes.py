@@ -39,8 +39,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.auth import parse_authorization
-from vidq.api.body import JsonRoute
 from vidq.api.context import AppContext, context
+from vidq.api.parsing.body import JsonRoute
 from vidq.catalog import POOLS
 from vidq.errors import (
     Conflict,

@@ -1,0 +1,1 @@
+"""The worker protocol, ``/worker/v1``: remote workers' routes (worker tokens only)."""
