@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, context, operator_store
+from vidq.api.context import AppContext, caller, context, operator_store
 from vidq.api.native.requests import summary
-from vidq.api.parsing.params import caller, request_id
+from vidq.api.parsing.params import request_id
 from vidq.api.services import submission as svc
 from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound

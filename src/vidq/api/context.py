@@ -1,4 +1,5 @@
-"""``AppContext``: what the routers share, built once by ``create_app``.
+"""``AppContext``: what the routers share, built once by ``create_app``; and what a route
+asks for from it (FastAPI dependencies): the context, the caller, the store role it uses.
 
 Routers and services import this module, never ``api/app.py``: the app module is the
 API's composition root and imports the routers, so the dependency points one way only.
@@ -13,14 +14,22 @@ from typing import Protocol
 import anyio
 from fastapi import Request
 from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 
-from vidq.api.auth import Authenticator
+from vidq.api.auth import Authenticator, parse_authorization, require_user_role
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
 from vidq.media.decode import DecodePool
 from vidq.media.fetch import Fetcher
 from vidq.storage.base import BlobStore
-from vidq.store.base import JobStore, OperatorStore, UploadStore
+from vidq.store.base import (
+    JobStore,
+    OperatorStore,
+    SubmitStore,
+    Token,
+    UploadStore,
+    WorkerStore,
+)
 
 
 class Webhooks(Protocol):
@@ -45,7 +54,7 @@ class AppContext:
     """What the routes share."""
 
     settings: Settings
-    store: JobStore  # every role (store/base.py); admin and upload routes ask for theirs below
+    store: JobStore  # every role (store/base.py); a route asks for its own below
     storage: BlobStore
     auth: Authenticator
     eta: EtaEstimator
@@ -71,6 +80,22 @@ def context(request: Request) -> AppContext:
     return ctx
 
 
+async def caller(request: Request) -> Token:
+    """The authenticated user or admin token of this request (401 otherwise; 403 for a
+    worker token, which may use only ``/worker/v1``)."""
+    ctx = context(request)
+    token = parse_authorization(request.headers.get("authorization"))
+    hit = ctx.auth.cached(token)
+    if hit is None:
+        hit = await run_in_threadpool(ctx.auth.lookup, token)
+    return require_user_role(hit)
+
+
+def submit_store(request: Request) -> SubmitStore:
+    """The job store as the user routes use it: a user's jobs (a FastAPI dependency)."""
+    return context(request).store
+
+
 def operator_store(request: Request) -> OperatorStore:
     """The job store as the admin routes use it (a FastAPI dependency)."""
     return context(request).store
@@ -78,4 +103,9 @@ def operator_store(request: Request) -> OperatorStore:
 
 def upload_store(request: Request) -> UploadStore:
     """The job store as the upload routes use it (a FastAPI dependency)."""
+    return context(request).store
+
+
+def worker_store(request: Request) -> WorkerStore:
+    """The job store as the worker protocol's routes use it (a FastAPI dependency)."""
     return context(request).store

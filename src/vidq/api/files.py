@@ -6,8 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import context
-from vidq.api.parsing.params import caller
+from vidq.api.context import caller, context
 from vidq.api.services import submission as svc
 from vidq.errors import NotFound, Unauthorized
 from vidq.store.base import Token

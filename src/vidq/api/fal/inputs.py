@@ -27,6 +27,7 @@ from vidq.api.fal.catalog import (
     to_native,
 )
 from vidq.api.parsing.body import submitted
+from vidq.api.parsing.headers import Deadline
 from vidq.api.parsing.params import model_or_404
 from vidq.api.services import submission as svc
 from vidq.catalog import Family, Model, _Inputs, get_model, input_schema
@@ -130,7 +131,7 @@ async def submit(
     priority: int,
     idempotency_key: str | None,
     webhook_url: str | None,
-    due: svc.Deadline,
+    due: Deadline,
 ) -> tuple[Job, bool]:
     """``svc.submit_once`` on the fal dialect, its 422s worded in the client's names."""
     try:

@@ -13,7 +13,7 @@ Differences from the native dialect, all taken from the clients' sources:
 - results are ``{"video": {"url", "content_type", "file_name", "file_size"}}`` with a
   signed download URL; every response about a request carries ``x-fal-request-id``;
 - ``/status/stream`` is a server-sent-event stream of status objects that ends after the
-  final one; ``X-Fal-Queue-Priority: low`` lowers the priority by ``LOW_PRIORITY_DROP``.
+  final one; ``X-Fal-Queue-Priority: low`` lowers the priority (``api/parsing/headers.py``).
 """
 
 from __future__ import annotations
@@ -28,21 +28,19 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, caller, context
 from vidq.api.fal import inputs as fal_inputs
 from vidq.api.fal.catalog import ENDPOINTS
+from vidq.api.parsing import headers
 from vidq.api.parsing.body import JsonRoute
-from vidq.api.parsing.params import caller, request_id
+from vidq.api.parsing.params import request_id, truthy
 from vidq.api.services import submission as svc
-from vidq.errors import InvalidInput
-from vidq.jobs import PRIORITY_MIN, Job, JobState
+from vidq.jobs import Job, JobState
 from vidq.store.base import Token
 
 router = APIRouter(tags=["fal-compatible"], route_class=JsonRoute)
 
 REQUEST_ID_HEADER = "x-fal-request-id"
-PRIORITY_HEADER = "x-fal-queue-priority"
-LOW_PRIORITY_DROP = 500
 STREAM_POLL_S = 0.25
 STREAM_KEEPALIVE_S = 10.0
 # Failures the engine attributes to the inputs are 422 (as fal's model errors); the
@@ -66,20 +64,6 @@ def _urls(base: str, owner: str, model_id: str, job_id: int) -> dict[str, str]:
 
 def _headers(job_id: int) -> dict[str, str]:
     return {REQUEST_ID_HEADER: str(job_id)}
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def priority_of(request: Request, requested: int) -> int:
-    """A submit's priority: ``X-Fal-Queue-Priority: low`` lowers the body's."""
-    value = (request.headers.get(PRIORITY_HEADER) or "normal").strip().lower()
-    if value == "normal":
-        return requested
-    if value == "low":
-        return max(PRIORITY_MIN, requested - LOW_PRIORITY_DROP)
-    raise InvalidInput("X-Fal-Queue-Priority", "must be 'normal' or 'low'")
 
 
 def _iso(ts: float) -> str:
@@ -162,9 +146,9 @@ async def submit_prepared(
     ctx = context(request)
     return await fal_inputs.submit(
         ctx, prepared, token, base=ctx.base_url(request),
-        priority=priority_of(request, prepared.body.priority),
-        idempotency_key=svc.idempotency_key(request.headers.get("idempotency-key")),
-        webhook_url=webhook_url, due=svc.deadline(request.headers, ctx.settings, fal=True),
+        priority=headers.fal_priority(request.headers, prepared.body.priority),
+        idempotency_key=headers.idempotency_key(request.headers),
+        webhook_url=webhook_url, due=headers.deadline(request.headers, ctx.settings, fal=True),
     )  # fmt: skip
 
 
@@ -180,10 +164,10 @@ async def _submit(owner: str, path: str, request: Request, token: Token) -> Resp
     where = prepared.target
     position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
     answer = {**_urls(base, where.owner, where.app, job.id), "queue_position": position}
-    headers = _headers(job.id)
+    answer_headers = _headers(job.id)
     if replay:
-        headers[svc.REPLAYED_HEADER] = "true"
-    return JSONResponse(answer, headers=headers)
+        answer_headers[headers.REPLAYED_HEADER] = "true"
+    return JSONResponse(answer, headers=answer_headers)
 
 
 def _alias_route(endpoint_id: str) -> Any:
@@ -228,7 +212,7 @@ async def status(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     job, base = await _job(request, owner, model_id, rid, token)
-    logs = _truthy(request.query_params.get("logs"))
+    logs = truthy(request.query_params.get("logs"))
     ctx = context(request)
     body = await run_in_threadpool(status_body, ctx, job, base, owner, logs)
     return JSONResponse(body, headers=_headers(job.id))
@@ -242,7 +226,7 @@ async def status_stream(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     job, base = await _job(request, owner, model_id, rid, token)
-    logs = _truthy(request.query_params.get("logs"))
+    logs = truthy(request.query_params.get("logs"))
     ctx = context(request)
 
     async def events() -> AsyncIterator[str]:

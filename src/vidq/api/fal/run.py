@@ -13,11 +13,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import context
+from vidq.api.context import caller, context
 from vidq.api.fal import inputs as fal_inputs
 from vidq.api.fal import queue as fal
 from vidq.api.parsing.body import JsonRoute
-from vidq.api.parsing.params import caller
 from vidq.api.services import submission as svc
 from vidq.jobs import Job
 from vidq.store.base import Token

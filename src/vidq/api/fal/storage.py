@@ -29,7 +29,6 @@ import base64
 import datetime
 import hashlib
 import hmac
-import json
 import re
 import time
 import uuid
@@ -41,8 +40,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.auth import parse_authorization
-from vidq.api.context import AppContext, context, upload_store
-from vidq.api.parsing.params import caller
+from vidq.api.context import AppContext, caller, context, upload_store
+from vidq.api.parsing.headers import upload_expiry
 from vidq.api.services import uploads
 from vidq.api.services.submission import user_folder
 from vidq.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized, VidqError
@@ -55,7 +54,6 @@ TOKEN_TTL_S = 3600
 UPLOAD_URL_TTL_S = 3600
 MAX_PARTS = 10_000
 _NAME = re.compile(r"[^A-Za-z0-9._-]")
-LIFECYCLE_HEADERS = ("x-fal-object-lifecycle-preference", "x-fal-object-lifecycle")
 
 
 def _secret(ctx: AppContext) -> bytes:
@@ -111,23 +109,6 @@ def _file_name(value: str | None, content_type: str) -> str:
         return name
     subtype = _NAME.sub("", content_type.split("/")[-1].split(";")[0])[:10] or "bin"
     return f"upload.{subtype}"
-
-
-def _expires_in(request: Request) -> float | None:
-    for header in LIFECYCLE_HEADERS:
-        raw = request.headers.get(header)
-        if raw is None:
-            continue
-        try:
-            value = json.loads(raw).get("expiration_duration_seconds")
-        except (ValueError, AttributeError):
-            raise InvalidInput(header, "must be a JSON object") from None
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise InvalidInput(header, "expiration_duration_seconds must be a positive number")
-        return float(value)
-    return None
 
 
 def _check_size(ctx: AppContext, size: int) -> None:
@@ -203,7 +184,7 @@ async def upload_file(
     data = await request.body()
     content_type = _content_type(request)
     name = _file_name(request.headers.get("x-fal-file-name"), content_type)
-    expires = _expires_in(request)
+    expires = upload_expiry(request.headers)
 
     def work() -> Upload:
         _check_size(ctx, len(data))
@@ -224,7 +205,7 @@ async def multipart_start(
     ctx = context(request)
     content_type = _content_type(request)
     name = _file_name(request.headers.get("x-fal-file-name"), content_type)
-    expires = _expires_in(request)
+    expires = upload_expiry(request.headers)
     upload = await run_in_threadpool(_new, store, user, content_type, name, expires)
     url = uploads.file_url(ctx.base_url(request), upload.id, upload.file_name)
     return JSONResponse({"access_url": url, "uploadId": upload.id})
@@ -316,7 +297,7 @@ async def _initiate(request: Request, token: Token, store: UploadStore, suffix: 
     body = body if isinstance(body, dict) else {}
     content_type = str(body.get("content_type") or "application/octet-stream")[:200]
     name = _file_name(str(body.get("file_name") or ""), content_type)
-    expires_in = _expires_in(request)
+    expires_in = upload_expiry(request.headers)
     upload = await run_in_threadpool(_new, store, token.user, content_type, name, expires_in)
     base = ctx.base_url(request)
     expires = str(int(time.time()) + UPLOAD_URL_TTL_S)

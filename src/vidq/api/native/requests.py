@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, caller, context
 from vidq.api.native.routes import urls
-from vidq.api.parsing.params import caller, request_id
+from vidq.api.parsing.params import request_id
 from vidq.api.services import submission as svc
 from vidq.jobs import Job, JobState
 from vidq.media.inputs import BLOB_PREFIX

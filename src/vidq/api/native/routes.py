@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, caller, context
+from vidq.api.parsing import headers
 from vidq.api.parsing.body import JsonRoute, submitted
-from vidq.api.parsing.params import caller, model_or_404, request_id
+from vidq.api.parsing.params import flag, model_or_404, request_id
 from vidq.api.services import submission as svc
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
@@ -18,9 +19,6 @@ from vidq.jobs import WIRE_STATUS, Hold, JobState
 from vidq.store.base import Cancel, JobStatus, Token
 
 router = APIRouter(route_class=JsonRoute)
-
-BINARY_HEADER = "x-pipelet-output"
-
 
 def urls(base: str, model_id: str, job_id: int) -> dict[str, str]:
     response_url = f"{base}/queue/{model_id}/requests/{job_id}"
@@ -40,18 +38,18 @@ def _submit_route(model: Model) -> Any:
     ) -> Response:
         await submitted(request, model)  # the body's limits (api/body.py)
         ctx = context(request)
-        binary = request.headers.get(BINARY_HEADER, "").strip().lower() == "binary"
-        key = svc.idempotency_key(request.headers.get("idempotency-key"))
+        binary = headers.binary_output(request.headers)
+        key = headers.idempotency_key(request.headers)
         webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
-        due = svc.deadline(request.headers, ctx.settings, fal=False)
+        due = headers.deadline(request.headers, ctx.settings, fal=False)
         base = ctx.base_url(request)
 
         job, replay = await svc.submit_once(
             ctx, model, body, token, dialect="native", base=base,
             binary_output=binary, idempotency_key=key, webhook_url=webhook, due=due,
         )  # fmt: skip
-        headers = {svc.REPLAYED_HEADER: "true"} if replay else None
-        return JSONResponse(urls(base, model.id, job.id), headers=headers)
+        replayed = {headers.REPLAYED_HEADER: "true"} if replay else None
+        return JSONResponse(urls(base, model.id, job.id), headers=replayed)
 
     # With postponed annotations FastAPI resolves names from module globals; give it the
     # family's schema class itself so validation and OpenAPI use it.
@@ -186,7 +184,7 @@ async def cancel(
     model_or_404(model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    running = svc.flag(request.query_params.get("running"), "running")
+    running = flag(request.query_params.get("running"), "running")
     done, job = await run_in_threadpool(
         lambda: svc.cancel_job(ctx, job_id, token.user, running=running)
     )

@@ -1,30 +1,13 @@
-"""Request dependencies shared by the routers: the context, the caller, path checks."""
+"""Path and query parameters: the model a path names, a request id, boolean flags."""
 
 from __future__ import annotations
 
 import re
 
-from fastapi import Request
-from starlette.concurrency import run_in_threadpool
-
-from vidq.api.auth import parse_authorization, require_user_role
-from vidq.api.context import context
 from vidq.catalog import Model, closest_model, get_model
-from vidq.errors import InvalidRequestId, NotFound
-from vidq.store.base import Token
+from vidq.errors import InvalidInput, InvalidRequestId, NotFound
 
 _REQUEST_ID = re.compile(r"[0-9]{1,18}")
-
-
-async def caller(request: Request) -> Token:
-    """The authenticated user or admin token of this request (401 otherwise; 403 for a
-    worker token, which may use only ``/worker/v1``)."""
-    ctx = context(request)
-    token = parse_authorization(request.headers.get("authorization"))
-    hit = ctx.auth.cached(token)
-    if hit is None:
-        hit = await run_in_threadpool(ctx.auth.lookup, token)
-    return require_user_role(hit)
 
 
 def model_or_404(model_id: str) -> Model:
@@ -43,3 +26,18 @@ def request_id(value: str) -> int:
     if not _REQUEST_ID.fullmatch(value):
         raise InvalidRequestId()
     return int(value)
+
+
+def flag(value: str | None, name: str) -> bool:
+    """A boolean query parameter (absent: false); 422 naming it if it is not one."""
+    text = (value or "false").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise InvalidInput(name, "must be true or false", loc=[name], where="query")
+
+
+def truthy(value: str | None) -> bool:
+    """A lenient boolean query parameter, as fal's clients send them (anything else: false)."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")

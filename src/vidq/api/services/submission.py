@@ -8,7 +8,6 @@ import dataclasses
 import datetime
 import hashlib
 import logging
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import anyio.to_thread
 
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
+from vidq.api.parsing.headers import Deadline
 from vidq.api.services import uploads
 from vidq.catalog import Model, _Inputs, get_model, new_seed
 from vidq.config import Settings
@@ -37,55 +37,6 @@ from vidq.media.sizing import Plan
 from vidq.store.base import Cancel, JobStatus, Token
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Deadline:
-    """A submit's deadlines, in seconds after it (None: none)."""
-
-    finish_s: float | None = None  # X-Request-Timeout: ends FAILED 'deadline exceeded'
-    start_s: float | None = None  # fal's start timeout, VIDQ_MAX_QUEUE_SECONDS
-    start_error: str | None = None  # what a job not started by then ends with
-
-
-REQUEST_TIMEOUT_HEADER = "x-request-timeout"  # both dialects: finished within N s
-FAL_START_TIMEOUT_HEADER = "x-fal-request-timeout"  # fal-client's ``start_timeout``
-DEADLINE_EXCEEDED = "deadline exceeded"
-_MAX_TIMEOUT_S = 30 * 86400.0
-
-
-def deadline(headers: Mapping[str, str], settings: Settings, *, fal: bool) -> Deadline:
-    """The deadlines of a submit: its ``X-Request-Timeout`` header, on the fal dialect
-    also fal-client's start timeout (``X-Fal-Request-Timeout``: time until it starts, as
-    fal documents it), and the server's ``max_queue_seconds``. 422 naming a bad header."""
-    finish = _seconds(headers, REQUEST_TIMEOUT_HEADER)
-    starts: list[tuple[float, str]] = []
-    fal_start = _seconds(headers, FAL_START_TIMEOUT_HEADER) if fal else None
-    if fal_start is not None:
-        starts.append((fal_start, DEADLINE_EXCEEDED))
-    queue_s = settings.limits.max_queue_seconds
-    if queue_s is not None:
-        starts.append((queue_s, f"not started within {queue_s:g} s"))
-    start_s, start_error = min(starts) if starts else (None, None)
-    return Deadline(finish, start_s, start_error)
-
-
-def _seconds(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = math.nan
-    if not (0 < value <= _MAX_TIMEOUT_S):  # also NaN and infinities
-        raise InvalidInput(
-            name,
-            f"must be a number of seconds above 0 and at most {_MAX_TIMEOUT_S:g}",
-            loc=[name],
-            where="header",
-        )
-    return value
 
 
 def submit(
@@ -224,33 +175,6 @@ def _same_model(job: Job, model: Model) -> None:
             f"Idempotency-Key was already used for request {job.id} to model "
             f"'{job.model_id}'; use a new key for a different request."
         )
-
-
-IDEMPOTENCY_KEY_MAX = 200
-REPLAYED_HEADER = "Idempotent-Replayed"  # "true" on an answer that replays an earlier submit
-
-
-def idempotency_key(value: str | None) -> str | None:
-    """The ``Idempotency-Key`` header's value (None if absent); 422 if malformed."""
-    if value is None:
-        return None
-    key = value.strip()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
-        raise InvalidInput(
-            "Idempotency-Key",
-            f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
-        )
-    return key
-
-
-def flag(value: str | None, name: str) -> bool:
-    """A boolean query parameter (absent: false); 422 naming it if it is not one."""
-    text = (value or "false").strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise InvalidInput(name, "must be true or false", loc=[name], where="query")
 
 
 def limits(settings: Settings) -> Limits:

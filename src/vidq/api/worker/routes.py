@@ -3,7 +3,7 @@
 A remote worker (``vidq worker --server URL --token T``) runs the same loop as a local one
 (``worker/runner.py``); these routes are its job store and its storage. Only worker
 tokens (``vidq token create --worker``) may use them (any other token gets 404), and a
-worker token may use nothing else (``deps.caller`` answers 403).
+worker token may use nothing else (``context.caller`` answers 403).
 
 - ``claim`` long-polls (up to ``MAX_WAIT_S``) on the store's own wake-ups and answers the
   job, its lease token and expiry, and a short-lived download URL per input;
