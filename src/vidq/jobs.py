@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import re
 from typing import Any, Protocol
 
@@ -207,3 +208,13 @@ def output_attempt(job: Attempted, key: str) -> int | None:
     if not _OUTPUT_NAME.fullmatch(name) or not attempt.isdigit() or len(attempt) != 5:
         return None
     return int(attempt)
+
+
+# -- a user's folder (the API stores inputs and uploads under it) ----------------------
+def user_folder(user: str) -> str:
+    """A storage-safe folder name for a user (names may hold any character):
+    ``inputs/<folder>/...`` and ``uploads/<folder>/...``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64].strip(".")
+    if safe != user:
+        safe = f"{safe}-{hashlib.sha256(user.encode()).hexdigest()[:8]}"
+    return safe

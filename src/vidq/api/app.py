@@ -28,11 +28,13 @@ from vidq.api.fal import storage as fal_storage
 from vidq.api.native import requests
 from vidq.api.native import routes as native
 from vidq.api.native.fastpath import StatusFastPath
-from vidq.api.services import submission as svc
 from vidq.api.worker import routes as worker_api
 from vidq.config import Settings
 from vidq.errors import RateLimited, ServiceUnavailable, VidqError
 from vidq.media.decode import DecodePool
+from vidq.media.fetch import Fetcher, FetchPolicy
+from vidq.media.inputs import Limits
+from vidq.media.intake import MediaIntake
 from vidq.ops.metrics import HttpMetrics, HttpMetricsMiddleware, JobFamilies
 from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
@@ -140,7 +142,7 @@ def create_app(
         storage=storage,
         auth=Authenticator(store),
         eta=EtaEstimator(store, settings),
-        images=DecodePool(settings.limits.decode_threads),
+        intake=media_intake(settings, storage),
         registry=registry,
     )
 
@@ -152,7 +154,7 @@ def create_app(
         yield
         ctx.reaper_stop.set()
         ctx.webhooks.stop()
-        ctx.images.close()
+        ctx.intake.close()
 
     app = FastAPI(
         title="vidq",
@@ -189,8 +191,6 @@ def create_app(
         return JSONResponse({"detail": detail}, status_code=422)
 
     ctx.webhooks = webhooks.WebhookDispatcher(ctx, store)
-    ctx.fetcher = svc.input_fetcher(settings)
-    ctx.decode_limiter = anyio.CapacityLimiter(settings.limits.media_concurrency)
     ctx.worker_polls = anyio.CapacityLimiter(WORKER_POLLS)
     # The router tries routes in this order, matching each one's pattern: the submit and
     # request routes of both dialects come first (no other path starts with /queue or
@@ -216,6 +216,32 @@ def create_app(
     if hosts is not None:  # outermost: a Host that is not ours is never reflected in a URL
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     return app
+
+
+def media_intake(settings: Settings, storage: BlobStore) -> MediaIntake:
+    """What a submit's media go through (``media/intake.py``), under the settings' limits:
+    input sizes and lengths, URL fetching, decoding threads and concurrent submits."""
+    limits = settings.limits
+    fetcher = Fetcher(
+        FetchPolicy(
+            max_bytes=limits.max_input_bytes,
+            timeout_s=limits.fetch_timeout,
+            allow_http=limits.fetch_allow_http,
+            allow_networks=limits.fetch_allow_networks,
+        ),
+        total=limits.fetch_concurrency,
+        per_user=limits.fetch_per_user,
+    )
+    checks = Limits(
+        max_bytes=limits.max_input_bytes,
+        max_image_pixels=limits.max_image_pixels,
+        max_audio_seconds=limits.max_audio_seconds,
+        max_video_seconds=limits.max_video_seconds,
+    )
+    images = DecodePool(limits.decode_threads)
+    return MediaIntake(
+        storage, checks, fetcher, images, anyio.CapacityLimiter(limits.media_concurrency)
+    )
 
 
 def _reaper(ctx: AppContext) -> None:

@@ -19,8 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from vidq.api.auth import Authenticator, parse_authorization, require_user_role
 from vidq.api.eta import EtaEstimator
 from vidq.config import Settings
-from vidq.media.decode import DecodePool
-from vidq.media.fetch import Fetcher
+from vidq.media.intake import MediaIntake
 from vidq.storage.base import BlobStore
 from vidq.store.base import (
     JobStore,
@@ -58,14 +57,12 @@ class AppContext:
     storage: BlobStore
     auth: Authenticator
     eta: EtaEstimator
-    images: DecodePool  # where input images are decoded at submit
+    intake: MediaIntake  # a submit's media: fetched, checked and stored as blobs
     registry: CollectorRegistry  # what GET /metrics renders (api/admin.py)
     reaper_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     # /ready's storage write probe: (when it ran, its error or None), reused a few seconds
     storage_probe: tuple[float, str | None] = (float("-inf"), None)
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
-    fetcher: Fetcher = dataclasses.field(init=False)  # input URLs; set by create_app
-    decode_limiter: anyio.CapacityLimiter = dataclasses.field(init=False)  # media submits
     # remote workers' long-polling claims (api/worker_api.py): their own threads, so that
     # idle workers never hold the threads the other routes run on
     worker_polls: anyio.CapacityLimiter = dataclasses.field(init=False)

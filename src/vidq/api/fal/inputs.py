@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from fastapi import Request
 
-from vidq.api.context import AppContext
+from vidq.api.context import AppContext, context
 from vidq.api.fal.catalog import (
     APPS,
     FAL_NAMES,
@@ -26,14 +26,14 @@ from vidq.api.fal.catalog import (
     native_names,
     to_native,
 )
+from vidq.api.parsing import headers
 from vidq.api.parsing.body import submitted
-from vidq.api.parsing.headers import Deadline
 from vidq.api.parsing.params import model_or_404
 from vidq.api.services import submission as svc
 from vidq.catalog import Family, Model, _Inputs, get_model, input_schema
 from vidq.errors import InvalidInput, NotFound
 from vidq.jobs import Job
-from vidq.store.base import Token
+from vidq.store.base import SubmitStore, Token, UploadStore
 
 
 class Invalid(Exception):
@@ -123,22 +123,26 @@ async def prepare(request: Request, owner: str, path: str) -> Prepared:
 
 
 async def submit(
-    ctx: AppContext,
+    request: Request,
     prepared: Prepared,
     token: Token,
+    store: SubmitStore,
+    uploads: UploadStore,
     *,
-    base: str,
-    priority: int,
-    idempotency_key: str | None,
     webhook_url: str | None,
-    due: Deadline,
 ) -> tuple[Job, bool]:
-    """``svc.submit_once`` on the fal dialect, its 422s worded in the client's names."""
+    """Submit a prepared body with what the request's headers ask for (priority,
+    Idempotency-Key, deadlines): the queue route's submit and ``fal.run``'s, its 422s
+    worded in the client's names. Returns (job, replayed)."""
+    ctx = context(request)
+    priority = headers.fal_priority(request.headers, prepared.body.priority)
+    key = headers.idempotency_key(request.headers)
+    due = headers.deadline(request.headers, ctx.settings, fal=True)
     try:
-        return await svc.submit_once(
-            ctx, prepared.target.model, prepared.body, token, dialect="fal", base=base,
-            binary_output=True, priority=priority, idempotency_key=idempotency_key,
-            webhook_url=webhook_url, due=due,
+        return await svc.submit(
+            ctx, store, uploads, prepared.target.model, prepared.body, token, dialect="fal",
+            base=ctx.base_url(request), binary_output=True, priority=priority,
+            idempotency_key=key, webhook_url=webhook_url, due=due,
         )  # fmt: skip
     except InvalidInput as exc:
         loc = prepared.target.renamed(exc.loc, prepared.names)

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, caller, context
+from vidq.api.context import AppContext, caller, context, submit_store, upload_store
 from vidq.api.fal import inputs as fal_inputs
 from vidq.api.fal.catalog import ENDPOINTS
 from vidq.api.parsing import headers
@@ -36,7 +36,7 @@ from vidq.api.parsing.body import JsonRoute
 from vidq.api.parsing.params import request_id, truthy
 from vidq.api.services import submission as svc
 from vidq.jobs import Job, JobState
-from vidq.store.base import Token
+from vidq.store.base import SubmitStore, Token, UploadStore
 
 router = APIRouter(tags=["fal-compatible"], route_class=JsonRoute)
 
@@ -127,42 +127,41 @@ def status_body(ctx: AppContext, job: Job, base: str, owner: str, logs: bool) ->
 
 @router.post("/queue/{owner}/{model_id}", summary="Submit (fal-compatible)")
 async def submit(
-    owner: str, model_id: str, request: Request, token: Token = Depends(caller)
+    owner: str,
+    model_id: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
+    uploads: UploadStore = Depends(upload_store),
 ) -> Response:
     """Queue a request; answers fal's submit object (request_id, the three URLs and
     queue_position). ``?fal_webhook=URL``, ``Idempotency-Key``,
     ``X-Fal-Queue-Priority: normal|low``, ``X-Request-Timeout`` and
     ``X-Fal-Request-Timeout`` are honoured. ``owner/model_id`` is ``vidq/<model id>`` or a
     two-part fal endpoint id (``fal-ai/hunyuan-video-foley``)."""
-    return await _submit(owner, model_id, request, token)
+    return await _submit(owner, model_id, request, token, store, uploads)
 
 
-async def submit_prepared(
-    request: Request, prepared: fal_inputs.Prepared, token: Token, *, webhook_url: str | None
-) -> tuple[Job, bool]:
-    """Submit a prepared body with what the request's headers ask for (priority,
-    Idempotency-Key, deadlines): the queue route's submit and ``fal.run``'s. Returns
-    (job, replayed)."""
-    ctx = context(request)
-    return await fal_inputs.submit(
-        ctx, prepared, token, base=ctx.base_url(request),
-        priority=headers.fal_priority(request.headers, prepared.body.priority),
-        idempotency_key=headers.idempotency_key(request.headers),
-        webhook_url=webhook_url, due=headers.deadline(request.headers, ctx.settings, fal=True),
-    )  # fmt: skip
-
-
-async def _submit(owner: str, path: str, request: Request, token: Token) -> Response:
+async def _submit(
+    owner: str,
+    path: str,
+    request: Request,
+    token: Token,
+    store: SubmitStore,
+    uploads: UploadStore,
+) -> Response:
     ctx = context(request)
     try:
         prepared = await fal_inputs.prepare(request, owner, path)
     except fal_inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
-    job, replay = await submit_prepared(request, prepared, token, webhook_url=webhook)
+    job, replay = await fal_inputs.submit(
+        request, prepared, token, store, uploads, webhook_url=webhook
+    )
     base = ctx.base_url(request)
     where = prepared.target
-    position = await run_in_threadpool(ctx.store.queue_position, job) if job.state.queued else 0
+    position = await run_in_threadpool(store.queue_position, job) if job.state.queued else 0
     answer = {**_urls(base, where.owner, where.app, job.id), "queue_position": position}
     answer_headers = _headers(job.id)
     if replay:
@@ -173,8 +172,13 @@ async def _submit(owner: str, path: str, request: Request, token: Token) -> Resp
 def _alias_route(endpoint_id: str) -> Any:
     owner, path = endpoint_id.split("/", 1)
 
-    async def submit_alias(request: Request, token: Token = Depends(caller)) -> Response:
-        return await _submit(owner, path, request, token)
+    async def submit_alias(
+        request: Request,
+        token: Token = Depends(caller),
+        store: SubmitStore = Depends(submit_store),
+        uploads: UploadStore = Depends(upload_store),
+    ) -> Response:
+        return await _submit(owner, path, request, token, store, uploads)
 
     return submit_alias
 

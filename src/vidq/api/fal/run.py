@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import caller, context
+from vidq.api.context import caller, context, submit_store, upload_store
 from vidq.api.fal import inputs as fal_inputs
 from vidq.api.fal import queue as fal
 from vidq.api.parsing.body import JsonRoute
 from vidq.api.services import submission as svc
 from vidq.jobs import Job
-from vidq.store.base import Token
+from vidq.store.base import SubmitStore, Token, UploadStore
 
 router = APIRouter(tags=["fal-compatible"], route_class=JsonRoute)
 
@@ -28,7 +28,14 @@ POLL_MAX_S = 1.0
 
 
 @router.post("/run/{owner}/{path:path}", summary="Run and wait for the result (fal.run)")
-async def run(owner: str, path: str, request: Request, token: Token = Depends(caller)) -> Response:
+async def run(
+    owner: str,
+    path: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
+    uploads: UploadStore = Depends(upload_store),
+) -> Response:
     """Submit, wait for the request to finish (at most ``VIDQ_RUN_TIMEOUT`` seconds) and
     answer its result: fal's result body, or its error. 504 past the timeout."""
     ctx = context(request)
@@ -36,7 +43,7 @@ async def run(owner: str, path: str, request: Request, token: Token = Depends(ca
         prepared = await fal_inputs.prepare(request, owner, path)
     except fal_inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
-    job, _ = await fal.submit_prepared(request, prepared, token, webhook_url=None)
+    job, _ = await fal_inputs.submit(request, prepared, token, store, uploads, webhook_url=None)
     base = ctx.base_url(request)
     timeout = ctx.settings.limits.run_timeout
     with anyio.move_on_after(timeout):

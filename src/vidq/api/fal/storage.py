@@ -43,8 +43,8 @@ from vidq.api.auth import parse_authorization
 from vidq.api.context import AppContext, caller, context, upload_store
 from vidq.api.parsing.headers import upload_expiry
 from vidq.api.services import uploads
-from vidq.api.services.submission import user_folder
 from vidq.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized, VidqError
+from vidq.jobs import user_folder
 from vidq.store.base import Token, Upload, UploadStore
 
 router = APIRouter(tags=["fal-compatible uploads"])

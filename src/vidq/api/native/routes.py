@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, caller, context
+from vidq.api.context import AppContext, caller, context, submit_store, upload_store
 from vidq.api.parsing import headers
 from vidq.api.parsing.body import JsonRoute, submitted
 from vidq.api.parsing.params import flag, model_or_404, request_id
@@ -16,7 +16,7 @@ from vidq.api.services import submission as svc
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
 from vidq.jobs import WIRE_STATUS, Hold, JobState
-from vidq.store.base import Cancel, JobStatus, Token
+from vidq.store.base import Cancel, JobStatus, SubmitStore, Token, UploadStore
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -34,7 +34,11 @@ def _submit_route(model: Model) -> Any:
     schema = input_schema(model)
 
     async def create_request(
-        request: Request, body: _Inputs, token: Token = Depends(caller)
+        request: Request,
+        body: _Inputs,
+        token: Token = Depends(caller),
+        store: SubmitStore = Depends(submit_store),
+        uploads: UploadStore = Depends(upload_store),
     ) -> Response:
         await submitted(request, model)  # the body's limits (api/body.py)
         ctx = context(request)
@@ -44,8 +48,8 @@ def _submit_route(model: Model) -> Any:
         due = headers.deadline(request.headers, ctx.settings, fal=False)
         base = ctx.base_url(request)
 
-        job, replay = await svc.submit_once(
-            ctx, model, body, token, dialect="native", base=base,
+        job, replay = await svc.submit(
+            ctx, store, uploads, model, body, token, dialect="native", base=base,
             binary_output=binary, idempotency_key=key, webhook_url=webhook, due=due,
         )  # fmt: skip
         replayed = {headers.REPLAYED_HEADER: "true"} if replay else None
@@ -57,6 +61,8 @@ def _submit_route(model: Model) -> Any:
         "request": Request,
         "body": schema,
         "token": Token,
+        "store": SubmitStore,
+        "uploads": UploadStore,
         "return": Response,
     }
     create_request.__doc__ = f"Create a {model.family.value.upper()} request for `{model.id}`."

@@ -1,16 +1,20 @@
-"""Submit, status, cancel and result in terms of the store: the logic both wire dialects
-(native and fal-compatible) share. Routers only translate to and from HTTP."""
+"""A submit, in terms of the store: what both wire dialects' submit routes call
+(``submit``), after they have read the request (``api/parsing/``).
+
+A submit first replays an earlier one with the same Idempotency-Key, if there is one;
+else it checks what needs no media (the priority against the token's maximum, no
+reserved ``_`` fields) and draws the seed, hands the media to the intake
+(``media/intake.py``: fetched or read from the caller's uploads, checked, stored as
+blobs) and, in the intake's thread, inserts the job: its webhook with it, within the
+token's limits. Nothing is queued (and no blob is left) if any input is bad.
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import datetime
-import hashlib
 import logging
-import re
-import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -18,108 +22,21 @@ import anyio.to_thread
 from vidq.api.context import AppContext
 from vidq.api.eta import work_units
 from vidq.api.parsing.headers import Deadline
-from vidq.api.services import uploads
+from vidq.api.services.uploads import OwnUploads
 from vidq.catalog import Model, _Inputs, get_model, new_seed
-from vidq.config import Settings
-from vidq.errors import Conflict, Gone, InvalidInput, NotFound, VidqError
+from vidq.errors import Conflict, Gone, InvalidInput, NotFound
 from vidq.jobs import Hold, Job, JobState, NewJob
-from vidq.media.fetch import Fetcher, FetchPolicy
-from vidq.media.inputs import (
-    BLOB_PREFIX,
-    MEDIA_FIELDS,
-    Limits,
-    MediaInput,
-    load_media,
-    media_urls,
-    plan_of,
-)
+from vidq.media.intake import StoredInputs
 from vidq.media.sizing import Plan
-from vidq.store.base import Cancel, JobStatus, Token
+from vidq.store.base import Cancel, JobStatus, SubmitStore, Token, UploadStore
 
 log = logging.getLogger(__name__)
 
 
-def submit(
+async def submit(
     ctx: AppContext,
-    model: Model,
-    body: _Inputs,
-    token: Token,
-    *,
-    binary_output: bool,
-    fetched: Mapping[str, bytes],
-    priority: int | None = None,
-    idempotency_key: str | None = None,
-    webhook_url: str | None = None,
-    dialect: str = "native",
-    base: str = "",
-    due: Deadline = Deadline(),
-) -> Job:
-    """Validate what the schema cannot, store the media inputs as blobs, then enqueue.
-    Nothing is queued (and no blob is left) if any input is bad. Runs in a worker thread;
-    ``fetched`` holds the bytes of the URL inputs (``Fetcher.fetching``). The job's INSERT
-    registers its webhook too (worded for ``dialect``, with URLs under ``base``), so a
-    submit that fails leaves neither."""
-    prio = body.priority if priority is None else priority
-    if prio > token.max_priority:
-        raise InvalidInput(
-            "priority", f"priority {prio} is above this token's maximum of {token.max_priority}"
-        )
-    inputs = body.model_dump(mode="json", exclude_none=True)
-    reserved = sorted(k for k in inputs if k.startswith("_"))
-    if reserved:
-        raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
-    inputs["priority"] = prio
-    # Drawn once, here: stored with the inputs, every attempt (a retry, an operator's
-    # retry) runs with it, and the answers about the request report it.
-    inputs.setdefault("seed", new_seed())
-    media = load_media(model.family, inputs, limits(ctx.settings), fetched, ctx.images)
-    plan = plan_of(model.family, inputs, media)
-    blobs = _store_media(ctx, token.user, media)
-    for field, key in blobs.items():
-        inputs[field] = BLOB_PREFIX + key  # megabytes of base64 stay out of the job row
-    if blobs:
-        inputs["_blobs"] = blobs
-    inputs["_plan"] = plan.as_json()
-    new = NewJob(
-        user=token.user,
-        model_id=model.id,
-        pool=model.pool,
-        tier=int(model.tier),
-        priority=prio,
-        inputs=inputs,
-        binary_output=binary_output,
-        max_attempts=ctx.settings.store.max_attempts,
-        work_units=estimate_units(model, inputs, plan),
-        idempotency_key=idempotency_key,
-        webhook_url=webhook_url,
-        webhook_dialect=dialect if webhook_url else None,
-        webhook_base=base if webhook_url else None,
-        max_running=token.quota.max_running,
-        video_seconds=plan.seconds,
-        deadline_s=due.finish_s,
-        start_s=due.start_s,
-        start_error=due.start_error,
-    )
-    try:
-        job = ctx.store.enqueue(new, token.quota)
-    except BaseException:
-        for key in blobs.values():
-            _delete_quietly(ctx, key)
-        raise
-    if job.inputs.get("_blobs") != inputs.get("_blobs"):
-        # A concurrent submit with this Idempotency-Key won the race: ours stored nothing.
-        for key in blobs.values():
-            _delete_quietly(ctx, key)
-    _same_model(job, model)
-    log.info(
-        "request queued",
-        extra={"request_id": job.id, "user": token.user, "model": model.id, "pool": model.pool},
-    )
-    return job
-
-
-async def submit_once(
-    ctx: AppContext,
+    store: SubmitStore,
+    uploads: UploadStore,
     model: Model,
     body: _Inputs,
     token: Token,
@@ -132,38 +49,77 @@ async def submit_once(
     webhook_url: str | None = None,
     due: Deadline = Deadline(),
 ) -> tuple[Job, bool]:
-    """What both dialects' submit routes do: replay an earlier submit with the same
-    Idempotency-Key, else fetch the URL inputs on the event loop (``ctx.fetcher``: no
-    request thread waits on a remote server), then submit in a thread (media families
-    under ``ctx.decode_limiter``). Returns (job, replayed)."""
+    """Queue a request to ``model`` (the module docstring); (the job, whether it replays
+    an earlier submit). The job's INSERT registers its webhook too (worded for
+    ``dialect``, with URLs under ``base``), so a submit that fails leaves neither."""
     if idempotency_key is not None:
-        job = await anyio.to_thread.run_sync(replayed, ctx, model, token, idempotency_key)
+        job = await anyio.to_thread.run_sync(replayed, store, model, token, idempotency_key)
         if job is not None:
             return job, True
-    fields = MEDIA_FIELDS[model.family]
-    urls = media_urls(model.family, {f: getattr(body, f, None) for f in fields})
-    own, urls = uploads.split(urls, base)  # this server's uploads: read from storage
+    prio = body.priority if priority is None else priority
+    inputs = _checked_inputs(body, token, prio)
+    own = OwnUploads(uploads, ctx.storage, base, token.user, ctx.settings.limits.max_input_bytes)
 
-    def work(fetched: Mapping[str, bytes]) -> Job:
-        if own:
-            fetched = {**fetched, **uploads.read(ctx, own, token.user)}
-        return submit(
-            ctx, model, body, token, binary_output=binary_output, fetched=fetched,
-            priority=priority, idempotency_key=idempotency_key, webhook_url=webhook_url,
-            dialect=dialect, base=base, due=due,
-        )  # fmt: skip
+    def enqueue(stored: StoredInputs) -> Job:
+        new = NewJob(
+            user=token.user,
+            model_id=model.id,
+            pool=model.pool,
+            tier=int(model.tier),
+            priority=prio,
+            inputs=stored.inputs,
+            binary_output=binary_output,
+            max_attempts=ctx.settings.store.max_attempts,
+            work_units=estimate_units(model, stored.inputs, stored.plan),
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            webhook_dialect=dialect if webhook_url else None,
+            webhook_base=base if webhook_url else None,
+            max_running=token.quota.max_running,
+            video_seconds=stored.plan.seconds,
+            deadline_s=due.finish_s,
+            start_s=due.start_s,
+            start_error=due.start_error,
+        )
+        job = store.enqueue(new, token.quota)
+        if job.inputs.get("_blobs") != stored.inputs.get("_blobs"):
+            # A concurrent submit with this Idempotency-Key won the race: ours stored nothing.
+            ctx.intake.discard(stored.blobs)
+        _same_model(job, model)
+        log.info(
+            "request queued",
+            extra={"request_id": job.id, "user": token.user, "model": model.id, "pool": model.pool},
+        )
+        return job
 
-    limiter = ctx.decode_limiter if fields else None  # None: the request thread pool
-    async with ctx.fetcher.fetching(urls, token.user) as fetched:
-        return await anyio.to_thread.run_sync(work, fetched, limiter=limiter), False
+    return await ctx.intake.take(model.family, inputs, token.user, own, enqueue), False
 
 
-def replayed(ctx: AppContext, model: Model, token: Token, key: str | None) -> Job | None:
+def _checked_inputs(body: _Inputs, token: Token, priority: int) -> dict[str, Any]:
+    """The request's inputs, with its priority and a seed: checked for what the schema
+    cannot check and that needs no media (the token's maximum priority, reserved fields)."""
+    if priority > token.max_priority:
+        raise InvalidInput(
+            "priority",
+            f"priority {priority} is above this token's maximum of {token.max_priority}",
+        )
+    inputs = body.model_dump(mode="json", exclude_none=True)
+    reserved = sorted(k for k in inputs if k.startswith("_"))
+    if reserved:
+        raise InvalidInput(reserved[0], "fields starting with '_' are reserved")
+    inputs["priority"] = priority
+    # Drawn once, here: stored with the inputs, every attempt (a retry, an operator's
+    # retry) runs with it, and the answers about the request report it.
+    inputs.setdefault("seed", new_seed())
+    return inputs
+
+
+def replayed(store: SubmitStore, model: Model, token: Token, key: str | None) -> Job | None:
     """The request an earlier submit with this Idempotency-Key created, if any (checked
     before any work, so a retried submit stores nothing twice)."""
     if key is None:
         return None
-    job = ctx.store.find_by_idempotency_key(token.user, key)
+    job = store.find_by_idempotency_key(token.user, key)
     if job is not None:
         _same_model(job, model)
     return job
@@ -175,64 +131,6 @@ def _same_model(job: Job, model: Model) -> None:
             f"Idempotency-Key was already used for request {job.id} to model "
             f"'{job.model_id}'; use a new key for a different request."
         )
-
-
-def limits(settings: Settings) -> Limits:
-    return Limits(
-        max_bytes=settings.limits.max_input_bytes,
-        max_image_pixels=settings.limits.max_image_pixels,
-        max_audio_seconds=settings.limits.max_audio_seconds,
-        max_video_seconds=settings.limits.max_video_seconds,
-    )
-
-
-def fetch_policy(settings: Settings) -> FetchPolicy:
-    return FetchPolicy(
-        max_bytes=settings.limits.max_input_bytes,
-        timeout_s=settings.limits.fetch_timeout,
-        allow_http=settings.limits.fetch_allow_http,
-        allow_networks=settings.limits.fetch_allow_networks,
-    )
-
-
-def input_fetcher(settings: Settings) -> Fetcher:
-    """The API process's fetcher of input URLs (``media/fetch.py``)."""
-    return Fetcher(
-        fetch_policy(settings),
-        total=settings.limits.fetch_concurrency,
-        per_user=settings.limits.fetch_per_user,
-    )
-
-
-def user_folder(user: str) -> str:
-    """A storage-safe folder name for a user (names may hold any character)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64].strip(".")
-    if safe != user:
-        safe = f"{safe}-{hashlib.sha256(user.encode()).hexdigest()[:8]}"
-    return safe
-
-
-def _store_media(ctx: AppContext, user: str, media: dict[str, MediaInput]) -> dict[str, str]:
-    """``inputs/<user>/<uuid>/<field>`` for each media input; all or nothing."""
-    folder = f"inputs/{user_folder(user)}/{uuid.uuid4().hex}"
-    stored: dict[str, str] = {}
-    try:
-        for field, item in media.items():
-            key = f"{folder}/{field}"
-            ctx.storage.put_bytes(key, item.data, item.format.content_type)
-            stored[field] = key
-    except BaseException:
-        for key in stored.values():
-            _delete_quietly(ctx, key)
-        raise
-    return stored
-
-
-def _delete_quietly(ctx: AppContext, key: str) -> None:
-    try:
-        ctx.storage.delete(key)
-    except VidqError:
-        log.warning("could not delete an input blob", extra={"key": key})
 
 
 def estimate_units(model: Model, inputs: dict[str, Any], plan: Plan) -> float:

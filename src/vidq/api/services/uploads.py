@@ -1,16 +1,17 @@
 """Uploads as request inputs: a media field whose URL is one of vidq's own upload URLs
-(``{base}/fal/files/{id}/{name}``, made by ``api/fal_storage.py``) is read from the blob
+(``{base}/fal/files/{id}/{name}``, made by ``api/fal/storage.py``) is read from the blob
 store directly, never fetched over HTTP, and only if the caller uploaded it: another
 user's upload URL is a 422 naming the field, as an unknown one is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
 
-from vidq.api.context import AppContext
 from vidq.errors import InvalidInput, NotFound, PayloadTooLarge
+from vidq.storage.base import BlobStore
+from vidq.store.base import UploadStore
 
 FILES_PATH = "/fal/files"  # {base}/fal/files/{id}/{file name}
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -22,7 +23,8 @@ def file_url(base: str, upload_id: str, file_name: str) -> str:
 
 
 def upload_id_of(url: str, base: str) -> str | None:
-    """The upload id of one of this server's upload URLs, else None (a remote URL)."""
+    """The upload id of one of this server's upload URLs ("" if malformed), else None (a
+    remote URL)."""
     prefix = f"{base}{FILES_PATH}/"
     if not url.startswith(prefix):
         return None
@@ -30,31 +32,27 @@ def upload_id_of(url: str, base: str) -> str | None:
     return upload_id if _ID.fullmatch(upload_id) else ""
 
 
-def split(urls: Mapping[str, str], base: str) -> tuple[dict[str, str], dict[str, str]]:
-    """``{field: url}`` as (this server's uploads ``{field: id}``, the remote URLs)."""
-    local: dict[str, str] = {}
-    remote: dict[str, str] = {}
-    for field, url in urls.items():
-        upload_id = upload_id_of(url, base)
-        if upload_id is None:
-            remote[field] = url
-        else:
-            local[field] = upload_id
-    return local, remote
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnUploads:
+    """``user``'s uploads, as the media intake reads them (``media.intake.OwnFiles``)."""
 
+    store: UploadStore
+    storage: BlobStore
+    base: str  # this server's public URL, which its upload URLs start with
+    user: str
+    max_bytes: int  # VIDQ_MAX_INPUT_BYTES
 
-def read(ctx: AppContext, ids: Mapping[str, str], user: str) -> dict[str, bytes]:
-    """The bytes of ``user``'s uploads ``{field: id}`` (blocking: runs in a thread)."""
-    limit = ctx.settings.limits.max_input_bytes
-    out: dict[str, bytes] = {}
-    for field, upload_id in ids.items():
-        upload = ctx.store.get_upload(upload_id, user) if upload_id else None
+    def file_id(self, url: str) -> str | None:
+        return upload_id_of(url, self.base)
+
+    def read(self, field: str, file_id: str) -> bytes:
+        """The bytes of the upload (blocking: runs in a thread)."""
+        upload = self.store.get_upload(file_id, self.user) if file_id else None
         if upload is None or upload.size is None:
             raise InvalidInput(field, "no such upload of yours (or its upload did not finish)")
         try:
-            out[field] = ctx.storage.get_bytes(upload.key, max_bytes=limit)
+            return self.storage.get_bytes(upload.key, max_bytes=self.max_bytes)
         except NotFound:
             raise InvalidInput(field, "the upload has expired") from None
         except PayloadTooLarge:
-            raise PayloadTooLarge(f"{field}: over the limit of {limit} bytes") from None
-    return out
+            raise PayloadTooLarge(f"{field}: over the limit of {self.max_bytes} bytes") from None
