@@ -17,9 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import AppContext, caller, context, operator_store
-from vidq.api.native.requests import summary
+from vidq.api.native.answers import summary
 from vidq.api.parsing.params import request_id
-from vidq.api.services import submission as svc
+from vidq.api.services.control import admin_cancel, admin_retry
+from vidq.api.services.results import iso
 from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound
 from vidq.jobs import Job, JobState, WireStatus
@@ -132,7 +133,7 @@ def _pool(value: str | None) -> str | None:
 
 def _job(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
     return {
-        **summary(ctx, job, base, detail=False),
+        **summary(job, base),
         "user": job.user,
         "pool": job.pool,
         "state": job.state.value,
@@ -185,7 +186,7 @@ async def list_requests(
 async def cancel(rid: str, request: Request, token: Token = Depends(admin)) -> Response:
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(svc.admin_cancel, ctx, job_id)
+    job = await run_in_threadpool(admin_cancel, ctx.store, job_id)
     return JSONResponse(_job(ctx, job, ctx.base_url(request)))
 
 
@@ -195,7 +196,7 @@ async def cancel(rid: str, request: Request, token: Token = Depends(admin)) -> R
 async def retry(rid: str, request: Request, token: Token = Depends(admin)) -> Response:
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(svc.admin_retry, ctx, job_id)
+    job = await run_in_threadpool(admin_retry, ctx.store, ctx.store, job_id)
     return JSONResponse(_job(ctx, job, ctx.base_url(request)))
 
 
@@ -210,7 +211,7 @@ async def users(
         )
         stats = store.user_stats(day.timestamp())
         return {
-            "since": svc.iso(day.timestamp()),
+            "since": iso(day.timestamp()),
             "users": [
                 {
                     "user": s.user,

@@ -204,7 +204,7 @@ def create_app(
     # Behind the fast path (which counts its polls itself, cheaper), inside the body guard
     # (which copies the scope: the router's route must land in the scope this one reads).
     app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
-    app.add_middleware(StatusFastPath, ctx=ctx, metrics=http_metrics)
+    app.add_middleware(StatusFastPath, ctx=ctx, store=store, metrics=http_metrics)
     app.include_router(fal_storage.router)
     app.include_router(fal_run.router)
     app.include_router(worker_api.router)  # the worker protocol (remote workers)

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context
-from vidq.api.services import submission as svc
+from vidq.api.services.results import require_not_expired
 from vidq.errors import NotFound, Unauthorized
 from vidq.store.base import Token
 
@@ -29,7 +29,7 @@ async def fal_download(
         job = ctx.store.find_by_result_key(key) if bucket == ctx.storage.bucket else None
         if job is None or job.user != token.user:
             raise NotFound("No such file.")
-        svc.require_not_expired(job)
+        require_not_expired(job)
         url = ctx.storage.signed_url(key, ctx.settings.storage.download_url_ttl, base)
         return {"url": url, "key": key, "r2_uri": f"r2://{bucket}/{key}"}
 

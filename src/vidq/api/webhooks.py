@@ -64,8 +64,9 @@ import anyio.to_thread
 import httpx
 
 from vidq.api.context import AppContext
-from vidq.api.fal import inputs as fal_inputs
-from vidq.api.services import submission as svc
+from vidq.api.fal import answers as fal_answers
+from vidq.api.native import answers as native_answers
+from vidq.api.services.results import video_file
 from vidq.errors import InvalidInput, VidqError
 from vidq.jobs import Job, JobState, WebhookState
 from vidq.media.outbound import (
@@ -185,10 +186,10 @@ def body_of(ctx: AppContext, job: Job, dialect: str, base: str) -> dict[str, Any
     envelope: dict[str, Any] = {"request_id": rid, "gateway_request_id": rid}
     if job.state is JobState.COMPLETED:
         if dialect == "native":
-            url = svc.video_file(ctx, job, base)["url"]
-            result = svc.native_result({"data_uri": url, "data_url": url}, job)
+            url = video_file(ctx, job, base)["url"]
+            result = native_answers.result({"data_uri": url, "data_url": url}, job)
         else:
-            result = fal_inputs.result_body(ctx, job, base)
+            result = fal_answers.result_body(ctx, job, base)
         return {**envelope, "status": "OK", "payload": result, "error": None}
     if job.state is JobState.CANCELLED:
         error, error_type = f"Request {rid} was cancelled.", "request_cancelled"

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from fastapi import Request
 
-from vidq.api.context import AppContext, context
+from vidq.api.context import context
 from vidq.api.fal.catalog import (
     APPS,
     FAL_NAMES,
@@ -30,7 +30,7 @@ from vidq.api.parsing import headers
 from vidq.api.parsing.body import submitted
 from vidq.api.parsing.params import model_or_404
 from vidq.api.services import submission as svc
-from vidq.catalog import Family, Model, _Inputs, get_model, input_schema
+from vidq.catalog import Model, _Inputs, get_model, input_schema
 from vidq.errors import InvalidInput, NotFound
 from vidq.jobs import Job
 from vidq.store.base import SubmitStore, Token, UploadStore
@@ -149,16 +149,3 @@ async def submit(
         if loc == exc.loc:
             raise
         raise InvalidInput(str(loc[0]), exc.reason, kind=exc.kind, loc=loc) from None
-
-
-def result_body(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
-    """A finished job's result as fal's Wan endpoints return it: ``video`` (a file: url,
-    content_type, file_name, file_size) with the ``prompt`` and ``seed`` used; Foley's
-    is the video alone. Runs in a worker thread."""
-    body: dict[str, Any] = {"video": svc.video_file(ctx, job, base)}
-    if svc.model_of(job).family is not Family.FOLEY:
-        body["prompt"] = job.inputs.get("prompt", "")
-        seed = svc.seed_of(job)
-        if seed is not None:
-            body["seed"] = seed
-    return body

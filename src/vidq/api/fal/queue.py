@@ -19,7 +19,6 @@ Differences from the native dialect, all taken from the clients' sources:
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,101 +27,22 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, caller, context, submit_store, upload_store
+from vidq.api.context import caller, context, submit_store, upload_store
+from vidq.api.fal import answers
 from vidq.api.fal import inputs as fal_inputs
 from vidq.api.fal.catalog import ENDPOINTS
-from vidq.api.parsing import headers
 from vidq.api.parsing.body import JsonRoute
+from vidq.api.parsing.headers import REPLAYED_HEADER
 from vidq.api.parsing.params import request_id, truthy
-from vidq.api.services import submission as svc
-from vidq.jobs import Job, JobState
+from vidq.api.services.control import cancel_job
+from vidq.api.services.results import job_of
+from vidq.jobs import Job
 from vidq.store.base import SubmitStore, Token, UploadStore
 
 router = APIRouter(tags=["fal-compatible"], route_class=JsonRoute)
 
-REQUEST_ID_HEADER = "x-fal-request-id"
 STREAM_POLL_S = 0.25
 STREAM_KEEPALIVE_S = 10.0
-# Failures the engine attributes to the inputs are 422 (as fal's model errors); the
-# rest (crashes, lost workers, engines that cannot run) are the server's: 500.
-_INPUT_ERRORS = {"EngineError", "InvalidInput", "unknown_model"}
-
-
-def _prefix(base: str, owner: str, model_id: str, job_id: int) -> str:
-    return f"{base}/queue/{owner}/{model_id}/requests/{job_id}"
-
-
-def _urls(base: str, owner: str, model_id: str, job_id: int) -> dict[str, str]:
-    response_url = _prefix(base, owner, model_id, job_id)
-    return {
-        "request_id": str(job_id),
-        "response_url": response_url,
-        "status_url": f"{response_url}/status",
-        "cancel_url": f"{response_url}/cancel",
-    }
-
-
-def _headers(job_id: int) -> dict[str, str]:
-    return {REQUEST_ID_HEADER: str(job_id)}
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
-
-
-def logs_of(job: Job) -> list[dict[str, Any]]:
-    """The request's timeline as fal log lines (vidq keeps no engine output). The list
-    only grows while an attempt runs (one line per step done), so that a client adding
-    the lines of each stream event to what it has ends with this list."""
-
-    def line(ts: float | None, message: str, level: str = "INFO") -> dict[str, Any]:
-        return {"message": message, "level": level, "source": "user", "timestamp": _iso(ts or 0)}
-
-    lines = [line(job.created_at, f"Request {job.id} queued for {job.model_id}")]
-    if job.started_at is not None:
-        who = f" on worker {job.worker}" if job.worker else ""
-        lines.append(line(job.started_at, f"Attempt {job.attempt} started{who}"))
-    lines.extend(
-        line(job.started_at, f"Progress: {done}/{job.progress_total} steps")
-        for done in range(1, job.progress_done + 1)
-    )
-    if job.state is JobState.COMPLETED:
-        lines.append(line(job.finished_at, f"Completed in {svc.run_seconds(job) or 0:.1f} s"))
-    elif job.state is JobState.FAILED:
-        lines.append(line(job.finished_at, f"Failed: {job.error or 'unknown error'}", "ERROR"))
-    elif job.state is JobState.CANCELLED:
-        lines.append(line(job.finished_at, "Cancelled", "WARNING"))
-    return lines
-
-
-def status_body(ctx: AppContext, job: Job, base: str, owner: str, logs: bool) -> dict[str, Any]:
-    """fal's status object for a job (runs in a worker thread: it may query)."""
-    status = {JobState.RUNNING: "IN_PROGRESS"}.get(job.state, "COMPLETED")
-    if job.state.queued:
-        status = "IN_QUEUE"
-    body: dict[str, Any] = {
-        "status": status,
-        **_urls(base, owner, job.model_id, job.id),
-        "logs": logs_of(job) if logs else None,
-        "seed": svc.seed_of(job),  # vidq's: the seed chosen at submit (fal's result has it)
-    }
-    if job.state.queued:  # queue_position is fal's; hold and the ETAs are vidq's
-        place = svc.queue_place(ctx, job)
-        body["queue_position"] = place.position
-        body["hold"] = place.hold
-        body["eta_seconds"] = svc.eta_remaining(ctx, job, place.position, place.hold)
-    elif job.state is JobState.RUNNING:
-        body["progress"] = {"done": job.progress_done, "total": job.progress_total}
-        body["eta_seconds"] = svc.eta_remaining(ctx, job)
-    else:
-        body["metrics"] = {"inference_time": svc.run_seconds(job)}
-        if job.state is JobState.FAILED:
-            body["error"] = job.error or "unknown error"
-            body["error_type"] = job.error_type or "internal_error"
-        elif job.state is JobState.CANCELLED:
-            body["error"] = f"Request {job.id} was cancelled."
-            body["error_type"] = "request_cancelled"
-    return body
 
 
 @router.post("/queue/{owner}/{model_id}", summary="Submit (fal-compatible)")
@@ -162,10 +82,10 @@ async def _submit(
     base = ctx.base_url(request)
     where = prepared.target
     position = await run_in_threadpool(store.queue_position, job) if job.state.queued else 0
-    answer = {**_urls(base, where.owner, where.app, job.id), "queue_position": position}
-    answer_headers = _headers(job.id)
+    answer = {**answers.urls(base, where.owner, where.app, job.id), "queue_position": position}
+    answer_headers = answers.request_headers(job.id)
     if replay:
-        answer_headers[headers.REPLAYED_HEADER] = "true"
+        answer_headers[REPLAYED_HEADER] = "true"
     return JSONResponse(answer, headers=answer_headers)
 
 
@@ -207,7 +127,7 @@ async def _job(
     fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(svc.job_of, ctx, job_id, token)
+    job = await run_in_threadpool(job_of, ctx.store, job_id, token)
     return job, ctx.base_url(request)
 
 
@@ -218,8 +138,8 @@ async def status(
     job, base = await _job(request, owner, model_id, rid, token)
     logs = truthy(request.query_params.get("logs"))
     ctx = context(request)
-    body = await run_in_threadpool(status_body, ctx, job, base, owner, logs)
-    return JSONResponse(body, headers=_headers(job.id))
+    body = await run_in_threadpool(answers.status_body, ctx, ctx.store, job, base, owner, logs)
+    return JSONResponse(body, headers=answers.request_headers(job.id))
 
 
 @router.get(
@@ -241,7 +161,9 @@ async def status_stream(
         quiet_since = asyncio.get_running_loop().time()
         current = job
         while True:
-            body = await run_in_threadpool(status_body, ctx, current, base, owner, logs)
+            body = await run_in_threadpool(
+                answers.status_body, ctx, ctx.store, current, base, owner, logs
+            )
             fresh = [line for line in body["logs"] or () if _key(line) not in sent]
             rest = json.dumps({**body, "logs": None})
             now = asyncio.get_running_loop().time()
@@ -255,9 +177,13 @@ async def status_stream(
             if body["status"] == "COMPLETED" or await request.is_disconnected():
                 return
             await asyncio.sleep(STREAM_POLL_S)
-            current = await run_in_threadpool(svc.job_of, ctx, job.id, token)
+            current = await run_in_threadpool(job_of, ctx.store, job.id, token)
 
-    headers = {**_headers(job.id), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    headers = {
+        **answers.request_headers(job.id),
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    }
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
@@ -272,15 +198,16 @@ async def cancel(
     fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    done, _ = await run_in_threadpool(lambda: svc.cancel_job(ctx, job_id, token.user, running=True))
+    done, _ = await run_in_threadpool(
+        lambda: cancel_job(ctx.store, job_id, token.user, running=True)
+    )
+    headers = answers.request_headers(job_id)
     if done is not None:
-        return JSONResponse(
-            {"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=_headers(job_id)
-        )
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
     return JSONResponse(
         {"status": "ALREADY_COMPLETED", "detail": f"Request {job_id} is already finished."},
         status_code=400,
-        headers=_headers(job_id),
+        headers=headers,
     )
 
 
@@ -289,28 +216,4 @@ async def result(
     owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     job, base = await _job(request, owner, model_id, rid, token)
-    return await result_response(context(request), job, base)
-
-
-async def result_response(ctx: AppContext, job: Job, base: str) -> Response:
-    """A request's result as fal answers it (the result route and ``fal.run``)."""
-    headers = _headers(job.id)
-    if job.state is JobState.COMPLETED:
-        body = await run_in_threadpool(fal_inputs.result_body, ctx, job, base)
-        return JSONResponse(body, headers=headers)
-    if job.state is JobState.FAILED:
-        error_type = job.error_type or "internal_error"
-        code = 422 if error_type in _INPUT_ERRORS else 500
-        failure = {"detail": job.error or "unknown error", "error_type": error_type}
-        return JSONResponse(
-            failure, status_code=code, headers={**headers, "x-fal-error-type": error_type}
-        )
-    if job.state is JobState.CANCELLED:
-        cancelled = {
-            "detail": f"Request {job.id} was cancelled.",
-            "error_type": "request_cancelled",
-        }
-        return JSONResponse(cancelled, status_code=400, headers=headers)
-    status_name = "IN_QUEUE" if job.state.queued else "IN_PROGRESS"
-    pending = {"detail": f"Request {job.id} is {status_name}; the result is ready once COMPLETED."}
-    return JSONResponse(pending, status_code=400, headers=headers)
+    return await answers.result_response(context(request), job, base)

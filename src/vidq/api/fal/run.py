@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, submit_store, upload_store
+from vidq.api.fal import answers
 from vidq.api.fal import inputs as fal_inputs
-from vidq.api.fal import queue as fal
 from vidq.api.parsing.body import JsonRoute
-from vidq.api.services import submission as svc
+from vidq.api.services.results import job_of
 from vidq.jobs import Job
 from vidq.store.base import SubmitStore, Token, UploadStore
 
@@ -55,8 +55,8 @@ async def run(
             f"Request {job.id} did not finish within {timeout:g} s; it goes on: poll {status_url}"
         )
         body = {"detail": detail, "request_id": str(job.id), "status_url": status_url}
-        return JSONResponse(body, status_code=504, headers={fal.REQUEST_ID_HEADER: str(job.id)})
-    return await fal.result_response(ctx, job, base)
+        return JSONResponse(body, status_code=504, headers=answers.request_headers(job.id))
+    return await answers.result_response(ctx, job, base)
 
 
 async def _finished(request: Request, job: Job, token: Token) -> Job:
@@ -65,5 +65,5 @@ async def _finished(request: Request, job: Job, token: Token) -> Job:
     while not job.state.terminal:
         await anyio.sleep(wait)
         wait = min(POLL_MAX_S, wait * 1.5)
-        job = await run_in_threadpool(svc.job_of, ctx, job.id, token)
+        job = await run_in_threadpool(job_of, ctx.store, job.id, token)
     return job

@@ -22,7 +22,7 @@ from vidq.api.context import AppContext
 from vidq.api.native.routes import status_of
 from vidq.errors import ServiceUnavailable, VidqError
 from vidq.ops.metrics import HttpMetrics
-from vidq.store.base import Token
+from vidq.store.base import SubmitStore, Token
 
 _STATUS = re.compile(r"/queue/([^/]+)/requests/([^/]+)/status")
 ROUTE = "/queue/{model_id}/requests/{rid}/status"  # the template of the documented route
@@ -31,9 +31,12 @@ ROUTE = "/queue/{model_id}/requests/{rid}/status"  # the template of the documen
 class StatusFastPath:
     """Serves status polls directly; everything else goes on to the app."""
 
-    def __init__(self, app: ASGIApp, ctx: AppContext, metrics: HttpMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, ctx: AppContext, store: SubmitStore, metrics: HttpMetrics
+    ) -> None:
         self.app = app
         self.ctx = ctx
+        self.store = store  # the job store as the status route uses it
         # The polls are counted and timed here, under the documented route's template
         # (the HTTP metrics middleware sits behind this one).
         self.metrics = metrics
@@ -69,10 +72,12 @@ class StatusFastPath:
                     host = f"{server[0]}:{server[1]}"
                 base = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}"
             base = base.rstrip("/")
-            if ctx.store.inline_reads:
-                body = status_of(ctx, model_id, rid, token, base)
+            if self.store.inline_reads:
+                body = status_of(ctx, self.store, model_id, rid, token, base)
             else:
-                body = await run_in_threadpool(status_of, ctx, model_id, rid, token, base)
+                body = await run_in_threadpool(
+                    status_of, ctx, self.store, model_id, rid, token, base
+                )
             await _json(send, 200, body)
             return 200
         except VidqError as exc:
@@ -88,7 +93,7 @@ class StatusFastPath:
         token = parse_authorization(header)
         auth = self.ctx.auth
         hit = auth.cached(token)
-        if hit is None and self.ctx.store.inline_reads:
+        if hit is None and self.store.inline_reads:
             hit = auth.lookup(token)
         elif hit is None:
             hit = await run_in_threadpool(auth.lookup, token)

@@ -9,25 +9,18 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import AppContext, caller, context, submit_store, upload_store
+from vidq.api.native import answers
 from vidq.api.parsing import headers
 from vidq.api.parsing.body import JsonRoute, submitted
 from vidq.api.parsing.params import flag, model_or_404, request_id
+from vidq.api.services import results
 from vidq.api.services import submission as svc
+from vidq.api.services.control import cancel_job
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
-from vidq.jobs import WIRE_STATUS, Hold, JobState
-from vidq.store.base import Cancel, JobStatus, SubmitStore, Token, UploadStore
+from vidq.store.base import Cancel, SubmitStore, Token, UploadStore
 
 router = APIRouter(route_class=JsonRoute)
-
-def urls(base: str, model_id: str, job_id: int) -> dict[str, str]:
-    response_url = f"{base}/queue/{model_id}/requests/{job_id}"
-    return {
-        "request_id": str(job_id),
-        "response_url": response_url,
-        "status_url": f"{response_url}/status",
-        "cancel_url": f"{response_url}/cancel",
-    }
 
 
 def _submit_route(model: Model) -> Any:
@@ -40,7 +33,7 @@ def _submit_route(model: Model) -> Any:
         store: SubmitStore = Depends(submit_store),
         uploads: UploadStore = Depends(upload_store),
     ) -> Response:
-        await submitted(request, model)  # the body's limits (api/body.py)
+        await submitted(request, model)  # the body's limits (api/parsing/body.py)
         ctx = context(request)
         binary = headers.binary_output(request.headers)
         key = headers.idempotency_key(request.headers)
@@ -53,7 +46,7 @@ def _submit_route(model: Model) -> Any:
             binary_output=binary, idempotency_key=key, webhook_url=webhook, due=due,
         )  # fmt: skip
         replayed = {headers.REPLAYED_HEADER: "true"} if replay else None
-        return JSONResponse(urls(base, model.id, job.id), headers=replayed)
+        return JSONResponse(answers.urls(base, model.id, job.id), headers=replayed)
 
     # With postponed annotations FastAPI resolves names from module globals; give it the
     # family's schema class itself so validation and OpenAPI use it.
@@ -93,76 +86,17 @@ async def create_unknown_model(model_id: str, token: Token = Depends(caller)) ->
     raise AssertionError("unreachable")
 
 
-def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
-    """The spec's status object for a job. ETAs (``etaSeconds``, ``statusMessages.
-    estimated_total_time_seconds``) are left out when there is no estimate."""
-    body: dict[str, Any] = {"status": WIRE_STATUS[job.state].value}
-    state = job.state
-    if job.queue_position is not None:
-        body["queue_position"] = job.queue_position
-        body["statusMessages"] = {}
-        hold = job.hold
-        if hold is Hold.PAUSED:
-            body["statusMessages"] = {
-                "message": hold.value,
-                "detail_message": "An operator paused this model's queue; the request keeps "
-                "its place and starts once the queue is resumed.",
-            }
-        elif hold is Hold.HELD:
-            body["statusMessages"] = {
-                "message": hold.value,
-                "detail_message": "This token's max_running lets this request start "
-                "only once an earlier one of its requests has ended; workers take other "
-                "users' requests first. queue_position counts the requests that will "
-                "start before it then.",
-            }
-        _put(body, "etaSeconds", svc.eta_remaining(ctx, job, job.queue_position, hold))
-    elif state is JobState.RUNNING:
-        # Before the engine's first report, n is the step count the worker will run.
-        total = job.progress_total or svc.expected_tasks(job)
-        body["statusMessages"] = {
-            "message": "PROCESSING",
-            "detail_message": f"Progress: {job.progress_done}/{total} Tasks done",
-        }
-        _put(body["statusMessages"], "estimated_total_time_seconds", svc.eta_total(ctx, job))
-        _put(body, "etaSeconds", svc.eta_remaining(ctx, job))
-    elif state is JobState.COMPLETED:
-        uri = ctx.storage.uri(job.result_key or "")
-        body["queue_position"] = 0
-        body["statusMessages"] = {
-            "message": "Job completed successfully",
-            "result_uri": uri,
-            "results": [uri],
-        }
-        body["etaSeconds"] = 0
-        if job.expired_at is not None:
-            body["expired"] = True
-            body["statusMessages"]["expired_at"] = svc.iso(job.expired_at)
-    elif state is JobState.FAILED:
-        body["statusMessages"] = {"message": "Job failed", "error": job.error or "unknown error"}
-        body["error"] = job.error or "unknown error"
-    else:
-        body["statusMessages"] = {"message": "Job cancelled"}
-    if job.seed is not None:
-        body["seed"] = job.seed  # chosen at submit: known before the job starts
-    body["response_url"] = f"{base}/queue/{job.model_id}/requests/{job.id}"
-    return body
-
-
-def _put(body: dict[str, Any], key: str, value: float | None) -> None:
-    if value is not None:
-        body[key] = value
-
-
-def status_of(ctx: AppContext, model_id: str, rid: str, token: Token, base: str) -> dict[str, Any]:
+def status_of(
+    ctx: AppContext, store: SubmitStore, model_id: str, rid: str, token: Token, base: str
+) -> dict[str, Any]:
     """The whole status route minus HTTP: checks, lookup, body. Shared by the FastAPI
-    route (documented) and the ASGI fast path that serves polls (api/fastpath.py)."""
+    route (documented) and the ASGI fast path that serves polls (``fastpath.py``)."""
     model_or_404(model_id)
     job_id = request_id(rid)
-    job = ctx.store.job_status(job_id, token.user)
+    job = store.job_status(job_id, token.user)
     if job is None:
         raise NotFound(f"Request {job_id} not found.")
-    return status_body(ctx, job, base)
+    return answers.status_body(ctx, job, base)
 
 
 @router.get("/queue/{model_id}/requests/{rid}/status", summary="Poll a request's status")
@@ -170,7 +104,8 @@ async def get_status(
     model_id: str, rid: str, request: Request, token: Token = Depends(caller)
 ) -> Response:
     ctx = context(request)
-    body = await run_in_threadpool(status_of, ctx, model_id, rid, token, ctx.base_url(request))
+    base = ctx.base_url(request)
+    body = await run_in_threadpool(status_of, ctx, ctx.store, model_id, rid, token, base)
     return JSONResponse(body)
 
 
@@ -192,7 +127,7 @@ async def cancel(
     ctx = context(request)
     running = flag(request.query_params.get("running"), "running")
     done, job = await run_in_threadpool(
-        lambda: svc.cancel_job(ctx, job_id, token.user, running=running)
+        lambda: cancel_job(ctx.store, job_id, token.user, running=running)
     )
     if done is Cancel.CANCELLED:
         return Response(status_code=204)
@@ -216,13 +151,11 @@ async def get_result(
     base = ctx.base_url(request)
 
     def work() -> dict[str, Any]:
-        job = svc.job_of(ctx, job_id, token)
-        svc.require_completed(job)
+        job = results.job_of(ctx.store, job_id, token)
+        results.require_completed(job)
         if job.binary_output:
-            url = ctx.storage.signed_url(
-                job.result_key or "", ctx.settings.storage.signed_url_ttl, base
-            )
-            return svc.native_result({"data_uri": url, "data_url": url}, job)
-        return svc.native_result({"data_uri": svc.result_bytes_b64(ctx, job)}, job)
+            url = results.video_url(ctx, job, base)
+            return answers.result({"data_uri": url, "data_url": url}, job)
+        return answers.result({"data_uri": results.video_b64(ctx, job)}, job)
 
     return JSONResponse(await run_in_threadpool(work))

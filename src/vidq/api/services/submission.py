@@ -11,9 +11,6 @@ token's limits. Nothing is queued (and no blob is left) if any input is bad.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import datetime
 import logging
 from typing import Any
 
@@ -23,12 +20,12 @@ from vidq.api.context import AppContext
 from vidq.api.eta import work_units
 from vidq.api.parsing.headers import Deadline
 from vidq.api.services.uploads import OwnUploads
-from vidq.catalog import Model, _Inputs, get_model, new_seed
-from vidq.errors import Conflict, Gone, InvalidInput, NotFound
-from vidq.jobs import Hold, Job, JobState, NewJob
+from vidq.catalog import Model, _Inputs, new_seed
+from vidq.errors import Conflict, InvalidInput
+from vidq.jobs import Job, NewJob
 from vidq.media.intake import StoredInputs
 from vidq.media.sizing import Plan
-from vidq.store.base import Cancel, JobStatus, SubmitStore, Token, UploadStore
+from vidq.store.base import SubmitStore, Token, UploadStore
 
 log = logging.getLogger(__name__)
 
@@ -137,192 +134,3 @@ def estimate_units(model: Model, inputs: dict[str, Any], plan: Plan) -> float:
     """Work units of a request: the planned output's pixels x frames, scaled by steps."""
     steps = model.steps_for(bool(inputs.get("higher_quality_with_more_steps")))
     return work_units(plan.width, plan.height, plan.frames, steps, model.steps)
-
-
-def job_of(ctx: AppContext, job_id: int, token: Token) -> Job:
-    """The caller's job; 404 for unknown ids and other users' jobs alike."""
-    job = ctx.store.get(job_id, token.user)
-    if job is None:
-        raise NotFound(f"Request {job_id} not found.")
-    return job
-
-
-def cancel_job(
-    ctx: AppContext, job_id: int, user: str | None, *, running: bool
-) -> tuple[Cancel | None, Job | None]:
-    """Cancel a job, its running attempt included if ``running``: what every cancel route
-    calls (native, fal, admin with ``user`` None: any user's job). A queued job is
-    CANCELLED at once; a running one gets a cancel request that its worker reads in its
-    next heartbeat (it stops the engine, keeps no output and records CANCELLED, unless it
-    completed first). Returns what was done, or (None, the job) when nothing could be
-    (finished, or running without ``running``); NotFound for unknown ids and, with
-    ``user``, other users' jobs."""
-    owner = user
-    if owner is None:
-        found = ctx.store.get(job_id)
-        if found is None:
-            raise NotFound(f"Request {job_id} not found.")
-        owner = found.user
-    done = ctx.store.cancel_job(job_id, owner, running=running)
-    if done is not None:
-        return done, None
-    job = ctx.store.get(job_id, owner)
-    if job is None:
-        raise NotFound(f"Request {job_id} not found.")
-    return None, job
-
-
-def admin_cancel(ctx: AppContext, job_id: int) -> Job:
-    """An operator's cancel of any user's unfinished request, running ones included
-    (``cancel_job``). Returns the job as it is now; 409 once it finished."""
-    done, job = cancel_job(ctx, job_id, None, running=True)
-    if done is None:
-        assert job is not None
-        raise Conflict(f"Cannot cancel request {job_id}: it is {job.wire_status.value}.")
-    job = ctx.store.get(job_id)
-    assert job is not None
-    log.info("request cancelled by an operator (%s)", done.value, extra={"request_id": job_id})
-    return job
-
-
-def admin_retry(ctx: AppContext, job_id: int) -> Job:
-    """FAILED -> queued again with fresh attempts (an operator's retry)."""
-    if not ctx.store.admin_retry(job_id):
-        job = ctx.store.get(job_id)
-        if job is None:
-            raise NotFound(f"Request {job_id} not found.")
-        if job.state is not JobState.FAILED:
-            raise Conflict(
-                f"Cannot retry request {job_id}: it is {job.wire_status.value}; "
-                "only FAILED requests are retried."
-            )
-        raise Gone(
-            f"Cannot retry request {job_id}: its inputs expired at {iso(job.inputs_expired_at)}"
-            " and were deleted (VIDQ_INPUT_TTL)."
-        )
-    job = ctx.store.get(job_id)
-    assert job is not None
-    log.warning("request retried by an operator", extra={"request_id": job_id, "user": job.user})
-    return job
-
-
-def iso(ts: float | None) -> str:
-    """A database time as ISO 8601 UTC."""
-    when = datetime.datetime.fromtimestamp(ts or 0.0, datetime.UTC)
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def require_not_expired(job: Job) -> None:
-    """410 once the collector expired the job's output (its blob is, or is being, deleted)."""
-    if job.expired_at is not None:
-        raise Gone(
-            f"Request {job.id}'s video expired at {iso(job.expired_at)} and was deleted "
-            "(retention: VIDQ_OUTPUT_TTL); its status is still available."
-        )
-
-
-def model_of(job: Job | JobStatus) -> Model:
-    model = get_model(job.model_id)
-    assert model is not None, job.model_id
-    return model
-
-
-def expected_tasks(job: JobStatus) -> int:
-    """Tasks a job will report: its denoising steps plus the encode."""
-    return model_of(job).steps_for(job.higher_quality) + 1
-
-
-def eta_total(ctx: AppContext, job: Job | JobStatus) -> float | None:
-    """Expected run time of the job (``api/eta.py``); None when there is no estimate."""
-    return ctx.eta.total_seconds(model_of(job), job.work_units)
-
-
-def eta_remaining(
-    ctx: AppContext, job: Job | JobStatus, queue_position: int = 0, hold: Hold | None = None
-) -> float | None:
-    """Seconds until the job should be done: the rest of its run if running, else the
-    runs of the jobs ahead plus its own. None when there is no estimate, or when its pool
-    is paused (it waits for an operator, not for a run time)."""
-    if job.state.terminal:
-        return 0.0
-    if hold is Hold.PAUSED and job.state.queued:
-        return None
-    total = eta_total(ctx, job)
-    if total is None:
-        return None
-    if job.state is JobState.RUNNING:
-        done = job.progress_done / job.progress_total if job.progress_total else 0.0
-        return round(total * (1.0 - done), 1)
-    return round(total * (1 + queue_position), 1)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Place:
-    """Where a queued job stands: its queue position and why it is passed over, if it is."""
-
-    position: int
-    hold: Hold | None = None
-
-
-def queue_place(ctx: AppContext, job: Job) -> Place:
-    """A queued job's position and hold (one status read, as a poll's); a job that has
-    started since ``job`` was read is at position 0."""
-    status = ctx.store.job_status(job.id, job.user)
-    if status is None or status.queue_position is None:
-        return Place(0)
-    return Place(status.queue_position, status.hold)
-
-
-def run_seconds(job: Job) -> float | None:
-    """How long the last attempt ran (None until it has finished)."""
-    if job.started_at is None or job.finished_at is None:
-        return None
-    return round(max(0.0, job.finished_at - job.started_at), 3)
-
-
-def seed_of(job: Job) -> int | None:
-    """The seed the job runs with (drawn at submit when the request gave none; None only
-    for jobs queued before that)."""
-    seed = job.inputs.get("seed")
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-
-
-def native_result(video: dict[str, Any], job: Job) -> dict[str, Any]:
-    """The native dialect's result: the spec's ``{"video": {...}}`` and the seed used."""
-    body: dict[str, Any] = {"video": video}
-    seed = seed_of(job)
-    if seed is not None:
-        body["seed"] = seed
-    return body
-
-
-def result_bytes_b64(ctx: AppContext, job: Job) -> str:
-    require_not_expired(job)
-    if job.result_key is None:
-        raise NotFound(f"Request {job.id} has no stored output.")
-    return base64.b64encode(ctx.storage.get_bytes(job.result_key)).decode("ascii")
-
-
-def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
-    """The finished video as a file descriptor: a signed download URL and its metadata."""
-    require_not_expired(job)
-    if job.result_key is None:
-        raise NotFound(f"Request {job.id} has no stored output.")
-    size = job.result_meta.get("file_size")
-    if not isinstance(size, int):  # outputs stored before sizes were recorded
-        size = len(ctx.storage.get_bytes(job.result_key))
-    return {
-        "url": ctx.storage.signed_url(job.result_key, ctx.settings.storage.signed_url_ttl, base),
-        "content_type": "video/mp4",
-        "file_name": job.result_key.rsplit("/", 1)[-1],
-        "file_size": size,
-    }
-
-
-def require_completed(job: Job) -> None:
-    if job.state is not JobState.COMPLETED:
-        status = job.wire_status.value
-        if job.state is JobState.FAILED:
-            raise Conflict(f"Request {job.id} is FAILED: {job.error or 'unknown error'}")
-        raise Conflict(f"Request {job.id} is {status}; the result is available once COMPLETED.")
-    require_not_expired(job)

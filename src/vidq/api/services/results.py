@@ -1,0 +1,75 @@
+"""A request as its user may see it, and its video: the caller's job (404 for anyone
+else's, as for an unknown id), the checks before a result is answered (completed, not
+expired), and the video as a signed file or as base64."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from typing import Any
+
+from vidq.api.context import AppContext
+from vidq.errors import Conflict, Gone, NotFound
+from vidq.jobs import Job, JobState
+from vidq.store.base import SubmitStore, Token
+
+
+def job_of(store: SubmitStore, job_id: int, token: Token) -> Job:
+    """The caller's job; 404 for unknown ids and other users' jobs alike."""
+    job = store.get(job_id, token.user)
+    if job is None:
+        raise NotFound(f"Request {job_id} not found.")
+    return job
+
+
+def iso(ts: float | None) -> str:
+    """A database time as ISO 8601 UTC."""
+    when = datetime.datetime.fromtimestamp(ts or 0.0, datetime.UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def require_not_expired(job: Job) -> None:
+    """410 once the collector expired the job's output (its blob is, or is being, deleted)."""
+    if job.expired_at is not None:
+        raise Gone(
+            f"Request {job.id}'s video expired at {iso(job.expired_at)} and was deleted "
+            "(retention: VIDQ_OUTPUT_TTL); its status is still available."
+        )
+
+
+def require_completed(job: Job) -> None:
+    if job.state is not JobState.COMPLETED:
+        status = job.wire_status.value
+        if job.state is JobState.FAILED:
+            raise Conflict(f"Request {job.id} is FAILED: {job.error or 'unknown error'}")
+        raise Conflict(f"Request {job.id} is {status}; the result is available once COMPLETED.")
+    require_not_expired(job)
+
+
+def video_b64(ctx: AppContext, job: Job) -> str:
+    """The finished video's bytes as base64."""
+    require_not_expired(job)
+    if job.result_key is None:
+        raise NotFound(f"Request {job.id} has no stored output.")
+    return base64.b64encode(ctx.storage.get_bytes(job.result_key)).decode("ascii")
+
+
+def video_url(ctx: AppContext, job: Job, base: str) -> str:
+    """A signed download URL of the finished video (``VIDQ_SIGNED_URL_TTL``)."""
+    return ctx.storage.signed_url(job.result_key or "", ctx.settings.storage.signed_url_ttl, base)
+
+
+def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
+    """The finished video as a file descriptor: a signed download URL and its metadata."""
+    require_not_expired(job)
+    if job.result_key is None:
+        raise NotFound(f"Request {job.id} has no stored output.")
+    size = job.result_meta.get("file_size")
+    if not isinstance(size, int):  # outputs stored before sizes were recorded
+        size = len(ctx.storage.get_bytes(job.result_key))
+    return {
+        "url": video_url(ctx, job, base),
+        "content_type": "video/mp4",
+        "file_name": job.result_key.rsplit("/", 1)[-1],
+        "file_size": size,
+    }
