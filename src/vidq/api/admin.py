@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, caller, context, operator_store
+from vidq.api.context import caller, context, operator_store, submit_store
 from vidq.api.native.answers import summary
 from vidq.api.parsing.params import request_id
 from vidq.api.services.control import admin_cancel, admin_retry
@@ -25,7 +25,7 @@ from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound
 from vidq.jobs import Job, JobState, WireStatus
 from vidq.ops.metrics import CONTENT_TYPE, render
-from vidq.store.base import OperatorStore, PoolStats, Token
+from vidq.store.base import OperatorStore, PoolStats, SubmitStore, Token
 
 router = APIRouter(tags=["admin"])
 
@@ -131,7 +131,7 @@ def _pool(value: str | None) -> str | None:
     return value
 
 
-def _job(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:
+def _job(job: Job, base: str) -> dict[str, Any]:
     return {
         **summary(job, base),
         "user": job.user,
@@ -175,7 +175,7 @@ async def list_requests(
         )  # fmt: skip
         page = jobs[:limit]
         return {
-            "requests": [_job(ctx, j, base) for j in page],
+            "requests": [_job(j, base) for j in page],
             "next_before": page[-1].id if len(jobs) > limit and page else None,
         }
 
@@ -183,21 +183,32 @@ async def list_requests(
 
 
 @router.post("/admin/requests/{rid}/cancel", summary="Cancel any user's unfinished request")
-async def cancel(rid: str, request: Request, token: Token = Depends(admin)) -> Response:
+async def cancel(
+    rid: str,
+    request: Request,
+    token: Token = Depends(admin),
+    jobs: SubmitStore = Depends(submit_store),
+) -> Response:
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(admin_cancel, ctx.store, job_id)
-    return JSONResponse(_job(ctx, job, ctx.base_url(request)))
+    job = await run_in_threadpool(admin_cancel, jobs, job_id)
+    return JSONResponse(_job(job, ctx.base_url(request)))
 
 
 @router.post(
     "/admin/requests/{rid}/retry", summary="Queue a FAILED request again with fresh attempts"
 )
-async def retry(rid: str, request: Request, token: Token = Depends(admin)) -> Response:
+async def retry(
+    rid: str,
+    request: Request,
+    token: Token = Depends(admin),
+    store: OperatorStore = Depends(operator_store),
+    jobs: SubmitStore = Depends(submit_store),
+) -> Response:
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(admin_retry, ctx.store, ctx.store, job_id)
-    return JSONResponse(_job(ctx, job, ctx.base_url(request)))
+    job = await run_in_threadpool(admin_retry, store, jobs, job_id)
+    return JSONResponse(_job(job, ctx.base_url(request)))
 
 
 @router.get("/admin/users", summary="Per user: queued, running, finished and video seconds today")

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import caller, context
+from vidq.api.context import caller, context, submit_store
 from vidq.api.services.results import require_not_expired
 from vidq.errors import NotFound, Unauthorized
-from vidq.store.base import Token
+from vidq.store.base import SubmitStore, Token
 
 router = APIRouter()
 
@@ -20,13 +20,17 @@ router = APIRouter()
     tags=["download"],
 )
 async def fal_download(
-    bucket: str, key: str, request: Request, token: Token = Depends(caller)
+    bucket: str,
+    key: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
 
     def work() -> dict[str, str]:
-        job = ctx.store.find_by_result_key(key) if bucket == ctx.storage.bucket else None
+        job = store.find_by_result_key(key) if bucket == ctx.storage.bucket else None
         if job is None or job.user != token.user:
             raise NotFound("No such file.")
         require_not_expired(job)

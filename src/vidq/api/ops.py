@@ -7,13 +7,14 @@ import time
 import uuid
 from collections.abc import Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, context, operator_store
 from vidq.catalog import MODELS, schema_json
 from vidq.errors import StorageUnavailable, VidqError
+from vidq.store.base import OperatorStore
 
 router = APIRouter(tags=["operations"])
 
@@ -70,11 +71,11 @@ def _storage_writable(ctx: AppContext) -> None:
 
 
 @router.get("/ready", summary="Readiness: the job store answers and the storage takes writes")
-async def ready(request: Request) -> Response:
+async def ready(request: Request, store: OperatorStore = Depends(operator_store)) -> Response:
     ctx = context(request)
     checks: dict[str, str] = {}
     probes: dict[str, Callable[[], object]] = {
-        "database": ctx.store.now,
+        "database": store.now,
         "storage": lambda: _storage_writable(ctx),
     }
     for name, probe in probes.items():

@@ -122,23 +122,28 @@ for _endpoint in ENDPOINTS.values():
 
 
 async def _job(
-    request: Request, owner: str, model_id: str, rid: str, token: Token
+    request: Request, owner: str, model_id: str, rid: str, token: Token, store: SubmitStore
 ) -> tuple[Job, str]:
     fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
-    job = await run_in_threadpool(job_of, ctx.store, job_id, token)
+    job = await run_in_threadpool(job_of, store, job_id, token)
     return job, ctx.base_url(request)
 
 
 @router.get("/queue/{owner}/{model_id}/requests/{rid}/status", summary="Status (fal)")
 async def status(
-    owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    owner: str,
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
-    job, base = await _job(request, owner, model_id, rid, token)
+    job, base = await _job(request, owner, model_id, rid, token, store)
     logs = truthy(request.query_params.get("logs"))
     ctx = context(request)
-    body = await run_in_threadpool(answers.status_body, ctx, ctx.store, job, base, owner, logs)
+    body = await run_in_threadpool(answers.status_body, ctx, store, job, base, owner, logs)
     return JSONResponse(body, headers=answers.request_headers(job.id))
 
 
@@ -147,9 +152,14 @@ async def status(
     summary="Status as server-sent events until the request is finished (fal)",
 )
 async def status_stream(
-    owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    owner: str,
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
-    job, base = await _job(request, owner, model_id, rid, token)
+    job, base = await _job(request, owner, model_id, rid, token, store)
     logs = truthy(request.query_params.get("logs"))
     ctx = context(request)
 
@@ -162,7 +172,7 @@ async def status_stream(
         current = job
         while True:
             body = await run_in_threadpool(
-                answers.status_body, ctx, ctx.store, current, base, owner, logs
+                answers.status_body, ctx, store, current, base, owner, logs
             )
             fresh = [line for line in body["logs"] or () if _key(line) not in sent]
             rest = json.dumps({**body, "logs": None})
@@ -177,7 +187,7 @@ async def status_stream(
             if body["status"] == "COMPLETED" or await request.is_disconnected():
                 return
             await asyncio.sleep(STREAM_POLL_S)
-            current = await run_in_threadpool(job_of, ctx.store, job.id, token)
+            current = await run_in_threadpool(job_of, store, job.id, token)
 
     headers = {
         **answers.request_headers(job.id),
@@ -193,13 +203,17 @@ def _key(line: dict[str, Any]) -> str:
 
 @router.put("/queue/{owner}/{model_id}/requests/{rid}/cancel", summary="Cancel (fal)")
 async def cancel(
-    owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    owner: str,
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
     fal_inputs.check_app(owner, model_id)
     job_id = request_id(rid)
-    ctx = context(request)
     done, _ = await run_in_threadpool(
-        lambda: cancel_job(ctx.store, job_id, token.user, running=True)
+        lambda: cancel_job(store, job_id, token.user, running=True)
     )
     headers = answers.request_headers(job_id)
     if done is not None:
@@ -213,7 +227,12 @@ async def cancel(
 
 @router.get("/queue/{owner}/{model_id}/requests/{rid}", summary="Result (fal)")
 async def result(
-    owner: str, model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    owner: str,
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
-    job, base = await _job(request, owner, model_id, rid, token)
+    job, base = await _job(request, owner, model_id, rid, token, store)
     return await answers.result_response(context(request), job, base)

@@ -47,7 +47,7 @@ async def run(
     base = ctx.base_url(request)
     timeout = ctx.settings.limits.run_timeout
     with anyio.move_on_after(timeout):
-        job = await _finished(request, job, token)
+        job = await _finished(store, job, token)
     if not job.state.terminal:
         where = prepared.target
         status_url = f"{base}/queue/{where.owner}/{where.app}/requests/{job.id}/status"
@@ -59,11 +59,10 @@ async def run(
     return await answers.result_response(ctx, job, base)
 
 
-async def _finished(request: Request, job: Job, token: Token) -> Job:
-    ctx = context(request)
+async def _finished(store: SubmitStore, job: Job, token: Token) -> Job:
     wait = POLL_S
     while not job.state.terminal:
         await anyio.sleep(wait)
         wait = min(POLL_MAX_S, wait * 1.5)
-        job = await run_in_threadpool(job_of, ctx.store, job.id, token)
+        job = await run_in_threadpool(job_of, store, job.id, token)
     return job

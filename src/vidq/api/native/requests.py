@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from vidq.api.context import caller, context
+from vidq.api.context import caller, context, submit_store
 from vidq.api.native.answers import details, summary
 from vidq.api.parsing.params import request_id
 from vidq.api.services.results import job_of
-from vidq.store.base import Token
+from vidq.store.base import SubmitStore, Token
 
 router = APIRouter(tags=["requests"])
 
@@ -33,12 +33,13 @@ async def list_requests(
         description="Only requests older than this id (the `next_before` of a page).",
     ),
     token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
 
     def work() -> dict[str, Any]:
-        jobs = ctx.store.list_jobs(token.user, limit + 1, before)
+        jobs = store.list_jobs(token.user, limit + 1, before)
         page = jobs[:limit]
         more = len(jobs) > limit
         return {
@@ -50,13 +51,18 @@ async def list_requests(
 
 
 @router.get("/requests/{rid}", summary="One of your requests: model, status, progress, ETA")
-async def get_request(rid: str, request: Request, token: Token = Depends(caller)) -> Response:
+async def get_request(
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
+) -> Response:
     job_id = request_id(rid)
     ctx = context(request)
     base = ctx.base_url(request)
 
     def work() -> dict[str, Any]:
-        return details(ctx, ctx.store, job_of(ctx.store, job_id, token), base)
+        return details(ctx, store, job_of(store, job_id, token), base)
 
     return JSONResponse(await run_in_threadpool(work))
 

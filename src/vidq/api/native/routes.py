@@ -101,11 +101,15 @@ def status_of(
 
 @router.get("/queue/{model_id}/requests/{rid}/status", summary="Poll a request's status")
 async def get_status(
-    model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
-    body = await run_in_threadpool(status_of, ctx, ctx.store, model_id, rid, token, base)
+    body = await run_in_threadpool(status_of, ctx, store, model_id, rid, token, base)
     return JSONResponse(body)
 
 
@@ -120,14 +124,17 @@ async def get_status(
     },
 )
 async def cancel(
-    model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
     model_or_404(model_id)
     job_id = request_id(rid)
-    ctx = context(request)
     running = flag(request.query_params.get("running"), "running")
     done, job = await run_in_threadpool(
-        lambda: cancel_job(ctx.store, job_id, token.user, running=running)
+        lambda: cancel_job(store, job_id, token.user, running=running)
     )
     if done is Cancel.CANCELLED:
         return Response(status_code=204)
@@ -143,7 +150,11 @@ async def cancel(
 
 @router.get("/queue/{model_id}/requests/{rid}", summary="Fetch a completed request's video")
 async def get_result(
-    model_id: str, rid: str, request: Request, token: Token = Depends(caller)
+    model_id: str,
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
 ) -> Response:
     model_or_404(model_id)
     job_id = request_id(rid)
@@ -151,7 +162,7 @@ async def get_result(
     base = ctx.base_url(request)
 
     def work() -> dict[str, Any]:
-        job = results.job_of(ctx.store, job_id, token)
+        job = results.job_of(store, job_id, token)
         results.require_completed(job)
         if job.binary_output:
             url = results.video_url(ctx, job, base)

@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.auth import parse_authorization
-from vidq.api.context import AppContext, context
+from vidq.api.context import AppContext, context, worker_store
 from vidq.api.parsing.body import JsonRoute
 from vidq.catalog import POOLS
 from vidq.errors import (
@@ -52,7 +52,7 @@ from vidq.errors import (
 )
 from vidq.jobs import Claim, Job, JobState, output_attempt, output_prefix
 from vidq.storage.outputs import size_and_sha256, sweep_attempts
-from vidq.store.base import Lease, Token
+from vidq.store.base import Lease, Token, WorkerStore
 from vidq.worker_protocol import (
     MAX_PARTS,
     MAX_WAIT_S,
@@ -103,6 +103,7 @@ async def worker(request: Request) -> Token:
 
 
 Worker = Annotated[Token, Depends(worker)]
+Queue = Annotated[WorkerStore, Depends(worker_store)]  # the job store as workers use it
 
 
 # -- routes -------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ async def config(request: Request, token: Worker) -> Response:
 
 
 @router.post("/claim", summary="Take a job (long-poll up to wait_s)", response_model=ClaimAnswer)
-async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
+async def claim(request: Request, body: ClaimBody, token: Worker, store: Queue) -> Response:
     ctx = context(request)
     unknown = [p for p in body.pools if p not in POOLS]
     if unknown:
@@ -136,7 +137,7 @@ async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
             )
     base = ctx.base_url(request)
     answer = await anyio.to_thread.run_sync(
-        _claim, ctx, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
+        _claim, ctx, store, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
     )
     return _answer(answer)
 
@@ -146,10 +147,11 @@ async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
     summary="Extend the lease; says whether to cancel",
     response_model=HeartbeatAnswer,
 )
-async def heartbeat(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
-    ctx = context(request)
-    lease_s = ctx.settings.worker.lease_seconds
-    lease = await run_in_threadpool(ctx.store.heartbeat, job_id, body.lease_token, lease_s)
+async def heartbeat(
+    request: Request, job_id: JobId, body: Fenced, token: Worker, store: Queue
+) -> Response:
+    lease_s = context(request).settings.worker.lease_seconds
+    lease = await run_in_threadpool(store.heartbeat, job_id, body.lease_token, lease_s)
     if lease is Lease.LOST:
         raise Conflict("This attempt no longer holds the job.")
     return _answer(HeartbeatAnswer(lease="cancel" if lease is Lease.CANCEL else "held",
@@ -157,21 +159,17 @@ async def heartbeat(request: Request, job_id: JobId, body: Fenced, token: Worker
 
 
 @router.post("/jobs/{job_id}/progress", summary="Record progress (fenced)", response_model=Done)
-async def progress(request: Request, job_id: JobId, body: ProgressBody, token: Worker) -> Response:
-    ctx = context(request)
-    done = await run_in_threadpool(
-        ctx.store.progress, job_id, body.lease_token, body.done, body.total
-    )
+async def progress(job_id: JobId, body: ProgressBody, token: Worker, store: Queue) -> Response:
+    done = await run_in_threadpool(store.progress, job_id, body.lease_token, body.done, body.total)
     return _fenced(done)
 
 
 @router.post(
     "/jobs/{job_id}/fail", summary="Record a failed attempt (retried or final)", response_model=Done
 )
-async def fail(request: Request, job_id: JobId, body: FailBody, token: Worker) -> Response:
-    ctx = context(request)
+async def fail(job_id: JobId, body: FailBody, token: Worker, store: Queue) -> Response:
     done = await run_in_threadpool(
-        ctx.store.fail, job_id, body.lease_token, body.message, body.error_type, body.retry,
+        store.fail, job_id, body.lease_token, body.message, body.error_type, body.retry,
         body.delay_s,
     )  # fmt: skip
     return _fenced(done)
@@ -182,9 +180,8 @@ async def fail(request: Request, job_id: JobId, body: FailBody, token: Worker) -
     summary="Record CANCELLED after a cancel request",
     response_model=Done,
 )
-async def cancelled(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
-    ctx = context(request)
-    return _fenced(await run_in_threadpool(ctx.store.finish_cancel, job_id, body.lease_token))
+async def cancelled(job_id: JobId, body: Fenced, token: Worker, store: Queue) -> Response:
+    return _fenced(await run_in_threadpool(store.finish_cancel, job_id, body.lease_token))
 
 
 @router.post(
@@ -192,9 +189,8 @@ async def cancelled(request: Request, job_id: JobId, body: Fenced, token: Worker
     summary="Give the job back (shutdown), no attempt spent",
     response_model=Done,
 )
-async def release(request: Request, job_id: JobId, body: Fenced, token: Worker) -> Response:
-    ctx = context(request)
-    return _fenced(await run_in_threadpool(ctx.store.release, job_id, body.lease_token))
+async def release(job_id: JobId, body: Fenced, token: Worker, store: Queue) -> Response:
+    return _fenced(await run_in_threadpool(store.release, job_id, body.lease_token))
 
 
 @router.post(
@@ -202,12 +198,14 @@ async def release(request: Request, job_id: JobId, body: Fenced, token: Worker) 
     summary="Where to upload this attempt's output",
     response_model=UploadTarget,
 )
-async def upload(request: Request, job_id: JobId, body: UploadBody, token: Worker) -> Response:
+async def upload(
+    request: Request, job_id: JobId, body: UploadBody, token: Worker, store: Queue
+) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
 
     def work() -> UploadTarget:
-        job = _held(ctx, job_id, body.lease_token)
+        job = _held(store, job_id, body.lease_token)
         _own_key(job, body.key)
         return _upload_target(ctx, job, body, base)
 
@@ -219,11 +217,13 @@ async def upload(request: Request, job_id: JobId, body: UploadBody, token: Worke
     summary="Record the output (fenced, idempotent)",
     response_model=CompleteAnswer,
 )
-async def complete(request: Request, job_id: JobId, body: CompleteBody, token: Worker) -> Response:
+async def complete(
+    request: Request, job_id: JobId, body: CompleteBody, token: Worker, store: Queue
+) -> Response:
     ctx = context(request)
     if len(_json_text(body.meta)) > _META_MAX:
         raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
-    return _answer(await run_in_threadpool(_complete, ctx, job_id, body))
+    return _answer(await run_in_threadpool(_complete, ctx, store, job_id, body))
 
 
 @uploads.put(
@@ -236,13 +236,14 @@ async def signed_upload(
     request: Request,
     job_id: JobId,
     key: str,
+    store: Queue,
     size: int = 0,
     sha256: str = "",
     expires: int = 0,
     signature: str = "",
 ) -> Response:
     ctx = context(request)
-    held = await run_in_threadpool(ctx.store.claimed, job_id)
+    held = await run_in_threadpool(store.claimed, job_id)
     token = held.lease_token if held is not None and held.job.state is JobState.RUNNING else None
     expected = _signature(token or "", job_id, key, size, sha256, expires)
     if token is None or expires < time.time() or not hmac.compare_digest(expected, signature):
@@ -267,10 +268,10 @@ async def signed_upload(
 
 
 # -- the work behind the routes ---------------------------------------------------------
-def _claim(ctx: AppContext, body: ClaimBody, base: str) -> ClaimAnswer:
+def _claim(ctx: AppContext, store: WorkerStore, body: ClaimBody, base: str) -> ClaimAnswer:
     """Claim, waiting on the store's wake-ups until ``wait_s`` passes (one thread: the
     store's wake-ups are per thread)."""
-    store, lease_s = ctx.store, ctx.settings.worker.lease_seconds
+    lease_s = ctx.settings.worker.lease_seconds
     store.register_worker(body.worker, body.pools, body.engines)
     deadline = time.monotonic() + body.wait_s
     claim: Claim | None
@@ -300,8 +301,10 @@ def _claim(ctx: AppContext, body: ClaimBody, base: str) -> ClaimAnswer:
     return ClaimAnswer(job=claimed, downloads=downloads)
 
 
-def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> CompleteAnswer:
-    job = ctx.store.get(job_id)
+def _complete(
+    ctx: AppContext, store: WorkerStore, job_id: int, body: CompleteBody
+) -> CompleteAnswer:
+    job = store.get(job_id)
     if job is None:
         raise NotFound("No such job.")
     if job.state is JobState.COMPLETED and job.result_key == body.key:
@@ -310,11 +313,11 @@ def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> CompleteAnswe
     if body.upload_id is not None:
         _assemble(ctx, body, body.upload_id)
     _check_object(ctx, body)
-    if ctx.store.complete(job_id, body.lease_token, body.key, body.meta):
+    if store.complete(job_id, body.lease_token, body.key, body.meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
         return CompleteAnswer(completed=True, replayed=False)
-    now = ctx.store.get(job_id)
+    now = store.get(job_id)
     if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
         return CompleteAnswer(completed=True, replayed=True)
     if now is None or now.result_key != body.key:
@@ -322,11 +325,11 @@ def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> CompleteAnswe
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
 
 
-def _held(ctx: AppContext, job_id: int, lease_token: str) -> Job:
+def _held(store: WorkerStore, job_id: int, lease_token: str) -> Job:
     """The job, if this attempt holds it (409 otherwise; 404 for no such job)."""
-    held = ctx.store.claimed(job_id)
+    held = store.claimed(job_id)
     if held is None or held.job.state is not JobState.RUNNING:
-        if held is None and ctx.store.get(job_id) is None:
+        if held is None and store.get(job_id) is None:
             raise NotFound("No such job.")
         raise Conflict("This attempt no longer holds the job.")
     if not hmac.compare_digest(held.lease_token, lease_token):
