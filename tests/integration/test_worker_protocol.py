@@ -22,7 +22,7 @@ from tests.loopback import serve_app
 from tests.servers import SeaweedServer
 from vidq.api import create_app
 from vidq.api.auth import create_token
-from vidq.api.worker import routes as worker_api
+from vidq.api.worker import outputs
 from vidq.config import Settings
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
@@ -364,7 +364,7 @@ def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
     """The remote adapters against the API on S3 (SeaweedFS), over real HTTP on loopback: an
     output over the part size is uploaded by presigned part URLs and assembled by the
     complete; a retried complete is a no-op success."""
-    monkeypatch.setattr(worker_api, "PART_BYTES", 5 << 20)  # S3's smallest part
+    monkeypatch.setattr(outputs, "PART_BYTES", 5 << 20)  # S3's smallest part
     store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
     blobs = S3BlobStore(
         f"parts-{time.monotonic_ns() % 10**9}", endpoint_url=seaweed.endpoint,

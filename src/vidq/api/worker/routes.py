@@ -24,12 +24,10 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
 
 import anyio
 from fastapi import APIRouter, Depends, Request
@@ -41,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from vidq.api.auth import parse_authorization
 from vidq.api.context import AppContext, context, worker_store
 from vidq.api.parsing.body import JsonRoute
+from vidq.api.worker import outputs
 from vidq.catalog import POOLS
 from vidq.errors import (
     Conflict,
@@ -48,13 +47,11 @@ from vidq.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
-    VidqError,
 )
-from vidq.jobs import Claim, Job, JobState, output_attempt, output_prefix
-from vidq.storage.outputs import size_and_sha256, sweep_attempts
+from vidq.jobs import Claim, Job, JobState
+from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, Token, WorkerStore
 from vidq.worker_protocol import (
-    MAX_PARTS,
     MAX_WAIT_S,
     PREFIX,
     VERSION,
@@ -68,7 +65,6 @@ from vidq.worker_protocol import (
     FailBody,
     Fenced,
     HeartbeatAnswer,
-    PartTarget,
     ProgressBody,
     Stored,
     UploadBody,
@@ -77,10 +73,7 @@ from vidq.worker_protocol import (
 
 log = logging.getLogger(__name__)
 
-URL_TTL_S = 900  # input download and output upload URLs
-OUTPUT_TYPE = "video/mp4"
 _META_MAX = 64 * 1024  # a completion's meta, as JSON
-PART_BYTES = 64 * 1024 * 1024  # S3: larger outputs are uploaded in parts of this size
 
 # A job id in a path: bounded, so a huge number is a 422 and never reaches the database.
 JobId = Annotated[int, PathParam(ge=1, le=2**62, description="The job's request id.")]
@@ -206,8 +199,8 @@ async def upload(
 
     def work() -> UploadTarget:
         job = _held(store, job_id, body.lease_token)
-        _own_key(job, body.key)
-        return _upload_target(ctx, job, body, base)
+        outputs.own_key(job, body.key)
+        return outputs.upload_target(ctx.storage, job, body, base)
 
     return _answer(await run_in_threadpool(work))
 
@@ -245,7 +238,7 @@ async def signed_upload(
     ctx = context(request)
     held = await run_in_threadpool(store.claimed, job_id)
     token = held.lease_token if held is not None and held.job.state is JobState.RUNNING else None
-    expected = _signature(token or "", job_id, key, size, sha256, expires)
+    expected = outputs.signature(token or "", job_id, key, size, sha256, expires)
     if token is None or expires < time.time() or not hmac.compare_digest(expected, signature):
         raise Forbidden("Invalid or expired upload signature.")
     if await run_in_threadpool(ctx.storage.exists, key):
@@ -263,7 +256,7 @@ async def signed_upload(
                 await run_in_threadpool(fh.write, chunk)
         if seen != size or not hmac.compare_digest(digest.hexdigest(), sha256):
             raise InvalidInput("", "the body does not have the declared size and sha256")
-        await run_in_threadpool(ctx.storage.put_file, key, path, OUTPUT_TYPE)
+        await run_in_threadpool(ctx.storage.put_file, key, path, outputs.OUTPUT_TYPE)
     return _answer(Stored(stored=key, size=size), status=201)
 
 
@@ -289,7 +282,7 @@ def _claim(ctx: AppContext, store: WorkerStore, body: ClaimBody, base: str) -> C
         sweep_attempts(ctx.storage, job, lambda attempt: attempt < job.attempt)
     blobs = dict(job.inputs.get("_blobs", {}))
     downloads = {
-        str(field): ctx.storage.signed_url(str(key), URL_TTL_S, base)
+        str(field): ctx.storage.signed_url(str(key), outputs.URL_TTL_S, base)
         for field, key in blobs.items()
     }
     log.info("job claimed by a remote worker", extra={"job_id": job.id, "worker": body.worker})
@@ -309,10 +302,10 @@ def _complete(
         raise NotFound("No such job.")
     if job.state is JobState.COMPLETED and job.result_key == body.key:
         return CompleteAnswer(completed=True, replayed=True)  # a retry after a lost answer
-    attempt = _own_key(job, body.key, any_attempt=True)
+    attempt = outputs.own_key(job, body.key, any_attempt=True)
     if body.upload_id is not None:
-        _assemble(ctx, body, body.upload_id)
-    _check_object(ctx, body)
+        outputs.assemble(ctx.storage, body, body.upload_id)
+    outputs.check_object(ctx.storage, body)
     if store.complete(job_id, body.lease_token, body.key, body.meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
@@ -321,7 +314,7 @@ def _complete(
     if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
         return CompleteAnswer(completed=True, replayed=True)
     if now is None or now.result_key != body.key:
-        _delete_quietly(ctx, body.key)
+        outputs.delete_quietly(ctx.storage, body.key)
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
 
 
@@ -335,103 +328,6 @@ def _held(store: WorkerStore, job_id: int, lease_token: str) -> Job:
     if not hmac.compare_digest(held.lease_token, lease_token):
         raise Conflict("This attempt no longer holds the job.")
     return held.job
-
-
-def _own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
-    """The attempt whose output ``key`` is (this attempt's unless ``any_attempt``)."""
-    attempt = output_attempt(job, key)
-    if attempt is None or (not any_attempt and attempt != job.attempt):
-        raise InvalidInput(
-            "key",
-            f"not an output key of this attempt (expected {output_prefix(job)}<name>_"
-            f"{job.attempt:05d}.mp4)",
-        )
-    return attempt
-
-
-def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> UploadTarget:
-    from vidq.storage.local import LocalBlobStore
-
-    if isinstance(ctx.storage, LocalBlobStore):
-        expires = int(time.time()) + URL_TTL_S
-        query = urlencode({
-            "size": body.size, "sha256": body.sha256, "expires": expires,
-            "signature": _signature(body.lease_token, job.id, body.key, body.size,
-                                    body.sha256, expires),
-        })  # fmt: skip
-        url = f"{base}{PREFIX}/uploads/{job.id}/{quote(body.key)}?{query}"
-        return UploadTarget(method="PUT", url=url, headers={"Content-Type": OUTPUT_TYPE})
-    from vidq.storage.s3 import S3BlobStore
-
-    storage = ctx.storage
-    if not isinstance(storage, S3BlobStore):
-        raise VidqError("this storage offers no upload URLs")
-    if body.size <= PART_BYTES:
-        return UploadTarget(
-            method="PUT",
-            url=storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
-            headers={"Content-Type": OUTPUT_TYPE},
-        )
-    count = -(-body.size // PART_BYTES)
-    if count > MAX_PARTS:
-        raise InvalidInput("size", f"over {MAX_PARTS} parts of {PART_BYTES} bytes")
-    upload_id = storage.start_multipart(body.key, OUTPUT_TYPE)
-    parts = [
-        PartTarget(
-            number=n,
-            url=storage.part_url(body.key, upload_id, n, URL_TTL_S),
-            size=min(PART_BYTES, body.size - (n - 1) * PART_BYTES),
-        )
-        for n in range(1, count + 1)
-    ]
-    return UploadTarget(method="PUT", upload_id=upload_id, parts=parts)
-
-
-def _signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp: int) -> str:
-    """Keyed by the attempt's lease token: once the attempt has lost the job (a new
-    lease token, or none), its URLs no longer verify."""
-    msg = f"{job_id}\n{key}\n{size}\n{sha}\n{exp}".encode()
-    return hmac.new(lease_token.encode(), msg, hashlib.sha256).hexdigest()
-
-
-def _assemble(ctx: AppContext, body: CompleteBody, upload_id: str) -> None:
-    """Finish a multipart upload (S3), unless an earlier try of this complete did."""
-    from vidq.storage.s3 import S3BlobStore
-
-    storage = ctx.storage
-    if not isinstance(storage, S3BlobStore) or not body.parts:
-        raise InvalidInput("upload_id", "no multipart upload to finish here")
-    if storage.exists(body.key):
-        return
-    try:
-        storage.finish_multipart(body.key, upload_id, [(p.number, p.etag) for p in body.parts])
-    except NotFound as exc:
-        raise InvalidInput("upload_id", exc.message) from None
-
-
-def _check_object(ctx: AppContext, body: CompleteBody) -> None:
-    """422 unless the object exists with the size and sha256 the worker reports."""
-    fd, name = tempfile.mkstemp(prefix="vidq-check-")
-    os.close(fd)
-    try:
-        try:
-            ctx.storage.download(body.key, Path(name))
-        except NotFound:
-            raise InvalidInput("key", "no object under this key") from None
-        size, sha256 = size_and_sha256(Path(name))
-    finally:
-        os.unlink(name)
-    if size != body.size:
-        raise InvalidInput("size", f"the object has {size} bytes")
-    if sha256 != body.sha256:
-        raise InvalidInput("sha256", "the object has another sha256")
-
-
-def _delete_quietly(ctx: AppContext, key: str) -> None:
-    try:
-        ctx.storage.delete(key)
-    except VidqError:
-        log.warning("could not delete a refused upload", extra={"key": key})
 
 
 def _fenced(done: bool) -> Response:
