@@ -1,4 +1,7 @@
-"""``create_app(settings, store, storage)``: the FastAPI application.
+"""``create_app(settings, store, storage)``: the FastAPI application, the API's
+composition root: it builds the ``AppContext`` (the settings turned into the media
+intake's policies, the token cache, the ETA estimator, the webhook dispatcher), the
+error handlers, the middleware and the routers, and runs the reaper.
 
 The app holds no module-level state: everything it needs hangs off ``app.state.ctx``.
 """
@@ -16,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidq.api import admin, docs, files, ops, web, webhooks
 from vidq.api.auth import Authenticator
@@ -25,10 +27,11 @@ from vidq.api.eta import EtaEstimator
 from vidq.api.fal import queue as fal
 from vidq.api.fal import run as fal_run
 from vidq.api.fal import storage as fal_storage
+from vidq.api.guard import RequestGuard
 from vidq.api.native import requests
 from vidq.api.native import routes as native
 from vidq.api.native.fastpath import StatusFastPath
-from vidq.api.worker import routes as worker_api
+from vidq.api.worker import routes as worker
 from vidq.config import Settings
 from vidq.errors import RateLimited, ServiceUnavailable, VidqError
 from vidq.media.decode import DecodePool
@@ -43,85 +46,6 @@ log = logging.getLogger(__name__)
 
 
 WORKER_POLLS = 256  # remote workers' claims waiting at once (each holds a thread)
-
-_JSON_ALIASES = (b"application/x-www-form-urlencoded", b"text/plain", b"")
-
-
-_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class RequestGuard:
-    """Rejects bodies over ``max_bytes`` with 413, by Content-Length or while streaming,
-    and reads bodies as JSON whatever the client claimed: ``curl -d`` (the spec's examples)
-    sends form encoding, and every body this API takes is JSON."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in _BODILESS:
-            await self.app(scope, receive, send)
-            return
-        headers = self._headers(scope)
-        if headers is None:
-            await _too_large(self.max_bytes, send)
-            return
-        body = _StreamLimit(receive, send, self.max_bytes)
-        try:
-            await self.app({**scope, "headers": headers}, body.receive, body.send)
-        except Exception:
-            if not body.over:
-                raise
-        if body.over and not body.started:
-            await _too_large(self.max_bytes, send)
-
-    def _headers(self, scope: Scope) -> list[tuple[bytes, bytes]] | None:
-        """The headers with JSON as the content type; None if Content-Length is too big."""
-        headers = []
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                return None
-            if name == b"content-type" and value.split(b";")[0].strip() in _JSON_ALIASES:
-                value = b"application/json"
-            headers.append((name, value))
-        return headers
-
-
-class _StreamLimit:
-    """Counts a streamed body; past the limit the app sees a client disconnect and its
-    answer is dropped, so that the guard can answer 413 instead."""
-
-    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
-        self._receive, self._send, self.max_bytes = receive, send, max_bytes
-        self.seen = 0
-        self.over = False
-        self.started = False
-
-    async def receive(self) -> Message:
-        if self.over:
-            return {"type": "http.disconnect"}
-        message = await self._receive()
-        if message["type"] == "http.request":
-            self.seen += len(message.get("body", b""))
-            if self.seen > self.max_bytes:
-                self.over = True
-                return {"type": "http.disconnect"}
-        return message
-
-    async def send(self, message: Message) -> None:
-        if self.over:
-            return
-        self.started = self.started or message["type"] == "http.response.start"
-        await self._send(message)
-
-
-async def _too_large(max_bytes: int, send: Send) -> None:
-    body = JSONResponse(
-        {"detail": f"request body is over the limit of {max_bytes} bytes"}, status_code=413
-    )
-    await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
-    await send({"type": "http.response.body", "body": body.body})
 
 
 def create_app(
@@ -207,8 +131,8 @@ def create_app(
     app.add_middleware(StatusFastPath, ctx=ctx, store=store, metrics=http_metrics)
     app.include_router(fal_storage.router)
     app.include_router(fal_run.router)
-    app.include_router(worker_api.router)  # the worker protocol (remote workers)
-    app.include_router(worker_api.uploads)
+    app.include_router(worker.router)  # the worker protocol (remote workers)
+    app.include_router(worker.uploads)
     app.include_router(docs.router)  # /docs, /redoc
     app.include_router(web.router(web.WebFiles()))  # the web app at /
     app.add_middleware(RequestGuard, max_bytes=settings.limits.max_body_bytes)
