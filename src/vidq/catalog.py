@@ -76,7 +76,7 @@ class Model:
 # Input schemas. Unknown fields are accepted and forwarded (the spec: "Arbitrary JSON
 # accepted and forwarded to the model"; fal-style clients send options a deployment may not
 # know), within the size limit of everything that is not media (VIDQ_MAX_FIELDS_BYTES,
-# api/body.py); known fields are validated strictly.
+# api/parsing/body.py); known fields are validated strictly.
 
 
 class _Inputs(BaseModel):

@@ -1,5 +1,5 @@
 """The messages of the worker protocol, version 1 (``/worker/v1``), in one module that both
-sides import: the API's routes (``api/worker_api.py``) read the requests with these models
+sides import: the API's routes (``api/worker/routes.py``) read the requests with these models
 and write the answers with them; a remote worker's attempts (``worker/remote.py``) build
 their requests with the same models, so what the server would refuse (a 422) is refused
 before it is sent, and read the answers with them.

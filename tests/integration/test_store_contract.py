@@ -87,7 +87,7 @@ def new(
 
 # ========================================================================================
 # SubmitStore: a user's jobs (submit, idempotency, limits, status, positions, list, cancel)
-# What the user routes ask of the store (api/jobs_service.py and the routers).
+# What the user routes ask of the store (api/services/ and the routers).
 # ========================================================================================
 
 

@@ -63,7 +63,7 @@ class AppContext:
     # /ready's storage write probe: (when it ran, its error or None), reused a few seconds
     storage_probe: tuple[float, str | None] = (float("-inf"), None)
     webhooks: Webhooks = dataclasses.field(init=False)  # set by create_app
-    # remote workers' long-polling claims (api/worker_api.py): their own threads, so that
+    # remote workers' long-polling claims (api/worker/routes.py): their own threads, so that
     # idle workers never hold the threads the other routes run on
     worker_polls: anyio.CapacityLimiter = dataclasses.field(init=False)
 

@@ -300,9 +300,9 @@ class WorkerStore(Protocol):
 
 
 class SubmitStore(Protocol):
-    """A user's jobs, as the user routes use them (``api/native.py``, ``api/fal.py``,
-    ``api/requests.py``, ``api/files.py`` through ``api/jobs_service.py``): submit, then
-    read, list and cancel one's own jobs."""
+    """A user's jobs, as the user routes use them (``api/native/``, ``api/fal/``,
+    ``api/files.py``, through ``api/services/``): submit, then read, list and cancel one's
+    own jobs."""
 
     # True when reads are in-process calls of a few microseconds (SQLite) that the API may
     # make on its event loop; False for network databases (reads go to a thread).
@@ -390,7 +390,8 @@ class TokenStore(Protocol):
 
 
 class UploadStore(Protocol):
-    """Files users upload to use as inputs (``api/fal_storage.py``, ``api/uploads.py``)."""
+    """Files users upload to use as inputs (``api/fal/storage.py``, and
+    ``api/services/uploads.py``, which reads them as inputs)."""
 
     def create_upload(
         self,

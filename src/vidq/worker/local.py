@@ -2,7 +2,7 @@
 reached directly (a worker next to the database and the storage, or in the API process).
 
 Besides the fenced store calls, the local attempt keeps the outputs in order, as the API
-does for remote attempts (``api/worker_api.py``): a claim of a retried job deletes the
+does for remote attempts (``api/worker/``): a claim of a retried job deletes the
 uploads of earlier attempts that never completed, a won completion deletes the uploads of
 the job's other attempts, and an attempt that ends without a won completion deletes its own
 upload, unless a complete that may have committed it cannot be ruled out (then the output

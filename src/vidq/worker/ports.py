@@ -7,7 +7,7 @@ Two implementations run one loop: ``local.py`` over the job store and the blob s
 ``remote.py`` over the API's worker protocol (``/worker/v1``). What only one side can do
 stays inside that side: the local attempt sweeps other attempts' uploads, decides a
 retried complete by reading the job and deletes an upload that did not win; for a remote
-attempt the API does all three (``api/worker_api.py``), so they are not its work at all.
+attempt the API does all three (``api/worker/``), so they are not its work at all.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ A ``RemoteAttempt`` holds what its claim answered (the job, its lease token, a d
 per media input) and what its upload made (size, sha256, multipart parts) for its
 complete: no side tables, and no output key is ever parsed (the attempt names its key
 from its own job). What needs the server's view is the server's work, not the attempt's
-(``api/worker_api.py``): sweeping other attempts' uploads, deciding a retried complete,
+(``api/worker/``): sweeping other attempts' uploads, deciding a retried complete,
 deleting a refused upload, reaping expired leases (the API's reaper).
 
 Every request is built with the protocol's own models (``vidq.worker_protocol``), so what

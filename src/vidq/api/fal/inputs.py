@@ -1,7 +1,7 @@
-"""What a fal-dialect submit is about: the model a path names (a catalog model or one of
-fal's endpoint ids, ``vidq/fal_catalog.py``), its body in the native vocabulary, and the
-results in fal's. Shared by the queue submit (``api/fal.py``) and ``fal.run``
-(``api/fal_run.py``).
+"""A fal-dialect submit: the model a path names (a catalog model or one of fal's endpoint
+ids, ``catalog.py``), its body in the native vocabulary, and the submit itself with what
+fal's headers ask for. Shared by the queue submit (``queue.py``) and ``fal.run``
+(``run.py``).
 
 Every 422 names the field as the client sent it: a native field the mapping derived from a
 fal field (``data_uri`` from ``image_url``, ``width`` from ``resolution``) is reported
@@ -29,7 +29,7 @@ from vidq.api.fal.catalog import (
 from vidq.api.parsing import headers
 from vidq.api.parsing.body import submitted
 from vidq.api.parsing.params import model_or_404
-from vidq.api.services import submission as svc
+from vidq.api.services import submission
 from vidq.catalog import Model, _Inputs, get_model, input_schema
 from vidq.errors import InvalidInput, NotFound
 from vidq.jobs import Job
@@ -139,7 +139,7 @@ async def submit(
     key = headers.idempotency_key(request.headers)
     due = headers.deadline(request.headers, ctx.settings, fal=True)
     try:
-        return await svc.submit(
+        return await submission.submit(
             ctx, store, uploads, prepared.target.model, prepared.body, token, dialect="fal",
             base=ctx.base_url(request), binary_output=True, priority=priority,
             idempotency_key=key, webhook_url=webhook_url, due=due,

@@ -28,8 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, submit_store, upload_store
-from vidq.api.fal import answers
-from vidq.api.fal import inputs as fal_inputs
+from vidq.api.fal import answers, inputs
 from vidq.api.fal.catalog import ENDPOINTS
 from vidq.api.parsing.body import JsonRoute
 from vidq.api.parsing.headers import REPLAYED_HEADER
@@ -72,11 +71,11 @@ async def _submit(
 ) -> Response:
     ctx = context(request)
     try:
-        prepared = await fal_inputs.prepare(request, owner, path)
-    except fal_inputs.Invalid as exc:
+        prepared = await inputs.prepare(request, owner, path)
+    except inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
-    job, replay = await fal_inputs.submit(
+    job, replay = await inputs.submit(
         request, prepared, token, store, uploads, webhook_url=webhook
     )
     base = ctx.base_url(request)
@@ -124,7 +123,7 @@ for _endpoint in ENDPOINTS.values():
 async def _job(
     request: Request, owner: str, model_id: str, rid: str, token: Token, store: SubmitStore
 ) -> tuple[Job, str]:
-    fal_inputs.check_app(owner, model_id)
+    inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     ctx = context(request)
     job = await run_in_threadpool(job_of, store, job_id, token)
@@ -210,7 +209,7 @@ async def cancel(
     token: Token = Depends(caller),
     store: SubmitStore = Depends(submit_store),
 ) -> Response:
-    fal_inputs.check_app(owner, model_id)
+    inputs.check_app(owner, model_id)
     job_id = request_id(rid)
     done, _ = await run_in_threadpool(
         lambda: cancel_job(store, job_id, token.user, running=True)

@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, submit_store, upload_store
-from vidq.api.fal import answers
-from vidq.api.fal import inputs as fal_inputs
+from vidq.api.fal import answers, inputs
 from vidq.api.parsing.body import JsonRoute
 from vidq.api.services.results import job_of
 from vidq.jobs import Job
@@ -40,10 +39,10 @@ async def run(
     answer its result: fal's result body, or its error. 504 past the timeout."""
     ctx = context(request)
     try:
-        prepared = await fal_inputs.prepare(request, owner, path)
-    except fal_inputs.Invalid as exc:
+        prepared = await inputs.prepare(request, owner, path)
+    except inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
-    job, _ = await fal_inputs.submit(request, prepared, token, store, uploads, webhook_url=None)
+    job, _ = await inputs.submit(request, prepared, token, store, uploads, webhook_url=None)
     base = ctx.base_url(request)
     timeout = ctx.settings.limits.run_timeout
     with anyio.move_on_after(timeout):

@@ -20,7 +20,7 @@ The routes, as the clients' sources call them (``fal_client`` 1.x: ``REST_URL`` 
 An upload counts against ``VIDQ_MAX_INPUT_BYTES`` (413 above, nothing kept); its expiry
 is ``X-Fal-Object-Lifecycle-Preference`` / ``X-Fal-Object-Lifecycle``'s
 ``expiration_duration_seconds`` when given. A request input naming the ``access_url`` is
-read from storage (``api/uploads.py``).
+read from storage (``api/services/uploads.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Dialect-free views of the caller's own requests: ``GET /requests`` (paged, newest first),
-``GET /requests/{id}`` (one request with its model and structured progress; what the SDK
-and the CLI poll), and ``GET /webhooks/secret`` (the key that signs the caller's webhooks).
+"""vidq's own views of the caller's requests, on paths of neither dialect and in the native
+vocabulary: ``GET /requests`` (paged, newest first), ``GET /requests/{id}`` (one request
+with its model and structured progress; what the SDK and the CLI poll), and
+``GET /webhooks/secret`` (the key that signs the caller's webhooks).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The native dialect: exactly the routes and shapes of docs/spec/video-generation-api.md."""
+"""The native dialect's routes: exactly those of docs/spec/video-generation-api.md, answering
+in the shapes of ``answers.py``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from vidq.api.native import answers
 from vidq.api.parsing import headers
 from vidq.api.parsing.body import JsonRoute, submitted
 from vidq.api.parsing.params import flag, model_or_404, request_id
-from vidq.api.services import results
-from vidq.api.services import submission as svc
+from vidq.api.services import results, submission
 from vidq.api.services.control import cancel_job
 from vidq.catalog import MODELS, Model, _Inputs, input_schema
 from vidq.errors import NotFound
@@ -41,7 +41,7 @@ def _submit_route(model: Model) -> Any:
         due = headers.deadline(request.headers, ctx.settings, fal=False)
         base = ctx.base_url(request)
 
-        job, replay = await svc.submit(
+        job, replay = await submission.submit(
             ctx, store, uploads, model, body, token, dialect="native", base=base,
             binary_output=binary, idempotency_key=key, webhook_url=webhook, due=due,
         )  # fmt: skip
