@@ -17,6 +17,7 @@ process from starting is a ``CannotStart`` whose message the CLI shows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -339,11 +340,11 @@ def build_worker(settings: Settings, *, burst: bool = False, init: bool = False)
         source, reaper, close = LocalSource(backends.store, backends.storage), backends.store, (
             backends.close
         )
-        if not burst:
-            def collect() -> threading.Event:
-                return start_collector(
-                    settings, backends.store, backends.storage, process_name("worker")
-                )
+        if not burst:  # a burst worker drains the queue and goes: it leaves no one to collect
+            collect = functools.partial(
+                start_collector, settings, backends.store, backends.storage,
+                process_name("worker"),
+            )  # fmt: skip
     registry = None
     metrics = None
     if settings.worker.metrics_port is not None:
