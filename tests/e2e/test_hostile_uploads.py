@@ -121,8 +121,9 @@ def test_many_huge_completes_at_once_leave_other_users_served(server: Server) ->
 def test_uploads_are_served_as_bytes_unless_media(server: Server) -> None:
     token = server.token("carol")
     auth = server.client(token).post("/fal/storage/auth/token?storage_type=fal-cdn-v3", json={})
+    upload_token = auth.json()["token"]
     cdn = httpx.Client(
-        base_url=auth.json()["base_url"], headers={"Authorization": f"Bearer {auth.json()['token']}"}
+        base_url=auth.json()["base_url"], headers={"Authorization": f"Bearer {upload_token}"}
     )
     page = cdn.post(
         "/files/upload", content=b"<script>alert(1)</script>",
