@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -369,7 +370,11 @@ def serve(
         Worker(store, storage, worker_options(settings, name=f"serve-{i}"), metrics)
         for i in range(settings.server.workers)
     ]
-    gc_stop = start_collector(settings, store, storage, pool[0].name) if pool else None
+    # Every API collects (one process of the fleet at a time, under the gc lease), with or
+    # without in-process workers: an API-only deployment with remote workers, which do not
+    # collect, would otherwise keep inputs, outputs, uploads and rows forever.
+    holder = f"api@{socket.gethostname()}:{os.getpid()}"
+    gc_stop = start_collector(settings, store, storage, holder)
     threads = [
         threading.Thread(target=w.run, name=f"vidq-worker-{i}", daemon=True)
         for i, w in enumerate(pool)
@@ -391,8 +396,7 @@ def serve(
     try:
         uvicorn.Server(config).run()
     finally:
-        if gc_stop is not None:
-            gc_stop.set()
+        gc_stop.set()
         for w in pool:
             w.stop(drain=True)
         for t in threads:
