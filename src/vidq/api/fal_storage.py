@@ -37,7 +37,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api import uploads
@@ -237,8 +239,12 @@ def _pending(store: UploadStore, upload_id: str, user: str) -> Upload:
     return upload
 
 
+def _parts_prefix(upload: Upload) -> str:
+    return f"{upload.key}.parts/"
+
+
 def _part_key(upload: Upload, number: int) -> str:
-    return f"{upload.key}.parts/{number:05d}"
+    return f"{_parts_prefix(upload)}{number:05d}"
 
 
 def _put_part(ctx: AppContext, upload: Upload, number: int, data: bytes) -> str:
@@ -249,27 +255,61 @@ def _put_part(ctx: AppContext, upload: Upload, number: int, data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _complete(ctx: AppContext, store: UploadStore, upload: Upload, body: Any) -> None:
-    parts = body.get("parts") if isinstance(body, dict) else None
-    if not isinstance(parts, list) or not parts:
-        raise InvalidInput("parts", "must be a non-empty list of {partNumber, etag}")
-    numbers = sorted({int(p["partNumber"]) for p in parts if isinstance(p, dict)})
+class Part(BaseModel):
+    """One uploaded part of a multipart upload, as both fal clients name it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    partNumber: int = Field(ge=1, le=MAX_PARTS, strict=True)  # fal's name
+    etag: str = Field(default="", max_length=200)
+
+
+class CompleteBody(BaseModel):
+    """The parts that make the file, in any order (each number once)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    parts: list[Part] = Field(min_length=1, max_length=MAX_PARTS)
+
+
+def _part_numbers(raw: Any) -> list[int]:
+    """The part numbers a complete names, checked like every other body (422 naming the
+    field) before anything is read or deleted."""
+    try:
+        body = CompleteBody.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
+        raise RequestValidationError(errors) from None
+    numbers = sorted(p.partNumber for p in body.parts)
+    if len(set(numbers)) != len(numbers):
+        raise InvalidInput("parts", "a part number is listed twice")
+    return numbers
+
+
+def _complete(ctx: AppContext, store: UploadStore, upload: Upload, numbers: list[int]) -> None:
+    """Join the named parts into the upload. The work is bounded by the parts stored
+    (listed by their prefix), never by the numbers a body names; every stored part is
+    deleted once the upload is joined or refused for its size."""
+    stored = {int(k.rsplit("/", 1)[1]): k for k in ctx.storage.keys(_parts_prefix(upload))}
+    missing = [n for n in numbers if n not in stored]
+    if missing:
+        raise InvalidInput("parts", f"part {missing[0]} was not uploaded")
     limit = ctx.settings.limits.max_input_bytes
     chunks: list[bytes] = []
     try:
         for number in numbers:
-            chunks.append(ctx.storage.get_bytes(_part_key(upload, number)))
+            chunks.append(ctx.storage.get_bytes(stored[number], max_bytes=limit))
             if sum(map(len, chunks)) > limit:
                 raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
     except NotFound:
         raise InvalidInput("parts", "a part was not uploaded") from None
     except PayloadTooLarge:
         _forget(ctx, store, upload)
-        raise
+        raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes") from None
     finally:
-        for number in numbers:
+        for key in stored.values():
             try:
-                ctx.storage.delete(_part_key(upload, number))
+                ctx.storage.delete(key)
             except VidqError:
                 pass
     _save(ctx, store, upload, b"".join(chunks))
@@ -300,10 +340,10 @@ async def multipart_complete(
     user: str = Depends(uploader), store: UploadStore = Depends(upload_store),
 ) -> Response:  # fmt: skip
     ctx = context(request)
-    body = await _json(request)
+    numbers = _part_numbers(await _json(request))
 
     def work() -> None:
-        _complete(ctx, store, _pending(store, upload_id2, user), body)
+        _complete(ctx, store, _pending(store, upload_id2, user), numbers)
 
     await run_in_threadpool(work)
     return JSONResponse({"access_url": uploads.file_url(ctx.base_url(request), upload_id, name)})
@@ -394,10 +434,10 @@ async def complete_signed(
     upload_id: str, request: Request, store: UploadStore = Depends(upload_store)
 ) -> Response:
     ctx = context(request)
-    body = await _json(request)
+    numbers = _part_numbers(await _json(request))
 
     def work() -> None:
-        _complete(ctx, store, _signed(ctx, store, upload_id, request), body)
+        _complete(ctx, store, _signed(ctx, store, upload_id, request), numbers)
 
     await run_in_threadpool(work)
     return Response(status_code=200)
@@ -421,4 +461,18 @@ async def read_file(
         return ctx.storage.get_bytes(upload.key), upload.content_type
 
     data, content_type = await run_in_threadpool(work)
-    return Response(data, media_type=content_type)
+    return Response(data, media_type=_served_type(content_type), headers=_SERVED_HEADERS)
+
+
+# An upload is served with the type its uploader claimed only when that is media a browser
+# cannot run (no text/html, no SVG), else as bytes to save; never sniffed, never a page.
+_MEDIA_TYPE = re.compile(r"(image/(png|jpeg|webp|gif)|audio/[\w.+-]+|video/[\w.+-]+)")
+_SERVED_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
+def _served_type(claimed: str) -> str:
+    kind = claimed.split(";")[0].strip().lower()
+    return kind if _MEDIA_TYPE.fullmatch(kind) else "application/octet-stream"
