@@ -51,6 +51,7 @@ from vidq.errors import (
     VidqError,
 )
 from vidq.jobs import Claim, Job, JobState, output_attempt, output_prefix
+from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import size_and_sha256, sweep_attempts
 from vidq.store.base import Lease, Token
 from vidq.worker_protocol import (
@@ -207,7 +208,7 @@ async def upload(request: Request, job_id: JobId, body: UploadBody, token: Worke
     base = ctx.base_url(request)
 
     def work() -> UploadTarget:
-        job = _held(ctx, job_id, body.lease_token)
+        job = _held(ctx, token, job_id, body.lease_token)
         _own_key(job, body.key)
         return _upload_target(ctx, job, body, base)
 
@@ -223,7 +224,7 @@ async def complete(request: Request, job_id: JobId, body: CompleteBody, token: W
     ctx = context(request)
     if len(_json_text(body.meta)) > _META_MAX:
         raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
-    return _answer(await run_in_threadpool(_complete, ctx, job_id, body))
+    return _answer(await run_in_threadpool(_complete, ctx, token, job_id, body))
 
 
 @uploads.put(
@@ -242,10 +243,16 @@ async def signed_upload(
     signature: str = "",
 ) -> Response:
     ctx = context(request)
+    storage = ctx.storage
     held = await run_in_threadpool(ctx.store.claimed, job_id)
-    token = held.lease_token if held is not None and held.job.state is JobState.RUNNING else None
-    expected = _signature(token or "", job_id, key, size, sha256, expires)
-    if token is None or expires < time.time() or not hmac.compare_digest(expected, signature):
+    if not isinstance(storage, LocalBlobStore) or held is None or expires < time.time():
+        raise Forbidden("Invalid or expired upload signature.")
+    expected = _signature(storage, held.lease_token, job_id, key, size, sha256, expires)
+    # The signature is the API's (only it holds the storage secret), over this attempt's
+    # lease, so a worker cannot sign a URL itself; and the key must be this attempt's output.
+    if not hmac.compare_digest(expected, signature) or (
+        output_attempt(held.job, key) != held.job.attempt
+    ):
         raise Forbidden("Invalid or expired upload signature.")
     if await run_in_threadpool(ctx.storage.exists, key):
         raise Conflict("This upload URL was used already.")
@@ -300,44 +307,65 @@ def _claim(ctx: AppContext, body: ClaimBody, base: str) -> ClaimAnswer:
     return ClaimAnswer(job=claimed, downloads=downloads)
 
 
-def _complete(ctx: AppContext, job_id: int, body: CompleteBody) -> CompleteAnswer:
-    job = ctx.store.get(job_id)
-    if job is None:
+def _complete(ctx: AppContext, token: Token, job_id: int, body: CompleteBody) -> CompleteAnswer:
+    """Record the output of the attempt that holds the lease. Nothing is read or answered
+    about the job before its lease is checked: another job's key, size or state is no
+    worker's business (a retried complete of the attempt that won is told so)."""
+    held = ctx.store.claimed(job_id)
+    job = held.job if held is not None else ctx.store.get(job_id)
+    if job is None or not _may_claim(token, job.pool):
         raise NotFound("No such job.")
-    if job.state is JobState.COMPLETED and job.result_key == body.key:
-        return CompleteAnswer(completed=True, replayed=True)  # a retry after a lost answer
-    attempt = _own_key(job, body.key, any_attempt=True)
+    if held is None or not hmac.compare_digest(held.lease_token, body.lease_token):
+        if ctx.store.completed_by(job_id, body.lease_token, body.key):
+            return CompleteAnswer(completed=True, replayed=True)  # a retry after a lost answer
+        _drop_stale_upload(ctx, job, body.key)
+        raise Conflict("This attempt no longer holds the job; its upload is deleted.")
+    attempt = _own_key(job, body.key)
     if body.upload_id is not None:
         _assemble(ctx, body, body.upload_id)
     _check_object(ctx, body)
-    if ctx.store.complete(job_id, body.lease_token, body.key, body.meta):
+    meta = {**body.meta, "file_size": body.size}  # the size the API checked, not a claim
+    if ctx.store.complete(job_id, body.lease_token, body.key, meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
         return CompleteAnswer(completed=True, replayed=False)
-    now = ctx.store.get(job_id)
-    if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
+    if ctx.store.completed_by(job_id, body.lease_token, body.key):
         return CompleteAnswer(completed=True, replayed=True)
-    if now is None or now.result_key != body.key:
-        _delete_quietly(ctx, body.key)
+    _delete_quietly(ctx, body.key)  # the lease was lost meanwhile: the job never took it
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
 
 
-def _held(ctx: AppContext, job_id: int, lease_token: str) -> Job:
-    """The job, if this attempt holds it (409 otherwise; 404 for no such job)."""
+def _drop_stale_upload(ctx: AppContext, job: Job, key: str) -> None:
+    """Delete what a complete that lost its lease names, when it is the upload of an
+    attempt that is over: an earlier attempt's output key, and not the job's result. The
+    running attempt's upload and the result are never touched, whoever names them."""
+    attempt = output_attempt(job, key)
+    current = job.attempt if job.state is JobState.RUNNING else job.attempt + 1
+    if attempt is not None and attempt < current and key != job.result_key:
+        _delete_quietly(ctx, key)
+
+
+def _may_claim(token: Token, pool: str) -> bool:
+    """Whether a worker token may see a job of ``pool`` (a token without pools: any)."""
+    return not token.pools or pool in token.pools
+
+
+def _held(ctx: AppContext, token: Token, job_id: int, lease_token: str) -> Job:
+    """The job, if this attempt holds it (409 otherwise; 404 for no such job, or one of a
+    pool the token may not claim from)."""
     held = ctx.store.claimed(job_id)
-    if held is None or held.job.state is not JobState.RUNNING:
-        if held is None and ctx.store.get(job_id) is None:
-            raise NotFound("No such job.")
-        raise Conflict("This attempt no longer holds the job.")
-    if not hmac.compare_digest(held.lease_token, lease_token):
+    job = held.job if held is not None else ctx.store.get(job_id)
+    if job is None or not _may_claim(token, job.pool):
+        raise NotFound("No such job.")
+    if held is None or not hmac.compare_digest(held.lease_token, lease_token):
         raise Conflict("This attempt no longer holds the job.")
     return held.job
 
 
-def _own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
-    """The attempt whose output ``key`` is (this attempt's unless ``any_attempt``)."""
+def _own_key(job: Job, key: str) -> int:
+    """The attempt number of ``key``, which must be the output key of ``job``'s attempt."""
     attempt = output_attempt(job, key)
-    if attempt is None or (not any_attempt and attempt != job.attempt):
+    if attempt is None or attempt != job.attempt:
         raise InvalidInput(
             "key",
             f"not an output key of this attempt (expected {output_prefix(job)}<name>_"
@@ -347,14 +375,12 @@ def _own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
 
 
 def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> UploadTarget:
-    from vidq.storage.local import LocalBlobStore
-
     if isinstance(ctx.storage, LocalBlobStore):
         expires = int(time.time()) + URL_TTL_S
         query = urlencode({
             "size": body.size, "sha256": body.sha256, "expires": expires,
-            "signature": _signature(body.lease_token, job.id, body.key, body.size,
-                                    body.sha256, expires),
+            "signature": _signature(ctx.storage, body.lease_token, job.id, body.key,
+                                    body.size, body.sha256, expires),
         })  # fmt: skip
         url = f"{base}{PREFIX}/uploads/{job.id}/{quote(body.key)}?{query}"
         return UploadTarget(method="PUT", url=url, headers={"Content-Type": OUTPUT_TYPE})
@@ -384,11 +410,15 @@ def _upload_target(ctx: AppContext, job: Job, body: UploadBody, base: str) -> Up
     return UploadTarget(method="PUT", upload_id=upload_id, parts=parts)
 
 
-def _signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp: int) -> str:
-    """Keyed by the attempt's lease token: once the attempt has lost the job (a new
-    lease token, or none), its URLs no longer verify."""
-    msg = f"{job_id}\n{key}\n{size}\n{sha}\n{exp}".encode()
-    return hmac.new(lease_token.encode(), msg, hashlib.sha256).hexdigest()
+def _signature(
+    storage: LocalBlobStore, lease_token: str, job_id: int, key: str, size: int, sha: str,
+    exp: int,
+) -> str:
+    """The storage's signature over the attempt's lease and what the URL allows: once the
+    attempt has lost the job (a new lease token, or none), its URLs no longer verify, and
+    a worker, which holds no storage secret, cannot make one."""
+    parts = ("worker-upload", lease_token, str(job_id), key, str(size), sha, str(exp))
+    return storage.sign(*parts)
 
 
 def _assemble(ctx: AppContext, body: CompleteBody, upload_id: str) -> None:

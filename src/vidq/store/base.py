@@ -245,7 +245,11 @@ class WorkerStore(Protocol):
 
     def claimed(self, job_id: int) -> Claim | None:
         """The job with the lease its running attempt holds; None when no attempt holds
-        one (unknown, queued or finished: every end of an attempt clears its lease)."""
+        one (unknown, queued or finished)."""
+
+    def completed_by(self, job_id: int, token: str, key: str) -> bool:
+        """Whether the attempt that held ``token`` completed the job with ``key`` (a retried
+        complete whose first answer was lost): the completed row keeps the winner's token."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """Block until a job may have been queued in these pools, or ``timeout`` passes.
@@ -295,7 +299,8 @@ class WorkerStore(Protocol):
         """The job, or None if it does not exist or (with ``user``) is another user's."""
 
     def release(self, job_id: int, token: str) -> bool:
-        """Give a job back without spending an attempt (graceful shutdown); fenced.
+        """Give a job back without spending an attempt (graceful shutdown): it gets one
+        more, and the next attempt has a number (and an output key) of its own; fenced.
         Wakes the pool's waiting workers."""
 
 

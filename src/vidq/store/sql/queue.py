@@ -63,6 +63,9 @@ class QueueQueries(Queries):
                     raise _OverLimit
             return claim_from_row(row)
 
+    def completed_by(self, job_id: int, token: str, key: str) -> bool:
+        return self._row(self._sql.completed_by, id=job_id, token=token, key=key) is not None
+
     def claimed(self, job_id: int) -> Claim | None:
         row = self._row(self._sql.claimed, id=job_id)
         return claim_from_row(row) if row else None

@@ -1,0 +1,115 @@
+"""The worker protocol attacked by a worker token holder: upload URLs only the API can sign,
+for its own attempt's output key; nothing answered about a job before its lease is checked;
+a released attempt's number never reused; what a worker reports checked before users see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from tests.integration.test_worker_protocol import POOL, T2V, VIDEO, Api, output_key
+from vidq.api.auth import create_token
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    a = Api(tmp_path, lease_s=30)
+    with a.client:
+        yield a
+    a.store.close()
+
+
+def _self_signed(job: dict[str, Any], key: str, data: bytes, url: str) -> str:
+    """An upload URL for ``key`` that a worker signs itself with the lease it holds (what the
+    URLs were keyed by)."""
+    sha = hashlib.sha256(data).hexdigest()
+    expires = int(parse_qs(urlsplit(url).query)["expires"][0])
+    msg = f"{job['id']}\n{key}\n{len(data)}\n{sha}\n{expires}".encode()
+    signature = hmac.new(job["lease_token"].encode(), msg, hashlib.sha256).hexdigest()
+    query = urlencode({"size": len(data), "sha256": sha, "expires": expires,
+                       "signature": signature})  # fmt: skip
+    return f"/worker/v1/uploads/{job['id']}/{key}?{query}"
+
+
+def test_a_worker_cannot_write_any_other_key(api: Api) -> None:
+    """With the lease of its own job, a worker once signed PUTs for any key: another
+    pool's output keys, users' inputs and uploads. Only the API signs now, and only this
+    attempt's output key."""
+    api.submit()
+    job = api.claim()["job"]
+    _, _, url = api.upload(job)
+    for key in ("outputs/pro/99_0_Test_00001.mp4", "inputs/alice/1/data_uri",
+                "uploads/alice/abc/x.png", output_key(job)):
+        answer = api.client.put(_self_signed(job, key, VIDEO, url), content=VIDEO)
+        assert answer.status_code == 403, (key, answer.text)
+        assert not api.blobs.exists(key)
+    assert api.blobs.keys("") == []
+
+
+def test_nothing_is_answered_about_a_job_before_its_lease(api: Api) -> None:
+    rid = api.submit()
+    job = api.claim()["job"]
+    key, sha, url = api.upload(job)
+    assert api.put(url).status_code == 201
+    forged = {**job, "lease_token": "made-up"}
+    # running: a made-up lease learns neither the object's size nor that the key is its
+    r = api.complete(forged, key, sha, size=4)
+    assert r.status_code == 409 and "bytes" not in r.text, r.text
+    assert api.blobs.exists(key)  # and the running attempt's upload is left alone
+    assert api.complete(job, key, sha).json() == {"completed": True, "replayed": False}
+    # completed: only the attempt that won is told so
+    r = api.complete(forged, key, sha)
+    assert r.status_code == 409 and "replayed" not in r.text, r.text
+    assert api.blobs.exists(key)  # the result is never deleted by whoever names it
+    assert api.complete(job, key, sha).json() == {"completed": True, "replayed": True}
+    # a worker token of another pool does not see the job at all
+    other = create_token(api.store, "gpu-3", worker=True, pools=["wan22-i2v"])
+    for path, body in ((f"/worker/v1/jobs/{rid}/complete",
+                        {"lease_token": job["lease_token"], "key": key, "size": len(VIDEO),
+                         "sha256": sha}),
+                       (f"/worker/v1/jobs/{rid}/upload",
+                        {"lease_token": job["lease_token"], "key": key, "size": 1,
+                         "sha256": "0" * 64})):  # fmt: skip
+        assert api.call(other, "POST", path, body).status_code == 404
+
+
+def test_what_a_worker_reports_is_checked(api: Api) -> None:
+    rid = api.submit()
+    job = api.claim()["job"]
+    bad = {"lease_token": job["lease_token"], "done": 5, "total": 1}
+    r = api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/progress", bad)
+    assert r.status_code == 422, r.text
+    key, sha, url = api.upload(job)
+    assert api.put(url).status_code == 201
+    body = {"lease_token": job["lease_token"], "key": key, "size": len(VIDEO), "sha256": sha,
+            "meta": {"engine": "preview", "file_size": -1}}  # fmt: skip
+    r = api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/complete", body)
+    assert r.json() == {"completed": True, "replayed": False}
+    result = api.call(api.user, "GET", f"/queue/vidq/{T2V}/requests/{rid}").json()
+    assert result["video"]["file_size"] == len(VIDEO)
+
+
+def test_a_released_attempt_number_is_not_reused(api: Api) -> None:
+    """A release gave the next attempt the released one's number: its upload then met the
+    released attempt's object (409), or completed with it."""
+    rid = api.submit()
+    first = api.claim()["job"]
+    key1, _, url1 = api.upload(first)
+    assert api.put(url1).status_code == 201
+    release = {"lease_token": first["lease_token"]}
+    assert api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/release", release).is_success
+    second = api.claim()["job"]
+    assert second["attempt"] == first["attempt"] + 1
+    assert not api.blobs.exists(key1)  # the released attempt's upload is swept at the claim
+    key2, sha2, url2 = api.upload(second, VIDEO + b"2")
+    assert key2 != key1 and api.put(url2, VIDEO + b"2").status_code == 201
+    done = api.complete(second, key2, sha2, size=len(VIDEO) + 1)
+    assert done.json()["completed"] and api.blobs.get_bytes(key2) == VIDEO + b"2"
+    assert POOL == second["pool"]
