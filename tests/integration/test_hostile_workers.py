@@ -13,9 +13,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.integration.test_worker_protocol import POOL, T2V, VIDEO, Api, output_key
+from vidq.api import create_app
 from vidq.api.auth import create_token
+from vidq.config import Settings
+from vidq.storage.local import LocalBlobStore
+from vidq.store import open_store
 
 
 @pytest.fixture
@@ -113,3 +118,35 @@ def test_a_released_attempt_number_is_not_reused(api: Api) -> None:
     done = api.complete(second, key2, sha2, size=len(VIDEO) + 1)
     assert done.json()["completed"] and api.blobs.get_bytes(key2) == VIDEO + b"2"
     assert POOL == second["pool"]
+
+
+def test_a_worker_token_keeps_a_bounded_number_of_names(tmp_path: Path) -> None:
+    """2000 claims under distinct names once made 2000 'live workers' (12 MB of
+    /admin/workers); made-up pools in `engines` went into the registry too."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    try:
+        app = create_app(
+            Settings.load(limits={"max_workers_per_token": 3}), store,
+            LocalBlobStore(tmp_path / "blobs", b"k" * 32),
+        )  # fmt: skip
+        worker = create_token(store, "gpu", worker=True)
+        admin = create_token(store, "ops", admin=True)
+        with TestClient(app, "http://localhost") as client:
+
+            def claim(name: str, **extra: Any) -> Any:
+                body = {"worker": name, "pools": [POOL], **extra}
+                return client.post("/worker/v1/claim", json=body,
+                                   headers={"Authorization": f"Bearer {worker}"})  # fmt: skip
+
+            assert [claim(f"w{i}").status_code for i in range(3)] == [200, 200, 200]
+            refused = claim("w3")
+            assert refused.status_code == 429 and refused.json()["limit"] == "max_workers_per_token"
+            assert claim("w0").status_code == 200  # a name it has is always refreshed
+            bad = claim("w1", engines={"not-a-pool": "preview"})
+            assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "engines"]
+            bad = claim("w1", engines={POOL: "made-up"})
+            assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "engines"]
+            listed = client.get("/admin/workers", headers={"Authorization": f"Bearer {admin}"})
+            assert sorted(w["name"] for w in listed.json()["workers"]) == ["w0", "w1", "w2"]
+    finally:
+        store.close()

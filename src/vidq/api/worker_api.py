@@ -42,12 +42,14 @@ from vidq.api.auth import parse_authorization
 from vidq.api.body import JsonRoute
 from vidq.api.context import AppContext, context
 from vidq.catalog import POOLS
+from vidq.engines import ENGINES
 from vidq.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     VidqError,
 )
 from vidq.jobs import Claim, Job, JobState, output_attempt, output_prefix
@@ -135,9 +137,15 @@ async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
                 f"this worker token may not claim from {', '.join(others)[:200]}",
                 loc=["body", "pools"],
             )
+    strays = [p for p in body.engines if p not in body.pools]
+    if strays or any(e not in ENGINES for e in body.engines.values()):
+        detail = f"pools not claimed: {', '.join(strays)[:200]}" if strays else (
+            f"engines are {', '.join(ENGINES)}"
+        )
+        raise InvalidInput("engines", detail)
     base = ctx.base_url(request)
     answer = await anyio.to_thread.run_sync(
-        _claim, ctx, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
+        _claim, ctx, token, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
     )
     return _answer(answer)
 
@@ -274,11 +282,20 @@ async def signed_upload(
 
 
 # -- the work behind the routes ---------------------------------------------------------
-def _claim(ctx: AppContext, body: ClaimBody, base: str) -> ClaimAnswer:
+def _claim(ctx: AppContext, token: Token, body: ClaimBody, base: str) -> ClaimAnswer:
     """Claim, waiting on the store's wake-ups until ``wait_s`` passes (one thread: the
-    store's wake-ups are per thread)."""
+    store's wake-ups are per thread). A worker token keeps a bounded number of worker
+    names alive (429 past ``max_workers_per_token``)."""
     store, lease_s = ctx.store, ctx.settings.worker.lease_seconds
-    store.register_worker(body.worker, body.pools, body.engines)
+    most = ctx.settings.limits.max_workers_per_token
+    if not store.register_worker(
+        body.worker, body.pools, body.engines, owner=token.user, max_names=most
+    ):
+        raise RateLimited(
+            f"max_workers_per_token: this worker token keeps {most} worker names alive "
+            "already; reuse a name, or wait a minute for an unused one to lapse",
+            limit="max_workers_per_token", value=most, retry_after=60,
+        )  # fmt: skip
     deadline = time.monotonic() + body.wait_s
     claim: Claim | None
     while True:

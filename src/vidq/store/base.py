@@ -235,9 +235,17 @@ class WorkerStore(Protocol):
     of it (its attempts speak to the API, whose routes make these calls)."""
 
     def register_worker(
-        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
-    ) -> None:
-        """Record that a worker is alive, its pools and their engines (for operators)."""
+        self,
+        worker: str,
+        pools: Sequence[str],
+        engines: Mapping[str, str] | None = None,
+        *,
+        owner: str | None = None,
+        max_names: int | None = None,
+    ) -> bool:
+        """Record that a worker is alive, its pools and their engines (for operators).
+        ``owner`` (a worker token's user) keeps at most ``max_names`` names alive: a new
+        name past that is refused (False); a name it has is always refreshed."""
 
     def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Claim | None:
         """Atomically take the first queued job of these pools: RUNNING, attempt+1,
@@ -513,8 +521,10 @@ class RetentionStore(Protocol):
         """Finished jobs whose inputs are past ``ttl_s`` (or marked but not deleted), oldest
         first."""
 
-    def expire_inputs(self, job_id: int) -> None:
-        """Mark a finished job's inputs expired: from now on nothing may use them."""
+    def expire_inputs(self, job_id: int) -> bool:
+        """Mark a finished job's inputs expired: from now on nothing may use them.
+        False when no row was marked (the job is no longer finished: an admin retry
+        came in between); the collector then deletes nothing of it."""
 
     def inputs_deleted(self, job_id: int) -> None:
         """Record that an expired job's input blobs are deleted."""
@@ -522,8 +532,10 @@ class RetentionStore(Protocol):
     def outputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
         """Completed jobs whose output is past ``ttl_s`` (or marked but not deleted)."""
 
-    def expire_output(self, job_id: int) -> None:
-        """Mark a completed job's output expired (the API answers 410 from now on)."""
+    def expire_output(self, job_id: int) -> bool:
+        """Mark a completed job's output expired (the API answers 410 from now on).
+        False when no row was marked (the job is no longer finished: an admin retry
+        came in between); the collector then deletes nothing of it."""
 
     def output_deleted(self, job_id: int) -> None:
         """Record that an expired job's output blob is deleted."""
