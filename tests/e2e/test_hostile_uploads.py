@@ -9,11 +9,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.helpers import Server, serve
+from vidq.store import open_store
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +147,71 @@ def test_uploads_are_served_as_bytes_unless_media(server: Server) -> None:
         assert got.headers["content-type"].split(";")[0] == served
         assert got.headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in got.headers["content-security-policy"]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serve(tmp_path_factory.mktemp("limited") / "data", workers=0, max_uploads_per_user=3,
+               max_upload_bytes_per_user=4096) as s:  # fmt: skip
+        yield s
+
+
+def _cdn(server: Server, token: str) -> httpx.Client:
+    auth = server.client(token).post("/fal/storage/auth/token", json={})
+    assert auth.status_code == 200, auth.text
+    headers = {"Authorization": f"Bearer {auth.json()['token']}"}
+    return httpx.Client(base_url=auth.json()["base_url"], headers=headers, timeout=30)
+
+
+def _store(server: Server) -> Any:
+    return open_store(f"sqlite:///{server.data_dir / 'vidq.db'}", migrate=False)
+
+
+def test_an_upload_token_dies_with_its_api_token(server: Server) -> None:
+    token = server.token("dora")
+    cdn = _cdn(server, token)
+    assert cdn.post("/files/upload", content=b"x" * 10).status_code == 200
+    store = _store(server)
+    try:
+        (live,) = [t for t in store.list_tokens() if t.user == "dora"]
+        assert store.revoke_token(live.id)
+    finally:
+        store.close()
+    assert cdn.post("/files/upload", content=b"x" * 10).status_code == 401
+
+
+def test_the_uploader_expiry_never_passes_the_operator_ttl(server: Server) -> None:
+    cdn = _cdn(server, server.token("erin"))
+    far = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 1e15}'}
+    up = cdn.post("/files/upload", content=b"x" * 10, headers=far)
+    assert up.status_code == 200, up.text
+    upload_id = up.json()["access_url"].rsplit("/", 2)[-2]
+    store = _store(server)
+    try:
+        upload = store.get_upload(upload_id)
+    finally:
+        store.close()
+    assert upload is not None and upload.expires_at is not None
+    assert upload.expires_at - upload.created_at <= 604800 + 1  # VIDQ_UPLOAD_TTL's default
+    never = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 1e999}'}
+    refused = cdn.post("/files/upload", content=b"x", headers=never)
+    assert refused.status_code == 422, refused.text
+
+
+def test_uploads_per_user_are_bounded_in_count_and_bytes(limited: Server) -> None:
+    cdn = _cdn(limited, limited.token("frank"))
+    assert cdn.post("/files/upload", content=b"x" * 3000).status_code == 200
+    over = cdn.post("/files/upload", content=b"x" * 2000)
+    assert over.status_code == 429 and over.json()["limit"] == "max_upload_bytes_per_user"
+    # parts count as they arrive: a multipart upload cannot hold more either
+    start = cdn.post("/files/upload/multipart", headers={"Content-Type": "video/mp4"})
+    base = f"{start.json()['access_url']}/multipart/{start.json()['uploadId']}"
+    assert cdn.put(f"{base}/1", content=b"y" * 1000).status_code == 200
+    part = cdn.put(f"{base}/2", content=b"y" * 1000)
+    assert part.status_code == 429 and part.json()["limit"] == "max_upload_bytes_per_user"
+    assert cdn.post("/files/upload", content=b"z").status_code == 200  # 3 uploads now
+    fourth = cdn.post("/files/upload", content=b"z")
+    assert fourth.status_code == 429 and fourth.json()["limit"] == "max_uploads_per_user"
+    # another user is not affected
+    other = _cdn(limited, limited.token("gina"))
+    assert other.post("/files/upload", content=b"x" * 3000).status_code == 200

@@ -107,6 +107,7 @@ class Upload:
     size: int | None  # None until the bytes are stored
     created_at: float
     expires_at: float | None  # the expiry the uploader asked for; None: retention default
+    received: int = 0  # an upload in progress: the bytes of its parts so far
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -392,6 +393,9 @@ class TokenStore(Protocol):
     def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
         """Set a live token's limits; None if no such live token."""
 
+    def get_token(self, token_id: int) -> Token | None:
+        """The token with this id, revoked or not; None if there is none."""
+
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
         """The live (not revoked) token with this hash, and the stored hash."""
 
@@ -413,15 +417,26 @@ class UploadStore(Protocol):
         content_type: str,
         file_name: str,
         expires_in_s: float | None,
-    ) -> Upload:
-        """Record an upload whose bytes are not stored yet (``size`` None)."""
+        *,
+        max_uploads: int | None = None,
+    ) -> Upload | None:
+        """Record an upload whose bytes are not stored yet (``size`` None); None when the
+        user keeps ``max_uploads`` already (stored or in progress)."""
 
     def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
         """The upload with this id (only if ``user``'s, when given); None for unknown ids
         and other users' alike."""
 
-    def upload_stored(self, upload_id: str, size: int) -> bool:
-        """Mark the bytes stored; False if unknown or already stored."""
+    def upload_stored(self, upload_id: str, size: int, *, max_bytes: int | None = None) -> bool:
+        """Mark the bytes stored; False if unknown, already stored, or if the uploader
+        would hold more than ``max_bytes`` with them (their other uploads, stored or in
+        progress, counted)."""
+
+    def upload_received(
+        self, upload_id: str, size: int, *, max_one: int, max_bytes: int | None = None
+    ) -> bool:
+        """Count a part of an upload in progress: False past ``max_one`` bytes for the
+        upload, or past ``max_bytes`` for everything its uploader holds."""
 
     def delete_upload(self, upload_id: str) -> bool:
         """Forget an upload (its blob deleted first); False if unknown."""
