@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ from vidq.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    ServiceUnavailable,
     VidqError,
 )
 from vidq.jobs import Claim, Job, JobState, output_attempt, output_prefix
@@ -144,9 +146,37 @@ async def claim(request: Request, body: ClaimBody, token: Worker) -> Response:
         )
         raise InvalidInput("engines", detail)
     base = ctx.base_url(request)
-    answer = await anyio.to_thread.run_sync(
-        _claim, ctx, token, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
-    )
+    gone = threading.Event()  # the worker hung up: stop waiting, take no job for it
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(0.5)
+        gone.set()
+
+    outcome: list[ClaimAnswer | BaseException] = []
+
+    async def wait() -> None:
+        try:
+            outcome.append(await anyio.to_thread.run_sync(
+                _claim, ctx, token, body, base, gone, limiter=ctx.worker_polls,
+                abandon_on_cancel=False,
+            ))  # fmt: skip
+        except Exception as exc:  # raised below, as itself (not in an exception group)
+            outcome.append(exc)
+        finally:
+            tasks.cancel_scope.cancel()  # the watcher's job is done
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        tasks.start_soon(wait)
+    if not outcome:  # cancelled from outside (shutdown)
+        raise ServiceUnavailable("the API is stopping")
+    answer = outcome[0]
+    if isinstance(answer, BaseException):
+        raise answer
+    if gone.is_set() and answer.job is not None:  # claimed as it hung up: give it back
+        await run_in_threadpool(ctx.store.release, answer.job.id, answer.job.lease_token)
+        log.info("claim released: the worker hung up", extra={"job_id": answer.job.id})
     return _answer(answer)
 
 
@@ -282,7 +312,9 @@ async def signed_upload(
 
 
 # -- the work behind the routes ---------------------------------------------------------
-def _claim(ctx: AppContext, token: Token, body: ClaimBody, base: str) -> ClaimAnswer:
+def _claim(
+    ctx: AppContext, token: Token, body: ClaimBody, base: str, gone: threading.Event
+) -> ClaimAnswer:
     """Claim, waiting on the store's wake-ups until ``wait_s`` passes (one thread: the
     store's wake-ups are per thread). A worker token keeps a bounded number of worker
     names alive (429 past ``max_workers_per_token``)."""
@@ -297,8 +329,8 @@ def _claim(ctx: AppContext, token: Token, body: ClaimBody, base: str) -> ClaimAn
             limit="max_workers_per_token", value=most, retry_after=60,
         )  # fmt: skip
     deadline = time.monotonic() + body.wait_s
-    claim: Claim | None
-    while True:
+    claim: Claim | None = None
+    while not gone.is_set():
         claim = store.claim(body.pools, body.worker, lease_s)
         left = deadline - time.monotonic()
         if claim is not None or left <= 0 or ctx.reaper_stop.is_set():
