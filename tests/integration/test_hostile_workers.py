@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.integration.test_worker_protocol import POOL, T2V, VIDEO, Api, output_key
+from tests.servers import SeaweedServer
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings
 from vidq.storage.local import LocalBlobStore
+from vidq.storage.s3 import S3BlobStore
 from vidq.store import open_store
 
 
@@ -150,3 +154,47 @@ def test_a_worker_token_keeps_a_bounded_number_of_names(tmp_path: Path) -> None:
             assert sorted(w["name"] for w in listed.json()["workers"]) == ["w0", "w1", "w2"]
     finally:
         store.close()
+
+
+@pytest.mark.s3
+def test_s3_completes_are_checked_by_the_checksum_s3_verified(
+    tmp_path: Path, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A complete on S3 once read the whole object back onto the API's disk to hash it
+    (up to 10,000 parts of 64 MiB, declared by the worker): now the PUT carries the sha256,
+    S3 refuses other bytes and keeps the checksum, and the complete reads only that."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = S3BlobStore(
+        f"sums-{time.monotonic_ns() % 10**9}", endpoint_url=seaweed.endpoint,
+        access_key=seaweed.access_key, secret_key=seaweed.secret_key,
+    )  # fmt: skip
+    downloads: list[str] = []
+    real_download = blobs.download
+    monkeypatch.setattr(blobs, "download", lambda key, path: (downloads.append(key),
+                                                               real_download(key, path))[1])
+    try:
+        user = create_token(store, "alice")
+        worker = create_token(store, "gpu", worker=True)
+        app = create_app(Settings.load(worker={"lease_seconds": 30}), store, blobs)
+        with TestClient(app, "http://localhost") as client:
+            auth = {"Authorization": f"Bearer {worker}"}
+            client.post(f"/queue/{T2V}", json={"prompt": "p", "width": 128, "height": 128,
+                        "duration": 1}, headers={"Authorization": f"Bearer {user}"})  # fmt: skip
+            job = client.post("/worker/v1/claim", json={"worker": "w", "pools": [POOL]},
+                              headers=auth).json()["job"]  # fmt: skip
+            key, sha = output_key(job), hashlib.sha256(VIDEO).hexdigest()
+            body = {"lease_token": job["lease_token"], "key": key, "size": len(VIDEO),
+                    "sha256": sha}  # fmt: skip
+            target = client.post(f"/worker/v1/jobs/{job['id']}/upload", json=body,
+                                 headers=auth).json()  # fmt: skip
+            other = VIDEO[:-1] + b"!"  # the declared size, other bytes: S3 refuses them
+            refused = httpx.put(target["url"], content=other, headers=target["headers"])
+            assert refused.status_code == 400 and not blobs.exists(key)
+            put = httpx.put(target["url"], content=VIDEO, headers=target["headers"])
+            assert put.status_code == 200, put.text
+            done = client.post(f"/worker/v1/jobs/{job['id']}/complete", json=body, headers=auth)
+            assert done.json() == {"completed": True, "replayed": False}
+            assert downloads == []  # verified by S3's checksum, never read back
+    finally:
+        store.close()
+        blobs.close()
