@@ -116,6 +116,25 @@ def png_header_bomb(width: int, height: int) -> bytes:
     )
 
 
+def png_bad_filter(width: int, height: int) -> bytes:
+    """A PNG with all its pixel data (grey), whose last row names an unknown filter: it
+    fails in the decoder, after the image's memory is taken."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    rows = (b"\x00" + bytes(width)) * (height - 1) + b"\x09" + bytes(width)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
 def frames_of(data: bytes, tmp: Path) -> list[np.ndarray]:
     path = tmp / f"out-{time.monotonic_ns()}.mp4"
     path.write_bytes(data)

@@ -426,6 +426,24 @@ class LimitsSettings(_Group):
     max_video_seconds: float = Field(
         default=30.0, gt=0, description="Longest video input, Foley (422 above)."
     )
+    max_uploads_per_user: int = Field(
+        default=500,
+        ge=1,
+        description="Files a user may keep uploaded with fal's upload routes at once (stored "
+        "or in progress, until they expire); 429 above.",
+    )
+    max_upload_bytes_per_user: int = Field(
+        default=4 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Bytes a user may keep uploaded at once, the parts of uploads in "
+        "progress included; 429 above.",
+    )
+    max_workers_per_token: int = Field(
+        default=64,
+        ge=1,
+        description="Worker names one worker token may keep alive on `/admin/workers` (a "
+        "GPU slot is one); a claim under a new name past it is 429.",
+    )
     run_timeout: float = Field(
         default=300.0,
         gt=0,

@@ -1,7 +1,7 @@
-"""The ``vidq`` command. With the server installed (``pip install 'vidq[server]'``) it is the
-whole CLI of ``vidq.cli``; with the SDK alone (``pip install vidq``) it has the client
-commands of ``vidq.cli_client``, and answers any other command with how to install the
-server rather than with a traceback."""
+"""The ``vidq`` command. With the server installed (the ``server`` extra) it is the whole CLI
+of ``vidq.cli.main``; with the SDK alone it has the client commands of ``vidq.cli.client``,
+and answers any other command with how to install the server rather than with a
+traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from vidq import cli_client
+from vidq.cli import client as cli_client
 
 # vidq is installed from a checkout or a wheel (docs/clients.md#installing-the-sdk)
 INSTALL_SERVER = "pip install '<the vidq checkout or wheel>[server]'"
@@ -18,7 +18,7 @@ INSTALL_SERVER = "pip install '<the vidq checkout or wheel>[server]'"
 def main() -> None:
     """Run the ``vidq`` command."""
     try:
-        from vidq import cli
+        from vidq.cli import main as cli
     except ModuleNotFoundError as exc:
         if not exc.name or exc.name.partition(".")[0] == "vidq":
             raise  # a broken installation of vidq itself, not a missing extra

@@ -19,6 +19,8 @@ default message.
     │   ├── StoreUnavailable       (503) the job store cannot be reached
     │   └── StorageUnavailable     (503) the object storage cannot be reached
     │       └── StorageFull        (507) the object storage has no room (ENOSPC, quota)
+    ├── CannotStart                (---) a process cannot start as configured (the CLI says
+    │                                    why and exits 2: no data folder, missing weights...)
     ├── LeaseLost                  (---) a worker's fenced update changed no row
     └── EngineError                (---) an engine failed one attempt
         ├── EngineCrashed          (---) the engine child process died
@@ -178,6 +180,16 @@ class StorageFull(StorageUnavailable):
     """The object storage is full; nothing was stored. Retry later."""
 
     http_status = 507
+
+
+class CannotStart(VidqError):
+    """This process cannot start as configured."""
+
+    @property
+    def option(self) -> str | None:
+        """The command-line option at fault, if one is (``--pools``)."""
+        value = self.context.get("option")
+        return str(value) if value is not None else None
 
 
 class LeaseLost(VidqError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VERSION = 1
 PREFIX = "/worker/v1"
@@ -61,6 +61,12 @@ class ProgressBody(Fenced):
 
     done: int = Field(ge=0, le=1_000_000)
     total: int = Field(ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _done_of_total(self) -> ProgressBody:
+        if self.done > self.total:
+            raise ValueError("done is over total")
+        return self
 
 
 class FailBody(Fenced):

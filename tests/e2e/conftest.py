@@ -22,6 +22,9 @@ _OWN_BACKEND = (
     "tests/e2e/test_cli_admin.py",
     "tests/e2e/test_cli_inputs.py",
     "tests/e2e/test_remote_faults.py",
+    "tests/e2e/test_connections.py",
+    "tests/e2e/test_hostile_uploads.py",
+    "tests/e2e/test_retention_api_only.py",
 )
 
 

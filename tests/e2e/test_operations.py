@@ -165,8 +165,8 @@ def storage_kind(e2e_backend: str, request: pytest.FixtureRequest) -> dict[str, 
 def _keys(srv: Server, prefix: str) -> list[str]:
     """Blob keys under ``prefix``, listed through the configured storage."""
     code = (
-        "import sys; from vidq.cli import open_backends; from vidq.config import Settings;"
-        "s, b = open_backends(Settings()); print('\\n'.join(b.keys(sys.argv[1])))"
+        "import sys; from vidq.compose import open_blob_storage; from vidq.config import Settings;"
+        "b = open_blob_storage(Settings()); print('\\n'.join(b.keys(sys.argv[1])))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, prefix], env=srv.env, capture_output=True, text=True,
@@ -242,7 +242,7 @@ for cls in (local.LocalBlobStore, s3.S3BlobStore):
         print("deleted", key, flush=True)
         time.sleep(2)
     cls.delete = slow
-from vidq.cli import app
+from vidq.cli.main import app
 app(["gc"])
 """
 

@@ -3,6 +3,7 @@ started by the test session)."""
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -148,3 +149,43 @@ def test_s3_wrong_credentials_are_unavailable_not_missing(seaweed: SeaweedServer
             store.get_bytes("outputs/x.mp4")
     finally:
         store.close()
+
+
+def test_keys_of_a_prefix_are_found_and_listed_alone(blobs: BlobStore) -> None:
+    for key in ("outputs/free/12_0_a.mp4", "outputs/free/12_1_b.mp4", "outputs/free/123_0_c.mp4",
+                "outputs/free/x/12_0_d.mp4", "outputs/pro/12_0_e.mp4", "inputs/alice/1/in.png"):
+        blobs.put_bytes(key, b"x", "video/mp4")  # fmt: skip
+    assert blobs.keys("outputs/free/12_") == ["outputs/free/12_0_a.mp4", "outputs/free/12_1_b.mp4"]
+    assert blobs.keys("outputs/free/12") == [
+        "outputs/free/123_0_c.mp4", "outputs/free/12_0_a.mp4", "outputs/free/12_1_b.mp4"
+    ]  # fmt: skip
+    assert blobs.keys("outputs/free/") == [
+        "outputs/free/123_0_c.mp4", "outputs/free/12_0_a.mp4", "outputs/free/12_1_b.mp4",
+        "outputs/free/x/12_0_d.mp4",
+    ]  # fmt: skip
+    assert blobs.keys("outputs/nothing/") == [] and blobs.keys("nowhere") == []
+
+
+_LISTED: list[str] | None = None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if _LISTED is not None and event == "os.scandir":
+        _LISTED.append(str(args[0]))
+
+
+def test_local_keys_read_only_the_folder_of_the_prefix(tmp_path: Path) -> None:
+    """A sweep of one job's outputs does not walk every input and output of the bucket."""
+    global _LISTED
+    blobs = LocalBlobStore(tmp_path, b"k" * 32)
+    for user in range(30):
+        blobs.put_bytes(f"inputs/user{user}/{user}/in.png", b"x", "image/png")
+    blobs.put_bytes("outputs/free/7_0_a.mp4", b"x", "video/mp4")
+    sys.addaudithook(_audit)  # hooks stay for the process: this one records only here
+    _LISTED = []
+    try:
+        assert blobs.keys("outputs/free/7_") == ["outputs/free/7_0_a.mp4"]
+        listed = list(_LISTED)
+    finally:
+        _LISTED = None
+    assert listed and not [p for p in listed if "inputs" in p], listed

@@ -347,6 +347,20 @@ def test_claim_sets_lease_from_the_database_clock(store: JobStore) -> None:
     assert store.claim([], "w2", 30) is None
 
 
+def test_only_the_attempt_that_won_learns_it_completed(store: JobStore) -> None:
+    """A complete retried after its answer was lost is told it won; any other token, or
+    another key, is not (no worker learns another's result key)."""
+    job = store.enqueue(new())
+    claim = store.claim([POOL], "w1", 30)
+    assert claim is not None
+    assert not store.completed_by(job.id, claim.lease_token, "outputs/free/k.mp4")
+    assert store.complete(job.id, claim.lease_token, "outputs/free/k.mp4", {})
+    assert store.completed_by(job.id, claim.lease_token, "outputs/free/k.mp4")
+    assert not store.completed_by(job.id, "made-up", "outputs/free/k.mp4")
+    assert not store.completed_by(job.id, claim.lease_token, "outputs/free/other.mp4")
+    assert store.claimed(job.id) is None
+
+
 def test_claimed_reads_the_lease_of_the_running_attempt_only(store: JobStore) -> None:
     """The lease lives on the claim, never on a Job: ``claimed`` reads it back (the API
     checks an attempt's token with it) while the attempt runs, and every end clears it."""
@@ -498,15 +512,21 @@ def test_reap_expired_leases(store: JobStore) -> None:
 
 
 def test_release_gives_the_job_back_without_spending_an_attempt(store: JobStore) -> None:
+    """The job gets one more attempt, so as many remain as before the released one; the
+    next attempt has a number of its own, so it never reuses the released one's output
+    key (the released attempt may have uploaded under it)."""
     job = store.enqueue(new())
     c = store.claim([POOL], "w", 30)
     assert c is not None and c.job.attempt == 1
+    left = c.job.max_attempts - c.job.attempt + 1  # attempts left before this one
     assert store.release(job.id, c.lease_token)
     back = store.get(job.id)
-    assert back is not None and back.state is JobState.RETRY and back.attempt == 0
+    assert back is not None and back.state is JobState.RETRY
+    assert back.max_attempts - back.attempt == left
     assert store.queue_position(back) == 0
     again = store.claim([POOL], "w", 30)
-    assert again is not None and again.job.attempt == 1
+    assert again is not None and again.job.attempt == 2
+    assert again.job.max_attempts - again.job.attempt + 1 == left
 
 
 def test_wait_for_jobs_wakes_on_enqueue(db_url: str) -> None:

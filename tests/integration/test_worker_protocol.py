@@ -5,7 +5,6 @@ token's role, and 422s that name the field."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import threading
 import time
@@ -188,8 +187,9 @@ def test_upload_urls_refuse_tampering_expiry_and_oversize(api: Api) -> None:
     assert put(sha256="1" * 64) == 403
     assert put(path=parts.path.replace("_00001", "_00002")) == 403  # so is the key
     past = int(time.time()) - 5  # a correctly signed URL that expired
-    msg = f"{job['id']}\n{key}\n{len(VIDEO)}\n{sha}\n{past}".encode()
-    signed = hmac.new(job["lease_token"].encode(), msg, hashlib.sha256).hexdigest()
+    signed = api.blobs.sign(
+        "worker-upload", job["lease_token"], str(job["id"]), key, str(len(VIDEO)), sha, str(past)
+    )
     assert put(expires=past, signature=signed) == 403
     assert put(VIDEO + b"more") == 413  # more than the declared size
     assert put(VIDEO[:-1] + b"!") == 422  # the declared size, another hash

@@ -1,4 +1,4 @@
-"""The rules of a submit body (vidq.api.body), without a server."""
+"""The rules of a submit body (vidq.api.parsing.body), without a server."""
 
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from tests.media import (
     moving_mp4,
     mp3_bytes,
     picture,
+    png_bad_filter,
     png_header_bomb,
     tone,
     wav_bytes,
@@ -22,6 +25,7 @@ from tests.media import (
 from vidq.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from vidq.media.decode import (
     DecodePool,
+    ImageMeta,
     check_audio,
     check_image,
     check_video,
@@ -141,7 +145,7 @@ def test_a_failed_decode_keeps_no_pixels_alive() -> None:
     # chained to our error, 40 parallel failures kept 1.7 GB alive in the API.
     before = Image.core.get_stats()
     with pytest.raises(InvalidInput, match="unreadable png") as err:
-        check_image("data_uri", png_header_bomb(6320, 6320), 40_000_000)
+        check_image("data_uri", png_bad_filter(6320, 6320), 40_000_000)
     after = Image.core.get_stats()
     assert after["allocated_blocks"] > before["allocated_blocks"]  # it did decode
     assert after["allocated_blocks"] - before["allocated_blocks"] == (
@@ -213,3 +217,39 @@ def test_video_is_probed(tmp_path: Path) -> None:
         check_video("data_uri", data[:200], 30, 10**6)
     with pytest.raises(InvalidInput, match="expected an MP4"):
         check_video("data_uri", wav_bytes(tone(0.2)), 30, 10**6)
+
+
+def _png(width: int, height: int, idat: bytes, color: int = 0, interlace: int = 0) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_a_png_whose_pixel_data_ends_early_is_refused() -> None:
+    """86 bytes declaring 6320x6320 with one row of pixels: Pillow fills the rest with
+    black without an error, so it must be refused before it becomes a full-size frame."""
+    row = b"\x00" + bytes(6320)
+    truncated = _png(6320, 6320, zlib.compress(row, 9))
+    with pytest.raises(InvalidInput) as err:
+        check_image("image", truncated, 40_000_000)
+    assert err.value.field == "image" and "truncated" in err.value.message
+    # the same rows, all of them, pass (grey, and interlaced RGB)
+    whole = _png(64, 48, zlib.compress(row[:65] * 48))
+    assert check_image("image", whole, 40_000_000)[1] == ImageMeta(64, 48)
+    # Adam7: seven passes of 64x48 grey hold 3162 bytes with their filter bytes; the 3120
+    # of the plain layout are short of that
+    assert check_image("image", _png(64, 48, zlib.compress(bytes(3162)), interlace=1), 10**6)
+    with pytest.raises(InvalidInput, match="truncated"):
+        check_image("image", _png(64, 48, zlib.compress(bytes(3120)), interlace=1), 10**6)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "1"])
+def test_complete_pngs_of_every_kind_pass(mode: str) -> None:
+    img = Image.new("RGB", (37, 23), (200, 30, 90)).convert(mode)
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    assert check_image("image", out.getvalue(), 40_000_000)[1] == ImageMeta(37, 23)

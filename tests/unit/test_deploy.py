@@ -22,7 +22,7 @@ import yaml
 from typer.core import TyperGroup
 
 from tests.helpers import ROOT
-from vidq.cli import app
+from vidq.cli.main import app
 from vidq.config_doc import setting_infos
 
 DEPLOY = ROOT / "deploy"

@@ -10,7 +10,7 @@ from tests.helpers import ROOT
 
 def test_cli_api_and_layout_do_not_import_torch() -> None:
     code = (
-        "import sys; import vidq.cli, vidq.api, vidq.worker, vidq.engines.base, "
+        "import sys; import vidq.cli.main, vidq.api, vidq.worker, vidq.engines.base, "
         "vidq.engines.wan_layout; "
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules); "
         "print(heavy); sys.exit(1 if heavy else 0)"

@@ -26,6 +26,7 @@ from vidq.store.base import (
     OperatorStore,
     SubmitStore,
     Token,
+    TokenStore,
     UploadStore,
     WorkerStore,
 )
@@ -95,6 +96,11 @@ def submit_store(request: Request) -> SubmitStore:
 
 def operator_store(request: Request) -> OperatorStore:
     """The job store as the admin routes use it (a FastAPI dependency)."""
+    return context(request).store
+
+
+def token_store(request: Request) -> TokenStore:
+    """The job store as the token checks use it (a FastAPI dependency)."""
     return context(request).store
 
 

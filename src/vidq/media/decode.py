@@ -17,6 +17,7 @@ import io
 import math
 import re
 import struct
+import zlib
 
 import av
 from PIL import Image
@@ -191,14 +192,51 @@ def check_image(field: str, data: bytes, max_pixels: int) -> tuple[Format, Image
     needs the whole image in memory (see ``DecodePool`` for where it runs)."""
     fmt, _, _ = image_size(field, data, max_pixels)
     try:
+        if fmt is _PNG:
+            _png_complete(data)
         width, height = _decoded_size(data)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
         failure = f"unreadable {fmt.name} image: {exc}"
     else:
         return fmt, ImageMeta(width, height)
     # Raised outside the except block: Pillow's exception holds its decoder's frame, and
     # with it the whole pixel buffer, for as long as it is referenced.
     raise InvalidInput(field, failure)
+
+
+# PNG color type -> samples per pixel (grey, RGB, palette, grey+alpha, RGBA)
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 passes: (x start, y start, x step, y step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # fmt: skip
+
+
+def _png_complete(data: bytes) -> None:
+    """Refuse a PNG whose pixel data ends before its last row (ValueError). Pillow's
+    decoder stops without an error where the compressed stream ends, and fills the rest
+    of the image with black: a header declaring 6320x6320 and one row of data would
+    otherwise pass as a full-size frame. Inflates the data without keeping it."""
+    offset, expected, inflate, seen = 8, 0, zlib.decompressobj(), 0
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        body = data[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+        if kind == b"IHDR" and len(body) == 13:
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            bits = depth * _PNG_SAMPLES.get(color, 4)
+            passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+            for x0, y0, dx, dy in passes:
+                cols, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+                if cols > 0 and rows > 0:
+                    expected += rows * (1 + -(-cols * bits // 8))
+        elif kind == b"IDAT":
+            while body and seen <= expected:
+                seen += len(inflate.decompress(body, 1 << 20))
+                body = inflate.unconsumed_tail
+        elif kind == b"IEND":
+            break
+    if seen < expected:
+        raise ValueError(f"image file is truncated ({seen} of {expected} bytes of pixel data)")
 
 
 def _decoded_size(data: bytes) -> tuple[int, int]:

@@ -153,9 +153,9 @@ class Collector:
             if kind == "inputs"
             else (self.store.expire_output, self.store.output_deleted)
         )
-        for due in batch:
-            if not due.marked:
-                mark(due.job_id)
+        # Only what this collector marked (or found marked) is deleted: a job retried by an
+        # admin since it was selected is no longer finished, marks no row, and keeps its blobs.
+        batch = [due for due in batch if due.marked or mark(due.job_id)]
         deleted: list[int] = []
         for due in batch:
             try:

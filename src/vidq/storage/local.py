@@ -109,6 +109,12 @@ class LocalBlobStore:
         msg = f"{self.bucket}/{key}\n{expires}".encode()
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
 
+    def sign(self, *parts: str) -> str:
+        """An HMAC of ``parts`` with this store's secret: only a holder of the secret (the
+        API) can make a signature another request is checked against."""
+        message = "\0".join(parts).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
     def signed_url(self, key: str, ttl_s: int, base_url: str) -> str:
         expires = int(time.time()) + ttl_s
         sig = self._signature(key, expires)
@@ -129,14 +135,26 @@ class LocalBlobStore:
             raise StorageUnavailable(f"blob folder not writable: {self.root / self.bucket}")
 
     def keys(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix``, reading only the folder the prefix names
+        (``outputs/free/12_`` lists ``outputs/free`` alone, not every object of the bucket),
+        and below it only the subfolders whose names fit the prefix."""
         base = (self.root / self.bucket).resolve()
-        return sorted(
-            str(p.relative_to(base))
-            for p in base.rglob("*")
-            if p.is_file()
-            and not p.name.startswith(".upload-")
-            and str(p.relative_to(base)).startswith(prefix)
-        )
+        folder, _, start = prefix.rpartition("/")
+        top = (base / folder).resolve()
+        if not top.is_relative_to(base) or not top.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            here = Path(dirpath)
+            if here == top:  # below it, every name is past the prefix
+                dirnames[:] = [d for d in dirnames if d.startswith(start)]
+                filenames = [f for f in filenames if f.startswith(start)]
+            found += [
+                (here / f).relative_to(base).as_posix()
+                for f in filenames
+                if not f.startswith(".upload-")
+            ]
+        return sorted(found)
 
 
 def _discard(tmp: str | None) -> None:

@@ -10,6 +10,7 @@ default CRC headers. The bucket is created on first use if it is missing.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
@@ -202,19 +203,40 @@ class S3BlobStore:
             raise _unavailable(exc, "cannot sign URL") from exc
         return url
 
-    def upload_url(self, key: str, ttl_s: int, content_type: str) -> str:
+    def upload_url(self, key: str, ttl_s: int, content_type: str, sha256: str) -> str:
         """A presigned PUT URL for ``key`` (remote workers upload without credentials);
-        the upload must send this ``Content-Type``."""
+        the upload must send this ``Content-Type`` and ``x-amz-checksum-sha256`` (the
+        base64 of ``sha256``, a hex digest): S3 refuses other bytes, and keeps the
+        checksum for ``sha256_of``."""
         self._ensure_bucket()
+        params = {
+            "Bucket": self.bucket, "Key": key, "ContentType": content_type,
+            "ChecksumSHA256": checksum_header(sha256),
+        }  # fmt: skip
         try:
             url: str = self._client.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-                ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
+                "put_object", Params=params, ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S))
             )
         except botocore.exceptions.BotoCoreError as exc:
             raise _unavailable(exc, "cannot sign URL") from exc
         return url
+
+    def sha256_of(self, key: str) -> tuple[int, str | None]:
+        """The size of ``key`` and the sha256 S3 checked at its upload (hex; None when it
+        was uploaded without one, as the parts of a multipart upload are), without
+        reading it; NotFound if there is no such object."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING | _NO_BUCKET:
+                raise NotFound("No such object.") from exc
+            raise _unavailable(exc, "cannot read object") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _unavailable(exc, "cannot read object") from exc
+        checksum = head.get("ChecksumSHA256")
+        if not checksum or "-" in str(checksum):  # a multipart composite is not the file's
+            return int(head["ContentLength"]), None
+        return int(head["ContentLength"]), base64.b64decode(str(checksum)).hex()
 
     # -- multipart uploads by presigned URLs (remote workers' large outputs) ---------------
     def start_multipart(self, key: str, content_type: str) -> str:
@@ -305,3 +327,8 @@ def _unavailable(exc: Exception, what: str) -> StorageUnavailable:
     else:
         reason = type(exc).__name__
     return StorageUnavailable(f"{what}: S3 {reason}")
+
+
+def checksum_header(sha256: str) -> str:
+    """The ``x-amz-checksum-sha256`` value of a hex sha256 digest (its base64)."""
+    return base64.b64encode(bytes.fromhex(sha256)).decode()

@@ -107,6 +107,7 @@ class Upload:
     size: int | None  # None until the bytes are stored
     created_at: float
     expires_at: float | None  # the expiry the uploader asked for; None: retention default
+    received: int = 0  # an upload in progress: the bytes of its parts so far
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,9 +236,17 @@ class WorkerStore(Protocol):
     of it (its attempts speak to the API, whose routes make these calls)."""
 
     def register_worker(
-        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
-    ) -> None:
-        """Record that a worker is alive, its pools and their engines (for operators)."""
+        self,
+        worker: str,
+        pools: Sequence[str],
+        engines: Mapping[str, str] | None = None,
+        *,
+        owner: str | None = None,
+        max_names: int | None = None,
+    ) -> bool:
+        """Record that a worker is alive, its pools and their engines (for operators).
+        ``owner`` (a worker token's user) keeps at most ``max_names`` names alive: a new
+        name past that is refused (False); a name it has is always refreshed."""
 
     def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Claim | None:
         """Atomically take the first queued job of these pools: RUNNING, attempt+1,
@@ -245,7 +254,11 @@ class WorkerStore(Protocol):
 
     def claimed(self, job_id: int) -> Claim | None:
         """The job with the lease its running attempt holds; None when no attempt holds
-        one (unknown, queued or finished: every end of an attempt clears its lease)."""
+        one (unknown, queued or finished)."""
+
+    def completed_by(self, job_id: int, token: str, key: str) -> bool:
+        """Whether the attempt that held ``token`` completed the job with ``key`` (a retried
+        complete whose first answer was lost): the completed row keeps the winner's token."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """Block until a job may have been queued in these pools, or ``timeout`` passes.
@@ -295,7 +308,8 @@ class WorkerStore(Protocol):
         """The job, or None if it does not exist or (with ``user``) is another user's."""
 
     def release(self, job_id: int, token: str) -> bool:
-        """Give a job back without spending an attempt (graceful shutdown); fenced.
+        """Give a job back without spending an attempt (graceful shutdown): it gets one
+        more, and the next attempt has a number (and an output key) of its own; fenced.
         Wakes the pool's waiting workers."""
 
 
@@ -379,6 +393,9 @@ class TokenStore(Protocol):
     def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
         """Set a live token's limits; None if no such live token."""
 
+    def get_token(self, token_id: int) -> Token | None:
+        """The token with this id, revoked or not; None if there is none."""
+
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
         """The live (not revoked) token with this hash, and the stored hash."""
 
@@ -401,15 +418,26 @@ class UploadStore(Protocol):
         content_type: str,
         file_name: str,
         expires_in_s: float | None,
-    ) -> Upload:
-        """Record an upload whose bytes are not stored yet (``size`` None)."""
+        *,
+        max_uploads: int | None = None,
+    ) -> Upload | None:
+        """Record an upload whose bytes are not stored yet (``size`` None); None when the
+        user keeps ``max_uploads`` already (stored or in progress)."""
 
     def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
         """The upload with this id (only if ``user``'s, when given); None for unknown ids
         and other users' alike."""
 
-    def upload_stored(self, upload_id: str, size: int) -> bool:
-        """Mark the bytes stored; False if unknown or already stored."""
+    def upload_stored(self, upload_id: str, size: int, *, max_bytes: int | None = None) -> bool:
+        """Mark the bytes stored; False if unknown, already stored, or if the uploader
+        would hold more than ``max_bytes`` with them (their other uploads, stored or in
+        progress, counted)."""
+
+    def upload_received(
+        self, upload_id: str, size: int, *, max_one: int, max_bytes: int | None = None
+    ) -> bool:
+        """Count a part of an upload in progress: False past ``max_one`` bytes for the
+        upload, or past ``max_bytes`` for everything its uploader holds."""
 
     def delete_upload(self, upload_id: str) -> bool:
         """Forget an upload (its blob deleted first); False if unknown."""
@@ -509,8 +537,10 @@ class RetentionStore(Protocol):
         """Finished jobs whose inputs are past ``ttl_s`` (or marked but not deleted), oldest
         first."""
 
-    def expire_inputs(self, job_id: int) -> None:
-        """Mark a finished job's inputs expired: from now on nothing may use them."""
+    def expire_inputs(self, job_id: int) -> bool:
+        """Mark a finished job's inputs expired: from now on nothing may use them.
+        False when no row was marked (the job is no longer finished: an admin retry
+        came in between); the collector then deletes nothing of it."""
 
     def inputs_deleted(self, job_id: int) -> None:
         """Record that an expired job's input blobs are deleted."""
@@ -518,8 +548,10 @@ class RetentionStore(Protocol):
     def outputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
         """Completed jobs whose output is past ``ttl_s`` (or marked but not deleted)."""
 
-    def expire_output(self, job_id: int) -> None:
-        """Mark a completed job's output expired (the API answers 410 from now on)."""
+    def expire_output(self, job_id: int) -> bool:
+        """Mark a completed job's output expired (the API answers 410 from now on).
+        False when no row was marked (the job is no longer finished: an admin retry
+        came in between); the collector then deletes nothing of it."""
 
     def output_deleted(self, job_id: int) -> None:
         """Record that an expired job's output blob is deleted."""

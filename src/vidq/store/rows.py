@@ -21,7 +21,9 @@ TOKEN_COLUMNS = (
     "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
     "max_queued, max_running, rate_per_minute, daily_video_seconds, worker, pools"
 )
-UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at"
+UPLOAD_COLUMNS = (
+    "id, owner, key, content_type, file_name, size, created_at, expires_at, received"
+)
 
 
 def job_from_row(row: Any) -> Job:
@@ -125,4 +127,5 @@ def upload_from_row(row: Any) -> Upload:
         size=None if size is None else int(size),
         created_at=float(row["created_at"]),
         expires_at=None if expires is None else float(expires),
+        received=int(row["received"] or 0),
     )

@@ -117,9 +117,9 @@ def fal_priority(headers: Mapping[str, str], requested: int) -> int:
 LIFECYCLE_HEADERS = ("x-fal-object-lifecycle-preference", "x-fal-object-lifecycle")
 
 
-def upload_expiry(headers: Mapping[str, str]) -> float | None:
-    """The seconds an upload asks to be kept (fal's lifecycle headers; None: retention's
-    default)."""
+def upload_expiry(headers: Mapping[str, str], max_s: float) -> float | None:
+    """The seconds an upload asks to be kept (fal's lifecycle headers), never more than
+    ``max_s`` (the operator's ``VIDQ_UPLOAD_TTL``; None: that TTL)."""
     for header in LIFECYCLE_HEADERS:
         raw = headers.get(header)
         if raw is None:
@@ -130,7 +130,10 @@ def upload_expiry(headers: Mapping[str, str]) -> float | None:
             raise InvalidInput(header, "must be a JSON object") from None
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if (
+            isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0
+        ):  # fmt: skip
             raise InvalidInput(header, "expiration_duration_seconds must be a positive number")
-        return float(value)
+        return min(float(value), max_s)
     return None

@@ -1,14 +1,12 @@
 """An attempt's output on its way in over the worker protocol: which keys are the
 attempt's own, where it uploads (a signed ``PUT /worker/v1/uploads/...`` of this server on
-local storage, signed with the attempt's lease token; presigned PUTs of the S3 store, in
-parts of ``PART_BYTES`` above that), the multipart assembly and the check of the object
-that a complete reports.
+local storage, signed by the storage over the attempt's lease; presigned PUTs of the S3
+store, in parts of ``PART_BYTES`` above that), the multipart assembly, the check of the
+object that a complete reports, and the uploads of attempts that are over.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import tempfile
@@ -17,8 +15,9 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from vidq.errors import InvalidInput, NotFound, VidqError
-from vidq.jobs import Job, output_attempt, output_prefix
+from vidq.jobs import Job, JobState, output_attempt, output_prefix
 from vidq.storage.base import BlobStore
+from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import size_and_sha256
 from vidq.worker_protocol import (
     MAX_PARTS,
@@ -36,10 +35,10 @@ OUTPUT_TYPE = "video/mp4"
 PART_BYTES = 64 * 1024 * 1024  # S3: larger outputs are uploaded in parts of this size
 
 
-def own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
-    """The attempt whose output ``key`` is (this attempt's unless ``any_attempt``)."""
+def own_key(job: Job, key: str) -> int:
+    """The attempt number of ``key``, which must be the output key of ``job``'s attempt."""
     attempt = output_attempt(job, key)
-    if attempt is None or (not any_attempt and attempt != job.attempt):
+    if attempt is None or attempt != job.attempt:
         raise InvalidInput(
             "key",
             f"not an output key of this attempt (expected {output_prefix(job)}<name>_"
@@ -51,26 +50,27 @@ def own_key(job: Job, key: str, *, any_attempt: bool = False) -> int:
 def upload_target(storage: BlobStore, job: Job, body: UploadBody, base: str) -> UploadTarget:
     """Where the attempt uploads its output: a signed PUT of this server (local storage),
     a presigned PUT of the S3 store, or presigned part URLs above ``PART_BYTES``."""
-    from vidq.storage.local import LocalBlobStore
-
     if isinstance(storage, LocalBlobStore):
         expires = int(time.time()) + URL_TTL_S
         query = urlencode({
             "size": body.size, "sha256": body.sha256, "expires": expires,
-            "signature": signature(body.lease_token, job.id, body.key, body.size,
-                                    body.sha256, expires),
+            "signature": signature(storage, body.lease_token, job.id, body.key,
+                                   body.size, body.sha256, expires),
         })  # fmt: skip
         url = f"{base}{PREFIX}/uploads/{job.id}/{quote(body.key)}?{query}"
         return UploadTarget(method="PUT", url=url, headers={"Content-Type": OUTPUT_TYPE})
-    from vidq.storage.s3 import S3BlobStore
+    from vidq.storage.s3 import S3BlobStore, checksum_header
 
     if not isinstance(storage, S3BlobStore):
         raise VidqError("this storage offers no upload URLs")
     if body.size <= PART_BYTES:
         return UploadTarget(
             method="PUT",
-            url=storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE),
-            headers={"Content-Type": OUTPUT_TYPE},
+            url=storage.upload_url(body.key, URL_TTL_S, OUTPUT_TYPE, body.sha256),
+            headers={
+                "Content-Type": OUTPUT_TYPE,
+                "x-amz-checksum-sha256": checksum_header(body.sha256),
+            },
         )
     count = -(-body.size // PART_BYTES)
     if count > MAX_PARTS:
@@ -87,11 +87,15 @@ def upload_target(storage: BlobStore, job: Job, body: UploadBody, base: str) -> 
     return UploadTarget(method="PUT", upload_id=upload_id, parts=parts)
 
 
-def signature(lease_token: str, job_id: int, key: str, size: int, sha: str, exp: int) -> str:
-    """Keyed by the attempt's lease token: once the attempt has lost the job (a new
-    lease token, or none), its URLs no longer verify."""
-    msg = f"{job_id}\n{key}\n{size}\n{sha}\n{exp}".encode()
-    return hmac.new(lease_token.encode(), msg, hashlib.sha256).hexdigest()
+def signature(
+    storage: LocalBlobStore, lease_token: str, job_id: int, key: str, size: int, sha: str,
+    exp: int,
+) -> str:
+    """The storage's signature over the attempt's lease and what the URL allows: once the
+    attempt has lost the job (a new lease token, or none), its URLs no longer verify, and
+    a worker, which holds no storage secret, cannot make one."""
+    parts = ("worker-upload", lease_token, str(job_id), key, str(size), sha, str(exp))
+    return storage.sign(*parts)
 
 
 def assemble(storage: BlobStore, body: CompleteBody, upload_id: str) -> None:
@@ -109,7 +113,22 @@ def assemble(storage: BlobStore, body: CompleteBody, upload_id: str) -> None:
 
 
 def check_object(storage: BlobStore, body: CompleteBody) -> None:
-    """422 unless the object exists with the size and sha256 the worker reports."""
+    """422 unless the object exists with the size and sha256 the worker reports. On S3 the
+    checksum S3 verified at the upload answers without reading the object; an object
+    that has none (the parts of a multipart upload) is read back once and hashed."""
+    from vidq.storage.s3 import S3BlobStore
+
+    if isinstance(storage, S3BlobStore):
+        try:
+            size, stored = storage.sha256_of(body.key)
+        except NotFound:
+            raise InvalidInput("key", "no object under this key") from None
+        if size != body.size:
+            raise InvalidInput("size", f"the object has {size} bytes")
+        if stored is not None:
+            if stored != body.sha256:
+                raise InvalidInput("sha256", "the object has another sha256")
+            return
     fd, name = tempfile.mkstemp(prefix="vidq-check-")
     os.close(fd)
     try:
@@ -124,6 +143,16 @@ def check_object(storage: BlobStore, body: CompleteBody) -> None:
         raise InvalidInput("size", f"the object has {size} bytes")
     if sha256 != body.sha256:
         raise InvalidInput("sha256", "the object has another sha256")
+
+
+def drop_stale_upload(storage: BlobStore, job: Job, key: str) -> None:
+    """Delete what a complete that lost its lease names, when it is the upload of an
+    attempt that is over: an earlier attempt's output key, and not the job's result. The
+    running attempt's upload and the result are never touched, whoever names them."""
+    attempt = output_attempt(job, key)
+    current = job.attempt if job.state is JobState.RUNNING else job.attempt + 1
+    if attempt is not None and attempt < current and key != job.result_key:
+        delete_quietly(storage, key)
 
 
 def delete_quietly(storage: BlobStore, key: str) -> None:

@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,14 +42,18 @@ from vidq.api.context import AppContext, context, worker_store
 from vidq.api.parsing.body import JsonRoute
 from vidq.api.worker import outputs
 from vidq.catalog import POOLS
+from vidq.engines import ENGINES
 from vidq.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
 )
-from vidq.jobs import Claim, Job, JobState
+from vidq.jobs import Claim, Job, output_attempt
+from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, Token, WorkerStore
 from vidq.worker_protocol import (
@@ -128,10 +133,44 @@ async def claim(request: Request, body: ClaimBody, token: Worker, store: Queue) 
                 f"this worker token may not claim from {', '.join(others)[:200]}",
                 loc=["body", "pools"],
             )
+    strays = [p for p in body.engines if p not in body.pools]
+    if strays or any(e not in ENGINES for e in body.engines.values()):
+        detail = f"pools not claimed: {', '.join(strays)[:200]}" if strays else (
+            f"engines are {', '.join(ENGINES)}"
+        )
+        raise InvalidInput("engines", detail)
     base = ctx.base_url(request)
-    answer = await anyio.to_thread.run_sync(
-        _claim, ctx, store, body, base, limiter=ctx.worker_polls, abandon_on_cancel=False
-    )
+    gone = threading.Event()  # the worker hung up: stop waiting, take no job for it
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(0.5)
+        gone.set()
+
+    outcome: list[ClaimAnswer | BaseException] = []
+
+    async def wait() -> None:
+        try:
+            outcome.append(await anyio.to_thread.run_sync(
+                _claim, ctx, store, token, body, base, gone, limiter=ctx.worker_polls,
+                abandon_on_cancel=False,
+            ))  # fmt: skip
+        except Exception as exc:  # raised below, as itself (not in an exception group)
+            outcome.append(exc)
+        finally:
+            tasks.cancel_scope.cancel()  # the watcher's job is done
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        tasks.start_soon(wait)
+    if not outcome:  # cancelled from outside (shutdown)
+        raise ServiceUnavailable("the API is stopping")
+    answer = outcome[0]
+    if isinstance(answer, BaseException):
+        raise answer
+    if gone.is_set() and answer.job is not None:  # claimed as it hung up: give it back
+        await run_in_threadpool(store.release, answer.job.id, answer.job.lease_token)
+        log.info("claim released: the worker hung up", extra={"job_id": answer.job.id})
     return _answer(answer)
 
 
@@ -198,7 +237,7 @@ async def upload(
     base = ctx.base_url(request)
 
     def work() -> UploadTarget:
-        job = _held(store, job_id, body.lease_token)
+        job = _held(store, token, job_id, body.lease_token)
         outputs.own_key(job, body.key)
         return outputs.upload_target(ctx.storage, job, body, base)
 
@@ -216,7 +255,7 @@ async def complete(
     ctx = context(request)
     if len(_json_text(body.meta)) > _META_MAX:
         raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
-    return _answer(await run_in_threadpool(_complete, ctx, store, job_id, body))
+    return _answer(await run_in_threadpool(_complete, ctx, store, token, job_id, body))
 
 
 @uploads.put(
@@ -236,10 +275,16 @@ async def signed_upload(
     signature: str = "",
 ) -> Response:
     ctx = context(request)
+    storage = ctx.storage
     held = await run_in_threadpool(store.claimed, job_id)
-    token = held.lease_token if held is not None and held.job.state is JobState.RUNNING else None
-    expected = outputs.signature(token or "", job_id, key, size, sha256, expires)
-    if token is None or expires < time.time() or not hmac.compare_digest(expected, signature):
+    if not isinstance(storage, LocalBlobStore) or held is None or expires < time.time():
+        raise Forbidden("Invalid or expired upload signature.")
+    expected = outputs.signature(storage, held.lease_token, job_id, key, size, sha256, expires)
+    # The signature is the API's (only it holds the storage secret), over this attempt's
+    # lease, so a worker cannot sign a URL itself; and the key must be this attempt's output.
+    if not hmac.compare_digest(expected, signature) or (
+        output_attempt(held.job, key) != held.job.attempt
+    ):
         raise Forbidden("Invalid or expired upload signature.")
     if await run_in_threadpool(ctx.storage.exists, key):
         raise Conflict("This upload URL was used already.")
@@ -261,14 +306,30 @@ async def signed_upload(
 
 
 # -- the work behind the routes ---------------------------------------------------------
-def _claim(ctx: AppContext, store: WorkerStore, body: ClaimBody, base: str) -> ClaimAnswer:
+def _claim(
+    ctx: AppContext,
+    store: WorkerStore,
+    token: Token,
+    body: ClaimBody,
+    base: str,
+    gone: threading.Event,
+) -> ClaimAnswer:
     """Claim, waiting on the store's wake-ups until ``wait_s`` passes (one thread: the
-    store's wake-ups are per thread)."""
+    store's wake-ups are per thread). A worker token keeps a bounded number of worker
+    names alive (429 past ``max_workers_per_token``)."""
     lease_s = ctx.settings.worker.lease_seconds
-    store.register_worker(body.worker, body.pools, body.engines)
+    most = ctx.settings.limits.max_workers_per_token
+    if not store.register_worker(
+        body.worker, body.pools, body.engines, owner=token.user, max_names=most
+    ):
+        raise RateLimited(
+            f"max_workers_per_token: this worker token keeps {most} worker names alive "
+            "already; reuse a name, or wait a minute for an unused one to lapse",
+            limit="max_workers_per_token", value=most, retry_after=60,
+        )  # fmt: skip
     deadline = time.monotonic() + body.wait_s
-    claim: Claim | None
-    while True:
+    claim: Claim | None = None
+    while not gone.is_set():
         claim = store.claim(body.pools, body.worker, lease_s)
         left = deadline - time.monotonic()
         if claim is not None or left <= 0 or ctx.reaper_stop.is_set():
@@ -295,37 +356,49 @@ def _claim(ctx: AppContext, store: WorkerStore, body: ClaimBody, base: str) -> C
 
 
 def _complete(
-    ctx: AppContext, store: WorkerStore, job_id: int, body: CompleteBody
+    ctx: AppContext, store: WorkerStore, token: Token, job_id: int, body: CompleteBody
 ) -> CompleteAnswer:
-    job = store.get(job_id)
-    if job is None:
+    """Record the output of the attempt that holds the lease. Nothing is read or answered
+    about the job before its lease is checked: another job's key, size or state is no
+    worker's business (a retried complete of the attempt that won is told so)."""
+    held = store.claimed(job_id)
+    job = held.job if held is not None else store.get(job_id)
+    if job is None or not _may_claim(token, job.pool):
         raise NotFound("No such job.")
-    if job.state is JobState.COMPLETED and job.result_key == body.key:
-        return CompleteAnswer(completed=True, replayed=True)  # a retry after a lost answer
-    attempt = outputs.own_key(job, body.key, any_attempt=True)
+    if held is None or not hmac.compare_digest(held.lease_token, body.lease_token):
+        if store.completed_by(job_id, body.lease_token, body.key):
+            return CompleteAnswer(completed=True, replayed=True)  # a retry after a lost answer
+        outputs.drop_stale_upload(ctx.storage, job, body.key)
+        raise Conflict("This attempt no longer holds the job; its upload is deleted.")
+    attempt = outputs.own_key(job, body.key)
     if body.upload_id is not None:
         outputs.assemble(ctx.storage, body, body.upload_id)
     outputs.check_object(ctx.storage, body)
-    if store.complete(job_id, body.lease_token, body.key, body.meta):
+    meta = {**body.meta, "file_size": body.size}  # the size the API checked, not a claim
+    if store.complete(job_id, body.lease_token, body.key, meta):
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
         return CompleteAnswer(completed=True, replayed=False)
-    now = store.get(job_id)
-    if now is not None and now.state is JobState.COMPLETED and now.result_key == body.key:
+    if store.completed_by(job_id, body.lease_token, body.key):
         return CompleteAnswer(completed=True, replayed=True)
-    if now is None or now.result_key != body.key:
-        outputs.delete_quietly(ctx.storage, body.key)
+    # the lease was lost meanwhile: the job never took it
+    outputs.delete_quietly(ctx.storage, body.key)
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
 
 
-def _held(store: WorkerStore, job_id: int, lease_token: str) -> Job:
-    """The job, if this attempt holds it (409 otherwise; 404 for no such job)."""
+def _may_claim(token: Token, pool: str) -> bool:
+    """Whether a worker token may see a job of ``pool`` (a token without pools: any)."""
+    return not token.pools or pool in token.pools
+
+
+def _held(store: WorkerStore, token: Token, job_id: int, lease_token: str) -> Job:
+    """The job, if this attempt holds it (409 otherwise; 404 for no such job, or one of a
+    pool the token may not claim from)."""
     held = store.claimed(job_id)
-    if held is None or held.job.state is not JobState.RUNNING:
-        if held is None and store.get(job_id) is None:
-            raise NotFound("No such job.")
-        raise Conflict("This attempt no longer holds the job.")
-    if not hmac.compare_digest(held.lease_token, lease_token):
+    job = held.job if held is not None else store.get(job_id)
+    if job is None or not _may_claim(token, job.pool):
+        raise NotFound("No such job.")
+    if held is None or not hmac.compare_digest(held.lease_token, lease_token):
         raise Conflict("This attempt no longer holds the job.")
     return held.job
 

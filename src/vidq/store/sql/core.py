@@ -9,6 +9,8 @@ from vidq.store.driver import Driver, Row
 from vidq.store.statements import Statement
 
 # A cursor for the first page of list_jobs: above every id.
+# A worker seen within this long is alive (the registry's gauges, the per-token bound).
+LIVE_WINDOW_S = 60.0
 NO_CURSOR = 2**62
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 from vidq.jobs import JobState
 from vidq.store.base import Samples
 from vidq.store.counters import job_samples
-from vidq.store.sql.core import Queries
+from vidq.store.sql.core import LIVE_WINDOW_S, Queries
 
 # A worker counts as live for this long after it last claimed.
-_LIVE_WINDOW_S = 60.0
 
 
 class MetricQueries(Queries):
@@ -33,7 +32,7 @@ class MetricQueries(Queries):
 
     def live_workers(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for row in self._rows(self._sql.live_workers, window_s=_LIVE_WINDOW_S):
+        for row in self._rows(self._sql.live_workers, window_s=LIVE_WINDOW_S):
             for pool in row["pools"].split(","):
                 counts[pool] = counts.get(pool, 0) + 1
         return counts

@@ -12,7 +12,7 @@ from vidq.jobs import Claim
 from vidq.store.base import Lease, ReapResult
 from vidq.store.driver import Driver
 from vidq.store.rows import claim_from_row, dumps
-from vidq.store.sql.core import Queries
+from vidq.store.sql.core import LIVE_WINDOW_S, Queries
 from vidq.store.statements import Statement
 
 # Claims rolled back over a user's max_running before a claim gives up (returns None).
@@ -62,6 +62,9 @@ class QueueQueries(Queries):
                 if counted is not None and int(counted["n"]) > int(limit):
                     raise _OverLimit
             return claim_from_row(row)
+
+    def completed_by(self, job_id: int, token: str, key: str) -> bool:
+        return self._row(self._sql.completed_by, id=job_id, token=token, key=key) is not None
 
     def claimed(self, job_id: int) -> Claim | None:
         row = self._row(self._sql.claimed, id=job_id)
@@ -122,12 +125,21 @@ class QueueQueries(Queries):
         )
 
     def register_worker(
-        self, worker: str, pools: Sequence[str], engines: Mapping[str, str] | None = None
-    ) -> None:
+        self,
+        worker: str,
+        pools: Sequence[str],
+        engines: Mapping[str, str] | None = None,
+        *,
+        owner: str | None = None,
+        max_names: int | None = None,
+    ) -> bool:
         engines_text = ",".join(f"{p}={e}" for p, e in (engines or {}).items())
-        self._count(
-            self._sql.register_worker, name=worker, pools=",".join(pools), engines=engines_text
-        )
+        changed = self._count(
+            self._sql.register_worker, name=worker, pools=",".join(pools), engines=engines_text,
+            owner=owner, max_names=-1 if max_names is None else max_names,
+            window_s=LIVE_WINDOW_S,
+        )  # fmt: skip
+        return changed > 0
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         self.driver.wait(timeout)

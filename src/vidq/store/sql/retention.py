@@ -30,8 +30,8 @@ class RetentionQueries(Queries):
             due.append(DueBlobs(int(row["id"]), keys, row["inputs_expired_at"] is not None))
         return due
 
-    def expire_inputs(self, job_id: int) -> None:
-        self._count(self._sql.expire_inputs, id=job_id)
+    def expire_inputs(self, job_id: int) -> bool:
+        return self._count(self._sql.expire_inputs, id=job_id) == 1
 
     def inputs_deleted(self, job_id: int) -> None:
         self._count(self._sql.inputs_deleted, id=job_id)
@@ -46,8 +46,8 @@ class RetentionQueries(Queries):
             for r in self._rows(self._sql.outputs_due, ttl=ttl_s, limit=limit)
         ]
 
-    def expire_output(self, job_id: int) -> None:
-        self._count(self._sql.expire_output, id=job_id)
+    def expire_output(self, job_id: int) -> bool:
+        return self._count(self._sql.expire_output, id=job_id) == 1
 
     def output_deleted(self, job_id: int) -> None:
         self._count(self._sql.output_deleted, id=job_id)

@@ -41,6 +41,10 @@ class TokenQueries(Queries):
             row = db.row(self._sql.token_by_id, {"id": token_id})
         return token_from_row(row) if row else None
 
+    def get_token(self, token_id: int) -> Token | None:
+        row = self._row(self._sql.token_by_id, id=token_id)
+        return token_from_row(row) if row else None
+
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
         row = self._row(self._sql.token_by_hash, token_hash=token_hash)
         return (token_from_row(row), row["token_hash"]) if row else None

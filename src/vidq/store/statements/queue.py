@@ -45,8 +45,14 @@ class QueueStatements(RoleStatements):
     )
     # The running attempt's lease, for the API's fenced worker routes (``claimed``).
     claimed = Statement(
-        f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND lease_token IS NOT NULL"
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND state = 'RUNNING'"
+        " AND lease_token IS NOT NULL"
     )
+    # A retried complete of the attempt that won (its answer was lost): the completed row
+    # keeps the winner's lease token, so only that attempt learns it won.
+    completed_by = Statement("""
+        SELECT 1 AS won FROM jobs WHERE id = :id AND state = 'COMPLETED'
+            AND result_key = :key AND lease_token = :token""")
     # The answer carries the cancel request: a worker learns of it in the same round trip.
     heartbeat = Statement("""
         UPDATE jobs SET lease_until = {NOW} + :lease_s
@@ -57,8 +63,7 @@ class QueueStatements(RoleStatements):
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
     complete = Statement("""
         UPDATE jobs SET state = 'COMPLETED', result_key = :result_key, result_meta = :meta,
-            finished_at = {NOW}, lease_token = NULL, lease_until = NULL,
-            progress_done = progress_total
+            finished_at = {NOW}, lease_until = NULL, progress_done = progress_total
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
             AND NOT cancel_requested""")
     # The worker's end of a cancel request: fenced like ``complete``, so of a cancel and
@@ -82,13 +87,17 @@ class QueueStatements(RoleStatements):
         RETURNING state, pool""",
         wakes=True,
     )
-    # Graceful shutdown: the attempt was not the job's fault, so it is not spent.
+    # Graceful shutdown: the attempt was not the job's fault, so it is not spent: the job
+    # gets one more attempt. Its number is not reused, so the next attempt's output key is
+    # its own (the released attempt may have uploaded under its key; the next claim sweeps
+    # earlier attempts' uploads).
     release = Statement(
         """
         UPDATE jobs SET
             state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'RETRY' END,
             finished_at = CASE WHEN cancel_requested THEN {NOW} ELSE NULL END,
-            attempt = attempt - 1, lease_token = NULL, lease_until = NULL, worker = NULL
+            max_attempts = max_attempts + 1, lease_token = NULL, lease_until = NULL,
+            worker = NULL
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
         RETURNING state, pool""",
         wakes=True,
@@ -124,10 +133,18 @@ class QueueStatements(RoleStatements):
         WHERE (deadline_at <= {NOW} AND state IN ('PENDING', 'RETRY', 'RUNNING'))
             OR (start_by <= {NOW} AND state = 'PENDING')
         RETURNING id""")
+    # A worker token (``:owner``) keeps at most ``:max_names`` names alive (seen within
+    # ``:window_s``): a name it already has is always refreshed; local workers (no owner,
+    # no limit) register freely.
     register_worker = Statement("""
-        INSERT INTO workers (name, pools, engines, seen_at) VALUES (:name, :pools, :engines, {NOW})
+        INSERT INTO workers (name, pools, engines, seen_at, owner)
+        SELECT :name, :pools, :engines, {NOW}, :owner
+        WHERE :max_names < 0
+            OR EXISTS (SELECT 1 FROM workers WHERE name = :name AND owner = :owner)
+            OR (SELECT count(*) FROM workers
+                WHERE owner = :owner AND seen_at > {NOW} - :window_s) < :max_names
         ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, engines = excluded.engines,
-            seen_at = excluded.seen_at""")
+            seen_at = excluded.seen_at, owner = excluded.owner""")
     queue_depths = Statement("""
         SELECT pool, count(*) AS queued FROM jobs
         WHERE state IN ('PENDING', 'RETRY') GROUP BY pool""")

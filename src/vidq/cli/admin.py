@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vidq.cli_client import TokenOpt, Url, _client, _fail
+from vidq.cli.client import TokenOpt, Url, _client, _fail
 from vidq.client import NotFoundError, VidqClientError
 
 app = typer.Typer(no_args_is_help=True, help="Operators' commands (admin token).")

@@ -1,0 +1,56 @@
+"""The retention collector against a real SQLite store and local blobs: it deletes only
+what it marked expired, so an admin retry landing between its selection and its marking
+keeps the job's inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vidq.jobs import JobState, NewJob
+from vidq.ops.retention import Collector, RetentionPolicy
+from vidq.storage.local import LocalBlobStore
+from vidq.store import JobStore, open_store
+from vidq.store.base import DueBlobs
+
+POOL = "wan22-t2v"
+
+
+class RetryWhileCollecting:
+    """The store, with an admin retry of ``job_id`` right after the collector selected the
+    batch that holds it (the race an operator can win)."""
+
+    def __init__(self, store: JobStore, job_id: int) -> None:
+        self.store, self.job_id = store, job_id
+
+    def inputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
+        due = self.store.inputs_due(ttl_s, limit)
+        if any(d.job_id == self.job_id for d in due):
+            assert self.store.admin_retry(self.job_id)
+        return due
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_the_collector_deletes_only_what_it_marked(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    try:
+        key = "inputs/alice/1/data_uri"
+        blobs.put_bytes(key, b"an image", "image/png")
+        new = NewJob(user="alice", model_id="wan22-fast-i2v", pool=POOL, tier=0, priority=0,
+                     inputs={"prompt": "p", "_blobs": {"data_uri": key}})  # fmt: skip
+        job = store.enqueue(new)
+        claim = store.claim([POOL], "w", 30)
+        assert claim is not None
+        assert store.fail(job.id, claim.lease_token, "bad", "engine", retry=False)
+        policy = RetentionPolicy(input_ttl=0.0)
+        racing: Any = RetryWhileCollecting(store, job.id)
+        Collector(racing, blobs, policy, "gc").collect()
+        again = store.get(job.id)
+        assert again is not None and again.state is JobState.PENDING
+        assert again.inputs_expired_at is None
+        assert blobs.get_bytes(key) == b"an image"  # the retried job still has its input
+    finally:
+        store.close()
