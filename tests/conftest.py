@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import PostgresServer, SeaweedServer, start_postgres, start_seaweed
+from tests.support.servers import PostgresServer, SeaweedServer, start_postgres, start_seaweed
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def _clean_vidq_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-# --- real servers for the PostgreSQL and S3 adapters (tests/servers.py) ---------------
+# --- real servers for the PostgreSQL and S3 adapters (tests/support/servers.py) ---------------
 
 
 @pytest.fixture(scope="session")

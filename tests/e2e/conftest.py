@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import helpers
+from tests.support import processes as helpers
 
 BACKENDS = [b.strip() for b in os.environ.get("E2E_BACKENDS", "sqlite,postgres").split(",")]
 _OWN_BACKEND = (

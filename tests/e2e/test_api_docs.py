@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Route, expect, sync_playwright
 
 from tests.e2e.test_webapp import _chromium
-from tests.helpers import Server, serve
+from tests.support.processes import Server, serve
 
 pytestmark = pytest.mark.timeout(900)  # the first browser test may install chromium
 

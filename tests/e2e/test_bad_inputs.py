@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Server, serve
-from tests.loopback import loopback_http
-from tests.media import b64, encode_image, picture, png_header_bomb, tone, wav_bytes
+from tests.support.loopback import loopback_http
+from tests.support.media import b64, encode_image, picture, png_header_bomb, tone, wav_bytes
+from tests.support.processes import Server, serve
 
 PNG = encode_image(picture(64, 48), "PNG")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.test_operations import I2V, IMAGE, POOL_I2V, POOL_T2V, SMALL, T2V, _blobs, _submit
-from tests.helpers import serve, vidq_env, wait_status
+from tests.support.processes import serve, vidq_env, wait_status
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

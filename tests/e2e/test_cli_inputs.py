@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Server, run_cli, serve, vidq_env
-from tests.media import encode_image, picture
+from tests.support.media import encode_image, picture
+from tests.support.processes import Server, run_cli, serve, vidq_env
 
 
 @pytest.fixture(scope="module")

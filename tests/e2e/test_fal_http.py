@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import run_cli, serve
+from tests.support.processes import run_cli, serve
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 APP = "/queue/vidq/wan22-fast-t2v"

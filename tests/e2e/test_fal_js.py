@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, probe_mp4, serve
-from tests.tls import self_signed
+from tests.support.processes import Server, probe_mp4, serve
+from tests.support.tls import self_signed
 
-NODE_DIR = Path(__file__).with_name("node")
+NODE_DIR = Path(__file__).parents[1] / "support" / "node"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm"

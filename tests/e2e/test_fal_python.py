@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, probe_mp4, run_cli, serve
-from tests.tls import self_signed
+from tests.support.processes import Server, probe_mp4, run_cli, serve
+from tests.support.tls import self_signed
 
-DRIVER = Path(__file__).with_name("fal_py_driver.py")
+DRIVER = Path(__file__).parents[1] / "support" / "fal_py_driver.py"
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import Server, probe_mp4, result_mp4, serve, wait_status
-from tests.media import (
+from tests.support.media import (
     audio_of,
     b64,
     cover,
@@ -27,6 +26,7 @@ from tests.media import (
     tone,
     wav_bytes,
 )
+from tests.support.processes import Server, probe_mp4, result_mp4, serve, wait_status
 
 
 @pytest.fixture(scope="module")

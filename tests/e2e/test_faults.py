@@ -35,9 +35,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers import Server, serve, vidq_env
-from tests.remote import remote_worker, worker_token
-from tests.servers import PostgresServer, SeaweedServer
+from tests.support.processes import Server, serve, vidq_env
+from tests.support.remote import remote_worker, worker_token
+from tests.support.servers import PostgresServer, SeaweedServer
 
 MODEL = "wan22-fast-t2v"
 SMALL = {"prompt": "fault", "width": 128, "height": 128, "duration": 1}

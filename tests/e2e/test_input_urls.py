@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import probe_mp4, result_mp4, serve, wait_status
-from tests.loopback import loopback_http
-from tests.media import cover, diff, encode_image, frames_of, picture
+from tests.support.loopback import loopback_http
+from tests.support.media import cover, diff, encode_image, frames_of, picture
+from tests.support.processes import probe_mp4, result_mp4, serve, wait_status
 
 
 def test_input_url_is_fetched_once_at_submit(tmp_path: Path) -> None:

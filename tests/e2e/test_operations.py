@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, free_port, run_cli, serve, stop_process, wait_status
-from tests.media import b64, encode_image, picture
-from tests.servers import SeaweedServer
+from tests.support.media import b64, encode_image, picture
+from tests.support.processes import Server, free_port, run_cli, serve, stop_process, wait_status
+from tests.support.servers import SeaweedServer
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V, I2V = "wan22-fast-t2v", "wan22-fast-i2v"

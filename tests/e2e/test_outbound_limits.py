@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import serve, wait_status
-from tests.hostile import slow_headers
-from tests.loopback import loopback_http
-from tests.media import encode_image, picture
+from tests.support.hostile import slow_headers
+from tests.support.loopback import loopback_http
+from tests.support.media import encode_image, picture
+from tests.support.processes import serve, wait_status
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 T2V = "/queue/wan22-fast-t2v"

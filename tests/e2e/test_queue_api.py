@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Server, probe_mp4, result_mp4, serve, wait_status
+from tests.support.processes import Server, probe_mp4, result_mp4, serve, wait_status
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}

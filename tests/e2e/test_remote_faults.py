@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, run_cli, serve, wait_status
-from tests.remote import dropping_proxy, finished, remote_worker, submit, worker_token
+from tests.support.processes import Server, run_cli, serve, wait_status
+from tests.support.remote import dropping_proxy, finished, remote_worker, submit, worker_token
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}

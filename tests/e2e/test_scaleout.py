@@ -12,8 +12,16 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers import Server, probe_mp4, result_mp4, run_cli, serve, vidq_env, wait_status
-from tests.servers import PostgresServer, SeaweedServer
+from tests.support.processes import (
+    Server,
+    probe_mp4,
+    result_mp4,
+    run_cli,
+    serve,
+    vidq_env,
+    wait_status,
+)
+from tests.support.servers import PostgresServer, SeaweedServer
 from vidq.store.migrate import head_revision
 
 MODEL = "wan22-fast-t2v"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from tests.helpers import serve
+from tests.support.processes import serve
 
 EXAMPLES = 6  # per operation and generation mode
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import vidq
-from tests.helpers import Server, probe_mp4, serve
+from tests.support.processes import Server, probe_mp4, serve
 
 SMALL = {"prompt": "a paper boat", "width": 128, "height": 128, "duration": 1}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import serve, wait_status
+from tests.support.processes import serve, wait_status
 from vidq.catalog import MODELS
 
 

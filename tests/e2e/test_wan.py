@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import probe_mp4, result_mp4, run_cli, serve, vidq_env, wait_status
+from tests.support.processes import probe_mp4, result_mp4, run_cli, serve, vidq_env, wait_status
 
 WAN_POOLS = "wan22-t2v=wan,wan22-i2v=wan"
 

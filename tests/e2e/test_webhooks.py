@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import vidq
-from tests.helpers import probe_mp4, serve, wait_status
+from tests.support.processes import probe_mp4, serve, wait_status
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT, vidq_env
+from tests.support.processes import ROOT, vidq_env
 
 
 def test_gpu_wan_bench_runs_tiny_on_cpu(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.servers import SeaweedServer, free_port
+from tests.support.servers import SeaweedServer, free_port
 from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
 from vidq.storage import BlobStore
 from vidq.storage.local import LocalBlobStore

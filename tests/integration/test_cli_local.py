@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli, vidq_env
+from tests.support.processes import ROOT, run_cli, vidq_env
 
 # Every command that opens the job store, with what it needs besides a store.
 STORE_COMMANDS = [

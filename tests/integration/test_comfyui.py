@@ -1,4 +1,4 @@
-"""The comfyui engine against a server speaking ComfyUI's protocol (tests/fake_comfyui.py):
+"""The comfyui engine against a server speaking ComfyUI's protocol (tests/support/fake_comfyui.py):
 each family end to end, progress, errors, a dropped websocket, a slow and a dead server;
 and the worker path (`vidq serve` with VIDQ_ENGINES=...=comfyui) turning each into the
 right job state."""
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fake_comfyui import FakeComfyUI
-from tests.helpers import free_port, probe_mp4, result_mp4, serve, wait_status
+from tests.support.fake_comfyui import FakeComfyUI
+from tests.support.processes import free_port, probe_mp4, result_mp4, serve, wait_status
 from vidq.config import ComfyUISettings
 from vidq.engines.base import EngineJob
 from vidq.engines.comfyui import ComfyUIEngine

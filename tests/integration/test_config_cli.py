@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import run_cli, vidq_env
+from tests.support.processes import run_cli, vidq_env
 from vidq.config_doc import setting_infos
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tests.helpers import serve
+from tests.support.processes import serve
 from vidq.jobs import NewJob
 from vidq.store import open_store
 

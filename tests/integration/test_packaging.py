@@ -26,8 +26,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.helpers import ROOT
-from tests.loopback import loopback_http
+from tests.support.loopback import loopback_http
+from tests.support.processes import ROOT
 from vidq.console import INSTALL_SERVER
 
 BASE = {"httpx", "typer", "rich"}

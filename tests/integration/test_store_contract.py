@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import vidq_env
+from tests.support.processes import vidq_env
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
 from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
 from vidq.store import JobStore, open_store

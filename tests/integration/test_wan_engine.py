@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from tests.helpers import ROOT, probe_mp4
+from tests.support.processes import ROOT, probe_mp4
 from vidq.config import WanSettings
 from vidq.engines.base import EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess

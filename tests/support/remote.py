@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import ROOT, Server, run_cli
-from tests.loopback import serve_handler
+from tests.support.loopback import serve_handler
+from tests.support.processes import ROOT, Server, run_cli
 
 
 def worker_token(server: Server, *args: str) -> str:
