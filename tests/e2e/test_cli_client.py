@@ -6,7 +6,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from tests.support.processes import probe_mp4, run_cli, serve, vidq_env
+from tests.support.media import probe_mp4
+from tests.support.processes import run_cli, serve, vidq_env
 
 
 def test_login_submit_follow_and_download(tmp_path: Path) -> None:

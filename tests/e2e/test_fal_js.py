@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Server, probe_mp4, serve
+from tests.support.media import probe_mp4
+from tests.support.processes import Server, serve
 from tests.support.tls import self_signed
 
 NODE_DIR = Path(__file__).parents[1] / "support" / "node"

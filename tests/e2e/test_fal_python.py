@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Server, probe_mp4, run_cli, serve
+from tests.support.media import probe_mp4
+from tests.support.processes import Server, run_cli, serve
 from tests.support.tls import self_signed
 
 DRIVER = Path(__file__).parents[1] / "support" / "fal_py_driver.py"

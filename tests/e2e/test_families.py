@@ -23,10 +23,13 @@ from tests.support.media import (
     moving_mp4,
     mp3_bytes,
     picture,
+    probe_mp4,
+    result_mp4,
     tone,
     wav_bytes,
 )
-from tests.support.processes import Server, probe_mp4, result_mp4, serve, wait_status
+from tests.support.processes import Server, serve
+from tests.support.wait import wait_status
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import Server, serve, stop_process, wait_status
+from tests.support.processes import Server, serve, stop_process
+from tests.support.wait import wait_status
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V = "wan22-fast-t2v"

@@ -31,8 +31,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.media import b64, png_header_bomb
-from tests.support.processes import Server, probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import b64, png_header_bomb, probe_mp4, result_mp4
+from tests.support.processes import Server, serve
+from tests.support.wait import wait_status
 
 NATIVE = "/queue/wan22-fast-t2v"
 FAL = "/queue/fal-ai/wan22-fast-t2v"

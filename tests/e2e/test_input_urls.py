@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.loopback import loopback_http
-from tests.support.media import cover, diff, encode_image, frames_of, picture
-from tests.support.processes import probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import cover, diff, encode_image, frames_of, picture, probe_mp4, result_mp4
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 
 
 def test_input_url_is_fetched_once_at_submit(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Server, run_cli, serve, wait_status
+from tests.support.processes import Server, run_cli, serve
+from tests.support.wait import wait_status
 from vidq.client import Client, RateLimited, RetryPolicy
 from vidq.store import open_store
 

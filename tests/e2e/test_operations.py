@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from tests.support.media import b64, encode_image, picture
-from tests.support.processes import Server, free_port, run_cli, serve, stop_process, wait_status
+from tests.support.processes import Server, free_port, run_cli, serve, stop_process
 from tests.support.servers import SeaweedServer
+from tests.support.wait import wait_status
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V, I2V = "wan22-fast-t2v", "wan22-fast-i2v"

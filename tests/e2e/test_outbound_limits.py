@@ -21,7 +21,8 @@ import pytest
 from tests.support.hostile import slow_headers
 from tests.support.loopback import loopback_http
 from tests.support.media import encode_image, picture
-from tests.support.processes import serve, wait_status
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 T2V = "/queue/wan22-fast-t2v"

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import Server, probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import Server, serve
+from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}

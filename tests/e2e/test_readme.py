@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, Server, probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import ROOT, Server, serve
+from tests.support.wait import wait_status
 
 FENCE = re.compile(r"^### (?P<title>.+?)\n.*?^```(?P<lang>\w+)\n(?P<code>.*?)^```", re.M | re.S)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Server, run_cli, serve, wait_status
+from tests.support.processes import Server, run_cli, serve
 from tests.support.remote import dropping_proxy, finished, remote_worker, submit, worker_token
+from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}

@@ -17,9 +17,19 @@ from typing import Any
 
 import pytest
 
-from tests.support.media import b64, encode_image, moving_mp4, picture, tone, wav_bytes
-from tests.support.processes import Server, probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import (
+    b64,
+    encode_image,
+    moving_mp4,
+    picture,
+    probe_mp4,
+    result_mp4,
+    tone,
+    wav_bytes,
+)
+from tests.support.processes import Server, serve
 from tests.support.remote import finished, remote_worker, submit, worker_token
+from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}

@@ -12,16 +12,10 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.processes import (
-    Server,
-    probe_mp4,
-    result_mp4,
-    run_cli,
-    serve,
-    vidq_env,
-    wait_status,
-)
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import Server, run_cli, serve, vidq_env
 from tests.support.servers import PostgresServer, SeaweedServer
+from tests.support.wait import wait_status
 from vidq.store.migrate import head_revision
 
 MODEL = "wan22-fast-t2v"

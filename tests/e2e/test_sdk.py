@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import vidq
-from tests.support.processes import Server, probe_mp4, serve
+from tests.support.media import probe_mp4
+from tests.support.processes import Server, serve
 
 SMALL = {"prompt": "a paper boat", "width": 128, "height": 128, "duration": 1}
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import serve, wait_status
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 from vidq.catalog import MODELS
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.processes import probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 
 
 def test_t2v_request_completes_with_a_real_mp4(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 
 from tests.support.media import b64, encode_image, picture
-from tests.support.processes import serve, wait_status
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 
 
 def progress_total(client: httpx.Client, model: str, rid: str) -> int:

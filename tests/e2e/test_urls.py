@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.support.processes import serve, wait_status
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}

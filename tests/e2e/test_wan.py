@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import probe_mp4, result_mp4, run_cli, serve, vidq_env, wait_status
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import run_cli, serve, vidq_env
+from tests.support.wait import wait_status
 
 WAN_POOLS = "wan22-t2v=wan,wan22-i2v=wan"
 

@@ -17,7 +17,8 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from tests.support.media import encode_image, picture
-from tests.support.processes import Server, serve, wait_status
+from tests.support.processes import Server, serve
+from tests.support.wait import wait_status
 from vidq.api.auth import create_token
 from vidq.jobs import NewJob
 from vidq.store import open_store

@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 import vidq
-from tests.support.processes import probe_mp4, serve, wait_status
+from tests.support.media import probe_mp4
+from tests.support.processes import serve
+from tests.support.wait import wait_status
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 

@@ -20,7 +20,9 @@ import pytest
 from PIL import Image
 
 from tests.support.fake_comfyui import FakeComfyUI
-from tests.support.processes import free_port, probe_mp4, result_mp4, serve, wait_status
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import free_port, serve
+from tests.support.wait import wait_status
 from vidq.config import ComfyUISettings
 from vidq.engines.base import EngineJob
 from vidq.engines.comfyui import ComfyUIEngine

@@ -19,7 +19,8 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from tests.support.processes import ROOT, probe_mp4
+from tests.support.media import probe_mp4
+from tests.support.processes import ROOT
 from vidq.config import WanSettings
 from vidq.engines.base import EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 Route = tuple[int, dict[str, str], bytes]  # status, headers, body
@@ -59,9 +60,10 @@ def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_app(app: Any) -> Iterator[str]:
+def serve_app(app: Any, *, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     """Serve an ASGI ``app`` with uvicorn on a free loopback port from a thread (real HTTP,
-    the app's lifespan run); yields the base URL."""
+    the app's lifespan run); yields the base URL. ``tls``: (certificate, key) PEM files to
+    serve HTTPS with. Leaving the block stops the server and waits for its lifespan's end."""
     import socket
     import time
 
@@ -69,7 +71,14 @@ def serve_app(app: Any) -> Iterator[str]:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, lifespan="on", server_header=False)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -79,8 +88,8 @@ def serve_app(app: Any) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(30)
         sock.close()

@@ -1,8 +1,10 @@
-"""Real media made in the tests: images (Pillow), WAV (stdlib wave), MP3 and MP4 (PyAV)."""
+"""Real media made in the tests: images (Pillow), WAV (stdlib wave), MP3 and MP4 (PyAV);
+and what a user would check of a result: its MP4 decoded (``probe_mp4``)."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import struct
 import time
@@ -12,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -148,3 +151,47 @@ def cover(img: Image.Image, width: int, height: int) -> np.ndarray:
 def diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference per channel value (0..255)."""
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    width: int
+    height: int
+    frames: int
+    duration: float
+    codec: str
+    pix_fmt: str
+    audio_codec: str | None
+    audio_duration: float | None
+
+
+def probe_mp4(data: bytes, tmp: Path) -> VideoInfo:
+    """Decode an MP4 with PyAV and report what a user would check."""
+    path = tmp / f"probe-{time.monotonic_ns()}.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        a = c.streams.audio[0] if c.streams.audio else None
+        audio_dur = float(a.duration * a.time_base) if a is not None and a.duration else None
+        return VideoInfo(
+            width=v.codec_context.width,
+            height=v.codec_context.height,
+            frames=frames,
+            duration=frames / float(v.average_rate or Fraction(16)),
+            codec=v.codec_context.name,
+            pix_fmt=v.codec_context.pix_fmt or "",
+            audio_codec=a.codec_context.name if a is not None else None,
+            audio_duration=audio_dur,
+        )
+
+
+def result_mp4(client: httpx.Client, model: str, rid: str) -> bytes:
+    r = client.get(f"/queue/{model}/requests/{rid}")
+    assert r.status_code == 200, r.text
+    data_uri = r.json()["video"]["data_uri"]
+    if data_uri.startswith("http"):
+        got = httpx.get(data_uri, timeout=30)
+        assert got.status_code == 200
+        return got.content
+    return base64.b64decode(data_uri)

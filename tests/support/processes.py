@@ -1,8 +1,9 @@
-"""Test helpers: a real `vidq` process on a free loopback port, and MP4 inspection."""
+"""Real `vidq` processes for the acceptance layer: `vidq serve` on a free loopback port,
+`vidq worker` beside it, any other command with ``run_cli``, each with this checkout's
+sources and its settings as ``VIDQ_*`` variables."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import os
@@ -13,12 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
+
+from tests.support.stores import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,10 +113,15 @@ def serve(
     *,
     workers: int = 1,
     tls: tuple[Path, Path] | None = None,
+    database: Database | None = None,
     **settings: Any,
 ) -> Iterator[Server]:
     """Start `vidq serve` on a free port; yield once /health answers; stop it afterwards.
-    ``tls``: (certificate, key) PEM files to serve HTTPS with (the cert must be its own CA)."""
+    ``tls``: (certificate, key) PEM files to serve HTTPS with (the cert must be its own CA).
+    ``database`` (the ``database`` fixture) chooses the job store, and is checked against
+    what the running server really uses."""
+    if database is not None:
+        settings = {**database.settings(), **settings}
     port = free_port()
     env = vidq_env(data_dir, **settings)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -160,66 +166,9 @@ def serve(
         ca=tls[0] if tls else None,
     )
     try:
+        if database is not None:
+            url = env.get("VIDQ_DATABASE_URL") or f"sqlite:///{data_dir.resolve() / 'vidq.db'}"
+            database.check(data_dir, url)
         yield server
     finally:
         server.stop()
-
-
-def wait_status(
-    client: httpx.Client, model: str, rid: str, statuses: set[str], timeout: float = 60
-) -> dict[str, Any]:
-    """Poll until the request's status is one of ``statuses``."""
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        r = client.get(f"/queue/{model}/requests/{rid}/status")
-        assert r.status_code == 200, r.text
-        body = r.json()
-        if body["status"] in statuses:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"request {rid} never reached {statuses}; last: {body}")
-
-
-@dataclasses.dataclass
-class VideoInfo:
-    width: int
-    height: int
-    frames: int
-    duration: float
-    codec: str
-    pix_fmt: str
-    audio_codec: str | None
-    audio_duration: float | None
-
-
-def probe_mp4(data: bytes, tmp: Path) -> VideoInfo:
-    """Decode an MP4 with PyAV and report what a user would check."""
-    path = tmp / f"probe-{time.monotonic_ns()}.mp4"
-    path.write_bytes(data)
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        frames = sum(1 for _ in c.decode(video=0))
-        a = c.streams.audio[0] if c.streams.audio else None
-        audio_dur = float(a.duration * a.time_base) if a is not None and a.duration else None
-        return VideoInfo(
-            width=v.codec_context.width,
-            height=v.codec_context.height,
-            frames=frames,
-            duration=frames / float(v.average_rate or Fraction(16)),
-            codec=v.codec_context.name,
-            pix_fmt=v.codec_context.pix_fmt or "",
-            audio_codec=a.codec_context.name if a is not None else None,
-            audio_duration=audio_dur,
-        )
-
-
-def result_mp4(client: httpx.Client, model: str, rid: str) -> bytes:
-    r = client.get(f"/queue/{model}/requests/{rid}")
-    assert r.status_code == 200, r.text
-    data_uri = r.json()["video"]["data_uri"]
-    if data_uri.startswith("http"):
-        got = httpx.get(data_uri, timeout=30)
-        assert got.status_code == 200
-        return got.content
-    return base64.b64decode(data_uri)

