@@ -16,7 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_operations import I2V, IMAGE, POOL_I2V, POOL_T2V, SMALL, T2V, _blobs, _submit
+from tests.integration.api.test_operations import (
+    I2V,
+    IMAGE,
+    POOL_I2V,
+    POOL_T2V,
+    SMALL,
+    T2V,
+    _blobs,
+    _submit,
+)
 from tests.support.processes import serve, vidq_env
 from tests.support.wait import wait_status
 

@@ -16,12 +16,15 @@ from tests.support import processes as helpers
 
 BACKENDS = [b.strip() for b in os.environ.get("E2E_BACKENDS", "sqlite,postgres").split(",")]
 _OWN_BACKEND = (
-    "tests/e2e/test_scaleout.py",
-    "tests/e2e/test_faults.py",
-    "tests/e2e/test_webapp.py",
-    "tests/e2e/test_cli_admin.py",
-    "tests/e2e/test_cli_inputs.py",
-    "tests/e2e/test_remote_faults.py",
+    "tests/acceptance/test_scaleout.py",
+    "tests/acceptance/test_faults.py",
+    "tests/acceptance/test_webapp.py",
+    "tests/acceptance/test_cli_admin.py",
+    "tests/acceptance/test_cli_inputs.py",
+    "tests/acceptance/test_remote_workers_faults.py",
+    "tests/acceptance/test_cli_server.py",
+    "tests/acceptance/test_config_cli.py",
+    "tests/acceptance/test_packaging.py",
 )
 
 

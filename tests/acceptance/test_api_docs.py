@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Route, expect, sync_playwright
 
-from tests.e2e.test_webapp import _chromium
+from tests.acceptance.test_webapp import _chromium
 from tests.support.processes import Server, serve
 
 pytestmark = pytest.mark.timeout(900)  # the first browser test may install chromium

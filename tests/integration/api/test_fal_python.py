@@ -24,7 +24,7 @@ from tests.support.media import probe_mp4
 from tests.support.processes import Server, run_cli, serve
 from tests.support.tls import self_signed
 
-DRIVER = Path(__file__).parents[1] / "support" / "fal_py_driver.py"
+DRIVER = Path(__file__).parents[2] / "support" / "fal_py_driver.py"
 
 
 @pytest.fixture(scope="module")
