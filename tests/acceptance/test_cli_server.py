@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import ROOT, run_cli, vidq_env
+from tests.support.stack import stack
 
 # Every command that opens the job store, with what it needs besides a store.
 STORE_COMMANDS = [
@@ -164,3 +165,61 @@ def test_version(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"vidq {pyproject['project']['version']}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+# -- token limits from the command line, against a running server ----------------------------
+T2V = "wan22-fast-t2v"
+SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}
+
+
+def _token(env: dict[str, str], user: str, *options: str) -> str:
+    out = run_cli(env, "token", "create", "--user", user, *options)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_token_limits_set_listed_lifted_and_refused(tmp_path: Path) -> None:
+    """`vidq token create/list/update` with limits on a server's data folder (the stack in
+    this process; the 429s themselves: tests/integration/api/test_limits.py), and
+    `vidq submit` over a limit."""
+    with stack(tmp_path / "data", workers=0) as server:
+        env = server.env
+        queued = _token(env, "ann", "--max-queued", "2")
+        with server.client(queued) as c:
+            for _ in range(2):
+                assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
+            assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 429
+
+        # 17 frames at 16 fps: 1.0625 s of video per request.
+        daily = _token(env, "cid", "--daily-video-seconds", "2")
+        with server.client(daily) as c:
+            assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
+        out = run_cli(
+            {**env, "VIDQ_URL": server.url, "VIDQ_TOKEN": daily},
+            "submit", T2V, "-p", "a fox", "--width", "128", "--height", "128",
+            "--duration", "1", "--no-wait",
+        )  # fmt: skip
+        assert out.returncode != 0 and "daily_video_seconds" in out.stderr, out.stderr
+        assert "retry in" in out.stderr
+
+        listed = run_cli(env, "token", "list")
+        assert listed.returncode == 0, listed.stderr
+        rows = [line.split("\t") for line in listed.stdout.splitlines()]
+        columns = rows[0]
+        ann = next(dict(zip(columns, row, strict=True)) for row in rows if row[1] == "ann")
+        assert (ann["QUEUED"], ann["RUNNING"]) == ("2/2", "0/-"), ann
+
+        # Bad limits on the command line: clear errors, nothing created.
+        for bad in ("-1", "abc", "1.5"):
+            out = run_cli(env, "token", "create", "--user", "x", "--max-queued", bad)
+            assert out.returncode == 2 and "--max-queued" in out.stderr, out.stderr
+        assert "\tx\t" not in run_cli(env, "token", "list").stdout
+        token_id = ann["ID"]
+        lifted = run_cli(env, "token", "update", token_id, "--max-queued", "none")
+        assert lifted.returncode == 0, lifted.stderr
+        header, row = (line.split("\t") for line in lifted.stdout.splitlines())
+        assert header == columns and dict(zip(header, row, strict=True))["QUEUED"] == "-"
+        with server.client(queued) as c:  # no limit any more (within the 2 s token cache)
+            assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
+        out = run_cli(env, "token", "update", token_id, "--rate-per-minute", "-3")
+        assert out.returncode == 2 and "--rate-per-minute" in out.stderr

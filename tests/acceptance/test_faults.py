@@ -1,25 +1,36 @@
-"""Fault test with real processes: 2 API processes, 4 local worker processes on PostgreSQL +
-S3 (SeaweedFS) and 2 remote workers (`vidq worker --server --token`, which reach only an
-API: no database URL, storage settings or data dir), while workers are SIGKILLed every few
-seconds (the second kill takes a remote one, the others any; each is replaced by one of
-its kind), one local and one remote worker are SIGSTOPped past their lease and resumed,
-and PostgreSQL is stopped for 10 s mid-run.
+"""Faults that only real processes show: SIGKILL, SIGSTOP and a database outage.
 
-Pass: every accepted job (2xx on submit) is COMPLETED exactly once, with one result object
-in S3 and no orphan outputs; attempts <= max; clients never see a 5xx other than 503;
-remote workers completed some of the jobs.
+- A `vidq worker` SIGKILLed mid-job: its lease expires, the reaper queues the job again
+  and another worker completes it with its second attempt.
+- A `vidq gc` SIGKILLed mid-batch (both job stores: the retention statements are the
+  store's): every job is intact or says it expired, and the next collector finishes.
+- The fleet (``slow``): 2 API processes, 4 local worker processes on PostgreSQL + S3
+  (SeaweedFS) and 2 remote workers (`vidq worker --server --token`, which reach only an
+  API: no database URL, storage settings or data dir), while workers are SIGKILLed every
+  few seconds (the second kill takes a remote one, the others any; each is replaced by one
+  of its kind), one local and one remote worker are SIGSTOPped past their lease and
+  resumed, and PostgreSQL is stopped for 10 s mid-run.
 
-The issue asks for 1,000 jobs. Jobs are tiny preview videos (128x128, 1 s); the job count
-is ``FAULT_TEST_JOBS`` (default 1000). Submissions are paced over ``FAULT_TEST_SUBMIT_S``
-(default 25 s) so that they span the database outage. Workers are killed until 30 s after the
-outage and the last submit; then the queue drains, and the test fails if no job completes
-for 90 s (a progress bound, not a wall-clock one: CI machines are shared and slow).
+  Pass: every accepted job (2xx on submit) is COMPLETED exactly once, with one result
+  object in S3 and no orphan outputs; attempts <= max; clients never see a 5xx other than
+  503; remote workers completed some of the jobs.
+
+  The issue asks for 1,000 jobs. Jobs are tiny preview videos (128x128, 1 s); the job
+  count is ``FAULT_TEST_JOBS`` (default 1000). Submissions are paced over
+  ``FAULT_TEST_SUBMIT_S`` (default 25 s) so that they span the database outage. Workers are
+  killed until 30 s after the outage and the last submit; then the queue drains, and the
+  test fails if no job completes for 90 s (a progress bound, not a wall-clock one: CI
+  machines are shared and slow).
+
+The API of the first two is the in-process stack (tests/support/stack.py): the processes
+under test are the worker and the collector.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import random
 import signal
@@ -27,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +46,129 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.processes import Server, serve, vidq_env
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import Server, finished, run_cli, serve, vidq_env, vidq_worker
 from tests.support.remote import remote_worker, worker_token
 from tests.support.servers import PostgresServer, SeaweedServer
+from tests.support.stack import Stack, stack
+from tests.support.stores import Database
+from tests.support.wait import eventually, wait_status
 
+SMALL_JOB = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}
+T2V = "wan22-fast-t2v"
+
+
+def _one(client: httpx.Client, body: dict[str, Any], model: str = T2V) -> str:
+    r = client.post(f"/queue/{model}", json=body)
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])
+
+
+def _attempt(s: Stack, rid: str) -> int:
+    """The job's attempt count, as the admin route shows it."""
+    r = s.client(s.admin_token).get("/admin/requests", params={"limit": 100})
+    (job,) = [j for j in r.json()["requests"] if str(j["request_id"]) == rid]
+    return int(job["attempt"])
+
+
+def test_worker_killed_mid_job_is_retried_and_completes(tmp_path: Path) -> None:
+    with stack(tmp_path / "data", workers=0, lease_seconds=2, reaper_interval=0.5) as s:
+        alice = s.client(s.token("alice"))
+        rid = _one(alice, {**SMALL_JOB, "duration": 2})
+        victim = vidq_worker(s.env, preview_step_seconds=1.0)
+        wait_status(alice, T2V, rid, {"IN_PROGRESS"}, timeout=60)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        # the lease expires, the reaper turns the job back into a queued RETRY
+        back = wait_status(alice, T2V, rid, {"IN_QUEUE"}, timeout=30)
+        assert back["queue_position"] == 0
+        finished(vidq_worker(s.env, "--burst"))
+        done = wait_status(alice, T2V, rid, {"COMPLETED", "FAILED"})
+        assert done["status"] == "COMPLETED", done
+        assert _attempt(s, rid) == 2
+        assert probe_mp4(result_mp4(alice, T2V, rid), tmp_path).frames == 33
+
+
+# -- retention: a collector killed mid-batch --------------------------------------------------
+@pytest.fixture
+def storage_kind(database: Database, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Local storage on SQLite, S3 (SeaweedFS) on PostgreSQL: both kinds get covered."""
+    if database.kind != "postgres":
+        return {}
+    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
+    mp = request.getfixturevalue("monkeypatch")
+    for key, value in seaweed.env().items():
+        mp.setenv(key, value)
+    return {"storage_url": f"s3://ret-{time.monotonic_ns() % 10**9}"}
+
+
+@pytest.fixture
+def retention_stack(
+    tmp_path: Path, database: Database, storage_kind: dict[str, Any]
+) -> Iterator[Stack]:
+    with stack(tmp_path / "data", database=database, gc_interval=3600, **storage_kind) as s:
+        yield s
+
+
+# Deletes one blob at a time, slowly, and says so: the test kills it mid-batch.
+_SLOW_GC = """
+import sys, time
+from vidq.storage import local, s3
+for cls in (local.LocalBlobStore, s3.S3BlobStore):
+    def slow(self, key, _orig=cls.delete):
+        _orig(self, key)
+        print("deleted", key, flush=True)
+        time.sleep(2)
+    cls.delete = slow
+from vidq.cli import app
+app(["gc"])
+"""
+
+
+def test_a_collector_killed_mid_batch_is_finished_by_the_next(retention_stack: Stack) -> None:
+    s = retention_stack
+    alice = s.client(s.token("alice"))
+    rids = [_one(alice, SMALL_JOB) for _ in range(3)]
+    for rid in rids:
+        wait_status(alice, T2V, rid, {"COMPLETED"})
+    env = {**s.env, "VIDQ_OUTPUT_TTL": "0", "VIDQ_GC_LEASE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_GC], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("deleted outputs/"), first
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    # mid-batch: every job is either intact or says it expired; none points at a
+    # missing blob without saying so
+    left = set(s.storage.keys("outputs/"))
+    assert len(left) == 2
+    for rid in rids:
+        status = alice.get(f"/queue/{T2V}/requests/{rid}/status").json()
+        key = status["statusMessages"]["result_uri"].split("/", 3)[3]
+        result = alice.get(f"/queue/{T2V}/requests/{rid}")
+        if key in left:
+            assert result.status_code in (200, 410)
+        else:
+            assert result.status_code == 410 and status["expired"] is True
+
+    # the dead collector's lease (1 s) runs out; then the next collector finishes the batch
+    def next_collector() -> dict[str, Any] | None:
+        out = run_cli({**s.env, "VIDQ_OUTPUT_TTL": "0"}, "gc")
+        if out.returncode == 3:  # the gc lease is still the dead collector's
+            return None
+        assert out.returncode == 0, out.stderr
+        report: dict[str, Any] = json.loads(out.stdout)
+        return report
+
+    report = eventually(next_collector, 30, interval=0.5, what="the dead collector's lease")
+    assert report["outputs_expired"] == 3 and s.storage.keys("outputs/") == []
+    for rid in rids:
+        assert alice.get(f"/queue/{T2V}/requests/{rid}").status_code == 410
+
+
+# -- the fleet -------------------------------------------------------------------------------
 MODEL = "wan22-fast-t2v"
 SMALL = {"prompt": "fault", "width": 128, "height": 128, "duration": 1}
 LEASE_S = 3
@@ -47,8 +177,6 @@ CHAOS_AFTER_S = 30  # kills go on this long after the outage and the last submit
 STALL_S = 90  # the drain fails when no job completes for this long
 LOCAL_WORKERS = 4
 REMOTE_WORKERS = 2
-
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
 
 class Workers:
@@ -221,6 +349,7 @@ def _completed_by(rows: list[tuple[Any, ...]], pids: set[int]) -> int:
     return sum(1 for r in rows if r[1] == "COMPLETED" and r[6] and r[6].split(":")[-2] in names)
 
 
+@pytest.mark.slow
 def test_no_job_lost_or_duplicated_under_faults(
     tmp_path: Path, pg_server: PostgresServer, pg_url: str, seaweed: SeaweedServer,
     monkeypatch: pytest.MonkeyPatch,

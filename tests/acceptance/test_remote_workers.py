@@ -27,8 +27,8 @@ from tests.support.media import (
     tone,
     wav_bytes,
 )
-from tests.support.processes import Server, serve
-from tests.support.remote import finished, remote_worker, submit, worker_token
+from tests.support.processes import Server, finished, serve
+from tests.support.remote import remote_worker, submit, worker_token
 from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Server, run_cli, serve
-from tests.support.remote import dropping_proxy, finished, remote_worker, submit, worker_token
+from tests.support.processes import Server, finished, run_cli, serve
+from tests.support.remote import dropping_proxy, remote_worker, submit, worker_token
 from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"

@@ -60,6 +60,31 @@ def run_cli(
     )
 
 
+def vidq_worker(env: dict[str, str], *args: str, **settings: Any) -> subprocess.Popen[bytes]:
+    """`vidq worker ARGS` with ``env`` and ``settings`` (as ``VIDQ_*``) on top; its log on
+    its stderr pipe."""
+    env = {**env, **{f"VIDQ_{k.upper()}": str(v) for k, v in settings.items()}}
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidq", "worker", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finished(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
+    """Wait for a process to exit 0; its stderr (its log)."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    log = err.decode(errors="replace") if err else ""
+    assert proc.returncode == 0, log[-3000:]
+    return log
+
+
 def stop_process(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL if it is still there after 30 s."""
     if proc.poll() is None:
@@ -95,13 +120,7 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=verify)
 
     def worker(self, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
-        env = {**self.env, **{f"VIDQ_{k.upper()}": str(v) for k, v in settings.items()}}
-        return subprocess.Popen(
-            [sys.executable, "-m", "vidq", "worker", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        return vidq_worker(self.env, *args, **settings)
 
     def stop(self) -> None:
         stop_process(self.proc)

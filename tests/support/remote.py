@@ -50,14 +50,6 @@ def remote_worker(
         )
 
 
-def finished(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
-    """Wait for a worker to exit 0; its log."""
-    _, err = proc.communicate(timeout=timeout)
-    log = err.decode(errors="replace")
-    assert proc.returncode == 0, log
-    return log
-
-
 def submit(client: httpx.Client, model: str, body: dict[str, Any]) -> str:
     r = client.post(f"/queue/{model}", json=body)
     assert r.status_code == 200, r.text

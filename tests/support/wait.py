@@ -36,6 +36,29 @@ def eventually(
         time.sleep(interval)
 
 
+def until(
+    fetch: Callable[[], T],
+    done: Callable[[T], object],
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """Call ``fetch`` until ``done`` accepts what it returned, and return that; an
+    AssertionError naming ``what`` (and the last value) after ``timeout`` seconds."""
+    last: list[T] = []
+
+    def accepted() -> bool:
+        last[:] = [fetch()]
+        return bool(done(last[0]))
+
+    try:
+        eventually(accepted, timeout, interval=interval, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last: {last[0] if last else None!r}") from None
+    return last[0]
+
+
 def holds(
     condition: Callable[[], object], seconds: float, *, interval: float = 0.05, what: str = ""
 ) -> None:

@@ -1,13 +1,15 @@
-"""Per-token limits, deadlines and cancelling running jobs, over real HTTP against `vidq
-serve` subprocesses (SQLite and PostgreSQL): each limit's 429, the 50-submit race across two
-API processes, max-running fairness, deadlines of queued and running jobs, and a running
-preview job cancelled (its engine child stopped, no output kept, the next job served)."""
+"""Per-token limits, deadlines and cancelling running jobs, over real HTTP against the
+in-process stack, on SQLite and on PostgreSQL (the store enforces the limits and orders
+the queue): each limit's 429, the 50-submit race across two API replicas on one store,
+max-running fairness, deadlines of queued and running jobs, and a running preview job
+cancelled (its engine child stopped, no output kept, the next job served). The limits as
+`vidq token create/update/list` and `vidq submit` show them: tests/acceptance/test_cli_server.py."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,19 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Server, run_cli, serve
-from tests.support.wait import wait_status
+from tests.support.stack import Stack, stack
+from tests.support.stores import Database
+from tests.support.wait import eventually, until, wait_status
 from vidq.client import Client, RateLimited, RetryPolicy
 from vidq.store import open_store
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}
-
-
-def limited_token(server: Server, user: str, *options: str) -> str:
-    out = run_cli(server.env, "token", "create", "--user", user, *options)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def post(
@@ -57,9 +54,9 @@ def own_requests(client: httpx.Client) -> list[dict[str, Any]]:
     return items
 
 
-def test_each_limit_answers_429_and_stores_nothing(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=0) as server:
-        queued = limited_token(server, "ann", "--max-queued", "2")
+def test_each_limit_answers_429_and_stores_nothing(tmp_path: Path, database: Database) -> None:
+    with stack(tmp_path / "data", workers=0, database=database) as server:
+        queued = server.token("ann", max_queued=2)
         with server.client(queued) as c:
             first = ok(post(c, {"Idempotency-Key": "one"}))
             ok(post(c))
@@ -75,7 +72,7 @@ def test_each_limit_answers_429_and_stores_nothing(tmp_path: Path) -> None:
             assert c.put(f"/queue/{T2V}/requests/{first}/cancel").status_code == 204
             ok(post(c))  # the cancelled one freed its slot
 
-        rate = limited_token(server, "ben", "--rate-per-minute", "2")
+        rate = server.token("ben", rate_per_minute=2)
         with server.client(rate) as c:
             ok(post(c))
             ok(post(c))
@@ -84,47 +81,23 @@ def test_each_limit_answers_429_and_stores_nothing(tmp_path: Path) -> None:
             assert len(own_requests(c)) == 2
 
         # 17 frames at 16 fps: 1.0625 s of video per request.
-        daily = limited_token(server, "cid", "--daily-video-seconds", "2")
+        daily = server.token("cid", daily_video_seconds=2)
         with server.client(daily) as c:
             ok(post(c))
             refused(post(c), "daily_video_seconds", 2)
             assert len(own_requests(c)) == 1
-        out = run_cli(
-            {**server.env, "VIDQ_URL": server.url, "VIDQ_TOKEN": daily},
-            "submit", T2V, "-p", "a fox", "--width", "128", "--height", "128",
-            "--duration", "1", "--no-wait",
-        )  # fmt: skip
-        assert out.returncode != 0 and "daily_video_seconds" in out.stderr, out.stderr
-        assert "retry in" in out.stderr
-
-        listed = run_cli(server.env, "token", "list")
-        assert listed.returncode == 0, listed.stderr
-        rows = [line.split("\t") for line in listed.stdout.splitlines()]
-        columns = rows[0]
-        ann = next(dict(zip(columns, row, strict=True)) for row in rows if row[1] == "ann")
-        assert (ann["QUEUED"], ann["RUNNING"]) == ("2/2", "0/-"), ann
-
-        # Bad limits on the command line: clear errors, nothing created.
-        for bad in ("-1", "abc", "1.5"):
-            out = run_cli(server.env, "token", "create", "--user", "x", "--max-queued", bad)
-            assert out.returncode == 2 and "--max-queued" in out.stderr, out.stderr
-        assert "\tx\t" not in run_cli(server.env, "token", "list").stdout
-        token_id = ann["ID"]
-        lifted = run_cli(server.env, "token", "update", token_id, "--max-queued", "none")
-        assert lifted.returncode == 0, lifted.stderr
-        header, row = (line.split("\t") for line in lifted.stdout.splitlines())
-        assert header == columns and dict(zip(header, row, strict=True))["QUEUED"] == "-"
-        with server.client(queued) as c:
-            ok(post(c))  # no limit any more (within the 2 s token cache)
-        out = run_cli(server.env, "token", "update", token_id, "--rate-per-minute", "-3")
-        assert out.returncode == 2 and "--rate-per-minute" in out.stderr
 
 
-def test_bad_request_timeouts_and_deadlines_of_queued_jobs(tmp_path: Path) -> None:
+def test_bad_request_timeouts_and_deadlines_of_queued_jobs(
+    tmp_path: Path, database: Database
+) -> None:
     with (
-        serve(tmp_path / "data", workers=0, max_queue_seconds=2, reaper_interval=0.2) as server,
+        stack(
+            tmp_path / "data", workers=0, database=database, max_queue_seconds=2,
+            reaper_interval=0.2,
+        ) as server,
         server.client(server.token("dee")) as c,
-    ):
+    ):  # fmt: skip
         for bad in ("abc", "-1", "0", "inf", "nan", ""):
             r = post(c, {"X-Request-Timeout": bad})
             assert r.status_code == 422, r.text
@@ -140,22 +113,27 @@ def test_bad_request_timeouts_and_deadlines_of_queued_jobs(tmp_path: Path) -> No
         plain = ok(post(c))
         failed = wait_status(c, T2V, timed, {"FAILED", "COMPLETED"}, timeout=10)
         assert failed["status"] == "FAILED" and failed["error"] == "deadline exceeded"
-        r = c.get(f"/queue/vidq/{T2V}/requests/{fal_id}/status")
-        deadline = time.monotonic() + 10
-        while r.json()["status"] != "COMPLETED" and time.monotonic() < deadline:
-            time.sleep(0.1)
-            r = c.get(f"/queue/vidq/{T2V}/requests/{fal_id}/status")
-        assert r.json()["error"] == "deadline exceeded", r.json()
-        assert r.json()["error_type"] == "deadline_exceeded"
+        fal_status = until(
+            lambda: c.get(f"/queue/vidq/{T2V}/requests/{fal_id}/status").json(),
+            lambda body: body["status"] == "COMPLETED",
+            10,
+            what="the fal request to finish",
+        )
+        assert fal_status["error"] == "deadline exceeded", fal_status
+        assert fal_status["error_type"] == "deadline_exceeded"
         gone = wait_status(c, T2V, plain, {"FAILED"}, timeout=10)
         assert gone["error"] == "not started within 2 s"
 
 
-def test_fifty_submits_across_two_api_processes_accept_exactly_max_queued(
-    tmp_path: Path,
+def test_fifty_submits_across_two_api_replicas_accept_exactly_max_queued(
+    tmp_path: Path, database: Database
 ) -> None:
-    with serve(tmp_path / "data", workers=0) as a, serve(tmp_path / "data", workers=0) as b:
-        token = limited_token(a, "eve", "--max-queued", "5")
+    """Two API replicas (two apps, each with its own store connections) on one store."""
+    with (
+        stack(tmp_path / "data", workers=0, database=database) as a,
+        stack(tmp_path / "data", workers=0, database=database) as b,
+    ):
+        token = a.token("eve", max_queued=5)
         clients = [a.client(token), b.client(token)]
         start = threading.Barrier(50)
         codes: list[int] = []
@@ -175,12 +153,12 @@ def test_fifty_submits_across_two_api_processes_accept_exactly_max_queued(
             c.close()
 
 
-def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path) -> None:
+def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path, database: Database) -> None:
     """Over HTTP, both dialects: the held user's jobs count ahead of nobody else's, and
-    the server's cached positions follow a job that a worker (here: another process's
-    store) starts."""
-    with serve(tmp_path / "data", workers=0) as server:
-        gus = server.client(limited_token(server, "gus", "--max-running", "1"))
+    the server's cached positions follow a job that a worker (here: another store
+    instance, as another process would hold) starts."""
+    with stack(tmp_path / "data", workers=0, database=database) as server:
+        gus = server.client(server.token("gus", max_running=1))
         hal = server.client(server.token("hal"))
         mine = [ok(post(gus)) for _ in range(3)]
         theirs = [ok(post(hal)) for _ in range(2)]
@@ -194,8 +172,7 @@ def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path) -> None:
         assert status(gus, mine[0]) == (0, None)
         assert [status(hal, rid) for rid in theirs] == [(1, None), (2, None)]
         assert [status(gus, rid) for rid in mine[1:]] == [(1, "HELD"), (2, "HELD")]
-        url = server.env.get("VIDQ_DATABASE_URL", f"sqlite:///{server.data_dir / 'vidq.db'}")
-        worker = open_store(url, migrate=False)
+        worker = open_store(server.settings.resolved_database_url(), migrate=False)
         try:
             job = worker.claim(["wan22-t2v"], "w", 60)
             assert job is not None and str(job.id) == mine[0]
@@ -211,10 +188,11 @@ def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path) -> None:
 
 
 # -- running jobs: the preview engine, slowed down so a job is seen running -------------------
-def engine_children(server: Server) -> set[int]:
-    """Pids of the engine child processes under `vidq serve` (spawned by multiprocessing)."""
+def engine_children() -> set[int]:
+    """Pids of the engine child processes of the stack's worker threads: this process's
+    children spawned by multiprocessing."""
     found: set[int] = set()
-    parents = {server.proc.pid}
+    parents = {os.getpid()}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
@@ -232,44 +210,42 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def outputs_of(server: Server, rid: str) -> list[Path]:
+def outputs_of(server: Stack, rid: str) -> list[Path]:
     return list(server.data_dir.rglob(f"{rid}_0_*"))
 
 
 @pytest.fixture
-def slow(tmp_path: Path) -> Iterator[Server]:
-    with serve(
-        tmp_path / "data", workers=2, preview_step_seconds=1.5, lease_seconds=1.5,
-        reaper_interval=0.2,
+def slow(tmp_path: Path, database: Database) -> Iterator[Stack]:
+    with stack(
+        tmp_path / "data", workers=2, database=database, preview_step_seconds=1.5,
+        lease_seconds=1.5, reaper_interval=0.2,
     ) as server:  # fmt: skip
         yield server
 
 
 def wait_running(c: httpx.Client, rid: str) -> None:
     """Until the engine child reported a step: RUNNING alone may precede its spawn."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def stepped() -> bool:
         body = c.get(f"/requests/{rid}").json()
         assert body["status"] in ("IN_QUEUE", "IN_PROGRESS"), body
-        if (body.get("progress") or {}).get("done", 0) >= 1:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"request {rid} never made progress")
+        return bool((body.get("progress") or {}).get("done", 0) >= 1)
+
+    eventually(stepped, 30, what=f"request {rid} to make progress")
 
 
-def test_cancel_running_deadlines_and_max_running(slow: Server) -> None:
+def test_cancel_running_deadlines_and_max_running(slow: Stack) -> None:
     c = slow.client(slow.token("fay"))
     # Cancel a running job: 409 without ?running=true, 202 with it, then CANCELLED.
     target = ok(post(c, duration=5))
     wait_running(c, target)
-    before = engine_children(slow)
+    before = engine_children()
     assert c.put(f"/queue/{T2V}/requests/{target}/cancel").status_code == 409
     r = c.put(f"/queue/{T2V}/requests/{target}/cancel", params={"running": "true"})
     assert r.status_code == 202 and r.json() == {"status": "CANCELLATION_REQUESTED"}
     wait_status(c, T2V, target, {"CANCELLED"}, timeout=10)
-    time.sleep(0.5)
-    stopped = [pid for pid in before if not alive(pid)]
-    assert len(stopped) == 1, (before, engine_children(slow))  # its engine child, only
+    stopped = eventually(lambda: [pid for pid in before if not alive(pid)], 10)
+    assert len(stopped) == 1, (before, engine_children())  # its engine child, only
     assert outputs_of(slow, target) == []
     r = c.put(f"/queue/{T2V}/requests/{target}/cancel", params={"running": "true"})
     assert r.status_code == 409  # finished
@@ -293,15 +269,16 @@ def test_cancel_running_deadlines_and_max_running(slow: Server) -> None:
     # 8 steps of 1.5 s: still running at its deadline even after a slow engine start.
     late = ok(post(c, {"X-Request-Timeout": "8"}, higher_quality_with_more_steps=True))
     wait_running(c, late)
-    before = engine_children(slow)
+    before = engine_children()
     failed = wait_status(c, T2V, late, {"FAILED", "COMPLETED"}, timeout=15)
     assert failed["status"] == "FAILED" and failed["error"] == "deadline exceeded"
-    time.sleep(1.5)  # its worker's next heartbeat (lease/3) stops the child
-    assert len([pid for pid in before if not alive(pid)]) == 1
+    # its worker's next heartbeat (lease/3) stops the child
+    stopped = eventually(lambda: [pid for pid in before if not alive(pid)], 10)
+    assert len(stopped) == 1, (before, engine_children())
     assert outputs_of(slow, late) == []
 
     # Max running: a user with 20 queued and --max-running 1 does not block another.
-    busy = slow.client(limited_token(slow, "gus", "--max-running", "1"))
+    busy = slow.client(slow.token("gus", max_running=1))
     mine = [ok(post(busy)) for _ in range(20)]
     other = ok(post(c))
     wait_status(c, T2V, other, {"COMPLETED"}, timeout=60)

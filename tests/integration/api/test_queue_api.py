@@ -1,19 +1,18 @@
-"""The spec, walked over real HTTP against `vidq serve` and `vidq worker` subprocesses."""
+"""The spec, walked over real HTTP against the in-process stack (tests/support/stack.py):
+positions, order, cancel, progress, results, downloads, error codes and isolation. A worker
+killed mid-job is an acceptance test (tests/acceptance/test_faults.py)."""
 
 from __future__ import annotations
 
-import signal
-import sqlite3
-import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.media import probe_mp4, result_mp4
-from tests.support.processes import Server, serve
-from tests.support.wait import wait_status
+from tests.support.stack import Stack, stack
+from tests.support.wait import eventually, wait_status
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}
@@ -42,28 +41,22 @@ def position(client: httpx.Client, rid: str, model: str = T2V) -> int:
     return int(body["queue_position"])
 
 
-def db_rows(server: Server, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(server.data_dir / "vidq.db") as conn:
-        return conn.execute(sql).fetchall()
-
-
-def drain(server: Server, timeout: float = 120) -> None:
-    worker = server.worker("--burst")
-    try:
-        _, err = worker.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        raise
-    assert worker.returncode == 0, err.decode()[-2000:]
+def completed_in_order(s: Stack, pool: str) -> list[str]:
+    """The request ids of a pool's completed jobs, in the order workers started them."""
+    admin = s.client(s.admin_token)
+    r = admin.get("/admin/requests", params={"pool": pool, "state": "COMPLETED", "limit": 100})
+    assert r.status_code == 200, r.text
+    jobs = sorted(r.json()["requests"], key=lambda j: j["started_at"])
+    return [str(j["request_id"]) for j in jobs]
 
 
 @pytest.fixture
-def api_only(tmp_path: Path) -> Server:
-    with serve(tmp_path / "data", workers=0) as server:
-        yield server
+def api_only(tmp_path: Path) -> Iterator[Stack]:
+    with stack(tmp_path / "data", workers=0) as s:
+        yield s
 
 
-def test_queue_positions_cancel_and_order(api_only: Server) -> None:
+def test_queue_positions_cancel_and_order(api_only: Stack) -> None:
     alice = api_only.client(api_only.token("alice", max_priority=100))
     first = submit(alice)
     second = submit(alice)
@@ -91,16 +84,8 @@ def test_queue_positions_cancel_and_order(api_only: Server) -> None:
     assert "CANCELLED" in again.json()["detail"]
     assert alice.get(f"/queue/{T2V}/requests/{first}").status_code == 409
 
-    drain(api_only)
-    order = [
-        str(r[0])
-        for r in db_rows(
-            api_only,
-            "SELECT id FROM jobs WHERE pool = 'wan22-t2v' AND state = 'COMPLETED' "
-            "ORDER BY started_at",
-        )
-    ]
-    assert order == [premium, pro, urgent, second]
+    assert api_only.drain() == 5  # a burst worker (`vidq worker --burst`): these and fp8's
+    assert completed_in_order(api_only, "wan22-t2v") == [premium, pro, urgent, second]
     done = alice.get(f"/queue/{T2V}/requests/{second}/status").json()
     assert done["status"] == "COMPLETED"
     assert done["queue_position"] == 0 and done["etaSeconds"] == 0
@@ -111,7 +96,7 @@ def test_queue_positions_cancel_and_order(api_only: Server) -> None:
 
 
 def test_progress_result_and_binary_download(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=1, preview_step_seconds=0.4) as server:
+    with stack(tmp_path / "data", workers=1, preview_step_seconds=0.4) as server:
         alice = server.client(server.token("alice"))
         rid = submit(alice, width=256, height=144, duration=2)
         running = wait_status(alice, T2V, rid, {"IN_PROGRESS"})
@@ -121,11 +106,15 @@ def test_progress_result_and_binary_download(tmp_path: Path) -> None:
         assert messages["detail_message"].endswith(" Tasks done")
         assert messages["estimated_total_time_seconds"] > 0
         seen = set()
-        while (body := alice.get(f"/queue/{T2V}/requests/{rid}/status").json())[
-            "status"
-        ] == "IN_PROGRESS":
+
+        def finished() -> dict[str, object] | None:
+            body = alice.get(f"/queue/{T2V}/requests/{rid}/status").json()
+            if body["status"] != "IN_PROGRESS":
+                return dict(body)
             seen.add(body["statusMessages"]["detail_message"])
-            time.sleep(0.1)
+            return None
+
+        body = eventually(finished, 60, interval=0.1, what="the job to finish")
         assert body["status"] == "COMPLETED"
         assert len(seen) >= 2, seen  # progress moved while we watched
         assert all(m.endswith("/5 Tasks done") for m in seen), seen  # 4 steps + encode
@@ -158,7 +147,7 @@ def test_progress_result_and_binary_download(tmp_path: Path) -> None:
 
 
 def test_error_codes_and_isolation(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=1, max_body_bytes=100_000) as server:
+    with stack(tmp_path / "data", workers=1, max_body_bytes=100_000) as server:
         alice = server.client(server.token("alice", max_priority=40))
         bob = server.client(server.token("bob"))
         rid = submit(alice)
@@ -226,22 +215,3 @@ def test_error_codes_and_isolation(tmp_path: Path) -> None:
             assert any(field in [str(x) for x in d["loc"]] for d in detail), (raw, detail)
         over = alice.post(f"/queue/{T2V}", json={**SMALL, "priority": 41}).json()["detail"]
         assert "maximum of 40" in over[0]["msg"]
-
-
-def test_worker_killed_mid_job_is_retried_and_completes(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=0, lease_seconds=2, reaper_interval=0.5) as server:
-        alice = server.client(server.token("alice"))
-        rid = submit(alice, duration=2)
-        victim = server.worker(preview_step_seconds=1.0)
-        wait_status(alice, T2V, rid, {"IN_PROGRESS"}, timeout=60)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        # the lease expires, the reaper turns the job back into a queued RETRY
-        back = wait_status(alice, T2V, rid, {"IN_QUEUE"}, timeout=30)
-        assert back["queue_position"] == 0
-        drain(server)
-        done = wait_status(alice, T2V, rid, {"COMPLETED", "FAILED"})
-        assert done["status"] == "COMPLETED", done
-        [(attempt,)] = db_rows(server, f"SELECT attempt FROM jobs WHERE id = {rid}")
-        assert attempt == 2
-        assert probe_mp4(result_mp4(alice, T2V, rid), tmp_path).frames == 33
