@@ -223,3 +223,47 @@ def test_token_limits_set_listed_lifted_and_refused(tmp_path: Path) -> None:
             assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
         out = run_cli(env, "token", "update", token_id, "--rate-per-minute", "-3")
         assert out.returncode == 2 and "--rate-per-minute" in out.stderr
+
+
+# -- `vidq models check` and a worker without its weights --------------------------------------
+WAN_POOLS = "wan22-t2v=wan,wan22-i2v=wan"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vidq.engines.wan_configs import write_tiny_models
+
+    path = tmp_path_factory.mktemp("models")
+    write_tiny_models(path)
+    return path
+
+
+def test_models_check_reports_present_and_missing(tmp_path: Path, models_dir: Path) -> None:
+    env = vidq_env(tmp_path / "data", models_dir=models_dir)
+    out = run_cli(env, "models", "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "wan22-fast-t2v: ok" in out.stdout and "wan22-fast-i2v-fp8: ok" in out.stdout
+
+    empty = tmp_path / "empty"
+    (empty / "Wan2.2-T2V-A14B-Diffusers" / "vae").mkdir(parents=True)
+    (empty / "Wan2.2-T2V-A14B-Diffusers" / "vae" / "config.json").write_text("{}")
+    out = run_cli(vidq_env(tmp_path / "data", models_dir=empty), "models", "check")
+    assert out.returncode == 1
+    assert "wan22-fast-t2v: MISSING" in out.stdout
+    assert f"present: {empty / 'Wan2.2-T2V-A14B-Diffusers' / 'vae'}" in out.stdout
+    assert f"missing: {empty / 'Wan2.2-T2V-A14B-Diffusers' / 'transformer_2'}" in out.stdout
+    assert "high_noise_model.safetensors" in out.stdout
+
+
+def test_worker_refuses_to_start_when_weights_are_missing(tmp_path: Path) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    env = vidq_env(tmp_path / "data", engines=WAN_POOLS, models_dir=empty)
+    out = run_cli(env, "worker", "--burst", "--pools", "wan22-i2v")
+    assert out.returncode == 2, out.stderr
+    assert "refusing to start" in out.stderr and "wan22-fast-i2v" in out.stderr
+    assert str(empty / "Wan2.2-I2V-A14B-Diffusers" / "model_index.json") in out.stderr
+
+    env = vidq_env(tmp_path / "data", engines=WAN_POOLS)
+    out = run_cli(env, "worker", "--burst", "--pools", "wan22-t2v")
+    assert out.returncode == 2 and "VIDQ_MODELS_DIR is not set" in out.stderr

@@ -1,21 +1,23 @@
-"""The fal-compatible dialect's wire details, over plain HTTP with httpx: `Key` auth,
+"""The fal-compatible dialect's wire details, over plain HTTP with httpx against the
+in-process stack: `Key` auth,
 `x-fal-request-id`, queue priority `low`, the status shapes, cancel, the SSE stream."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.support.processes import run_cli, serve
+from tests.support.stack import stack
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 APP = "/queue/vidq/wan22-fast-t2v"
 
 
 def test_queue_shapes_priority_cancel_and_stream(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=0) as server:  # nothing runs: jobs stay queued
+    with stack(tmp_path / "data", workers=0) as server:  # nothing runs: jobs stay queued
         token = server.token("falhttp")
         client = server.client(None)
         client.headers["Authorization"] = f"Key {token}"
@@ -84,7 +86,7 @@ def test_uploads_limits_isolation_and_run_timeout(tmp_path: Path) -> None:
     kept), another user's upload URL (422 naming the field, 404 to download), bytes that
     do not decode (422 at submit), a lifecycle header, and fal.run's 504 (no worker)."""
     data = tmp_path / "data"
-    with serve(data, workers=0, max_input_bytes=64 * 1024, run_timeout=1) as server:
+    with stack(data, workers=0, max_input_bytes=64 * 1024, run_timeout=1) as server:
         alice = server.client(None)
         alice.headers["Authorization"] = f"Key {server.token('alice')}"
         bob = server.client(None)
@@ -157,11 +159,9 @@ def test_uploads_limits_isolation_and_run_timeout(tmp_path: Path) -> None:
 
         # Retention: uploads without an expiry of their own go after VIDQ_UPLOAD_TTL (here
         # 0); the one that asked for 60 s stays. A dry run deletes nothing.
-        def gc(*args: str) -> dict[str, object]:
-            out = run_cli({**server.env, "VIDQ_UPLOAD_TTL": "0"}, "gc", *args)
-            assert out.returncode == 0, out.stderr
-            report: dict[str, object] = json.loads(out.stdout)
-            return report
+        def gc(*args: str) -> dict[str, Any]:
+            """What `vidq gc ARGS` reports with VIDQ_UPLOAD_TTL=0 (the same collector)."""
+            return server.gc(dry_run="--dry-run" in args, upload_ttl=0)
 
         def uploads() -> list[str]:
             return sorted(p.name for p in data.rglob("*") if p.is_file() and "uploads" in p.parts)

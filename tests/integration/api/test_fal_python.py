@@ -1,4 +1,4 @@
-"""The real `fal-client` from PyPI, unmodified, against `vidq serve` over TLS.
+"""The real `fal-client` from PyPI, unmodified, against the in-process stack over TLS.
 
 fal-client builds ``https://{FAL_QUEUE_RUN_HOST}/{app_id}``; pointing that variable at
 ``127.0.0.1:<port>/queue`` and SSL_CERT_FILE at a certificate made here is all it takes.
@@ -21,19 +21,19 @@ import httpx
 import pytest
 
 from tests.support.media import probe_mp4
-from tests.support.processes import Server, run_cli, serve
+from tests.support.stack import Stack, stack
 from tests.support.tls import self_signed
 
 DRIVER = Path(__file__).parents[2] / "support" / "fal_py_driver.py"
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("fal-py")
     cert, key = self_signed(root / "tls")
     # the pool wan22-s2v is served by an engine that does not exist: its jobs really fail
     # (the worker cannot load the engine), with one attempt.
-    with serve(
+    with stack(
         root / "data",
         tls=(cert, key),
         engines="wan22-s2v=nonexistent",
@@ -43,7 +43,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-def drive(server: Server, scenario: str, key: str | None = None) -> dict[str, Any]:
+def drive(server: Stack, scenario: str, key: str | None = None) -> dict[str, Any]:
     assert server.ca is not None
     env = {
         **os.environ,
@@ -66,14 +66,14 @@ def drive(server: Server, scenario: str, key: str | None = None) -> dict[str, An
     return result
 
 
-def download(server: Server, video: dict[str, Any]) -> bytes:
+def download(server: Stack, video: dict[str, Any]) -> bytes:
     verify = ssl.create_default_context(cafile=str(server.ca))
     response = httpx.get(video["url"], verify=verify, timeout=30)
     assert response.status_code == 200
     return response.content
 
 
-def test_subscribe_with_logs_gives_a_real_mp4(tls_server: Server, tmp_path: Path) -> None:
+def test_subscribe_with_logs_gives_a_real_mp4(tls_server: Stack, tmp_path: Path) -> None:
     out = drive(tls_server, "subscribe")
     kinds = [u["type"] for u in out["updates"]]
     assert kinds[-1] == "Completed" and "InProgress" in kinds, kinds
@@ -90,7 +90,7 @@ def test_subscribe_with_logs_gives_a_real_mp4(tls_server: Server, tmp_path: Path
     assert (info.width, info.height, info.frames, info.codec) == (128, 128, 17, "h264")
 
 
-def test_submit_status_and_result_by_handle_and_by_id(tls_server: Server) -> None:
+def test_submit_status_and_result_by_handle_and_by_id(tls_server: Stack) -> None:
     out = drive(tls_server, "submit_status_result")
     rid = out["request_id"]
     base = f"{tls_server.url}/queue/vidq/wan22-fast-t2v/requests/{rid}"
@@ -104,7 +104,7 @@ def test_submit_status_and_result_by_handle_and_by_id(tls_server: Server) -> Non
     assert out["result_by_id"]["video"]["file_name"] == out["result"]["video"]["file_name"]
 
 
-def test_cancel_while_queued_and_after_completion(tls_server: Server) -> None:
+def test_cancel_while_queued_and_after_completion(tls_server: Stack) -> None:
     out = drive(tls_server, "cancel")
     assert out["queued_status"]["type"] == "Queued"
     after = out["after_cancel"]
@@ -115,7 +115,7 @@ def test_cancel_while_queued_and_after_completion(tls_server: Server) -> None:
     assert late["status_code"] == 400 and "already finished" in late["message"]
 
 
-def test_a_failing_job_is_completed_with_an_error(tls_server: Server) -> None:
+def test_a_failing_job_is_completed_with_an_error(tls_server: Stack) -> None:
     out = drive(tls_server, "failing")
     final = out["updates"][-1]
     assert final["type"] == "Completed"
@@ -127,7 +127,7 @@ def test_a_failing_job_is_completed_with_an_error(tls_server: Server) -> None:
     assert "nonexistent" in error["message"] and error["request_id"]
 
 
-def test_invalid_input_is_a_422_naming_the_field(tls_server: Server) -> None:
+def test_invalid_input_is_a_422_naming_the_field(tls_server: Stack) -> None:
     out = drive(tls_server, "invalid")
     named = {
         "width_100": "width", "width_321": "width", "frames_16": "num_frames",
@@ -139,7 +139,7 @@ def test_invalid_input_is_a_422_naming_the_field(tls_server: Server) -> None:
         assert out[case]["detail"][0]["loc"] == ["body", field], (case, out[case])
 
 
-def test_uploads_then_fal_endpoint_ids_with_fal_fields(tls_server: Server, tmp_path: Path) -> None:
+def test_uploads_then_fal_endpoint_ids_with_fal_fields(tls_server: Stack, tmp_path: Path) -> None:
     out = drive(tls_server, "uploads_and_aliases")
     for url in out["urls"]:
         assert url.startswith(f"{tls_server.url}/fal/files/"), url
@@ -174,14 +174,13 @@ def test_uploads_then_fal_endpoint_ids_with_fal_fields(tls_server: Server, tmp_p
     assert video(out["run"]) == (128, 128, 17) and out["run"]["seed"] == 5
 
 
-def test_a_rate_limited_submit_is_retried_then_raised(tls_server: Server) -> None:
+def test_a_rate_limited_submit_is_retried_then_raised(tls_server: Stack) -> None:
     """Our 429 as fal-client sees it: it retries (429 is in its RETRY_CODES, with its own
     backoff: it does not read Retry-After), then raises FalClientHTTPError with our
     detail and error_type."""
     user = f"fal-rated-{os.getpid()}-{time.monotonic_ns()}"  # the module's server is shared
-    key = run_cli(tls_server.env, "token", "create", "--user", user, "--rate-per-minute", "1")
-    assert key.returncode == 0, key.stderr
-    out = drive(tls_server, "rate_limited", key.stdout.strip())
+    key = tls_server.token(user, rate_per_minute=1)
+    out = drive(tls_server, "rate_limited", key)
     assert out["first"]
     assert out["sent"] == [200, 429, 429, 429], out["sent"]  # the driver allows 3 attempts
     error = out["error"]

@@ -28,18 +28,18 @@ from tests.support.media import (
     tone,
     wav_bytes,
 )
-from tests.support.processes import Server, serve
+from tests.support.stack import Stack, stack
 from tests.support.wait import wait_status
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve(tmp_path_factory.mktemp("families") / "data") as srv:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with stack(tmp_path_factory.mktemp("families") / "data") as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: Stack) -> Iterator[httpx.Client]:
     with server.client(server.token("alice")) as c:
         yield c
 
@@ -181,7 +181,7 @@ def test_foley_background_music_adds_a_bed(client: httpx.Client, tmp_path: Path)
 
 
 def test_media_inputs_are_stored_as_blobs_not_in_the_job_row(
-    server: Server, client: httpx.Client
+    server: Stack, client: httpx.Client
 ) -> None:
     png = encode_image(picture(64, 64, seed=9), "PNG")
     r = client.post(

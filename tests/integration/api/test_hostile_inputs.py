@@ -1,27 +1,22 @@
-"""Hostile request bodies and images (issue 12, "bounded inputs" and "bounded decoding"),
-over HTTP against `vidq serve`, on SQLite and PostgreSQL:
+"""Hostile request bodies (issue 12, "bounded inputs"), over HTTP against the in-process
+stack:
 
-- NUL or a lone surrogate in any string: 422 naming the field, nothing stored (PostgreSQL
-  used to store the job and then answer 503 on every read of it);
+- NUL or a lone surrogate in any string: 422 naming the field, nothing stored, on SQLite
+  and on PostgreSQL (PostgreSQL used to store the job and then answer 503 on every read of
+  it: the store decided what a user saw);
 - invalid UTF-8, a 5,000-digit integer, deep nesting: 422 with a ``detail`` list, never
   the framework's 400 or 500, on the native and the fal routes;
-- unknown fields over ``VIDQ_MAX_FIELDS_BYTES``: 413 naming the limit (media not counted);
-- memory, read from /proc: 40 parallel tiny PNGs declaring 6320x6320 (the API decoded
-  each: 113 MB -> 1.1 GB), and a 1x50 PNG at ``new_resolution: 3840p`` (the engine child
-  planned a 3840x192000 intermediate: 8.56 GB for a 128x480 video).
+- unknown fields over ``VIDQ_MAX_FIELDS_BYTES``: 413 naming the limit (media not counted).
+
+The memory of the processes under hostile images (read from /proc) is an acceptance test:
+tests/acceptance/test_service.py.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import dataclasses
 import io
 import json
-import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,52 +26,67 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.media import b64, png_header_bomb, probe_mp4, result_mp4
-from tests.support.processes import Server, serve
-from tests.support.wait import wait_status
+from tests.support.media import b64
+from tests.support.servers import PostgresServer
+from tests.support.stack import Stack, stack
+from tests.support.stores import Database
 
 NATIVE = "/queue/wan22-fast-t2v"
 FAL = "/queue/fal-ai/wan22-fast-t2v"
 I2V = "/queue/wan22-fast-i2v"
 FIELDS_LIMIT = 256 * 1024  # VIDQ_MAX_FIELDS_BYTES's default
-API_PEAK_MB = 600  # the API process, whatever the number of image submits
-TREE_PEAK_MB = 600  # serve, its worker and the engine child together
 
 
-class _Servers:
-    """One `vidq serve` and one user per job-store backend, started on first use (the e2e
-    conftest points helpers.DEFAULT_SETTINGS at the backend under test)."""
+class _Stacks:
+    """One stack and one user per job store, started on first use and kept for the module."""
 
-    def __init__(self, stack: contextlib.ExitStack, root: Path) -> None:
-        self.stack, self.root = stack, root
-        self.running: dict[str, tuple[Server, str]] = {}
+    def __init__(self, exits: contextlib.ExitStack, root: Path, request: Any) -> None:
+        self.exits, self.root, self.request = exits, root, request
+        self.running: dict[str, tuple[Stack, str]] = {}
 
-    def get(self, backend: str) -> tuple[Server, str]:
-        if backend not in self.running:
-            server = self.stack.enter_context(serve(self.root / backend, workers=0))
-            self.running[backend] = (server, server.token("mallory"))
-        return self.running[backend]
+    def get(self, kind: str) -> tuple[Stack, str]:
+        if kind not in self.running:
+            database = Database("sqlite")
+            if kind == "postgres":
+                pg: PostgresServer = self.request.getfixturevalue("pg_server")
+                database = Database("postgres", pg.create_database())
+            s = self.exits.enter_context(stack(self.root / kind, workers=0, database=database))
+            self.running[kind] = (s, s.token("mallory"))
+        return self.running[kind]
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Servers]:
-    with contextlib.ExitStack() as stack:
-        yield _Servers(stack, tmp_path_factory.mktemp("hostile"))
+def stacks(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[_Stacks]:
+    with contextlib.ExitStack() as exits:
+        yield _Stacks(exits, tmp_path_factory.mktemp("hostile"), request)
 
 
 @pytest.fixture
-def server(servers: _Servers, e2e_backend: str) -> Server:
-    return servers.get(e2e_backend)[0]
+def kind() -> str:
+    """The job store of a test here: SQLite, unless it is parametrized with both."""
+    return "sqlite"
+
+
+BOTH = pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 
 
 @pytest.fixture
-def client(servers: _Servers, e2e_backend: str) -> Iterator[httpx.Client]:
-    server, token = servers.get(e2e_backend)
+def server(stacks: _Stacks, kind: str) -> Stack:
+    return stacks.get(kind)[0]
+
+
+@pytest.fixture
+def client(stacks: _Stacks, kind: str) -> Iterator[httpx.Client]:
+    server, token = stacks.get(kind)
     with server.client(token) as c:
         yield c
 
 
-def _stored(server: Server, client: httpx.Client) -> tuple[list[str], list[Path]]:
+def _stored(server: Stack, client: httpx.Client) -> tuple[list[str], list[Path]]:
     r = client.get("/requests", params={"limit": 100})
     assert r.status_code == 200, r.text
     inputs = server.data_dir / "blobs" / "vidq" / "inputs"
@@ -85,7 +95,7 @@ def _stored(server: Server, client: httpx.Client) -> tuple[list[str], list[Path]
 
 
 @pytest.fixture
-def nothing_stored(server: Server, client: httpx.Client) -> Callable[[], None]:
+def nothing_stored(server: Stack, client: httpx.Client) -> Callable[[], None]:
     """Call it at the end of a test: no request and no input blob since the test began."""
     before = _stored(server, client)
 
@@ -113,6 +123,7 @@ def detail_of_422(r: httpx.Response) -> list[dict[str, Any]]:
 _STRINGS = {"NUL": "\u0000", "lone surrogate": "\ud800"}
 
 
+@BOTH
 @pytest.mark.parametrize("route", [NATIVE, FAL])
 @pytest.mark.parametrize("char", list(_STRINGS))
 @pytest.mark.parametrize("where", ["prompt", "unknown field", "key"])
@@ -134,6 +145,7 @@ def test_unstorable_strings_are_422_naming_the_field(
     nothing_stored()
 
 
+@BOTH
 def test_a_valid_surrogate_pair_is_an_ordinary_character(client: httpx.Client) -> None:
     body = b'{"prompt": "a lighthouse \\ud83c\\udf05", "width": 128, "height": 128}'
     r = post_raw(client, NATIVE, body)
@@ -217,108 +229,3 @@ def test_media_does_not_count_towards_the_fields_limit(client: httpx.Client) -> 
     assert len(out.getvalue()) > FIELDS_LIMIT
     r = client.post(I2V, json={"prompt": "x", "data_uri": b64(out.getvalue()), "duration": 1})
     assert r.status_code == 200, r.text[:300]
-
-
-# --- memory, measured from /proc -----------------------------------------------------------
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (children of every thread, not just the main one)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            for child in (task / "children").read_text().split():
-                found += _tree(int(child))
-    return found
-
-
-def _status_mb(pid: int, key: str) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1]) // 1024
-    return None
-
-
-@dataclasses.dataclass
-class TreeMemory:
-    """Samples a process tree every 10 ms: the peak (sum over processes of each one's
-    VmHWM, an upper bound of the tree's real peak). Past ``kill_mb`` of resident memory
-    it kills the descendants, so a regression fails the test instead of the machine."""
-
-    pid: int
-    kill_mb: int
-    peaks: dict[int, int] = dataclasses.field(default_factory=dict)
-    killed: bool = False
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            pids = _tree(self.pid)
-            resident = 0
-            for pid in pids:
-                hwm, rss = _status_mb(pid, "VmHWM"), _status_mb(pid, "VmRSS")
-                if hwm is not None:
-                    self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
-                resident += rss or 0
-            if resident > self.kill_mb:
-                self.killed = True
-                for pid in pids[1:]:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return sum(self.peaks.values())
-
-
-def test_40_parallel_png_header_bombs_keep_the_api_small(tmp_path: Path) -> None:
-    bomb = b64(png_header_bomb(6320, 6320))  # 69 bytes; decoded, 160 MB of pixels
-    with serve(tmp_path / "data", workers=0) as srv:
-        with srv.client(srv.token("mallory")) as c:
-            memory = TreeMemory(srv.proc.pid, kill_mb=4 * API_PEAK_MB)
-
-            def submit(_: int) -> httpx.Response:
-                return c.post(I2V, json={"prompt": "x", "data_uri": bomb})
-
-            with concurrent.futures.ThreadPoolExecutor(40) as pool:
-                answers = list(pool.map(submit, range(40)))
-            peak = memory.stop()
-            assert {r.status_code for r in answers} == {422}, answers[0].text
-            assert "unreadable png" in answers[0].json()["detail"][0]["msg"]
-            assert _stored(srv, c) == ([], [])
-    print(f"\nAPI peak with 40 parallel 6320x6320 PNG bombs: {peak} MB")
-    assert not memory.killed and peak < API_PEAK_MB, peak
-
-
-def test_a_1x50_png_at_3840p_completes_in_bounded_memory(tmp_path: Path) -> None:
-    out = io.BytesIO()
-    Image.new("RGB", (1, 50), (10, 120, 230)).save(out, format="PNG")  # 75 bytes
-    body = {"prompt": "x", "data_uri": b64(out.getvalue()), "new_resolution": "3840p"}
-    with serve(tmp_path / "data", workers=1) as srv:
-        with srv.client(srv.token("mallory")) as c:
-            memory = TreeMemory(srv.proc.pid, kill_mb=4 * TREE_PEAK_MB)
-            try:
-                r = c.post(I2V, json={**body, "duration": 1})
-                assert r.status_code == 200, r.text
-                rid = r.json()["request_id"]
-                deadline = time.monotonic() + 120
-                while not memory.killed and time.monotonic() < deadline:
-                    status = c.get(f"{I2V}/requests/{rid}/status").json()["status"]
-                    if status in ("COMPLETED", "FAILED"):
-                        break
-                    time.sleep(0.1)
-            finally:
-                peak = memory.stop()
-            print(f"\nserve tree peak for a 1x50 PNG at 3840p: {peak} MB")
-            assert not memory.killed and peak < TREE_PEAK_MB, peak
-            assert wait_status(c, "wan22-fast-i2v", rid, {"COMPLETED"})["status"] == "COMPLETED"
-            # 1:50 at the default height 480: the width is clamped to 128.
-            info = probe_mp4(result_mp4(c, "wan22-fast-i2v", rid), tmp_path)
-            assert (info.width, info.height, info.frames) == (128, 480, 17)

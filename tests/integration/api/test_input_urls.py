@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.support.loopback import loopback_http
 from tests.support.media import cover, diff, encode_image, frames_of, picture, probe_mp4, result_mp4
-from tests.support.processes import serve
+from tests.support.stack import stack
 from tests.support.wait import wait_status
 
 
@@ -18,7 +18,7 @@ def test_input_url_is_fetched_once_at_submit(tmp_path: Path) -> None:
     routes = {"/photo.jpg": (200, {}, jpeg), "/moved": (302, {"Location": "/photo.jpg"}, b"")}
     with (
         loopback_http(routes) as (base, hits),
-        serve(
+        stack(
             tmp_path / "data",
             fetch_allow_http="true",
             fetch_allow_networks="127.0.0.1/32",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,8 @@ import pytest
 from tests.support.hostile import slow_headers
 from tests.support.loopback import loopback_http
 from tests.support.media import encode_image, picture
-from tests.support.processes import serve
-from tests.support.wait import wait_status
+from tests.support.stack import stack
+from tests.support.wait import eventually, wait_status
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
 T2V = "/queue/wan22-fast-t2v"
@@ -33,14 +32,9 @@ PER_USER = 4
 SLACK = 4.0  # a loaded 2-core test machine
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
 def summary(poller: Poller) -> str:
     ms = sorted(1000 * x for x in poller.latencies)
-    return f"p50 {ms[len(ms) // 2]:.0f} ms p95 {p95(ms):.0f} ms max {ms[-1]:.0f} ms ({len(ms)})"
+    return f"p50 {ms[len(ms) // 2]:.0f} ms max {ms[-1]:.0f} ms ({len(ms)})"
 
 
 def timed(call: Callable[[], httpx.Response], limit: float) -> float:
@@ -54,26 +48,35 @@ def timed(call: Callable[[], httpx.Response], limit: float) -> float:
 
 
 class Poller(threading.Thread):
-    """Polls one route for ``seconds`` once started; ``latencies`` holds each answer's."""
+    """Polls one route for ``seconds`` once started; ``latencies`` holds each answer's
+    time, ``answered`` the moment each answer came."""
 
     def __init__(self, client: httpx.Client, path: str, seconds: float) -> None:
         super().__init__(daemon=True)
         self.client, self.path, self.seconds = client, path, seconds
         self.latencies: list[float] = []
+        self.answered: list[float] = []
 
     def run(self) -> None:
         until = time.monotonic() + self.seconds
         while time.monotonic() < until:
             self.latencies.append(timed(lambda: self.client.get(self.path), 10))
+            self.answered.append(time.monotonic())
             time.sleep(0.02)
 
 
 def test_a_slow_input_url_server_holds_no_request_thread(tmp_path: Path) -> None:
+    """44 submits of a URL that trickles its headers (more than the API's 40 request
+    threads): while every one of those fetches is still waiting for its deadline, other
+    requests are answered. Checked by order, not by speed: every poll answers 200, and
+    each poller and the other user's URL submit got answers before the first of the flood
+    was answered (a request queued behind the fetches could only be answered after one of
+    them ended). Latency under the flood is a benchmark: bench/outbound.py."""
     png = encode_image(picture(64, 48), "PNG")
     with (
         slow_headers(interval=1.0, lifetime=60) as (slow, seen),
         loopback_http({"/ok.png": (200, {}, png)}) as (good, _),
-        serve(
+        stack(
             tmp_path / "data",
             fetch_allow_http="true",
             fetch_allow_networks="127.0.0.1/32",
@@ -83,9 +86,8 @@ def test_a_slow_input_url_server_holds_no_request_thread(tmp_path: Path) -> None
         server.client(server.token("bob")) as bob,
         server.client(server.token("bob")) as bob_polls,
         server.client(None) as anyone,
-        httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer {server.token('mallory')}"},
+        server.client(
+            server.token("mallory"),
             timeout=20,
             limits=httpx.Limits(max_connections=FLOOD),  # all her submits at once
         ) as mallory,
@@ -99,6 +101,7 @@ def test_a_slow_input_url_server_holds_no_request_thread(tmp_path: Path) -> None
         health, ready = Poller(anyone, "/health", window), Poller(anyone, "/ready", window)
         status = Poller(bob_polls, status_url, window)
         answers: list[tuple[int | None, float, str]] = []
+        first_answer: list[float] = []  # when the first of the flood was answered
 
         def submit(i: int) -> None:
             body = {"prompt": "x", "data_uri": f"{slow}/img-{i}.png"}
@@ -108,16 +111,19 @@ def test_a_slow_input_url_server_holds_no_request_thread(tmp_path: Path) -> None
                 answers.append((got.status_code, time.monotonic() - t0, got.text))
             except httpx.HTTPError as exc:
                 answers.append((None, time.monotonic() - t0, type(exc).__name__))
+            first_answer.append(time.monotonic())
 
         flood = [threading.Thread(target=submit, args=(i,)) for i in range(FLOOD)]
         for t in flood:
             t.start()
-        time.sleep(0.5)
+        # the pollers start once the slow server holds its share of mallory's fetches
+        eventually(lambda: seen.connections >= PER_USER, 10, what="mallory's fetches")
         for t in (health, ready, status):
             t.start()
         # Another user's URL submit is not queued behind mallory's fetches.
         url_body = {"prompt": "x", "data_uri": f"{good}/ok.png", "duration": 1}
         bob_submit = timed(lambda: bob.post(I2V, json=url_body), 10)
+        bob_done = time.monotonic()
         for t in (health, ready, status):
             t.join(15)
         for t in flood:
@@ -128,10 +134,11 @@ def test_a_slow_input_url_server_holds_no_request_thread(tmp_path: Path) -> None
             f"submit {bob_submit:.2f} s; flood answered in {max(a[1] for a in answers):.1f} s "
             f"at most; the slow server saw at most {seen.most_open} connections at once"
         )
-        assert p95(health.latencies) < 0.5, health.latencies
-        assert p95(ready.latencies) < 0.5, ready.latencies
-        assert p95(status.latencies) < 0.5, status.latencies
-        assert bob_submit < 2.0  # 200, in time
+        flood_answered = min(first_answer)
+        for poller in (health, ready, status):
+            assert 10 not in poller.latencies, (poller.path, poller.latencies)  # all 200
+            assert min(poller.answered) < flood_answered, (poller.path, summary(poller))
+        assert bob_submit < 10 and bob_done < flood_answered  # 200, before any of the flood
         assert len(answers) == FLOOD
         for code, seconds, text in answers:
             assert code == 422, (code, text)
@@ -176,24 +183,19 @@ def test_a_trickling_webhook_receiver_does_not_delay_another_users(
 ) -> None:
     with (
         slow_headers(interval=5.0, lifetime=90) as (trickle, seen),
-        serve(tmp_path / "data", webhook_allow_loopback_http="true") as server,
+        stack(tmp_path / "data", webhook_allow_loopback_http="true") as server,
         server.client(server.token("alice")) as alice,
         server.client(server.token("bob")) as bob,
     ):
         for _ in range(6):
             r = alice.post(T2V, params={"fal_webhook": f"{trickle}/hook"}, json=SMALL)
             assert r.status_code == 200, r.text
-        deadline = time.monotonic() + 30
-        while seen.connections < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert seen.connections >= 4  # alice's deliveries are stuck in the trickle
+        eventually(lambda: seen.connections >= 4, 30, what="alice's deliveries in the trickle")
         r = bob.post(T2V, params={"fal_webhook": healthy_receiver}, json=SMALL)
         assert r.status_code == 200, r.text
         wait_status(bob, "wan22-fast-t2v", r.json()["request_id"], {"COMPLETED"})
         done = time.monotonic()
-        while not Recorder.got and time.monotonic() < done + 20:
-            time.sleep(0.05)
-        assert Recorder.got, "bob's webhook was not delivered within 20 s"
+        eventually(lambda: Recorder.got, 20, what="bob's webhook")
         delay = Recorder.got[0] - done
         print(f"\nbob's webhook delivered {delay:.2f} s after his request completed")
         assert delay < 3.0
@@ -209,7 +211,7 @@ UNSAFE_V6 = (
 
 def test_webhook_targets_follow_the_input_fetchers_address_rules(tmp_path: Path) -> None:
     with (
-        serve(tmp_path / "data", workers=0) as server,
+        stack(tmp_path / "data", workers=0) as server,
         server.client(server.token("mallory")) as client,
     ):
         for url in UNSAFE_V6:

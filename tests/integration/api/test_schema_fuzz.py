@@ -1,4 +1,4 @@
-"""Schemathesis over /openapi.json against a running `vidq serve`: no input, valid
+"""Schemathesis over /openapi.json against the in-process stack: no input, valid
 (positive) or invalid (negative), makes the API answer 5xx. Bounded: a few examples per
 operation and mode; the count of generated cases is printed (run with -s to see it)."""
 
@@ -6,19 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from tests.support.processes import serve
+from tests.support.stack import stack
 
 EXAMPLES = 6  # per operation and generation mode
 
 
+@pytest.mark.slow
 def test_no_server_errors_over_the_openapi_schema(tmp_path: Path) -> None:
     seen: list[tuple[str, int]] = []
-    with serve(tmp_path / "data", workers=0, fetch_timeout=2) as server:
+    with stack(tmp_path / "data", workers=0, fetch_timeout=2) as server:
         token = server.token("fuzzer", max_priority=1000)
         schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]

@@ -11,18 +11,18 @@ import pytest
 
 import vidq
 from tests.support.media import probe_mp4
-from tests.support.processes import Server, serve
+from tests.support.stack import Stack, stack
 
 SMALL = {"prompt": "a paper boat", "width": 128, "height": 128, "duration": 1}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve(tmp_path_factory.mktemp("sdk") / "data", preview_step_seconds=0.1) as s:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with stack(tmp_path_factory.mktemp("sdk") / "data", preview_step_seconds=0.1) as s:
         yield s
 
 
-def test_run_wait_and_download(server: Server, tmp_path: Path) -> None:
+def test_run_wait_and_download(server: Stack, tmp_path: Path) -> None:
     updates: list[vidq.Status] = []
     with vidq.Client(server.url, server.token("sdk")) as client:
         handle = client.submit("wan22-fast-t2v", SMALL)
@@ -53,7 +53,7 @@ def test_local_files_are_encoded(tmp_path: Path) -> None:
     assert vidq.as_input(str(image)) == uri
 
 
-def test_typed_errors(server: Server) -> None:
+def test_typed_errors(server: Stack) -> None:
     with vidq.Client(server.url, "vq_not-a-token") as client:
         with pytest.raises(vidq.AuthenticationError) as unauth:
             client.submit("wan22-fast-t2v", SMALL)
@@ -81,7 +81,7 @@ def test_typed_errors(server: Server) -> None:
 
 def test_failed_request_and_too_large_body(tmp_path: Path) -> None:
     settings = {"engines": "wan22-t2v-fp8=nonexistent", "max_attempts": 1, "max_body_bytes": 4096}
-    with serve(tmp_path / "data", **settings) as s:
+    with stack(tmp_path / "data", **settings) as s:
         with vidq.Client(s.url, s.token("fails")) as client:
             with pytest.raises(vidq.PayloadTooLargeError) as big:
                 client.submit("wan22-fast-t2v", {**SMALL, "negative_prompt": "x" * 5000})
@@ -92,7 +92,7 @@ def test_failed_request_and_too_large_body(tmp_path: Path) -> None:
             assert "nonexistent" in failed.value.error
 
 
-def test_async_client(server: Server, tmp_path: Path) -> None:
+def test_async_client(server: Stack, tmp_path: Path) -> None:
     async def main() -> tuple[Path, list[str]]:
         seen: list[str] = []
         async with vidq.AsyncClient(server.url, server.token("async")) as client:

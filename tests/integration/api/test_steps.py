@@ -3,35 +3,35 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.media import b64, encode_image, picture
-from tests.support.processes import serve
-from tests.support.wait import wait_status
+from tests.support.stack import stack
+from tests.support.wait import eventually, wait_status
 
 
 def progress_total(client: httpx.Client, model: str, rid: str) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    """The task count of the job's first progress report (steps + encode)."""
+
+    def total() -> int:
         body = client.get(f"/queue/{model}/requests/{rid}/status").json()
-        if body["status"] == "IN_PROGRESS":
-            m = re.fullmatch(
-                r"Progress: (\d+)/(\d+) Tasks done", body["statusMessages"]["detail_message"]
-            )
-            assert m is not None, body
-            if int(m.group(2)):
-                return int(m.group(2))
         assert body["status"] in ("IN_QUEUE", "IN_PROGRESS"), body
-        time.sleep(0.02)
-    raise AssertionError("never saw progress")
+        if body["status"] != "IN_PROGRESS":
+            return 0
+        m = re.fullmatch(
+            r"Progress: (\d+)/(\d+) Tasks done", body["statusMessages"]["detail_message"]
+        )
+        assert m is not None, body
+        return int(m.group(2))
+
+    return eventually(total, 60, interval=0.02, what="a progress report")
 
 
 def test_more_steps_show_in_progress(tmp_path: Path) -> None:
     png = b64(encode_image(picture(64, 64), "PNG"))
-    with serve(tmp_path / "data", preview_step_seconds=0.1) as server:
+    with stack(tmp_path / "data", preview_step_seconds=0.1) as server:
         client = server.client(server.token("erin"))
         totals = []
         for hq in (False, True):

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.support.processes import serve
+from tests.support.stack import stack
 from tests.support.wait import wait_status
 
 T2V = "wan22-fast-t2v"
@@ -21,7 +21,7 @@ def _lifetime(url: str) -> float:
 
 
 def test_signed_urls_live_as_long_as_documented(tmp_path: Path) -> None:
-    with serve(tmp_path, signed_url_ttl=100, download_url_ttl=300) as server:
+    with stack(tmp_path, signed_url_ttl=100, download_url_ttl=300) as server:
         alice = server.client(server.token("alice"))
         r = alice.post(f"/queue/{T2V}", json=SMALL, headers={"x-pipelet-output": "binary"})
         rid = r.json()["request_id"]
@@ -35,7 +35,7 @@ def test_signed_urls_live_as_long_as_documented(tmp_path: Path) -> None:
 
 
 def test_a_host_that_is_not_ours_is_refused_not_reflected(tmp_path: Path) -> None:
-    with serve(tmp_path, workers=0) as server:
+    with stack(tmp_path, workers=0) as server:
         alice = server.client(server.token("alice"))
         evil = alice.post(f"/queue/{T2V}", json=SMALL, headers={"Host": "evil.example"})
         assert evil.status_code == 400
@@ -50,7 +50,7 @@ def test_a_host_that_is_not_ours_is_refused_not_reflected(tmp_path: Path) -> Non
 
 def test_allowed_hosts_and_public_url(tmp_path: Path) -> None:
     hosts = "vidq.test,*.vidq.test,127.0.0.1"
-    with serve(tmp_path / "a", workers=0, allowed_hosts=hosts) as server:
+    with stack(tmp_path / "a", workers=0, allowed_hosts=hosts) as server:
         alice = server.client(server.token("alice"))
         for host in ("vidq.test", "gpu.vidq.test"):
             r = alice.post(f"/queue/{T2V}", json=SMALL, headers={"Host": host})
@@ -59,7 +59,7 @@ def test_allowed_hosts_and_public_url(tmp_path: Path) -> None:
         port = urlsplit(server.url).port
         refused = alice.post(f"/queue/{T2V}", json=SMALL, headers={"Host": f"localhost:{port}"})
         assert refused.status_code == 400  # the list replaces the defaults
-    with serve(tmp_path / "b", workers=0, public_url="https://api.vidq.test") as server:
+    with stack(tmp_path / "b", workers=0, public_url="https://api.vidq.test") as server:
         alice = server.client(server.token("alice"))
         r = alice.post(f"/queue/{T2V}", json=SMALL, headers={"Host": "evil.example"})
         assert r.status_code == 200, r.text  # no Host is reflected: the public URL is used
