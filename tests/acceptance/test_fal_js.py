@@ -1,13 +1,14 @@
-"""The real `@fal-ai/client` from npm under node, unmodified, against `vidq serve` over
-TLS: queue submit + subscribe in polling and in streaming (SSE) mode. The client's own
-queue host is rewritten to vidq by a ``requestMiddleware``, as its docs suggest for proxies.
+"""The real `@fal-ai/client` from npm under node (the process under test), unmodified,
+against the in-process stack over TLS: queue submit + subscribe in polling and in streaming
+(SSE) mode. The client's own queue host is rewritten to vidq by a ``requestMiddleware``, as
+its docs suggest for proxies. Without node and npm the tests skip locally, saying so, and
+fail in CI (tests/support/tools.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -18,23 +19,22 @@ import httpx
 import pytest
 
 from tests.support.media import probe_mp4
-from tests.support.processes import Server, serve
+from tests.support.stack import Stack, stack
 from tests.support.tls import self_signed
+from tests.support.tools import require
 
 NODE_DIR = Path(__file__).parents[1] / "support" / "node"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm"
-)
 
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
     """``npm ci`` from the committed package-lock.json (once; kept between runs)."""
+    require("node", "the fal JS client runs under node")
+    npm = require("npm", "npm installs the fal JS client from package-lock.json")
     installed = NODE_DIR / "node_modules" / "@fal-ai" / "client" / "package.json"
     if not installed.exists():
         out = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
+            [npm, "ci", "--no-audit", "--no-fund"],
             cwd=NODE_DIR,
             capture_output=True,
             text=True,
@@ -46,13 +46,13 @@ def node_modules() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("fal-js")
-    with serve(root / "data", tls=self_signed(root / "tls"), preview_step_seconds=0.15) as s:
+    with stack(root / "data", tls=self_signed(root / "tls"), preview_step_seconds=0.15) as s:
         yield s
 
 
-def drive(server: Server, mode: str) -> dict[str, Any]:
+def drive(server: Stack, mode: str) -> dict[str, Any]:
     env = {
         **os.environ,
         "FAL_KEY": server.token("js-user"),
@@ -74,7 +74,7 @@ def drive(server: Server, mode: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["polling", "streaming"])
-def test_subscribe(mode: str, node_modules: Path, tls_server: Server, tmp_path: Path) -> None:
+def test_subscribe(mode: str, node_modules: Path, tls_server: Stack, tmp_path: Path) -> None:
     out = drive(tls_server, mode)
     rid = out["requestId"]
     assert rid and out["result"]["requestId"] == rid  # from the x-fal-request-id header
@@ -101,7 +101,7 @@ def test_subscribe(mode: str, node_modules: Path, tls_server: Server, tmp_path: 
 
 
 def test_uploads_aliases_run_cancel_and_field_errors(
-    node_modules: Path, tls_server: Server, tmp_path: Path
+    node_modules: Path, tls_server: Stack, tmp_path: Path
 ) -> None:
     out = drive(tls_server, "more")
     assert out["uploaded"].startswith(f"{tls_server.url}/fal/files/")

@@ -449,12 +449,19 @@ def test_no_job_lost_or_duplicated_under_faults(
 
         store = S3BlobStore(bucket, endpoint_url=seaweed.endpoint, access_key=seaweed.access_key,
                             secret_key=seaweed.secret_key)  # fmt: skip
-        # Stale attempts that were still running (the resumed worker) finish their cleanup.
-        time.sleep(LEASE_S)
-        keys = store.keys("outputs/")
-        store.close()
         completed = {r[4] for r in rows if r[1] == "COMPLETED"}
         assert None not in completed
+        # Stale attempts that were still running (the resumed worker) finish their cleanup:
+        # the objects become exactly the completed results (or the check below says why not).
+        keys: list[str] = []
+
+        def settled() -> bool:
+            keys[:] = store.keys("outputs/")
+            return set(keys) == completed
+
+        with contextlib.suppress(AssertionError):  # the check below says what is wrong
+            eventually(settled, LEASE_S * 10, interval=0.5)
+        store.close()
         assert set(keys) == completed, (
             f"orphans: {sorted(set(keys) - completed)[:5]}, "
             f"missing: {sorted(completed - set(keys))[:5]}"

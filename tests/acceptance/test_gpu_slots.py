@@ -1,4 +1,5 @@
-"""Every GPU of a box, on each job store, with the preview engine and a faked device list:
+"""Every GPU of a box, with the preview engine and a faked device list (the API is the
+in-process stack; the workers are `vidq worker` processes):
 `vidq worker --gpus all` runs one slot per GPU (each engine child sees exactly its device),
 never more jobs at once than slots, `/admin/workers` lists the slots with their current
 job; `--max-jobs` and `--max-idle` end the worker with exit code 0 at the right time."""
@@ -15,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import Server, serve, stop_process
-from tests.support.wait import wait_status
+from tests.support.processes import stop_process
+from tests.support.stack import Stack, stack
+from tests.support.wait import eventually, holds, wait_status
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V = "wan22-fast-t2v"
@@ -29,7 +31,7 @@ def _submit(client: httpx.Client, body: dict[str, Any]) -> str:
 
 
 def _worker(
-    srv: Server, log: Path, *args: str, env: dict[str, str], **settings: Any
+    srv: Stack, log: Path, *args: str, env: dict[str, str], **settings: Any
 ) -> subprocess.Popen[bytes]:
     """`vidq worker` with its stderr (INFO) in ``log``, and ``env`` on top of the server's."""
     # only the faked devices: none of the test machine's own
@@ -83,7 +85,7 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
        process's, not a slot's) and takes the next job on the other GPU; 2 s after the
        last job ended the worker exits 0.
     3. Without `--gpus`, `--max-idle 1` on an empty queue: exits 0 after a second."""
-    with serve(tmp_path / "data", workers=0) as srv:
+    with stack(tmp_path / "data", workers=0) as srv:
         alice = srv.client(srv.token("alice"))
         admin = srv.client(srv.admin_token)
         # 1. three GPUs from CUDA_VISIBLE_DEVICES, --max-jobs 6 of 7 queued jobs
@@ -126,14 +128,13 @@ def test_gpu_slots_pinned_concurrent_listed_and_limits_exit_0(tmp_path: Path) ->
         )  # fmt: skip
         try:
             wait_status(alice, T2V, last, {"IN_PROGRESS"}, timeout=30)
-            time.sleep(2.5)  # the other slot has now been idle past --max-idle
+            # the other slot stays idle past --max-idle while the job runs: the worker stays
+            holds(lambda: worker.poll() is None, 2.5, what="the worker to keep running")
             assert worker.poll() is None
             second = _submit(alice, SMALL)
             for rid in (last, second):
                 wait_status(alice, T2V, rid, {"COMPLETED"}, timeout=30)
-            deadline = time.monotonic() + 30
-            while worker.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
+            eventually(lambda: worker.poll() is not None, 30, interval=0.02, what="its exit")
             exited = time.time()
             assert worker.wait(30) == 0
         finally:

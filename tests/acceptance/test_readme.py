@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support.media import probe_mp4, result_mp4
 from tests.support.processes import ROOT, Server, serve
+from tests.support.tools import require
 from tests.support.wait import wait_status
 
 FENCE = re.compile(r"^### (?P<title>.+?)\n.*?^```(?P<lang>\w+)\n(?P<code>.*?)^```", re.M | re.S)
@@ -51,7 +51,8 @@ def env(server: Server, tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_curl_example_fetches_its_own_video(server: Server, tmp_path: Path) -> None:
-    assert shutil.which("jq") and shutil.which("curl"), "the README's example needs jq and curl"
+    require("jq", "the README's curl example pipes into jq")
+    require("curl", "the README's example is curl")
     code = readme_block("With curl")
     assert "requests/1" not in code and "$VIDQ_TOKEN" in code and "$VIDQ_URL" in code
     run = subprocess.run(

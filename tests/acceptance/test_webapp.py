@@ -1,10 +1,13 @@
-"""The web app at `/` in a real browser: Playwright driving Debian's chromium against a
-real `vidq serve` (preview engine). Screenshots of every page are kept under a temporary
-folder (or ``WEBAPP_SCREENSHOTS``) and their path is printed."""
+"""The web app at `/` and the API's doc pages in a real browser: Playwright driving
+Debian's chromium (the process under test) against the in-process stack (preview engine).
+Screenshots of every page are kept under a temporary folder (or ``WEBAPP_SCREENSHOTS``)
+and their path is printed. Without chromium (and no way to install it) the tests skip
+locally, saying so, and fail in CI (tests/support/tools.py)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
 from tests.support.media import encode_image, picture
-from tests.support.processes import Server, serve
+from tests.support.stack import Stack, stack
+from tests.support.tools import missing
 from tests.support.wait import wait_status
-from vidq.api.auth import create_token
 from vidq.jobs import NewJob
-from vidq.store import open_store
 
 SMALL = {"Prompt": "a paper boat on a pond", "Width": "128", "Height": "128", "Duration": "1"}
 XSS = '<img src=x onerror="window.__xss = 1; alert(1)">'
@@ -39,9 +41,7 @@ def _chromium() -> str:
     sudo: list[str] = []
     if os.geteuid() != 0:
         if shutil.which("sudo") is None:
-            pytest.fail(
-                "chromium is missing and cannot be installed: run `apt-get install chromium`"
-            )
+            missing("chromium is missing and cannot be installed: run `apt-get install chromium`")
         sudo = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
@@ -75,15 +75,16 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve(tmp_path_factory.mktemp("web") / "data", preview_step_seconds=0.25) as s:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data = tmp_path_factory.mktemp("web") / "data"
+    with stack(data, logs=True, preview_step_seconds=0.25) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A server without workers: what is submitted there stays queued."""
-    with serve(tmp_path_factory.mktemp("idle") / "data", workers=0, max_body_bytes=20_000) as s:
+    with stack(tmp_path_factory.mktemp("idle") / "data", workers=0, max_body_bytes=20_000) as s:
         yield s
 
 
@@ -100,16 +101,12 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def user_token(server: Server, user: str) -> str:
-    """A user's token, made in the server's job store (quicker than `vidq token create`)."""
-    store = open_store(f"sqlite:///{server.data_dir / 'vidq.db'}", migrate=False)
-    try:
-        return create_token(store, user)
-    finally:
-        store.close()
+def user_token(server: Stack, user: str) -> str:
+    """A user's token, made in the server's job store."""
+    return server.token(user)
 
 
-def sign_in(page: Page, server: Server, token: str) -> None:
+def sign_in(page: Page, server: Stack, token: str) -> None:
     response = page.goto(server.url + "/")
     assert response is not None and response.ok
     page.get_by_label("API token").fill(token)
@@ -159,7 +156,7 @@ def generate_and_play(page: Page) -> dict[str, Any]:
 
 
 def test_sign_in_generate_history_and_sign_out(
-    page: Page, server: Server, shots: Path, tmp_path: Path
+    page: Page, server: Stack, shots: Path, tmp_path: Path
 ) -> None:
     page.goto(server.url + "/")
     expect(page.get_by_role("navigation", name="Main")).to_be_hidden()  # not signed in
@@ -253,7 +250,7 @@ def test_sign_in_generate_history_and_sign_out(
     assert token not in (server.data_dir / "serve.log").read_text()
 
 
-def test_invalid_input_is_shown_next_to_its_field(page: Page, server: Server) -> None:
+def test_invalid_input_is_shown_next_to_its_field(page: Page, server: Stack) -> None:
     sign_in(page, server, user_token(server, "bob"))
     fill_form(page, "wan22-fast-t2v", {**SMALL, "Width": "100"})
     page.get_by_role("button", name="Generate").click()
@@ -267,7 +264,7 @@ def test_invalid_input_is_shown_next_to_its_field(page: Page, server: Server) ->
     expect(page.locator(".run")).to_be_empty()  # nothing was queued
 
 
-def test_a_hostile_prompt_is_text(page: Page, server: Server, shots: Path) -> None:
+def test_a_hostile_prompt_is_text(page: Page, server: Stack, shots: Path) -> None:
     token = user_token(server, "mallory")
     sign_in(page, server, token)
     # No status stream here (a proxy that buffers it, say): the page falls back to polling.
@@ -311,7 +308,7 @@ def drop_file(page: Page, selector: str, name: str, data: bytes, kind: str) -> N
 
 
 def test_drop_a_file_too_large_then_cancel_a_queued_request(
-    page: Page, idle: Server, shots: Path
+    page: Page, idle: Stack, shots: Path
 ) -> None:
     sign_in(page, idle, user_token(idle, "carol"))
     fill_form(page, "wan22-fast-i2v", {"Prompt": "noise", "Duration": "1"})
@@ -338,22 +335,19 @@ def test_drop_a_file_too_large_then_cancel_a_queued_request(
     expect(page.get_by_role("button", name="Cancel request")).to_have_count(0)
 
 
-def test_dashboard_for_admins_only(page: Page, server: Server, shots: Path) -> None:
+def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         http.headers["Authorization"] = f"Bearer {server.admin_token}"
         rid = http.post("/queue/wan22-fast-t2v", json={"prompt": "x", "width": 128,
                                                        "height": 128, "duration": 1})  # fmt: skip
         wait_status(http, "wan22-fast-t2v", rid.json()["request_id"], {"COMPLETED"})
     # A failure, recorded the way a worker records one (a pool no worker here serves).
-    store = open_store(f"sqlite:///{server.data_dir / 'vidq.db'}", migrate=False)
-    try:
-        failing = NewJob("erin", "wan22-fast-t2v", "web-test-pool", 0, 0, {"prompt": "x"})
-        store.enqueue(failing)
-        claimed = store.claim(["web-test-pool"], "test-worker", 30)
-        assert claimed is not None and claimed.lease_token
-        store.fail(claimed.id, claimed.lease_token, XSS, "engine", retry=False)
-    finally:
-        store.close()
+    store = server.store
+    failing = NewJob("erin", "wan22-fast-t2v", "web-test-pool", 0, 0, {"prompt": "x"})
+    store.enqueue(failing)
+    claimed = store.claim(["web-test-pool"], "test-worker", 30)
+    assert claimed is not None and claimed.lease_token
+    store.fail(claimed.id, claimed.lease_token, XSS, "engine", retry=False)
     sign_in(page, server, user_token(server, "dave"))
     expect(page.get_by_role("link", name="Dashboard")).to_be_hidden()
     page.goto(server.url + "/#/dashboard")
@@ -384,9 +378,7 @@ def test_dashboard_for_admins_only(page: Page, server: Server, shots: Path) -> N
     page.screenshot(path=shots / "07-dashboard.png", full_page=True)
 
 
-def test_phone_width_has_no_horizontal_scroll(
-    browser: Browser, server: Server, shots: Path
-) -> None:
+def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: Stack, shots: Path) -> None:
     context = browser.new_context(  # a phone in dark mode
         viewport=PHONE, device_scale_factor=1, is_mobile=True, color_scheme="dark"
     )
@@ -404,3 +396,46 @@ def test_phone_width_has_no_horizontal_scroll(
             page.screenshot(path=shots / f"08-phone-{name.lower()}.png", full_page=True)
     finally:
         context.close()
+
+
+# -- /docs and /redoc, offline --------------------------------------------------------------
+def test_the_doc_pages_refer_only_to_this_server(idle: Stack) -> None:
+    for path in ("/docs", "/redoc"):
+        page = httpx.get(idle.url + path)
+        assert page.status_code == 200, path
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+        urls = [u for pair in assets for u in pair if u]
+        assert urls, f"{path} refers to no script"
+        for url in urls:
+            assert url.startswith("/"), f"{path} loads {url} from elsewhere"
+            assert httpx.get(idle.url + url).status_code == 200, url
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")],
+)
+def test_the_doc_pages_render_offline(
+    idle: Stack, browser: Browser, path: str, shown: str, tmp_path: Path
+) -> None:
+    refused: list[str] = []
+
+    def offline(route: Route) -> None:
+        if route.request.url.startswith(idle.url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route("**/*", offline)
+        page.goto(idle.url + path)
+        expect(page.locator(shown).first).to_contain_text("vidq", timeout=30_000)
+        # an operation of the API is listed: the page read /openapi.json
+        expect(page.get_by_text("/queue/{model_id}").first).to_be_visible()
+        page.screenshot(path=tmp_path / f"{path.strip('/')}.png")
+    finally:
+        context.close()
+    assert refused == [], f"{path} reached beyond the server: {refused}"

@@ -30,18 +30,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# Settings every vidq subprocess gets unless a test passes its own: the e2e conftest puts
-# the database URL of the backend under test here (SQLite by default, else PostgreSQL).
-DEFAULT_SETTINGS: dict[str, Any] = {}
-
-
 def vidq_env(data_dir: Path, **settings: Any) -> dict[str, str]:
     """Environment for a vidq subprocess: this checkout's sources, the given settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDQ_")}
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["VIDQ_DATA_DIR"] = str(data_dir)
     env["VIDQ_LOG_LEVEL"] = "WARNING"
-    for key, value in {**DEFAULT_SETTINGS, **settings}.items():
+    for key, value in settings.items():
         env[f"VIDQ_{key.upper()}"] = str(value)
     return env
 

@@ -18,16 +18,18 @@ import httpx
 
 from tests.support.loopback import serve_handler
 from tests.support.processes import ROOT, Server, run_cli
+from tests.support.stack import Stack
 
 
-def worker_token(server: Server, *args: str) -> str:
+def worker_token(server: Server | Stack, *args: str) -> str:
+    """A worker token made by `vidq token create --worker ARGS` on the server's data folder."""
     out = run_cli(server.env, "token", "create", "--user", "gpu-box", "--worker", *args)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
 def remote_worker(
-    server: Server | str, token: str, cwd: Path, *args: str, log: Path | None = None,
+    server: Server | Stack | str, token: str, cwd: Path, *args: str, log: Path | None = None,
     **settings: str,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """`vidq worker --server --token` with no VIDQ_*/AWS_* variable but ``settings``, in an

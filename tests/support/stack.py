@@ -264,24 +264,27 @@ def _stop_workers(running: Stack) -> None:
 @contextlib.contextmanager
 def _logs_to(path: Path, settings: Settings) -> Iterator[None]:
     """vidq's own ``configure_logging`` (`vidq serve`'s format, level and filters), with its
-    handler writing to ``path`` instead of stderr; the previous handlers are put back."""
+    handler writing to ``path`` instead of stderr. The handlers it replaced (pytest's) are
+    kept beside it, and only its own is removed at the end."""
     from vidq.cli import configure_logging
 
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.getLogger("httpx").level)
+    before = list(root.handlers)
+    levels = (root.level, logging.getLogger("httpx").level)
     with path.open("a", encoding="utf-8") as out:
         real, sys.stderr = sys.stderr, out
         try:
             configure_logging(settings)
         finally:
             sys.stderr = real
+        ours = [h for h in root.handlers if h not in before]
+        for handler in before:
+            root.addHandler(handler)
         try:
             yield
         finally:
-            for handler in list(root.handlers):
+            for handler in ours:
                 root.removeHandler(handler)
                 handler.flush()
-            for handler in saved[0]:
-                root.addHandler(handler)
-            root.setLevel(saved[1])
-            logging.getLogger("httpx").setLevel(saved[2])
+            root.setLevel(levels[0])
+            logging.getLogger("httpx").setLevel(levels[1])
