@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.processes import stop_process
 from tests.support.stack import Stack, stack
 from tests.support.wait import eventually, holds, wait_status
+
+pytestmark = pytest.mark.slow  # three worker processes one after another
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V = "wan22-fast-t2v"

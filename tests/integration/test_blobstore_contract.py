@@ -29,7 +29,7 @@ def s3_store(server: SeaweedServer, bucket: str) -> S3BlobStore:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
         yield LocalBlobStore(tmp_path / "blobs", b"k" * 32, "vidq")

@@ -25,6 +25,8 @@ from vidq.config import WanSettings
 from vidq.engines.base import EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess
 
+pytestmark = pytest.mark.slow  # torch on the CPU
+
 POOLS = ["wan22-t2v", "wan22-i2v"]
 
 

@@ -215,10 +215,13 @@ def outputs_of(server: Stack, rid: str) -> list[Path]:
 
 
 @pytest.fixture
-def slow(tmp_path: Path, database: Database) -> Iterator[Stack]:
+def slow(tmp_path: Path) -> Iterator[Stack]:
+    """Two workers whose preview steps take 1.5 s. SQLite only: the statements of a running
+    job's cancel and deadline, and of max-running, run on PostgreSQL in the contract suite
+    (tests/integration/test_store_contract.py)."""
     with stack(
-        tmp_path / "data", workers=2, database=database, preview_step_seconds=1.5,
-        lease_seconds=1.5, reaper_interval=0.2,
+        tmp_path / "data", workers=2, preview_step_seconds=1.5, lease_seconds=1.5,
+        reaper_interval=0.2,
     ) as server:  # fmt: skip
         yield server
 
@@ -234,6 +237,7 @@ def wait_running(c: httpx.Client, rid: str) -> None:
     eventually(stepped, 30, what=f"request {rid} to make progress")
 
 
+@pytest.mark.slow
 def test_cancel_running_deadlines_and_max_running(slow: Stack) -> None:
     c = slow.client(slow.token("fay"))
     # Cancel a running job: 409 without ?running=true, 202 with it, then CANCELLED.

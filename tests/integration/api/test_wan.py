@@ -12,6 +12,8 @@ from tests.support.media import probe_mp4, result_mp4
 from tests.support.stack import stack
 from tests.support.wait import wait_status
 
+pytestmark = pytest.mark.slow  # torch on the CPU
+
 WAN_POOLS = "wan22-t2v=wan,wan22-i2v=wan"
 
 
