@@ -62,6 +62,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, which must run everything: {reason}"
 
 
+_SKIPPED_IN_CI: list[str] = []
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """In CI, a module skipped as it is collected (``importorskip``) fails the run too."""
+    if report.skipped and in_ci():
+        _SKIPPED_IN_CI.append(report.nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        _SKIPPED_IN_CI.append(report.nodeid)  # (also seen by xdist's controller)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SKIPPED_IN_CI and exitstatus == pytest.ExitCode.OK:
+        print(f"\nCI: {len(_SKIPPED_IN_CI)} skipped, which CI counts as failed:")
+        for nodeid in _SKIPPED_IN_CI:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # --- real servers for the PostgreSQL and S3 adapters (tests/support/servers.py) -------------
 
 
