@@ -62,18 +62,22 @@ lint: install
 	    || exit 1; \
 	done
 
-# Test files run in 4 processes (-n 4, one file per process at a time): most of their time
-# is spent waiting on the servers they start, so this cuts the wall time even on 2 cores.
+# Test files run in 4 processes (-n 4, one file per process at a time: a file's module-scoped
+# servers stay in one process): much of their time is spent waiting on servers, PostgreSQL
+# and worker processes, so this cuts the wall time even on 2 cores. CONTRIBUTING.md ("Tests")
+# says how to run one layer, one file or one marker.
 test: install lint
 	$(BIN)/pytest -q -n 4 --dist loadfile
 
-# For iterating: e2e on SQLite only, without the long fault test, stop at the first failure.
+# For iterating: SQLite only (no PostgreSQL, no S3), without the slow tests, stop at the
+# first failure.
 test-fast: install
-	E2E_BACKENDS=sqlite $(BIN)/pytest -q -x -n 4 --dist loadfile -m "not slow"
+	$(BIN)/pytest -q -x -n 4 --dist loadfile -m "not slow and not postgres and not s3"
 
 bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/outbound.py
 
 # --- the locks ------------------------------------------------------------------------------
 # uv resolves (fast, and it can target another Python and platform than this machine's); it
@@ -111,8 +115,8 @@ deps-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install -q --upgrade pip
 	.venv-latest/bin/pip install -q -e '.[server,test,wan]'
-	E2E_BACKENDS=sqlite .venv-latest/bin/pytest -q -x -n 4 --dist loadfile \
-	  -m "not slow and not lock" -p no:cacheprovider
+	.venv-latest/bin/pytest -q -x -n 4 --dist loadfile \
+	  -m "not slow and not postgres and not s3 and not lock" -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest var .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import free_port, serve  # noqa: E402
+from tests.support.processes import free_port, serve  # noqa: E402
 
 Request = Callable[[int], bytes]
 

@@ -3,7 +3,7 @@
     python bench/dispatch.py [--database-url postgresql://...] [--samples 50]
 
 Without ``--database-url`` it starts a throwaway PostgreSQL cluster (durable settings:
-fsync and synchronous commit on) with tests/servers.py. Storage is a local folder: this
+fsync and synchronous commit on) with tests/support/servers.py. Storage is a local folder: this
 measures the queue, not S3. It prints three figures, the first two for local workers
 (which reach PostgreSQL) and for remote workers (`vidq worker --server URL --token T`,
 which reach only the API's ``/worker/v1`` routes over HTTP on loopback):
@@ -42,9 +42,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import Server, serve  # noqa: E402
-from tests.remote import remote_worker, worker_token  # noqa: E402
-from tests.servers import start_postgres  # noqa: E402
+from tests.support.processes import Server, serve  # noqa: E402
+from tests.support.remote import remote_worker, worker_token  # noqa: E402
+from tests.support.servers import start_postgres  # noqa: E402
 
 from vidq.jobs import queue_rank  # noqa: E402
 

@@ -1,13 +1,31 @@
-"""Fixtures shared by every test layer."""
+"""Fixtures and rules shared by every test layer (CONTRIBUTING.md, "Tests").
+
+- Every test starts without the developer's ``VIDQ_*`` settings.
+- ``pg_server``/``pg_url`` and ``seaweed`` start a real PostgreSQL and a real S3 server
+  (SeaweedFS) once per session (tests/support/servers.py); a test that uses them is
+  marked ``postgres``/``s3`` by itself, so ``-m "not postgres"`` leaves them out.
+- ``database`` runs a test once on SQLite and once on PostgreSQL, the store chosen before
+  any server starts (tests/support/stores.py); only the tests whose behaviour the store
+  decides ask for it.
+- Each layer's tests carry the layer's marker (``unit``, ``integration``, ``acceptance``).
+- In CI (``CI`` set, as ``.ci/run`` does) a skipped test fails the run: a missing tool
+  must not pass for a green run (tests/support/tools.py).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.servers import PostgresServer, SeaweedServer, start_postgres, start_seaweed
+from tests.support.servers import PostgresServer, SeaweedServer, start_postgres, start_seaweed
+from tests.support.stores import Database
+from tests.support.tools import ToolMissing, in_ci, missing
+
+_LAYERS = ("unit", "integration", "acceptance")
+_TESTS = Path(__file__).parent
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +37,63 @@ def _clean_vidq_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-# --- real servers for the PostgreSQL and S3 adapters (tests/servers.py) ---------------
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, and with ``postgres``/``s3`` when it uses those
+    servers' fixtures."""
+    for item in items:
+        parts = Path(str(item.path)).relative_to(_TESTS).parts
+        if parts and parts[0] in _LAYERS:
+            item.add_marker(parts[0])
+        names = getattr(item, "fixturenames", ())
+        if "pg_server" in names or "pg_url" in names:
+            item.add_marker("postgres")
+        if "seaweed" in names:
+            item.add_marker("s3")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI, a skip is a failure (with its reason)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run everything: {reason}"
+
+
+_SKIPPED_IN_CI: list[str] = []
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """In CI, a module skipped as it is collected (``importorskip``) fails the run too."""
+    if report.skipped and in_ci():
+        _SKIPPED_IN_CI.append(report.nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        _SKIPPED_IN_CI.append(report.nodeid)  # (also seen by xdist's controller)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SKIPPED_IN_CI and exitstatus == pytest.ExitCode.OK:
+        print(f"\nCI: {len(_SKIPPED_IN_CI)} skipped, which CI counts as failed:")
+        for nodeid in _SKIPPED_IN_CI:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- real servers for the PostgreSQL and S3 adapters (tests/support/servers.py) -------------
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster for the whole session; each test takes a fresh database."""
-    server = start_postgres()
+    try:
+        server = start_postgres()
+    except ToolMissing as exc:
+        missing(str(exc))
     try:
         yield server
     finally:
@@ -43,8 +111,21 @@ def pg_url(pg_server: PostgresServer) -> str:
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedServer]:
     """SeaweedFS with its S3 gateway on loopback, for the whole session."""
-    server = start_seaweed()
+    try:
+        server = start_seaweed()
+    except ToolMissing as exc:
+        missing(str(exc))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> Database:
+    """The job store of a test that runs on both: SQLite, then a fresh PostgreSQL database.
+    Chosen here, before the test starts a stack or a server; pass it to ``stack()`` or
+    ``serve()``, which check that the running server uses it."""
+    if request.param == "postgres":
+        return Database("postgres", request.getfixturevalue("pg_url"))
+    return Database("sqlite")

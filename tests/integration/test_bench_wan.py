@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT, vidq_env
+import pytest
+
+from tests.support.processes import ROOT, vidq_env
+
+pytestmark = pytest.mark.slow  # torch on the CPU
 
 
 def test_gpu_wan_bench_runs_tiny_on_cpu(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.servers import SeaweedServer, free_port
+from tests.support.servers import SeaweedServer, free_port
 from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
 from vidq.storage import BlobStore
 from vidq.storage.local import LocalBlobStore
@@ -30,7 +30,7 @@ def s3_store(server: SeaweedServer, bucket: str) -> S3BlobStore:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
         yield LocalBlobStore(tmp_path / "blobs", b"k" * 32, "vidq")

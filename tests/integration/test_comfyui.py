@@ -1,13 +1,11 @@
-"""The comfyui engine against a server speaking ComfyUI's protocol (tests/fake_comfyui.py):
+"""The comfyui engine against a server speaking ComfyUI's protocol (tests/support/fake_comfyui.py):
 each family end to end, progress, errors, a dropped websocket, a slow and a dead server;
-and the worker path (`vidq serve` with VIDQ_ENGINES=...=comfyui) turning each into the
+and the worker path (the in-process stack with VIDQ_ENGINES=...=comfyui) turning each into the
 right job state."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import sqlite3
 import threading
 import time
 import wave
@@ -19,8 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fake_comfyui import FakeComfyUI
-from tests.helpers import free_port, probe_mp4, result_mp4, serve, wait_status
+from tests.support.fake_comfyui import FakeComfyUI
+from tests.support.media import probe_mp4, result_mp4
+from tests.support.processes import free_port
+from tests.support.stack import Stack, stack
+from tests.support.wait import eventually, wait_status
 from vidq.config import ComfyUISettings
 from vidq.engines.base import EngineJob
 from vidq.engines.comfyui import ComfyUIEngine
@@ -364,7 +365,7 @@ ENGINES = "wan22-t2v=comfyui,wan22-i2v=comfyui,wan22-s2v=comfyui,hunyuan-foley=c
 
 
 def test_worker_completes_a_t2v_job_through_comfyui(comfy: FakeComfyUI, tmp_path: Path) -> None:
-    with serve(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
+    with stack(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
         client = server.client(server.token("alice"))
         comfy.step_delay = 0.4
         rid = client.post("/queue/wan22-fast-t2v", json={**T2V, "seed": 5}).json()["request_id"]
@@ -389,7 +390,7 @@ def test_worker_uses_the_operators_workflow_folder(comfy: FakeComfyUI, tmp_path:
     shipped = Path(__file__).parents[2] / "src/vidq/engines/workflows/t2v.json"
     (folder / "wan22-fast-t2v.json").write_text(shipped.read_text().replace("euler", "uni_pc"))
     settings = {"engines": ENGINES, "comfyui_url": comfy.url, "comfyui_workflows_dir": folder}
-    with serve(tmp_path / "data", **settings) as server:
+    with stack(tmp_path / "data", **settings) as server:
         client = server.client(server.token("alice"))
         rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
         status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
@@ -403,7 +404,7 @@ def test_worker_uses_the_operators_workflow_folder(comfy: FakeComfyUI, tmp_path:
 
 def test_worker_fails_the_job_with_comfyuis_error(comfy: FakeComfyUI, tmp_path: Path) -> None:
     comfy.mode = "error"
-    with serve(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
+    with stack(tmp_path / "data", engines=ENGINES, comfyui_url=comfy.url) as server:
         client = server.client(server.token("alice"))
         rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
         status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
@@ -421,13 +422,11 @@ def test_worker_retries_until_the_server_is_back(tmp_path: Path) -> None:
         "comfyui_connect_wait": 0.3,
         "max_attempts": 10,
     }
-    with serve(tmp_path / "data", **settings) as server:
+    with stack(tmp_path / "data", **settings) as server:
         client = server.client(server.token("alice"))
         rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
-        deadline = time.monotonic() + 30
-        while _attempt(tmp_path / "data", rid) < 2:  # one attempt failed on the dead server
-            assert time.monotonic() < deadline, "the job was never retried"
-            time.sleep(0.05)
+        # one attempt failed on the dead server
+        eventually(lambda: _attempt(server, rid) >= 2, 30, what="the job to be retried")
         assert client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()["status"] in {
             "IN_QUEUE",
             "IN_PROGRESS",
@@ -436,13 +435,13 @@ def test_worker_retries_until_the_server_is_back(tmp_path: Path) -> None:
             status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
             assert status["status"] == "COMPLETED", status
             assert len(comfy.prompts) == 1
-        assert 2 <= _attempt(tmp_path / "data", rid) < 10
+        assert 2 <= _attempt(server, rid) < 10
 
 
-def _attempt(data_dir: Path, rid: str) -> int:
-    with contextlib.closing(sqlite3.connect(data_dir / "vidq.db")) as db:
-        row = db.execute("SELECT attempt FROM jobs WHERE id = ?", (int(rid),)).fetchone()
-    return int(row[0])
+def _attempt(server: Stack, rid: str) -> int:
+    job = server.store.get(int(rid))
+    assert job is not None
+    return job.attempt
 
 
 def test_worker_fails_after_attempts_when_the_server_stays_down(tmp_path: Path) -> None:
@@ -452,7 +451,7 @@ def test_worker_fails_after_attempts_when_the_server_stays_down(tmp_path: Path) 
         "comfyui_connect_wait": 0.2,
         "max_attempts": 2,
     }
-    with serve(tmp_path / "data", **settings) as server:
+    with stack(tmp_path / "data", **settings) as server:
         client = server.client(server.token("alice"))
         rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
         status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})

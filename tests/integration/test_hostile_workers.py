@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.integration.test_worker_protocol import POOL, T2V, VIDEO, Api, output_key
-from tests.servers import SeaweedServer
+from tests.support.servers import SeaweedServer
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings

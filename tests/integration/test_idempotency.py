@@ -1,12 +1,14 @@
 """Idempotency-Key: the store returns the first job for a reused key, also under a race,
-and the API answers the same request id (a real SQLite file, a real server)."""
+and the API answers the same request id (the in-process stack, on SQLite and on
+PostgreSQL: the store settles a duplicate key)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from tests.helpers import serve
+from tests.support.stack import stack
+from tests.support.stores import Database
 from vidq.jobs import NewJob
 from vidq.store import open_store
 
@@ -47,8 +49,8 @@ def test_concurrent_enqueues_with_one_key_make_one_job(tmp_path: Path) -> None:
         store.close()
 
 
-def test_api_replays_the_same_request_id(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=0) as server:
+def test_api_replays_the_same_request_id(tmp_path: Path, database: Database) -> None:
+    with stack(tmp_path / "data", workers=0, database=database) as server:
         client = server.client(server.token("alice"))
         body = {"prompt": "a fox", "width": 128, "height": 128, "duration": 1}
         headers = {"Idempotency-Key": "abc-123"}
@@ -71,8 +73,10 @@ def test_api_replays_the_same_request_id(tmp_path: Path) -> None:
         assert [r["request_id"] for r in listed] == [first.json()["request_id"]]
 
 
-def test_concurrent_http_submits_with_one_key_get_one_request(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=0) as server:
+def test_concurrent_http_submits_with_one_key_get_one_request(
+    tmp_path: Path, database: Database
+) -> None:
+    with stack(tmp_path / "data", workers=0, database=database) as server:
         token = server.token("racer")
         body = {"prompt": "a fox", "width": 128, "height": 128, "duration": 1}
         answers: list[tuple[int, str]] = []

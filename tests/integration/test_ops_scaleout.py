@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.servers import SeaweedServer, free_port
+from tests.support.servers import SeaweedServer, free_port
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.media import b64, encode_image, picture
+from tests.support.media import b64, encode_image, picture
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import vidq_env
+from tests.support.processes import vidq_env
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
 from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
 from vidq.store import JobStore, open_store
@@ -42,7 +42,7 @@ POOL = "wan22-t2v"
 OTHER = "wan22-i2v"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'vidq.db'}"

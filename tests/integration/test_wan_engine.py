@@ -19,10 +19,13 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from tests.helpers import ROOT, probe_mp4
+from tests.support.media import probe_mp4
+from tests.support.processes import ROOT
 from vidq.config import WanSettings
 from vidq.engines.base import EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess
+
+pytestmark = pytest.mark.slow  # torch on the CPU
 
 POOLS = ["wan22-t2v", "wan22-i2v"]
 

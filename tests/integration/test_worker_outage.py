@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import probe_mp4
+from tests.support.media import probe_mp4
 from vidq.errors import StoreUnavailable
 from vidq.jobs import JobState, NewJob
 from vidq.storage.local import LocalBlobStore

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.loopback import serve_app
-from tests.servers import SeaweedServer
+from tests.support.loopback import serve_app
+from tests.support.servers import SeaweedServer
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.api.worker import outputs

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 SERVER_MODULES = (
     "fastapi", "starlette", "sqlalchemy", "alembic", "psycopg", "boto3", "botocore", "av",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 from vidq.config import GROUPS
 from vidq.config_doc import REGENERATE, render, setting_infos
 

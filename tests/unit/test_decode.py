@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.media import (
+from tests.support.media import (
     encode_image,
     moving_mp4,
     mp3_bytes,

@@ -21,7 +21,7 @@ import typer
 import yaml
 from typer.core import TyperGroup
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 from vidq.cli.main import app
 from vidq.config_doc import setting_infos
 

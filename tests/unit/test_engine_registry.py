@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 from vidq.config import PreviewSettings, Settings
 from vidq.engines import ENGINES, create_engine, engine_options
 from vidq.engines.estimates import ESTIMATES

@@ -17,9 +17,9 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.hostile import slow_headers
-from tests.loopback import loopback_http
-from tests.tls import self_signed
+from tests.support.hostile import slow_headers
+from tests.support.loopback import loopback_http
+from tests.support.tls import self_signed
 from vidq.errors import InvalidInput, PayloadTooLarge
 from vidq.media import fetch as fetching
 from vidq.media.fetch import Fetcher, FetchPolicy

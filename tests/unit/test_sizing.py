@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 from vidq.catalog import parse_new_resolution
 from vidq.engines.preview_media import conditioning_image
 from vidq.media.sizing import (

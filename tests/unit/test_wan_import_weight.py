@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 
 def test_cli_api_and_layout_do_not_import_torch() -> None:

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.hostile import slow_headers
+from tests.support.hostile import slow_headers
 from vidq.api import webhooks
 from vidq.api.webhooks import check_target, signature, user_secret
 from vidq.client import verify_webhook

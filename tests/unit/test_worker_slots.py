@@ -128,7 +128,7 @@ def test_health_route_follows_the_slots_last_answer_from_the_store() -> None:
     import httpx
     from prometheus_client import CollectorRegistry
 
-    from tests.helpers import free_port
+    from tests.support.processes import free_port
     from vidq.ops.metrics import serve_worker_metrics
     from vidq.worker.runner import Worker, WorkerOptions
     from vidq.worker.slots import WorkerGroup

@@ -1,0 +1,60 @@
+"""Schemathesis over /openapi.json against the in-process stack: no input, valid
+(positive) or invalid (negative), makes the API answer 5xx. Bounded: a few examples per
+operation and mode; the count of generated cases is printed (run with -s to see it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+
+from tests.support.stack import stack
+
+EXAMPLES = 6  # per operation and generation mode
+
+
+@pytest.mark.slow
+def test_no_server_errors_over_the_openapi_schema(tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+    with stack(tmp_path / "data", workers=0, fetch_timeout=2) as server:
+        token = server.token("fuzzer", max_priority=1000)
+        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert len(operations) > 20
+        modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+        for operation in operations:
+            for mode in modes:
+
+                @given(data=st.data())
+                @settings(
+                    max_examples=EXAMPLES,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
+                def run(data: st.DataObject) -> None:
+                    case = data.draw(operation.as_strategy(generation_mode=mode))  # noqa: B023
+                    response = case.call(
+                        base_url=server.url,
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=30,
+                    )
+                    seen.append((case.operation.label, response.status_code))
+                    assert response.status_code < 500, (case.operation.label, response.text[:300])
+
+                try:
+                    run()
+                except Unsatisfiable:
+                    # No invalid request exists for some operations (no parameters).
+                    assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label
+    statuses = sorted({status for _, status in seen})
+    print(
+        f"\nschemathesis: {len(seen)} generated cases over {len(operations)} operations; "
+        f"statuses {statuses}"
+    )
+    assert len(seen) >= len(operations) * 2 and max(statuses) < 500

@@ -1,0 +1,55 @@
+"""Which job store a test runs on, chosen before its server or stack starts, and a check
+that the running server really uses it.
+
+The ``database`` fixture (tests/conftest.py) is a ``Database``: SQLite (the data folder's
+file, the embedded default) or a fresh PostgreSQL database on the session's server. A
+stack or a `vidq serve` started with it checks, once running, that it talks to that
+database: on PostgreSQL, PostgreSQL itself is asked (``pg_stat_activity``) whether the
+test's database has a client besides the checker, and the data folder must hold no SQLite
+file; on SQLite, the file must be there. A PostgreSQL run that quietly used SQLite (as the
+e2e layer's ``[postgres]`` runs once did) fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Database:
+    """A job store for a test: ``kind`` is "sqlite" or "postgres"; ``url`` the PostgreSQL
+    database's (None: the data folder's SQLite file)."""
+
+    kind: str
+    url: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The ``VIDQ_*`` settings that select it (none for the embedded default)."""
+        return {"database_url": self.url} if self.url else {}
+
+    def check(self, data_dir: Path, used_url: str) -> None:
+        """Assert that a server on ``data_dir`` whose settings resolve to ``used_url`` uses
+        this database (see the module's docstring)."""
+        sqlite_file = data_dir / "vidq.db"
+        if self.kind == "sqlite":
+            assert used_url.startswith("sqlite:///"), used_url
+            assert Path(used_url.removeprefix("sqlite:///")).is_file(), used_url
+            return
+        assert self.kind == "postgres" and self.url, self
+        assert used_url == self.url, f"a postgres run whose server uses {used_url}"
+        assert not sqlite_file.exists(), f"a postgres run's server made {sqlite_file}"
+        assert clients_of(self.url) >= 1, f"nothing is connected to {self.url}"
+
+
+def clients_of(url: str) -> int:
+    """How many sessions other than this one PostgreSQL has open on ``url``'s database."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
