@@ -15,6 +15,8 @@ from vidq.config import Settings
 from vidq.engines.estimates import run_estimate
 from vidq.store.base import RunTimeStore
 
+CACHE_S = 2.0  # how long a pool's measured run time is reused before the store is read again
+
 
 def work_units(width: int, height: int, frames: int, steps: int, default_steps: int) -> float:
     """A size measure: pixels x frames, scaled by the step count."""
@@ -25,7 +27,9 @@ class EtaEstimator:
     """Median run time of recent similar jobs, cached per pool and size bucket (a status
     poll reads the store for it at most once per ``ttl_s``), else the engine's figure."""
 
-    def __init__(self, store: RunTimeStore, settings: Settings, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self, store: RunTimeStore, settings: Settings, ttl_s: float = CACHE_S
+    ) -> None:
         self.store = store
         self.settings = settings
         self.ttl_s = ttl_s
