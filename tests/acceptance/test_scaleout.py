@@ -1,5 +1,8 @@
-"""The scale-out shape end to end: `vidq serve` (API only) and `vidq worker` processes on
-a real PostgreSQL and a real S3 server (SeaweedFS), driven over HTTP."""
+"""The scale-out shape: `vidq worker` processes on a real PostgreSQL and a real S3 server
+(SeaweedFS) beside an API with no workers of its own (the in-process stack; `vidq serve`
+processes on PostgreSQL and S3 run in test_faults.py's fleet), driven over HTTP: jobs
+landing in S3 from a worker on another process, readiness, a database outage (the API's
+503s, a worker riding it out) and SIGTERM's drain; `vidq db upgrade` on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import psycopg
 import pytest
 
 from tests.support.media import probe_mp4, result_mp4
-from tests.support.processes import Server, run_cli, serve, vidq_env
+from tests.support.processes import run_cli, vidq_env
 from tests.support.servers import PostgresServer, SeaweedServer
+from tests.support.stack import Stack, stack
 from tests.support.stores import Database
 from tests.support.wait import eventually, holds, wait_status
 from vidq.store.migrate import head_revision
@@ -32,10 +36,10 @@ def aws_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, aws_env: None) -> Iterator[Server]:
-    """An API process with no in-process workers on PostgreSQL + S3."""
+def cluster(tmp_path: Path, pg_url: str, aws_env: None) -> Iterator[Stack]:
+    """An API with no workers of its own on PostgreSQL + S3."""
     bucket = f"e2e-{time.monotonic_ns() % 10**9}"
-    with serve(
+    with stack(
         tmp_path / "api",
         workers=0,
         database=Database("postgres", pg_url),
@@ -56,13 +60,13 @@ def test_db_upgrade_on_postgres(tmp_path: Path, pg_url: str) -> None:
     assert run_cli(env, "db", "upgrade").returncode == 0  # idempotent
 
 
-def test_job_runs_on_a_remote_worker_and_lands_in_s3(cluster: Server, tmp_path: Path) -> None:
+def test_job_runs_on_a_remote_worker_and_lands_in_s3(cluster: Stack, tmp_path: Path) -> None:
     client = cluster.client(cluster.token("alice"))
     r = client.post(f"/queue/{MODEL}", json=SMALL)
     assert r.status_code == 200, r.text
     rid = r.json()["request_id"]
     assert wait_status(client, MODEL, rid, {"IN_QUEUE"})["queue_position"] == 0
-    worker = cluster.worker("--burst")
+    worker = cluster.worker_process("--burst")
     assert worker.wait(120) == 0
     status = wait_status(client, MODEL, rid, {"COMPLETED", "FAILED"})
     assert status["status"] == "COMPLETED", status
@@ -73,7 +77,7 @@ def test_job_runs_on_a_remote_worker_and_lands_in_s3(cluster: Server, tmp_path: 
     # Binary output mode: a presigned URL served by the S3 server itself.
     r = client.post(f"/queue/{MODEL}", json=SMALL, headers={"x-pipelet-output": "binary"})
     rid2 = r.json()["request_id"]
-    assert cluster.worker("--burst").wait(120) == 0
+    assert cluster.worker_process("--burst").wait(120) == 0
     wait_status(client, MODEL, rid2, {"COMPLETED"})
     body = client.get(f"/queue/{MODEL}/requests/{rid2}").json()
     url = body["video"]["data_uri"]
@@ -84,7 +88,7 @@ def test_job_runs_on_a_remote_worker_and_lands_in_s3(cluster: Server, tmp_path: 
     assert other.get(f"/queue/{MODEL}/requests/{rid}/status").status_code == 404
 
 
-def test_ready_health_and_admin_queues(cluster: Server) -> None:
+def test_ready_health_and_admin_queues(cluster: Stack) -> None:
     assert httpx.get(f"{cluster.url}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{cluster.url}/ready")
     assert ready.status_code == 200
@@ -100,7 +104,7 @@ def test_ready_health_and_admin_queues(cluster: Server) -> None:
         **{"paused": False},
         **{"median_wait_s": None, "median_run_s": None},
     }
-    worker = cluster.worker("--burst")
+    worker = cluster.worker_process("--burst")
     assert worker.wait(120) == 0
     queues = admin.get("/admin/queues").json()
     pool = queues["pools"]["wan22-t2v"]
@@ -110,7 +114,7 @@ def test_ready_health_and_admin_queues(cluster: Server) -> None:
 
 
 def test_database_outage_is_503_then_recovers(
-    cluster: Server, pg_server: PostgresServer, tmp_path: Path
+    cluster: Stack, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
     client = cluster.client(cluster.token("alice"))
     rid = client.post(f"/queue/{MODEL}", json=SMALL).json()["request_id"]
@@ -143,7 +147,7 @@ def test_database_outage_is_503_then_recovers(
         what="the API to recover",
     )
     assert client.get(f"/queue/{MODEL}/requests/{rid}/status").status_code == 200
-    assert cluster.worker("--burst").wait(120) == 0
+    assert cluster.worker_process("--burst").wait(120) == 0
     assert wait_status(client, MODEL, rid, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
     with psycopg.connect(cluster.env["VIDQ_DATABASE_URL"]) as conn:
         row = conn.execute("SELECT attempt FROM jobs WHERE id = %s", (int(rid),)).fetchone()
@@ -151,10 +155,10 @@ def test_database_outage_is_503_then_recovers(
 
 
 def test_worker_rides_out_a_database_outage(
-    cluster: Server, pg_server: PostgresServer, tmp_path: Path
+    cluster: Stack, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
     client = cluster.client(cluster.token("alice"))
-    worker = cluster.worker(poll_interval=0.2)
+    worker = cluster.worker_process(poll_interval=0.2)
     admin = cluster.client(cluster.admin_token)
     try:
         # connected and idle: it has registered with the database
@@ -176,20 +180,20 @@ def test_worker_rides_out_a_database_outage(
         assert worker.wait(60) == 0
 
 
-def test_sigterm_finishes_the_current_job(cluster: Server) -> None:
+def test_sigterm_finishes_the_current_job(cluster: Stack) -> None:
     client = cluster.client(cluster.token("alice"))
     rid = client.post(f"/queue/{MODEL}", json=SMALL).json()["request_id"]
-    worker = cluster.worker(preview_step_seconds=0.5)
+    worker = cluster.worker_process(preview_step_seconds=0.5)
     wait_status(client, MODEL, rid, {"IN_PROGRESS"})
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(120) == 0
     assert client.get(f"/queue/{MODEL}/requests/{rid}/status").json()["status"] == "COMPLETED"
 
 
-def test_sigterm_past_the_drain_budget_releases_the_job(cluster: Server) -> None:
+def test_sigterm_past_the_drain_budget_releases_the_job(cluster: Stack) -> None:
     client = cluster.client(cluster.token("alice"))
     rid = client.post(f"/queue/{MODEL}", json=SMALL).json()["request_id"]
-    worker = cluster.worker(preview_step_seconds=2, drain_seconds=0.5)
+    worker = cluster.worker_process(preview_step_seconds=2, drain_seconds=0.5)
     wait_status(client, MODEL, rid, {"IN_PROGRESS"})
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
@@ -198,7 +202,7 @@ def test_sigterm_past_the_drain_budget_releases_the_job(cluster: Server) -> None
     # Released, not failed: the next worker runs it, and no attempt was spent: as many are
     # left as after a first attempt (the released one was given back; the run that
     # completed has a number, and an output key, of its own).
-    assert cluster.worker("--burst").wait(120) == 0
+    assert cluster.worker_process("--burst").wait(120) == 0
     assert wait_status(client, MODEL, rid, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
     with psycopg.connect(cluster.env["VIDQ_DATABASE_URL"]) as conn:
         row = conn.execute(

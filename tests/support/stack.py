@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from typing import Any
 import httpx
 
 from tests.support.loopback import serve_app
-from tests.support.processes import vidq_env
+from tests.support.processes import vidq_env, vidq_worker
 from tests.support.stores import Database
 from vidq.config import Settings
 
@@ -179,6 +180,11 @@ class Stack:
         thread = WorkerThread(worker)
         self._threads.append(thread)
         return thread
+
+    def worker_process(self, *args: str, **values: Any) -> subprocess.Popen[bytes]:
+        """`vidq worker ARGS` as a process beside the stack (same data folder, database and
+        storage), with ``values`` on top; its log on its stderr pipe."""
+        return vidq_worker(self.env, *args, **values)
 
     def drain(self, timeout: float = 120, **values: Any) -> int:
         """A burst worker (`vidq worker --burst`): runs the queue dry; the jobs it did."""
