@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +131,16 @@ def database(request: pytest.FixtureRequest) -> Database:
     if request.param == "postgres":
         return Database("postgres", request.getfixturevalue("pg_url"))
     return Database("sqlite")
+
+
+@pytest.fixture
+def storage_kind(database: Database, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The blob store beside ``database``: local storage on SQLite, S3 (SeaweedFS) on
+    PostgreSQL, so both kinds get covered."""
+    if database.kind != "postgres":
+        return {}
+    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
+    mp = request.getfixturevalue("monkeypatch")
+    for key, value in seaweed.env().items():
+        mp.setenv(key, value)
+    return {"storage_url": f"s3://ret-{time.monotonic_ns() % 10**9}"}

@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.http import local_blobs, submit
 from tests.support.media import b64, encode_image, picture
 from tests.support.processes import ROOT, run_cli, vidq_env
 from tests.support.stack import stack
@@ -341,17 +341,6 @@ def test_a_refused_setting_is_one_line_naming_it_not_a_traceback(tmp_path: Path)
 # -- `vidq admin` against a running server --------------------------------------------------
 
 
-def _submit(client: httpx.Client, model: str, body: dict[str, Any]) -> str:
-    r = client.post(f"/queue/{model}", json=body)
-    assert r.status_code == 200, r.text
-    return str(r.json()["request_id"])
-
-
-def _blobs(data_dir: Path) -> list[str]:
-    root = data_dir / "blobs" / "vidq"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vidq", "admin", *args],
@@ -375,7 +364,7 @@ def _table(text: str) -> list[list[str]]:
 
 
 def _outputs(data: Path) -> list[str]:
-    return [k for k in _blobs(data) if k.startswith("outputs/")]
+    return [k for k in local_blobs(data) if k.startswith("outputs/")]
 
 
 def test_admin_commands(tmp_path: Path) -> None:
@@ -388,15 +377,15 @@ def test_admin_commands(tmp_path: Path) -> None:
         env.update(COLUMNS="250", XDG_CONFIG_HOME=str(tmp_path / "config"))
 
         assert _json(env, "pause", POOL_I2V) == {"pool": POOL_I2V, "paused": True}
-        done = _submit(alice, T2V, SMALL)
-        doomed = _submit(alice, I2V, IMAGE)
-        cancelled = _submit(alice, I2V, IMAGE)
+        done = submit(alice, T2V, SMALL)
+        doomed = submit(alice, I2V, IMAGE)
+        cancelled = submit(alice, I2V, IMAGE)
         body = _json(env, "cancel", cancelled)
         assert (body["request_id"], body["user"], body["status"]) == (
             cancelled, "alice", "CANCELLED",
         )  # fmt: skip
         # the doomed request's input vanishes while its pool is paused: it will fail
-        for key in _blobs(data):
+        for key in local_blobs(data):
             if key.startswith("inputs/") and key.endswith("/data_uri"):
                 (data / "blobs" / "vidq" / key).unlink()
         resumed = _run(env, "resume", POOL_I2V)

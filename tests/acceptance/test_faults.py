@@ -91,18 +91,6 @@ def test_worker_killed_mid_job_is_retried_and_completes(tmp_path: Path) -> None:
 
 # -- retention: a collector killed mid-batch --------------------------------------------------
 @pytest.fixture
-def storage_kind(database: Database, request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Local storage on SQLite, S3 (SeaweedFS) on PostgreSQL: both kinds get covered."""
-    if database.kind != "postgres":
-        return {}
-    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
-    mp = request.getfixturevalue("monkeypatch")
-    for key, value in seaweed.env().items():
-        mp.setenv(key, value)
-    return {"storage_url": f"s3://ret-{time.monotonic_ns() % 10**9}"}
-
-
-@pytest.fixture
 def retention_stack(
     tmp_path: Path, database: Database, storage_kind: dict[str, Any]
 ) -> Iterator[Stack]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.http import submit
 from tests.support.media import (
     b64,
     encode_image,
@@ -33,7 +34,7 @@ from tests.support.media import (
     wav_bytes,
 )
 from tests.support.processes import finished, run_cli, serve
-from tests.support.remote import dropping_proxy, remote_worker, submit, worker_token
+from tests.support.remote import dropping_proxy, remote_worker, worker_token
 from tests.support.stack import Stack, stack
 from tests.support.stores import Database
 from tests.support.wait import eventually, wait_status

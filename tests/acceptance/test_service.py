@@ -29,6 +29,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.support.http import local_blobs, submit
 from tests.support.media import b64, encode_image, picture, png_header_bomb, probe_mp4, result_mp4
 from tests.support.processes import Server, free_port, serve, stop_process
 from tests.support.remote import worker_token
@@ -61,17 +62,6 @@ def test_t2v_request_completes_with_a_real_mp4(tmp_path: Path) -> None:
         info = probe_mp4(result_mp4(client, "wan22-fast-t2v", rid), tmp_path)
         assert (info.width, info.height, info.frames) == (320, 192, 33)
         assert info.codec == "h264" and info.pix_fmt == "yuv420p"
-
-
-def _submit(client: httpx.Client, model: str, body: dict[str, Any]) -> str:
-    r = client.post(f"/queue/{model}", json=body)
-    assert r.status_code == 200, r.text
-    return str(r.json()["request_id"])
-
-
-def _blobs(data_dir: Path) -> list[str]:
-    root = data_dir / "blobs" / "vidq"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def _metrics(text: str) -> dict[str, float]:
@@ -157,7 +147,7 @@ def test_40_parallel_png_header_bombs_keep_the_api_small(tmp_path: Path) -> None
             assert {r.status_code for r in answers} == {422}, answers[0].text
             assert "unreadable png" in answers[0].json()["detail"][0]["msg"]
             assert c.get("/requests").json()["requests"] == []  # nothing stored
-            assert not [k for k in _blobs(srv.data_dir) if k.startswith("inputs/")]
+            assert not [k for k in local_blobs(srv.data_dir) if k.startswith("inputs/")]
     print(f"\nAPI peak with 40 parallel 6320x6320 PNG bombs: {peak} MB")
     assert not memory.killed and peak < API_PEAK_MB, peak
 
@@ -253,8 +243,8 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
         second = _Worker(srv, tmp_path / "b.log", "--pools", POOL_I2V, **every)
         try:
             rids = [
-                (T2V, _submit(alice, T2V, SMALL)),
-                (I2V_MODEL, _submit(alice, I2V_MODEL, IMAGE)),
+                (T2V, submit(alice, T2V, SMALL)),
+                (I2V_MODEL, submit(alice, I2V_MODEL, IMAGE)),
             ]
             for model, rid in rids:
                 wait_status(alice, model, rid, {"COMPLETED"})
@@ -272,7 +262,7 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
                 20,
                 what="the collectors to delete the three blobs",
             )
-            assert _blobs(data) == []
+            assert local_blobs(data) == []
             for model, rid in rids:
                 assert alice.get(f"/queue/{model}/requests/{rid}").status_code == 410
             # a few more passes, taken in turn: both workers' collectors, several times each

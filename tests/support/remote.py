@@ -52,12 +52,6 @@ def remote_worker(
         )
 
 
-def submit(client: httpx.Client, model: str, body: dict[str, Any]) -> str:
-    r = client.post(f"/queue/{model}", json=body)
-    assert r.status_code == 200, r.text
-    return str(r.json()["request_id"])
-
-
 @contextlib.contextmanager
 def dropping_proxy(upstream: str, drop_suffix: str) -> Iterator[tuple[str, list[str]]]:
     """A reverse proxy to ``upstream`` that forwards the first request whose path ends with

@@ -8,16 +8,14 @@ tests/acceptance/test_service.py; `vidq gc` itself: tests/acceptance/test_cli_se
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.http import local_blobs, submit
 from tests.support.media import b64, encode_image, picture
-from tests.support.servers import SeaweedServer
 from tests.support.stack import Stack, stack
 from tests.support.stores import Database
 from tests.support.wait import wait_status
@@ -39,17 +37,6 @@ def _metrics(text: str) -> dict[str, float]:
     return values
 
 
-def _submit(client: httpx.Client, model: str, body: dict[str, Any]) -> str:
-    r = client.post(f"/queue/{model}", json=body)
-    assert r.status_code == 200, r.text
-    return str(r.json()["request_id"])
-
-
-def _blobs(data_dir: Path) -> list[str]:
-    root = data_dir / "blobs" / "vidq"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
 def test_metrics_logs_and_admin_routes(tmp_path: Path, database: Database) -> None:
     data = tmp_path / "data"
     with stack(
@@ -65,18 +52,18 @@ def test_metrics_logs_and_admin_routes(tmp_path: Path, database: Database) -> No
         # the scripted run: 3 t2v complete; 1 i2v fails (its input blob vanishes while its
         # pool is paused); 1 i2v is cancelled by an operator while queued
         assert admin.post(f"/admin/pools/{POOL_I2V}/pause").json()["paused"] is True
-        done = [_submit(alice, T2V, SMALL) for _ in range(3)]
-        doomed = _submit(alice, I2V, IMAGE)
+        done = [submit(alice, T2V, SMALL) for _ in range(3)]
+        doomed = submit(alice, I2V, IMAGE)
         paused = alice.get(f"/queue/{I2V}/requests/{doomed}/status").json()
         assert paused["status"] == "IN_QUEUE" and paused["statusMessages"]["message"] == "PAUSED"
-        cancelled = _submit(alice, I2V, IMAGE)
+        cancelled = submit(alice, I2V, IMAGE)
         r = admin.post(f"/admin/requests/{cancelled}/cancel")
         assert r.status_code == 200 and r.json()["status"] == "CANCELLED", r.text
         assert admin.post(f"/admin/requests/{cancelled}/cancel").status_code == 409
         for rid in done:
             wait_status(alice, T2V, rid, {"COMPLETED"})
         assert alice.get(f"/queue/{I2V}/requests/{doomed}/status").json()["status"] == "IN_QUEUE"
-        for key in _blobs(data):
+        for key in local_blobs(data):
             if key.startswith("inputs/") and key.endswith("/data_uri"):
                 (data / "blobs" / "vidq" / key).unlink()
         assert admin.post(f"/admin/pools/{POOL_I2V}/resume").json()["was_paused"] is True
@@ -152,18 +139,6 @@ def test_metrics_logs_and_admin_routes(tmp_path: Path, database: Database) -> No
 
 
 @pytest.fixture
-def storage_kind(database: Database, request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Local storage on SQLite, S3 (SeaweedFS) on PostgreSQL: both kinds get covered."""
-    if database.kind != "postgres":
-        return {}
-    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
-    mp = request.getfixturevalue("monkeypatch")
-    for key, value in seaweed.env().items():
-        mp.setenv(key, value)
-    return {"storage_url": f"s3://ret-{time.monotonic_ns() % 10**9}"}
-
-
-@pytest.fixture
 def retention_server(
     tmp_path: Path, database: Database, storage_kind: dict[str, Any]
 ) -> Iterator[Stack]:
@@ -176,7 +151,7 @@ def test_retention_expires_blobs_then_rows(retention_server: Stack) -> None:
     srv = retention_server
     keys = srv.storage.keys
     alice = srv.client(srv.token("alice"))
-    rids = [_submit(alice, I2V, IMAGE), _submit(alice, T2V, SMALL)]
+    rids = [submit(alice, I2V, IMAGE), submit(alice, T2V, SMALL)]
     models = [I2V, T2V]
     for model, rid in zip(models, rids, strict=True):
         wait_status(alice, model, rid, {"COMPLETED"})
