@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.http import local_blobs, submit
+from tests.support.api_calls import local_blobs, submit
 from tests.support.media import b64, encode_image, picture
 from tests.support.processes import ROOT, run_cli, vidq_env
 from tests.support.stack import stack

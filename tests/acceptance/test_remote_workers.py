@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.http import submit
+from tests.support.api_calls import submit
 from tests.support.media import (
     b64,
     encode_image,

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.support.http import local_blobs, submit
+from tests.support.api_calls import local_blobs, submit
 from tests.support.media import b64, encode_image, picture, png_header_bomb, probe_mp4, result_mp4
 from tests.support.processes import Server, free_port, serve, stop_process
 from tests.support.remote import worker_token
