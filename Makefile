@@ -51,6 +51,7 @@ K8S_CORE := $(filter-out $(K8S_KEDA),$(K8S))
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint deploy/Dockerfile deploy/Dockerfile.gpu

@@ -337,8 +337,10 @@ def build_worker(settings: Settings, *, burst: bool = False, init: bool = False)
     else:
         options = worker_options(settings, burst=burst)  # refuses missing weights first
         backends = open_backends(settings, create=init, patient=True)
-        source, reaper, close = LocalSource(backends.store, backends.storage), backends.store, (
-            backends.close
+        source, reaper, close = (
+            LocalSource(backends.store, backends.storage),
+            backends.store,
+            (backends.close),
         )
         if not burst:  # a burst worker drains the queue and goes: it leaves no one to collect
             collect = functools.partial(

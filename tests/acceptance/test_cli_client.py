@@ -175,8 +175,7 @@ def test_a_paused_queue_a_held_request_and_the_seed_are_shown(tmp_path: Path) ->
             assert follow.stdout.readline() == "request 1 submitted (wan22-fast-t2v)\n"
             queued = follow.stdout.readline()
             assert queued == (
-                "queued: position 0, paused by an operator (it starts once the queue is "
-                "resumed)\n"
+                "queued: position 0, paused by an operator (it starts once the queue is resumed)\n"
             ), queued
             status = run_cli(env, "status", "1")
             assert status.returncode == 0, status.stderr

@@ -152,8 +152,14 @@ def test_s3_wrong_credentials_are_unavailable_not_missing(seaweed: SeaweedServer
 
 
 def test_keys_of_a_prefix_are_found_and_listed_alone(blobs: BlobStore) -> None:
-    for key in ("outputs/free/12_0_a.mp4", "outputs/free/12_1_b.mp4", "outputs/free/123_0_c.mp4",
-                "outputs/free/x/12_0_d.mp4", "outputs/pro/12_0_e.mp4", "inputs/alice/1/in.png"):
+    for key in (
+        "outputs/free/12_0_a.mp4",
+        "outputs/free/12_1_b.mp4",
+        "outputs/free/123_0_c.mp4",
+        "outputs/free/x/12_0_d.mp4",
+        "outputs/pro/12_0_e.mp4",
+        "inputs/alice/1/in.png",
+    ):
         blobs.put_bytes(key, b"x", "video/mp4")  # fmt: skip
     assert blobs.keys("outputs/free/12_") == ["outputs/free/12_0_a.mp4", "outputs/free/12_1_b.mp4"]
     assert blobs.keys("outputs/free/12") == [

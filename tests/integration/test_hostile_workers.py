@@ -54,8 +54,12 @@ def test_a_worker_cannot_write_any_other_key(api: Api) -> None:
     api.submit()
     job = api.claim()["job"]
     _, _, url = api.upload(job)
-    for key in ("outputs/pro/99_0_Test_00001.mp4", "inputs/alice/1/data_uri",
-                "uploads/alice/abc/x.png", output_key(job)):
+    for key in (
+        "outputs/pro/99_0_Test_00001.mp4",
+        "inputs/alice/1/data_uri",
+        "uploads/alice/abc/x.png",
+        output_key(job),
+    ):
         answer = api.client.put(_self_signed(job, key, VIDEO, url), content=VIDEO)
         assert answer.status_code == 403, (key, answer.text)
         assert not api.blobs.exists(key)
@@ -170,8 +174,9 @@ def test_s3_completes_are_checked_by_the_checksum_s3_verified(
     )  # fmt: skip
     downloads: list[str] = []
     real_download = blobs.download
-    monkeypatch.setattr(blobs, "download", lambda key, path: (downloads.append(key),
-                                                               real_download(key, path))[1])
+    monkeypatch.setattr(
+        blobs, "download", lambda key, path: (downloads.append(key), real_download(key, path))[1]
+    )
     try:
         user = create_token(store, "alice")
         worker = create_token(store, "gpu", worker=True)

@@ -27,9 +27,7 @@ class EtaEstimator:
     """Median run time of recent similar jobs, cached per pool and size bucket (a status
     poll reads the store for it at most once per ``ttl_s``), else the engine's figure."""
 
-    def __init__(
-        self, store: RunTimeStore, settings: Settings, ttl_s: float = CACHE_S
-    ) -> None:
+    def __init__(self, store: RunTimeStore, settings: Settings, ttl_s: float = CACHE_S) -> None:
         self.store = store
         self.settings = settings
         self.ttl_s = ttl_s

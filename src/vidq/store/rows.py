@@ -21,9 +21,7 @@ TOKEN_COLUMNS = (
     "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
     "max_queued, max_running, rate_per_minute, daily_video_seconds, worker, pools"
 )
-UPLOAD_COLUMNS = (
-    "id, owner, key, content_type, file_name, size, created_at, expires_at, received"
-)
+UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at, received"
 
 
 def job_from_row(row: Any) -> Job:

@@ -75,9 +75,7 @@ async def _submit(
     except inputs.Invalid as exc:
         return JSONResponse({"detail": exc.detail}, status_code=422)
     webhook = ctx.webhooks.check(request.query_params.get("fal_webhook"))
-    job, replay = await inputs.submit(
-        request, prepared, token, store, uploads, webhook_url=webhook
-    )
+    job, replay = await inputs.submit(request, prepared, token, store, uploads, webhook_url=webhook)
     base = ctx.base_url(request)
     where = prepared.target
     position = await run_in_threadpool(store.queue_position, job) if job.state.queued else 0
@@ -211,9 +209,7 @@ async def cancel(
 ) -> Response:
     inputs.check_app(owner, model_id)
     job_id = request_id(rid)
-    done, _ = await run_in_threadpool(
-        lambda: cancel_job(store, job_id, token.user, running=True)
-    )
+    done, _ = await run_in_threadpool(lambda: cancel_job(store, job_id, token.user, running=True))
     headers = answers.request_headers(job_id)
     if done is not None:
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)

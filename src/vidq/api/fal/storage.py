@@ -271,9 +271,7 @@ def _part_key(upload: Upload, number: int) -> str:
     return f"{_parts_prefix(upload)}{number:05d}"
 
 
-def _put_part(
-    ctx: AppContext, store: UploadStore, upload: Upload, number: int, data: bytes
-) -> str:
+def _put_part(ctx: AppContext, store: UploadStore, upload: Upload, number: int, data: bytes) -> str:
     """Store one part, counted first: the parts of one upload stay within the single-file
     limit (413), and everything its uploader holds within theirs (429)."""
     if not 1 <= number <= MAX_PARTS:
@@ -395,9 +393,7 @@ async def _initiate(request: Request, token: Token, store: UploadStore, suffix: 
     content_type = str(body.get("content_type") or "application/octet-stream")[:200]
     name = _file_name(str(body.get("file_name") or ""), content_type)
     expires_in = _expires_in(request)
-    upload = await run_in_threadpool(
-        _new, ctx, store, token.user, content_type, name, expires_in
-    )
+    upload = await run_in_threadpool(_new, ctx, store, token.user, content_type, name, expires_in)
     base = ctx.base_url(request)
     expires = str(int(time.time()) + UPLOAD_URL_TTL_S)
     signature = _sign(ctx, "put", upload.id, expires)
@@ -466,9 +462,7 @@ async def put_signed_part(
     upload_id: str, number: int, request: Request, store: UploadStore = Depends(upload_store)
 ) -> Response:
     ctx = context(request)
-    return await _part(
-        ctx, store, lambda: _signed(ctx, store, upload_id, request), number, request
-    )
+    return await _part(ctx, store, lambda: _signed(ctx, store, upload_id, request), number, request)
 
 
 @router.post("/fal/storage/upload/{upload_id}/multipart/complete", summary="Finish (signed)")

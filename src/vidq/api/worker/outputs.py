@@ -88,7 +88,12 @@ def upload_target(storage: BlobStore, job: Job, body: UploadBody, base: str) -> 
 
 
 def signature(
-    storage: LocalBlobStore, lease_token: str, job_id: int, key: str, size: int, sha: str,
+    storage: LocalBlobStore,
+    lease_token: str,
+    job_id: int,
+    key: str,
+    size: int,
+    sha: str,
     exp: int,
 ) -> str:
     """The storage's signature over the attempt's lease and what the URL allows: once the

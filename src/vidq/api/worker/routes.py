@@ -135,8 +135,10 @@ async def claim(request: Request, body: ClaimBody, token: Worker, store: Queue) 
             )
     strays = [p for p in body.engines if p not in body.pools]
     if strays or any(e not in ENGINES for e in body.engines.values()):
-        detail = f"pools not claimed: {', '.join(strays)[:200]}" if strays else (
-            f"engines are {', '.join(ENGINES)}"
+        detail = (
+            f"pools not claimed: {', '.join(strays)[:200]}"
+            if strays
+            else (f"engines are {', '.join(ENGINES)}")
         )
         raise InvalidInput("engines", detail)
     base = ctx.base_url(request)
