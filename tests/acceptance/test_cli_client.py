@@ -153,8 +153,10 @@ def submitted(server: Stack, env: dict[str, str], out: subprocess.CompletedProce
 
 def test_a_paused_queue_a_held_request_and_the_seed_are_shown(tmp_path: Path) -> None:
     """`vidq submit` and `vidq status` say why a queued request waits (an operator paused
-    its queue: no ETA; the token's max_running) and the seed it runs with."""
-    with stack(tmp_path / "data", preview_step_seconds=1.0) as server:
+    its queue: no ETA; the token's max_running) and the seed it runs with. Request 1's steps
+    are slow (15 s in all) so that request 2 is still held when `vidq status 2` starts, even
+    on a loaded machine."""
+    with stack(tmp_path / "data", preview_step_seconds=3.0) as server:
         token = server.token("erin", max_running=1)
         env = vidq_env(tmp_path / "unused")
         env.pop("VIDQ_DATA_DIR")
@@ -189,8 +191,9 @@ def test_a_paused_queue_a_held_request_and_the_seed_are_shown(tmp_path: Path) ->
             second = run_cli(env, "submit", "wan22-fast-t2v", *args, "--no-wait")
             assert second.returncode == 0, second.stderr
             assert run_cli(admin, "admin", "resume", "wan22-t2v").returncode == 0
-            eventually(lambda: "IN_PROGRESS" in run_cli(env, "status", "1").stdout, 30,
-                       what="request 1 to start")  # fmt: skip
+            with server.client(token) as api:
+                eventually(lambda: api.get("/requests/1").json()["status"] == "IN_PROGRESS",
+                           30, what="request 1 to start")  # fmt: skip
             held = run_cli(env, "status", "2").stdout
             waits = "IN_QUEUE  position 0  held until one of your running requests ends"
             assert f"{waits} (max_running)" in held and "paused" not in held, held
