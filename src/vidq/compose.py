@@ -25,12 +25,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from vidq.api import create_app
-from vidq.api.auth import create_token
 from vidq.catalog import MODELS, POOLS
 from vidq.config import Settings
 from vidq.config_doc import mask
@@ -49,6 +47,9 @@ from vidq.worker.local import LocalSource
 from vidq.worker.ports import Reaper, Source
 from vidq.worker.remote import CLAIM_WAIT_S, ProtocolError, RemoteAPI, RemoteSource, TokenRefused
 from vidq.worker.slots import WorkerGroup, resolve_gpus
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +409,9 @@ def build_api(settings: Settings, *, create: bool = True) -> ApiService:
     """The `vidq serve` of these settings: the store (created if it is a new SQLite one,
     waiting for an unreachable database), an admin token when the store has none, the app,
     and ``settings.server.workers`` in-process workers sharing the app's metrics."""
+    from vidq.api import create_app  # the web framework: a worker process never loads it
+    from vidq.api.auth import create_token
+
     options = [worker_options(settings, name=f"serve-{i}") for i in range(settings.server.workers)]
     backends = open_backends(settings, create=create, patient=True)
     store = backends.store

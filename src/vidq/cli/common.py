@@ -9,7 +9,6 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from vidq.compose import describe_database, log_setup
 from vidq.config import Settings
 from vidq.errors import CannotStart
 from vidq.ops.logs import JsonFormatter
@@ -27,12 +26,16 @@ Init = Annotated[
 
 
 def configure_logging(settings: Settings) -> None:
+    from vidq.compose import log_setup  # the server's parts: not loaded by client commands
+
     configure(log_setup(settings))
 
 
 def say_database(settings: Settings) -> None:
     """Say on stderr which database this command uses (stdout stays the command's own);
     with ``VIDQ_LOG_FORMAT=json`` as a JSON line, as every other stderr line then is."""
+    from vidq.compose import describe_database
+
     line = f"vidq: using {describe_database(settings)}"
     if settings.log_format == "json":
         record = logging.makeLogRecord(

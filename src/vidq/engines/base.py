@@ -1,6 +1,6 @@
 """The Engine protocol: turns one job's inputs into an MP4 at ``output_path``.
 
-An engine lives in a spawned child process (``vidq.worker.child``): ``load`` runs once
+An engine lives in a child process (``vidq.worker.child``): ``load`` runs once
 when the child starts (model weights), ``run`` once per job. The registry that builds
 engines by name is in ``vidq.engines``; this module imports no engine. Engines raise
 ``EngineError`` subclasses for failures a user should read; anything else is reported as

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from vidq.errors import StoreUnavailable
 from vidq.store.base import JobStore, ReapResult, Token
-from vidq.store.migrate import upgrade
 
 __all__ = ["JobStore", "ReapResult", "Token", "open_store"]
 
@@ -32,6 +31,8 @@ def open_store(url: str, *, migrate: bool = True) -> JobStore:
 
 
 def _open(url: str, *, migrate: bool) -> JobStore:
+    from vidq.store.migrate import upgrade  # Alembic: loaded by the commands that open a store
+
     if url.startswith("sqlite:///"):
         from vidq.store.sqlite import SQLiteStore
 
