@@ -189,17 +189,19 @@ def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path, database
 
 # -- running jobs: the preview engine, slowed down so a job is seen running -------------------
 def engine_children() -> set[int]:
-    """Pids of the engine child processes of the stack's worker threads: this process's
-    children spawned by multiprocessing."""
-    found: set[int] = set()
-    parents = {os.getpid()}
+    """Pids of the engine child processes of the stack's worker threads: the children of
+    this process's multiprocessing fork server (``vidq.worker.child``)."""
+    procs: dict[int, tuple[int, bytes]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes()
-            if ppid in parents and b"spawn_main" in cmd:
-                found.add(pid)
-    return found
+            procs[pid] = (ppid, (stat.parent / "cmdline").read_bytes())
+    servers = {
+        pid
+        for pid, (ppid, cmd) in procs.items()
+        if ppid == os.getpid() and b"multiprocessing.forkserver" in cmd
+    }
+    return {pid for pid, (ppid, _) in procs.items() if ppid in servers}
 
 
 def alive(pid: int) -> bool:
