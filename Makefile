@@ -65,10 +65,9 @@ lint: install
 
 # Test files run in 4 processes (-n 4, one file per process at a time: a file's module-scoped
 # servers stay in one process): much of their time is spent waiting on servers, PostgreSQL
-# and worker processes, so this cuts the wall time even on 2 cores. Files are handed out in
-# the order tests/conftest.py gives them (the long ones first), not xdist's (the files with
-# the most tests first). CONTRIBUTING.md ("Tests") says how to run one layer, file or marker.
-PARALLEL := -n 4 --dist loadfile --no-loadscope-reorder
+# and worker processes, so this cuts the wall time even on 2 cores. CONTRIBUTING.md ("Tests")
+# says how to run one layer, one file or one marker.
+PARALLEL := -n 4 --dist loadfile
 test: install lint
 	$(BIN)/pytest -q $(PARALLEL)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def _clean_vidq_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its layer, and with ``postgres``/``s3`` when it uses those
-    servers' fixtures; then order the files longest first (see ``_run_order``)."""
+    servers' fixtures."""
     for item in items:
         parts = Path(str(item.path)).relative_to(_TESTS).parts
         if parts and parts[0] in _LAYERS:
@@ -51,21 +51,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("postgres")
         if "seaweed" in names:
             item.add_marker("s3")
-    items.sort(key=_run_order({item.path for item in items if item.get_closest_marker("slow")}))
-
-
-def _run_order(slow_files: set[Path]) -> Callable[[pytest.Item], tuple[int, int]]:
-    """Files with a ``slow`` test first, then acceptance, integration and unit files; the
-    order of tests within a file is kept (the sort is stable). ``pytest -n 4 --dist
-    loadfile`` hands out whole files in this order, so the long ones start at once and the
-    short ones fill the gaps at the end, instead of one long file running alone last."""
-    rank = {"acceptance": 0, "integration": 1, "unit": 2}
-
-    def key(item: pytest.Item) -> tuple[int, int]:
-        layer = Path(str(item.path)).relative_to(_TESTS).parts[0]
-        return (0 if item.path in slow_files else 1, rank.get(layer, 3))
-
-    return key
 
 
 @pytest.hookimpl(hookwrapper=True)
