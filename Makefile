@@ -67,14 +67,18 @@ lint: install
 # servers stay in one process): much of their time is spent waiting on servers, PostgreSQL
 # and worker processes, so this cuts the wall time even on 2 cores. CONTRIBUTING.md ("Tests")
 # says how to run one layer, one file or one marker.
+# Python may write bytecode while the tests run, even where the machine says not to
+# (PYTHONDONTWRITEBYTECODE): otherwise each of the suite's processes (the pytest workers and
+# the vidq processes the tests start) compiles and assert-rewrites the same modules again.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 PARALLEL := -n 4 --dist loadfile
 test: install lint
-	$(BIN)/pytest -q $(PARALLEL)
+	$(PYTEST) -q $(PARALLEL)
 
 # For iterating: SQLite only (no PostgreSQL, no S3), without the slow tests, stop at the
 # first failure.
 test-fast: install
-	$(BIN)/pytest -q -x $(PARALLEL) -m "not slow and not postgres and not s3"
+	$(PYTEST) -q -x $(PARALLEL) -m "not slow and not postgres and not s3"
 
 bench: install
 	$(BIN)/python bench/api.py
