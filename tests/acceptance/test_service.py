@@ -321,6 +321,20 @@ def open_files(pid: int) -> tuple[int, int]:
     return total, database
 
 
+def settled_open_files(pid: int) -> tuple[int, int]:
+    """``open_files`` once the burst's sockets have closed: the same count twice, 0.5 s
+    apart (at most 15 s). A leaked descriptor stays open, so it is still counted."""
+    last = open_files(pid)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = open_files(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 async def burst(url: str, calls: list[tuple[str, str, str, dict[str, object] | None]]) -> None:
     """Send every call at once; each must answer 200."""
     limits = httpx.Limits(max_connections=len(calls), max_keepalive_connections=0)
