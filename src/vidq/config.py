@@ -487,6 +487,13 @@ class LimitsSettings(_Group):
     webhook_max_attempts: int = Field(
         default=8, ge=1, description="Deliveries of a webhook before giving up."
     )
+    webhook_retry_backoff_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Seconds before a failed webhook delivery is tried again; doubles after "
+        "each failed try, up to 600 s.",
+    )
     webhook_timeout: float = Field(
         default=10.0,
         gt=0,

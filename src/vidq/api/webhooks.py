@@ -25,8 +25,8 @@ survives restarts and is shared by every API replica:
   webhooks sent to it, and its user's beyond their share;
 - the attempt's outcome is written back (``webhook_result``): delivered; or, after a
   non-2xx answer, a connection error or the deadline, due again after an exponential
-  backoff (``BACKOFF_S`` doubling, on the database clock), until ``webhook_max_attempts``
-  deliveries have been tried and it is given up.
+  backoff (``webhook_retry_backoff_seconds`` doubling, on the database clock), until
+  ``webhook_max_attempts`` deliveries have been tried and it is given up.
 
 Delivery is once in the normal case, however many API replicas run; it is at-least-once
 when an API process dies mid-delivery or a 2xx answer is lost: receivers should
@@ -83,7 +83,6 @@ log = logging.getLogger(__name__)
 
 FIELD = "fal_webhook"
 URL_MAX = 2048
-BACKOFF_S = 2.0
 BACKOFF_MAX_S = 600.0
 POLL_S = 0.5  # how often each API process asks the store for due webhooks
 DUE_BATCH = 256  # due webhooks read per poll
@@ -362,5 +361,6 @@ class WebhookDispatcher:
             log.warning("webhook given up after %d attempts", attempts, extra=extra)
         elif outcome is WebhookState.DELIVERED:
             log.info("webhook delivered", extra=extra)
-        backoff = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (attempts - 1))
+        first = self.ctx.settings.limits.webhook_retry_backoff_seconds
+        backoff = min(BACKOFF_MAX_S, first * 2 ** (attempts - 1))
         self.outbox.webhook_result(taken.job.id, taken.attempts, outcome, backoff)

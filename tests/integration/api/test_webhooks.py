@@ -26,9 +26,16 @@ from tests.support.media import probe_mp4
 from tests.support.stack import stack
 from tests.support.stores import Database
 from tests.support.wait import eventually, holds, wait_status
-from vidq.api.webhooks import BACKOFF_S, POLL_S
+from vidq.api.webhooks import POLL_S
 
 SMALL = {"prompt": "a kite", "width": 128, "height": 128, "duration": 1}
+# The servers' first retry backoff (VIDQ_WEBHOOK_RETRY_BACKOFF_SECONDS), short so that
+# watching past a retry takes seconds, not the default's tens of seconds.
+BACKOFF_S = 0.5
+HOOKS: dict[str, Any] = {
+    "webhook_allow_loopback_http": "true",
+    "webhook_retry_backoff_seconds": BACKOFF_S,
+}
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -78,34 +85,38 @@ def past_the_next_retry(attempts: int) -> float:
 def test_fal_webhook_is_signed_retried_and_carries_the_video(
     tmp_path: Path, receiver: str, database: Database
 ) -> None:
-    Receiver.statuses = [500, 200]  # the first delivery fails, the retry succeeds
-    with stack(tmp_path / "data", database=database, webhook_allow_loopback_http="true") as server:
+    Receiver.statuses = [500, 500, 200]  # two deliveries fail, the second retry succeeds
+    with stack(tmp_path / "data", database=database, **HOOKS) as server:
         token = server.token("hooked")
         client = server.client(token)
         r = client.post("/queue/vidq/wan22-fast-t2v", params={"fal_webhook": receiver}, json=SMALL)
         assert r.status_code == 200, r.text
         rid = r.json()["request_id"]
-        got = wait_for(2)
+        got = wait_for(3)
         secret = vidq.Client(server.url, token).webhook_secret()
         for headers, body, _ in got:
             assert vidq.verify_webhook(secret, headers, body)
             assert not vidq.verify_webhook(secret + "x", headers, body)
-        assert got[1][2] - got[0][2] >= 1.5  # backoff between the tries
-        payload: dict[str, Any] = json.loads(got[1][1])
+        # The tries are the configured backoff apart, doubling (the default's 2 s + 4 s
+        # would put the third at least 6 s after the first).
+        assert got[1][2] - got[0][2] >= 0.75 * BACKOFF_S
+        assert got[2][2] - got[1][2] >= 0.75 * 2 * BACKOFF_S
+        assert got[2][2] - got[0][2] < 6.0
+        payload: dict[str, Any] = json.loads(got[2][1])
         assert payload["request_id"] == payload["gateway_request_id"] == rid
         assert payload["status"] == "OK" and payload["error"] is None
         video = payload["payload"]["video"]
         data = httpx.get(video["url"], timeout=30).content
         assert len(data) == video["file_size"]
         assert probe_mp4(data, tmp_path).frames == 17
-        # delivered: no more tries, not even after the backoff of a third
-        holds(lambda: len(Receiver.got) == 2, past_the_next_retry(2), what="two deliveries")
+        # delivered: no more tries, not even after the backoff of a fourth
+        holds(lambda: len(Receiver.got) == 3, past_the_next_retry(3), what="three deliveries")
         assert not list((tmp_path / "data" / "blobs" / "vidq" / "webhooks").glob("*.json"))
 
 
 def test_native_webhook_reports_a_failure(tmp_path: Path, receiver: str) -> None:
     settings = {"engines": "wan22-t2v-fp8=nonexistent", "max_attempts": 1}
-    with stack(tmp_path / "data", webhook_allow_loopback_http="true", **settings) as server:
+    with stack(tmp_path / "data", **HOOKS, **settings) as server:
         client = server.client(server.token("hooked"))
         r = client.post("/queue/wan22-t2v-fp8", params={"fal_webhook": receiver}, json=SMALL)
         assert r.status_code == 200, r.text
@@ -130,7 +141,7 @@ def test_pending_webhook_survives_an_api_restart(
 ) -> None:
     Receiver.statuses = [503]  # the receiver is down while the first server runs
     data = tmp_path / "data"
-    hooks = {"database": database, "webhook_allow_loopback_http": "true"}
+    hooks = {"database": database, **HOOKS}
     with stack(data, **hooks) as server:
         token = server.token("hooked")
         client = server.client(token)
@@ -179,7 +190,7 @@ def test_a_webhook_submitted_during_a_storage_outage_is_delivered_once(
     the job without a second webhook (before: 503 for a job that existed and ran, then
     200 on the retry, and no webhook ever)."""
     blobs = tmp_path / "blobs"
-    settings = {"storage_url": f"file://{blobs}", "webhook_allow_loopback_http": "true"}
+    settings = {"storage_url": f"file://{blobs}", **HOOKS}
     with stack(tmp_path / "data", workers=0, database=database, **settings) as server:
         client = server.client(server.token("hooked"))
         headers = {"Idempotency-Key": "kite-1"}
@@ -212,7 +223,7 @@ def test_two_api_replicas_deliver_each_webhook_once(
     replica started."""
     Receiver.statuses = [503]  # the receiver is down until both replicas run
     data = tmp_path / "data"
-    hooks = {"database": database, "webhook_allow_loopback_http": "true"}
+    hooks = {"database": database, **HOOKS}
     with stack(data, **hooks) as first:
         token = first.token("hooked")
         one = first.client(token)
