@@ -7,6 +7,8 @@
 - ``database`` runs a test once on SQLite and once on PostgreSQL, the store chosen before
   any server starts (tests/support/stores.py); only the tests whose behaviour the store
   decides ask for it.
+- ``tiny_wan_models`` is a folder of tiny random-weight Wan pipelines, written once per
+  run and shared by every xdist worker (building one takes seconds of torch).
 - Each layer's tests carry the layer's marker (``unit``, ``integration``, ``acceptance``).
 - In CI (``CI`` set, as ``.ci/run`` does) a skipped test fails the run: a missing tool
   must not pass for a green run (tests/support/tools.py).
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -121,6 +124,26 @@ def seaweed() -> Iterator[SeaweedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_models(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Tiny random-weight Wan 2.2 T2V and I2V pipelines with their LoRAs, in the layout
+    the engine reads; read-only for the tests. Under xdist the run's workers share one
+    copy: the first to get the lock writes it, the others wait and find it."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the run's folder, shared by its workers
+    path = root / "tiny-wan-models"
+    with (root / "tiny-wan-models.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            from vidq.engines.wan_configs import write_tiny_models
+
+            partial = root / "tiny-wan-models.partial"
+            write_tiny_models(partial)
+            partial.rename(path)
+    return path
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

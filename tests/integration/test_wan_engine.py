@@ -35,12 +35,8 @@ def _settings(models_dir: Path, **kw: Any) -> WanSettings:
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vidq.engines.wan_configs import write_tiny_models
-
-    path = tmp_path_factory.mktemp("models")
-    write_tiny_models(path)
-    return path
+def models_dir(tiny_wan_models: Path) -> Path:
+    return tiny_wan_models
 
 
 @pytest.fixture(scope="module")

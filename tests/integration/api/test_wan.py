@@ -18,12 +18,8 @@ WAN_POOLS = "wan22-t2v=wan,wan22-i2v=wan"
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vidq.engines.wan_configs import write_tiny_models
-
-    path = tmp_path_factory.mktemp("models")
-    write_tiny_models(path)
-    return path
+def models_dir(tiny_wan_models: Path) -> Path:
+    return tiny_wan_models
 
 
 def test_t2v_over_http_makes_the_requested_video_with_the_seed(
