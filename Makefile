@@ -71,7 +71,7 @@ lint: install
 # (PYTHONDONTWRITEBYTECODE): otherwise each of the suite's processes (the pytest workers and
 # the vidq processes the tests start) compiles and assert-rewrites the same modules again.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
-PARALLEL := -n 4 --dist loadfile
+PARALLEL := -n 4 --dist loadfile --no-loadscope-reorder
 test: install lint
 	$(PYTEST) -q $(PARALLEL)
 

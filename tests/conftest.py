@@ -54,6 +54,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("postgres")
         if "seaweed" in names:
             item.add_marker("s3")
+    items[:] = _longest_files_first(items)
+
+
+def _longest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The items file by file, the files likely to take longest first: those with a
+    ``slow`` test, then by layer (acceptance, integration, unit), then by number of tests.
+    ``make test`` hands whole files to its xdist workers in this order
+    (``--dist loadfile --no-loadscope-reorder``): a long file started last would keep one
+    worker busy after the others have finished."""
+    by_file: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(Path(str(item.path)), []).append(item)
+
+    def weight(entry: tuple[Path, list[pytest.Item]]) -> tuple[bool, int, int]:
+        path, tests = entry
+        slow = any(t.get_closest_marker("slow") for t in tests)
+        parts = path.relative_to(_TESTS).parts
+        layer = _LAYERS[::-1].index(parts[0]) if parts[0] in _LAYERS else len(_LAYERS)
+        return (not slow, layer, -len(tests))
+
+    return [item for _, tests in sorted(by_file.items(), key=weight) for item in tests]
 
 
 @pytest.hookimpl(hookwrapper=True)
