@@ -32,6 +32,9 @@ from vidq.store.statements import PostgresStatements, Statement
 log = logging.getLogger(__name__)
 
 CHANNEL = "vidq_jobs"
+# How often the LISTEN thread looks up from its connection to see whether the store is
+# closing: ``close()`` waits this long at most for it (each look is one poll(2)).
+_LISTEN_POLL_S = 0.2
 _ERRORS = Errors("PostgreSQL", refused=psycopg.IntegrityError, failed=psycopg.Error)
 # A ``:name`` parameter; not the ``::type`` of a cast.
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
@@ -137,7 +140,7 @@ class PostgresDriver:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.wakeups.wake()
                     while not self._closing.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for _ in conn.notifies(timeout=_LISTEN_POLL_S, stop_after=1):
                             self.wakeups.wake()
             except psycopg.Error as exc:
                 log.warning("LISTEN connection lost: %s", describe(exc))
