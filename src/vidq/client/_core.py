@@ -427,6 +427,14 @@ class ClientApi(Generic[HandleT, HttpT, TransportT]):
         body: dict[str, Any] = (yield from self._request("GET", "/requests", params=params)).json()
         return body
 
+    def _usage(self, days: int = 7) -> Op[dict[str, Any]]:
+        """What your requests used on each of the last ``days`` UTC days (``GET /usage``):
+        ``{"days", "since", "usage": [{"day", "model_id", "jobs", "video_seconds",
+        "gpu_seconds"}, ...], "total": {...}}``."""
+        reply = yield from self._request("GET", "/usage", params={"days": days})
+        body: dict[str, Any] = reply.json()
+        return body
+
     def _models(self) -> Op[list[dict[str, Any]]]:
         """The models this server serves (``GET /models``)."""
         models: list[dict[str, Any]] = (yield from self._request("GET", "/models")).json()["models"]
@@ -449,6 +457,7 @@ class ClientApi(Generic[HandleT, HttpT, TransportT]):
     run = operation(_run)
     get_handle = operation(_get_handle)
     requests = operation(_requests)
+    usage = operation(_usage)
     models = operation(_models)
     webhook_secret = operation(_webhook_secret)
     fetch = operation(_fetch)
