@@ -354,6 +354,7 @@ class Worker:
         def should_abort() -> bool:
             return lost.is_set() or cancel.is_set() or self._abort.is_set()
 
+        engine.ready()  # a load is the engine's, not this job's: it serves every job after
         started = time.monotonic()
         try:
             return engine.run(engine_job, on_progress, should_abort)
