@@ -205,6 +205,7 @@ class Worker:
     # -- one job ---------------------------------------------------------------------
     def execute(self, attempt: Attempt) -> None:
         """Run one claimed attempt to a fenced end state (or lose it cleanly)."""
+        self._ran = Ran()  # before any end: none may carry an earlier attempt's time
         job = attempt.job
         extra = {"job_id": job.id, "worker": self.name, "attempt": job.attempt}
         log.info("job claimed", extra=extra)
@@ -221,7 +222,6 @@ class Worker:
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"vidq-job-{job.id}-"))
         outcome = "failed"
-        self._ran = Ran()
         if self.metrics is not None:
             self.metrics.busy.labels(job.pool).inc()
         try:
