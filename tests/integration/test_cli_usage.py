@@ -1,4 +1,5 @@
-"""``vidq usage`` and ``vidq admin usage`` in process (typer's runner) against the
+"""``vidq usage`` and ``vidq admin usage`` (and the SDK's ``Client.usage`` and
+``Status.metrics`` they stand on) in process (typer's runner) against the
 in-process stack after real preview jobs: the server's JSON with ``--json``, a table with
 a total row without it, and a bad ``--days`` refused naming the option's field."""
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner, Result
 
 from tests.support.stack import Stack, stack
 from vidq.cli.main import app
+from vidq.client import Client
 
 T2V = "wan22-fast-t2v"
 SMALL = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 1}
@@ -40,6 +42,11 @@ def test_usage_commands_print_what_the_routes_answer(tmp_path: Path) -> None:
         assert s.drain() == 3
         with s.client(ann) as c:
             answer = c.get("/usage").json()
+        with Client(s.url, ann) as sdk:  # the SDK's view: the same answer, and per request
+            assert sdk.usage(7) == answer
+            (newest, *_) = sdk.requests()["requests"]
+            cost = sdk.get_handle(newest["request_id"]).status().metrics
+            assert cost is not None and cost["attempts"] == 1 and cost["gpu_seconds"] > 0
 
         mine = vidq(s, ann, "usage", "--json")
         assert mine.exit_code == 0, mine.output

@@ -69,6 +69,8 @@ class Status:
     # model's queue) or "HELD" (its token is at max_running); None otherwise.
     hold: str | None = None
     seed: int | None = None  # the seed it runs with (drawn at submit when not given)
+    # What it cost once started: gpu_seconds, queue_seconds, attempts, device (docs/api.md)
+    metrics: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -100,6 +102,7 @@ class Status:
             raw=body,
             hold=body.get("hold"),
             seed=body.get("seed"),
+            metrics=body.get("metrics"),
         )
 
 
