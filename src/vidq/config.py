@@ -533,6 +533,13 @@ class LimitsSettings(_Group):
         description="Seconds of video a new token may request per UTC day (429 above); "
         "unset: unlimited.",
     )
+    default_daily_gpu_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPU-seconds a new token's requests may use per UTC day: once its "
+        "finished and running requests of the day have used them, submits get 429 until "
+        "00:00 UTC (running requests finish). Unset: unlimited.",
+    )
     max_queue_seconds: float | None = Field(
         default=None,
         gt=0,

@@ -130,10 +130,25 @@ class Job:
     # blobs are deleted, or being deleted); None while they are kept
     expired_at: float | None = None
     inputs_expired_at: float | None = None
+    # what it cost (``Ran``): engine seconds over its attempts (a running attempt's time
+    # since it started included), the device of its last attempt, its first start
+    gpu_seconds: float = 0.0
+    device: str | None = None
+    first_started_at: float | None = None
 
     @property
     def wire_status(self) -> WireStatus:
         return WIRE_STATUS[self.state]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ran:
+    """What one attempt used, recorded with the attempt's end (complete, fail, release,
+    cancelled) in the same fenced update: the seconds its engine ran, measured by the worker
+    around the engine call, and the device it ran on (``cpu``, ``cuda:0``)."""
+
+    seconds: float = 0.0
+    device: str | None = None  # None: the attempt never reached an engine
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

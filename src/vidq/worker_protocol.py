@@ -56,6 +56,14 @@ class Fenced(_Request):
     lease_token: LeaseToken
 
 
+class Ended(Fenced):
+    """The end of an attempt (fail, cancelled, release, complete): what it used, recorded
+    with the end (``gpu_seconds`` its engine ran, the ``device`` it ran on)."""
+
+    gpu_seconds: float = Field(default=0.0, ge=0.0, le=1e7)
+    device: str | None = Field(default=None, min_length=1, max_length=100)
+
+
 class ProgressBody(Fenced):
     """Steps done of the total (advisory)."""
 
@@ -69,7 +77,7 @@ class ProgressBody(Fenced):
         return self
 
 
-class FailBody(Fenced):
+class FailBody(Ended):
     """A failed attempt: retried after ``delay_s`` (if ``retry`` and attempts remain) or final."""
 
     message: str = Field(max_length=4000)
@@ -79,7 +87,14 @@ class FailBody(Fenced):
 
     @classmethod
     def fitted(
-        cls, lease_token: str, message: str, error_type: str, retry: bool, delay_s: float
+        cls,
+        lease_token: str,
+        message: str,
+        error_type: str,
+        retry: bool,
+        delay_s: float,
+        gpu_seconds: float = 0.0,
+        device: str | None = None,
     ) -> FailBody:
         """A fail whose message and type are cut to their bounds and whose delay is held
         within them: what an engine raised is recorded as far as it fits, never refused."""
@@ -89,6 +104,8 @@ class FailBody(Fenced):
             error_type=_cut(cls, "error_type", error_type),
             retry=retry,
             delay_s=_clamp(cls, "delay_s", delay_s),
+            gpu_seconds=_clamp(cls, "gpu_seconds", gpu_seconds),
+            device=device,
         )
 
 
@@ -107,9 +124,9 @@ class PartDone(_Request):
     etag: str = Field(min_length=1, max_length=200)
 
 
-class CompleteBody(UploadBody):
+class CompleteBody(UploadBody, Ended):
     """The attempt's uploaded output, and its meta (stored as the result's); for a
-    multipart upload, its id and parts (the API assembles them)."""
+    multipart upload, its id and parts (the API assembles them); what the attempt used."""
 
     meta: dict[str, Any] = Field(default_factory=dict)
     upload_id: str | None = Field(default=None, min_length=1, max_length=1000)

@@ -169,15 +169,17 @@ def test_token_list_has_a_header_row(tmp_path: Path) -> None:
                       cwd=tmp_path)  # fmt: skip
     assert created.returncode == 0, created.stderr
     listed = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()
-    header = "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY".split()
+    header = (
+        "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY GPU_S_TODAY"
+    ).split()
     assert [line.split("\t") for line in listed] == [
         header,
-        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-"],
+        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-", "0/-"],
     ]
     updated = run_cli(env, "token", "update", "1", "--max-queued", "none", cwd=tmp_path)
     assert [line.split("\t") for line in updated.stdout.splitlines()] == [
         header,
-        ["1", "ann", "100", "user", "active", "-", "-", "-", "-"],
+        ["1", "ann", "100", "user", "active", "-", "-", "-", "-", "-"],
     ]
 
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from tests.support.processes import vidq_env
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
-from vidq.jobs import JobState, NewJob, WebhookState, queue_rank
+from vidq.jobs import JobState, NewJob, Ran, WebhookState, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.base import (
     Cancel,
@@ -210,6 +210,36 @@ def test_submit_limits_refuse_in_the_insert_and_store_nothing(store: SubmitStore
     assert daily.value.limit == "daily_video_seconds"
     assert 1 <= daily.value.retry_after <= 86400
     assert len(store.list_jobs("alice", 20)) == 5
+
+
+def test_daily_gpu_seconds_refuse_once_used_up_running_jobs_included(store: JobStore) -> None:
+    """Today's finished attempts count what they recorded, a running one its time since its
+    claim; at the limit a submit is refused until 00:00 UTC, naming the limit."""
+    quota = Quota(daily_gpu_seconds=10)
+    first = store.enqueue(new(), quota)
+    claimed = store.claim([POOL], "w", 30)
+    assert claimed is not None and claimed.job.id == first.id
+    assert store.fail(first.id, claimed.lease_token, "boom", "EngineError", retry=True,
+                      ran=Ran(6.0, "cuda:0"))  # fmt: skip
+    store.enqueue(new(), quota)  # 6 of 10 used: accepted
+    assert store.usage("alice").gpu_seconds_today == pytest.approx(6.0)
+    again = store.claim([POOL], "w", 30)
+    assert again is not None and again.job.id == first.id
+    time.sleep(0.3)  # running: its time so far counts on top of the failed attempt's
+    running = store.usage("alice").gpu_seconds_today
+    assert 6.2 < running < 30
+    assert store.complete(first.id, again.lease_token, f"outputs/free/{first.id}.mp4", {},
+                          Ran(4.5, "cuda:1"))  # fmt: skip
+    assert store.usage("alice").gpu_seconds_today == pytest.approx(10.5)
+    with pytest.raises(RateLimited) as refused:
+        store.enqueue(new(), quota)
+    assert refused.value.limit == "daily_gpu_seconds" and refused.value.value == 10
+    assert "daily_gpu_seconds" in refused.value.message
+    assert 0 < refused.value.retry_after <= 86400
+    assert abs((store.now() + refused.value.retry_after) % 86400) < 1  # 00:00 UTC
+    assert len(store.list_jobs("alice", 10)) == 2  # nothing stored
+    store.enqueue(new(), Quota(daily_gpu_seconds=11))  # per token value
+    store.enqueue(new("bob"), quota)  # per user
 
 
 def test_fifty_simultaneous_submits_against_max_queued_five(db_url: str) -> None:
@@ -482,6 +512,65 @@ def test_a_retry_waits_out_its_backoff_and_lets_later_jobs_go_first(store: JobSt
     time.sleep(0.4)
     retried = store.claim([POOL], "w", 30)
     assert retried is not None and retried.job.id == again.id and retried.job.attempt == 2
+
+
+def test_every_end_of_an_attempt_adds_its_gpu_seconds(store: JobStore) -> None:
+    """A job's cost sums its attempts (failed, released and cancelled ones included), its
+    device is its last attempt's; a fenced-out end adds nothing; metrics read it."""
+    job = store.enqueue(new(max_attempts=3))
+    first = store.claim([POOL], "w", 30)
+    assert first is not None
+    assert store.fail(job.id, first.lease_token, "oom", "EngineError", retry=True,
+                      ran=Ran(2.0, "cuda:0"))  # fmt: skip
+    assert not store.fail(job.id, first.lease_token, "late", "x", retry=True, ran=Ran(50.0))
+    second = store.claim([POOL], "w", 30)
+    assert second is not None
+    assert store.release(job.id, second.lease_token, Ran(1.25, "cuda:1"))
+    third = store.claim([POOL], "w", 30)
+    assert third is not None
+    assert store.complete(job.id, third.lease_token, f"outputs/free/{job.id}.mp4", {},
+                          Ran(3.5, "cuda:2"))  # fmt: skip
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.COMPLETED
+    assert done.gpu_seconds == pytest.approx(6.75) and done.device == "cuda:2"
+    assert done.attempt == 3 and done.first_started_at is not None
+    assert done.started_at is not None and done.first_started_at < done.started_at
+    status = store.job_status(job.id, "alice")
+    assert status is not None and status.gpu_seconds == pytest.approx(6.75)
+    assert (status.device, status.attempt) == ("cuda:2", 3)
+    assert status.first_started_at == done.first_started_at
+    # a cancelled running attempt counts too; an attempt that never ran adds nothing
+    other = store.enqueue(new(pool=OTHER))
+    c = store.claim([OTHER], "w", 30)
+    assert c is not None
+    assert store.cancel_job(other.id, "alice", running=True) is Cancel.REQUESTED
+    assert store.finish_cancel(other.id, c.lease_token, Ran(0.5, "cpu"))
+    stopped = store.get(other.id)
+    assert stopped is not None and (stopped.gpu_seconds, stopped.device) == (0.5, "cpu")
+    samples = store.job_samples()
+    gpu = {k[1]: v for k, v in samples.items() if k[0] == "vidq_gpu_seconds"}
+    assert gpu == {
+        '{"model":"wan22-fast-t2v","pool":"wan22-t2v"}': pytest.approx(6.75),
+        f'{{"model":"wan22-fast-t2v","pool":"{OTHER}"}}': pytest.approx(0.5),
+    }
+
+
+def test_daily_usage_per_day_and_model_and_per_user(store: JobStore) -> None:
+    """GET /usage's figures: the sums of the jobs' own, per UTC day and model; a user sees
+    only theirs, the operators' read has every user's."""
+    ids = [_finish(store, "completed") for _ in range(2)]
+    bob = _finish(store, "completed", pool=OTHER, user="bob")
+    jobs = [store.get(i) for i in [*ids, bob]]
+    today = time.strftime("%Y-%m-%d", time.gmtime(store.now()))
+    mine = store.daily_usage("alice", 7)
+    assert [(u.user, u.day, u.model_id, u.jobs) for u in mine] == [
+        ("alice", today, "wan22-fast-t2v", 2)
+    ]
+    assert mine[0].gpu_seconds == pytest.approx(sum(j.gpu_seconds for j in jobs[:2] if j))
+    assert [u.user for u in store.daily_usage("bob", 1)] == ["bob"]
+    assert store.daily_usage("carol", 90) == []
+    every = store.all_usage(7)
+    assert [(u.user, u.jobs) for u in every] == [("alice", 2), ("bob", 1)]
 
 
 def test_reap_expired_leases(store: JobStore) -> None:
@@ -835,7 +924,10 @@ def test_worker_tokens(store: TokenStore) -> None:
 
 
 def test_token_limits_round_trip(store: TokenStore) -> None:
-    quota = Quota(max_queued=5, max_running=1, rate_per_minute=60, daily_video_seconds=600)
+    quota = Quota(
+        max_queued=5, max_running=1, rate_per_minute=60, daily_video_seconds=600,
+        daily_gpu_seconds=3600,
+    )  # fmt: skip
     t = store.create_token("erin", "e" * 64, 10, admin=False, quota=quota)
     assert t.quota == quota
     found = store.token_by_hash("e" * 64)
@@ -1289,8 +1381,11 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             assert version == head_revision()
             inspector = sa.inspect(conn)
             columns = {c["name"] for c in inspector.get_columns("jobs")}
-            assert {c.strip() for c in JOB_COLUMNS.split(",")} <= columns
-            assert {"higher_quality", "retry_at"} <= columns
+            # a column, or an expression named for the column it reads (``... AS name``)
+            assert {c.split()[-1] for c in JOB_COLUMNS.split(",")} <= columns
+            assert {"higher_quality", "retry_at", "gpu_seconds", "device"} <= columns
+            tokens = {c["name"] for c in inspector.get_columns("tokens")}
+            assert "daily_gpu_seconds" in tokens
             assert {"webhook_state", "webhook_attempts", "webhook_next_at"} <= columns
             assert {"name", "pools", "seen_at"} <= {
                 c["name"] for c in inspector.get_columns("workers")

@@ -15,7 +15,7 @@ import pytest
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
 from vidq.errors import EngineCrashed, StorageUnavailable, StoreUnavailable
-from vidq.jobs import JobState, NewJob
+from vidq.jobs import JobState, NewJob, Ran
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import Lease
@@ -129,13 +129,15 @@ def test_a_worker_that_lost_its_lease_does_not_complete_and_deletes_its_upload(
     assert claimed is not None
     original_complete = store.complete
 
-    def steal_then_complete(jid: int, token: str, key: str, meta: dict[str, object]) -> bool:
+    def steal_then_complete(
+        jid: int, token: str, key: str, meta: dict[str, object], ran: Ran = Ran()
+    ) -> bool:
         # Just before completing, another worker takes the job over (as after a lease
         # expiry); the stale worker's fenced complete must change nothing.
         with closing(sqlite3.connect(tmp_path / "vidq.db", isolation_level=None)) as conn:
             conn.execute("UPDATE jobs SET lease_token = 'other' WHERE id = ?", (jid,))
         assert storage.exists(key)
-        return original_complete(jid, token, key, meta)
+        return original_complete(jid, token, key, meta, ran)
 
     store.complete = steal_then_complete  # type: ignore[method-assign]
     worker = Worker(source, options(), reaper=store)
@@ -200,9 +202,11 @@ def test_an_attempt_whose_complete_is_in_doubt_keeps_its_upload_until_an_end_rul
     assert storage.exists(key)
     real = store.complete
 
-    def outage(jid: int, token: str, result_key: str, meta: dict[str, object]) -> bool:
+    def outage(
+        jid: int, token: str, result_key: str, meta: dict[str, object], ran: Ran = Ran()
+    ) -> bool:
         if committed:
-            real(jid, token, result_key, meta)
+            real(jid, token, result_key, meta, ran)
         raise StoreUnavailable("connection lost")
 
     store.complete = outage  # type: ignore[method-assign]

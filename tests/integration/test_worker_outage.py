@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.media import probe_mp4
 from vidq.errors import StoreUnavailable
-from vidq.jobs import JobState, NewJob
+from vidq.jobs import JobState, NewJob, Ran
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.sqlite import SQLiteStore
@@ -30,14 +30,16 @@ class FlakyComplete(SQLiteStore):
         self.commit_first = commit_first
         self.calls = 0
 
-    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
+    def complete(
+        self, job_id: int, token: str, result_key: str, meta: dict[str, Any], ran: Ran = Ran()
+    ) -> bool:
         self.calls += 1
         if self.calls == 1 and self.commit_first:
-            super().complete(job_id, token, result_key, meta)
+            super().complete(job_id, token, result_key, meta, ran)
             raise StoreUnavailable("connection lost after commit")
         if self.calls <= self.failures:
             raise StoreUnavailable("database is down")
-        return super().complete(job_id, token, result_key, meta)
+        return super().complete(job_id, token, result_key, meta, ran)
 
 
 @pytest.mark.parametrize("commit_first", [False, True])

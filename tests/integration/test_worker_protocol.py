@@ -23,11 +23,13 @@ from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.api.worker import outputs
 from vidq.config import Settings
+from vidq.jobs import Ran
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
 from vidq.store import open_store
 from vidq.store.sql import SQLStore
 from vidq.worker.remote import RemoteAPI, RemoteSource, check_server_url
+from vidq.worker.runner import Worker, WorkerOptions
 
 T2V = "wan22-fast-t2v"
 POOL = "wan22-t2v"
@@ -401,3 +403,43 @@ def test_large_outputs_go_to_s3_in_parts_through_the_remote_adapters(
     finally:
         store.close()
         blobs.close()
+
+
+def test_a_remote_worker_reports_what_each_attempt_ran(tmp_path: Path) -> None:
+    """A remote worker's attempts record their engine's seconds and device through the
+    protocol's ends, as a local worker's do through the store: a failed attempt's time
+    counts, the loop measures the engine call around it."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    user = create_token(store, "alice")
+    token = create_token(store, "gpu", worker=True)
+    settings = Settings.load(worker={"lease_seconds": 30}, preview={"step_seconds": 0.2})
+    app = create_app(settings, store, blobs)
+    auth = {"Authorization": f"Bearer {user}"}
+    try:
+        with serve_app(app) as url, httpx.Client(base_url=url, headers=auth) as client:
+            rids = [client.post(f"/queue/{T2V}", json=SMALL).json()["request_id"] for _ in "ab"]
+            api = RemoteAPI(url, token)
+            first = RemoteSource(api, wait_s=0.0).claim("w1", [POOL], {}, 30)
+            assert first is not None and str(first.job.id) == rids[0]
+            assert first.fail("oom", "EngineError", retry=True, retry_after_s=0.0,
+                              ran=Ran(1.5, "cuda:3"))  # fmt: skip
+            options = WorkerOptions(
+                pools=(POOL,), engines={POOL: "preview"}, lease_s=30, burst=True,
+                engine_settings=settings.engine_settings(), name="remote-1",
+            )  # fmt: skip
+            worker = Worker(RemoteSource(api, wait_s=0.0), options)
+            assert worker.run() == 2
+            api.close()
+            costs = []
+            for rid in rids:
+                status = client.get(f"/queue/{T2V}/requests/{rid}/status").json()
+                assert status["status"] == "COMPLETED", status
+                costs.append(status["metrics"])
+            retried, plain = costs
+            assert plain["attempts"] == 1 and plain["device"] == "cpu"
+            assert 4 * 0.2 <= plain["gpu_seconds"] < 30
+            assert retried["attempts"] == 2 and retried["device"] == "cpu"
+            assert retried["gpu_seconds"] >= 1.5 + 4 * 0.2  # the failed attempt's time counts
+    finally:
+        store.close()

@@ -122,10 +122,12 @@ def test_a_statement_has_one_name_in_one_role() -> None:
         n for n in dir(PostgresStatements) if isinstance(getattr(PostgresStatements, n), Statement)
     }
     assert set(seen) == every
-    # a dialect gives its clock and overrides only the statements that truly differ
+    # a dialect gives its clock (and the UTC day of a submit) and overrides only the
+    # statements that truly differ
     for dialect in (SQLiteStatements, PostgresStatements):
         own = {n for n in vars(dialect) if not n.startswith("_")}
-        assert own <= {"NOW", "DAY", "claim", "lock_user", "lock_running"}, own
+        clock = {"NOW", "DAY", "CREATED_DAY"}
+        assert own <= clock | {"claim", "lock_user", "lock_running"}, own
 
 
 def test_each_role_runs_the_statements_of_its_own_role() -> None:

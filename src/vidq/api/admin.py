@@ -1,6 +1,6 @@
 """Operators' routes (admin tokens only; any other token gets 404, as an unknown route):
-``/metrics``, queue statistics, every user's requests (list, cancel, retry), users,
-workers, and pausing pools.
+``/metrics``, queue statistics, every user's requests (list, cancel, retry), users, what
+every user's requests used per day (``/admin/usage``), workers, and pausing pools.
 
 ``/metrics`` may be made public (``VIDQ_METRICS_PUBLIC``), for scrapers that send no token.
 """
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, operator_store, submit_store
-from vidq.api.native.answers import summary
+from vidq.api.native.answers import USAGE_DAYS_MAX, summary, usage
 from vidq.api.parsing.params import request_id
 from vidq.api.services.control import admin_cancel, admin_retry
 from vidq.api.services.results import iso
@@ -235,6 +235,23 @@ async def users(
                 for s in stats
             ],
         }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/admin/usage", summary="Per user: what their requests used per UTC day and model")
+async def usage_of_users(
+    days: int = Query(
+        7, ge=1, le=USAGE_DAYS_MAX, description="The last N UTC days, today included."
+    ),
+    token: Token = Depends(admin),
+    store: OperatorStore = Depends(operator_store),
+) -> Response:
+    """``GET /usage`` of every user: requests, video seconds and GPU-seconds per user, UTC
+    day and model (the ``vidq_gpu_seconds_total`` counter has no user label: this has)."""
+
+    def work() -> dict[str, Any]:
+        return usage(store.all_usage(days), days, store.now(), users=True)
 
     return JSONResponse(await run_in_threadpool(work))
 

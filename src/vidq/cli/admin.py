@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vidq.cli.client import TokenOpt, Url, _client, _fail
+from vidq.cli.client import TokenOpt, Url, _client, _fail, print_usage
 from vidq.client import NotFoundError, VidqClientError
 
 app = typer.Typer(no_args_is_help=True, help="Operators' commands (admin token).")
@@ -112,6 +112,18 @@ def users(as_json: JsonOpt = False, url: Url = None, token: TokenOpt = None) -> 
         "user", "queued", "running", "completed_today", "failed_today", "video_seconds_today"
     )  # fmt: skip
     _show(body, as_json, f"users (today since {body['since']})", body["users"], columns)
+
+
+@app.command("usage")
+def usage(
+    days: Annotated[int, typer.Option(help="The last N UTC days, today included (1-90).")] = 7,
+    as_json: JsonOpt = False,
+    url: Url = None,
+    token: TokenOpt = None,
+) -> None:
+    """Per user: requests, video seconds and GPU-seconds per UTC day and model."""
+    body = _call(url, token, "GET", "/admin/usage", days=days)
+    print_usage(body, as_json, "usage of every user", users=True)
 
 
 @app.command("workers")

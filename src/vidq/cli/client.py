@@ -1,5 +1,5 @@
 """The client commands of the CLI: ``vidq login / submit / status / cancel / result /
-requests``. They use only the SDK (``vidq.client``) and talk to a server over HTTP.
+requests / usage``. They use only the SDK (``vidq.client``) and talk to a server over HTTP.
 
 The server and token come from ``--url/--token``, else ``VIDQ_URL/VIDQ_TOKEN``, else the
 file ``vidq login`` wrote: ``$XDG_CONFIG_HOME/vidq/config.json`` (``~/.config/...``),
@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 import vidq
 from vidq.client import (
@@ -451,6 +452,48 @@ def requests(
         typer.echo(f"(more: --before {page['next_before']})")
 
 
+# What ``vidq usage`` and ``vidq admin usage`` print of each row (``GET /usage``).
+USAGE_COLUMNS = ("day", "model_id", "jobs", "video_seconds", "gpu_seconds")
+
+
+def usage(
+    days: Annotated[int, typer.Option(help="The last N UTC days, today included (1-90).")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    url: Url = None,
+    token: TokenOpt = None,
+) -> None:
+    """What your requests used per UTC day and model: requests, video seconds and
+    GPU-seconds (running requests: their time so far)."""
+    with _client(url, token) as client:
+        try:
+            body = client.usage(days)
+        except VidqClientError as exc:
+            raise _fail(exc) from exc
+    print_usage(body, as_json, "usage")
+
+
+def print_usage(body: dict[str, Any], as_json: bool, title: str, *, users: bool = False) -> None:
+    """A usage answer (``GET /usage``, ``GET /admin/usage``) as the server's JSON, or as
+    a table with a total row."""
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    columns = (("user",) if users else ()) + USAGE_COLUMNS
+    table = Table(title=f"{title} since {body['since']} (UTC)")
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("user", "day", "model_id") else "right"
+        )
+    for row in body["usage"]:
+        table.add_row(*(str(row[c]) for c in columns))
+    total = body["total"]
+    table.add_row(
+        "total", *([""] * (len(columns) - 4)),
+        str(total["jobs"]), str(total["video_seconds"]), str(total["gpu_seconds"]),
+    )  # fmt: skip
+    Console().print(table)
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"vidq {vidq.__version__}")
@@ -468,7 +511,7 @@ def options(
     """The options of ``vidq`` itself, before any command."""
 
 
-COMMANDS = (login, submit, status, cancel, result, requests)
+COMMANDS = (login, submit, status, cancel, result, requests, usage)
 NAMES = tuple(command.__name__ for command in COMMANDS)  # as typer names them
 
 

@@ -76,6 +76,7 @@ def token_create(
     max_running: Limit = None,
     rate_per_minute: Limit = None,
     daily_video_seconds: Limit = None,
+    daily_gpu_seconds: Limit = None,
     data_dir: DataDir = None,
     worker: Annotated[
         bool,
@@ -103,12 +104,14 @@ def token_create(
         max_running=limits.default_max_running,
         rate_per_minute=limits.default_rate_per_minute,
         daily_video_seconds=limits.default_daily_video_seconds,
+        daily_gpu_seconds=limits.default_daily_gpu_seconds,
     )
     quota = _quota(
         defaults,
         {
             "max_queued": max_queued, "max_running": max_running,
             "rate_per_minute": rate_per_minute, "daily_video_seconds": daily_video_seconds,
+            "daily_gpu_seconds": daily_gpu_seconds,
         },
     )  # fmt: skip
     store = open_job_store(settings, create=init)
@@ -148,6 +151,7 @@ def token_update(
     max_running: Limit = None,
     rate_per_minute: Limit = None,
     daily_video_seconds: Limit = None,
+    daily_gpu_seconds: Limit = None,
     data_dir: DataDir = None,
     init: Init = False,
 ) -> None:
@@ -157,6 +161,7 @@ def token_update(
     options = {
         "max_queued": max_queued, "max_running": max_running,
         "rate_per_minute": rate_per_minute, "daily_video_seconds": daily_video_seconds,
+        "daily_gpu_seconds": daily_gpu_seconds,
     }  # fmt: skip
     for name, raw in options.items():  # bad values fail before the store is opened
         parse_limit(raw, name.replace("_", "-"))
@@ -205,7 +210,7 @@ def token_list(data_dir: DataDir = None, init: Init = False) -> None:
 # The columns of ``token list`` (tab-separated, as its rows).
 TOKEN_HEADER = "\t".join(
     ["ID", "USER", "MAX_PRIORITY", "ROLE", "STATE", "QUEUED", "RUNNING", "PER_MINUTE",
-     "VIDEO_S_TODAY"]
+     "VIDEO_S_TODAY", "GPU_S_TODAY"]
 )  # fmt: skip
 
 
@@ -231,5 +236,6 @@ def _token_line(t: Token, usage: Usage | None) -> str:
             shown(q.max_running, None if u is None else u.running),
             shown(q.rate_per_minute, None if u is None else u.last_minute),
             shown(q.daily_video_seconds, today),
+            shown(q.daily_gpu_seconds, None if u is None else round(u.gpu_seconds_today, 1)),
         ]
     )  # fmt: skip

@@ -69,6 +69,8 @@ class Status:
     # model's queue) or "HELD" (its token is at max_running); None otherwise.
     hold: str | None = None
     seed: int | None = None  # the seed it runs with (drawn at submit when not given)
+    # What it cost once started: gpu_seconds, queue_seconds, attempts, device (docs/api.md)
+    metrics: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -100,6 +102,7 @@ class Status:
             raw=body,
             hold=body.get("hold"),
             seed=body.get("seed"),
+            metrics=body.get("metrics"),
         )
 
 
@@ -427,6 +430,14 @@ class ClientApi(Generic[HandleT, HttpT, TransportT]):
         body: dict[str, Any] = (yield from self._request("GET", "/requests", params=params)).json()
         return body
 
+    def _usage(self, days: int = 7) -> Op[dict[str, Any]]:
+        """What your requests used on each of the last ``days`` UTC days (``GET /usage``):
+        ``{"days", "since", "usage": [{"day", "model_id", "jobs", "video_seconds",
+        "gpu_seconds"}, ...], "total": {...}}``."""
+        reply = yield from self._request("GET", "/usage", params={"days": days})
+        body: dict[str, Any] = reply.json()
+        return body
+
     def _models(self) -> Op[list[dict[str, Any]]]:
         """The models this server serves (``GET /models``)."""
         models: list[dict[str, Any]] = (yield from self._request("GET", "/models")).json()["models"]
@@ -449,6 +460,7 @@ class ClientApi(Generic[HandleT, HttpT, TransportT]):
     run = operation(_run)
     get_handle = operation(_get_handle)
     requests = operation(_requests)
+    usage = operation(_usage)
     models = operation(_models)
     webhook_secret = operation(_webhook_secret)
     fetch = operation(_fetch)

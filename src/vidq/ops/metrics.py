@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidq.catalog import POOLS
 from vidq.store.base import MetricStore, Samples
-from vidq.store.counters import ATTEMPTS, FINISHED, QUEUE_WAIT, RUN, SUBMITTED
+from vidq.store.counters import ATTEMPTS, FINISHED, GPU, QUEUE_WAIT, RUN, SUBMITTED
 from vidq.store.statements import DURATION_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -48,6 +48,8 @@ _COUNTERS = (
      ("pool", "state")),
     (ATTEMPTS, "Attempts that ended, by outcome: completed, failed or retried.",
      ("pool", "outcome")),
+    (GPU, "Seconds engines ran on GPU slots, recorded as each attempt ends (users: "
+     "GET /admin/usage).", ("pool", "model")),
 )  # fmt: skip
 _HISTOGRAMS = (
     (QUEUE_WAIT, "Seconds from submit to the claim of a request's last attempt."),

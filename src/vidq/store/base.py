@@ -30,23 +30,25 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from vidq.jobs import Claim, Hold, Job, JobState, NewJob, WebhookState
+from vidq.jobs import Claim, Hold, Job, JobState, NewJob, Ran, WebhookState
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Quota:
     """A token's limits on its user's jobs (None: unlimited). Enforced by the store in
     the submit's own statement (``max_queued``, ``rate_per_minute``,
-    ``daily_video_seconds``) and in the claim (``max_running``)."""
+    ``daily_video_seconds``, ``daily_gpu_seconds``) and in the claim (``max_running``)."""
 
     max_queued: int | None = None  # jobs PENDING or RETRY at once
     max_running: int | None = None  # jobs RUNNING at once; more wait in the queue
     rate_per_minute: int | None = None  # submits in any rolling 60 s
     daily_video_seconds: int | None = None  # seconds of video accepted per UTC day
+    # GPU-seconds of the jobs submitted per UTC day (running ones count their time so far)
+    daily_gpu_seconds: int | None = None
 
     def submit_limits(self) -> list[str]:
         """The names of the limits a submit is checked against."""
-        names = ("max_queued", "rate_per_minute", "daily_video_seconds")
+        names = ("max_queued", "rate_per_minute", "daily_video_seconds", "daily_gpu_seconds")
         return [n for n in names if getattr(self, n) is not None]
 
 
@@ -58,8 +60,23 @@ class Usage:
     running: int
     last_minute: int  # submits in the last 60 s
     video_seconds_today: float  # accepted since 00:00 UTC
+    gpu_seconds_today: float  # of the jobs submitted since 00:00 UTC (``GPU_SECONDS``)
     minute_first: float | None  # database time of the oldest submit in the last 60 s
     now: float  # the database clock
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """What one user's jobs of one model submitted on one UTC day used (``GET /usage``,
+    ``GET /admin/usage``). A job counts on the day it was submitted, as for the daily
+    limits; a running job's GPU-seconds are its time so far."""
+
+    user: str
+    day: str  # YYYY-MM-DD, UTC
+    model_id: str
+    jobs: int
+    video_seconds: float  # requested
+    gpu_seconds: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,6 +147,12 @@ class JobStatus:
     # and queue_position is the one it will have then (see store/positions.py).
     held: bool = False
     seed: int | None = None  # the seed it runs with (None: a job queued without one)
+    # what it cost so far (``Job``'s fields of the same names)
+    attempt: int = 0
+    gpu_seconds: float = 0.0
+    device: str | None = None
+    created_at: float = 0.0
+    first_started_at: float | None = None
 
     @property
     def hold(self) -> Hold | None:
@@ -283,11 +306,15 @@ class WorkerStore(Protocol):
     def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
         """Record progress; False if the lease is lost."""
 
-    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
+    def complete(
+        self, job_id: int, token: str, result_key: str, meta: dict[str, Any], ran: Ran = Ran()
+    ) -> bool:
         """RUNNING -> COMPLETED fenced by the lease token; False if the lease is lost or a
-        cancel was requested (then ``finish_cancel``)."""
+        cancel was requested (then ``finish_cancel``). Every end of an attempt (this,
+        ``fail``, ``release``, ``finish_cancel``) adds what it ``ran`` to the job's
+        ``gpu_seconds`` and sets its ``device``, in the same fenced update."""
 
-    def finish_cancel(self, job_id: int, token: str) -> bool:
+    def finish_cancel(self, job_id: int, token: str, ran: Ran = Ran()) -> bool:
         """RUNNING with a cancel request -> CANCELLED, fenced; False otherwise. Of a cancel
         and a completion racing for one job, exactly one is recorded."""
 
@@ -299,6 +326,7 @@ class WorkerStore(Protocol):
         error_type: str,
         retry: bool,
         retry_after_s: float = 0.0,
+        ran: Ran = Ran(),
     ) -> bool:
         """RUNNING -> RETRY (if ``retry`` and attempts remain) or FAILED; fenced. A retry
         is not claimed for ``retry_after_s`` seconds of database time (backoff); it wakes
@@ -307,7 +335,7 @@ class WorkerStore(Protocol):
     def get(self, job_id: int, user: str | None = None) -> Job | None:
         """The job, or None if it does not exist or (with ``user``) is another user's."""
 
-    def release(self, job_id: int, token: str) -> bool:
+    def release(self, job_id: int, token: str, ran: Ran = Ran()) -> bool:
         """Give a job back without spending an attempt (graceful shutdown): it gets one
         more, and the next attempt has a number (and an output key) of its own; fenced.
         Wakes the pool's waiting workers."""
@@ -368,6 +396,10 @@ class SubmitStore(Protocol):
 
     def usage(self, user: str) -> Usage:
         """What the user's jobs hold of the limits now."""
+
+    def daily_usage(self, user: str, days: int) -> list[DailyUsage]:
+        """What the user's jobs submitted on each of the last ``days`` UTC days (today
+        included) used, per day and model, oldest first."""
 
     def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
         """The user's jobs, newest first."""
@@ -519,6 +551,9 @@ class OperatorStore(Protocol):
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker that ever registered, by name."""
+
+    def all_usage(self, days: int) -> list[DailyUsage]:
+        """``SubmitStore.daily_usage`` of every user: per user, day and model."""
 
 
 class RetentionStore(Protocol):

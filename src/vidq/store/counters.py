@@ -25,6 +25,7 @@ FINISHED = "vidq_jobs_finished"
 ATTEMPTS = "vidq_job_attempts"
 QUEUE_WAIT = "vidq_job_queue_wait_seconds"
 RUN = "vidq_job_run_seconds"
+GPU = "vidq_gpu_seconds"
 
 
 def labels(**values: str) -> str:
@@ -47,7 +48,7 @@ def _tier_name(tier: int) -> str:
 
 def job_samples(counts: Sequence[Sequence[Any]], durations: Sequence[Sequence[Any]]) -> Samples:
     """Samples from rows of ``job_counts`` (model, pool, tier, state, jobs, attempts,
-    past attempts, admin retries, jobs that ran, running attempts cancelled) and
+    past attempts, admin retries, jobs that ran, running attempts cancelled, GPU-seconds) and
     ``job_durations`` (pool, wait count, wait sum, wait buckets..., run count, run sum,
     run buckets...).
 
@@ -57,10 +58,12 @@ def job_samples(counts: Sequence[Sequence[Any]], durations: Sequence[Sequence[An
     spent one attempt "cancelled"; every other finished attempt was retried. The attempt
     a RUNNING job is on has no outcome yet."""
     samples: Samples = {}
-    for model, pool, tier, state_name, jobs, attempt, past, retries, ran, stopped in counts:
+    for row in counts:
+        model, pool, tier, state_name, jobs, attempt, past, retries, ran, stopped, gpu = row
         state = JobState(state_name)
         tier_name = _tier_name(int(tier))
         _add(samples, SUBMITTED, jobs, model=model, pool=pool, tier=tier_name)
+        _add(samples, GPU, gpu or 0.0, model=model, pool=pool)
         if state.terminal:
             _add(samples, FINISHED, jobs, pool=pool, state=state.value.lower())
         _add(samples, FINISHED, retries, pool=pool, state="failed")

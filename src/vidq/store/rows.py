@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from vidq.jobs import Claim, Job, JobState, queue_rank
-from vidq.store.base import JobStatus, Quota, Token, Upload
+from vidq.store.base import DailyUsage, JobStatus, Quota, Token, Upload
 from vidq.store.positions import position_key
 
+# A job's GPU-seconds as every reader counts them (status, usage, the daily limit): what
+# its finished attempts recorded, plus the running attempt's time since its claim (an
+# estimate until the attempt ends and records its engine's own time).
+GPU_SECONDS = "(gpu_seconds + CASE WHEN state = 'RUNNING' THEN {NOW} - started_at ELSE 0 END)"
 JOB_COLUMNS = (
     "id, owner, model_id, pool, tier, priority, state, inputs, binary_output, attempt, "
     "max_attempts, lease_token, worker, progress_done, progress_total, work_units, "
     "result_key, result_meta, error, error_type, idempotency_key, webhook_url, "
     "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until, "
-    "expired_at, inputs_expired_at"
+    f"expired_at, inputs_expired_at, {GPU_SECONDS} AS gpu_seconds, device, first_started_at"
 )
 TOKEN_COLUMNS = (
     "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
-    "max_queued, max_running, rate_per_minute, daily_video_seconds, worker, pools"
+    "max_queued, max_running, rate_per_minute, daily_video_seconds, worker, pools, "
+    "daily_gpu_seconds"
 )
 UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at, received"
 
@@ -55,6 +61,9 @@ def job_from_row(row: Any) -> Job:
         finished_at=row["finished_at"],
         expired_at=row["expired_at"],
         inputs_expired_at=row["inputs_expired_at"],
+        gpu_seconds=float(row["gpu_seconds"] or 0.0),
+        device=row["device"],
+        first_started_at=row["first_started_at"],
     )
 
 
@@ -77,6 +86,7 @@ def token_from_row(row: Any) -> Token:
             max_running=_int(row["max_running"]),
             rate_per_minute=_int(row["rate_per_minute"]),
             daily_video_seconds=_int(row["daily_video_seconds"]),
+            daily_gpu_seconds=_int(row["daily_gpu_seconds"]),
         ),
         worker=bool(row["worker"]),
         pools=tuple(row["pools"].split(",")) if row["pools"] else None,
@@ -96,7 +106,8 @@ def job_status_from_row(
 ) -> JobStatus:
     """A JobStatus from the ``job_status`` statement, whose columns are: id,
     model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
-    higher_quality, result_key, error, queue_version, expired_at, pool_paused, seed.
+    higher_quality, result_key, error, queue_version, expired_at, pool_paused, seed,
+    attempt, gpu_seconds, device, created_at, first_started_at.
     ``position(pool, key, version)`` answers for queued jobs: (position, held)."""
     state = JobState(row[5])
     queue_position = None
@@ -109,7 +120,19 @@ def job_status_from_row(
         progress_total=row[7], work_units=row[8], higher_quality=bool(row[9]),
         result_key=row[10], error=row[11], queue_position=queue_position,
         expired_at=row[13], pool_paused=bool(row[14]), held=held,
-        seed=None if row[15] is None else int(row[15]),
+        seed=None if row[15] is None else int(row[15]), attempt=int(row[16]),
+        gpu_seconds=float(row[17] or 0.0), device=row[18], created_at=float(row[19]),
+        first_started_at=row[20],
+    )  # fmt: skip
+
+
+def daily_usage_from_row(row: Any) -> DailyUsage:
+    """A DailyUsage from a row of ``statements.submissions.daily_usage_of``."""
+    day = datetime.date(1970, 1, 1) + datetime.timedelta(days=int(row["day"]))
+    return DailyUsage(
+        user=row["owner"], day=day.isoformat(), model_id=row["model_id"],
+        jobs=int(row["jobs"]), video_seconds=round(float(row["video_seconds"]), 3),
+        gpu_seconds=round(float(row["gpu_seconds"]), 3),
     )  # fmt: skip
 
 

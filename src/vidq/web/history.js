@@ -70,6 +70,7 @@ export function requestView(requestId, runAgain) {
       r.started_at ? fact("Started", when(r.started_at)) : null,
       r.finished_at ? fact("Finished", when(r.finished_at)) : null,
       r.run_seconds ? fact("Run time", seconds(r.run_seconds)) : null,
+      r.metrics ? fact("GPU time", `${seconds(r.metrics.gpu_seconds)}${r.metrics.device ? ` on ${r.metrics.device}` : ""}`) : null,
       r.status === "IN_QUEUE" ? fact("Queue position", String(r.queue_position)) : null,
       r.status === "IN_QUEUE" && r.hold ? fact("Waiting", holdWords(r.hold)) : null,
       r.error ? fact("Error", r.error) : null);

@@ -142,6 +142,13 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
+    def ready(self) -> None:
+        """Start the child, or a fresh one after it died, unless it runs: its engine loaded
+        (a worker loads it before it times a job's run: the load serves every job after)."""
+        if not self.alive:
+            self.stop()
+            self.start()
+
     def start(self) -> None:
         """Start the child and wait until its engine is loaded."""
         ctx = multiprocessing.get_context("forkserver")
@@ -197,9 +204,7 @@ class EngineProcess:
     ) -> EngineResult:
         """Run one job in the child. Raises EngineCrashed if the child dies, LeaseLost if
         ``should_abort`` turns true (the child is then stopped), EngineFailed on an error."""
-        if not self.alive:
-            self.stop()
-            self.start()
+        self.ready()
         assert self._conn is not None
         _send(self._conn, RunJob(job))
         while True:

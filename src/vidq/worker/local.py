@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidq.errors import VidqError
-from vidq.jobs import Claim, output_key
+from vidq.jobs import Claim, Ran, output_key
 from vidq.storage.base import WorkerBlobs
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, WorkerStore
@@ -92,12 +92,12 @@ class LocalAttempt:
         self._output = output_key(self.job, name)
         self.blobs.put_file(self._output, path, OUTPUT_TYPE)
 
-    def complete(self, meta: dict[str, Any]) -> bool:
+    def complete(self, meta: dict[str, Any], ran: Ran = Ran()) -> bool:
         key = self._output
         if key is None:
             raise VidqError("nothing was uploaded to complete with")
         retried, self._in_doubt = self._in_doubt, True
-        won = self.store.complete(self.job.id, self.lease_token, key, meta)
+        won = self.store.complete(self.job.id, self.lease_token, key, meta, ran)
         if not won and retried:
             # An earlier try may have committed with its answer lost in the outage.
             now = self.store.get(self.job.id)
@@ -112,18 +112,20 @@ class LocalAttempt:
             sweep_attempts(self.blobs, self.claim.job, lambda other: other != won_attempt)
         return True
 
-    def fail(self, error: str, error_type: str, *, retry: bool, retry_after_s: float) -> bool:
+    def fail(
+        self, error: str, error_type: str, *, retry: bool, retry_after_s: float, ran: Ran = Ran()
+    ) -> bool:
         return self._end(
             lambda: self.store.fail(
-                self.job.id, self.lease_token, error, error_type, retry, retry_after_s
+                self.job.id, self.lease_token, error, error_type, retry, retry_after_s, ran
             )
         )
 
-    def release(self) -> bool:
-        return self._end(lambda: self.store.release(self.job.id, self.lease_token))
+    def release(self, ran: Ran = Ran()) -> bool:
+        return self._end(lambda: self.store.release(self.job.id, self.lease_token, ran))
 
-    def finish_cancel(self) -> bool:
-        return self._end(lambda: self.store.finish_cancel(self.job.id, self.lease_token))
+    def finish_cancel(self, ran: Ran = Ran()) -> bool:
+        return self._end(lambda: self.store.finish_cancel(self.job.id, self.lease_token, ran))
 
     def _end(self, record: Callable[[], bool]) -> bool:
         """Record an end other than a completion, then delete the upload: at once unless a

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from vidq.jobs import Ran
 from vidq.store.base import Lease, ReapResult
 
 
@@ -37,7 +38,8 @@ class Attempt(Protocol):
     """One claimed attempt at a job. Every call is fenced by the attempt's lease: once
     another attempt holds the job (or it ended), the calls answer ``False`` /
     ``Lease.LOST`` and change nothing. ``ServiceUnavailable``: try again (the lease
-    decides whether the job is still this attempt's)."""
+    decides whether the job is still this attempt's). Each end (complete, fail, release,
+    finish_cancel) carries what the attempt ``ran``: the job's cost is recorded with it."""
 
     @property
     def job(self) -> Assignment:
@@ -58,20 +60,22 @@ class Attempt(Protocol):
         ``WanVideo2_2_T2V``), under a key unique to the attempt; may be called again after
         it raised."""
 
-    def complete(self, meta: dict[str, Any]) -> bool:
+    def complete(self, meta: dict[str, Any], ran: Ran = Ran()) -> bool:
         """RUNNING -> COMPLETED with the uploaded output and ``meta``. May be called again
         after it raised ``ServiceUnavailable``: a try that committed with its answer lost
         makes the retry a success. False: the lease is lost, or a cancel was requested
         (then ``finish_cancel``); the upload is not kept."""
 
-    def fail(self, error: str, error_type: str, *, retry: bool, retry_after_s: float) -> bool:
+    def fail(
+        self, error: str, error_type: str, *, retry: bool, retry_after_s: float, ran: Ran = Ran()
+    ) -> bool:
         """RUNNING -> RETRY (if ``retry`` and attempts remain; not claimed again for
         ``retry_after_s``) or FAILED."""
 
-    def release(self) -> bool:
+    def release(self, ran: Ran = Ran()) -> bool:
         """Give the job back without spending an attempt (a shutdown that does not drain)."""
 
-    def finish_cancel(self) -> bool:
+    def finish_cancel(self, ran: Ran = Ran()) -> bool:
         """RUNNING with a cancel request -> CANCELLED; of a cancel and a completion racing
         for one job, exactly one is recorded."""
 

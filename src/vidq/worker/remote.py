@@ -35,7 +35,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
-from vidq.jobs import output_key
+from vidq.jobs import Ran, output_key
 from vidq.storage.outputs import size_and_sha256
 from vidq.store.base import Lease
 from vidq.worker.ports import Assignment
@@ -46,6 +46,7 @@ from vidq.worker_protocol import (
     ClaimedJob,
     CompleteBody,
     ConfigAnswer,
+    Ended,
     FailBody,
     Fenced,
     HeartbeatAnswer,
@@ -388,7 +389,7 @@ class RemoteAttempt:
             raise ProtocolError("the API named no upload URL")
         self._uploaded, self._parts, self._upload_id = body, parts, target.upload_id
 
-    def complete(self, meta: dict[str, Any]) -> bool:
+    def complete(self, meta: dict[str, Any], ran: Ran = Ran()) -> bool:
         """Names the uploaded object with its size and sha256; the server checks them, and
         answers a retry of a complete that committed as a success."""
         uploaded = self._uploaded
@@ -397,20 +398,28 @@ class RemoteAttempt:
         body = request(
             CompleteBody, lease_token=self.lease_token, key=uploaded.key, size=uploaded.size,
             sha256=uploaded.sha256, meta=meta, upload_id=self._upload_id, parts=self._parts,
+            gpu_seconds=ran.seconds, device=ran.device,
         )  # fmt: skip
         return _ok(self.api.call("POST", f"{self._path}/complete", body))
 
-    def fail(self, error: str, error_type: str, *, retry: bool, retry_after_s: float) -> bool:
+    def fail(
+        self, error: str, error_type: str, *, retry: bool, retry_after_s: float, ran: Ran = Ran()
+    ) -> bool:
         body = request(
             FailBody.fitted, lease_token=self.lease_token, message=error, error_type=error_type,
-            retry=retry, delay_s=retry_after_s,
+            retry=retry, delay_s=retry_after_s, gpu_seconds=ran.seconds, device=ran.device,
         )  # fmt: skip
         return _ok(self.api.call("POST", f"{self._path}/fail", body))
 
-    def release(self) -> bool:
-        body = request(Fenced, lease_token=self.lease_token)
+    def release(self, ran: Ran = Ran()) -> bool:
+        body = request(Ended, lease_token=self.lease_token, **_ran(ran))
         return _ok(self.api.call("POST", f"{self._path}/release", body))
 
-    def finish_cancel(self) -> bool:
-        body = request(Fenced, lease_token=self.lease_token)
+    def finish_cancel(self, ran: Ran = Ran()) -> bool:
+        body = request(Ended, lease_token=self.lease_token, **_ran(ran))
         return _ok(self.api.call("POST", f"{self._path}/cancelled", body))
+
+
+def _ran(ran: Ran) -> dict[str, Any]:
+    """What an attempt used, as the fields of an ``Ended`` body."""
+    return {"gpu_seconds": ran.seconds, "device": ran.device}

@@ -10,6 +10,10 @@ and keeps nothing it uploaded. A heartbeat may answer that a cancel was requeste
 worker stops the engine the same way, keeps no output and records CANCELLED
 (``finish_cancel``). Outputs are uploaded under a key unique to the attempt, so a stale
 worker can never overwrite the output of the attempt that won.
+
+What an attempt cost is measured here, for local and remote workers alike: the seconds of
+the engine call on the slot's device (``jobs.Ran``), handed to whichever end the attempt
+reaches (complete, fail, release, cancelled), which records it in its fenced update.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pydantic import BaseModel
 from vidq.catalog import Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
+from vidq.jobs import Ran
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
@@ -97,6 +102,7 @@ class Worker:
         # or a heartbeat. None until the first; read by the health route (``unhealthy``).
         self.last_contact: float | None = None
         self._last_reap = 0.0
+        self._ran = Ran()  # what the current attempt's engine used so far (one job at a time)
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *, drain: bool = True) -> None:
@@ -199,6 +205,7 @@ class Worker:
     # -- one job ---------------------------------------------------------------------
     def execute(self, attempt: Attempt) -> None:
         """Run one claimed attempt to a fenced end state (or lose it cleanly)."""
+        self._ran = Ran()  # before any end: none may carry an earlier attempt's time
         job = attempt.job
         extra = {"job_id": job.id, "worker": self.name, "attempt": job.attempt}
         log.info("job claimed", extra=extra)
@@ -274,7 +281,7 @@ class Worker:
             **result.meta, "engine": self._engine_name(attempt.job.pool),
             "file_size": output.stat().st_size,
         }  # fmt: skip
-        if not self._complete(attempt, meta, lost):
+        if not self._complete(attempt, meta, lost, self._ran):
             # A cancel requested since the last heartbeat wins over the completion.
             (cancel if self._finish_cancel(attempt) else lost).set()
             raise LeaseLost()
@@ -347,7 +354,22 @@ class Worker:
         def should_abort() -> bool:
             return lost.is_set() or cancel.is_set() or self._abort.is_set()
 
-        return engine.run(engine_job, on_progress, should_abort)
+        engine.ready()  # a load is the engine's, not this job's: it serves every job after
+        started = time.monotonic()
+        try:
+            return engine.run(engine_job, on_progress, should_abort)
+        finally:  # a failed or stopped run used the device too
+            self._ran = Ran(time.monotonic() - started, self._device(name))
+
+    def _device(self, engine: str) -> str:
+        """The device an attempt ran on: its GPU slot's (``cuda:N``), else the engine's
+        setting (``preview`` runs on the CPU)."""
+        if self.options.gpu is not None:
+            return f"cuda:{self.options.gpu}"
+        if engine == "preview":
+            return "cpu"
+        device = getattr(self.options.engine_settings.get(engine), "device", None)
+        return str(device) if device else engine
 
     def _heartbeat(
         self,
@@ -376,7 +398,7 @@ class Worker:
     def _finish_cancel(self, attempt: Attempt) -> bool:
         """Record CANCELLED (fenced); False if the job is no longer this attempt's."""
         try:
-            return attempt.finish_cancel()
+            return attempt.finish_cancel(self._ran)
         except ServiceUnavailable:
             return False  # the lease expires and the reaper records CANCELLED
 
@@ -389,11 +411,13 @@ class Worker:
         log.warning("job attempt failed: %s", message, extra={"job_id": job.id, "retry": retry})
         delay = self.options.retry_delay(job.attempt) if retry else 0.0
         try:
-            attempt.fail(message, error_type, retry=retry, retry_after_s=delay)
+            attempt.fail(message, error_type, retry=retry, retry_after_s=delay, ran=self._ran)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper retries the job
 
-    def _complete(self, attempt: Attempt, meta: dict[str, Any], lost: threading.Event) -> bool:
+    def _complete(
+        self, attempt: Attempt, meta: dict[str, Any], lost: threading.Event, ran: Ran
+    ) -> bool:
         """The fenced complete, retried while the store is unreachable: the output is
         already uploaded, so a short database outage must not cost the attempt (a try
         that committed with its answer lost makes the retry a success). Gives up (the
@@ -402,7 +426,7 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                return attempt.complete(meta)
+                return attempt.complete(meta, ran)
             except ServiceUnavailable as exc:
                 if time.monotonic() > deadline or lost.is_set():
                     raise
@@ -427,6 +451,6 @@ class Worker:
 
     def _release(self, attempt: Attempt) -> None:
         try:
-            attempt.release()
+            attempt.release(self._ran)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper gives the job back

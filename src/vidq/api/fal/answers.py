@@ -92,7 +92,9 @@ def status_body(
         body["progress"] = {"done": job.progress_done, "total": job.progress_total}
         body["eta_seconds"] = progress.eta_remaining(ctx.eta, job)
     else:
-        body["metrics"] = {"inference_time": progress.run_seconds(job)}
+        # the engine's seconds over the attempts: the native metrics' gpu_seconds
+        cost = progress.metrics(job)
+        body["metrics"] = {"inference_time": None if cost is None else cost["gpu_seconds"]}
         if job.state is JobState.FAILED:
             body["error"] = job.error or "unknown error"
             body["error_type"] = job.error_type or "internal_error"

@@ -1,9 +1,12 @@
 """What the native vocabulary answers about a request: the submit's URLs, the spec's
-status object, the result (``{"video": ...}`` and the seed), and the summary of a
-request that ``GET /requests`` lists (and the admin routes, with more)."""
+status object, the result (``{"video": ...}``, the seed and the metrics), the summary of a
+request that ``GET /requests`` lists (and the admin routes, with more), and what requests
+used per day (``GET /usage``, ``GET /admin/usage``)."""
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from vidq.api.context import AppContext
@@ -11,7 +14,7 @@ from vidq.api.services import progress
 from vidq.api.services.results import iso
 from vidq.jobs import WIRE_STATUS, Hold, Job, JobState
 from vidq.media.inputs import BLOB_PREFIX
-from vidq.store.base import JobStatus, SubmitStore
+from vidq.store.base import DailyUsage, JobStatus, SubmitStore
 
 
 def urls(base: str, model_id: str, job_id: int) -> dict[str, str]:
@@ -78,6 +81,9 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
         body["error"] = job.error or "unknown error"
     else:
         body["statusMessages"] = {"message": "Job cancelled"}
+    cost = None if state.queued else progress.metrics(job)
+    if cost is not None:
+        body["metrics"] = cost  # vidq's: what it cost so far (progress.metrics)
     if job.seed is not None:
         body["seed"] = job.seed  # chosen at submit: known before the job starts
     body["response_url"] = f"{base}/queue/{job.model_id}/requests/{job.id}"
@@ -90,11 +96,13 @@ def _put(body: dict[str, Any], key: str, value: float | None) -> None:
 
 
 def result(video: dict[str, Any], job: Job) -> dict[str, Any]:
-    """The native dialect's result: the spec's ``{"video": {...}}`` and the seed used."""
+    """The native dialect's result: the spec's ``{"video": {...}}``, the seed used and
+    what the request cost (``metrics``)."""
     body: dict[str, Any] = {"video": video}
     seed = progress.seed_of(job)
     if seed is not None:
         body["seed"] = seed
+    body["metrics"] = progress.metrics(job)
     return body
 
 
@@ -128,6 +136,7 @@ def details(ctx: AppContext, store: SubmitStore, job: Job, base: str) -> dict[st
         "hold": place.hold,
         "eta_seconds": progress.eta_remaining(ctx.eta, job, place.position, place.hold),
         "run_seconds": progress.run_seconds(job),
+        "metrics": progress.metrics(job),
     }
 
 
@@ -142,3 +151,34 @@ def submitted_inputs(job: Job) -> dict[str, Any]:
         elif not key.startswith("_"):
             inputs[key] = value
     return {"inputs": inputs, "input_files": files}
+
+
+# The days ``GET /usage`` and ``GET /admin/usage`` may cover (today included).
+USAGE_DAYS_MAX = 90
+
+
+def usage(rows: Sequence[DailyUsage], days: int, now: float, *, users: bool) -> dict[str, Any]:
+    """What requests submitted on each of the last ``days`` UTC days used, per day and
+    model (and per user, for the operators): requests, requested video seconds and
+    GPU-seconds (running requests: their time so far), with the totals. Each figure is the
+    sum of the requests' own (their ``metrics.gpu_seconds``)."""
+    today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+    since = today - datetime.timedelta(days=days - 1)
+
+    def figures(row: DailyUsage) -> dict[str, Any]:
+        who = {"user": row.user} if users else {}
+        return {
+            **who, "day": row.day, "model_id": row.model_id, "jobs": row.jobs,
+            "video_seconds": row.video_seconds, "gpu_seconds": row.gpu_seconds,
+        }  # fmt: skip
+
+    return {
+        "days": days,
+        "since": since.isoformat(),
+        "usage": [figures(r) for r in rows],
+        "total": {
+            "jobs": sum(r.jobs for r in rows),
+            "video_seconds": round(sum(r.video_seconds for r in rows), 3),
+            "gpu_seconds": round(sum(r.gpu_seconds for r in rows), 3),
+        },
+    }

@@ -1,7 +1,8 @@
 """vidq's own views of the caller's requests, on paths of neither dialect and in the native
 vocabulary: ``GET /requests`` (paged, newest first), ``GET /requests/{id}`` (one request
-with its model and structured progress; what the SDK and the CLI poll), and
-``GET /webhooks/secret`` (the key that signs the caller's webhooks).
+with its model and structured progress; what the SDK and the CLI poll), ``GET /usage``
+(what the caller's requests used per day and model) and ``GET /webhooks/secret`` (the key
+that signs the caller's webhooks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, submit_store
-from vidq.api.native.answers import details, summary
+from vidq.api.native.answers import USAGE_DAYS_MAX, details, summary, usage
 from vidq.api.parsing.params import request_id
 from vidq.api.services.results import job_of
 from vidq.store.base import SubmitStore, Token
@@ -64,6 +65,26 @@ async def get_request(
 
     def work() -> dict[str, Any]:
         return details(ctx, store, job_of(store, job_id, token), base)
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/usage", summary="What your requests used per UTC day and model")
+async def get_usage(
+    request: Request,
+    days: int = Query(
+        7, ge=1, le=USAGE_DAYS_MAX, description="The last N UTC days, today included."
+    ),
+    token: Token = Depends(caller),
+    store: SubmitStore = Depends(submit_store),
+) -> Response:
+    """Your requests, requested video seconds and GPU-seconds per UTC day (of submit, as
+    the daily limits count them) and model; running requests count their time so far."""
+    ctx = context(request)
+
+    def work() -> dict[str, Any]:
+        rows = store.daily_usage(token.user, days)
+        return usage(rows, days, ctx.store.now(), users=False)  # the database's day
 
     return JSONResponse(await run_in_threadpool(work))
 

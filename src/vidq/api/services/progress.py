@@ -1,10 +1,11 @@
 """Where a request stands, for the answers about it: its place in the queue (and why it is
-passed over, if it is), its ETAs (``api/eta.py``), the tasks it will report, its run time
-and its seed."""
+passed over, if it is), its ETAs (``api/eta.py``), the tasks it will report, its run time,
+what it cost and its seed."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from vidq.api.eta import EtaEstimator
 from vidq.catalog import Model, get_model
@@ -69,6 +70,23 @@ def run_seconds(job: Job) -> float | None:
     if job.started_at is None or job.finished_at is None:
         return None
     return round(max(0.0, job.finished_at - job.started_at), 3)
+
+
+def metrics(job: Job | JobStatus) -> dict[str, Any] | None:
+    """What a request cost, once it has started: ``gpu_seconds`` its engine ran on its
+    GPU slots over every attempt (failed ones included; a running attempt counts its time
+    since it was claimed until it ends and records its engine's own), ``queue_seconds``
+    from submit to its first start, ``attempts`` started, ``device`` of the last one that
+    ended (None while the first runs). The fal dialect's ``metrics.inference_time`` is
+    the same ``gpu_seconds``. None before the first start."""
+    if job.first_started_at is None:
+        return None
+    return {
+        "gpu_seconds": round(max(0.0, job.gpu_seconds), 3),
+        "queue_seconds": round(max(0.0, job.first_started_at - job.created_at), 3),
+        "attempts": job.attempt,
+        "device": job.device,
+    }
 
 
 def seed_of(job: Job) -> int | None:

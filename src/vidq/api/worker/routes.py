@@ -52,7 +52,7 @@ from vidq.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from vidq.jobs import Claim, Job, output_attempt
+from vidq.jobs import Claim, Job, Ran, output_attempt
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, Token, WorkerStore
@@ -67,6 +67,7 @@ from vidq.worker_protocol import (
     CompleteBody,
     ConfigAnswer,
     Done,
+    Ended,
     FailBody,
     Fenced,
     HeartbeatAnswer,
@@ -204,7 +205,7 @@ async def progress(job_id: JobId, body: ProgressBody, token: Worker, store: Queu
 async def fail(job_id: JobId, body: FailBody, token: Worker, store: Queue) -> Response:
     done = await run_in_threadpool(
         store.fail, job_id, body.lease_token, body.message, body.error_type, body.retry,
-        body.delay_s,
+        body.delay_s, _ran(body),
     )  # fmt: skip
     return _fenced(done)
 
@@ -214,8 +215,9 @@ async def fail(job_id: JobId, body: FailBody, token: Worker, store: Queue) -> Re
     summary="Record CANCELLED after a cancel request",
     response_model=Done,
 )
-async def cancelled(job_id: JobId, body: Fenced, token: Worker, store: Queue) -> Response:
-    return _fenced(await run_in_threadpool(store.finish_cancel, job_id, body.lease_token))
+async def cancelled(job_id: JobId, body: Ended, token: Worker, store: Queue) -> Response:
+    done = await run_in_threadpool(store.finish_cancel, job_id, body.lease_token, _ran(body))
+    return _fenced(done)
 
 
 @router.post(
@@ -223,8 +225,8 @@ async def cancelled(job_id: JobId, body: Fenced, token: Worker, store: Queue) ->
     summary="Give the job back (shutdown), no attempt spent",
     response_model=Done,
 )
-async def release(job_id: JobId, body: Fenced, token: Worker, store: Queue) -> Response:
-    return _fenced(await run_in_threadpool(store.release, job_id, body.lease_token))
+async def release(job_id: JobId, body: Ended, token: Worker, store: Queue) -> Response:
+    return _fenced(await run_in_threadpool(store.release, job_id, body.lease_token, _ran(body)))
 
 
 @router.post(
@@ -377,7 +379,7 @@ def _complete(
         outputs.assemble(ctx.storage, body, body.upload_id)
     outputs.check_object(ctx.storage, body)
     meta = {**body.meta, "file_size": body.size}  # the size the API checked, not a claim
-    if store.complete(job_id, body.lease_token, body.key, meta):
+    if store.complete(job_id, body.lease_token, body.key, meta, _ran(body)):
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
         return CompleteAnswer(completed=True, replayed=False)
@@ -403,6 +405,11 @@ def _held(store: WorkerStore, token: Token, job_id: int, lease_token: str) -> Jo
     if held is None or not hmac.compare_digest(held.lease_token, lease_token):
         raise Conflict("This attempt no longer holds the job.")
     return held.job
+
+
+def _ran(body: Ended) -> Ran:
+    """What the ending attempt reports it used (its engine's seconds, on its device)."""
+    return Ran(seconds=body.gpu_seconds, device=body.device)
 
 
 def _fenced(done: bool) -> Response:

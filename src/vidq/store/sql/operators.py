@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from vidq.jobs import Job, JobState
-from vidq.store.base import Failure, PoolStats, UserStats, WorkerInfo
-from vidq.store.rows import job_from_row
+from vidq.store.base import DailyUsage, Failure, PoolStats, UserStats, WorkerInfo
+from vidq.store.rows import daily_usage_from_row, job_from_row
 from vidq.store.sql.core import NO_CURSOR, Queries
 
 
@@ -51,6 +51,10 @@ class OperatorQueries(Queries):
             )
             for r in self._rows(self._sql.user_stats, since=since)
         ]
+
+    def all_usage(self, days: int) -> list[DailyUsage]:
+        rows = self._rows(self._sql.all_usage, back_s=(days - 1) * 86400)
+        return [daily_usage_from_row(r) for r in rows]
 
     def workers(self) -> list[WorkerInfo]:
         return [

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidq.jobs import Claim
+from vidq.jobs import Claim, Ran
 from vidq.store.base import Lease, ReapResult
 from vidq.store.driver import Driver
 from vidq.store.rows import claim_from_row, dumps
@@ -87,14 +87,17 @@ class QueueQueries(Queries):
         changed = self._count(self._sql.progress, id=job_id, token=token, done=done, total=total)
         return changed == 1
 
-    def complete(self, job_id: int, token: str, result_key: str, meta: dict[str, Any]) -> bool:
+    def complete(
+        self, job_id: int, token: str, result_key: str, meta: dict[str, Any], ran: Ran = Ran()
+    ) -> bool:
         changed = self._count(
-            self._sql.complete, id=job_id, token=token, result_key=result_key, meta=dumps(meta)
-        )
+            self._sql.complete, id=job_id, token=token, result_key=result_key, meta=dumps(meta),
+            **_ran(ran),
+        )  # fmt: skip
         return changed == 1
 
-    def finish_cancel(self, job_id: int, token: str) -> bool:
-        return self._count(self._sql.finish_cancel, id=job_id, token=token) == 1
+    def finish_cancel(self, job_id: int, token: str, ran: Ran = Ran()) -> bool:
+        return self._count(self._sql.finish_cancel, id=job_id, token=token, **_ran(ran)) == 1
 
     def fail(
         self,
@@ -104,15 +107,16 @@ class QueueQueries(Queries):
         error_type: str,
         retry: bool,
         retry_after_s: float = 0.0,
+        ran: Ran = Ran(),
     ) -> bool:
         row = self._row(
             self._sql.fail, id=job_id, token=token, error=error, error_type=error_type,
-            retry=retry, retry_after_s=retry_after_s,
+            retry=retry, retry_after_s=retry_after_s, **_ran(ran),
         )  # fmt: skip
         return row is not None
 
-    def release(self, job_id: int, token: str) -> bool:
-        return self._row(self._sql.release, id=job_id, token=token) is not None
+    def release(self, job_id: int, token: str, ran: Ran = Ran()) -> bool:
+        return self._row(self._sql.release, id=job_id, token=token, **_ran(ran)) is not None
 
     def reap(self) -> ReapResult:
         rows = self._rows(self._sql.reap)
@@ -146,3 +150,8 @@ class QueueQueries(Queries):
 
     def queue_depths(self) -> dict[str, int]:
         return {r["pool"]: int(r["queued"]) for r in self._rows(self._sql.queue_depths)}
+
+
+def _ran(ran: Ran) -> dict[str, Any]:
+    """The parameters of what an attempt used (``statements.queue.RAN``)."""
+    return {"gpu_seconds": max(0.0, float(ran.seconds)), "device": ran.device}

@@ -10,10 +10,10 @@ from typing import Any
 
 from vidq.errors import RateLimited, StoreUnavailable
 from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
-from vidq.store.base import Cancel, JobStatus, Quota, Usage
+from vidq.store.base import Cancel, DailyUsage, JobStatus, Quota, Usage
 from vidq.store.driver import Driver, Row, Session
 from vidq.store.positions import Queue, QueueSnapshots, Running, position_key
-from vidq.store.rows import dumps, job_from_row, job_status_from_row
+from vidq.store.rows import daily_usage_from_row, dumps, job_from_row, job_status_from_row
 from vidq.store.sql.core import NO_CURSOR, Queries
 from vidq.store.statements import Statement
 
@@ -177,8 +177,13 @@ class SubmitQueries(Queries):
             queued=int(row["queued"]), running=int(row["running"]),
             last_minute=int(row["last_minute"]),
             video_seconds_today=float(row["video_seconds_today"]),
+            gpu_seconds_today=float(row["gpu_seconds_today"]),
             minute_first=None if first is None else float(first), now=float(row["now"]),
         )  # fmt: skip
+
+    def daily_usage(self, user: str, days: int) -> list[DailyUsage]:
+        rows = self._rows(self._sql.daily_usage, owner=user, back_s=(days - 1) * 86400)
+        return [daily_usage_from_row(r) for r in rows]
 
     def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
         before = before_id if before_id is not None else NO_CURSOR
@@ -216,6 +221,14 @@ def refusal(quota: Quota, usage: Usage, video_seconds: float) -> RateLimited | N
             f"{video_seconds:g} s)",
             limit="daily_video_seconds", value=limit,
             retry_after=86400.0 - usage.now % 86400.0,
+        )  # fmt: skip
+    gpu = quota.daily_gpu_seconds
+    if gpu is not None and usage.gpu_seconds_today >= gpu:
+        return RateLimited(
+            f"daily_gpu_seconds: this token's requests may use {gpu} GPU-seconds per UTC "
+            f"day ({usage.gpu_seconds_today:.1f} s used today, running requests included); "
+            "running requests finish, new ones are accepted again at 00:00 UTC",
+            limit="daily_gpu_seconds", value=gpu, retry_after=86400.0 - usage.now % 86400.0,
         )  # fmt: skip
     return None
 

@@ -3,7 +3,8 @@ namespace of named statements is filled in for one dialect and one driver.
 
 In a statement ``:name`` is a parameter (each driver converts it to its own placeholder
 style), ``{NOW}`` the database clock in seconds since the epoch, ``{DAY}`` the start of the
-current UTC day; each dialect (``statements/__init__.py``) gives those expressions.
+current UTC day, ``{CREATED_DAY}`` the UTC day a job was created on (whole days since the
+epoch); each dialect (``statements/__init__.py``) gives those expressions.
 
 A statement marked ``wakes`` may move jobs into the queue (PENDING or RETRY); it returns
 the ``state`` and ``pool`` of every row it changed, and when one of them is queued the
@@ -37,6 +38,7 @@ class RoleStatements:
 
     NOW: ClassVar[str]  # the database clock as float seconds since the epoch
     DAY: ClassVar[str]  # the start of the current UTC day, in the same unit
+    CREATED_DAY: ClassVar[str]  # a job's ``created_at`` as whole UTC days since the epoch
 
     now = Statement("SELECT {NOW} AS now")
 
@@ -54,8 +56,9 @@ class RoleStatements:
 
     @classmethod
     def expand(cls, stmt: Statement) -> Statement:
-        """``stmt`` with this dialect's ``{NOW}`` and ``{DAY}``."""
-        sql = stmt.sql.replace("{DAY}", cls.DAY).replace("{NOW}", cls.NOW)
+        """``stmt`` with this dialect's ``{NOW}``, ``{DAY}`` and ``{CREATED_DAY}``."""
+        sql = stmt.sql.replace("{CREATED_DAY}", cls.CREATED_DAY)
+        sql = sql.replace("{DAY}", cls.DAY).replace("{NOW}", cls.NOW)
         return dataclasses.replace(stmt, sql=sql)
 
     @classmethod

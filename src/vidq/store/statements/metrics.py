@@ -14,11 +14,13 @@ DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0
 def job_counts_of(where: str) -> str:
     """The job counters of the rows matching ``where``, one row per (model, pool, tier,
     state): jobs, attempts (with those before admin retries), admin retries, jobs that
-    ran at least once, and jobs whose running attempt was cancelled."""
+    ran at least once, jobs whose running attempt was cancelled, and the GPU-seconds their
+    ended attempts recorded (a running attempt's counts once it ends: a counter never
+    goes back)."""
     return f"""
         SELECT model_id, pool, tier, state, count(*), sum(attempt), sum(past_attempts),
             sum(admin_retries), sum(CASE WHEN attempt > 0 THEN 1 ELSE 0 END),
-            sum(CASE WHEN cancel_requested THEN 1 ELSE 0 END)
+            sum(CASE WHEN cancel_requested THEN 1 ELSE 0 END), sum(gpu_seconds)
         FROM jobs WHERE {where} GROUP BY model_id, pool, tier, state"""
 
 

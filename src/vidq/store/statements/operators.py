@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from vidq.store.rows import JOB_COLUMNS
 from vidq.store.statements.base import RoleStatements, Statement
+from vidq.store.statements.submissions import daily_usage_of
 
 
 class OperatorStatements(RoleStatements):
@@ -48,6 +49,8 @@ class OperatorStatements(RoleStatements):
         FROM jobs WHERE state IN ('PENDING', 'RETRY', 'RUNNING') OR finished_at >= :since
             OR created_at >= :since
         GROUP BY owner ORDER BY owner""")
+    # GET /admin/usage: every user's jobs, video seconds and GPU-seconds per day and model.
+    all_usage = Statement(daily_usage_of("1 = 1"))
     workers = Statement("""
         SELECT name, pools, engines, {NOW} - seen_at AS age,
             (SELECT min(id) FROM jobs WHERE state = 'RUNNING' AND worker = w.name) AS job,

@@ -16,7 +16,10 @@ from vidq.store.statements.base import RoleStatements, Statement
 TAKE = """
     state = 'RUNNING', attempt = attempt + 1, lease_token = :token, worker = :worker,
     lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0,
-    retry_at = NULL"""
+    retry_at = NULL, first_started_at = coalesce(first_started_at, {NOW})"""
+# What every end of an attempt records of what it used (``jobs.Ran``), in its own fenced
+# update: its engine's seconds add to the job's, its device becomes the job's.
+RAN = "gpu_seconds = gpu_seconds + :gpu_seconds, device = coalesce(:device, device)"
 # A retry backing off (``retry_at`` in the future) waits; the jobs behind it go first.
 # A paused pool (``paused_pools``) is claimed from by nobody. A user with ``max_running``
 # jobs running (the token's limit, copied on the job) has the rest of theirs held back:
@@ -61,28 +64,28 @@ class QueueStatements(RoleStatements):
     progress = Statement("""
         UPDATE jobs SET progress_done = :done, progress_total = :total
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
-    complete = Statement("""
+    complete = Statement(f"""
         UPDATE jobs SET state = 'COMPLETED', result_key = :result_key, result_meta = :meta,
-            finished_at = {NOW}, lease_until = NULL, progress_done = progress_total
+            finished_at = {{NOW}}, lease_until = NULL, progress_done = progress_total, {RAN}
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
             AND NOT cancel_requested""")
     # The worker's end of a cancel request: fenced like ``complete``, so of a cancel and
     # a completion racing for one job exactly one is recorded (the request sets the flag
     # that ``complete`` refuses; a job completed first has no RUNNING row to flag).
-    finish_cancel = Statement("""
-        UPDATE jobs SET state = 'CANCELLED', finished_at = {NOW}, lease_token = NULL,
-            lease_until = NULL
+    finish_cancel = Statement(f"""
+        UPDATE jobs SET state = 'CANCELLED', finished_at = {{NOW}}, lease_token = NULL,
+            lease_until = NULL, {RAN}
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING' AND cancel_requested""")
     fail = Statement(
-        """
+        f"""
         UPDATE jobs SET
             state = CASE WHEN cancel_requested THEN 'CANCELLED'
                 WHEN :retry AND attempt < max_attempts THEN 'RETRY' ELSE 'FAILED' END,
             error = :error, error_type = :error_type, lease_token = NULL, lease_until = NULL,
             finished_at = CASE WHEN :retry AND attempt < max_attempts AND NOT cancel_requested
-                THEN NULL ELSE {NOW} END,
+                THEN NULL ELSE {{NOW}} END,
             retry_at = CASE WHEN :retry AND attempt < max_attempts AND NOT cancel_requested
-                THEN {NOW} + :retry_after_s ELSE NULL END
+                THEN {{NOW}} + :retry_after_s ELSE NULL END, {RAN}
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
         RETURNING state, pool""",
         wakes=True,
@@ -92,12 +95,12 @@ class QueueStatements(RoleStatements):
     # its own (the released attempt may have uploaded under its key; the next claim sweeps
     # earlier attempts' uploads).
     release = Statement(
-        """
+        f"""
         UPDATE jobs SET
             state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'RETRY' END,
-            finished_at = CASE WHEN cancel_requested THEN {NOW} ELSE NULL END,
+            finished_at = CASE WHEN cancel_requested THEN {{NOW}} ELSE NULL END,
             max_attempts = max_attempts + 1, lease_token = NULL, lease_until = NULL,
-            worker = NULL
+            worker = NULL, {RAN}
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'
         RETURNING state, pool""",
         wakes=True,

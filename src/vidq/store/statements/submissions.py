@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from vidq.store.rows import JOB_COLUMNS
+from vidq.store.rows import GPU_SECONDS, JOB_COLUMNS
 from vidq.store.statements.base import RoleStatements, Statement
 
 _JOB_FIELDS = """owner, model_id, pool, tier, priority, rank, state, inputs,
@@ -30,7 +30,22 @@ _LIMIT_CHECKS = {
     "daily_video_seconds": """(SELECT coalesce(sum(video_seconds), 0) FROM jobs
             WHERE owner = :owner AND created_at >= {DAY}) + :video_seconds
             <= :daily_video_seconds""",
+    # Used up once today's jobs (running ones with their time so far) reach the limit: a
+    # submit's own GPU time is not known ahead, so the job that crosses it may run.
+    "daily_gpu_seconds": f"""(SELECT coalesce(sum({GPU_SECONDS}), 0) FROM jobs
+            WHERE owner = :owner AND created_at >= {{DAY}}) < :daily_gpu_seconds""",
 }
+
+
+def daily_usage_of(where: str) -> str:
+    """What the jobs matching ``where`` and submitted since ``{DAY} - :back_s`` used, per
+    owner, UTC day and model (``GET /usage``, and every user's for ``GET /admin/usage``)."""
+    return f"""
+        SELECT owner, {{CREATED_DAY}} AS day, model_id, count(*) AS jobs,
+            coalesce(sum(video_seconds), 0) AS video_seconds,
+            coalesce(sum({GPU_SECONDS}), 0) AS gpu_seconds
+        FROM jobs WHERE {where} AND created_at >= {{DAY}} - :back_s
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
 
 
 class SubmitStatements(RoleStatements):
@@ -52,18 +67,22 @@ class SubmitStatements(RoleStatements):
     lock_user: ClassVar[Statement | None] = None
     # What a user's jobs hold of each limit, and the database clock: for ``vidq token
     # list`` and to say which limit a refused submit hit (and when to retry).
-    usage = Statement("""
+    usage = Statement(f"""
         SELECT
             (SELECT count(*) FROM jobs WHERE owner = :owner
                 AND state IN ('PENDING', 'RETRY')) AS queued,
             (SELECT count(*) FROM jobs WHERE owner = :owner AND state = 'RUNNING') AS running,
             (SELECT count(*) FROM jobs WHERE owner = :owner
-                AND created_at > {NOW} - 60) AS last_minute,
+                AND created_at > {{NOW}} - 60) AS last_minute,
             (SELECT min(created_at) FROM jobs WHERE owner = :owner
-                AND created_at > {NOW} - 60) AS minute_first,
+                AND created_at > {{NOW}} - 60) AS minute_first,
             (SELECT coalesce(sum(video_seconds), 0) FROM jobs WHERE owner = :owner
-                AND created_at >= {DAY}) AS video_seconds_today,
-            {NOW} AS now""")
+                AND created_at >= {{DAY}}) AS video_seconds_today,
+            (SELECT coalesce(sum({GPU_SECONDS}), 0) FROM jobs WHERE owner = :owner
+                AND created_at >= {{DAY}}) AS gpu_seconds_today,
+            {{NOW}} AS now""")
+    # GET /usage: the user's jobs, video seconds and GPU-seconds per UTC day and model.
+    daily_usage = Statement(daily_usage_of("owner = :owner"))
     get_job = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id")
     get_job_of = Statement(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id AND owner = :owner")
     by_idempotency = Statement(
@@ -74,11 +93,12 @@ class SubmitStatements(RoleStatements):
     # The status poll: one read, positional columns (see rows.job_status_from_row), and
     # the pool's queue version so that the cached position is checked in the same read.
     # It never touches ``inputs``: that can be large, and a poll must stay cheap.
-    job_status = Statement("""
+    job_status = Statement(f"""
         SELECT id, model_id, pool, tier, priority, state, progress_done, progress_total,
             work_units, higher_quality, result_key, error,
             (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool), expired_at,
-            (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool), seed
+            (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool), seed,
+            attempt, {GPU_SECONDS}, device, created_at, first_started_at
         FROM jobs WHERE id = :id AND owner = :owner""")
     # A pool's queue for its position snapshot (positions.py): the owner only of jobs
     # with a ``max_running``, the only ones that may be held.
