@@ -164,6 +164,7 @@ class NewJob:
     webhook_dialect: str | None = None  # "native" or "fal": the body's vocabulary
     webhook_base: str | None = None  # the API's public base URL at submit (signed URLs)
     max_running: int | None = None  # the token's limit: more of the user's jobs wait
+    weight: int = 1  # the token's fair-share weight: claims in a row per turn
     video_seconds: float = 0.0  # the planned output's duration (daily limit)
     deadline_s: float | None = None  # must be finished this long after submit
     start_s: float | None = None  # must have started this long after submit

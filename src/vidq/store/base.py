@@ -43,6 +43,8 @@ class Quota:
     max_running: int | None = None  # jobs RUNNING at once; more wait in the queue
     rate_per_minute: int | None = None  # submits in any rolling 60 s
     daily_video_seconds: int | None = None  # seconds of video accepted per UTC day
+    # Not a limit, a share: claims in a row per turn under fair share (1..100).
+    weight: int = 1
 
     def submit_limits(self) -> list[str]:
         """The names of the limits a submit is checked against."""

@@ -41,7 +41,7 @@ class SubmitQueries(Queries):
             "webhook_next_at": 0.0 if new.webhook_url else None,
             "max_running": new.max_running, "video_seconds": new.video_seconds,
             "deadline_s": new.deadline_s, "start_s": new.start_s,
-            "start_error": new.start_error,
+            "start_error": new.start_error, "weight": new.weight,
         }  # fmt: skip
         limits = quota.submit_limits() if quota is not None else []
         if quota is not None and limits:

@@ -80,6 +80,8 @@ class PostgresStatements(Statements):
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
     # Key 1987470153 names the claims' max_running check (see ``QueueStatements.lock_running``).
     lock_running = Statement("SELECT pg_advisory_xact_lock(1987470153, hashtext(:owner))")
+    # Key 1987470154 names a pool's fair-share claims (see ``QueueStatements.lock_pool``).
+    lock_pool = Statement("SELECT pg_advisory_xact_lock(1987470154, hashtext(:pool))")
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""

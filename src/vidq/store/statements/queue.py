@@ -28,6 +28,17 @@ FIRST_QUEUED = """
         AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
             WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))
     ORDER BY rank, id LIMIT 1"""
+# Fair share (``VIDQ_FAIR_SHARE``, migration 0012): the claim first finds the best claimable
+# rank and its pool (``FIRST_QUEUED``'s job: the oldest of that rank), then, within that
+# pool and rank, the user served least recently who has a claimable job there (``turns``
+# in ``served`` order, users with nothing queued left out by ``ix_turns_next``; each user
+# probed with ``ix_jobs_turn``), and takes that user's first job. Never a sort of the
+# queued jobs: the walk stops at the first user with a claimable job.
+_CLAIMABLE_OF = """
+    FROM jobs WHERE pool = turns.pool AND owner = turns.owner AND state IN ('PENDING', 'RETRY')
+        AND rank = :rank AND (retry_at IS NULL OR retry_at <= {NOW})
+        AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
+            WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))"""
 
 
 class QueueStatements(RoleStatements):
@@ -40,6 +51,30 @@ class QueueStatements(RoleStatements):
     # for one more. The lock's holder counts every committed claim (``running_of``) and
     # rolls back its own when over. SQLite has one writer: its claim is exact already.
     lock_running: ClassVar[Statement | None] = None
+    # Fair share's claim (``QueueQueries._claim_fair``), in one transaction: the pool and
+    # rank to serve, the user whose turn it is and their first claimable job there, the
+    # take, and the end of the user's claim in their turn.
+    fair_best: ClassVar[Statement] = Statement(
+        FIRST_QUEUED.replace("SELECT id FROM", "SELECT id, pool, rank FROM", 1)
+    )
+    # PostgreSQL serialises a pool's fair claims (the turn order is one thing per pool).
+    lock_pool: ClassVar[Statement | None] = None
+    fair_pick = Statement(f"""
+        SELECT owner, (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) AS id
+        FROM turns WHERE pool = :pool AND queued > 0 AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
+        ORDER BY served LIMIT 1""")
+    fair_take = Statement(f"""
+        UPDATE jobs SET {TAKE}
+        WHERE id = :id AND state IN ('PENDING', 'RETRY')
+        RETURNING {JOB_COLUMNS}, max_running, weight""")
+    # A user's turn lasts ``weight`` claims; then they go to the back of the pool's order
+    # (``served`` above every other user's).
+    fair_served = Statement("""
+        UPDATE turns SET
+            served = CASE WHEN used + 1 >= :weight THEN (SELECT coalesce(max(served), 0) + 1
+                FROM turns AS t WHERE t.pool = :pool AND t.served > 0) ELSE served END,
+            used = CASE WHEN used + 1 >= :weight THEN 0 ELSE used + 1 END
+        WHERE pool = :pool AND owner = :owner""")
     running_of = Statement(
         "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
     )

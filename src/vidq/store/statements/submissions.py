@@ -13,12 +13,13 @@ from vidq.store.statements.base import RoleStatements, Statement
 _JOB_FIELDS = """owner, model_id, pool, tier, priority, rank, state, inputs,
             higher_quality, binary_output, max_attempts, work_units, idempotency_key,
             webhook_url, webhook_dialect, webhook_base, webhook_state, webhook_next_at,
-            max_running, video_seconds, deadline_at, start_by, start_error, seed, created_at"""
+            max_running, video_seconds, deadline_at, start_by, start_error, seed, created_at,
+            weight"""
 _JOB_VALUES = """:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
             :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
             :webhook_url, :webhook_dialect, :webhook_base, :webhook_state, :webhook_next_at,
             :max_running, :video_seconds, {NOW} + :deadline_s, {NOW} + :start_s,
-            :start_error, :seed, {NOW}"""
+            :start_error, :seed, {NOW}, :weight"""
 _ON_KEY = "ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 # The conditions of a limited submit (``SubmitStatements.insert_limited``), by limit name:
 # each holds while the user's jobs leave room for one more.

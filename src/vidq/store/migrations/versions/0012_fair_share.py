@@ -1,0 +1,139 @@
+"""Fair share within a rank: users take turns (weighted round robin, least recently served).
+
+tokens, jobs:
+- ``weight``: claims a user gets in a row per turn (``vidq token create --weight N``,
+  1..100); copied onto the job at submit like the token's limits.
+
+turns, one row per (pool, owner) that ever queued a job in the pool:
+- ``served``: when the user was last served in the pool, as a number that only grows
+  (a turn ends: ``max(served) + 1`` of the pool, always > 0); a user never served there
+  has ``first queued job id - 2**62``, below every served user, in submission order;
+- ``used``: claims taken in the user's current turn (the turn ends at ``weight``);
+- ``queued``: the user's PENDING/RETRY jobs in the pool, kept by triggers on ``jobs`` (an
+  insert, a change of state into or out of the queue, a delete), so the claim walks only
+  users with something queued (``ix_turns_next``) and never sorts the queued jobs.
+
+``ix_jobs_turn`` finds one user's first queued job at one rank (the claim's probe, and the
+turn-aware queue positions' read of owners).
+
+The claim (``store/statements/queue.py``, ``FAIR_*``) reads ``turns`` only when
+``VIDQ_FAIR_SHARE`` is on; the triggers keep it current either way, so turning fair share
+on later starts from true counts.
+
+Revision ID: 0012
+Revises: 0010 (re-chained onto 0011 when merged with the usage half of issue 24)
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012"
+down_revision = "0010"
+
+_QUEUED = "IN ('PENDING', 'RETRY')"
+NEVER_SERVED = 2**62  # a never-served user's ``served`` is their first job id minus this
+
+_SQLITE_ENTER = f"""
+    INSERT INTO turns (pool, owner, served, used, queued)
+    VALUES (NEW.pool, NEW.owner, NEW.id - {NEVER_SERVED}, 0, 1)
+    ON CONFLICT (pool, owner) DO UPDATE SET queued = queued + 1;
+"""
+_SQLITE_LEAVE = """
+    UPDATE turns SET queued = queued - 1 WHERE pool = OLD.pool AND owner = OLD.owner;
+"""
+
+_PG_FUNCTION = f"""
+CREATE FUNCTION vidq_count_turns() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' AND OLD.state {_QUEUED} THEN
+        UPDATE turns SET queued = queued - 1 WHERE pool = OLD.pool AND owner = OLD.owner;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.state {_QUEUED} THEN
+        INSERT INTO turns (pool, owner, served, used, queued)
+        VALUES (NEW.pool, NEW.owner, NEW.id - {NEVER_SERVED}, 0, 1)
+        ON CONFLICT (pool, owner) DO UPDATE SET queued = turns.queued + 1;
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql
+"""
+
+
+def upgrade() -> None:
+    op.add_column("tokens", sa.Column("weight", sa.Integer, nullable=False, server_default="1"))
+    op.add_column("jobs", sa.Column("weight", sa.Integer, nullable=False, server_default="1"))
+    op.create_table(
+        "turns",
+        sa.Column("pool", sa.Text, primary_key=True),
+        sa.Column("owner", sa.Text, primary_key=True),
+        sa.Column("served", sa.BigInteger, nullable=False),
+        sa.Column("used", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("queued", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    active = sa.text("queued > 0")
+    op.create_index(
+        "ix_turns_next", "turns", ["pool", "served"],
+        sqlite_where=active, postgresql_where=active,
+    )  # fmt: skip
+    op.create_index("ix_turns_served", "turns", ["pool", "served"])
+    queued = sa.text(f"state {_QUEUED}")
+    op.create_index(
+        "ix_jobs_turn", "jobs", ["pool", "owner", "rank", "id"],
+        sqlite_where=queued, postgresql_where=queued,
+    )  # fmt: skip
+    # The queues as they are now: every user with queued jobs, never served yet.
+    op.execute(f"""
+        INSERT INTO turns (pool, owner, served, used, queued)
+        SELECT pool, owner, min(id) - {NEVER_SERVED}, 0, count(*) FROM jobs
+        WHERE state {_QUEUED} GROUP BY pool, owner""")
+    if _sqlite():
+        op.execute(
+            "CREATE TRIGGER jobs_turns_insert AFTER INSERT ON jobs "
+            f"WHEN NEW.state {_QUEUED} BEGIN {_SQLITE_ENTER} END"
+        )
+        op.execute(
+            "CREATE TRIGGER jobs_turns_enter AFTER UPDATE OF state ON jobs "
+            f"WHEN NEW.state {_QUEUED} AND NOT (OLD.state {_QUEUED}) BEGIN {_SQLITE_ENTER} END"
+        )
+        op.execute(
+            "CREATE TRIGGER jobs_turns_leave AFTER UPDATE OF state ON jobs "
+            f"WHEN OLD.state {_QUEUED} AND NOT (NEW.state {_QUEUED}) BEGIN {_SQLITE_LEAVE} END"
+        )
+        op.execute(
+            "CREATE TRIGGER jobs_turns_delete AFTER DELETE ON jobs "
+            f"WHEN OLD.state {_QUEUED} BEGIN {_SQLITE_LEAVE} END"
+        )
+    else:
+        op.execute(_PG_FUNCTION)
+        op.execute(
+            "CREATE TRIGGER jobs_turns_insert AFTER INSERT ON jobs FOR EACH ROW "
+            f"WHEN (NEW.state {_QUEUED}) EXECUTE FUNCTION vidq_count_turns()"
+        )
+        op.execute(
+            "CREATE TRIGGER jobs_turns_state AFTER UPDATE OF state ON jobs FOR EACH ROW "
+            f"WHEN ((OLD.state {_QUEUED}) IS DISTINCT FROM (NEW.state {_QUEUED})) "
+            "EXECUTE FUNCTION vidq_count_turns()"
+        )
+        op.execute(
+            "CREATE TRIGGER jobs_turns_delete AFTER DELETE ON jobs FOR EACH ROW "
+            f"WHEN (OLD.state {_QUEUED}) EXECUTE FUNCTION vidq_count_turns()"
+        )
+
+
+def downgrade() -> None:
+    on = "" if _sqlite() else " ON jobs"
+    triggers = ["jobs_turns_insert", "jobs_turns_delete"]
+    triggers += ["jobs_turns_enter", "jobs_turns_leave"] if _sqlite() else ["jobs_turns_state"]
+    for name in triggers:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}{on}")
+    if not _sqlite():
+        op.execute("DROP FUNCTION IF EXISTS vidq_count_turns()")
+    op.drop_index("ix_jobs_turn", "jobs")
+    op.drop_table("turns")
+    op.drop_column("jobs", "weight")
+    op.drop_column("tokens", "weight")
+
+
+def _sqlite() -> bool:
+    return bool(op.get_bind().dialect.name == "sqlite")
