@@ -59,6 +59,16 @@ def store(db_url: str) -> Iterator[JobStore]:
         s.close()
 
 
+@pytest.fixture
+def fifo(db_url: str) -> Iterator[JobStore]:
+    """A store whose claims are first in, first out within a rank (VIDQ_FAIR_SHARE=false)."""
+    s = open_store(db_url, fair_share=False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def new(
     user: str = "alice",
     *,
@@ -240,10 +250,11 @@ def test_fifty_simultaneous_submits_against_max_queued_five(db_url: str) -> None
             s.close()
 
 
-def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
+def test_positions_count_only_what_workers_claim_first(fifo: JobStore) -> None:
     """Jobs held by their user's max_running count ahead of nobody else's; a held job
     reports the position it will have once it may start (store/positions.py). The held
-    set follows running jobs in other pools too (the running fingerprint)."""
+    set follows running jobs in other pools too (the running fingerprint). FIFO claims."""
+    store = fifo
     ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
     ben = [store.enqueue(new("ben")) for _ in range(2)]
     ann_other = store.enqueue(dataclasses.replace(new("ann", pool=OTHER), max_running=1))

@@ -84,9 +84,19 @@ class SubmitStatements(RoleStatements):
     # A pool's queue for its position snapshot (positions.py): the owner only of jobs
     # with a ``max_running``, the only ones that may be held.
     queue_keys = Statement("""
-        SELECT rank, id, max_running, CASE WHEN max_running IS NULL THEN NULL ELSE owner END
+        SELECT rank, id, max_running, CASE WHEN max_running IS NULL THEN NULL ELSE owner END,
+            1
         FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
         ORDER BY rank, id""")
+    # Under fair share every job's owner and weight, and the pool's turn order
+    # (positions.turn_order).
+    queue_turn_keys = Statement("""
+        SELECT rank, id, max_running, owner, weight
+        FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
+        ORDER BY rank, id""")
+    turns_of = Statement(
+        "SELECT owner, served, used FROM turns WHERE pool = :pool AND queued > 0"
+    )
     # The running jobs' fingerprint (positions.Running): a job that starts or stops
     # changes it, so a snapshot of held jobs knows when its users' counts moved.
     running_jobs = Statement("""
