@@ -105,7 +105,7 @@ def _mint_token(store: Any, user: str, max_priority: int, **options: Any) -> str
     return create_token(store, user, max_priority, quota=quota, **options)
 
 
-_QUOTA = ("max_queued", "max_running", "rate_per_minute", "daily_video_seconds")
+_QUOTA = ("max_queued", "max_running", "rate_per_minute", "daily_video_seconds", "weight")
 
 
 # --- the stack ---------------------------------------------------------------------------------
@@ -160,7 +160,8 @@ class Stack:
 
     def token(self, user: str, max_priority: int = 100, **options: Any) -> str:
         """A token minted on the store: ``admin``, ``worker``, ``pools`` and the quota
-        (``max_queued``, ``max_running``, ``rate_per_minute``, ``daily_video_seconds``)."""
+        (``max_queued``, ``max_running``, ``rate_per_minute``, ``daily_video_seconds``,
+        ``weight``)."""
         return _mint_token(self.store, user, max_priority, **options)
 
     def client(self, token: str | None, **kwargs: Any) -> httpx.Client:

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 from vidq.jobs import Claim, Hold, Job, JobState, NewJob, WebhookState
 
+MAX_WEIGHT = 100  # a token's fair-share weight is 1..MAX_WEIGHT
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Quota:

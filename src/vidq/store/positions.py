@@ -73,9 +73,9 @@ class Turns:
     have jobs in it (where a job the snapshot does not hold is placed)."""
 
     free: array[int]
-    held: Mapping[str, array[int]]
-    before: Mapping[int, int]  # rank -> claimable jobs in better ranks
-    users: Mapping[int, int]  # rank -> users with claimable jobs in it
+    held: dict[str, array[int]]
+    before: dict[int, int]  # rank -> claimable jobs in better ranks
+    users: dict[int, int]  # rank -> users with claimable jobs in it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,67 +103,85 @@ def turn_order(queued: Iterable[Queued], turns: Mapping[str, Turn]) -> Turns:
     """Plays fair share's claims out over a pool's queue (``queued`` in ``(rank, id)``
     order, so the claimable and each user's held jobs come in the order of ``Queue``'s
     arrays; ``turns`` the pool's turn order), as the module docstring says. O(n)."""
-    free: array[int] = array("q")
-    held: dict[str, array[int]] = {}
-    before: dict[int, int] = {}
-    users: dict[int, int] = {}
-    placed = 0  # claimable jobs placed so far, every rank
-    ghosts: dict[str, int] = {}  # held jobs placed so far, per user, every rank
-    # the current rank's jobs per user: (first id, weight, [(index in its array, held)])
-    rank_jobs: dict[str, tuple[int, int, list[tuple[int, bool]]]] = {}
-
-    # each user's (served, used), as the claims played so far leave it
-    state = {user: list(turn) for user, turn in turns.items()}
-    clock = max((served for served, _ in turns.values()), default=0)
-
-    def play(rank: int) -> None:
-        nonlocal placed, clock
-        before[rank] = placed
-        users[rank] = sum(1 for _, _, jobs in rank_jobs.values() if any(not h for _, h in jobs))
-        for user, (first_id, _, _) in rank_jobs.items():
-            state.setdefault(user, [first_id - NEVER_SERVED, 0])
-        order = sorted(rank_jobs, key=lambda u: state[u][0])
-        at = dict.fromkeys(order, 0)
-        while order:
-            left = []
-            for user in order:
-                _, weight, jobs = rank_jobs[user]
-                turn = state[user]
-                end = min(at[user] + max(weight - turn[1], 1), len(jobs))
-                for index, is_held in jobs[at[user] : end]:
-                    if is_held:
-                        held[user][index] = placed + ghosts.get(user, 0)
-                        ghosts[user] = ghosts.get(user, 0) + 1
-                    else:
-                        free[index] = placed
-                        placed += 1
-                turn[1] += end - at[user]
-                if turn[1] >= weight:  # the turn ends: to the back of the order
-                    clock = max(clock, 0) + 1
-                    turn[0], turn[1] = clock, 0
-                at[user] = end
-                if end < len(jobs):
-                    left.append(user)
-            order = left
-        rank_jobs.clear()
-
+    play = _Claims(turns)
     rank: int | None = None
     for job_rank, job_id, owner, weight, is_held in queued:
         if job_rank != rank:
             if rank is not None:
-                play(rank)
+                play.rank(rank)
             rank = job_rank
+        play.add(owner, job_id, weight, is_held)
+    if rank is not None:
+        play.rank(rank)
+    return play.order
+
+
+class _Claims:
+    """The claims to come, played out one rank at a time (``turn_order``)."""
+
+    def __init__(self, turns: Mapping[str, Turn]) -> None:
+        self.order = Turns(array("q"), {}, {}, {})
+        self._placed = 0  # claimable jobs placed so far, every rank
+        self._ghosts: dict[str, int] = {}  # held jobs placed so far, per user, every rank
+        # each user's [served, used], as the claims played so far leave it
+        self._state = {user: list(turn) for user, turn in turns.items()}
+        self._clock = max((served for served, _ in turns.values()), default=0)
+        # the current rank's jobs per user: (first id, weight, [(index in its array, held)])
+        self._jobs: dict[str, tuple[int, int, list[tuple[int, bool]]]] = {}
+
+    def add(self, owner: str, job_id: int, weight: int, is_held: bool) -> None:
+        """The next job of the current rank, in ``(rank, id)`` order."""
         if is_held:
-            mine = held.setdefault(owner, array("q"))
+            mine = self.order.held.setdefault(owner, array("q"))
             index = len(mine)
             mine.append(0)
         else:
-            index = len(free)
-            free.append(0)
-        rank_jobs.setdefault(owner, (job_id, max(weight, 1), []))[2].append((index, is_held))
-    if rank is not None:
-        play(rank)
-    return Turns(free, held, before, users)
+            index = len(self.order.free)
+            self.order.free.append(0)
+        self._jobs.setdefault(owner, (job_id, max(weight, 1), []))[2].append((index, is_held))
+
+    def rank(self, rank: int) -> None:
+        """Places the jobs of ``rank`` (the ones added since the last rank), in rounds of
+        turns in the order the claims so far leave."""
+        order = self.order
+        order.before[rank] = self._placed
+        users = sum(1 for *_, jobs in self._jobs.values() if any(not h for _, h in jobs))
+        order.users[rank] = users
+        for user, (first_id, _, _) in self._jobs.items():
+            self._state.setdefault(user, [first_id - NEVER_SERVED, 0])
+        playing = sorted(self._jobs, key=lambda u: self._state[u][0])
+        at = dict.fromkeys(playing, 0)
+        while playing:
+            left = []
+            for user in playing:
+                at[user] = self._turn(user, at[user])
+                if at[user] < len(self._jobs[user][2]):
+                    left.append(user)
+            playing = left
+        self._jobs.clear()
+
+    def _turn(self, user: str, at: int) -> int:
+        """One turn of ``user``, from their job ``at``; where the next turn starts."""
+        _, weight, jobs = self._jobs[user]
+        turn = self._state[user]
+        end = min(at + max(weight - turn[1], 1), len(jobs))
+        for index, is_held in jobs[at:end]:
+            if is_held:
+                ghosts = self._ghosts.get(user, 0)
+                self.order.held[user][index] = self._placed + ghosts
+                self._ghosts[user] = ghosts + 1
+            else:
+                self.order.free[index] = self._placed
+                self._placed += 1
+        turn[1] += end - at
+        if turn[1] >= weight:  # the turn ends: to the back of the order
+            self._clock = max(self._clock, 0) + 1
+            turn[0], turn[1] = self._clock, 0
+        return end
+
+
+# Reads a pool's queue (see ``Queue``).
+Loader = Callable[[str], Queue]
 
 
 def position_key(rank: int, job_id: int) -> int:

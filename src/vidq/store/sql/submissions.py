@@ -146,7 +146,10 @@ class SubmitQueries(Queries):
         with self.driver.session() as db:
             row = db.row(self._sql.queue_version, {"pool": pool})
             if self.fair_share:  # the turn order before the queue: a claim moves both
-                turns = {r[0]: (int(r[1]), int(r[2])) for r in db.values(self._sql.turns_of, {"pool": pool})}
+                turns = {
+                    r[0]: (int(r[1]), int(r[2]))
+                    for r in db.values(self._sql.turns_of, {"pool": pool})
+                }
                 rows = db.values(self._sql.queue_turn_keys, {"pool": pool})
             else:
                 rows = db.values(self._sql.queue_keys, {"pool": pool})

@@ -94,9 +94,7 @@ class SubmitStatements(RoleStatements):
         SELECT rank, id, max_running, owner, weight
         FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
         ORDER BY rank, id""")
-    turns_of = Statement(
-        "SELECT owner, served, used FROM turns WHERE pool = :pool AND queued > 0"
-    )
+    turns_of = Statement("SELECT owner, served, used FROM turns WHERE pool = :pool AND queued > 0")
     # The running jobs' fingerprint (positions.Running): a job that starts or stops
     # changes it, so a snapshot of held jobs knows when its users' counts moved.
     running_jobs = Statement("""
