@@ -932,6 +932,41 @@ def test_racing_claimers_serve_users_in_turn(db_url: str) -> None:
             s.close()
 
 
+def test_turns_follow_every_way_in_and_out_of_the_queue(store: JobStore, db_url: str) -> None:
+    """The triggers of migration 0012 keep each user's queued count and best rank (what
+    the fair claim walks) equal to their queued jobs: submits, claims, cancels, retries,
+    releases and reaped leases."""
+    jobs = [store.enqueue(new(u, tier=t)) for u in ("ann", "ben") for t in (0, 2, 0)]
+    other = store.enqueue(new("ann", pool=OTHER))
+    claims = [store.claim([POOL], "w", 30) for _ in range(3)]
+    assert all(claims)
+    assert store.cancel(jobs[5].id, "ben")
+    a, b, c = (claim for claim in claims if claim is not None)
+    assert store.fail(a.job.id, a.lease_token, "boom", "engine_error", retry=True)
+    assert store.release(b.job.id, b.lease_token)
+    assert store.complete(c.job.id, c.lease_token, "outputs/c.mp4", {})
+    assert store.claim([OTHER], "w", 0.01) is not None
+    time.sleep(0.05)
+    store.reap()
+    assert store.get(other.id) is not None
+
+    def read(sql: str) -> set[tuple[Any, ...]]:
+        engine = sa.create_engine(sqlalchemy_url(db_url))
+        try:
+            with engine.connect() as conn:
+                return {tuple(r) for r in conn.execute(sa.text(sql))}
+        finally:
+            engine.dispose()
+
+    turns = read("SELECT pool, owner, queued, best_rank FROM turns WHERE queued > 0")
+    truth = read(
+        "SELECT pool, owner, count(*), min(rank) FROM jobs"
+        " WHERE state IN ('PENDING', 'RETRY') GROUP BY pool, owner"
+    )
+    assert turns == truth and len(truth) == 3
+    assert read("SELECT count(*) FROM turns WHERE queued < 0") == {(0,)}
+
+
 def test_fair_share_positions_are_the_claim_order(store: JobStore) -> None:
     """Under fair share a queued job's position is its place in the claims to come
     (store/positions.py, ``turn_order``): exact without held jobs and new submits, at
@@ -1497,7 +1532,7 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             assert {"ix_jobs_queue", "ix_jobs_lease", "ix_jobs_owner"} <= set(indexes)
             assert "ix_jobs_webhooks" in indexes
             assert "ix_jobs_turn" in indexes and "weight" in columns
-            assert {"pool", "owner", "served", "used", "queued"} == {
+            assert {"pool", "owner", "served", "used", "queued", "best_rank"} == {
                 c["name"] for c in inspector.get_columns("turns")
             }
             assert {"ix_turns_next", "ix_turns_served"} <= {

@@ -31,8 +31,9 @@ FIRST_QUEUED = """
 # Fair share (``VIDQ_FAIR_SHARE``, migration 0012): the claim first finds the best claimable
 # rank and its pool (``FIRST_QUEUED``'s job: the oldest of that rank), then, within that
 # pool and rank, the user served least recently who has a claimable job there (``turns``
-# in ``served`` order, users with nothing queued left out by ``ix_turns_next``; each user
-# probed with ``ix_jobs_turn``), and takes that user's first job. Never a sort of the
+# in ``served`` order, users with nothing queued at that rank or better left out by
+# ``ix_turns_next``; each user probed with ``ix_jobs_turn``), and takes that user's first
+# job. Never a sort of the
 # queued jobs: the walk stops at the first user with a claimable job.
 _CLAIMABLE_OF = """
     FROM jobs WHERE pool = turns.pool AND owner = turns.owner AND state IN ('PENDING', 'RETRY')
@@ -61,7 +62,8 @@ class QueueStatements(RoleStatements):
     lock_pool: ClassVar[Statement | None] = None
     fair_pick = Statement(f"""
         SELECT owner, (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) AS id
-        FROM turns WHERE pool = :pool AND queued > 0 AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
+        FROM turns WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
+            AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
         ORDER BY served LIMIT 1""")
     fair_take = Statement(f"""
         UPDATE jobs SET {TAKE}

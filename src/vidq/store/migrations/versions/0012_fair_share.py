@@ -9,9 +9,12 @@ turns, one row per (pool, owner) that ever queued a job in the pool:
   (a turn ends: ``max(served) + 1`` of the pool, always > 0); a user never served there
   has ``first queued job id - 2**62``, below every served user, in submission order;
 - ``used``: claims taken in the user's current turn (the turn ends at ``weight``);
-- ``queued``: the user's PENDING/RETRY jobs in the pool, kept by triggers on ``jobs`` (an
-  insert, a change of state into or out of the queue, a delete), so the claim walks only
-  users with something queued (``ix_turns_next``) and never sorts the queued jobs.
+- ``queued``: the user's PENDING/RETRY jobs in the pool, and ``best_rank``, the best
+  (smallest) rank among them, kept by triggers on ``jobs`` (an insert, a change of state
+  into or out of the queue, a delete), so the claim walks only users with something
+  queued at the rank it serves or better (``ix_turns_next``: a premium job is not found
+  after a walk past every user with only base jobs queued) and never sorts the queued
+  jobs.
 
 ``ix_jobs_turn`` finds one user's first queued job at one rank (the claim's probe, and the
 turn-aware queue positions' read of owners).
@@ -35,25 +38,29 @@ down_revision = "0010"
 _QUEUED = "IN ('PENDING', 'RETRY')"
 NEVER_SERVED = 2**62  # a never-served user's ``served`` is their first job id minus this
 
-_SQLITE_ENTER = f"""
-    INSERT INTO turns (pool, owner, served, used, queued)
-    VALUES (NEW.pool, NEW.owner, NEW.id - {NEVER_SERVED}, 0, 1)
-    ON CONFLICT (pool, owner) DO UPDATE SET queued = queued + 1;
+# What a job entering the queue does to its user's row.
+_ENTER = f"""
+    INSERT INTO turns (pool, owner, served, used, queued, best_rank)
+    VALUES (NEW.pool, NEW.owner, NEW.id - {NEVER_SERVED}, 0, 1, NEW.rank)
+    ON CONFLICT (pool, owner) DO UPDATE SET queued = turns.queued + 1,
+        best_rank = CASE WHEN turns.best_rank IS NULL OR NEW.rank < turns.best_rank
+            THEN NEW.rank ELSE turns.best_rank END;
 """
-_SQLITE_LEAVE = """
-    UPDATE turns SET queued = queued - 1 WHERE pool = OLD.pool AND owner = OLD.owner;
+# ... and one leaving it (the job's new state is visible: the trigger runs after it).
+_LEAVE = f"""
+    UPDATE turns SET queued = queued - 1, best_rank = (SELECT min(rank) FROM jobs
+        WHERE pool = OLD.pool AND owner = OLD.owner AND state {_QUEUED})
+    WHERE pool = OLD.pool AND owner = OLD.owner;
 """
 
 _PG_FUNCTION = f"""
 CREATE FUNCTION vidq_count_turns() RETURNS trigger AS $$
 BEGIN
     IF TG_OP <> 'INSERT' AND OLD.state {_QUEUED} THEN
-        UPDATE turns SET queued = queued - 1 WHERE pool = OLD.pool AND owner = OLD.owner;
+        {_LEAVE}
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.state {_QUEUED} THEN
-        INSERT INTO turns (pool, owner, served, used, queued)
-        VALUES (NEW.pool, NEW.owner, NEW.id - {NEVER_SERVED}, 0, 1)
-        ON CONFLICT (pool, owner) DO UPDATE SET queued = turns.queued + 1;
+        {_ENTER}
     END IF;
     RETURN NULL;
 END $$ LANGUAGE plpgsql
@@ -70,10 +77,11 @@ def upgrade() -> None:
         sa.Column("served", sa.BigInteger, nullable=False),
         sa.Column("used", sa.Integer, nullable=False, server_default="0"),
         sa.Column("queued", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("best_rank", sa.Integer),
     )
     active = sa.text("queued > 0")
     op.create_index(
-        "ix_turns_next", "turns", ["pool", "served"],
+        "ix_turns_next", "turns", ["pool", "served", "best_rank"],
         sqlite_where=active, postgresql_where=active,
     )  # fmt: skip
     op.create_index("ix_turns_served", "turns", ["pool", "served"])
@@ -84,25 +92,25 @@ def upgrade() -> None:
     )  # fmt: skip
     # The queues as they are now: every user with queued jobs, never served yet.
     op.execute(f"""
-        INSERT INTO turns (pool, owner, served, used, queued)
-        SELECT pool, owner, min(id) - {NEVER_SERVED}, 0, count(*) FROM jobs
+        INSERT INTO turns (pool, owner, served, used, queued, best_rank)
+        SELECT pool, owner, min(id) - {NEVER_SERVED}, 0, count(*), min(rank) FROM jobs
         WHERE state {_QUEUED} GROUP BY pool, owner""")
     if _sqlite():
         op.execute(
             "CREATE TRIGGER jobs_turns_insert AFTER INSERT ON jobs "
-            f"WHEN NEW.state {_QUEUED} BEGIN {_SQLITE_ENTER} END"
+            f"WHEN NEW.state {_QUEUED} BEGIN {_ENTER} END"
         )
         op.execute(
             "CREATE TRIGGER jobs_turns_enter AFTER UPDATE OF state ON jobs "
-            f"WHEN NEW.state {_QUEUED} AND NOT (OLD.state {_QUEUED}) BEGIN {_SQLITE_ENTER} END"
+            f"WHEN NEW.state {_QUEUED} AND NOT (OLD.state {_QUEUED}) BEGIN {_ENTER} END"
         )
         op.execute(
             "CREATE TRIGGER jobs_turns_leave AFTER UPDATE OF state ON jobs "
-            f"WHEN OLD.state {_QUEUED} AND NOT (NEW.state {_QUEUED}) BEGIN {_SQLITE_LEAVE} END"
+            f"WHEN OLD.state {_QUEUED} AND NOT (NEW.state {_QUEUED}) BEGIN {_LEAVE} END"
         )
         op.execute(
             "CREATE TRIGGER jobs_turns_delete AFTER DELETE ON jobs "
-            f"WHEN OLD.state {_QUEUED} BEGIN {_SQLITE_LEAVE} END"
+            f"WHEN OLD.state {_QUEUED} BEGIN {_LEAVE} END"
         )
     else:
         op.execute(_PG_FUNCTION)
