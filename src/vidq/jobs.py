@@ -86,8 +86,9 @@ MAX_TIER = 3
 def queue_rank(tier: int, priority: int) -> int:
     """One integer that orders a pool: tier (higher first), then priority (higher first).
 
-    Ties are broken by job id (submission order). Stores index ``(pool, rank, id)``, so the
-    claim is an index seek and ``queue_position`` a count over one index range.
+    Within a rank users take turns (fair share, ``VIDQ_FAIR_SHARE``; docs/architecture.md,
+    "Queue order"), and a user's jobs go by id (submission order). Stores index
+    ``(pool, rank, id)``, so finding the best claimable rank is an index seek.
     """
     if not 0 <= tier <= MAX_TIER:
         raise ValueError(f"tier out of range: {tier}")

@@ -125,7 +125,7 @@ def test_a_statement_has_one_name_in_one_role() -> None:
     # a dialect gives its clock and overrides only the statements that truly differ
     for dialect in (SQLiteStatements, PostgresStatements):
         own = {n for n in vars(dialect) if not n.startswith("_")}
-        assert own <= {"NOW", "DAY", "claim", "lock_user", "lock_running", "lock_pool"}, own
+        assert own <= {"NOW", "DAY", "claim", "lock_user", "lock_running", "fair_best"}, own
 
 
 def test_each_role_runs_the_statements_of_its_own_role() -> None:

@@ -69,8 +69,8 @@ class QueueQueries(Queries):
 
     def _claim_fair(self, params: dict[str, Any], pools: int) -> Claim | None:
         """Fair share's claim (``VIDQ_FAIR_SHARE``; see ``QueueStatements.fair_pick``), one
-        transaction: the best claimable rank and its pool; on PostgreSQL that pool's lock,
-        so its claims take turns one at a time and each sees the last one's turn; the user
+        transaction: the best claimable rank and its pool (on PostgreSQL with that pool's
+        lock, so its claims take turns one at a time and each sees the last one's turn); the user
         served least recently with a claimable job there, their first one taken, and their
         turn advanced. Rolled back (``_Missed``) when another claim took the rank's last
         job meanwhile, or the user is over ``max_running`` (PostgreSQL's re-check)."""
@@ -79,8 +79,6 @@ class QueueQueries(Queries):
             if best is None:
                 return None
             pool = best["pool"]
-            if self._sql.lock_pool is not None:
-                db.row(self._sql.lock_pool, {"pool": pool})
             pick = db.row(self._sql.fair_pick, {"pool": pool, "rank": best["rank"]})
             # no user's turn found (a user ``turns`` does not know): FIFO, so none waits
             job_id = best["id"] if pick is None else pick["id"]

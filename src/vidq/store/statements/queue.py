@@ -35,6 +35,7 @@ FIRST_QUEUED = """
 # ``ix_turns_next``; each user probed with ``ix_jobs_turn``), and takes that user's first
 # job. Never a sort of the
 # queued jobs: the walk stops at the first user with a claimable job.
+FAIR_BEST = FIRST_QUEUED.replace("SELECT id FROM", "SELECT id, pool, rank FROM", 1)
 _CLAIMABLE_OF = """
     FROM jobs WHERE pool = turns.pool AND owner = turns.owner AND state IN ('PENDING', 'RETRY')
         AND rank = :rank AND (retry_at IS NULL OR retry_at <= {NOW})
@@ -55,11 +56,8 @@ class QueueStatements(RoleStatements):
     # Fair share's claim (``QueueQueries._claim_fair``), in one transaction: the pool and
     # rank to serve, the user whose turn it is and their first claimable job there, the
     # take, and the end of the user's claim in their turn.
-    fair_best: ClassVar[Statement] = Statement(
-        FIRST_QUEUED.replace("SELECT id FROM", "SELECT id, pool, rank FROM", 1)
-    )
-    # PostgreSQL serialises a pool's fair claims (the turn order is one thing per pool).
-    lock_pool: ClassVar[Statement | None] = None
+    # (PostgreSQL's also takes the pool's lock: see ``PostgresStatements.fair_best``.)
+    fair_best: ClassVar[Statement] = Statement(FAIR_BEST)
     fair_pick = Statement(f"""
         SELECT owner, (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) AS id
         FROM turns WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
