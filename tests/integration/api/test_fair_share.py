@@ -1,8 +1,8 @@
-"""Fair share end to end (issue 24): one slow worker, three users with a backlog of 12
-requests, and a late user whose one request starts next under fair share (and whose
-``queue_position`` says so right after the submit), or after the whole backlog with
-``VIDQ_FAIR_SHARE=false``. The rule, its concurrency and its positions on both databases:
-tests/integration/test_store_contract.py (``fair``)."""
+"""Fair share end to end (issue 24), on SQLite and PostgreSQL: one slow worker, three
+users with a backlog of 12 requests, and a late user whose one request starts next under
+fair share (and whose ``queue_position`` says so right after the submit), or after the
+whole backlog with ``VIDQ_FAIR_SHARE=false``. The rule, its concurrency and its positions
+on both databases: tests/integration/test_store_contract.py (``fair``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.stack import stack
+from tests.support.stores import Database
 from tests.support.wait import eventually, wait_status
 
 T2V = "wan22-fast-t2v"
@@ -28,11 +29,13 @@ def _submit(client: httpx.Client) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("fair_share", [True, False], ids=["fair", "fifo"])
 def test_a_late_users_request_starts_within_two_job_durations(
-    tmp_path: Path, fair_share: bool
+    tmp_path: Path, database: Database, fair_share: bool
 ) -> None:
+    """On SQLite and PostgreSQL (the store decides the order)."""
     with stack(
-        tmp_path / "data", workers=0, preview_step_seconds=0.25, fair_share=fair_share
-    ) as server:
+        tmp_path / "data", workers=0, database=database, preview_step_seconds=0.25,
+        fair_share=fair_share,
+    ) as server:  # fmt: skip
         users = {name: server.client(server.token(name)) for name in ("ann", "ben", "cat")}
         # Each backlog user has been served before (a user's first request ever goes
         # before every served user's): one request each, run dry; its time is a job's.
