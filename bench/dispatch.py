@@ -33,7 +33,9 @@ fair share in one run, on one database, with the same backlog of ``--queued`` jo
   workers leave it queued: the claim must find the one claimable job past it;
 - claim: one ``claim`` + ``complete`` at a time, in process, taking jobs from the backlog
   (now claimable): what each claim costs with 1,000 users to choose from;
-- status p99 as in 3., on random jobs of the backlog.
+- status p99 as in 3., on random jobs of the backlog; and again while a worker claims
+  20 jobs a second from it (each position snapshot is then at most ``MAX_STALE_S`` old
+  and rebuilt by one of the status reads: the price of the turn-aware positions).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -286,6 +289,32 @@ def claim_latency(url: str, fair: bool, samples: int) -> list[float]:
         store.close()
 
 
+@contextlib.contextmanager
+def claiming(url: str, fair: bool, per_second: float) -> Iterator[None]:
+    """A worker's claims (each job completed at once) at ``per_second`` in a thread, while
+    the block runs: the queue moves, so the positions' snapshots are rebuilt."""
+    from vidq.store import open_store
+
+    store = open_store(url, migrate=False, fair_share=fair)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(1 / per_second):
+            claimed = store.claim([POOL], "bench-busy", 60)
+            if claimed is not None:
+                job = claimed.job
+                store.complete(job.id, claimed.lease_token, f"o/{job.id}.mp4", {})
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        store.close()
+
+
 def status_ms(server: Server, token: str, ids: list[int], samples: int) -> list[float]:
     """GET .../status (ms over HTTP) of random queued jobs of ``ids`` (any user's: the
     token's owner is set on the jobs read)."""
@@ -329,11 +358,15 @@ def fair_share(tmp: Path, url: str, queued: int, users: int, samples: int) -> No
                     ).fetchall()
                 }
             status = status_ms(server, reader, sorted(left), 1000)
+            with claiming(url, fair, per_second=20):
+                busy = status_ms(server, reader, sorted(left)[len(left) // 2 :], 1000)
         rows.append(
             f"{mode:>10}, {queued:,} queued over {users:,} users: "
             f"submit -> RUNNING p50 {pct(dispatch, 0.5):.1f} ms (p90 {pct(dispatch, 0.9):.1f}); "
             f"claim p50 {pct(claims, 0.5):.2f} ms, p99 {pct(claims, 0.99):.2f} ms; "
-            f"status p50 {pct(status, 0.5):.2f} ms, p99 {pct(status, 0.99):.2f} ms"
+            f"status p50 {pct(status, 0.5):.2f} ms, p99 {pct(status, 0.99):.2f} ms; "
+            f"status while 20 claims/s p50 {pct(busy, 0.5):.2f} ms, "
+            f"p99 {pct(busy, 0.99):.2f} ms"
         )
     print("\n".join(rows))
 
