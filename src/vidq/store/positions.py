@@ -23,7 +23,7 @@ changes it), which a poll of such a pool reads in a second, small statement and 
 Pools whose queued jobs have no limit never read it.
 
 Fair share (``VIDQ_FAIR_SHARE``, on by default) changes the order within a rank: users
-take turns (store/statements/queue.py, ``fair_pick``). A snapshot then also holds each
+take turns (store/statements/queue.py, ``fair_take``). A snapshot then also holds each
 key's place in the claim order, computed when it is built by playing the claims out
 (``turn_order``): rank by rank, best first, the users in the pool's turn order (``turns``:
 least recently served first; never-served users first of all, by their first job), each

@@ -68,7 +68,7 @@ class QueueQueries(Queries):
             return claim_from_row(row)
 
     def _claim_fair(self, params: dict[str, Any], pools: int) -> Claim | None:
-        """Fair share's claim (``VIDQ_FAIR_SHARE``; see ``QueueStatements.fair_pick``), one
+        """Fair share's claim (``VIDQ_FAIR_SHARE``; see ``QueueStatements.fair_take``), one
         transaction: the best claimable rank and its pool (on PostgreSQL with that pool's
         lock, so its claims take turns one at a time and each sees the last one's turn); the user
         served least recently with a claimable job there, their first one taken, and their
@@ -78,16 +78,11 @@ class QueueQueries(Queries):
             best = db.row(self._fair_best(pools), params)
             if best is None:
                 return None
-            pool = best["pool"]
-            pick = db.row(self._sql.fair_pick, {"pool": pool, "rank": best["rank"]})
-            # no user's turn found (a user ``turns`` does not know): FIFO, so none waits
-            job_id = best["id"] if pick is None else pick["id"]
-            row = db.row(self._sql.fair_take, {**params, "id": job_id})
+            pick = {"pool": best["pool"], "rank": best["rank"], "id": best["id"]}
+            row = db.row(self._sql.fair_take, {**params, **pick})
             if row is None:
                 raise _Missed
             self._check_running(db, row)
-            served = {"pool": pool, "owner": row["owner"], "weight": row["weight"]}
-            db.count(self._sql.fair_served, served)
             return claim_from_row(row)
 
     def _check_running(self, db: Session, row: Row) -> None:

@@ -33,8 +33,8 @@ FIRST_QUEUED = """
 # pool and rank, the user served least recently who has a claimable job there (``turns``
 # in ``served`` order, users with nothing queued at that rank or better left out by
 # ``ix_turns_next``; each user probed with ``ix_jobs_turn``), and takes that user's first
-# job. Never a sort of the
-# queued jobs: the walk stops at the first user with a claimable job.
+# job. Never a sort of the queued jobs: the walk stops at the first user with a claimable
+# job.
 FAIR_BEST = FIRST_QUEUED.replace("SELECT id FROM", "SELECT id, pool, rank FROM", 1)
 _CLAIMABLE_OF = """
     FROM jobs WHERE pool = turns.pool AND owner = turns.owner AND state IN ('PENDING', 'RETRY')
@@ -54,27 +54,23 @@ class QueueStatements(RoleStatements):
     # rolls back its own when over. SQLite has one writer: its claim is exact already.
     lock_running: ClassVar[Statement | None] = None
     # Fair share's claim (``QueueQueries._claim_fair``), in one transaction: the pool and
-    # rank to serve, the user whose turn it is and their first claimable job there, the
-    # take, and the end of the user's claim in their turn.
+    # rank to serve, then the user whose turn it is, their first claimable job there
+    # taken and their turn advanced.
     # (PostgreSQL's also takes the pool's lock: see ``PostgresStatements.fair_best``.)
     fair_best: ClassVar[Statement] = Statement(FAIR_BEST)
-    fair_pick = Statement(f"""
-        SELECT owner, (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) AS id
-        FROM turns WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
-            AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
-        ORDER BY served LIMIT 1""")
+    # The user whose turn it is (least recently served with a claimable job at ``:rank``)
+    # and their first job there, taken; ``:id`` (the rank's oldest job) when ``turns``
+    # knows nobody (which its triggers do not allow): FIFO, so no job waits for ever.
+    # The user's turn moves with the take (migration 0012's trigger).
     fair_take = Statement(f"""
         UPDATE jobs SET {TAKE}
-        WHERE id = :id AND state IN ('PENDING', 'RETRY')
-        RETURNING {JOB_COLUMNS}, max_running, weight""")
-    # A user's turn lasts ``weight`` claims; then they go to the back of the pool's order
-    # (``served`` above every other user's).
-    fair_served = Statement("""
-        UPDATE turns SET
-            served = CASE WHEN used + 1 >= :weight THEN (SELECT coalesce(max(served), 0) + 1
-                FROM turns AS t WHERE t.pool = :pool AND t.served > 0) ELSE served END,
-            used = CASE WHEN used + 1 >= :weight THEN 0 ELSE used + 1 END
-        WHERE pool = :pool AND owner = :owner""")
+        WHERE id = coalesce((
+            SELECT (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) FROM turns
+            WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
+                AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
+            ORDER BY served LIMIT 1), :id)
+            AND state IN ('PENDING', 'RETRY')
+        RETURNING {JOB_COLUMNS}, max_running""")
     running_of = Statement(
         "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
     )

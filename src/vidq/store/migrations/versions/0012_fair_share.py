@@ -9,6 +9,8 @@ turns, one row per (pool, owner) that ever queued a job in the pool:
   (a turn ends: ``max(served) + 1`` of the pool, always > 0); a user never served there
   has ``first queued job id - 2**62``, below every served user, in submission order;
 - ``used``: claims taken in the user's current turn (the turn ends at ``weight``);
+  ``served`` and ``used`` move with the claim itself (a job leaving the queue for RUNNING),
+  in the trigger below, so the claim's statement needs no second one;
 - ``queued``: the user's PENDING/RETRY jobs in the pool, and ``best_rank``, the best
   (smallest) rank among them, kept by triggers on ``jobs`` (an insert, a change of state
   into or out of the queue, a delete), so the claim walks only users with something
@@ -52,11 +54,26 @@ _LEAVE = f"""
         WHERE pool = OLD.pool AND owner = OLD.owner AND state {_QUEUED})
     WHERE pool = OLD.pool AND owner = OLD.owner;
 """
+# ... and one leaving it by a change of state: a claim (RUNNING) also counts in the user's
+# turn, which ends after ``weight`` claims: then they go to the back of the pool's order.
+_LEAVE_BY = f"""
+    UPDATE turns SET queued = queued - 1, best_rank = (SELECT min(rank) FROM jobs
+            WHERE pool = OLD.pool AND owner = OLD.owner AND state {_QUEUED}),
+        served = CASE WHEN NEW.state = 'RUNNING' AND used + 1 >= NEW.weight
+            THEN (SELECT coalesce(max(served), 0) + 1 FROM turns AS t
+                WHERE t.pool = OLD.pool AND t.served > 0)
+            ELSE served END,
+        used = CASE WHEN NEW.state <> 'RUNNING' THEN used
+            WHEN used + 1 >= NEW.weight THEN 0 ELSE used + 1 END
+    WHERE pool = OLD.pool AND owner = OLD.owner;
+"""
 
 _PG_FUNCTION = f"""
 CREATE FUNCTION vidq_count_turns() RETURNS trigger AS $$
 BEGIN
-    IF TG_OP <> 'INSERT' AND OLD.state {_QUEUED} THEN
+    IF TG_OP = 'UPDATE' AND OLD.state {_QUEUED} THEN
+        {_LEAVE_BY}
+    ELSIF TG_OP = 'DELETE' THEN
         {_LEAVE}
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.state {_QUEUED} THEN
@@ -106,7 +123,7 @@ def upgrade() -> None:
         )
         op.execute(
             "CREATE TRIGGER jobs_turns_leave AFTER UPDATE OF state ON jobs "
-            f"WHEN OLD.state {_QUEUED} AND NOT (NEW.state {_QUEUED}) BEGIN {_LEAVE} END"
+            f"WHEN OLD.state {_QUEUED} AND NOT (NEW.state {_QUEUED}) BEGIN {_LEAVE_BY} END"
         )
         op.execute(
             "CREATE TRIGGER jobs_turns_delete AFTER DELETE ON jobs "
