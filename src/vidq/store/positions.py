@@ -33,7 +33,9 @@ order the better ranks leave is where the next rank starts, as the claims would 
 A job's position is the number of claimable jobs placed before it; a held job is placed
 in its user's turns like the others but counts ahead of nobody, and its position is the
 claimable jobs placed before it plus its user's held jobs before it (as in FIFO).
-Building the snapshot is O(n) in the pool's queued jobs; a poll stays a binary search.
+Building the snapshot is O(n) in the pool's queued jobs (with 100,000 jobs over 1,000
+users on PostgreSQL about 0.23 s against FIFO's 0.09 s: every owner is read, and the
+rounds are a Python loop); a poll stays a binary search.
 Without held jobs and new submits the positions are exact (the contract tests compare
 them with the claims). The approximations: held jobs take their place in their user's
 turns as if they could start (the claim passes over a held user without ending their
