@@ -22,7 +22,7 @@ which reach only the API's ``/worker/v1`` routes over HTTP on loopback):
 3. status latency with 100,000 queued jobs: GET .../status (which counts the job's
    queue position) on random queued jobs over HTTP (target p99 < 10 ms).
 
-    python bench/dispatch.py --fair [--queued 100000 --users 1000]
+    python bench/dispatch.py --fair [--queued 100000 --users 1000 --rounds 1]
 
 prints instead the rows of fair share (issue 24), FIFO (``VIDQ_FAIR_SHARE=false``) against
 fair share in one run, on one database, with the same backlog of ``--queued`` jobs over
@@ -330,12 +330,13 @@ def status_ms(server: Server, token: str, ids: list[int], samples: int) -> list[
     return lat
 
 
-def fair_share(tmp: Path, url: str, queued: int, users: int, samples: int) -> None:
-    """The fair-share rows (module docstring), FIFO first, then fair share."""
+def fair_share(tmp: Path, url: str, queued: int, users: int, samples: int, rounds: int) -> None:
+    """The fair-share rows (module docstring), FIFO then fair share, ``rounds`` times (on a
+    shared machine the pairs show how far the figures move by themselves)."""
     rows: list[str] = []
-    for fair in (False, True):
+    for round_, fair in itertools.product(range(rounds), (False, True)):
         mode = "fair share" if fair else "FIFO"
-        data = tmp / f"api-{'fair' if fair else 'fifo'}"
+        data = tmp / f"api-{'fair' if fair else 'fifo'}-{round_}"
         with serve(data, workers=0, database_url=url, fair_share=str(fair).lower()) as server:
             with psycopg.connect(url, autocommit=True) as conn:  # the last mode's jobs
                 conn.execute("DELETE FROM jobs")
@@ -368,7 +369,7 @@ def fair_share(tmp: Path, url: str, queued: int, users: int, samples: int) -> No
             f"status while 20 claims/s p50 {pct(busy, 0.5):.2f} ms, "
             f"p99 {pct(busy, 0.99):.2f} ms"
         )
-    print("\n".join(rows))
+        print(rows[-1], flush=True)
 
 
 def main() -> None:
@@ -383,6 +384,7 @@ def main() -> None:
         "--fair", action="store_true", help="only the fair-share rows: FIFO against fair share"
     )
     parser.add_argument("--users", type=int, default=1000, help="users of --fair's backlog")
+    parser.add_argument("--rounds", type=int, default=1, help="--fair: FIFO/fair pairs to run")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         url = args.database_url
@@ -392,7 +394,7 @@ def main() -> None:
             url = pg.create_database("bench")
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vidq-bench-")))
         if args.fair:
-            fair_share(tmp, url, args.queued, args.users, args.samples)
+            fair_share(tmp, url, args.queued, args.users, args.samples, args.rounds)
             return
         server = stack.enter_context(serve(tmp / "api", workers=0, database_url=url))
         token = server.token("alice")
