@@ -21,6 +21,21 @@ which reach only the API's ``/worker/v1`` routes over HTTP on loopback):
    local storage) and the API checks its size and sha256 before completing.
 3. status latency with 100,000 queued jobs: GET .../status (which counts the job's
    queue position) on random queued jobs over HTTP (target p99 < 10 ms).
+
+    python bench/dispatch.py --fair [--queued 100000 --users 1000 --rounds 1]
+
+prints instead the rows of fair share (issue 24), FIFO (``VIDQ_FAIR_SHARE=false``) against
+fair share in one run, on one database, with the same backlog of ``--queued`` jobs over
+``--users`` users in the pool, one `vidq serve` per mode:
+
+- submit -> RUNNING with 2 idle local workers, as in 1., for premium requests of a user
+  with nothing queued, while the backlog (base tier) waits in retry back-off, so the idle
+  workers leave it queued: the claim must find the one claimable job past it;
+- claim: one ``claim`` + ``complete`` at a time, in process, taking jobs from the backlog
+  (now claimable): what each claim costs with 1,000 users to choose from;
+- status p99 as in 3., on random jobs of the backlog; and again while a worker claims
+  20 jobs a second from it (each position snapshot is then at most ``MAX_STALE_S`` old
+  and rebuilt by one of the status reads: the price of the turn-aware positions).
 """
 
 from __future__ import annotations
@@ -28,13 +43,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -204,6 +221,157 @@ def status_latency(server: Server, url: str, token: str, queued: int, samples: i
     )
 
 
+def bulk_backlog(url: str, n: int, users: int, *, backoff: bool) -> list[int]:
+    """``n`` base-tier jobs over ``users`` users, interleaved (job i is user i mod users);
+    ``backoff``: in retry back-off until tomorrow, so no worker takes them yet."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """
+            INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state, inputs,
+                binary_output, max_attempts, work_units, created_at, retry_at)
+            SELECT 'user-' || lpad(((g - 1) %% %s)::text, 5, '0'), %s, %s, 0, 0, %s,
+                CASE WHEN %s THEN 'RETRY' ELSE 'PENDING' END, %s, false, 3, 1.0,
+                extract(epoch from now()),
+                CASE WHEN %s THEN extract(epoch from now()) + 86400 END
+            FROM generate_series(1, %s) AS g
+            RETURNING id""",
+            (users, MODEL, POOL, queue_rank(0, 0), backoff, json.dumps(TINY), backoff, n),
+        ).fetchall()
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE jobs")
+        conn.execute("VACUUM ANALYZE turns")
+    return [int(r[0]) for r in rows]
+
+
+def premium_dispatch(server: Server, url: str, token: str, samples: int) -> list[float]:
+    """submit -> RUNNING (ms, database clock) of premium requests with 2 idle workers."""
+    procs = local_workers(server)(2)
+    premium = f"{MODEL}-premium"
+    try:
+        client = server.client(token)
+        ids = []
+        for i in range(samples + 3):
+            time.sleep(0.1)  # workers idle, waiting
+            rid = int(client.post(f"/queue/{premium}", json=TINY).json()["request_id"])
+            wait_done(url, [rid])
+            if i >= 3:  # warm-up: workers connected, engine children started
+                ids.append(rid)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT (started_at - created_at) * 1000 FROM jobs WHERE id = ANY(%s)", (ids,)
+            ).fetchall()
+        return [float(r[0]) for r in rows]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
+def claim_latency(url: str, fair: bool, samples: int) -> list[float]:
+    """ms per ``claim`` from the backlog, in process, each job completed at once."""
+    from vidq.store import open_store
+
+    store = open_store(url, migrate=False, fair_share=fair)
+    try:
+        lat = []
+        for i in range(samples + 20):
+            t0 = time.perf_counter()
+            claimed = store.claim([POOL], "bench", 60)
+            took = (time.perf_counter() - t0) * 1000
+            assert claimed is not None
+            store.complete(claimed.job.id, claimed.lease_token, f"o/{claimed.job.id}.mp4", {})
+            if i >= 20:
+                lat.append(took)
+        return lat
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def claiming(url: str, fair: bool, per_second: float) -> Iterator[None]:
+    """A worker's claims (each job completed at once) at ``per_second`` in a thread, while
+    the block runs: the queue moves, so the positions' snapshots are rebuilt."""
+    from vidq.store import open_store
+
+    store = open_store(url, migrate=False, fair_share=fair)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(1 / per_second):
+            claimed = store.claim([POOL], "bench-busy", 60)
+            if claimed is not None:
+                job = claimed.job
+                store.complete(job.id, claimed.lease_token, f"o/{job.id}.mp4", {})
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        store.close()
+
+
+def status_ms(server: Server, token: str, ids: list[int], samples: int) -> list[float]:
+    """GET .../status (ms over HTTP) of random queued jobs of ``ids`` (any user's: the
+    token's owner is set on the jobs read)."""
+    client = server.client(token)
+    lat = []
+    for i in range(samples + 50):
+        rid = random.choice(ids)
+        t0 = time.perf_counter()
+        r = client.get(f"/queue/{MODEL}/requests/{rid}/status")
+        if i >= 50:  # warm-up
+            lat.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+    return lat
+
+
+def fair_share(tmp: Path, url: str, queued: int, users: int, samples: int, rounds: int) -> None:
+    """The fair-share rows (module docstring), FIFO then fair share, ``rounds`` times (on a
+    shared machine the pairs show how far the figures move by themselves)."""
+    rows: list[str] = []
+    for round_, fair in itertools.product(range(rounds), (False, True)):
+        mode = "fair share" if fair else "FIFO"
+        data = tmp / f"api-{'fair' if fair else 'fifo'}-{round_}"
+        with serve(data, workers=0, database_url=url, fair_share=str(fair).lower()) as server:
+            with psycopg.connect(url, autocommit=True) as conn:  # the last mode's jobs
+                conn.execute("DELETE FROM jobs")
+                conn.execute("DELETE FROM turns")
+            ids = bulk_backlog(url, queued, users, backoff=True)
+            dispatch = premium_dispatch(server, url, server.token("late"), samples)
+            with psycopg.connect(url, autocommit=True) as conn:  # the backlog may start now
+                conn.execute("UPDATE jobs SET state = 'PENDING', retry_at = NULL "
+                             "WHERE state = 'RETRY'")  # fmt: skip
+                conn.execute("VACUUM ANALYZE jobs")
+            claims = claim_latency(url, fair, samples * 4)
+            # the status route reads only the caller's jobs: read them as their owner
+            reader = server.token("user-00000")
+            mine = ids[::users]
+            with psycopg.connect(url) as conn:
+                left = {
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'PENDING'", (mine,)
+                    ).fetchall()
+                }
+            status = status_ms(server, reader, sorted(left), 1000)
+            with claiming(url, fair, per_second=20):
+                busy = status_ms(server, reader, sorted(left)[len(left) // 2 :], 1000)
+        rows.append(
+            f"{mode:>10}, {queued:,} queued over {users:,} users: "
+            f"submit -> RUNNING p50 {pct(dispatch, 0.5):.1f} ms (p90 {pct(dispatch, 0.9):.1f}); "
+            f"claim p50 {pct(claims, 0.5):.2f} ms, p99 {pct(claims, 0.99):.2f} ms; "
+            f"status p50 {pct(status, 0.5):.2f} ms, p99 {pct(status, 0.99):.2f} ms; "
+            f"status while 20 claims/s p50 {pct(busy, 0.5):.2f} ms, "
+            f"p99 {pct(busy, 0.99):.2f} ms"
+        )
+        print(rows[-1], flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url")
@@ -212,6 +380,11 @@ def main() -> None:
     parser.add_argument(
         "--queued", type=int, default=100_000, help="for the status latency (0: skip it)"
     )
+    parser.add_argument(
+        "--fair", action="store_true", help="only the fair-share rows: FIFO against fair share"
+    )
+    parser.add_argument("--users", type=int, default=1000, help="users of --fair's backlog")
+    parser.add_argument("--rounds", type=int, default=1, help="--fair: FIFO/fair pairs to run")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         url = args.database_url
@@ -220,6 +393,9 @@ def main() -> None:
             stack.callback(pg.destroy)
             url = pg.create_database("bench")
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vidq-bench-")))
+        if args.fair:
+            fair_share(tmp, url, args.queued, args.users, args.samples, args.rounds)
+            return
         server = stack.enter_context(serve(tmp / "api", workers=0, database_url=url))
         token = server.token("alice")
         local, remote = local_workers(server), remote_workers(server, tmp / "remote")

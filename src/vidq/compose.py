@@ -96,7 +96,7 @@ def open_job_store(settings: Settings, *, create: bool) -> JobStore:
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise CannotStart(_no_database(settings, path))
-    return open_store(url)
+    return open_store(url, fair_share=settings.store.fair_share)
 
 
 def _no_database(settings: Settings, path: Path) -> str:

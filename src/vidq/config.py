@@ -102,6 +102,12 @@ class StoreSettings(_Group):
     reaper_interval: float = Field(
         default=2.0, gt=0, description="Seconds between sweeps that give expired leases back."
     )
+    fair_share: bool = Field(
+        default=True,
+        description="Within a pool and rank (tier, priority), workers serve users in turn "
+        "(weighted round robin, least recently served first; a token's `--weight`); "
+        "`false`: first in, first out. Set it alike on the API and every worker.",
+    )
 
 
 class StorageSettings(_Group):

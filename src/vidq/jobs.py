@@ -86,8 +86,9 @@ MAX_TIER = 3
 def queue_rank(tier: int, priority: int) -> int:
     """One integer that orders a pool: tier (higher first), then priority (higher first).
 
-    Ties are broken by job id (submission order). Stores index ``(pool, rank, id)``, so the
-    claim is an index seek and ``queue_position`` a count over one index range.
+    Within a rank users take turns (fair share, ``VIDQ_FAIR_SHARE``; docs/architecture.md,
+    "Queue order"), and a user's jobs go by id (submission order). Stores index
+    ``(pool, rank, id)``, so finding the best claimable rank is an index seek.
     """
     if not 0 <= tier <= MAX_TIER:
         raise ValueError(f"tier out of range: {tier}")
@@ -179,6 +180,7 @@ class NewJob:
     webhook_dialect: str | None = None  # "native" or "fal": the body's vocabulary
     webhook_base: str | None = None  # the API's public base URL at submit (signed URLs)
     max_running: int | None = None  # the token's limit: more of the user's jobs wait
+    weight: int = 1  # the token's fair-share weight: claims in a row per turn
     video_seconds: float = 0.0  # the planned output's duration (daily limit)
     deadline_s: float | None = None  # must be finished this long after submit
     start_s: float | None = None  # must have started this long after submit

@@ -165,22 +165,25 @@ def test_a_postgres_database_is_used_as_configured(tmp_path: Path, pg_url: str) 
 
 def test_token_list_has_a_header_row(tmp_path: Path) -> None:
     env = _shell(tmp_path)
-    created = run_cli(env, "token", "create", "--user", "ann", "--max-queued", "2", "--init",
-                      cwd=tmp_path)  # fmt: skip
+    created = run_cli(env, "token", "create", "--user", "ann", "--max-queued", "2",
+                      "--weight", "3", "--init", cwd=tmp_path)  # fmt: skip
     assert created.returncode == 0, created.stderr
     listed = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()
     header = (
-        "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY GPU_S_TODAY"
+        "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY GPU_S_TODAY WEIGHT"
     ).split()
     assert [line.split("\t") for line in listed] == [
         header,
-        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-", "0/-"],
+        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-", "0/-", "3"],
     ]
-    updated = run_cli(env, "token", "update", "1", "--max-queued", "none", cwd=tmp_path)
+    updated = run_cli(env, "token", "update", "1", "--max-queued", "none", "--weight", "1",
+                      cwd=tmp_path)  # fmt: skip
     assert [line.split("\t") for line in updated.stdout.splitlines()] == [
         header,
-        ["1", "ann", "100", "user", "active", "-", "-", "-", "-", "-"],
+        ["1", "ann", "100", "user", "active", "-", "-", "-", "-", "-", "1"],
     ]
+    refused = run_cli(env, "token", "update", "1", "--weight", "101", cwd=tmp_path)
+    assert refused.returncode != 0 and "--weight" in refused.stderr
 
 
 def test_version(tmp_path: Path) -> None:

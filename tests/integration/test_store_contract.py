@@ -59,6 +59,16 @@ def store(db_url: str) -> Iterator[JobStore]:
         s.close()
 
 
+@pytest.fixture
+def fifo(db_url: str) -> Iterator[JobStore]:
+    """A store whose claims are first in, first out within a rank (VIDQ_FAIR_SHARE=false)."""
+    s = open_store(db_url, fair_share=False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def new(
     user: str = "alice",
     *,
@@ -270,10 +280,11 @@ def test_fifty_simultaneous_submits_against_max_queued_five(db_url: str) -> None
             s.close()
 
 
-def test_positions_count_only_what_workers_claim_first(store: JobStore) -> None:
+def test_positions_count_only_what_workers_claim_first(fifo: JobStore) -> None:
     """Jobs held by their user's max_running count ahead of nobody else's; a held job
     reports the position it will have once it may start (store/positions.py). The held
-    set follows running jobs in other pools too (the running fingerprint)."""
+    set follows running jobs in other pools too (the running fingerprint). FIFO claims."""
+    store = fifo
     ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
     ben = [store.enqueue(new("ben")) for _ in range(2)]
     ann_other = store.enqueue(dataclasses.replace(new("ann", pool=OTHER), max_running=1))
@@ -888,6 +899,225 @@ def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
             s.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Queued:
+    id: int
+    user: str
+    rank: int
+    weight: int
+    max_running: int | None
+
+
+def _fair_order(jobs: list[_Queued]) -> list[int]:
+    """The rule of fair share, written plainly (docs/architecture.md, "Queue order"):
+    the best claimable rank first; within it the user served least recently (a user
+    never served before every served one, by their first job); ``weight`` claims a turn;
+    a user's jobs FIFO; users at ``max_running`` passed over. Nothing finishes."""
+    queued = sorted(jobs, key=lambda j: (j.rank, j.id))
+    served = {j.user: j.id - 2**62 for j in reversed(sorted(jobs, key=lambda j: j.id))}
+    used = dict.fromkeys(served, 0)
+    running = dict.fromkeys(served, 0)
+    clock, order = 0, []
+    while True:
+        claimable = [j for j in queued if j.max_running is None or running[j.user] < j.max_running]
+        if not claimable:
+            return order
+        rank = claimable[0].rank
+        user = min({j.user for j in claimable if j.rank == rank}, key=served.__getitem__)
+        job = next(j for j in claimable if j.rank == rank and j.user == user)
+        order.append(job.id)
+        queued.remove(job)
+        running[user] += 1
+        used[user] += 1
+        if used[user] >= job.weight:
+            clock += 1
+            served[user], used[user] = clock, 0
+
+
+def _fair_jobs(store: SubmitStore) -> list[_Queued]:
+    """Five users' jobs, submitted interleaved: weights 1, 2 and 3, a few premium jobs,
+    and one user held to one running job."""
+    import random
+
+    rnd = random.Random(24)
+    weights = {"ann": 1, "ben": 2, "cat": 3, "dan": 1, "eve": 1}
+    limits = {"eve": 1}
+    jobs: list[_Queued] = []
+    for _ in range(60):
+        user = rnd.choice(sorted(weights))
+        tier = 2 if rnd.random() < 0.1 else 0
+        job = store.enqueue(
+            dataclasses.replace(
+                new(user, tier=tier), weight=weights[user], max_running=limits.get(user)
+            )
+        )
+        jobs.append(_Queued(job.id, user, queue_rank(tier, 0), weights[user], limits.get(user)))
+    return jobs
+
+
+def _started(db_url: str) -> Callable[[], set[int]]:
+    """Reads, on a connection of its own, the ids of the jobs that left the queue."""
+    query = "SELECT id FROM jobs WHERE state <> 'PENDING'"
+    if db_url.startswith("sqlite:///"):
+        lite = sqlite3.connect(db_url.removeprefix("sqlite:///"), check_same_thread=False)
+        return lambda: {r[0] for r in lite.execute(query).fetchall()}
+    pg = psycopg.connect(db_url, autocommit=True)
+    return lambda: {r[0] for r in pg.execute(query).fetchall()}
+
+
+def test_racing_claimers_serve_users_in_turn(db_url: str) -> None:
+    """Fair share, exact under concurrency: twelve claimers on two connections race over
+    five users' jobs (weights 1-3, premium jobs, a user at max_running 1). Every sample of
+    the started jobs, read throughout on another connection, is a prefix of the order the
+    rule gives: claims commit one at a time in the rule's order; none is taken twice."""
+    stores = [open_store(db_url, migrate=i == 0) for i in range(2)]
+    try:
+        jobs = _fair_jobs(stores[0])
+        expected = _fair_order(jobs)
+        assert len(expected) < len(jobs)  # eve's jobs after her first are held
+        started = _started(db_url)
+        samples: list[set[int]] = []
+        got: list[int] = []
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def sampler() -> None:
+            while not done.is_set():
+                samples.append(started())
+
+        def claimer(s: JobStore, name: str, start: threading.Barrier) -> None:
+            try:
+                start.wait(10)
+                misses = 0
+                while misses < 3:
+                    claimed = s.claim([POOL], name, 30)
+                    if claimed is None:
+                        misses += 1
+                        continue
+                    got.append(claimed.job.id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        start = threading.Barrier(12)
+        threads = [
+            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
+            for i in range(12)
+        ]
+        watch = threading.Thread(target=sampler)
+        watch.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        done.set()
+        watch.join(10)
+        assert not errors, errors
+        assert len(got) == len(set(got)) and set(got) == set(expected)
+        assert len(samples) > 3
+        for sample in [*samples, started()]:
+            assert sample == set(expected[: len(sample)]), (sorted(sample), expected)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_turns_follow_every_way_in_and_out_of_the_queue(store: JobStore, db_url: str) -> None:
+    """The triggers of migration 0012 keep each user's queued count and best rank (what
+    the fair claim walks) equal to their queued jobs: submits, claims, cancels, retries,
+    releases and reaped leases."""
+    jobs = [store.enqueue(new(u, tier=t)) for u in ("ann", "ben") for t in (0, 2, 0)]
+    other = store.enqueue(new("ann", pool=OTHER))
+    claims = [store.claim([POOL], "w", 30) for _ in range(3)]
+    assert all(claims)
+    assert store.cancel(jobs[5].id, "ben")
+    a, b, c = (claim for claim in claims if claim is not None)
+    assert store.fail(a.job.id, a.lease_token, "boom", "engine_error", retry=True)
+    assert store.release(b.job.id, b.lease_token)
+    assert store.complete(c.job.id, c.lease_token, "outputs/c.mp4", {})
+    assert store.claim([OTHER], "w", 0.01) is not None
+    time.sleep(0.05)
+    store.reap()
+    assert store.get(other.id) is not None
+
+    def read(sql: str) -> set[tuple[Any, ...]]:
+        engine = sa.create_engine(sqlalchemy_url(db_url))
+        try:
+            with engine.connect() as conn:
+                return {tuple(r) for r in conn.execute(sa.text(sql))}
+        finally:
+            engine.dispose()
+
+    turns = read("SELECT pool, owner, queued, best_rank FROM turns WHERE queued > 0")
+    truth = read(
+        "SELECT pool, owner, count(*), min(rank) FROM jobs"
+        " WHERE state IN ('PENDING', 'RETRY') GROUP BY pool, owner"
+    )
+    assert turns == truth and len(truth) == 3
+    assert read("SELECT count(*) FROM turns WHERE queued < 0") == {(0,)}
+
+
+def test_fair_share_positions_are_the_claim_order(store: JobStore) -> None:
+    """Under fair share a queued job's position is its place in the claims to come
+    (store/positions.py, ``turn_order``): exact without held jobs and new submits, at
+    every rank and weight, from a turn order part-way through."""
+    import random
+
+    rnd = random.Random(7)
+    weights = {"ann": 1, "ben": 2, "cat": 3, "dan": 1}
+    for _ in range(40):
+        user = rnd.choice(sorted(weights))
+        tier = rnd.choice([0, 0, 0, 1, 2])
+        store.enqueue(dataclasses.replace(new(user, tier=tier), weight=weights[user]))
+        if rnd.random() < 0.2:
+            assert store.claim([POOL], "w", 30) is not None
+    queued = [j for u in weights for j in store.list_jobs(u, 100) if j.state.queued]
+    said = {j.id: store.queue_position(j) for j in queued}
+    for j in queued:
+        status = store.job_status(j.id, j.user)
+        assert status is not None and status.queue_position == said[j.id]
+        assert not status.held
+    order = []
+    while (claimed := store.claim([POOL], "w", 30)) is not None:
+        order.append(claimed.job.id)
+    assert said == {job_id: at for at, job_id in enumerate(order)}
+
+
+def test_fair_share_a_late_users_job_goes_next(store: JobStore, fifo: JobStore) -> None:
+    """A user who was never served goes before every served user; with fair share off
+    (the same database, a FIFO store) the queue is first in, first out."""
+    backlog = [store.enqueue(new(u)) for u in ("ann", "ben", "cat") for _ in range(4)]
+    first = store.claim([POOL], "w", 30)
+    assert first is not None and first.job.id == backlog[0].id
+    late = store.enqueue(new("dan"))
+    assert store.queue_position(late) == 2  # ben's and cat's first jobs, never served either
+    assert fifo.queue_position(late) == 11  # behind every job queued before it
+    order = [store.claim([POOL], "w", 30) for _ in range(3)]
+    assert [c.job.user for c in order if c] == ["ben", "cat", "dan"]
+    nxt = fifo.claim([POOL], "w", 30)
+    assert nxt is not None and nxt.job.id == backlog[1].id  # FIFO: ann's second job
+
+
+def test_fair_share_passes_over_held_and_paused(store: JobStore) -> None:
+    """A user at max_running is passed over without losing their turn; a paused pool is
+    claimed from by nobody; a held job says so."""
+    ann = [store.enqueue(dataclasses.replace(new("ann"), max_running=1)) for _ in range(3)]
+    ben = [store.enqueue(new("ben")) for _ in range(3)]
+    a0 = store.claim([POOL], "w", 30)
+    assert a0 is not None and a0.job.id == ann[0].id
+    status = store.job_status(ann[1].id, "ann")
+    assert status is not None and status.held
+    taken = [store.claim([POOL], "w", 30) for _ in range(2)]
+    assert [c.job.id for c in taken if c] == [ben[0].id, ben[1].id]  # ann is held
+    assert store.complete(a0.job.id, a0.lease_token, "outputs/a.mp4", {})
+    # ann was served before ben's last claim: her turn comes first
+    assert store.queue_position(ann[1]) == 0
+    store.pause_pool(POOL)
+    assert store.claim([POOL], "w", 30) is None
+    store.resume_pool(POOL)
+    nxt = store.claim([POOL], "w", 30)
+    assert nxt is not None and nxt.job.id == ann[1].id
+
+
 # ========================================================================================
 # TokenStore: API tokens
 # What api/auth.py and the `vidq token` commands ask of the store.
@@ -926,13 +1156,13 @@ def test_worker_tokens(store: TokenStore) -> None:
 def test_token_limits_round_trip(store: TokenStore) -> None:
     quota = Quota(
         max_queued=5, max_running=1, rate_per_minute=60, daily_video_seconds=600,
-        daily_gpu_seconds=3600,
+        daily_gpu_seconds=3600, weight=3,
     )  # fmt: skip
     t = store.create_token("erin", "e" * 64, 10, admin=False, quota=quota)
     assert t.quota == quota
     found = store.token_by_hash("e" * 64)
     assert found is not None and found[0].quota == quota
-    lifted = dataclasses.replace(quota, max_queued=None)
+    lifted = dataclasses.replace(quota, max_queued=None, weight=1)
     updated = store.update_token(t.id, 20, lifted)
     assert updated is not None and updated.quota == lifted and updated.max_priority == 20
     assert not updated.revoked
@@ -1394,6 +1624,13 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             assert indexes["ux_jobs_idempotency"]["unique"]
             assert {"ix_jobs_queue", "ix_jobs_lease", "ix_jobs_owner"} <= set(indexes)
             assert "ix_jobs_webhooks" in indexes
+            assert "ix_jobs_turn" in indexes and "weight" in columns
+            assert {"pool", "owner", "served", "used", "queued", "best_rank"} == {
+                c["name"] for c in inspector.get_columns("turns")
+            }
+            assert {"ix_turns_next", "ix_turns_served"} <= {
+                i["name"] for i in inspector.get_indexes("turns")
+            }
             if conn.dialect.name == "postgresql":
                 where = conn.execute(
                     sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_queue'")

@@ -111,6 +111,7 @@ _QUOTA = (
     "rate_per_minute",
     "daily_video_seconds",
     "daily_gpu_seconds",
+    "weight",
 )
 
 
@@ -167,7 +168,7 @@ class Stack:
     def token(self, user: str, max_priority: int = 100, **options: Any) -> str:
         """A token minted on the store: ``admin``, ``worker``, ``pools`` and the quota
         (``max_queued``, ``max_running``, ``rate_per_minute``, ``daily_video_seconds``,
-        ``daily_gpu_seconds``)."""
+        ``daily_gpu_seconds``, ``weight``)."""
         return _mint_token(self.store, user, max_priority, **options)
 
     def client(self, token: str | None, **kwargs: Any) -> httpx.Client:

@@ -4,14 +4,14 @@ store itself (run where the server's data folder is, or with its database URL)."
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vidq.cli.common import DataDir, Init, cannot_start, say_database
 from vidq.config import Settings
 from vidq.errors import CannotStart
-from vidq.store.base import JobStore, Quota, Token, Usage
+from vidq.store.base import MAX_WEIGHT, JobStore, Quota, Token, Usage
 
 app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
 
@@ -51,12 +51,24 @@ def parse_limit(value: str | None, option: str) -> int | str | None:
 
 def _quota(base: Quota, options: dict[str, str | None]) -> Quota:
     """``base`` with the limits given on the command line."""
-    changes: dict[str, int | None] = {}
+    changes: dict[str, Any] = {}  # limits only: int or None
     for name, raw in options.items():
         parsed = parse_limit(raw, name.replace("_", "-"))
         if parsed is not None:
             changes[name] = None if parsed == _LIFT else int(parsed)
     return dataclasses.replace(base, **changes)
+
+
+_WEIGHT_HELP = (
+    "Fair-share weight, 1-100: requests this token's user starts in a row when their "
+    "turn comes (default 1)."
+)
+
+
+def _weight(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_WEIGHT:
+        raise typer.BadParameter(f"must be 1 to {MAX_WEIGHT}", param_hint="--weight")
+    return value
 
 
 def _max_priority(value: int | None) -> int | None:
@@ -77,6 +89,7 @@ def token_create(
     rate_per_minute: Limit = None,
     daily_video_seconds: Limit = None,
     daily_gpu_seconds: Limit = None,
+    weight: Annotated[int, typer.Option(help=_WEIGHT_HELP)] = 1,
     data_dir: DataDir = None,
     worker: Annotated[
         bool,
@@ -97,6 +110,7 @@ def token_create(
     if not user.strip() or len(user) > 200:
         raise typer.BadParameter("user must be 1-200 characters")
     _max_priority(max_priority)
+    _weight(weight)
     settings = Settings.load(data_dir=data_dir)
     limits = settings.limits
     defaults = Quota(
@@ -105,6 +119,7 @@ def token_create(
         rate_per_minute=limits.default_rate_per_minute,
         daily_video_seconds=limits.default_daily_video_seconds,
         daily_gpu_seconds=limits.default_daily_gpu_seconds,
+        weight=weight,
     )
     quota = _quota(
         defaults,
@@ -152,12 +167,14 @@ def token_update(
     rate_per_minute: Limit = None,
     daily_video_seconds: Limit = None,
     daily_gpu_seconds: Limit = None,
+    weight: Annotated[int | None, typer.Option(help=_WEIGHT_HELP)] = None,
     data_dir: DataDir = None,
     init: Init = False,
 ) -> None:
     """Change a token's limits (options not given stay as they are). ``max_running``
-    applies to requests submitted afterwards."""
+    and ``weight`` apply to requests submitted afterwards."""
     _max_priority(max_priority)
+    _weight(weight)
     options = {
         "max_queued": max_queued, "max_running": max_running,
         "rate_per_minute": rate_per_minute, "daily_video_seconds": daily_video_seconds,
@@ -171,6 +188,8 @@ def token_update(
         typer.echo(f"no live token with id {token_id}", err=True)
         raise typer.Exit(1)
     quota = _quota(current.quota, options)
+    if weight is not None:
+        quota = dataclasses.replace(quota, weight=weight)
     priority = current.max_priority if max_priority is None else max_priority
     updated = store.update_token(token_id, priority, quota)
     if updated is None:
@@ -210,7 +229,7 @@ def token_list(data_dir: DataDir = None, init: Init = False) -> None:
 # The columns of ``token list`` (tab-separated, as its rows).
 TOKEN_HEADER = "\t".join(
     ["ID", "USER", "MAX_PRIORITY", "ROLE", "STATE", "QUEUED", "RUNNING", "PER_MINUTE",
-     "VIDEO_S_TODAY", "GPU_S_TODAY"]
+     "VIDEO_S_TODAY", "GPU_S_TODAY", "WEIGHT"]
 )  # fmt: skip
 
 
@@ -237,5 +256,6 @@ def _token_line(t: Token, usage: Usage | None) -> str:
             shown(q.rate_per_minute, None if u is None else u.last_minute),
             shown(q.daily_video_seconds, today),
             shown(q.daily_gpu_seconds, None if u is None else round(u.gpu_seconds_today, 1)),
+            str(q.weight),
         ]
     )  # fmt: skip

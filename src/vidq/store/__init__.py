@@ -17,20 +17,22 @@ from vidq.store.base import JobStore, ReapResult, Token
 __all__ = ["JobStore", "ReapResult", "Token", "open_store"]
 
 
-def open_store(url: str, *, migrate: bool = True) -> JobStore:
+def open_store(url: str, *, migrate: bool = True, fair_share: bool = True) -> JobStore:
     """The store for a database URL; applies migrations first unless told not to.
+    ``fair_share``: claims take turns between users within a rank (``VIDQ_FAIR_SHARE``),
+    else FIFO.
 
     StoreUnavailable if the database cannot be reached (callers may wait and retry)."""
     from sqlalchemy.exc import OperationalError
 
     try:
-        return _open(url, migrate=migrate)
+        return _open(url, migrate=migrate, fair_share=fair_share)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise StoreUnavailable(f"cannot migrate the database: {reason[:300]}") from exc
 
 
-def _open(url: str, *, migrate: bool) -> JobStore:
+def _open(url: str, *, migrate: bool, fair_share: bool) -> JobStore:
     from vidq.store.migrate import upgrade  # Alembic: loaded by the commands that open a store
 
     if url.startswith("sqlite:///"):
@@ -39,12 +41,12 @@ def _open(url: str, *, migrate: bool) -> JobStore:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         if migrate:
             upgrade(url)
-        return SQLiteStore.from_url(url)
+        return SQLiteStore.from_url(url, fair_share=fair_share)
     if url.startswith(("postgresql://", "postgres://")):
         from vidq.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
 
         if migrate:
             upgrade(url)
-        store: JobStore = PostgresStore.from_url(url)
+        store: JobStore = PostgresStore.from_url(url, fair_share=fair_share)
         return store
     raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 from vidq.jobs import Claim, Hold, Job, JobState, NewJob, Ran, WebhookState
 
+MAX_WEIGHT = 100  # a token's fair-share weight is 1..MAX_WEIGHT
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Quota:
@@ -45,6 +47,8 @@ class Quota:
     daily_video_seconds: int | None = None  # seconds of video accepted per UTC day
     # GPU-seconds of the jobs submitted per UTC day (running ones count their time so far)
     daily_gpu_seconds: int | None = None
+    # Not a limit, a share: claims in a row per turn under fair share (1..100).
+    weight: int = 1
 
     def submit_limits(self) -> list[str]:
         """The names of the limits a submit is checked against."""

@@ -162,12 +162,12 @@ class _PgSession(Session):
 class PostgresStore(SQLStore):
     """The job store on a PostgreSQL server: ``SQLStore`` over ``PostgresDriver``."""
 
-    def __init__(self, conninfo: str, **pool: Any) -> None:
-        super().__init__(PostgresDriver(conninfo, **pool))
+    def __init__(self, conninfo: str, *, fair_share: bool = True, **pool: Any) -> None:
+        super().__init__(PostgresDriver(conninfo, **pool), fair_share=fair_share)
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, fair_share: bool = True) -> PostgresStore:
         """The store for a ``postgresql://`` (or ``postgres://``) URL."""
         if url.startswith("postgres://"):
             url = "postgresql://" + url.removeprefix("postgres://")
-        return cls(url)
+        return cls(url, fair_share=fair_share)

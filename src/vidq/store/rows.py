@@ -24,7 +24,7 @@ JOB_COLUMNS = (
 )
 TOKEN_COLUMNS = (
     "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
-    "max_queued, max_running, rate_per_minute, daily_video_seconds, worker, pools, "
+    "max_queued, max_running, rate_per_minute, daily_video_seconds, weight, worker, pools, "
     "daily_gpu_seconds"
 )
 UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at, received"
@@ -87,6 +87,7 @@ def token_from_row(row: Any) -> Token:
             rate_per_minute=_int(row["rate_per_minute"]),
             daily_video_seconds=_int(row["daily_video_seconds"]),
             daily_gpu_seconds=_int(row["daily_gpu_seconds"]),
+            weight=int(row["weight"]),
         ),
         worker=bool(row["worker"]),
         pools=tuple(row["pools"].split(",")) if row["pools"] else None,

@@ -190,14 +190,22 @@ class SQLiteStore(SQLStore):
     """The job store on one SQLite file: ``SQLStore`` over ``SQLiteDriver``."""
 
     def __init__(
-        self, path: Path | str, *, busy_timeout_s: float = 10.0, pool_size: int = 16
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 10.0,
+        pool_size: int = 16,
+        fair_share: bool = True,
     ) -> None:
-        super().__init__(SQLiteDriver(path, busy_timeout_s=busy_timeout_s, pool_size=pool_size))
+        super().__init__(
+            SQLiteDriver(path, busy_timeout_s=busy_timeout_s, pool_size=pool_size),
+            fair_share=fair_share,
+        )
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, fair_share: bool = True) -> SQLiteStore:
         """The store for a ``sqlite:///path`` URL."""
-        return cls(url.removeprefix("sqlite:///"))
+        return cls(url.removeprefix("sqlite:///"), fair_share=fair_share)
 
 
 class _SQLiteSession(Session):

@@ -156,8 +156,9 @@ def test_fifty_submits_across_two_api_replicas_accept_exactly_max_queued(
 def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path, database: Database) -> None:
     """Over HTTP, both dialects: the held user's jobs count ahead of nobody else's, and
     the server's cached positions follow a job that a worker (here: another store
-    instance, as another process would hold) starts."""
-    with stack(tmp_path / "data", workers=0, database=database) as server:
+    instance, as another process would hold) starts. First in, first out (held jobs
+    under fair share: tests/integration/test_store_contract.py)."""
+    with stack(tmp_path / "data", workers=0, database=database, fair_share=False) as server:
         gus = server.client(server.token("gus", max_running=1))
         hal = server.client(server.token("hal"))
         mine = [ok(post(gus)) for _ in range(3)]
@@ -172,7 +173,9 @@ def test_positions_pass_over_a_user_held_at_max_running(tmp_path: Path, database
         assert status(gus, mine[0]) == (0, None)
         assert [status(hal, rid) for rid in theirs] == [(1, None), (2, None)]
         assert [status(gus, rid) for rid in mine[1:]] == [(1, "HELD"), (2, "HELD")]
-        worker = open_store(server.settings.resolved_database_url(), migrate=False)
+        worker = open_store(
+            server.settings.resolved_database_url(), migrate=False, fair_share=False
+        )
         try:
             claimed = worker.claim(["wan22-t2v"], "w", 60)
             assert claimed is not None and str(claimed.job.id) == mine[0]

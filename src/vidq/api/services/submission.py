@@ -73,6 +73,7 @@ async def submit(
             webhook_dialect=dialect if webhook_url else None,
             webhook_base=base if webhook_url else None,
             max_running=token.quota.max_running,
+            weight=token.quota.weight,
             video_seconds=stored.plan.seconds,
             deadline_s=due.finish_s,
             start_s=due.start_s,

@@ -13,6 +13,7 @@ except where a comment says why not; time is always the database's clock.
 
 from __future__ import annotations
 
+from vidq.store.driver import Driver
 from vidq.store.sql.metrics import MetricQueries
 from vidq.store.sql.operators import OperatorQueries
 from vidq.store.sql.queue import QueueQueries
@@ -37,3 +38,7 @@ class SQLStore(
 ):
     """JobStore over a ``Driver``: every role's queries, one class (see module docstring
     and ``base.JobStore``)."""
+
+    def __init__(self, driver: Driver, *, fair_share: bool = True) -> None:
+        super().__init__(driver)
+        self.fair_share = fair_share

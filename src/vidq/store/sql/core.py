@@ -18,6 +18,10 @@ class Queries:
     """The base of every role's queries (``sql/<role>.py``): a role's class holds its
     methods, ``SQLStore`` composes them all over one driver."""
 
+    # Claims take turns between users within a rank (``VIDQ_FAIR_SHARE``; the claim in
+    # ``sql/queue.py``, the positions in ``sql/submissions.py``); False: FIFO by (rank, id).
+    fair_share: bool = True
+
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
         self.inline_reads = driver.inline_reads

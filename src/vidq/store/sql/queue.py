@@ -1,6 +1,6 @@
-"""The worker queue (``WorkerStore``): claims (with the ``max_running`` check), the
-fenced updates of a running job, the reaper, waiting for jobs, the worker registry and
-the queue depths."""
+"""The worker queue (``WorkerStore``): claims (fair share or FIFO, with the
+``max_running`` check), the fenced updates of a running job, the reaper, waiting for
+jobs, the worker registry and the queue depths."""
 
 from __future__ import annotations
 
@@ -10,16 +10,21 @@ from typing import Any
 
 from vidq.jobs import Claim, Ran
 from vidq.store.base import Lease, ReapResult
-from vidq.store.driver import Driver
+from vidq.store.driver import Driver, Row, Session
 from vidq.store.rows import claim_from_row, dumps
 from vidq.store.sql.core import LIVE_WINDOW_S, Queries
 from vidq.store.statements import Statement
 
-# Claims rolled back over a user's max_running before a claim gives up (returns None).
+# Claims rolled back (over a user's max_running, or beaten to the job) before a claim
+# gives up (returns None).
 _CLAIM_TRIES = 5
 
 
-class _OverLimit(Exception):
+class _Missed(Exception):
+    """A claim's transaction is rolled back and the claim tries again."""
+
+
+class _OverLimit(_Missed):
     """A claim found its user over ``max_running``: its transaction is rolled back."""
 
 
@@ -28,7 +33,8 @@ class QueueQueries(Queries):
 
     def __init__(self, driver: Driver) -> None:
         super().__init__(driver)
-        self._claims: dict[int, Statement] = {}  # the claim, by number of pools
+        # the claims' statements with ``{pools}``, by their text and number of pools
+        self._claims: dict[tuple[str, int], Statement] = {}
 
     def claim(self, pools: Sequence[str], worker: str, lease_s: float) -> Claim | None:
         self.driver.wakeups.before_claim()
@@ -36,32 +42,59 @@ class QueueQueries(Queries):
             return None
         params: dict[str, Any] = {f"pool{i}": pool for i, pool in enumerate(pools)}
         params.update(token=secrets.token_hex(16), worker=worker, lease_s=lease_s)
-        if self._sql.lock_running is None:
+        if self.fair_share:
+            take = self._claim_fair
+        elif self._sql.lock_running is None:
             row = self._row(self._claim(len(pools)), **params)
             return claim_from_row(row) if row else None
+        else:
+            take = self._claim_checked
         for _ in range(_CLAIM_TRIES):
             try:
-                return self._claim_checked(params, len(pools))
-            except _OverLimit:
-                continue  # rolled back; the next claim sees the user at their limit
+                return take(params, len(pools))
+            except _Missed:
+                continue  # rolled back; the next try sees what the other claims took
         return None
 
     def _claim_checked(self, params: dict[str, Any], pools: int) -> Claim | None:
-        """The claim in a transaction that, when the job's user has ``max_running``,
+        """The FIFO claim in a transaction that, when the job's user has ``max_running``,
         counts their running jobs under a per-user lock and rolls itself back when over
         (see ``Statements.lock_running``). Claims of users without a limit take no lock."""
-        assert self._sql.lock_running is not None
         with self.driver.transaction() as db:
             row = db.row(self._claim(pools), params)
             if row is None:
                 return None
-            limit = row["max_running"]
-            if limit is not None:
-                db.row(self._sql.lock_running, {"owner": row["owner"]})
-                counted = db.row(self._sql.running_of, {"owner": row["owner"]})
-                if counted is not None and int(counted["n"]) > int(limit):
-                    raise _OverLimit
+            self._check_running(db, row)
             return claim_from_row(row)
+
+    def _claim_fair(self, params: dict[str, Any], pools: int) -> Claim | None:
+        """Fair share's claim (``VIDQ_FAIR_SHARE``; see ``QueueStatements.fair_take``), one
+        transaction: the best claimable rank and its pool (on PostgreSQL with that pool's
+        lock, so its claims take turns one at a time and each sees the last one's turn); the user
+        served least recently with a claimable job there, their first one taken, and their
+        turn advanced. Rolled back (``_Missed``) when another claim took the rank's last
+        job meanwhile, or the user is over ``max_running`` (PostgreSQL's re-check)."""
+        with self.driver.transaction() as db:
+            best = db.row(self._fair_best(pools), params)
+            if best is None:
+                return None
+            pick = {"pool": best["pool"], "rank": best["rank"], "id": best["id"]}
+            row = db.row(self._sql.fair_take, {**params, **pick})
+            if row is None:
+                raise _Missed
+            self._check_running(db, row)
+            return claim_from_row(row)
+
+    def _check_running(self, db: Session, row: Row) -> None:
+        """PostgreSQL: raise ``_OverLimit`` when the claimed job's user is over their
+        ``max_running`` counting every committed claim (see ``Statements.lock_running``)."""
+        limit = row["max_running"]
+        if self._sql.lock_running is None or limit is None:
+            return
+        db.row(self._sql.lock_running, {"owner": row["owner"]})
+        counted = db.row(self._sql.running_of, {"owner": row["owner"]})
+        if counted is not None and int(counted["n"]) > int(limit):
+            raise _OverLimit
 
     def completed_by(self, job_id: int, token: str, key: str) -> bool:
         return self._row(self._sql.completed_by, id=job_id, token=token, key=key) is not None
@@ -71,11 +104,17 @@ class QueueQueries(Queries):
         return claim_from_row(row) if row else None
 
     def _claim(self, pools: int) -> Statement:
-        stmt = self._claims.get(pools)
-        if stmt is None:
-            raw = self._dialect.with_pools(self._dialect.claim, pools)
-            stmt = self._claims[pools] = self.driver.prepare(raw)
-        return stmt
+        return self._with_pools(self._dialect.claim, pools)
+
+    def _fair_best(self, pools: int) -> Statement:
+        return self._with_pools(self._dialect.fair_best, pools)
+
+    def _with_pools(self, stmt: Statement, pools: int) -> Statement:
+        done = self._claims.get((stmt.sql, pools))
+        if done is None:
+            raw = self._dialect.with_pools(stmt, pools)
+            done = self._claims[stmt.sql, pools] = self.driver.prepare(raw)
+        return done
 
     def heartbeat(self, job_id: int, token: str, lease_s: float) -> Lease:
         row = self._row(self._sql.heartbeat, id=job_id, token=token, lease_s=lease_s)

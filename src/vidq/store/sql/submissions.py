@@ -12,7 +12,15 @@ from vidq.errors import RateLimited, StoreUnavailable
 from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
 from vidq.store.base import Cancel, DailyUsage, JobStatus, Quota, Usage
 from vidq.store.driver import Driver, Row, Session
-from vidq.store.positions import Queue, QueueSnapshots, Running, position_key
+from vidq.store.positions import (
+    Queue,
+    Queued,
+    QueueSnapshots,
+    Running,
+    Turn,
+    position_key,
+    turn_order,
+)
 from vidq.store.rows import daily_usage_from_row, dumps, job_from_row, job_status_from_row
 from vidq.store.sql.core import NO_CURSOR, Queries
 from vidq.store.statements import Statement
@@ -41,7 +49,7 @@ class SubmitQueries(Queries):
             "webhook_next_at": 0.0 if new.webhook_url else None,
             "max_running": new.max_running, "video_seconds": new.video_seconds,
             "deadline_s": new.deadline_s, "start_s": new.start_s,
-            "start_error": new.start_error,
+            "start_error": new.start_error, "weight": new.weight,
         }  # fmt: skip
         limits = quota.submit_limits() if quota is not None else []
         if quota is not None and limits:
@@ -134,27 +142,40 @@ class SubmitQueries(Queries):
         # what is read afterwards is at least that new (see positions.py).
         running: Running | None = None
         counts: dict[str, int] = {}
+        turns: dict[str, Turn] | None = None
         with self.driver.session() as db:
             row = db.row(self._sql.queue_version, {"pool": pool})
-            rows = db.values(self._sql.queue_keys, {"pool": pool})
+            if self.fair_share:  # the turn order before the queue: a claim moves both
+                turns = {
+                    r[0]: (int(r[1]), int(r[2]))
+                    for r in db.values(self._sql.turns_of, {"pool": pool})
+                }
+                rows = db.values(self._sql.queue_turn_keys, {"pool": pool})
+            else:
+                rows = db.values(self._sql.queue_keys, {"pool": pool})
             if any(r[2] is not None for r in rows):
                 running = self._fingerprint(db)
                 counts = {r[0]: int(r[1]) for r in db.values(self._sql.running_by_owner, {})}
         free: array[int] = array("q")
         held: dict[str, array[int]] = {}
-        for rank, job_id, max_running, owner in rows:
+        queued: list[Queued] = []
+        for rank, job_id, max_running, owner, weight in rows:
             key = position_key(rank, job_id)
-            if max_running is None:
-                free.append(key)
-                continue
-            # the claims take this user's jobs in order until running + taken reach the limit
-            if counts.get(owner, 0) >= max_running:
+            is_held = False
+            if max_running is not None:
+                # the claims take this user's jobs in order until running + taken reach
+                # the limit
+                is_held = counts.get(owner, 0) >= max_running
+                counts[owner] = counts.get(owner, 0) + 1
+            if is_held:
                 held.setdefault(owner, array("q")).append(key)
             else:
                 free.append(key)
-            counts[owner] = counts.get(owner, 0) + 1
+            if turns is not None:
+                queued.append((rank, job_id, owner, weight, is_held))
         version = int(row["version"]) if row else 0
-        return Queue(version, running, free, held)
+        order = None if turns is None else turn_order(queued, turns)
+        return Queue(version, running, free, held, order)
 
     def cancel(self, job_id: int, user: str) -> bool:
         return self.cancel_job(job_id, user, running=False) is Cancel.CANCELLED

@@ -27,7 +27,7 @@ from vidq.store.rows import JOB_COLUMNS
 from vidq.store.statements.base import Statement
 from vidq.store.statements.metrics import DURATION_BUCKETS, MetricStatements
 from vidq.store.statements.operators import OperatorStatements
-from vidq.store.statements.queue import FIRST_QUEUED, TAKE, QueueStatements
+from vidq.store.statements.queue import FAIR_BEST, FIRST_QUEUED, TAKE, QueueStatements
 from vidq.store.statements.retention import RetentionStatements
 from vidq.store.statements.submissions import SubmitStatements
 from vidq.store.statements.tokens import TokenStatements
@@ -82,6 +82,14 @@ class PostgresStatements(Statements):
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
     # Key 1987470153 names the claims' max_running check (see ``QueueStatements.lock_running``).
     lock_running = Statement("SELECT pg_advisory_xact_lock(1987470153, hashtext(:owner))")
+    # Fair share: the best claimable rank and its pool, and that pool's lock for the rest
+    # of the claim's transaction (key 1987470154 names a pool's fair-share claims), so a
+    # pool's fair claims commit one at a time and each one's next statements (a fresh
+    # snapshot each) see the turn the last one left. One round trip for both.
+    fair_best = Statement(f"""
+        SELECT id, pool, rank,
+            pg_advisory_xact_lock(1987470154, hashtext(pool)) IS NULL AS locked
+        FROM ({FAIR_BEST}) AS best""")
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""

@@ -31,6 +31,19 @@ FIRST_QUEUED = """
         AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
             WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))
     ORDER BY rank, id LIMIT 1"""
+# Fair share (``VIDQ_FAIR_SHARE``, migration 0012): the claim first finds the best claimable
+# rank and its pool (``FIRST_QUEUED``'s job: the oldest of that rank), then, within that
+# pool and rank, the user served least recently who has a claimable job there (``turns``
+# in ``served`` order, users with nothing queued at that rank or better left out by
+# ``ix_turns_next``; each user probed with ``ix_jobs_turn``), and takes that user's first
+# job. Never a sort of the queued jobs: the walk stops at the first user with a claimable
+# job.
+FAIR_BEST = FIRST_QUEUED.replace("SELECT id FROM", "SELECT id, pool, rank FROM", 1)
+_CLAIMABLE_OF = """
+    FROM jobs WHERE pool = turns.pool AND owner = turns.owner AND state IN ('PENDING', 'RETRY')
+        AND rank = :rank AND (retry_at IS NULL OR retry_at <= {NOW})
+        AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
+            WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))"""
 
 
 class QueueStatements(RoleStatements):
@@ -43,6 +56,24 @@ class QueueStatements(RoleStatements):
     # for one more. The lock's holder counts every committed claim (``running_of``) and
     # rolls back its own when over. SQLite has one writer: its claim is exact already.
     lock_running: ClassVar[Statement | None] = None
+    # Fair share's claim (``QueueQueries._claim_fair``), in one transaction: the pool and
+    # rank to serve, then the user whose turn it is, their first claimable job there
+    # taken and their turn advanced.
+    # (PostgreSQL's also takes the pool's lock: see ``PostgresStatements.fair_best``.)
+    fair_best: ClassVar[Statement] = Statement(FAIR_BEST)
+    # The user whose turn it is (least recently served with a claimable job at ``:rank``)
+    # and their first job there, taken; ``:id`` (the rank's oldest job) when ``turns``
+    # knows nobody (which its triggers do not allow): FIFO, so no job waits for ever.
+    # The user's turn moves with the take (migration 0012's trigger).
+    fair_take = Statement(f"""
+        UPDATE jobs SET {TAKE}
+        WHERE id = coalesce((
+            SELECT (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) FROM turns
+            WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
+                AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
+            ORDER BY served LIMIT 1), :id)
+            AND state IN ('PENDING', 'RETRY')
+        RETURNING {JOB_COLUMNS}, max_running""")
     running_of = Statement(
         "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
     )

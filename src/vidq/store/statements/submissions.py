@@ -13,12 +13,13 @@ from vidq.store.statements.base import RoleStatements, Statement
 _JOB_FIELDS = """owner, model_id, pool, tier, priority, rank, state, inputs,
             higher_quality, binary_output, max_attempts, work_units, idempotency_key,
             webhook_url, webhook_dialect, webhook_base, webhook_state, webhook_next_at,
-            max_running, video_seconds, deadline_at, start_by, start_error, seed, created_at"""
+            max_running, video_seconds, deadline_at, start_by, start_error, seed, created_at,
+            weight"""
 _JOB_VALUES = """:owner, :model_id, :pool, :tier, :priority, :rank, 'PENDING', :inputs,
             :higher_quality, :binary_output, :max_attempts, :work_units, :idempotency_key,
             :webhook_url, :webhook_dialect, :webhook_base, :webhook_state, :webhook_next_at,
             :max_running, :video_seconds, {NOW} + :deadline_s, {NOW} + :start_s,
-            :start_error, :seed, {NOW}"""
+            :start_error, :seed, {NOW}, :weight"""
 _ON_KEY = "ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 # The conditions of a limited submit (``SubmitStatements.insert_limited``), by limit name:
 # each holds while the user's jobs leave room for one more.
@@ -103,9 +104,17 @@ class SubmitStatements(RoleStatements):
     # A pool's queue for its position snapshot (positions.py): the owner only of jobs
     # with a ``max_running``, the only ones that may be held.
     queue_keys = Statement("""
-        SELECT rank, id, max_running, CASE WHEN max_running IS NULL THEN NULL ELSE owner END
+        SELECT rank, id, max_running, CASE WHEN max_running IS NULL THEN NULL ELSE owner END,
+            1
         FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
         ORDER BY rank, id""")
+    # Under fair share every job's owner and weight, and the pool's turn order
+    # (positions.turn_order).
+    queue_turn_keys = Statement("""
+        SELECT rank, id, max_running, owner, weight
+        FROM jobs WHERE pool = :pool AND state IN ('PENDING', 'RETRY')
+        ORDER BY rank, id""")
+    turns_of = Statement("SELECT owner, served, used FROM turns WHERE pool = :pool AND queued > 0")
     # The running jobs' fingerprint (positions.Running): a job that starts or stops
     # changes it, so a snapshot of held jobs knows when its users' counts moved.
     running_jobs = Statement("""

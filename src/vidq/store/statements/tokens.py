@@ -11,17 +11,19 @@ class TokenStatements(RoleStatements):
 
     insert_token = Statement(f"""
         INSERT INTO tokens (owner, token_hash, max_priority, admin, max_queued, max_running,
-            rate_per_minute, daily_video_seconds, daily_gpu_seconds, worker, pools, created_at)
+            rate_per_minute, daily_video_seconds, daily_gpu_seconds, weight, worker, pools,
+            created_at)
         VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
-            :rate_per_minute, :daily_video_seconds, :daily_gpu_seconds, :worker, :pools,
-            {{NOW}})
+            :rate_per_minute, :daily_video_seconds, :daily_gpu_seconds, :weight, :worker,
+            :pools, {{NOW}})
         RETURNING {TOKEN_COLUMNS}""")
     # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
     # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.
     update_token = Statement("""
         UPDATE tokens SET max_priority = :max_priority, max_queued = :max_queued,
             max_running = :max_running, rate_per_minute = :rate_per_minute,
-            daily_video_seconds = :daily_video_seconds, daily_gpu_seconds = :daily_gpu_seconds
+            daily_video_seconds = :daily_video_seconds, daily_gpu_seconds = :daily_gpu_seconds,
+            weight = :weight
         WHERE id = :id AND revoked_at IS NULL
         RETURNING id""")
     token_by_id = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = :id")
