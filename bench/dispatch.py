@@ -206,15 +206,7 @@ def status_latency(server: Server, url: str, token: str, queued: int, samples: i
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DELETE FROM jobs")
     ids = bulk_insert(url, queued, user="alice")
-    client = server.client(token)
-    lat = []
-    for i in range(samples + 50):
-        rid = random.choice(ids)
-        t0 = time.perf_counter()
-        r = client.get(f"/queue/{MODEL}/requests/{rid}/status")
-        if i >= 50:  # warm-up
-            lat.append((time.perf_counter() - t0) * 1000)
-        assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+    lat = status_ms(server, token, ids, samples)
     print(
         f"status with {queued:,} queued jobs ({samples} GETs over HTTP): "
         f"p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms"

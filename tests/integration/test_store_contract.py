@@ -831,6 +831,28 @@ def test_deadlines_fail_queued_and_running_jobs(store: JobStore) -> None:
     assert store.reap().expired == []  # each once
 
 
+def _race(
+    stores: list[JobStore],
+    claimer: Callable[[JobStore, str, threading.Barrier], None],
+    sampler: Callable[[], None],
+    done: threading.Event,
+) -> None:
+    """Twelve claimer threads (``w0``..``w11``, alternating over the two stores) released
+    at once by a barrier, and ``sampler`` watching until they have all ended."""
+    start = threading.Barrier(12)
+    threads = [
+        threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start)) for i in range(12)
+    ]
+    watch = threading.Thread(target=sampler)
+    watch.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    done.set()
+    watch.join(10)
+
+
 def _claim_and_finish_all(
     s: JobStore, name: str, start: threading.Barrier, seen: Callable[[], None]
 ) -> None:
@@ -876,19 +898,7 @@ def test_simultaneous_claims_never_exceed_max_running(db_url: str) -> None:
             except BaseException as exc:
                 errors.append(exc)
 
-        start = threading.Barrier(12)
-        threads = [
-            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
-            for i in range(12)
-        ]
-        watch = threading.Thread(target=sampler)
-        watch.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        done.set()
-        watch.join(10)
+        _race(stores, claimer, sampler, done)
         assert not errors, errors
         assert peak[0] <= 2, peak[0]
         jobs = stores[0].list_jobs("dan", 100)
@@ -998,19 +1008,7 @@ def test_racing_claimers_serve_users_in_turn(db_url: str) -> None:
             except BaseException as exc:
                 errors.append(exc)
 
-        start = threading.Barrier(12)
-        threads = [
-            threading.Thread(target=claimer, args=(stores[i % 2], f"w{i}", start))
-            for i in range(12)
-        ]
-        watch = threading.Thread(target=sampler)
-        watch.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        done.set()
-        watch.join(10)
+        _race(stores, claimer, sampler, done)
         assert not errors, errors
         assert len(got) == len(set(got)) and set(got) == set(expected)
         assert len(samples) > 3
