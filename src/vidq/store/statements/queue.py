@@ -61,9 +61,9 @@ class QueueStatements(RoleStatements):
     # taken and their turn advanced.
     # (PostgreSQL's also takes the pool's lock: see ``PostgresStatements.fair_best``.)
     fair_best: ClassVar[Statement] = Statement(FAIR_BEST)
-    # The same question outside any transaction and without a lock: a fair claim that
-    # finds nothing claimable (an idle worker's poll) ends there, having taken no write
-    # lock (SQLite: BEGIN IMMEDIATE) and no pool lock (PostgreSQL).
+    # The same question outside any transaction and without a lock: on SQLite a fair
+    # claim that finds nothing claimable (an idle worker's poll) ends there, having taken
+    # no write lock (BEGIN IMMEDIATE).
     fair_peek = Statement(FAIR_BEST)
     # The user whose turn it is (least recently served with a claimable job at ``:rank``)
     # and their first job there, taken; ``:id`` (the rank's oldest job) when ``turns``
