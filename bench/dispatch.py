@@ -24,16 +24,19 @@ which reach only the API's ``/worker/v1`` routes over HTTP on loopback):
 
     python bench/dispatch.py --fair [--queued 100000 --users 1000 --rounds 1]
 
-prints instead the rows of fair share (issue 24), FIFO (``VIDQ_FAIR_SHARE=false``) against
-fair share in one run, on one database, with the same backlog of ``--queued`` jobs over
-``--users`` users in the pool, one `vidq serve` per mode:
+prints instead the rows of fair share (issue 24): FIFO (``VIDQ_FAIR_SHARE=false``) and fair
+share side by side in one run, each on its own database of one PostgreSQL server and its own
+`vidq serve`, both with the same backlog of ``--queued`` jobs over ``--users`` users in the
+pool. Every figure's samples alternate between the two (ABBA), so that the shared machine's
+noise falls on both alike; a last line per round gives fair share's figures over FIFO's:
 
 - submit -> RUNNING with 2 idle local workers, as in 1., for premium requests of a user
   with nothing queued, while the backlog (base tier) waits in retry back-off, so the idle
   workers leave it queued: the claim must find the one claimable job past it;
 - claim: one ``claim`` + ``complete`` at a time, in process, taking jobs from the backlog
   (now claimable): what each claim costs with 1,000 users to choose from;
-- status p99 as in 3., on random jobs of the backlog; and again while a worker claims
+- status p99 as in 3. (3,000 reads a mode: a p99 of 1,000 on a shared machine moves by
+  20 % between runs), on random jobs of the backlog; and again while a worker claims
   20 jobs a second from it (each position snapshot is then at most ``MAX_STALE_S`` old
   and rebuilt by one of the status reads: the price of the turn-aware positions).
 """
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import random
@@ -51,10 +55,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,6 +118,14 @@ def remote_workers(server: Server, tmp: Path) -> Start:
         return procs
 
     return start
+
+
+def create_database(url: str, prefix: str) -> str:
+    """A fresh database on ``url``'s server; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return urllib.parse.urlsplit(url)._replace(path=f"/{name}").geturl()
 
 
 def wait_done(url: str, ids: list[int], timeout: float = 120) -> None:
@@ -236,24 +252,47 @@ def bulk_backlog(url: str, n: int, users: int, *, backoff: bool) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def premium_dispatch(server: Server, url: str, token: str, samples: int) -> list[float]:
-    """submit -> RUNNING (ms, database clock) of premium requests with 2 idle workers."""
-    procs = local_workers(server)(2)
+@dataclasses.dataclass
+class Mode:
+    """One side of the fair-share comparison: its own database and `vidq serve`."""
+
+    name: str
+    fair: bool
+    url: str
+    server: Server
+    ids: list[int] = dataclasses.field(default_factory=list)  # the backlog
+
+
+def turns(modes: list[Mode], i: int) -> list[Mode]:
+    """The modes in sample ``i``'s order: ABBA, so that neither always goes first."""
+    return modes if i % 4 in (0, 3) else modes[::-1]
+
+
+def premium_dispatch(modes: list[Mode], samples: int) -> dict[str, list[float]]:
+    """submit -> RUNNING (ms, database clock) of premium requests with 2 idle workers per
+    mode, the modes' requests alternating."""
+    procs = [p for m in modes for p in local_workers(m.server)(2)]
     premium = f"{MODEL}-premium"
     try:
-        client = server.client(token)
-        ids = []
+        clients = {m.name: m.server.client(m.server.token("late")) for m in modes}
+        ids: dict[str, list[int]] = {m.name: [] for m in modes}
         for i in range(samples + 3):
-            time.sleep(0.1)  # workers idle, waiting
-            rid = int(client.post(f"/queue/{premium}", json=TINY).json()["request_id"])
-            wait_done(url, [rid])
-            if i >= 3:  # warm-up: workers connected, engine children started
-                ids.append(rid)
-        with psycopg.connect(url) as conn:
-            rows = conn.execute(
-                "SELECT (started_at - created_at) * 1000 FROM jobs WHERE id = ANY(%s)", (ids,)
-            ).fetchall()
-        return [float(r[0]) for r in rows]
+            for m in turns(modes, i):
+                time.sleep(0.1)  # workers idle, waiting
+                answer = clients[m.name].post(f"/queue/{premium}", json=TINY)
+                rid = int(answer.json()["request_id"])
+                wait_done(m.url, [rid])
+                if i >= 3:  # warm-up: workers connected, engine children started
+                    ids[m.name].append(rid)
+        lat = {}
+        for m in modes:
+            with psycopg.connect(m.url) as conn:
+                rows = conn.execute(
+                    "SELECT (started_at - created_at) * 1000 FROM jobs WHERE id = ANY(%s)",
+                    (ids[m.name],),
+                ).fetchall()
+            lat[m.name] = [float(r[0]) for r in rows]
+        return lat
     finally:
         for p in procs:
             p.terminate()
@@ -261,24 +300,29 @@ def premium_dispatch(server: Server, url: str, token: str, samples: int) -> list
             p.wait(30)
 
 
-def claim_latency(url: str, fair: bool, samples: int) -> list[float]:
-    """ms per ``claim`` from the backlog, in process, each job completed at once."""
+def claim_latency(modes: list[Mode], samples: int) -> dict[str, list[float]]:
+    """ms per ``claim`` from the backlog, in process, each job completed at once; the
+    modes' claims alternating."""
     from vidq.store import open_store
 
-    store = open_store(url, migrate=False, fair_share=fair)
+    stores = {m.name: open_store(m.url, migrate=False, fair_share=m.fair) for m in modes}
     try:
-        lat = []
+        lat: dict[str, list[float]] = {m.name: [] for m in modes}
         for i in range(samples + 20):
-            t0 = time.perf_counter()
-            claimed = store.claim([POOL], "bench", 60)
-            took = (time.perf_counter() - t0) * 1000
-            assert claimed is not None
-            store.complete(claimed.job.id, claimed.lease_token, f"o/{claimed.job.id}.mp4", {})
-            if i >= 20:
-                lat.append(took)
+            for m in turns(modes, i):
+                store = stores[m.name]
+                t0 = time.perf_counter()
+                claimed = store.claim([POOL], "bench", 60)
+                took = (time.perf_counter() - t0) * 1000
+                assert claimed is not None
+                job = claimed.job
+                store.complete(job.id, claimed.lease_token, f"o/{job.id}.mp4", {})
+                if i >= 20:
+                    lat[m.name].append(took)
         return lat
     finally:
-        store.close()
+        for store in stores.values():
+            store.close()
 
 
 @contextlib.contextmanager
@@ -313,55 +357,101 @@ def status_ms(server: Server, token: str, ids: list[int], samples: int) -> list[
     client = server.client(token)
     lat = []
     for i in range(samples + 50):
-        rid = random.choice(ids)
-        t0 = time.perf_counter()
-        r = client.get(f"/queue/{MODEL}/requests/{rid}/status")
+        took = status_once(client, ids)
         if i >= 50:  # warm-up
-            lat.append((time.perf_counter() - t0) * 1000)
-        assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+            lat.append(took)
     return lat
 
 
-def fair_share(tmp: Path, url: str, queued: int, users: int, samples: int, rounds: int) -> None:
-    """The fair-share rows (module docstring), FIFO then fair share, ``rounds`` times (on a
-    shared machine the pairs show how far the figures move by themselves)."""
-    rows: list[str] = []
-    for round_, fair in itertools.product(range(rounds), (False, True)):
-        mode = "fair share" if fair else "FIFO"
-        data = tmp / f"api-{'fair' if fair else 'fifo'}-{round_}"
-        with serve(data, workers=0, database_url=url, fair_share=str(fair).lower()) as server:
-            with psycopg.connect(url, autocommit=True) as conn:  # the last mode's jobs
-                conn.execute("DELETE FROM jobs")
-                conn.execute("DELETE FROM turns")
-            ids = bulk_backlog(url, queued, users, backoff=True)
-            dispatch = premium_dispatch(server, url, server.token("late"), samples)
-            with psycopg.connect(url, autocommit=True) as conn:  # the backlog may start now
-                conn.execute("UPDATE jobs SET state = 'PENDING', retry_at = NULL "
-                             "WHERE state = 'RETRY'")  # fmt: skip
-                conn.execute("VACUUM ANALYZE jobs")
-            claims = claim_latency(url, fair, samples * 4)
-            # the status route reads only the caller's jobs: read them as their owner
-            reader = server.token("user-00000")
-            mine = ids[::users]
-            with psycopg.connect(url) as conn:
-                left = {
-                    int(r[0])
-                    for r in conn.execute(
+def status_once(client: httpx.Client, ids: list[int]) -> float:
+    """One GET .../status of a random job of ``ids`` (still queued); ms over HTTP."""
+    rid = random.choice(ids)
+    t0 = time.perf_counter()
+    r = client.get(f"/queue/{MODEL}/requests/{rid}/status")
+    took = (time.perf_counter() - t0) * 1000
+    assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+    return took
+
+
+def status_pair(
+    modes: list[Mode], left: dict[str, list[int]], samples: int
+) -> dict[str, list[float]]:
+    """``status_ms`` for both modes, their reads alternating."""
+    # the status route reads only the caller's jobs: read them as their owner
+    clients = {m.name: m.server.client(m.server.token("user-00000")) for m in modes}
+    lat: dict[str, list[float]] = {m.name: [] for m in modes}
+    for i in range(samples + 50):
+        for m in turns(modes, i):
+            took = status_once(clients[m.name], left[m.name])
+            if i >= 50:  # warm-up
+                lat[m.name].append(took)
+    return lat
+
+
+def ratio(figures: dict[str, list[float]], q: float) -> str:
+    """Fair share's quantile ``q`` over FIFO's."""
+    return f"{pct(figures['fair share'], q) / pct(figures['FIFO'], q):.2f}"
+
+
+def fair_share(
+    tmp: Path, urls: list[str], queued: int, users: int, samples: int, rounds: int
+) -> None:
+    """The fair-share rows (module docstring): FIFO and fair share side by side, each on
+    its own database (``urls``: FIFO's, fair share's) and `vidq serve`, every figure's
+    samples alternating between the two, so that the shared machine's noise falls on both
+    alike; ``rounds`` times (the rounds show how far the ratios move by themselves)."""
+    with contextlib.ExitStack() as stack:
+        modes = [
+            Mode(name, fair, url, stack.enter_context(
+                serve(tmp / f"api-{name}", workers=0, database_url=url,
+                      fair_share=str(fair).lower())))
+            for (name, fair), url in zip((("FIFO", False), ("fair share", True)), urls, strict=True)
+        ]  # fmt: skip
+        for _ in range(rounds):
+            for m in modes:
+                with psycopg.connect(m.url, autocommit=True) as conn:  # the last round's
+                    conn.execute("DELETE FROM jobs")
+                    conn.execute("DELETE FROM turns")
+                m.ids = bulk_backlog(m.url, queued, users, backoff=True)
+            dispatch = premium_dispatch(modes, samples)
+            left: dict[str, list[int]] = {}
+            for m in modes:
+                with psycopg.connect(m.url, autocommit=True) as conn:  # the backlog may start
+                    conn.execute("UPDATE jobs SET state = 'PENDING', retry_at = NULL "
+                                 "WHERE state = 'RETRY'")  # fmt: skip
+                    conn.execute("VACUUM ANALYZE jobs")
+            claims = claim_latency(modes, samples * 4)
+            for m in modes:
+                mine = m.ids[::users]  # user-00000's
+                with psycopg.connect(m.url) as conn:
+                    rows = conn.execute(
                         "SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'PENDING'", (mine,)
                     ).fetchall()
-                }
-            status = status_ms(server, reader, sorted(left), 1000)
-            with claiming(url, fair, per_second=20):
-                busy = status_ms(server, reader, sorted(left)[len(left) // 2 :], 1000)
-        rows.append(
-            f"{mode:>10}, {queued:,} queued over {users:,} users: "
-            f"submit -> RUNNING p50 {pct(dispatch, 0.5):.1f} ms (p90 {pct(dispatch, 0.9):.1f}); "
-            f"claim p50 {pct(claims, 0.5):.2f} ms, p99 {pct(claims, 0.99):.2f} ms; "
-            f"status p50 {pct(status, 0.5):.2f} ms, p99 {pct(status, 0.99):.2f} ms; "
-            f"status while 20 claims/s p50 {pct(busy, 0.5):.2f} ms, "
-            f"p99 {pct(busy, 0.99):.2f} ms"
-        )
-        print(rows[-1], flush=True)
+                left[m.name] = sorted(int(r[0]) for r in rows)
+            status = status_pair(modes, left, 3000)
+            with contextlib.ExitStack() as busy_stack:
+                for m in modes:
+                    busy_stack.enter_context(claiming(m.url, m.fair, per_second=20))
+                half = {name: ids[len(ids) // 2 :] for name, ids in left.items()}
+                busy = status_pair(modes, half, 3000)
+            for m in modes:
+                n = m.name
+                print(
+                    f"{n:>10}, {queued:,} queued over {users:,} users: "
+                    f"submit -> RUNNING p50 {pct(dispatch[n], 0.5):.1f} ms "
+                    f"(p90 {pct(dispatch[n], 0.9):.1f}); "
+                    f"claim p50 {pct(claims[n], 0.5):.2f} ms, p99 {pct(claims[n], 0.99):.2f} ms; "
+                    f"status p50 {pct(status[n], 0.5):.2f} ms, p99 {pct(status[n], 0.99):.2f} ms; "
+                    f"status while 20 claims/s p50 {pct(busy[n], 0.5):.2f} ms, "
+                    f"p99 {pct(busy[n], 0.99):.2f} ms",
+                    flush=True,
+                )
+            print(
+                f"fair share / FIFO: submit -> RUNNING p50 {ratio(dispatch, 0.5)}, "
+                f"claim p50 {ratio(claims, 0.5)}, status p99 {ratio(status, 0.99)}, "
+                f"status while claiming p99 {ratio(busy, 0.99)}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -386,7 +476,8 @@ def main() -> None:
             url = pg.create_database("bench")
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vidq-bench-")))
         if args.fair:
-            fair_share(tmp, url, args.queued, args.users, args.samples, args.rounds)
+            urls = [url, create_database(url, "bench_fair")]  # FIFO's, fair share's
+            fair_share(tmp, urls, args.queued, args.users, args.samples, args.rounds)
             return
         server = stack.enter_context(serve(tmp / "api", workers=0, database_url=url))
         token = server.token("alice")

@@ -357,6 +357,45 @@ def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -
         store.close()
 
 
+def test_postgres_claims_are_not_jit_compiled_behind_a_long_backoff(pg_url: str) -> None:
+    """Jobs in retry back-off raise the claim's estimated cost past PostgreSQL's
+    ``jit_above_cost``; compiling the claim then took 0.2-0.9 s a claim. The store's
+    connections turn JIT off; a plain connection to the same server compiles the claim
+    (where the server has JIT at all), so this sees the cost it guards against."""
+    from vidq.store.postgres import PostgresStore
+    from vidq.store.statements import PostgresStatements, Statement
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
+                    inputs, max_attempts, created_at, retry_at)
+                SELECT 'u' || (g %% 100), 'wan22-fast-t2v', %s, 0, 0, %s, 'RETRY', '{}', 3, 0,
+                    extract(epoch from now()) + 3600
+                FROM generate_series(1, 15000) AS g""",
+                (POOL, queue_rank(0, 0)),
+            )
+            conn.execute("ANALYZE jobs")
+        claim = PostgresStatements.with_pools(PostgresStatements.fair_claim, 1)
+        explain = store.driver.prepare(Statement("EXPLAIN (ANALYZE, FORMAT JSON) " + claim.sql))
+        params = {"pool0": POOL, "token": "t", "worker": "w", "lease_s": 30}
+        with store.driver.transaction() as db:
+            [[plan]] = db.values(explain, params)
+            db.run(Statement("ROLLBACK AND CHAIN"), {})  # the EXPLAIN ANALYZE took nothing
+        assert "JIT" not in plan[0], plan[0].get("JIT")
+        assert store.claim([POOL], "w", 30) is None  # all in back-off
+        with psycopg.connect(pg_url) as conn:
+            if conn.execute("SELECT pg_jit_available()").fetchone() == (True,):
+                conn.execute("BEGIN")
+                [[plain]] = conn.execute(explain.sql, params).fetchall()
+                conn.execute("ROLLBACK")
+                assert plain[0]["JIT"]["Functions"] > 0  # what the store's setting avoids
+    finally:
+        store.close()
+
+
 # ========================================================================================
 # WorkerStore: the worker queue (claim, lease fencing, retries, reaper, wake-ups, max_running)
 # What worker/runner.py and the /worker/v1 routes ask of the store.

@@ -145,6 +145,11 @@ class Session:
             self._woke(rows)
         return rows
 
+    def run(self, stmt: Statement, params: Params) -> None:
+        """Runs ``stmt`` for its effect (a lock, say); its answer is not read."""
+        assert not stmt.wakes, "a statement that queues jobs must return its rows"
+        self._conn.execute(stmt.sql, params)
+
     def count(self, stmt: Statement, params: Params) -> int:
         """How many rows ``stmt`` changed."""
         assert not stmt.wakes, "a statement that queues jobs must return its rows"

@@ -69,17 +69,30 @@ class QueueQueries(Queries):
 
     def _claim_fair(self, params: dict[str, Any], pools: int) -> Claim | None:
         """Fair share's claim (``VIDQ_FAIR_SHARE``; see ``QueueStatements.fair_take``), one
-        transaction: the best claimable rank and its pool (on PostgreSQL with that pool's
-        lock, so its claims take turns one at a time and each sees the last one's turn); the user
-        served least recently with a claimable job there, their first one taken, and their
-        turn advanced. Rolled back (``_Missed``) when another claim took the rank's last
-        job meanwhile, or the user is over ``max_running`` (PostgreSQL's re-check)."""
+        transaction: the best claimable rank and its pool; the user served least recently
+        with a claimable job there, their first one taken, and their turn advanced. On
+        PostgreSQL under the lock of the worker's pools, so a pool's claims take turns one
+        at a time and each sees the last one's turn, in one statement after the lock
+        (``PostgresStatements.fair_claim``). Rolled back (``_Missed``) when
+        another claim took the job meanwhile, or the user is over ``max_running``
+        (PostgreSQL's re-check)."""
         # Where a read takes microseconds (SQLite), an idle worker's poll of an empty
         # queue ends here, without the write lock. On PostgreSQL the peek would be a round
         # trip more for every claim; the transaction's first statement answers it too.
         peek = self._with_pools(self._dialect.fair_peek, pools)
         if self.inline_reads and self._row(peek, **params) is None:
             return None
+        lock, claim = self._dialect.fair_lock, self._dialect.fair_claim
+        if lock is not None and claim is not None:
+            with self.driver.transaction() as db:
+                db.run(self._with_pools(lock, pools), params)
+                row = db.row(self._with_pools(claim, pools), params)
+                if row is None:
+                    return None
+                if row["id"] is None:
+                    raise _Missed
+                self._check_running(db, row)
+                return claim_from_row(row)
         with self.driver.transaction() as db:
             best = db.row(self._fair_best(pools), params)
             if best is None:

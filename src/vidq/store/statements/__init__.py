@@ -27,7 +27,7 @@ from vidq.store.rows import JOB_COLUMNS
 from vidq.store.statements.base import Statement
 from vidq.store.statements.metrics import DURATION_BUCKETS, MetricStatements
 from vidq.store.statements.operators import OperatorStatements
-from vidq.store.statements.queue import FAIR_BEST, FIRST_QUEUED, TAKE, QueueStatements
+from vidq.store.statements.queue import FAIR_BEST, FAIR_TURN, FIRST_QUEUED, TAKE, QueueStatements
 from vidq.store.statements.retention import RetentionStatements
 from vidq.store.statements.submissions import SubmitStatements
 from vidq.store.statements.tokens import TokenStatements
@@ -71,6 +71,13 @@ class SQLiteStatements(Statements):
         RETURNING {JOB_COLUMNS}""")
 
 
+def _over_best(sql: str) -> str:
+    """``sql`` with the pool and rank of the CTE ``best`` for ``:pool`` and ``:rank``."""
+    return sql.replace(":pool", "(SELECT pool FROM best)").replace(
+        ":rank", "(SELECT rank FROM best)"
+    )
+
+
 class PostgresStatements(Statements):
     """PostgreSQL: the transaction's ``now()`` (one instant for a whole statement, so the
     reaper compares every row against it and the planner can use ``ix_jobs_lease``)."""
@@ -82,14 +89,25 @@ class PostgresStatements(Statements):
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
     # Key 1987470153 names the claims' max_running check (see ``QueueStatements.lock_running``).
     lock_running = Statement("SELECT pg_advisory_xact_lock(1987470153, hashtext(:owner))")
-    # Fair share: the best claimable rank and its pool, and that pool's lock for the rest
-    # of the claim's transaction (key 1987470154 names a pool's fair-share claims), so a
-    # pool's fair claims commit one at a time and each one's next statements (a fresh
-    # snapshot each) see the turn the last one left. One round trip for both.
-    fair_best = Statement(f"""
-        SELECT id, pool, rank,
-            pg_advisory_xact_lock(1987470154, hashtext(pool)) IS NULL AS locked
-        FROM ({FAIR_BEST}) AS best""")
+    # Fair share's claim as two statements in one transaction: the lock of every pool the
+    # worker claims from (key 1987470154 names the pools' fair-share claims; taken in the
+    # pools' order, volatile functions being evaluated after the sort, so two claimers
+    # never wait for each other crosswise), then, under a snapshot taken after the lock,
+    # the best rank, the user whose turn it is and the take, as ``fair_best`` and
+    # ``fair_take`` do on SQLite. The answer has a row whenever a job was claimable
+    # (``best``); its job columns are NULL when the take missed it.
+    fair_lock = Statement(
+        "SELECT pg_advisory_xact_lock(1987470154, hashtext(pool)) IS NULL AS locked"
+        " FROM unnest(ARRAY[{pools}]::text[]) AS pool ORDER BY pool"
+    )
+    fair_claim = Statement(f"""
+        WITH best AS ({FAIR_BEST}),
+        taken AS (
+            UPDATE jobs SET {TAKE}
+            WHERE id = coalesce(({_over_best(FAIR_TURN)}), (SELECT id FROM best))
+                AND state IN ('PENDING', 'RETRY')
+            RETURNING {JOB_COLUMNS}, max_running)
+        SELECT best.id AS best, taken.* FROM best LEFT JOIN taken ON true""")
     # The CTE locks the first queued row that no other claimer holds (SKIP LOCKED), so
     # concurrent claimers neither block on nor share a row.
     claim = Statement(f"""

@@ -45,6 +45,13 @@ _CLAIMABLE_OF = """
         AND (max_running IS NULL OR max_running > (SELECT count(*) FROM jobs AS mine
             WHERE mine.owner = jobs.owner AND mine.state = 'RUNNING'))"""
 
+# The first claimable job at ``:rank`` in ``:pool`` of the user whose turn it is.
+FAIR_TURN = f"""
+    SELECT (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) FROM turns
+    WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
+        AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
+    ORDER BY served LIMIT 1"""
+
 
 class QueueStatements(RoleStatements):
     """The worker queue."""
@@ -58,8 +65,8 @@ class QueueStatements(RoleStatements):
     lock_running: ClassVar[Statement | None] = None
     # Fair share's claim (``QueueQueries._claim_fair``), in one transaction: the pool and
     # rank to serve, then the user whose turn it is, their first claimable job there
-    # taken and their turn advanced.
-    # (PostgreSQL's also takes the pool's lock: see ``PostgresStatements.fair_best``.)
+    # taken and their turn advanced. (PostgreSQL's is one statement under a lock:
+    # ``PostgresStatements.fair_claim``.)
     fair_best: ClassVar[Statement] = Statement(FAIR_BEST)
     # The same question outside any transaction and without a lock: on SQLite a fair
     # claim that finds nothing claimable (an idle worker's poll) ends there, having taken
@@ -71,13 +78,12 @@ class QueueStatements(RoleStatements):
     # The user's turn moves with the take (migration 0012's trigger).
     fair_take = Statement(f"""
         UPDATE jobs SET {TAKE}
-        WHERE id = coalesce((
-            SELECT (SELECT id {_CLAIMABLE_OF} ORDER BY id LIMIT 1) FROM turns
-            WHERE pool = :pool AND queued > 0 AND best_rank <= :rank
-                AND EXISTS (SELECT 1 {_CLAIMABLE_OF})
-            ORDER BY served LIMIT 1), :id)
-            AND state IN ('PENDING', 'RETRY')
+        WHERE id = coalesce(({FAIR_TURN}), :id) AND state IN ('PENDING', 'RETRY')
         RETURNING {JOB_COLUMNS}, max_running""")
+    # Where the dialect can (PostgreSQL), ``fair_best`` and ``fair_take`` as one statement
+    # after ``fair_lock``: see ``PostgresStatements.fair_claim``.
+    fair_lock: ClassVar[Statement | None] = None
+    fair_claim: ClassVar[Statement | None] = None
     running_of = Statement(
         "SELECT count(*) AS n FROM jobs WHERE owner = :owner AND state = 'RUNNING'"
     )
