@@ -70,7 +70,7 @@ lint: install
 # Python may write bytecode while the tests run, even where the machine says not to
 # (PYTHONDONTWRITEBYTECODE): otherwise each of the suite's processes (the pytest workers and
 # the vidq processes the tests start) compiles and assert-rewrites the same modules again.
-PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
+PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 $(BIN)/pytest
 PARALLEL := -n 4 --dist loadfile --no-loadscope-reorder
 test: install lint
 	$(PYTEST) -q $(PARALLEL)

@@ -38,7 +38,7 @@ import httpx
 
 from tests.support.loopback import serve_app
 from tests.support.processes import vidq_env, vidq_worker
-from tests.support.stores import Database
+from tests.support.stores import Database, mint_token
 from vidq.config import Settings
 
 _ENV_LOCK = threading.Lock()
@@ -97,24 +97,6 @@ def _collector(settings: Settings, store: Any, storage: Any, holder: str) -> Any
     return collector(settings, store, storage, holder)
 
 
-def _mint_token(store: Any, user: str, max_priority: int, **options: Any) -> str:
-    from vidq.api.auth import create_token
-    from vidq.store.base import Quota
-
-    quota = Quota(**{k: options.pop(k) for k in list(options) if k in _QUOTA})
-    return create_token(store, user, max_priority, quota=quota, **options)
-
-
-_QUOTA = (
-    "max_queued",
-    "max_running",
-    "rate_per_minute",
-    "daily_video_seconds",
-    "daily_gpu_seconds",
-    "weight",
-)
-
-
 # --- the stack ---------------------------------------------------------------------------------
 
 
@@ -169,7 +151,7 @@ class Stack:
         """A token minted on the store: ``admin``, ``worker``, ``pools`` and the quota
         (``max_queued``, ``max_running``, ``rate_per_minute``, ``daily_video_seconds``,
         ``daily_gpu_seconds``, ``weight``)."""
-        return _mint_token(self.store, user, max_priority, **options)
+        return mint_token(self.store, user, max_priority, **options)
 
     def client(self, token: str | None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -235,7 +217,7 @@ def stack(
         api = _build_api(settings)
         store, storage = api.backends.store, api.backends.storage
         cleanup.callback(store.close)
-        admin = api.admin_token or _mint_token(store, "admin", 1000, admin=True)
+        admin = api.admin_token or mint_token(store, "admin", 1000, admin=True)
         url = cleanup.enter_context(serve_app(api.app, tls=tls))
         running = Stack(
             url=url, data_dir=data_dir, settings=settings, store=store, storage=storage,

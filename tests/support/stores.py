@@ -53,3 +53,24 @@ def clients_of(url: str) -> int:
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def mint_token(store: Any, user: str, max_priority: int, **options: Any) -> str:
+    """A token minted on ``store`` as `vidq token create` makes one (that command has its
+    own tests: tests/acceptance/test_cli_server.py): ``admin``, ``worker``, ``pools`` and
+    the quota (``_QUOTA``)."""
+    from vidq.api.auth import create_token
+    from vidq.store.base import Quota
+
+    quota = Quota(**{k: options.pop(k) for k in list(options) if k in _QUOTA})
+    return create_token(store, user, max_priority, quota=quota, **options)
+
+
+_QUOTA = (
+    "max_queued",
+    "max_running",
+    "rate_per_minute",
+    "daily_video_seconds",
+    "daily_gpu_seconds",
+    "weight",
+)
