@@ -70,6 +70,9 @@ lint: install
 # Python may write bytecode while the tests run, even where the machine says not to
 # (PYTHONDONTWRITEBYTECODE): otherwise each of the suite's processes (the pytest workers and
 # the vidq processes the tests start) compiles and assert-rewrites the same modules again.
+# One OpenMP thread per process (OMP_NUM_THREADS=1): torch's threads spin while they wait
+# for each other when 4 test processes share 2 cores (bench/gpu_wan.py --tiny alone: 9.5
+# CPU-seconds with torch's 2 threads, 7.4 with 1, in the same wall time).
 PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 $(BIN)/pytest
 PARALLEL := -n 4 --dist loadfile --no-loadscope-reorder
 test: install lint
