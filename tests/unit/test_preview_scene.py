@@ -13,13 +13,8 @@ pytestmark = pytest.mark.unit
 
 def _plain(scene: _Scene, index: int, count: int) -> np.ndarray:
     """The formula over the whole frame, in float32, truncated to bytes at the end."""
-    t = index / max(1, count - 1)
-    shift = int(t * scene.width)
+    shift, cx, cy, radius = scene.motion(index, count)
     img = scene.gradient[:, shift : shift + scene.width].copy()
-    angle = scene.phase + t * 2 * np.pi * scene.speed
-    cx = scene.width * (0.5 + 0.3 * np.cos(angle))
-    cy = scene.height * (0.5 + 0.3 * np.sin(angle * 1.3))
-    radius = min(scene.width, scene.height) * 0.12
     inside = (scene.xx - cx) ** 2 + (scene.yy - cy) ** 2 < radius**2
     img[inside] = scene.disc_color
     img[scene.text] = 255.0

@@ -201,14 +201,17 @@ class _Scene:
         self._disc = self.disc_color.astype(np.uint8)
         self._text_at = np.flatnonzero(self.text)
 
-    def frame(self, index: int, count: int) -> Frame:
+    def motion(self, index: int, count: int) -> tuple[int, float, float, float]:
+        """Frame ``index`` of ``count``: the gradient's shift, the disc's centre and radius."""
         t = index / max(1, count - 1)
-        shift = int(t * self.width)
-        img = self._pixels[:, shift : shift + self.width].copy()
         angle = self.phase + t * 2 * np.pi * self.speed
         cx = self.width * (0.5 + 0.3 * np.cos(angle))
         cy = self.height * (0.5 + 0.3 * np.sin(angle * 1.3))
-        radius = min(self.width, self.height) * 0.12
+        return int(t * self.width), cx, cy, min(self.width, self.height) * 0.12
+
+    def frame(self, index: int, count: int) -> Frame:
+        shift, cx, cy, radius = self.motion(index, count)
+        img = self._pixels[:, shift : shift + self.width].copy()
         # the disc's box, a pixel wider on each side than it can reach
         x0, x1 = max(0, int(cx - radius) - 1), min(self.width, int(cx + radius) + 2)
         y0, y1 = max(0, int(cy - radius) - 1), min(self.height, int(cy + radius) + 2)
