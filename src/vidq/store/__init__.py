@@ -23,30 +23,32 @@ def open_store(url: str, *, migrate: bool = True, fair_share: bool = True) -> Jo
     else FIFO.
 
     StoreUnavailable if the database cannot be reached (callers may wait and retry)."""
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
+    if migrate:
+        _migrate(url)
+    if sqlite:
+        from vidq.store.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, fair_share=fair_share)
+    from vidq.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+
+    store: JobStore = PostgresStore.from_url(url, fair_share=fair_share)
+    return store
+
+
+def _migrate(url: str) -> None:
+    from vidq.store import migrate
+
+    if migrate.up_to_date(url):
+        return  # one query: Alembic and SQLAlchemy stay unloaded
     from sqlalchemy.exc import OperationalError
 
     try:
-        return _open(url, migrate=migrate, fair_share=fair_share)
+        migrate.upgrade(url)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise StoreUnavailable(f"cannot migrate the database: {reason[:300]}") from exc
-
-
-def _open(url: str, *, migrate: bool, fair_share: bool) -> JobStore:
-    from vidq.store.migrate import upgrade  # Alembic: loaded by the commands that open a store
-
-    if url.startswith("sqlite:///"):
-        from vidq.store.sqlite import SQLiteStore
-
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if migrate:
-            upgrade(url)
-        return SQLiteStore.from_url(url, fair_share=fair_share)
-    if url.startswith(("postgresql://", "postgres://")):
-        from vidq.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
-
-        if migrate:
-            upgrade(url)
-        store: JobStore = PostgresStore.from_url(url, fair_share=fair_share)
-        return store
-    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
