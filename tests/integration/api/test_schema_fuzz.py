@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from tests.support.stack import stack
@@ -29,7 +28,7 @@ def test_no_server_errors_over_the_openapi_schema(tmp_path: Path) -> None:
         for operation in operations:
             for mode in modes:
 
-                @given(data=st.data())
+                @given(case=operation.as_strategy(generation_mode=mode))
                 @settings(
                     max_examples=EXAMPLES,
                     deadline=None,
@@ -37,8 +36,7 @@ def test_no_server_errors_over_the_openapi_schema(tmp_path: Path) -> None:
                     database=None,
                     suppress_health_check=list(HealthCheck),
                 )
-                def run(data: st.DataObject) -> None:
-                    case = data.draw(operation.as_strategy(generation_mode=mode))  # noqa: B023
+                def run(case: schemathesis.Case) -> None:
                     response = case.call(
                         base_url=server.url,
                         headers={"Authorization": f"Bearer {token}"},
