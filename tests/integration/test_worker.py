@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
@@ -83,6 +86,46 @@ def test_engine_crash_fails_the_attempt_and_the_child_restarts(tmp_path: Path) -
     finally:
         killer.cancel()
         engine.stop()
+
+
+_FORK_SERVER_MAPS = """
+import json, os, sys
+from vidq.worker.child import EngineProcess
+engine = EngineProcess(sys.argv[1])
+try:
+    engine.start()
+except Exception as exc:  # the wan engine without weights: its fork server stays
+    print(type(exc).__name__, file=sys.stderr)
+(server,) = [
+    pid for pid in os.listdir("/proc") if pid.isdigit()
+    and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())
+    and b"multiprocessing.forkserver" in open(f"/proc/{pid}/cmdline", "rb").read()
+]
+maps = open(f"/proc/{server}/maps").read()
+print(json.dumps({lib: lib in maps for lib in ("libavcodec", "_multiarray_umath", "libtorch")}))
+engine.stop()
+"""
+
+
+@pytest.mark.parametrize(
+    ("engine", "held"),
+    [("preview", {"libavcodec": True, "_multiarray_umath": True, "libtorch": False}),
+     ("wan", {"libavcodec": False, "_multiarray_umath": False, "libtorch": False})],
+)  # fmt: skip
+def test_the_fork_server_holds_the_engines_imports_unless_they_load_a_gpu_library(
+    engine: str, held: dict[str, bool]
+) -> None:
+    """A worker's fork server imports the preview engine's module (FFmpeg, numpy) once, so
+    each engine child it forks starts without importing them; never torch, which an engine
+    child loads itself after it has chosen its GPU."""
+    if engine == "wan":
+        pytest.importorskip("torch")
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_SERVER_MAPS, engine],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == held
 
 
 def test_crash_is_retried_then_failed_after_max_attempts(

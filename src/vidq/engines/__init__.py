@@ -25,6 +25,7 @@ __all__ = [
     "EngineResult",
     "create_engine",
     "engine_options",
+    "preload_modules",
 ]
 
 ENGINES: dict[str, tuple[str, str]] = {  # name -> (module, class)
@@ -32,6 +33,18 @@ ENGINES: dict[str, tuple[str, str]] = {  # name -> (module, class)
     "wan": ("vidq.engines.wan", "WanEngine"),
     "comfyui": ("vidq.engines.comfyui", "ComfyUIEngine"),
 }
+
+
+# Engines whose modules load no GPU library. A worker's fork server imports them once, so
+# each engine child it forks (a fresh one after a crash, one per GPU slot) starts without
+# importing them again. The wan engine's module imports torch: that stays in the child,
+# after the child has chosen its GPU.
+FORK_SERVER_PRELOAD = ("preview", "comfyui")
+
+
+def preload_modules(name: str) -> list[str]:
+    """The modules a fork server may import ahead for engine ``name`` (see above)."""
+    return [ENGINES[name][0]] if name in FORK_SERVER_PRELOAD and name in ENGINES else []
 
 
 def engine_options(settings: BaseModel | None, pools: Iterable[str] = ()) -> dict[str, Any]:

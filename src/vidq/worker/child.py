@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 
 from pydantic import BaseModel
 
-from vidq.engines import engine_options
+from vidq.engines import engine_options, preload_modules
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, EngineError, LeaseLost
 from vidq.ops.logs import LogSetup, configure_logging
@@ -153,10 +153,11 @@ class EngineProcess:
         """Start the child and wait until its engine is loaded."""
         ctx = multiprocessing.get_context("forkserver")
         # The fork server (one per worker process, started at its first child) imports this
-        # module once, then forks each child: a new child skips Python's start-up and these
+        # module and the engine's own where that loads no GPU library (``preload_modules``)
+        # once, then forks each child: a new child skips Python's start-up and these
         # imports (about a second of CPU each). The server is a fresh process, started
         # before any engine ran, so it holds no threads, CUDA context or weights to fork.
-        ctx.set_forkserver_preload([__name__])
+        ctx.set_forkserver_preload([__name__, *preload_modules(self.engine_name)])
         parent, child = ctx.Pipe()
         proc = ctx.Process(
             target=_child_main,
