@@ -83,9 +83,12 @@ class FakeComfyUI:
         self.codec = "h264"
         self.step_delay = 0.0
         self.http_delay = 0.0
+        self.prompt_answer_delay = 0.0  # a queued prompt's answer comes this late
         self.prompts: list[dict[str, Any]] = []  # every accepted graph
         self.history: dict[str, dict[str, Any]] = {}
-        self.deleted: list[str] = []
+        self.deleted: list[str] = []  # history entries deleted
+        self.dequeued: list[str] = []  # pending prompts deleted from the queue
+        self.prompt_ids: list[str] = []  # every queued prompt's id
         self.interrupts = 0
         self.ws_connects = 0
         self._sockets: dict[str, web.WebSocketResponse] = {}
@@ -218,12 +221,14 @@ class FakeComfyUI:
                 "extra_info": {},
             }
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-        prompt_id = str(uuid.uuid4())
+        prompt_id = str(body.get("prompt_id") or uuid.uuid4())  # the client's, as ComfyUI
         self._number += 1
         self.prompts.append(graph)
+        self.prompt_ids.append(prompt_id)
         client_id = body.get("client_id")
         self._pending.append(prompt_id)
         asyncio.get_running_loop().create_task(self._execute(prompt_id, graph, client_id))
+        await asyncio.sleep(self.prompt_answer_delay)
         return web.json_response(
             {"prompt_id": prompt_id, "number": self._number, "node_errors": {}}
         )
@@ -276,7 +281,11 @@ class FakeComfyUI:
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
-        await request.json()
+        body = await request.json()
+        for pid in body.get("delete", []):
+            if pid in self._pending:
+                self._pending.remove(pid)
+                self.dequeued.append(pid)
         return web.Response(status=200)
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
@@ -306,6 +315,8 @@ class FakeComfyUI:
     async def _execute(self, pid: str, graph: dict[str, Any], cid: str | None) -> None:
         assert self._lock is not None
         async with self._lock:
+            if pid not in self._pending:
+                return  # deleted from the queue before it ran
             self._pending.remove(pid)
             self._running, self._interrupt = pid, False
             try:

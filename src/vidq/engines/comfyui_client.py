@@ -21,6 +21,8 @@ Failures (``EngineError`` is final for the job; anything else is retried by the 
 - ``execution_error``: ``ComfyUIExecutionError`` with ComfyUI's message (final), except
   out-of-memory; that and ``execution_interrupted`` are ``ComfyUIInterrupted`` (retried).
 - ``POST /prompt`` answers 400 (missing node pack or model file): ``ComfyUIRejected`` (final).
+  vidq chooses the prompt id, so a prompt whose ``POST /prompt`` answer was lost is
+  dequeued or interrupted, and its history removed, before the attempt fails.
 """
 
 from __future__ import annotations
@@ -207,10 +209,20 @@ class ComfyUISession:
         return f"{subfolder}/{body['name']}" if subfolder else str(body["name"])
 
     def submit(self, graph: dict[str, Any]) -> str:
-        r = self._request("POST", "/prompt", json={"prompt": graph, "client_id": self.client_id})
+        """Queue the workflow under a prompt id of our own (ComfyUI takes ``prompt_id`` in
+        the body), so that a prompt whose answer was lost (a timeout, a dropped connection)
+        is still known: it is dequeued or interrupted and its history removed."""
+        prompt_id = str(uuid.uuid4())
+        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        try:
+            r = self._request("POST", "/prompt", json=body)
+        except ComfyUIUnavailable:
+            self.stop(prompt_id)
+            self.forget(prompt_id)
+            raise
         if r.status_code != 200:
             raise ComfyUIRejected(f"ComfyUI rejected the workflow: {_rejection(r)}")
-        return str(r.json()["prompt_id"])
+        return str(r.json().get("prompt_id") or prompt_id)
 
     def history_entry(self, prompt_id: str) -> dict[str, Any]:
         entry = self._history(prompt_id)
@@ -343,12 +355,13 @@ class ComfyUISession:
                 self._connect(give_up)
                 return
             except ComfyUIUnavailable as exc:
-                if time.monotonic() + delay >= give_up:
+                left = give_up - time.monotonic()
+                if left <= 0:
                     raise ComfyUIUnavailable(
                         f"ComfyUI at {display_url(self.url)} stopped answering during prompt "
                         f"{prompt_id} and did not come back within {self.connect_wait:g} s"
                     ) from exc
-                time.sleep(delay)
+                time.sleep(min(delay, left))  # the last try is at ``give_up``
                 delay = min(delay * 2, 5.0)
 
     def _finished(self, prompt_id: str, *, check_queue: bool = False) -> bool:
