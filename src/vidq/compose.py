@@ -240,6 +240,7 @@ def worker_options(
         upload_retry_s=settings.worker.upload_retry_seconds,
         logs=log_setup(settings),
         name=name,
+        warmup=settings.worker.warmup,
     )
 
 

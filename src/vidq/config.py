@@ -191,6 +191,12 @@ class WorkerSettings(_Group):
         "set, else every GPU `nvidia-smi` lists) or GPU indices / UUIDs such as `0,1,3`. "
         "Unset: one job at a time, engines see the worker's devices.",
     )
+    warmup: bool = Field(
+        default=False,
+        description="Before its first claim a worker loads its engines (`/health` answers 503 "
+        '"warming" until then); with this, it also runs one tiny text-to-video generation '
+        "on each. A `--burst` worker loads on its first job instead, unless this is set.",
+    )
     max_jobs: int | None = Field(
         default=None,
         ge=1,

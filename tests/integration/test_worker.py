@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -14,11 +15,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from tests.support.wait import eventually
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
 from vidq.errors import EngineCrashed, StorageUnavailable, StoreUnavailable
 from vidq.jobs import JobState, NewJob, Ran
+from vidq.ops.metrics import WorkerMetrics
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import Lease
@@ -66,6 +70,57 @@ def test_burst_worker_completes_jobs_and_uploads_per_attempt(
         assert job.result_key == f"outputs/free/{job_id}_0_Preview_T2V_00001.mp4"
         assert storage.exists(job.result_key)
         assert job.result_meta["frames"] == 17
+
+
+def test_a_worker_loads_its_engine_before_its_first_claim(
+    backends: tuple[SQLiteStore, LocalBlobStore],
+) -> None:
+    """A (non-burst) worker starts its engine child before it claims anything: ``/health``
+    says "warming" until then, and the startup metric holds how long it took; the first
+    job then finds the engine loaded."""
+    store, storage = backends
+    registry = CollectorRegistry()
+    worker = Worker(
+        LocalSource(store, storage), options(burst=False, poll_s=0.05), WorkerMetrics(registry)
+    )
+    assert worker.unhealthy() == f"{worker.name}: warming (loading its engines)"
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        eventually(lambda: worker.ready_at is not None, 30, what="the worker to be ready")
+        assert worker._engines["preview"].alive  # loaded, and no job was queued
+        startup = registry.get_sample_value("vidq_worker_startup_seconds", {"slot": "cpu"})
+        assert startup == pytest.approx(worker.ready_at - worker.started)  # type: ignore[operator]
+        job_id = new_job(store)
+        eventually(lambda: store.get(job_id).state is JobState.COMPLETED, 30)  # type: ignore[union-attr]
+    finally:
+        worker.stop()
+        thread.join(30)
+
+
+def test_warmup_runs_a_tiny_generation_and_a_burst_worker_loads_on_its_first_job(
+    backends: tuple[SQLiteStore, LocalBlobStore],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, storage = backends
+    starts: list[str] = []
+    real_start = EngineProcess.start
+
+    def start(self: EngineProcess) -> None:
+        starts.append(self.engine_name)
+        real_start(self)
+
+    monkeypatch.setattr(EngineProcess, "start", start)
+    # A burst worker on an empty queue exits without loading anything.
+    assert Worker(LocalSource(store, storage), options()).run() == 0
+    assert starts == []
+    # With warmup it loads and runs one tiny text-to-video job first (then finds no job).
+    caplog.set_level(logging.INFO, logger="vidq.worker.runner")
+    assert Worker(LocalSource(store, storage), options(warmup=True)).run() == 0
+    assert starts == ["preview"]
+    assert "engine preview warm-up run (wan22-fast-t2v) took" in caplog.text
+    assert store.get(1) is None  # the warm-up is no job of the queue's
 
 
 def test_engine_crash_fails_the_attempt_and_the_child_restarts(tmp_path: Path) -> None:

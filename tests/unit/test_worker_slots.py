@@ -119,7 +119,8 @@ def test_max_idle_counts_from_the_last_work_of_any_slot() -> None:
 
 
 def test_health_route_follows_the_slots_last_answer_from_the_store() -> None:
-    """`/health` on `--metrics-port`: 503 until every slot got an answer from its store,
+    """`/health` on `--metrics-port`: 503 "warming" until every slot loaded its engines,
+    503 until every slot got an answer from its store,
     200 while the answers are recent, 503 with the silent slot's name after three leases
     (at least a minute); `/metrics` is served next to it, other paths are 404."""
     import time
@@ -143,6 +144,12 @@ def test_health_route_follows_the_slots_last_answer_from_the_store() -> None:
     def health() -> httpx.Response:
         return httpx.get(f"{url}/health", timeout=5)
 
+    warming = health()
+    assert warming.status_code == 503 and warming.json()["detail"].endswith(
+        "warming (loading its engines)"
+    )
+    for slot in slots:
+        slot.ready_at = time.monotonic()  # as ``_warm`` leaves it
     first = health()
     assert first.status_code == 503 and "has not reached its job store" in first.json()["detail"]
     now = time.monotonic()

@@ -52,6 +52,14 @@ def worker(
         bool | None,
         typer.Option("--insecure-http", help="Remote worker: allow http:// beyond loopback."),
     ] = None,
+    warmup: Annotated[
+        bool | None,
+        typer.Option(
+            "--warmup",
+            help="Also run one tiny generation on each engine before the first claim "
+            "(VIDQ_WARMUP).",
+        ),
+    ] = None,
     init: Init = False,
 ) -> None:
     """Run one worker process on the configured job store and storage (it also runs the
@@ -64,7 +72,7 @@ def worker(
         worker={
             "pools": pools, "metrics_port": metrics_port, "gpus": gpus, "max_jobs": max_jobs,
             "max_idle_seconds": max_idle, "server": server, "worker_token": token,
-            "insecure_http": insecure_http,
+            "insecure_http": insecure_http, "warmup": warmup,
         },
     )  # fmt: skip
     configure_logging(settings)

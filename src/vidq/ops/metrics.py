@@ -197,6 +197,12 @@ class WorkerMetrics:
             "vidq_worker_busy", "Jobs this process's workers are running now.", ["pool"],
             registry=registry,
         )  # fmt: skip
+        self.startup = Gauge(
+            "vidq_worker_startup_seconds",
+            "Seconds from a worker slot's start until it was ready to claim (its engines "
+            "loaded; with --warmup, a first generation run).",
+            ["slot"], registry=registry,
+        )  # fmt: skip
         self._lock = threading.Lock()
 
     def attempt(self, pool: str, outcome: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from vidq.catalog import Model, get_model
+from vidq.catalog import DURATION_MIN, MODELS, SIDE_MIN, Family, Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Ran
@@ -45,6 +45,12 @@ from vidq.worker.limits import RunLimits
 from vidq.worker.ports import Attempt, Reaper, Source
 
 log = logging.getLogger(__name__)
+
+# The ``warmup`` generation: the smallest text-to-video job a model takes.
+WARMUP_INPUTS = {
+    "prompt": "warm-up", "width": SIDE_MIN, "height": SIDE_MIN, "duration": DURATION_MIN,
+    "seed": 0,
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +73,7 @@ class WorkerOptions:
     retry_backoff_max_s: float = 60.0
     name: str = ""
     gpu: str | None = None  # the GPU slot's device (CUDA_VISIBLE_DEVICES of its engines)
+    warmup: bool = False  # also run one tiny text-to-video generation before the first claim
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, with jitter so that jobs
@@ -101,6 +108,11 @@ class Worker:
         # time.monotonic() of the last answer from the store (or the API): a claim, a wait
         # or a heartbeat. None until the first; read by the health route (``unhealthy``).
         self.last_contact: float | None = None
+        # Warm-up (``_warm``): the engine being loaded, and when the worker became ready
+        # (its engines loaded) to claim; read by ``unhealthy`` and the startup metric.
+        self.started = time.monotonic()
+        self.ready_at: float | None = None
+        self._warming = "its engines"
         self._last_reap = 0.0
         self._ran = Ran()  # what the current attempt's engine used so far (one job at a time)
 
@@ -126,6 +138,7 @@ class Worker:
         done = 0
         log.info("worker started", extra={"worker": self.name, "pools": self.options.pools})
         try:
+            self._warm()
             while not self._stopping.is_set():
                 self._maybe_reap()
                 if not self.limits.begin_claim():
@@ -166,12 +179,68 @@ class Worker:
         API), and for as long as a claim or heartbeat got an answer within the last
         ``3 * lease`` seconds (at least a minute: a long-poll or a slow claim is not a
         failure). A readiness probe on ``/health`` of ``--metrics-port`` reads it."""
+        if self.ready_at is None:
+            return f"{self.name}: warming (loading {self._warming})"
         if self.last_contact is None:
             return f"{self.name}: has not reached its job store yet"
         silent = time.monotonic() - self.last_contact
         if silent > max(60.0, 3 * self.options.lease_s):
             return f"{self.name}: no answer from its job store for {silent:.0f} s"
         return None
+
+    def _warm(self) -> None:
+        """Load every engine this worker runs before its first claim, so that no user's job
+        waits for a load and ``/health`` says "warming" until the worker can serve; with
+        ``warmup``, also run one tiny text-to-video generation on each engine that serves a
+        text-to-video pool (the first run of a pipeline is slower than the next). A burst
+        worker (drain the queue, then exit) loads on its first job instead, unless
+        ``warmup``. An engine that fails to load here is logged; its first job tries
+        again and fails as it would have."""
+        if not self.options.burst or self.options.warmup:
+            for name in dict.fromkeys(self._engine_name(p) for p in self.options.pools):
+                if self._stopping.is_set():
+                    break
+                self._warming = f"engine {name}"
+                try:
+                    engine = self._engine_process(name)
+                    engine.ready()
+                    if self.options.warmup:
+                        self._warm_run(name, engine)
+                except (EngineFailed, EngineCrashed, LeaseLost) as exc:
+                    log.warning(
+                        "engine %s did not warm up: %s", name, exc.message or type(exc).__name__,
+                        extra={"worker": self.name},
+                    )  # fmt: skip
+        self.ready_at = time.monotonic()
+        startup = self.ready_at - self.started
+        if self.metrics is not None:
+            self.metrics.startup.labels(self._slot()).set(startup)
+        log.info("worker ready in %.2f s", startup, extra={"worker": self.name})
+
+    def _warm_run(self, name: str, engine: EngineProcess) -> None:
+        model = next(
+            (m for m in MODELS.values() if m.family is Family.T2V and m.pool in self.options.pools
+             and self._engine_name(m.pool) == name),
+            None,
+        )  # fmt: skip
+        if model is None:
+            log.info("engine %s serves no text-to-video pool: loaded, not run", name)
+            return
+        with tempfile.TemporaryDirectory(prefix="vidq-warmup-") as workdir:
+            job = EngineJob(
+                request_id=0, model_id=model.id, family=model.family.value,
+                variant=model.variant, inputs=dict(WARMUP_INPUTS), files={},
+                output_path=str(Path(workdir) / "warmup.mp4"), steps=model.steps,
+            )  # fmt: skip
+            started = time.monotonic()
+            engine.run(job, lambda done, total: None, self._stopping.is_set)
+        log.info(
+            "engine %s warm-up run (%s) took %.2f s", name, model.id, time.monotonic() - started,
+            extra={"worker": self.name},
+        )  # fmt: skip
+
+    def _slot(self) -> str:
+        return f"gpu{self.options.gpu}" if self.options.gpu is not None else "cpu"
 
     def _backing_off(self) -> bool:
         """Whether this worker's pools still hold queued jobs it could not claim (retries
@@ -330,14 +399,7 @@ class Worker:
         cancel: threading.Event,
     ) -> EngineResult:
         name = self._engine_name(attempt.job.pool)
-        engine = self._engines.get(name)
-        if engine is None:
-            pools = [p for p in self.options.pools if self._engine_name(p) == name]
-            settings = self.options.engine_settings.get(name)
-            engine = EngineProcess(
-                name, settings, pools, logs=self.options.logs, gpu=self.options.gpu
-            )
-            self._engines[name] = engine
+        engine = self._engine_process(name)
         last = [0.0]
 
         def on_progress(done: int, total: int) -> None:
@@ -360,6 +422,18 @@ class Worker:
             return engine.run(engine_job, on_progress, should_abort)
         finally:  # a failed or stopped run used the device too
             self._ran = Ran(time.monotonic() - started, self._device(name))
+
+    def _engine_process(self, name: str) -> EngineProcess:
+        """The child of engine ``name`` for this worker's pools (created, not started)."""
+        engine = self._engines.get(name)
+        if engine is None:
+            pools = [p for p in self.options.pools if self._engine_name(p) == name]
+            settings = self.options.engine_settings.get(name)
+            engine = EngineProcess(
+                name, settings, pools, logs=self.options.logs, gpu=self.options.gpu
+            )
+            self._engines[name] = engine
+        return engine
 
     def _device(self, engine: str) -> str:
         """The device an attempt ran on: its GPU slot's (``cuda:N``), else the engine's
