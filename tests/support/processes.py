@@ -9,7 +9,6 @@ import dataclasses
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 
 from tests.support.stores import Database, mint_token
+from tests.support.tls import client_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,7 +121,7 @@ class Server:
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        verify: Any = ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
+        verify = client_tls(self.ca)
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=verify)
 
     def worker(self, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
@@ -161,7 +161,7 @@ def serve(
     )
     log.close()
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    verify: Any = ssl.create_default_context(cafile=str(tls[0])) if tls else True
+    verify = client_tls(tls[0] if tls else None)
     admin = ""
     deadline = time.monotonic() + 60
     assert proc.stdout is not None

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ import httpx
 from tests.support.loopback import serve_app
 from tests.support.processes import vidq_env, vidq_worker
 from tests.support.stores import Database, mint_token
+from tests.support.tls import client_tls
 from vidq.config import Settings
 
 _ENV_LOCK = threading.Lock()
@@ -155,7 +155,7 @@ class Stack:
 
     def client(self, token: str | None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        verify: Any = ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
+        verify = client_tls(self.ca)
         options: dict[str, Any] = {"timeout": 30, "verify": verify, **kwargs}
         return httpx.Client(base_url=self.url, headers=headers, **options)
 
