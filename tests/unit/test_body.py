@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vidq.api.parsing.body import MAX_DEPTH, MAX_INT_DIGITS, check_fields_size, parse
+from vidq.api.parsing.body import (
+    _SCAN_DEPTH,
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    check_fields_size,
+    parse,
+)
 from vidq.errors import InvalidInput, PayloadTooLarge
 
 LIMIT = 256 * 1024
@@ -27,6 +33,37 @@ def test_depth_is_allowed_up_to_the_limit() -> None:
         parse(nested(MAX_DEPTH + 1), LIMIT)
     assert err.value.detail[0]["loc"] == ["body", "a", *[0] * (MAX_DEPTH - 1)]
     assert err.value.detail[0]["type"] == "json_depth"
+
+
+def test_nesting_past_the_scan_depth_never_reaches_json_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """json.loads recurses per level; near the recursion limit a finalizer that runs
+    meanwhile fails as an unraisable RecursionError (seen once in a full run, from the
+    100k-deep case of test_hostile_inputs). Such bodies are refused by a scan first."""
+    real = json.loads
+    depths: list[int] = []
+
+    def loads(text: str, **kwargs: Any) -> Any:
+        depths.append(text.count("["))
+        return real(text, **kwargs)
+
+    monkeypatch.setattr("vidq.api.parsing.body.json.loads", loads)
+    with pytest.raises(InvalidInput, match=f"deeper than {MAX_DEPTH}") as err:
+        parse(nested(100_000), LIMIT)
+    assert err.value.detail[0]["loc"] == ["body"] and depths == []
+    with pytest.raises(InvalidInput) as err:  # up to the scan depth, the place is named
+        parse(nested(_SCAN_DEPTH), LIMIT)
+    assert err.value.detail[0]["loc"] == ["body", "a", *[0] * (MAX_DEPTH - 1)]
+    assert depths == [_SCAN_DEPTH - 1]
+
+
+@pytest.mark.parametrize(
+    "prompt", ["[" * 600, "]" * 600 + "[" * 600, '\\"' + "[" * 600, '[\\"]' * 600]
+)
+def test_brackets_inside_strings_are_no_nesting(prompt: str) -> None:
+    raw = json.dumps({"prompt": prompt, "a": [[1]]}).encode()
+    assert parse(raw, LIMIT).data == {"prompt": prompt, "a": [[1]]}
 
 
 def test_integers_up_to_20_digits() -> None:

@@ -44,6 +44,13 @@ from vidq.media.inputs import MEDIA_FIELDS
 MAX_DEPTH = 32  # far more than any model option needs; pydantic fails past ~250
 MAX_INT_DIGITS = 20  # every int64 and uint64
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# json.loads recurses once per nesting level. A body nested near the recursion limit
+# stops it with RecursionError, but a finalizer that runs meanwhile (a garbage
+# collection, a socket closed from another thread's garbage) fails too, as an "exception
+# ignored" and whatever it was to clean up. So nesting past this is refused before
+# json.loads, by a scan that does not recurse; up to it, ``_walk`` names where.
+_SCAN_DEPTH = 512  # json.loads parses 512 levels well within the recursion limit
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a string (skipped whole), a bracket
 _LOC_KEY_MAX = 100  # a key is echoed in an error's loc at most this long
 
 
@@ -96,7 +103,8 @@ def parse(raw: bytes, max_fields_bytes: int) -> JsonBody:
     # strings those belong to the fields apart from media (media strings hold at most a
     # few), so more of them than the limit's bytes is over it. Counting first bounds the
     # objects json.loads would build: '[{},{},...' in a 64 MB body is 21 million dicts.
-    if raw.count(b"[") + raw.count(b"{") + raw.count(b",") > max_fields_bytes:
+    opening = raw.count(b"[") + raw.count(b"{")
+    if opening + raw.count(b",") > max_fields_bytes:
         raise PayloadTooLarge(_over(max_fields_bytes))
     try:
         text = raw.decode("utf-8")
@@ -104,12 +112,12 @@ def parse(raw: bytes, max_fields_bytes: int) -> JsonBody:
         raise _invalid(f"the body is not valid UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise _invalid("Field required", "missing")
+    if opening > _SCAN_DEPTH and _deeper_than(text, _SCAN_DEPTH):
+        raise _invalid(f"nested deeper than {MAX_DEPTH}", "json_depth")
     try:
         data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         raise _invalid(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except RecursionError:
-        raise _invalid(f"nested deeper than {MAX_DEPTH}", "json_depth") from None
     if not isinstance(data, dict):
         if isinstance(data, _Refused):
             raise _invalid(data.message, data.kind)
@@ -119,6 +127,22 @@ def parse(raw: bytes, max_fields_bytes: int) -> JsonBody:
         _check_string(key, [key])
         sizes[key] = _json_size(key) + 1 + _walk(value, [key])
     return JsonBody(data, sizes)
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether the JSON ``text`` opens more than ``limit`` containers inside each other
+    (brackets inside strings do not count). Iterative; one step per string and bracket,
+    and ``parse`` bounds the brackets by the fields limit before it calls this."""
+    depth = 0
+    for match in _TOKEN.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _walk(value: Any, loc: list[str | int]) -> int:
