@@ -241,6 +241,7 @@ def worker_options(
         logs=log_setup(settings),
         name=name,
         warmup=settings.worker.warmup,
+        preview_interval_s=settings.worker.preview_interval,
     )
 
 

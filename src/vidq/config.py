@@ -197,6 +197,12 @@ class WorkerSettings(_Group):
         '"warming" until then); with this, it also runs one tiny text-to-video generation '
         "on each. A `--burst` worker loads on its first job instead, unless this is set.",
     )
+    preview_interval: float = Field(
+        default=2.0,
+        ge=0,
+        description="While a job runs, its engine shows the video so far as a live preview "
+        "(the status's `preview`) at most once per this many seconds; 0: no previews.",
+    )
     max_jobs: int | None = Field(
         default=None,
         ge=1,

@@ -227,6 +227,24 @@ def output_attempt(job: Attempted, key: str) -> int | None:
     return int(attempt)
 
 
+PREVIEW_PREFIX = "previews/"
+PREVIEW_TYPE = "image/webp"  # an animated WebP of the video so far (engines/previews.py)
+
+
+def preview_key(job: Attempted) -> str:
+    """``previews/<id>_<attempt>.webp``: the live preview of one attempt of ``job``, written
+    over while it runs and deleted when it ends (or by retention, after a killed worker)."""
+    return f"{PREVIEW_PREFIX}{job.id}_{job.attempt:05d}.webp"
+
+
+def preview_attempt(key: str) -> tuple[int, int] | None:
+    """(job id, attempt) of a preview key, or None if ``key`` is not one."""
+    if not key.startswith(PREVIEW_PREFIX) or not key.endswith(".webp"):
+        return None
+    job_id, _, attempt = key[len(PREVIEW_PREFIX) : -len(".webp")].partition("_")
+    return (int(job_id), int(attempt)) if job_id.isdigit() and attempt.isdigit() else None
+
+
 # -- a user's folder (the API stores inputs and uploads under it) ----------------------
 def user_folder(user: str) -> str:
     """A storage-safe folder name for a user (names may hold any character):

@@ -23,6 +23,10 @@ VERSION = 1
 PREFIX = "/worker/v1"
 MAX_WAIT_S = 30.0  # the longest long-poll of a claim
 MAX_PARTS = 10_000  # S3's limit on the parts of a multipart upload
+# A live preview is PUT as its raw bytes (``PUT /jobs/{id}/preview?step=N``), an animated
+# WebP of at most MAX_PREVIEW_BYTES, fenced by the lease token in this header.
+LEASE_HEADER = "X-Vidq-Lease-Token"
+MAX_PREVIEW_BYTES = 2 << 20
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 PoolName = Annotated[str, Field(min_length=1, max_length=100)]

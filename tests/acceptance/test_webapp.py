@@ -241,7 +241,7 @@ def test_sign_in_generate_history_and_sign_out(
     expect(page.get_by_label("Width", exact=True)).to_have_value("128")
 
     # The progress came from the status stream; the token never appears in a URL.
-    assert any(u.endswith("/status/stream") for u in page.urls)  # type: ignore[attr-defined]
+    assert any(u.endswith("/status/stream?previews=true") for u in page.urls)  # type: ignore[attr-defined]
     assert not [u for u in page.urls if token in u]  # type: ignore[attr-defined]
     # Signing out forgets the token.
     page.get_by_role("button", name="Sign out").click()
@@ -268,11 +268,12 @@ def test_a_hostile_prompt_is_text(page: Page, server: Stack, shots: Path) -> Non
     token = user_token(server, "mallory")
     sign_in(page, server, token)
     # No status stream here (a proxy that buffers it, say): the page falls back to polling.
-    page.route("**/status/stream", lambda route: route.abort())
+    page.route(re.compile(r"/status/stream(\?|$)"), lambda route: route.abort())
     fill_form(page, "wan22-fast-t2v", {**SMALL, "Prompt": XSS})
     played = generate_and_play(page)
     assert abs(played["duration"] - FRAMES_1S / 16) < 0.1
-    assert any("/requests/" in u and u.split("/requests/")[1].isdigit() for u in page.urls)  # type: ignore[attr-defined]
+    polls = [u for u in page.urls if re.search(r"/requests/\d+$", u) and "/queue/" not in u]  # type: ignore[attr-defined]
+    assert polls, page.urls  # type: ignore[attr-defined]
     page.get_by_role("link", name="History").click()
     prompt = page.locator(".requests .prompt").first
     expect(prompt).to_have_text(XSS)
@@ -418,6 +419,37 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
         timeout=12_000,
     )
     page.screenshot(path=shots / "07-dashboard.png", full_page=True)
+
+
+def test_the_live_panel_shows_the_preview_moving_then_the_video(
+    page: Page, tmp_path: Path, shots: Path
+) -> None:
+    """The playground's live panel shows the running job's preview (the status stream's
+    preview events), a later step replaces it, and the player takes its place at the end;
+    under the page's CSP, with no request beyond this server."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    with stack(tmp_path / "data", preview_step_seconds=0.6, preview_interval=0.5) as s:
+        sign_in(page, s, s.token("alice"))
+        fill_form(page, "wan22-fast-t2v", {**SMALL, "Duration": "2"})
+        page.get_by_role("button", name="Generate").click()
+        preview = page.locator(".run .live-preview")
+        expect(preview).to_be_visible(timeout=60_000)
+        image = preview.get_by_role("img", name="Live preview of the video so far")
+        page.wait_for_function(
+            "() => { const i = document.querySelector('.run .live-preview img');"
+            " return i && i.complete && i.naturalWidth > 0 }"
+        )
+        first = preview.locator("figcaption").inner_text()
+        assert re.fullmatch(r"Preview at step \d+", first), first
+        src = image.get_attribute("src") or ""
+        assert src.startswith(s.url + "/files/") and "/previews/" in src
+        page.screenshot(path=shots / "09-live-preview.png")
+        expect(preview.locator("figcaption")).not_to_have_text(first, timeout=30_000)
+        expect(page.locator(".run video")).to_be_visible(timeout=60_000)
+        expect(preview).to_be_hidden()
+        assert all(u.startswith(s.url) or u.startswith("data:") for u in page.urls)  # type: ignore[attr-defined]
+    assert not [e for e in errors if "Content Security Policy" in e], errors
 
 
 def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: Stack, shots: Path) -> None:

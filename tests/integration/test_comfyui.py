@@ -6,6 +6,9 @@ right job state."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import struct
 import threading
 import time
 import wave
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.fake_comfyui import FakeComfyUI
+from tests.support.fake_comfyui import FakeComfyUI, preview_colour
 from tests.support.media import probe_mp4, result_mp4
 from tests.support.processes import free_port
 from tests.support.stack import Stack, stack
@@ -31,6 +34,7 @@ from vidq.engines.comfyui_client import (
     ComfyUIRejected,
     ComfyUITimeout,
     ComfyUIUnavailable,
+    preview_frame,
 )
 from vidq.errors import EngineError, LeaseLost
 from vidq.jobs import NewJob
@@ -117,6 +121,57 @@ def test_t2v_runs_the_workflow_reports_progress_and_cleans_up(
     texts = [n["inputs"]["text"] for n in graph.values() if n["class_type"] == "CLIPTextEncode"]
     assert texts[0] == 'a "quoted" {{prompt}} fox'  # spliced as data, not re-templated
     assert result.meta["prompt_id"] in comfy.deleted and not comfy.history
+
+
+class Shown:
+    """``Previews`` that keeps what an engine shows (always due)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, list[np.ndarray]]] = []
+
+    def due(self) -> bool:
+        return True
+
+    def publish(self, frames: Any, step: int) -> None:
+        self.frames.append((step, [np.asarray(f) for f in frames]))
+
+
+@pytest.mark.parametrize("method", ["image", "metadata"])
+def test_comfyuis_preview_images_are_shown_with_their_step(
+    comfy: FakeComfyUI, tmp_path: Path, method: str
+) -> None:
+    comfy.preview_method = method
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=96, seed=1)
+    engine = _engine(comfy)
+    engine.load()
+    shown = Shown()
+    engine.run(job, lambda k, n: None, shown)
+    assert comfy.previews_sent == 4
+    assert [step for step, _ in shown.frames] == [1, 2, 3, 4]
+    for step, (frame,) in shown.frames:
+        assert frame.shape == (32, 48, 3)
+        assert np.abs(frame[16, 24].astype(int) - preview_colour(step)).max() <= 8  # a JPEG
+
+
+def test_no_previews_without_comfyuis_preview_method(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    job = _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=96, seed=1)
+    engine = _engine(comfy)
+    engine.load()
+    shown = Shown()
+    engine.run(job, lambda k, n: None, shown)
+    assert comfy.previews_sent == 0 and shown.frames == []
+
+
+def test_preview_messages_that_are_not_ours_or_not_images_are_ignored() -> None:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(jpeg, format="JPEG")
+    meta = json.dumps({"prompt_id": "other"}).encode()
+    assert preview_frame(struct.pack(">II", 4, len(meta)) + meta + jpeg.getvalue(), "p1") is None
+    assert preview_frame(struct.pack(">II", 3, 1) + b"text", "p1") is None  # not a preview
+    assert preview_frame(struct.pack(">II", 1, 1) + b"not a jpeg", "p1") is None
+    assert preview_frame(b"\x00\x00", "p1") is None
+    frame = preview_frame(struct.pack(">II", 1, 1) + jpeg.getvalue(), "p1")
+    assert frame is not None and frame.shape == (8, 8, 3)
 
 
 def test_i2v_and_first_last_frame_upload_their_images(comfy: FakeComfyUI, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vidq.jobs import JobState, NewJob
+from vidq.jobs import JobState, NewJob, preview_key
 from vidq.ops.retention import Collector, RetentionPolicy
 from vidq.storage.local import LocalBlobStore
 from vidq.store import JobStore, open_store
@@ -52,5 +52,37 @@ def test_the_collector_deletes_only_what_it_marked(tmp_path: Path) -> None:
         assert again is not None and again.state is JobState.PENDING
         assert again.inputs_expired_at is None
         assert blobs.get_bytes(key) == b"an image"  # the retried job still has its input
+    finally:
+        store.close()
+
+
+def test_the_collector_deletes_the_previews_of_attempts_no_longer_running(tmp_path: Path) -> None:
+    """A worker killed mid-job leaves its live preview: the collector deletes it once its
+    attempt is not running (the next attempt's is kept)."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    try:
+        new = NewJob(user="alice", model_id="wan22-fast-t2v", pool=POOL, tier=0, priority=0,
+                     inputs={"prompt": "p"}, max_attempts=3)  # fmt: skip
+        job = store.enqueue(new)
+        first = store.claim([POOL], "w", 30)
+        assert first is not None
+        old = preview_key(first.job)
+        blobs.put_bytes(old, b"RIFF....WEBP", "image/webp")
+        assert store.preview(job.id, first.lease_token, old, 1)
+        collector = Collector(store, blobs, RetentionPolicy(), "gc")
+        assert collector.collect().previews_deleted == 0  # its attempt is running: kept
+        assert blobs.keys("previews/") == [old]
+        # the worker dies; its lease is given up and the job runs again
+        assert store.fail(job.id, first.lease_token, "lost", "engine", retry=True)
+        second = store.claim([POOL], "w", 30)
+        assert second is not None and second.job.attempt == 2
+        new_key = preview_key(second.job)
+        blobs.put_bytes(new_key, b"RIFF....WEBP", "image/webp")
+        blobs.put_bytes("previews/junk.webp", b"x", "image/webp")
+        assert collector.dry_run().would_delete == sorted([old, "previews/junk.webp"])
+        report = collector.collect()
+        assert report.previews_deleted == 2
+        assert blobs.keys("previews/") == [new_key]
     finally:
         store.close()

@@ -523,6 +523,30 @@ def test_lease_token_fences_every_update(store: JobStore) -> None:
     assert not store.heartbeat(job.id, token, 30)
 
 
+def test_a_live_preview_is_fenced_shown_while_running_and_cleared_by_the_next_claim(
+    store: JobStore,
+) -> None:
+    job = store.enqueue(new(max_attempts=3))
+    first = store.claim([POOL], "w", 30)
+    assert first is not None
+    assert store.job_status(job.id, "alice").preview is None  # type: ignore[union-attr]
+    assert not store.preview(job.id, "stale", "previews/1_00001.webp", 2)
+    assert store.preview(job.id, first.lease_token, "previews/1_00001.webp", 2)
+    before = store.now()
+    assert store.preview(job.id, first.lease_token, "previews/1_00001.webp", 3)
+    shown = store.job_status(job.id, "alice")
+    assert shown is not None and shown.preview is not None
+    assert (shown.preview.key, shown.preview.step) == ("previews/1_00001.webp", 3)
+    assert before - 1 <= shown.preview.at <= store.now() + 1  # the database clock
+    assert store.job_status(job.id, "bob") is None  # another user's: not even the job
+    # The attempt ends; the next attempt starts without the last one's preview.
+    assert store.fail(job.id, first.lease_token, "flaky", "engine", retry=True, retry_after_s=0)
+    assert not store.preview(job.id, first.lease_token, "previews/1_00001.webp", 4)
+    second = store.claim([POOL], "w", 30)
+    assert second is not None and second.job.id == job.id
+    assert store.job_status(job.id, "alice").preview is None  # type: ignore[union-attr]
+
+
 def test_fail_retries_while_attempts_remain(store: JobStore) -> None:
     job = store.enqueue(new(max_attempts=2))
     first = store.claim([POOL], "w", 30)

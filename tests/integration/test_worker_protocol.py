@@ -5,6 +5,7 @@ token's role, and 422s that name the field."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from tests.support.loopback import serve_app
 from tests.support.servers import SeaweedServer
@@ -30,6 +32,7 @@ from vidq.store import open_store
 from vidq.store.sql import SQLStore
 from vidq.worker.remote import RemoteAPI, RemoteSource, check_server_url
 from vidq.worker.runner import Worker, WorkerOptions
+from vidq.worker_protocol import LEASE_HEADER, MAX_PREVIEW_BYTES
 
 T2V = "wan22-fast-t2v"
 POOL = "wan22-t2v"
@@ -222,6 +225,7 @@ WORKER_ROUTES = [
      {"lease_token": "t", "key": "k", "size": 1, "sha256": "0" * 64}),
     ("POST", "/worker/v1/jobs/1/complete",
      {"lease_token": "t", "key": "k", "size": 1, "sha256": "0" * 64}),
+    ("PUT", "/worker/v1/jobs/1/preview", None),
 ]  # fmt: skip
 
 
@@ -441,5 +445,91 @@ def test_a_remote_worker_reports_what_each_attempt_ran(tmp_path: Path) -> None:
             assert 4 * 0.2 <= plain["gpu_seconds"] < 30
             assert retried["attempts"] == 2 and retried["device"] == "cpu"
             assert retried["gpu_seconds"] >= 1.5 + 4 * 0.2  # the failed attempt's time counts
+    finally:
+        store.close()
+
+
+def _webp(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), color).save(out, format="WEBP")
+    return out.getvalue()
+
+
+def test_a_preview_is_put_fenced_checked_and_deleted_with_the_attempts_end(api: Api) -> None:
+    rid = api.submit()
+    job = api.claim()["job"]
+    path = f"/worker/v1/jobs/{rid}/preview"
+    auth = {"Authorization": f"Bearer {api.worker}", "Content-Type": "image/webp"}
+
+    def put(data: bytes, lease: str | None = job["lease_token"], step: int = 1) -> httpx.Response:
+        headers = {**auth, **({LEASE_HEADER: lease} if lease is not None else {})}
+        return api.client.put(f"{path}?step={step}", content=data, headers=headers)
+
+    r = put(_webp(), lease=None)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", LEASE_HEADER]
+    assert put(_webp(), lease="stale").status_code == 409
+    r = put(b"GIF89a" + bytes(100))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert put(b"RIFF\0\0\0\0WEBP" + bytes(MAX_PREVIEW_BYTES)).status_code == 413
+    assert put(_webp(), step=-1).status_code == 422
+    assert api.blobs.keys("previews/") == []  # nothing refused was stored
+    assert put(_webp(), step=2).json() == {"ok": True}
+    assert put(_webp((0, 0, 200)), step=3).json() == {"ok": True}  # over the last one
+    status = api.call(api.user, "GET", f"/queue/{T2V}/requests/{rid}/status").json()
+    shown = status["preview"]
+    assert shown["step"] == 3 and shown["content_type"] == "image/webp"
+    got = api.client.get(urlsplit(shown["url"]).path + "?" + urlsplit(shown["url"]).query)
+    assert got.status_code == 200 and got.content == _webp((0, 0, 200))
+    assert api.blobs.keys("previews/") == [f"previews/{rid}_00001.webp"]
+    # The attempt fails (retried): its preview is deleted; the next attempt shows none.
+    fail = {"lease_token": job["lease_token"], "message": "x", "error_type": "e", "retry": True}
+    assert api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/fail", fail).is_success
+    assert api.blobs.keys("previews/") == []
+    assert put(_webp(), step=4).status_code == 409  # fenced out after its end
+    again = api.claim()["job"]
+    assert again["attempt"] == 2
+    status = api.call(api.user, "GET", f"/queue/{T2V}/requests/{rid}/status").json()
+    assert status["status"] == "IN_PROGRESS" and "preview" not in status
+
+
+def test_a_remote_worker_publishes_previews_and_leaves_none(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    user = create_token(store, "alice")
+    token = create_token(store, "gpu", worker=True)
+    settings = Settings.load(worker={"lease_seconds": 30}, preview={"step_seconds": 0.3})
+    app = create_app(settings, store, blobs)
+    auth = {"Authorization": f"Bearer {user}"}
+    try:
+        with serve_app(app) as url, httpx.Client(base_url=url, headers=auth) as client:
+            rid = client.post(f"/queue/{T2V}", json=SMALL).json()["request_id"]
+            api = RemoteAPI(url, token)
+            options = WorkerOptions(
+                pools=(POOL,), engines={POOL: "preview"}, lease_s=30, burst=True,
+                engine_settings=settings.engine_settings(), name="remote-1",
+                preview_interval_s=0.2,
+            )  # fmt: skip
+            seen: list[dict[str, Any]] = []
+
+            def watch() -> None:
+                while not done.is_set():
+                    body = client.get(f"/queue/{T2V}/requests/{rid}/status").json()
+                    if "preview" in body:
+                        seen.append(body["preview"])
+                    time.sleep(0.05)
+
+            done = threading.Event()
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                assert Worker(RemoteSource(api, wait_s=0.0), options).run() == 1
+            finally:
+                done.set()
+                watcher.join(10)
+            api.close()
+            assert seen and {p["content_type"] for p in seen} == {"image/webp"}
+            job = store.get(int(rid))
+            assert job is not None and job.result_meta["previews"] >= 1
+            assert blobs.keys("previews/") == []
     finally:
         store.close()

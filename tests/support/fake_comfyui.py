@@ -15,13 +15,19 @@ the prompt is done, error or not), ``/history/{id}`` entries with ``outputs`` an
 ``drop_ws_error`` (the same, then the sampler raises while the client is away),
 ``slow`` (each step sleeps ``step_delay``; honours ``/interrupt``), ``slow_http`` (every HTTP
 answer waits ``http_delay``). ``codec`` is the output's video codec (``h264`` or ``mpeg4``).
+``preview_method`` stands for ComfyUI's ``--preview-method``: ``none`` (its default),
+``image`` (after each sampler step, a binary PREVIEW_IMAGE message: a JPEG whose colour is
+the step's) or ``metadata`` (PREVIEW_IMAGE_WITH_METADATA, naming the prompt).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -82,6 +88,8 @@ class FakeComfyUI:
         self.mode = "ok"
         self.codec = "h264"
         self.step_delay = 0.0
+        self.preview_method = "none"
+        self.previews_sent = 0
         self.http_delay = 0.0
         self.prompt_answer_delay = 0.0  # a queued prompt's answer comes this late
         self.prompts: list[dict[str, Any]] = []  # every accepted graph
@@ -312,6 +320,22 @@ class FakeComfyUI:
             with contextlib.suppress(ConnectionError):
                 await ws.send_json({"type": kind, "data": data})
 
+    async def _send_preview(self, client_id: str | None, pid: str, step: int) -> None:
+        """A sampler preview as ComfyUI sends it: binary, a 4-byte event type first."""
+        ws = self._sockets.get(client_id or "")
+        if self.preview_method == "none" or ws is None or ws.closed:
+            return
+        out = io.BytesIO()
+        Image.new("RGB", (48, 32), preview_colour(step)).save(out, format="JPEG", quality=95)
+        if self.preview_method == "metadata":
+            meta = json.dumps({"node_id": "3", "display_node_id": "3", "prompt_id": pid}).encode()
+            message = struct.pack(">II", 4, len(meta)) + meta + out.getvalue()
+        else:
+            message = struct.pack(">II", 1, 1) + out.getvalue()
+        with contextlib.suppress(ConnectionError):
+            await ws.send_bytes(message)
+            self.previews_sent += 1
+
     async def _execute(self, pid: str, graph: dict[str, Any], cid: str | None) -> None:
         assert self._lock is not None
         async with self._lock:
@@ -418,6 +442,11 @@ class FakeComfyUI:
         }
 
 
+def preview_colour(step: int) -> tuple[int, int, int]:
+    """The colour of the fake's preview image at ``step``."""
+    return (min(255, 40 * step), 100, 200)
+
+
 class _Ctx:
     def __init__(self, server: FakeComfyUI, pid: str, cid: str | None) -> None:
         self.server, self.pid, self.cid = server, pid, cid
@@ -440,6 +469,7 @@ class _Ctx:
                 raise ValueError("the sampler failed while nobody was listening")
             data = {"value": step, "max": total, "prompt_id": self.pid, "node": None}
             await server._send(self.cid, "progress", data)
+            await server._send_preview(self.cid, self.pid, step)
             if server.mode in ("drop_ws", "drop_ws_error") and not self.progressed:
                 self.progressed = True
                 ws = server._sockets.get(self.cid or "")

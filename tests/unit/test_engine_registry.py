@@ -70,7 +70,10 @@ def test_engine_modules_are_imported_only_when_created() -> None:
     )
     before, after = proc.stdout.splitlines()
     assert before == "['vidq.engines.base']"
-    assert after == "['vidq.engines.base', 'vidq.engines.preview', 'vidq.engines.preview_media']"
+    assert after == (
+        "['vidq.engines.base', 'vidq.engines.preview', 'vidq.engines.preview_media', "
+        "'vidq.engines.previews']"
+    )
 
 
 def test_every_engine_has_an_estimate_the_api_reads_without_importing_engines() -> None:

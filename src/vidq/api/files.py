@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from vidq.api.context import caller, context, submit_store
 from vidq.api.services.results import require_not_expired
 from vidq.errors import NotFound, Unauthorized
+from vidq.jobs import PREVIEW_PREFIX, PREVIEW_TYPE
 from vidq.store.base import SubmitStore, Token
 
 router = APIRouter()
@@ -56,4 +57,6 @@ async def signed_file(
     if not storage.verify(key, expires, signature):
         raise Unauthorized("Invalid or expired signature.")
     path = storage.open_path(key)
+    if key.startswith(PREVIEW_PREFIX):  # a live preview: written over while its job runs
+        return FileResponse(path, media_type=PREVIEW_TYPE, headers={"Cache-Control": "no-store"})
     return FileResponse(path, media_type="video/mp4", filename=path.name)

@@ -16,9 +16,11 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-# Media comes from this origin (local storage) or an S3 server's presigned URLs.
+# Media (videos, and the live previews of running jobs) comes from this origin (local
+# storage) or an S3 server's presigned URLs.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data: blob: https: http:; "
     "media-src 'self' blob: data: https: http:; connect-src 'self'; form-action 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )

@@ -10,8 +10,12 @@ an internal engine error.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 Report = Callable[[int, int], None]  # (done, total) -> None
 
@@ -28,6 +32,10 @@ class EngineJob:
     files: dict[str, str]  # input field -> local file path (downloaded by the worker)
     output_path: str
     steps: int
+    # Live previews: where the child writes the latest (``engines/previews.py``) and at
+    # most how often (seconds; 0: none).
+    preview_path: str = ""
+    preview_interval_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,6 +46,36 @@ class EngineResult:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # seed, frames, ...
 
 
+class Previews(Protocol):
+    """Where an engine shows the video so far while a job runs (``engines/previews.py``
+    writes them; the worker publishes each to the job's status). An engine asks ``due``
+    first, so that it makes the frames only when one would be sent."""
+
+    def due(self) -> bool:
+        """Whether a preview published now would be sent (at most one per interval)."""
+
+    def publish(
+        self, frames: Sequence[npt.NDArray[np.uint8]], step: int, fps: float = 16.0
+    ) -> None:
+        """Show ``frames`` (the video so far: H x W x 3 RGB arrays, ``fps`` a second) as
+        the preview at ``step`` (of the steps ``report`` counts)."""
+
+
+class NoPreviews:
+    """Previews off (``Previews``): never due."""
+
+    def due(self) -> bool:
+        return False
+
+    def publish(
+        self, frames: Sequence[npt.NDArray[np.uint8]], step: int, fps: float = 16.0
+    ) -> None:
+        return None
+
+
+NO_PREVIEWS = NoPreviews()
+
+
 class Engine(Protocol):
     """A video generator."""
 
@@ -46,5 +84,6 @@ class Engine(Protocol):
     def load(self) -> None:
         """Load models; called once per child process before any ``run``."""
 
-    def run(self, job: EngineJob, report: Report) -> EngineResult:
-        """Generate the video for ``job``; call ``report(done, total)`` as work proceeds."""
+    def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
+        """Generate the video for ``job``; call ``report(done, total)`` as work proceeds,
+        and show the video so far on ``previews`` where the engine can."""

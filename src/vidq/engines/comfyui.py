@@ -26,7 +26,7 @@ from PIL import Image
 from vidq.catalog import FPS, get_model, new_seed
 from vidq.config import ComfyUISettings
 from vidq.engines import comfyui_workflows as wf
-from vidq.engines.base import EngineJob, EngineResult, Report
+from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
 from vidq.engines.comfyui_client import (
     ComfyUIExecutionError,
     ComfyUISession,
@@ -79,7 +79,7 @@ class ComfyUIEngine:
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     # -- one job ---------------------------------------------------------------------
-    def run(self, job: EngineJob, report: Report) -> EngineResult:
+    def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
         kind = wf.kind_for(job.family, job.files)
         template, origin = wf.load_template(kind, job.model_id, self.workflows_dir)
         deadline = time.monotonic() + self.job_timeout
@@ -113,7 +113,7 @@ class ComfyUIEngine:
             log.info("comfyui prompt queued on %s", display_url(url), extra=extra)
             try:
                 try:
-                    session.follow(prompt_id, report)
+                    session.follow(prompt_id, report, previews)
                 except (SystemExit, KeyboardInterrupt):
                     session.stop(prompt_id)
                     raise

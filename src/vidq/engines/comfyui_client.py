@@ -28,8 +28,10 @@ Failures (``EngineError`` is final for the job; anything else is retried by the 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import struct
 import tempfile
 import time
 import uuid
@@ -40,11 +42,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 import httpx
+import numpy as np
+import numpy.typing as npt
 from PIL import Image
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from vidq.engines.base import Report
+from vidq.engines.base import NO_PREVIEWS, Previews, Report
 from vidq.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -163,6 +167,7 @@ class ComfyUISession:
         self.http = httpx.Client(base_url=url, timeout=http_timeout)
         self.ws: ClientConnection | None = None
         self._ws_scope = contextlib.ExitStack()
+        self._step = 0  # the last step ComfyUI reported (the step a preview shows)
 
     def __enter__(self) -> ComfyUISession:
         self._connect()  # before /prompt, so no message of ours is missed
@@ -312,8 +317,10 @@ class ComfyUISession:
                 f"ComfyUI websocket at {display_url(self.url)} is unreachable: {type(exc).__name__}"
             ) from exc
 
-    def follow(self, prompt_id: str, report: Report) -> None:
-        """Read the websocket until our prompt ends; reconnect when it drops."""
+    def follow(self, prompt_id: str, report: Report, previews: Previews = NO_PREVIEWS) -> None:
+        """Read the websocket until our prompt ends; reconnect when it drops. The preview
+        images ComfyUI sends (binary messages, with ``--preview-method``) go to
+        ``previews``."""
         last_poll = time.monotonic()
         while True:
             remaining = self.deadline - time.monotonic()
@@ -343,6 +350,10 @@ class ComfyUISession:
                     return
             if isinstance(raw, str) and self._handle(json.loads(raw), prompt_id, report):
                 return
+            if isinstance(raw, bytes) and previews.due():
+                frame = preview_frame(raw, prompt_id)
+                if frame is not None:
+                    previews.publish([frame], self._step)
 
     def _reconnect(self, prompt_id: str) -> None:
         """Reopen the websocket; a server that does not answer within ``connect_wait``
@@ -407,7 +418,8 @@ class ComfyUISession:
         if kind == "progress" and data.get("prompt_id") == prompt_id:
             value, total = int(data.get("value", 0)), int(data.get("max", 0))
             if total > 0:
-                report(min(value, total), total)
+                self._step = min(value, total)
+                report(self._step, total)
         elif kind == "executing" and data.get("prompt_id") == prompt_id:
             return data.get("node") is None
         elif kind == "execution_success" and data.get("prompt_id") == prompt_id:
@@ -415,6 +427,42 @@ class ComfyUISession:
         elif kind in ("execution_error", "execution_interrupted") and data.get("prompt_id"):
             _raise_from_messages([[kind, data]])
         return False
+
+
+# ComfyUI's binary websocket messages: a 4-byte big-endian event type, then its payload.
+# PREVIEW_IMAGE: a 4-byte image format (1 JPEG, 2 PNG), then the image. PREVIEW_IMAGE_WITH_
+# METADATA: a 4-byte length, that much JSON (``prompt_id``, ``node_id``, ...), then the image.
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+_PREVIEW_MAX_PIXELS = 4096 * 4096
+
+
+def preview_frame(raw: bytes, prompt_id: str) -> npt.NDArray[np.uint8] | None:
+    """The RGB pixels of a preview image message of ``prompt_id``'s run, or None (another
+    kind of message, another prompt's, or an image that does not decode)."""
+    if len(raw) < 8:
+        return None
+    (event,) = struct.unpack(">I", raw[:4])
+    if event == PREVIEW_IMAGE:
+        image = raw[8:]
+    elif event == PREVIEW_IMAGE_WITH_METADATA:
+        (size,) = struct.unpack(">I", raw[4:8])
+        try:
+            meta = json.loads(raw[8 : 8 + size])
+        except ValueError:
+            return None
+        if not isinstance(meta, dict) or meta.get("prompt_id") not in (prompt_id, None):
+            return None
+        image = raw[8 + size :]
+    else:
+        return None
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            if img.width * img.height > _PREVIEW_MAX_PIXELS:
+                return None
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _files_of(output: dict[str, Any]) -> Iterator[dict[str, Any]]:

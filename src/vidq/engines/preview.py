@@ -20,8 +20,9 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from vidq.config import PreviewSettings
-from vidq.engines.base import EngineJob, EngineResult, Report
+from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
 from vidq.engines.preview_media import conditioning_image, i2v_frames, s2v_frames, video_motion
+from vidq.engines.previews import shrink
 from vidq.errors import EngineError
 from vidq.media.audio import SAMPLE_RATE, decode_audio, fit_length, foley_track
 from vidq.media.decode import sniff
@@ -50,7 +51,7 @@ class PreviewEngine:
     def load(self) -> None:
         """Nothing to load."""
 
-    def run(self, job: EngineJob, report: Report) -> EngineResult:
+    def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
         if job.family not in _NAMES:
             raise EngineError(f"the preview engine does not handle {job.family!r}")
         out = Path(job.output_path)
@@ -63,7 +64,7 @@ class PreviewEngine:
             )
             frames: Iterator[Frame] = (scene.frame(i, plan.frames) for i in range(plan.frames))
             meta["seed"] = scene.seed
-            self._encode(out, plan, frames, None, job.steps, report)
+            self._encode(out, plan, frames, None, job.steps, report, previews)
         elif job.family == "i2v":
             plan = self._image_plan(job)
             first = conditioning_image(
@@ -76,7 +77,7 @@ class PreviewEngine:
                 )
             meta["last_frame"] = last is not None
             frames = i2v_frames(first, last, plan.frames, str(job.inputs.get("prompt", "")))
-            self._encode(out, plan, frames, None, job.steps, report)
+            self._encode(out, plan, frames, None, job.steps, report, previews)
         elif job.family == "s2v":
             plan = self._image_plan(job)
             image = conditioning_image(
@@ -85,11 +86,11 @@ class PreviewEngine:
             audio = self._audio(job)
             audio = fit_length(audio, round(plan.seconds * SAMPLE_RATE))
             frames = s2v_frames(image, audio, plan.frames, float(plan.fps))
-            self._encode(out, plan, frames, audio, job.steps, report)
+            self._encode(out, plan, frames, audio, job.steps, report, previews)
         else:
             plan, frames, audio = self._foley(job)
             meta["background_music"] = bool(job.inputs.get("background_music"))
-            self._encode(out, plan, frames, audio, job.steps, report)
+            self._encode(out, plan, frames, audio, job.steps, report, previews)
         report(total, total)
         meta.update(plan.as_json())
         return EngineResult(name=_NAMES[job.family], meta=meta)
@@ -145,10 +146,11 @@ class PreviewEngine:
         audio: npt.NDArray[np.float32] | None,
         steps: int,
         report: Report,
+        previews: Previews,
     ) -> None:
         write_mp4(
             out,
-            self._stepped(frames, plan.frames, steps, report),
+            self._stepped(frames, plan.frames, steps, report, previews),
             width=plan.width,
             height=plan.height,
             fps=plan.fps,
@@ -157,18 +159,24 @@ class PreviewEngine:
         )
 
     def _stepped(
-        self, frames: Iterator[Frame], count: int, steps: int, report: Report
+        self, frames: Iterator[Frame], count: int, steps: int, report: Report, previews: Previews
     ) -> Iterator[Frame]:
-        """Pass frames through, reporting step k of ``steps`` as its share of frames is made."""
+        """Pass frames through, reporting step k of ``steps`` as its share of frames is made,
+        and showing the frames made so far on ``previews``."""
         done = 0
+        made: list[Frame] = []  # shrunk copies, for the previews
         for i, frame in enumerate(frames):
             yield frame
+            if previews is not NO_PREVIEWS:
+                made.append(shrink(frame))
             reached = min(steps, math.floor((i + 1) * steps / max(1, count)))
             while done < reached:
                 done += 1
                 if self.step_seconds:
                     time.sleep(self.step_seconds)
                 report(done, steps + 1)
+                if previews.due():
+                    previews.publish(made, done)
         while done < steps:
             done += 1
             report(done, steps + 1)

@@ -37,7 +37,7 @@ from vidq.catalog import (
     new_seed,
 )
 from vidq.config import WanSettings
-from vidq.engines.base import EngineJob, EngineResult, Report
+from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
 from vidq.engines.wan_layout import BASES, wan_weights
 from vidq.engines.wan_pipeline import (
     GPUOutOfMemory,
@@ -149,12 +149,12 @@ class WanEngine:
         return pipe
 
     # -- one job ---------------------------------------------------------------------
-    def run(self, job: EngineJob, report: Report) -> EngineResult:
-        """Generate one video into ``job.output_path``."""
+    def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
+        """Generate one video into ``job.output_path``, showing its latents on ``previews``."""
         key = _key_for(job.family, job.variant)
         request = self._request(job)
         try:
-            return self._run(job, key, request, report)
+            return self._run(job, key, request, report, previews)
         except Exception as exc:
             if not out_of_memory(exc):
                 raise
@@ -166,11 +166,13 @@ class WanEngine:
                 "VIDQ_WAN_VAE_TILING=1 and VIDQ_WAN_OFFLOAD=1 lower the peak."
             ) from exc
 
-    def _run(self, job: EngineJob, key: _Key, request: Request, report: Report) -> EngineResult:
+    def _run(
+        self, job: EngineJob, key: _Key, request: Request, report: Report, previews: Previews
+    ) -> EngineResult:
         pipe = self._pipeline(key)
         total = request.steps + 2  # denoising steps, the VAE decode, the MP4 encode
         report(0, total)
-        out = generate(pipe, request, lambda done: report(done, total))
+        out = generate(pipe, request, lambda done: report(done, total), previews)
         report(request.steps + 1, total)
         started = time.perf_counter()
         write_mp4(

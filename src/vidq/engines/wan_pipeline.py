@@ -22,7 +22,9 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
+from vidq.engines.base import NO_PREVIEWS, Previews
 from vidq.engines.wan_layout import WanWeights, missing_message
+from vidq.engines.wan_preview import LATENT_FPS, latent_rgb
 from vidq.errors import EngineUnavailable
 from vidq.media.sizing import crop_for
 
@@ -226,8 +228,11 @@ def size_multiple(pipe: Pipe) -> int:
     return int(pipe.vae_scale_factor_spatial) * int(expert.config.patch_size[1])
 
 
-def generate(pipe: Pipe, req: Request, on_step: StepReport) -> Generated:
-    """Run text encoding, the denoising loop and the VAE decode for ``req``."""
+def generate(
+    pipe: Pipe, req: Request, on_step: StepReport, previews: Previews = NO_PREVIEWS
+) -> Generated:
+    """Run text encoding, the denoising loop and the VAE decode for ``req``; after a step,
+    show the latents so far on ``previews`` when one is due (``wan_preview``)."""
     device = pipe._execution_device
     sync = _synchronizer(device)
     multiple = size_multiple(pipe)
@@ -249,10 +254,12 @@ def generate(pipe: Pipe, req: Request, on_step: StepReport) -> Generated:
         marks: list[float] = []
         first_call: list[float] = []
 
-        def on_step_end(_pipe: Pipe, i: int, _t: Any, _kw: dict[str, Any]) -> dict[str, Any]:
+        def on_step_end(_pipe: Pipe, i: int, _t: Any, kw: dict[str, Any]) -> dict[str, Any]:
             sync()
             marks.append(time.perf_counter())
             on_step(i + 1)
+            if "latents" in kw and previews.due():
+                previews.publish(latent_rgb(kw["latents"]), i + 1, LATENT_FPS)
             return {}
 
         def on_expert_call(_module: Any, _args: Any) -> None:

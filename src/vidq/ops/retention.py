@@ -5,6 +5,8 @@ What expires (``RetentionPolicy``, from ``VIDQ_INPUT_TTL``, ``VIDQ_OUTPUT_TTL``,
 ended (0: as soon as it ended), a completed job's output ``output_ttl`` after, and the
 job's row ``job_ttl`` after, once its blobs are gone (a row's counters move to the metric
 rollup). Only finished jobs are ever selected, so no blob of a live job is touched.
+Live previews (``previews/``) are deleted by the attempt that wrote them when it ends; one
+left by a worker that was killed is deleted here, as soon as its attempt is not running.
 Uploads (fal's upload routes) are their own: a job copies an upload into its inputs at
 submit, so an upload goes at the expiry its uploader asked for, else ``upload_ttl`` after
 it was made; its blob (and any multipart parts) first, then its row, so a crash between
@@ -28,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from vidq.errors import VidqError
+from vidq.jobs import PREVIEW_PREFIX, preview_attempt
 from vidq.storage.base import BlobStore
 from vidq.store.base import DueBlobs, RetentionStore, Upload
 
@@ -63,6 +66,7 @@ class Report:
     blobs_deleted: int = 0
     jobs_purged: int = 0
     uploads_expired: int = 0
+    previews_deleted: int = 0  # live previews of attempts no longer running
     would_delete: list[str] = dataclasses.field(default_factory=list)  # dry run: the keys
 
     def as_json(self) -> dict[str, object]:
@@ -110,6 +114,7 @@ class Collector:
             self._expire_uploads(uploads, report)
             if len(uploads) < policy.batch or (renew is not None and not renew()):
                 break
+        self._drop_previews(report)
         while True:
             purged = self.store.purge_jobs(policy.job_ttl, policy.batch)
             report.jobs_purged += purged
@@ -138,7 +143,28 @@ class Collector:
         for upload in self.store.expired_uploads(self.policy.upload_ttl, limit):
             report.would_delete.append(upload.key)
             report.uploads_expired += 1
+        for key in self._orphan_previews():
+            report.would_delete.append(key)
+            report.previews_deleted += 1
         return report
+
+    def _orphan_previews(self) -> list[str]:
+        """Live previews whose attempt is not running (listed before the running attempts
+        are read, so a preview written meanwhile is of a running attempt, and kept)."""
+        keys = self.storage.keys(PREVIEW_PREFIX)
+        if not keys:
+            return []
+        running = self.store.running_attempts()
+        return [k for k in keys if (preview_attempt(k) or (0, 0)) not in running]
+
+    def _drop_previews(self, report: Report) -> None:
+        try:
+            for key in self._orphan_previews():
+                self.storage.delete(key)
+                report.previews_deleted += 1
+                report.blobs_deleted += 1
+        except VidqError as exc:
+            log.warning("gc: could not delete orphan previews: %s", exc.message)
 
     def _due(self, kind: str, limit: int | None = None) -> list[DueBlobs]:
         limit = limit or self.policy.batch

@@ -132,6 +132,15 @@ class Upload:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Preview:
+    """A running attempt's latest live preview (``WorkerStore.preview``)."""
+
+    key: str  # its blob (``jobs.preview_key``)
+    step: int  # the step of the run it shows
+    at: float  # when it was published (the database clock)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobStatus:
     """What a status poll needs: a slim read of one job and, if queued, its position."""
 
@@ -157,6 +166,7 @@ class JobStatus:
     device: str | None = None
     created_at: float = 0.0
     first_started_at: float | None = None
+    preview: Preview | None = None  # the running attempt's latest, if its engine sent one
 
     @property
     def hold(self) -> Hold | None:
@@ -309,6 +319,10 @@ class WorkerStore(Protocol):
 
     def progress(self, job_id: int, token: str, done: int, total: int) -> bool:
         """Record progress; False if the lease is lost."""
+
+    def preview(self, job_id: int, token: str, key: str, step: int) -> bool:
+        """Name the attempt's latest live preview (its blob ``key``, at ``step``, now);
+        False if the lease is lost. A claim clears it."""
 
     def complete(
         self, job_id: int, token: str, result_key: str, meta: dict[str, Any], ran: Ran = Ran()
@@ -599,6 +613,9 @@ class RetentionStore(Protocol):
         """Delete about ``limit`` rows of jobs finished over ``ttl_s`` ago whose blobs are
         all deleted, adding their counters to the rollup in the same transaction; returns
         how many rows went."""
+
+    def running_attempts(self) -> set[tuple[int, int]]:
+        """(job id, attempt) of every running attempt."""
 
     def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
         """Uploads past their requested expiry, or without one older than ``max_age_s``

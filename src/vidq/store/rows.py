@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vidq.jobs import Claim, Job, JobState, queue_rank
-from vidq.store.base import DailyUsage, JobStatus, Quota, Token, Upload
+from vidq.store.base import DailyUsage, JobStatus, Preview, Quota, Token, Upload
 from vidq.store.positions import position_key
 
 # A job's GPU-seconds as every reader counts them (status, usage, the daily limit): what
@@ -108,7 +108,8 @@ def job_status_from_row(
     """A JobStatus from the ``job_status`` statement, whose columns are: id,
     model_id, pool, tier, priority, state, progress_done, progress_total, work_units,
     higher_quality, result_key, error, queue_version, expired_at, pool_paused, seed,
-    attempt, gpu_seconds, device, created_at, first_started_at.
+    attempt, gpu_seconds, device, created_at, first_started_at, preview_key, preview_step,
+    preview_at.
     ``position(pool, key, version)`` answers for queued jobs: (position, held)."""
     state = JobState(row[5])
     queue_position = None
@@ -124,6 +125,7 @@ def job_status_from_row(
         seed=None if row[15] is None else int(row[15]), attempt=int(row[16]),
         gpu_seconds=float(row[17] or 0.0), device=row[18], created_at=float(row[19]),
         first_started_at=row[20],
+        preview=None if row[21] is None else Preview(row[21], int(row[22]), float(row[23])),
     )  # fmt: skip
 
 

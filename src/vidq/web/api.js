@@ -69,9 +69,11 @@ export function explain(err) {
 }
 
 /** The request's status objects as they change: the fal dialect's server-sent event
- * stream, read with fetch (EventSource cannot send the Authorization header). */
+ * stream, read with fetch (EventSource cannot send the Authorization header). Yields
+ * [name, data]: "message" for a status object, "preview" for a new live preview of the
+ * running job ({url, content_type, step, updated_at}). */
 export async function* statusStream(modelId, requestId, signal) {
-  const path = `/queue/vidq/${encodeURIComponent(modelId)}/requests/${encodeURIComponent(requestId)}/status/stream`;
+  const path = `/queue/vidq/${encodeURIComponent(modelId)}/requests/${encodeURIComponent(requestId)}/status/stream?previews=true`;
   const res = await fetch(path, { headers: headers(), signal, cache: "no-store" });
   if (!res.ok || !res.body) throw new ApiError(res.status, "no status stream");
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -84,8 +86,10 @@ export async function* statusStream(modelId, requestId, signal) {
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-      if (data) yield JSON.parse(data);
+      const lines = event.split("\n");
+      const name = lines.find((l) => l.startsWith("event:"))?.slice(6).trim() || "message";
+      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (data) yield [name, JSON.parse(data)];
     }
   }
 }

@@ -135,9 +135,20 @@ export async function follow(panel, modelId, requestId, signal) {
   const eta = h("span", { class: "eta" });
   const hold = h("p", { class: "hold", hidden: true });
   const seed = h("p", { class: "seed hint" });
+  // The video so far while it renders (the engine's live preview, an animated image).
+  const preview = h("figure", { class: "live-preview", hidden: true },
+    h("img", { alt: "Live preview of the video so far" }), h("figcaption", { class: "hint" }));
   const result = h("div", { class: "result" });
   fill(panel, h("h2", {}, `Request ${requestId}`), state, hold,
-    h("div", { class: "bar" }, bar, counts, eta), seed, result);
+    h("div", { class: "bar" }, bar, counts, eta), seed, preview, result);
+
+  const showPreview = (p) => {
+    const url = safeUrl(p.url);
+    if (!url) return;
+    preview.querySelector("img").src = url;
+    fill(preview.querySelector("figcaption"), `Preview at step ${p.step}`);
+    preview.hidden = false;
+  };
 
   const show = (s) => {
     fill(state, badge(s.status), " ",
@@ -158,7 +169,11 @@ export async function follow(panel, modelId, requestId, signal) {
 
   let last = null;
   try {
-    for await (const event of statusStream(modelId, requestId, signal)) {
+    for await (const [name, event] of statusStream(modelId, requestId, signal)) {
+      if (name === "preview") {
+        showPreview(event);
+        continue;
+      }
       last = fromFal(event);
       show(last);
       if (isFinal(last.status)) break;
@@ -177,6 +192,7 @@ export async function follow(panel, modelId, requestId, signal) {
     if (!isFinal(last?.status)) await new Promise((r) => setTimeout(r, POLL_MS));
   }
   if (signal.aborted) return;
+  preview.hidden = true; // the preview is gone with the run: the result takes its place
   if (last.status === "COMPLETED") {
     bar.value = bar.max;
     if (bar.max > 1) fill(counts, `${bar.max}/${bar.max}`);

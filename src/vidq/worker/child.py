@@ -3,8 +3,9 @@ native code fails one attempt, not the worker.
 
 Parent and child speak JSON over a pipe (never pickle), in the typed messages of
 ``child_messages.py``: the child says ``Ready`` (or ``LoadFailed``) once, the parent sends
-``RunJob``, the child answers ``Progress`` any number of times, then ``Finished`` or
-``Failed``. The child is started once per worker and engine and reused for every job, so
+``RunJob``, the child answers ``Progress`` and ``PreviewReady`` (a new live preview in
+the job's preview file) any number of times, then ``Finished`` or ``Failed``. The child
+is started once per worker and engine and reused for every job, so
 weights load once. The engine is built in the child from its settings group and pools,
 sent as JSON (``vidq.engines.engine_options``).
 
@@ -25,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -38,6 +40,7 @@ from vidq.worker.child_messages import (
     Finished,
     LoadFailed,
     Message,
+    PreviewReady,
     Progress,
     Ready,
     RunJob,
@@ -62,6 +65,7 @@ def _child_main(
     if gpu is not None:  # first: before anything here can initialise CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from vidq.engines import create_engine
+    from vidq.engines.previews import PreviewWriter  # PIL and numpy: the child's, not the parent's
 
     configure_logging(LogSetup(**json.loads(logs_json)))  # as its worker logs
     device = os.environ.get("CUDA_VISIBLE_DEVICES") if gpu is not None else None
@@ -85,10 +89,22 @@ def _child_main(
             return
         if not isinstance(message, RunJob):
             continue  # the parent sends jobs only
+        job = message.job
+        previews = PreviewWriter(
+            job.preview_path, job.preview_interval_s,
+            lambda step: _send(conn, PreviewReady(step)),
+        )  # fmt: skip
         try:
-            result = engine.run(message.job, lambda done, total: _send(conn, Progress(done, total)))
+            result = engine.run(
+                job, lambda done, total: _send(conn, Progress(done, total)), previews
+            )
             if device is not None:
                 result = dataclasses.replace(result, meta={**result.meta, "device": device})
+            if previews.published:  # what showing the run cost it
+                result = dataclasses.replace(result, meta={
+                    **result.meta, "previews": previews.published,
+                    "preview_seconds": round(previews.seconds, 4),
+                })  # fmt: skip
             _send(conn, Finished(result))
         except Exception as exc:
             _send(conn, Failed(describe(exc)))
@@ -202,9 +218,12 @@ class EngineProcess:
         job: EngineJob,
         on_progress: Callable[[int, int], None],
         should_abort: Callable[[], bool],
+        on_preview: Callable[[Path, int], None] | None = None,
     ) -> EngineResult:
         """Run one job in the child. Raises EngineCrashed if the child dies, LeaseLost if
-        ``should_abort`` turns true (the child is then stopped), EngineFailed on an error."""
+        ``should_abort`` turns true (the child is then stopped), EngineFailed on an error.
+        ``on_preview(path, step)``: a new live preview is at ``path`` (the job's
+        ``preview_path``)."""
         self.ready()
         assert self._conn is not None
         _send(self._conn, RunJob(job))
@@ -212,6 +231,9 @@ class EngineProcess:
             message = self._wait(should_abort)
             if isinstance(message, Progress):
                 on_progress(message.done, message.total)
+            elif isinstance(message, PreviewReady):
+                if on_preview is not None and job.preview_path:
+                    on_preview(Path(job.preview_path), message.step)
             elif isinstance(message, Finished):
                 return message.result
             elif isinstance(message, Failed):

@@ -6,7 +6,7 @@ read back, validated, by ``decode`` on the other side.
 
     child -> parent, once:   Ready | LoadFailed
     parent -> child:         RunJob
-    child -> parent:         Progress*, then Finished | Failed
+    child -> parent:         (Progress | PreviewReady)*, then Finished | Failed
 """
 
 from __future__ import annotations
@@ -63,6 +63,15 @@ class Progress:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PreviewReady:
+    """A new live preview of the job is at its ``preview_path`` (``engines/previews.py``),
+    showing ``step``."""
+
+    step: int
+    kind: Literal["preview"] = "preview"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Finished:
     """The job's output is at its ``output_path``."""
 
@@ -78,7 +87,7 @@ class Failed:
     kind: Literal["failed"] = "failed"
 
 
-Message = Ready | LoadFailed | RunJob | Progress | Finished | Failed
+Message = Ready | LoadFailed | RunJob | Progress | PreviewReady | Finished | Failed
 
 _CODEC: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidq.errors import VidqError
-from vidq.jobs import Claim, Ran, output_key
+from vidq.jobs import PREVIEW_TYPE, Claim, Ran, output_key, preview_key
 from vidq.storage.base import WorkerBlobs
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, WorkerStore
@@ -73,6 +73,7 @@ class LocalAttempt:
         )  # fmt: skip
         self._output: str | None = None  # this attempt's upload, until it won or is deleted
         self._in_doubt = False  # a complete raised: it may have committed
+        self._preview: str | None = None  # this attempt's live preview, until it ends
 
     def download_inputs(self, folder: Path) -> dict[str, str]:
         files: dict[str, str] = {}
@@ -88,6 +89,12 @@ class LocalAttempt:
     def progress(self, done: int, total: int) -> bool:
         return self.store.progress(self.job.id, self.lease_token, done, total)
 
+    def preview(self, path: Path, step: int) -> bool:
+        key = preview_key(self.claim.job)
+        self.blobs.put_file(key, path, PREVIEW_TYPE)
+        self._preview = key
+        return self.store.preview(self.job.id, self.lease_token, key, step)
+
     def upload(self, path: Path, name: str) -> None:
         self._output = output_key(self.job, name)
         self.blobs.put_file(self._output, path, OUTPUT_TYPE)
@@ -98,6 +105,7 @@ class LocalAttempt:
             raise VidqError("nothing was uploaded to complete with")
         retried, self._in_doubt = self._in_doubt, True
         won = self.store.complete(self.job.id, self.lease_token, key, meta, ran)
+        self._delete_preview()
         if not won and retried:
             # An earlier try may have committed with its answer lost in the outage.
             now = self.store.get(self.job.id)
@@ -136,8 +144,20 @@ class LocalAttempt:
             recorded = record()
             return recorded
         finally:
+            self._delete_preview()
             if recorded or not self._in_doubt:
                 self._delete_output()
+
+    def _delete_preview(self) -> None:
+        """Delete the live preview once the attempt ended (its key is this attempt's: no
+        other writes it); one left by a killed worker is retention's."""
+        key, self._preview = self._preview, None
+        if key is None:
+            return
+        try:
+            self.blobs.delete(key)
+        except VidqError:
+            log.warning("could not delete a live preview", extra={"key": key})
 
     def _delete_output(self) -> None:
         key, self._output = self._output, None

@@ -55,6 +55,11 @@ class Attempt(Protocol):
     def progress(self, done: int, total: int) -> bool:
         """Record progress (advisory); False if the lease is lost."""
 
+    def preview(self, path: Path, step: int) -> bool:
+        """Publish the file at ``path`` (an animated WebP, ``engines/previews.py``) as the
+        job's live preview at ``step``, over the last one; False if the lease is lost. The
+        attempt deletes its preview when it ends."""
+
     def upload(self, path: Path, name: str) -> None:
         """Store the file at ``path`` as this attempt's output (``name``: the engine's, e.g.
         ``WanVideo2_2_T2V``), under a key unique to the attempt; may be called again after

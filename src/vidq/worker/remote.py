@@ -35,11 +35,12 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
-from vidq.jobs import Ran, output_key
+from vidq.jobs import PREVIEW_TYPE, Ran, output_key
 from vidq.storage.outputs import size_and_sha256
 from vidq.store.base import Lease
 from vidq.worker.ports import Assignment
 from vidq.worker_protocol import (
+    LEASE_HEADER,
     PREFIX,
     ClaimAnswer,
     ClaimBody,
@@ -145,6 +146,8 @@ class RemoteAPI:
         *,
         retry_s: float | None = None,
         read_s: float | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One call of the protocol, retried through outages within ``retry_s``; the
         answer for any other status (the caller reads 2xx, 404 and 409). 401/403:
@@ -156,7 +159,10 @@ class RemoteAPI:
         data = None if body is None else body.model_dump(mode="json")
         while True:
             try:
-                response = self._api.request(method, PREFIX + path, json=data, timeout=timeout)
+                response = self._api.request(
+                    method, PREFIX + path, json=data, content=content, headers=headers,
+                    timeout=timeout,
+                )  # fmt: skip
                 if response.status_code not in _RETRY_STATUS:
                     break
                 problem = f"HTTP {response.status_code}"
@@ -362,6 +368,18 @@ class RemoteAttempt:
                 raise
             log.warning("progress refused: %s", exc.message, extra={"job_id": self.job.id})
             return True
+
+    def preview(self, path: Path, step: int) -> bool:
+        """PUTs the preview's bytes (a small file) with the lease token in a header."""
+        response = self.api.call(
+            "PUT", f"{self._path}/preview?step={int(step)}", content=path.read_bytes(),
+            headers={LEASE_HEADER: self.lease_token, "Content-Type": PREVIEW_TYPE}, retry_s=2.0,
+        )  # fmt: skip
+        if response.status_code in (409, 404):
+            return False
+        if not response.is_success:  # advisory: a refused preview does not end the job
+            log.warning("preview refused: HTTP %s", response.status_code)
+        return True
 
     def upload(self, path: Path, name: str) -> None:
         """Asks the API where (``upload``), then PUTs the file there (in parts when the

@@ -74,6 +74,7 @@ class WorkerOptions:
     name: str = ""
     gpu: str | None = None  # the GPU slot's device (CUDA_VISIBLE_DEVICES of its engines)
     warmup: bool = False  # also run one tiny text-to-video generation before the first claim
+    preview_interval_s: float = 2.0  # at most one live preview per this many seconds; 0: none
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, with jitter so that jobs
@@ -389,6 +390,8 @@ class Worker:
             files=files,
             output_path=str(workdir / "output.mp4"),
             steps=model.steps_for(bool(inputs.get("higher_quality_with_more_steps"))),
+            preview_path=str(workdir / "preview.webp"),
+            preview_interval_s=self.options.preview_interval_s,
         )
 
     def _run_engine(
@@ -413,13 +416,22 @@ class Worker:
             except ServiceUnavailable:
                 pass  # progress is advisory; the heartbeat decides about the lease
 
+        def on_preview(path: Path, step: int) -> None:
+            try:
+                if not attempt.preview(path, step):
+                    lost.set()
+            except VidqError as exc:  # a preview is advisory: the job goes on without it
+                log.warning(
+                    "preview not published: %s", exc.message, extra={"job_id": attempt.job.id}
+                )
+
         def should_abort() -> bool:
             return lost.is_set() or cancel.is_set() or self._abort.is_set()
 
         engine.ready()  # a load is the engine's, not this job's: it serves every job after
         started = time.monotonic()
         try:
-            return engine.run(engine_job, on_progress, should_abort)
+            return engine.run(engine_job, on_progress, should_abort, on_preview)
         finally:  # a failed or stopped run used the device too
             self._ran = Ran(time.monotonic() - started, self._device(name))
 

@@ -13,7 +13,10 @@ Differences from the native dialect, all taken from the clients' sources:
 - results are ``{"video": {"url", "content_type", "file_name", "file_size"}}`` with a
   signed download URL; every response about a request carries ``x-fal-request-id``;
 - ``/status/stream`` is a server-sent-event stream of status objects that ends after the
-  final one; ``X-Fal-Queue-Priority: low`` lowers the priority (``api/parsing/headers.py``).
+  final one; with ``?previews=true`` (vidq's) it also sends each new live preview of the
+  running job as an ``event: preview`` (``{url, content_type, step, updated_at}``: fal's
+  clients read every event as a status, so only a client that asks gets them);
+  ``X-Fal-Queue-Priority: low`` lowers the priority (``api/parsing/headers.py``).
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from vidq.api.parsing.body import JsonRoute
 from vidq.api.parsing.headers import REPLAYED_HEADER
 from vidq.api.parsing.params import request_id, truthy
 from vidq.api.services.control import cancel_job
-from vidq.api.services.results import job_of
-from vidq.jobs import Job
+from vidq.api.services.results import job_of, preview
+from vidq.jobs import Job, JobState
 from vidq.store.base import SubmitStore, Token, UploadStore
 
 router = APIRouter(tags=["fal-compatible"], route_class=JsonRoute)
@@ -158,13 +161,22 @@ async def status_stream(
 ) -> Response:
     job, base = await _job(request, owner, model_id, rid, token, store)
     logs = truthy(request.query_params.get("logs"))
+    previews = truthy(request.query_params.get("previews"))
     ctx = context(request)
+
+    def shown(current: Job) -> dict[str, Any] | None:
+        """The running job's live preview (a status read of its own: ``Job`` has none)."""
+        if not previews or current.state is not JobState.RUNNING:
+            return None
+        status = store.job_status(current.id, token.user)
+        return None if status is None else preview(ctx, status, base)
 
     async def events() -> AsyncIterator[str]:
         # Each event carries only the log lines this stream has not sent yet: fal's JS
         # client appends every event's lines to those it has.
         sent: set[str] = set()
         last = ""
+        last_preview: tuple[int, str] | None = None
         quiet_since = asyncio.get_running_loop().time()
         current = job
         while True:
@@ -181,6 +193,10 @@ async def status_stream(
             elif now - quiet_since > STREAM_KEEPALIVE_S:
                 quiet_since = now
                 yield ": keepalive\n\n"
+            latest = await run_in_threadpool(shown, current)
+            if latest is not None and (latest["step"], latest["updated_at"]) != last_preview:
+                last_preview, quiet_since = (latest["step"], latest["updated_at"]), now
+                yield f"event: preview\ndata: {json.dumps(latest)}\n\n"
             if body["status"] == "COMPLETED" or await request.is_disconnected():
                 return
             await asyncio.sleep(STREAM_POLL_S)

@@ -11,7 +11,7 @@ from typing import Any
 
 from vidq.api.context import AppContext
 from vidq.api.services import progress
-from vidq.api.services.results import iso
+from vidq.api.services.results import iso, preview
 from vidq.jobs import WIRE_STATUS, Hold, Job, JobState
 from vidq.media.inputs import BLOB_PREFIX
 from vidq.store.base import DailyUsage, JobStatus, SubmitStore
@@ -64,6 +64,9 @@ def status_body(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any]:
             progress.eta_total(ctx.eta, job),
         )
         _put(body, "etaSeconds", progress.eta_remaining(ctx.eta, job))
+        shown = preview(ctx, job, base)
+        if shown is not None:
+            body["preview"] = shown  # vidq's: the video so far (a live preview)
     elif state is JobState.COMPLETED:
         uri = ctx.storage.uri(job.result_key or "")
         body["queue_position"] = 0

@@ -10,8 +10,8 @@ from typing import Any
 
 from vidq.api.context import AppContext
 from vidq.errors import Conflict, Gone, NotFound
-from vidq.jobs import Job, JobState
-from vidq.store.base import SubmitStore, Token
+from vidq.jobs import PREVIEW_TYPE, Job, JobState
+from vidq.store.base import JobStatus, SubmitStore, Token
 
 
 def job_of(store: SubmitStore, job_id: int, token: Token) -> Job:
@@ -57,6 +57,20 @@ def video_b64(ctx: AppContext, job: Job) -> str:
 def video_url(ctx: AppContext, job: Job, base: str) -> str:
     """A signed download URL of the finished video (``VIDQ_SIGNED_URL_TTL``)."""
     return ctx.storage.signed_url(job.result_key or "", ctx.settings.storage.signed_url_ttl, base)
+
+
+def preview(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any] | None:
+    """The running job's live preview (``{url, content_type, step, updated_at}``, a signed
+    URL of an animated WebP of the video so far), or None: not running, or no preview yet."""
+    if job.state is not JobState.RUNNING or job.preview is None:
+        return None
+    ttl = ctx.settings.storage.signed_url_ttl
+    return {
+        "url": ctx.storage.signed_url(job.preview.key, ttl, base),
+        "content_type": PREVIEW_TYPE,
+        "step": job.preview.step,
+        "updated_at": iso(job.preview.at),
+    }
 
 
 def video_file(ctx: AppContext, job: Job, base: str) -> dict[str, Any]:

@@ -27,11 +27,12 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -52,11 +53,13 @@ from vidq.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from vidq.jobs import Claim, Job, Ran, output_attempt
+from vidq.jobs import PREVIEW_TYPE, Claim, Job, Ran, output_attempt, preview_key
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, Token, WorkerStore
 from vidq.worker_protocol import (
+    LEASE_HEADER,
+    MAX_PREVIEW_BYTES,
     MAX_WAIT_S,
     PREFIX,
     VERSION,
@@ -202,12 +205,16 @@ async def progress(job_id: JobId, body: ProgressBody, token: Worker, store: Queu
 @router.post(
     "/jobs/{job_id}/fail", summary="Record a failed attempt (retried or final)", response_model=Done
 )
-async def fail(job_id: JobId, body: FailBody, token: Worker, store: Queue) -> Response:
-    done = await run_in_threadpool(
-        store.fail, job_id, body.lease_token, body.message, body.error_type, body.retry,
-        body.delay_s, _ran(body),
-    )  # fmt: skip
-    return _fenced(done)
+async def fail(
+    request: Request, job_id: JobId, body: FailBody, token: Worker, store: Queue
+) -> Response:
+    def record() -> bool:
+        return store.fail(
+            job_id, body.lease_token, body.message, body.error_type, body.retry, body.delay_s,
+            _ran(body),
+        )  # fmt: skip
+
+    return _fenced(await run_in_threadpool(_end, context(request), store, job_id, body, record))
 
 
 @router.post(
@@ -215,9 +222,13 @@ async def fail(job_id: JobId, body: FailBody, token: Worker, store: Queue) -> Re
     summary="Record CANCELLED after a cancel request",
     response_model=Done,
 )
-async def cancelled(job_id: JobId, body: Ended, token: Worker, store: Queue) -> Response:
-    done = await run_in_threadpool(store.finish_cancel, job_id, body.lease_token, _ran(body))
-    return _fenced(done)
+async def cancelled(
+    request: Request, job_id: JobId, body: Ended, token: Worker, store: Queue
+) -> Response:
+    def record() -> bool:
+        return store.finish_cancel(job_id, body.lease_token, _ran(body))
+
+    return _fenced(await run_in_threadpool(_end, context(request), store, job_id, body, record))
 
 
 @router.post(
@@ -225,8 +236,13 @@ async def cancelled(job_id: JobId, body: Ended, token: Worker, store: Queue) -> 
     summary="Give the job back (shutdown), no attempt spent",
     response_model=Done,
 )
-async def release(job_id: JobId, body: Ended, token: Worker, store: Queue) -> Response:
-    return _fenced(await run_in_threadpool(store.release, job_id, body.lease_token, _ran(body)))
+async def release(
+    request: Request, job_id: JobId, body: Ended, token: Worker, store: Queue
+) -> Response:
+    def record() -> bool:
+        return store.release(job_id, body.lease_token, _ran(body))
+
+    return _fenced(await run_in_threadpool(_end, context(request), store, job_id, body, record))
 
 
 @router.post(
@@ -260,6 +276,39 @@ async def complete(
     if len(_json_text(body.meta)) > _META_MAX:
         raise PayloadTooLarge(f"meta is over {_META_MAX} bytes of JSON")
     return _answer(await run_in_threadpool(_complete, ctx, store, token, job_id, body))
+
+
+@uploads.put(
+    "/jobs/{job_id}/preview",
+    summary="The attempt's live preview (raw animated WebP; fenced by the lease header)",
+    response_model=Done,
+)
+async def preview(
+    request: Request,
+    job_id: JobId,
+    token: Worker,
+    store: Queue,
+    step: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    lease_token = request.headers.get(LEASE_HEADER, "")
+    if not lease_token:
+        raise InvalidInput(LEASE_HEADER, "the lease token header is missing", where="header")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_PREVIEW_BYTES:
+            raise PayloadTooLarge(f"a preview is at most {MAX_PREVIEW_BYTES} bytes")
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise InvalidInput("", "a preview is a WebP image")
+    ctx = context(request)
+
+    def work() -> bool:
+        job = _held(store, token, job_id, lease_token)
+        key = preview_key(job)
+        ctx.storage.put_bytes(key, bytes(data), PREVIEW_TYPE)
+        return store.preview(job_id, lease_token, key, step)
+
+    return _fenced(await run_in_threadpool(work))
 
 
 @uploads.put(
@@ -379,7 +428,9 @@ def _complete(
         outputs.assemble(ctx.storage, body, body.upload_id)
     outputs.check_object(ctx.storage, body)
     meta = {**body.meta, "file_size": body.size}  # the size the API checked, not a claim
-    if store.complete(job_id, body.lease_token, body.key, meta, _ran(body)):
+    won = store.complete(job_id, body.lease_token, body.key, meta, _ran(body))
+    outputs.delete_quietly(ctx.storage, preview_key(job))  # the attempt's live preview
+    if won:
         if attempt > 1:  # only a retried job can have other attempts' uploads
             sweep_attempts(ctx.storage, job, lambda other: other != attempt)
         return CompleteAnswer(completed=True, replayed=False)
@@ -388,6 +439,18 @@ def _complete(
     # the lease was lost meanwhile: the job never took it
     outputs.delete_quietly(ctx.storage, body.key)
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
+
+
+def _end(
+    ctx: AppContext, store: WorkerStore, job_id: int, body: Fenced, record: Callable[[], bool]
+) -> bool:
+    """Record an end other than a completion (``record``) and delete the attempt's live
+    preview, as a local attempt does (``worker/local.py``)."""
+    held = store.claimed(job_id)
+    done = record()
+    if held is not None and hmac.compare_digest(held.lease_token, body.lease_token):
+        outputs.delete_quietly(ctx.storage, preview_key(held.job))
+    return done
 
 
 def _may_claim(token: Token, pool: str) -> bool:

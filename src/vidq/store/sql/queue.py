@@ -145,6 +145,9 @@ class QueueQueries(Queries):
         changed = self._count(self._sql.progress, id=job_id, token=token, done=done, total=total)
         return changed == 1
 
+    def preview(self, job_id: int, token: str, key: str, step: int) -> bool:
+        return self._count(self._sql.preview, id=job_id, token=token, key=key, step=step) == 1
+
     def complete(
         self, job_id: int, token: str, result_key: str, meta: dict[str, Any], ran: Ran = Ran()
     ) -> bool:

@@ -64,6 +64,9 @@ class RetentionQueries(Queries):
                 db.count(self._sql.add_rollup, {"family": family, "labels": label, "value": value})
             return db.count(self._sql.purge_jobs, {"upto": upto})
 
+    def running_attempts(self) -> set[tuple[int, int]]:
+        return {(int(r["id"]), int(r["attempt"])) for r in self._rows(self._sql.running_attempts)}
+
     def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
         rows = self._rows(self._sql.expired_uploads, max_age_s=max_age_s, limit=limit)
         return [upload_from_row(r) for r in rows]

@@ -16,7 +16,8 @@ from vidq.store.statements.base import RoleStatements, Statement
 TAKE = """
     state = 'RUNNING', attempt = attempt + 1, lease_token = :token, worker = :worker,
     lease_until = {NOW} + :lease_s, started_at = {NOW}, progress_done = 0, progress_total = 0,
-    retry_at = NULL, first_started_at = coalesce(first_started_at, {NOW})"""
+    retry_at = NULL, first_started_at = coalesce(first_started_at, {NOW}), preview_key = NULL,
+    preview_step = NULL, preview_at = NULL"""
 # What every end of an attempt records of what it used (``jobs.Ran``), in its own fenced
 # update: its engine's seconds add to the job's, its device becomes the job's.
 RAN = "gpu_seconds = gpu_seconds + :gpu_seconds, device = coalesce(:device, device)"
@@ -104,6 +105,10 @@ class QueueStatements(RoleStatements):
         RETURNING cancel_requested""")
     progress = Statement("""
         UPDATE jobs SET progress_done = :done, progress_total = :total
+        WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
+    # The attempt's latest live preview (its blob is written first, then named here).
+    preview = Statement("""
+        UPDATE jobs SET preview_key = :key, preview_step = :step, preview_at = {NOW}
         WHERE id = :id AND lease_token = :token AND state = 'RUNNING'""")
     complete = Statement(f"""
         UPDATE jobs SET state = 'COMPLETED', result_key = :result_key, result_meta = :meta,

@@ -1,6 +1,7 @@
 """The statements of the retention collector (``RetentionStore``, ``ops/retention.py``):
 its fleet-wide lease, the jobs whose blobs are due, the marks before and after deleting
-them, the purge of old rows into the metric rollup, and expired uploads."""
+them, the purge of old rows into the metric rollup, expired uploads, and the running
+attempts (whose live previews are kept)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class RetentionStatements(RoleStatements):
         WHERE leases.until < {NOW} OR leases.holder = excluded.holder
         RETURNING holder""")
     release_lease = Statement("DELETE FROM leases WHERE name = :name AND holder = :holder")
+    # The attempts running now: a live preview of any other attempt is an orphan.
+    running_attempts = Statement("SELECT id, attempt FROM jobs WHERE state = 'RUNNING'")
     # Inputs due: finished before ``:cutoff``, or marked expired by a run that stopped
     # before deleting them.
     inputs_due = Statement(f"""

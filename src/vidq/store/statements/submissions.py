@@ -99,7 +99,8 @@ class SubmitStatements(RoleStatements):
             work_units, higher_quality, result_key, error,
             (SELECT version FROM queue_versions AS q WHERE q.pool = jobs.pool), expired_at,
             (SELECT 1 FROM paused_pools AS p WHERE p.pool = jobs.pool), seed,
-            attempt, {GPU_SECONDS}, device, created_at, first_started_at
+            attempt, {GPU_SECONDS}, device, created_at, first_started_at, preview_key,
+            preview_step, preview_at
         FROM jobs WHERE id = :id AND owner = :owner""")
     # A pool's queue for its position snapshot (positions.py): the owner only of jobs
     # with a ``max_running``, the only ones that may be held.
