@@ -318,6 +318,12 @@ class WanSettings(_Group):
     vae_tiling: bool = Field(
         default=False, description="Decode the VAE in tiles (lower peak memory)."
     )
+    preview_decoder: Path | None = Field(
+        default=None,
+        description="Weights of a TAEHV tiny VAE decoder for sharper live previews: "
+        "`taew2_1.safetensors` for the A14B models, `taew2_2.safetensors` for TI2V-5B "
+        "(github.com/madebyollin/taehv); unset: the latents' linear projection to RGB.",
+    )
     offload: bool = Field(
         default=False, description="Model CPU offload, for GPUs too small to hold A14B."
     )

@@ -272,3 +272,38 @@ def test_previews_of_the_latents_are_published_each_due_step(
     engine.run(plain, lambda k, n: None, lambda: False)
     diff = np.abs(_frames(job.output_path).astype(int) - _frames(plain.output_path))
     assert diff.mean() < 0.5, diff.mean()
+
+
+def test_a_configured_tiny_decoder_makes_the_previews(models_dir: Path, tmp_path: Path) -> None:
+    """With VIDQ_WAN_PREVIEW_DECODER the previews come from the tiny VAE decoder (twice the
+    latents' size: 40x32 for a 160x128 video) instead of the projection (20x16); a file
+    that is not a decoder stops the engine from loading, saying so."""
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_decoder import PreviewDecoder
+
+    weights = tmp_path / "taew2_1.safetensors"
+    save_file(PreviewDecoder(16, 1).state_dict(), str(weights))
+    proc = EngineProcess("wan", _settings(models_dir, preview_decoder=weights), ["wan22-t2v"])
+    proc.start()
+    try:
+        job = dataclasses.replace(
+            _job(tmp_path, "decoded", "t2v", {"width": 160, "height": 128, "seed": 3}),
+            preview_path=str(tmp_path / "preview.webp"), preview_interval_s=1e-6,
+        )  # fmt: skip
+        sizes: list[tuple[int, int, int]] = []
+
+        def on_preview(path: Path, step: int) -> None:
+            with Image.open(path) as img:
+                sizes.append((step, *img.size))
+
+        proc.run(job, lambda k, n: None, lambda: False, on_preview)
+        assert sizes == [(1, 40, 32), (2, 40, 32), (3, 40, 32), (4, 40, 32)]
+    finally:
+        proc.stop()
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    bad = EngineProcess(
+        "wan", _settings(models_dir, preview_decoder=tmp_path / "bad.safetensors"), ["wan22-t2v"]
+    )
+    with pytest.raises(EngineFailed, match="VIDQ_WAN_PREVIEW_DECODER"):
+        bad.start()

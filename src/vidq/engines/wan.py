@@ -38,6 +38,7 @@ from vidq.catalog import (
 )
 from vidq.config import WanSettings
 from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
+from vidq.engines.wan_decoder import PreviewDecoder
 from vidq.engines.wan_layout import BASES, wan_weights
 from vidq.engines.wan_pipeline import (
     GPUOutOfMemory,
@@ -99,6 +100,8 @@ class WanEngine:
             settings.offload,
         )
         self.pools = tuple(pools)
+        self.preview_decoder_path = settings.preview_decoder
+        self.preview_decoder: PreviewDecoder | None = None  # loaded with the pipelines
         self.resident = resident  # pipelines kept loaded at once; 0: 1 on a GPU, all on CPU
         self._pipes: dict[_Key, Pipe] = {}
 
@@ -116,6 +119,11 @@ class WanEngine:
                     keys.append(key)
         for key in keys[: self._max_resident()]:
             self._pipeline(key)
+        if self.preview_decoder_path is not None:
+            self.preview_decoder = PreviewDecoder.load(
+                self.preview_decoder_path, self.options.torch_device(), self.options.torch_dtype()
+            )
+            log.info("loaded the preview decoder %s", self.preview_decoder_path)
 
     def _max_resident(self) -> int:
         if self.resident > 0:
@@ -172,7 +180,9 @@ class WanEngine:
         pipe = self._pipeline(key)
         total = request.steps + 2  # denoising steps, the VAE decode, the MP4 encode
         report(0, total)
-        out = generate(pipe, request, lambda done: report(done, total), previews)
+        out = generate(
+            pipe, request, lambda done: report(done, total), previews, self.preview_decoder
+        )
         report(request.steps + 1, total)
         started = time.perf_counter()
         write_mp4(

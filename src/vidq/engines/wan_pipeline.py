@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vidq.engines.base import NO_PREVIEWS, Previews
+from vidq.engines.wan_decoder import PreviewDecoder
 from vidq.engines.wan_layout import WanWeights, missing_message
 from vidq.engines.wan_preview import LATENT_FPS, latent_rgb
 from vidq.errors import EngineUnavailable
@@ -229,10 +230,15 @@ def size_multiple(pipe: Pipe) -> int:
 
 
 def generate(
-    pipe: Pipe, req: Request, on_step: StepReport, previews: Previews = NO_PREVIEWS
+    pipe: Pipe,
+    req: Request,
+    on_step: StepReport,
+    previews: Previews = NO_PREVIEWS,
+    preview_decoder: PreviewDecoder | None = None,
 ) -> Generated:
     """Run text encoding, the denoising loop and the VAE decode for ``req``; after a step,
-    show the latents so far on ``previews`` when one is due (``wan_preview``)."""
+    show the latents so far on ``previews`` when one is due (``wan_preview``: projected, or
+    through ``preview_decoder``)."""
     device = pipe._execution_device
     sync = _synchronizer(device)
     multiple = size_multiple(pipe)
@@ -259,7 +265,8 @@ def generate(
             marks.append(time.perf_counter())
             on_step(i + 1)
             if "latents" in kw and previews.due():
-                previews.publish(latent_rgb(kw["latents"]), i + 1, LATENT_FPS)
+                frames = latent_rgb(kw["latents"], preview_decoder)
+                previews.publish(frames, i + 1, LATENT_FPS)
             return {}
 
         def on_expert_call(_module: Any, _args: Any) -> None:
