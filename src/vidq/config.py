@@ -224,6 +224,23 @@ class WorkerSettings(_Group):
         description="Remote-worker mode: allow a plain `http://` server that is not on "
         "loopback (the token then crosses the network in clear).",
     )
+    lora_cache_dir: Path | None = Field(
+        default=None,
+        description="Where a worker keeps the LoRAs it fetched for requests, by content "
+        "hash; unset: `lora-cache` in the data folder.",
+    )
+    lora_cache_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="Bytes of LoRAs the cache keeps; past it the least recently used are "
+        "deleted (never those of the job at hand).",
+    )
+    lora_fetch_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Deadline of fetching one LoRA URL, all of it (connect, headers, "
+        "redirects, body): LoRAs are hundreds of megabytes, unlike input media.",
+    )
 
     @field_validator("pools", mode="before")
     @classmethod
@@ -428,6 +445,19 @@ class LimitsSettings(_Group):
         default=32 * 1024 * 1024,
         ge=1024,
         description="Largest decoded input (data URI or fetched URL), per input (413 above).",
+    )
+    max_loras: int = Field(
+        default=3,
+        ge=0,
+        le=16,
+        description="LoRAs one request may name (`loras`, Wan text- and image-to-video; 422 "
+        "above).",
+    )
+    max_lora_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024,
+        description="Largest LoRA file a worker fetches (a rank-64 Wan 2.2 A14B LoRA is "
+        "about 0.6 GB in bf16, rank 128 about 1.2 GB); the job fails above it.",
     )
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="Largest image input, width x height (422 above)."
@@ -643,6 +673,10 @@ class Settings(BaseSettings):
     def resolved_storage_url(self) -> str:
         """``storage.storage_url``, else the blobs folder in the data dir."""
         return self.storage.storage_url or f"file://{self.data_dir.resolve() / 'blobs'}"
+
+    def resolved_lora_cache_dir(self) -> Path:
+        """``worker.lora_cache_dir``, else ``lora-cache`` in the data dir (absolute)."""
+        return (self.worker.lora_cache_dir or self.data_dir / "lora-cache").resolve()
 
     def engine_settings(self) -> dict[str, BaseModel]:
         """Engine name -> the settings group its engine is built with."""

@@ -17,6 +17,19 @@ Report = Callable[[int, int], None]  # (done, total) -> None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LoraFile:
+    """One LoRA of a job, fetched by the worker (``vidq.worker.loras``) into its cache."""
+
+    index: int  # its place in the request's ``loras``
+    name: str  # how errors name it: ``loras[i] (https://host/path)``, no query string
+    path: str  # the local file (in the worker's LoRA cache)
+    sha256: str  # of the file's bytes
+    size: int  # bytes
+    scale: float
+    transformer: str  # "high" | "low" | "both"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EngineJob:
     """One attempt of a job, as an engine sees it. JSON-serialisable."""
 
@@ -28,6 +41,7 @@ class EngineJob:
     files: dict[str, str]  # input field -> local file path (downloaded by the worker)
     output_path: str
     steps: int
+    loras: list[LoraFile] = dataclasses.field(default_factory=list)  # applied for this job only
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,6 +50,15 @@ class EngineResult:
 
     name: str  # the middle part of the output's file name, e.g. "WanVideo2_2_T2V"
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # seed, frames, ...
+
+
+def lora_meta(loras: list[LoraFile]) -> list[dict[str, Any]]:
+    """What a result's meta records of the LoRAs an engine applied (``loras``; the native
+    result shows it): each one's content hash, size, scale and expert."""
+    return [
+        {"sha256": f.sha256, "bytes": f.size, "scale": f.scale, "transformer": f.transformer}
+        for f in loras
+    ]
 
 
 class Engine(Protocol):
