@@ -449,9 +449,8 @@ class LimitsSettings(_Group):
     max_loras: int = Field(
         default=3,
         ge=0,
-        le=16,
         description="LoRAs one request may name (`loras`, Wan text- and image-to-video; 422 "
-        "above).",
+        "above; the schema allows 16 at most).",
     )
     max_lora_bytes: int = Field(
         default=2 * 1024**3,

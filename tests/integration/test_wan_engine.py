@@ -22,7 +22,7 @@ from PIL import Image
 from tests.support.media import probe_mp4
 from tests.support.processes import ROOT
 from vidq.config import WanSettings
-from vidq.engines.base import EngineJob
+from vidq.engines.base import EngineJob, LoraFile
 from vidq.worker.child import EngineFailed, EngineProcess
 
 pytestmark = pytest.mark.slow  # torch on the CPU
@@ -49,7 +49,14 @@ def engine(models_dir: Path) -> Iterator[EngineProcess]:
         proc.stop()
 
 
-def _job(tmp: Path, name: str, family: str, inputs: dict[str, Any], **files: Path) -> EngineJob:
+def _job(
+    tmp: Path,
+    name: str,
+    family: str,
+    inputs: dict[str, Any],
+    loras: list[LoraFile] | None = None,
+    **files: Path,
+) -> EngineJob:
     return EngineJob(
         request_id=1,
         model_id=f"wan22-fast-{family}",
@@ -59,6 +66,7 @@ def _job(tmp: Path, name: str, family: str, inputs: dict[str, Any], **files: Pat
         files={k: str(v) for k, v in files.items()},
         output_path=str(tmp / f"{name}.mp4"),
         steps=4,
+        loras=loras or [],
     )
 
 
@@ -232,3 +240,91 @@ def test_a_thin_image_is_covered_in_bounded_memory() -> None:
                          text=True, timeout=120, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["832", "480", "10", "200", "30"]
+
+
+def _lora_file(
+    path: Path, index: int = 0, scale: float = 1.0, transformer: str = "both"
+) -> LoraFile:
+    data = path.read_bytes()
+    import hashlib
+
+    return LoraFile(
+        index=index, name=f"loras[{index}] (http://example.test/{path.name})", path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(), size=len(data), scale=scale,
+        transformer=transformer,
+    )  # fmt: skip
+
+
+def _random_lora(path: Path, seed: int, family: str = "t2v") -> Path:
+    """A random LoRA for the tiny experts, in the lightx2v key format diffusers converts
+    (``diffusion_model.blocks.N.self_attn.q.lora_down.weight`` ...), strong enough to
+    change the frames."""
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_configs import configs, lightx2v_lora
+
+    save_file(lightx2v_lora(configs(family, tiny=True), scale=1.0, seed=seed), str(path))
+    return path
+
+
+def test_a_lora_applies_for_its_job_only(engine: EngineProcess, tmp_path: Path) -> None:
+    lora = _random_lora(tmp_path / "style.safetensors", seed=21)
+    size = {"width": 128, "height": 128, "seed": 17}
+
+    def frames(name: str, loras: list[LoraFile]) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+        meta, _ = _run(engine, _job(tmp_path, name, "t2v", size, loras))
+        return _frames(str(tmp_path / f"{name}.mp4")), meta
+
+    base, _ = frames("base", [])
+    zero, zero_meta = frames("zero", [_lora_file(lora, scale=0.0)])
+    full, full_meta = frames("full", [_lora_file(lora, scale=1.0)])
+    high, _ = frames("high", [_lora_file(lora, scale=1.0, transformer="high")])
+    after, after_meta = frames("after", [])
+    assert np.array_equal(zero, base), "scale 0 gives the frames of no LoRA"
+    assert not np.array_equal(full, base), "scale 1 changes the frames"
+    assert not np.array_equal(high, full), "the high-noise expert alone differs from both"
+    assert np.array_equal(after, base), "the next job without a LoRA runs the base weights"
+    assert full_meta["loras"] == [
+        {"sha256": _lora_file(lora).sha256, "bytes": lora.stat().st_size, "scale": 1.0,
+         "transformer": "both"}
+    ]  # fmt: skip
+    assert "loras" not in after_meta and "lora_load" not in after_meta["seconds"]
+    for meta in (zero_meta, full_meta):
+        print(
+            f"LoRA on the tiny Wan T2V pipeline (2 experts): load "
+            f"{meta['seconds']['lora_load'] * 1000:.1f} ms, unload "
+            f"{meta['seconds']['lora_unload'] * 1000:.1f} ms"
+        )
+
+
+def test_a_file_that_is_not_a_lora_for_wan_fails_the_job_naming_it(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    wrong_keys = tmp_path / "wrong.safetensors"
+    save_file({"unet.down.0.weight": torch.zeros(4, 4)}, str(wrong_keys))
+    wrong_shape = tmp_path / "shape.safetensors"
+    save_file(
+        {
+            "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 7),
+            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(7, 4),
+        },
+        str(wrong_shape),
+    )
+    not_safetensors = tmp_path / "notes.safetensors"
+    not_safetensors.write_bytes(b"PK\x03\x04 this is a zip, not a LoRA")
+    size = {"width": 128, "height": 128, "seed": 17}
+    _run(engine, _job(tmp_path, "before", "t2v", size))
+    for i, path in enumerate((wrong_keys, wrong_shape, not_safetensors)):
+        good = _lora_file(_random_lora(tmp_path / "good.safetensors", seed=3), index=0)
+        bad = _lora_file(path, index=1)
+        with pytest.raises(EngineFailed) as err:
+            _run(engine, _job(tmp_path, f"bad{i}", "t2v", size, [good, bad]))
+        assert err.value.error_type == "InvalidLora" and not err.value.retryable
+        assert f"loras[1] (http://example.test/{path.name})" in err.value.message
+    # the good LoRA, loaded before the bad one, was removed with it
+    _run(engine, _job(tmp_path, "after", "t2v", size))
+    before, after = (_frames(str(tmp_path / f"{n}.mp4")) for n in ("before", "after"))
+    assert np.array_equal(before, after)
