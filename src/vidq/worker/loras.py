@@ -52,7 +52,8 @@ def shown(url: str) -> str:
     credentials, at most 200 characters."""
     try:
         parts = urlsplit(url.strip())
-        text = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+        host = parts.netloc.rpartition("@")[2]  # never the credentials
+        text = f"{parts.scheme}://{host}{parts.path}"
     except ValueError:
         text = "an invalid URL"
     return text if len(text) <= 200 else text[:197] + "..."
