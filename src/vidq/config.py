@@ -349,6 +349,13 @@ class ComfyUISettings(_Group):
         description="Folder of workflow templates (`<model id>.json` or `<kind>.json`) "
         "that replace the built-in ones.",
     )
+    lora_dir: Path | None = Field(
+        default=None,
+        description="A folder the ComfyUI servers read LoRAs from (one of their `loras` "
+        "model paths, e.g. a shared volume listed in `extra_model_paths.yaml`) that this "
+        "worker can write: a request's LoRAs are placed there for its job, then removed. "
+        "Unset: requests with `loras` fail on this engine.",
+    )
     job_timeout: float = Field(
         default=3600.0, gt=0, description="Seconds one ComfyUI job may take."
     )
@@ -370,7 +377,7 @@ class ComfyUISettings(_Group):
             return tuple(str(u).strip().rstrip("/") for u in value if str(u).strip())
         return value
 
-    @field_validator("workflows_dir", mode="after")
+    @field_validator("workflows_dir", "lora_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # The engine runs in a child process: hand it a path that does not depend on a cwd.
