@@ -3,9 +3,11 @@
 Where media is fetched and decoded: in the API, at submit. The API's submit route fetches
 a request's URL inputs here, asynchronously on its event loop, *before* it takes a request
 thread; the bytes are then checked and decoded (``media/inputs.py``) in a thread bounded by
-the API's ``decode_concurrency`` limiter, stored as blobs, and the worker never sees a URL.
-So a remote server, however slow, holds no request thread: status polls, other users'
-submits, ``/health`` and ``/ready`` never wait on it.
+the API's ``decode_concurrency`` limiter, stored as blobs, and the worker never sees an
+input URL. (A request's LoRAs are the one exception: the API only checks their URLs,
+``check_url``, and the worker fetches them when it runs the job, ``fetch_to``, under the
+same policy: ``vidq.worker.loras``.) So a remote server, however slow, holds no request
+thread: status polls, other users' submits, ``/health`` and ``/ready`` never wait on it.
 
 The rules, each enforced on every request including each redirect hop:
 
