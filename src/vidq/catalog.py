@@ -136,6 +136,7 @@ def _loras() -> Any:
         max_length=LORAS_MAX,
         description="LoRAs applied for this request only (at most VIDQ_MAX_LORAS, 3 by "
         "default), as fal's `loras`.",
+        examples=[[{"path": "https://example.com/style.safetensors", "scale": 1.0}]],
     )
 
 
