@@ -59,7 +59,7 @@ def test_files_are_keyed_by_their_content(tmp_path: Path) -> None:
 
 
 def test_the_least_recently_used_files_are_evicted_past_the_bound(tmp_path: Path) -> None:
-    cache = LoraCache(tmp_path, max_bytes=2 * 3000)
+    cache = LoraCache(tmp_path, max_bytes=2 * 3000, grace_s=0)
     shas = []
     for i, data in enumerate((b"1" * 3000, b"2" * 3000, b"3" * 3000)):
         sha = _sha(data)
@@ -73,11 +73,15 @@ def test_the_least_recently_used_files_are_evicted_past_the_bound(tmp_path: Path
     cache.max_bytes = 0
     assert cache.evict(keep=[shas[2]]) == [shas[0]]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".partial-x", f"{shas[2]}.safetensors"]
+    # a file used within the grace period stays, over the bound, for another slot to load
+    cache.grace_s = 60
+    assert cache.get(shas[2]) is not None
+    assert cache.evict() == [] and cache.get(shas[2]) is not None
 
 
 def test_fetching_evicts_past_the_bound_but_never_the_jobs_own(tmp_path: Path) -> None:
     with loopback_http({"/a": (200, {}, A), "/b": (200, {}, B)}) as (base, _hits):
-        fetcher = _fetcher(tmp_path, cache_bytes=4000)
+        fetcher = _fetcher(tmp_path, cache_bytes=4000, cache_grace_s=0)
         fetcher.fetch([{"path": f"{base}/a"}])
         time.sleep(0.01)  # distinct modification times
         both = fetcher.fetch([{"path": f"{base}/a"}, {"path": f"{base}/b"}])

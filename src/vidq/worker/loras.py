@@ -10,7 +10,9 @@ The cache (``LoraCache``) keeps the files by the sha256 of their bytes
 under a temporary name and renamed into place, so the GPU slots of one host (one cache
 folder) never see a half-written file and two slots writing the same LoRA both end with
 the same complete file. A use touches the file's modification time; past
-``max_bytes`` the least recently used files are deleted, never those of the job at hand.
+``max_bytes`` the least recently used files are deleted, never those of the job at hand,
+nor any used within ``grace_s`` (another GPU slot may be about to load it: the cache may
+then hold more than its bound for that long).
 
 Errors name the LoRA as ``loras[i] (https://host/path)`` (never the query string: it may
 hold a signature). A URL that answers 4xx, is refused by the policy or is too large fails
@@ -63,9 +65,10 @@ class LoraCache:
     """LoRA files by content hash in ``folder``, at most ``max_bytes`` of them (see the
     module docstring). Safe for several threads and processes on one folder."""
 
-    def __init__(self, folder: Path, max_bytes: int) -> None:
+    def __init__(self, folder: Path, max_bytes: int, grace_s: float = 900.0) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self.grace_s = grace_s
         self._lock = threading.Lock()  # eviction, within a process
 
     def path_of(self, sha256: str) -> Path:
@@ -102,8 +105,9 @@ class LoraCache:
 
     def evict(self, keep: Sequence[str] = ()) -> list[str]:
         """Delete the least recently used files until the cache holds at most
-        ``max_bytes`` (never the hashes in ``keep``, nor files being written); the hashes
-        deleted."""
+        ``max_bytes`` (never the hashes in ``keep``, files used within ``grace_s``, nor
+        files being written); the hashes deleted."""
+        recent = time.time() - self.grace_s
         with self._lock:
             entries: list[tuple[float, int, Path]] = []
             try:
@@ -120,8 +124,8 @@ class LoraCache:
                 entries.append((st.st_mtime, st.st_size, Path(entry.path)))
             total = sum(size for _, size, _ in entries)
             deleted: list[str] = []
-            for _, size, path in sorted(entries):
-                if total <= self.max_bytes:
+            for used, size, path in sorted(entries):
+                if total <= self.max_bytes or used > recent:
                     break
                 sha = path.name.removesuffix(SUFFIX)
                 if sha in keep:
@@ -138,6 +142,7 @@ class LoraOptions:
 
     cache_dir: Path
     cache_bytes: int = 20 * 1024**3
+    cache_grace_s: float = 900.0  # a file used this recently is never evicted
     max_bytes: int = 2 * 1024**3
     timeout_s: float = 300.0
     allow_http: bool = False  # local testing only
@@ -158,7 +163,7 @@ class LoraFetcher:
 
     def __init__(self, options: LoraOptions) -> None:
         self.options = options
-        self.cache = LoraCache(options.cache_dir, options.cache_bytes)
+        self.cache = LoraCache(options.cache_dir, options.cache_bytes, options.cache_grace_s)
         self._tls: Any = None
         self._tls_lock = threading.Lock()
 
