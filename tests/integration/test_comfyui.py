@@ -604,8 +604,9 @@ def test_loras_fill_the_templates_slots_and_leave_nothing_behind(
     )
     result, _ = _run(_engine(comfy, lora_dir=str(comfy.lora_dir)), job)
     (graph,) = comfy.prompts
-    name0 = f"vidq-7-0-{both.sha256[:16]}.safetensors"
-    name1 = f"vidq-7-1-{low.sha256[:16]}.safetensors"
+    tag = graph["30"]["inputs"]["lora_name"].split("-")[2]  # the attempt's own
+    name0 = f"vidq-7-{tag}-0-{both.sha256[:16]}.safetensors"
+    name1 = f"vidq-7-{tag}-1-{low.sha256[:16]}.safetensors"
 
     def lora_node(nid: str) -> tuple[Any, ...]:
         i = graph[nid]["inputs"]

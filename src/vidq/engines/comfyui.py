@@ -5,7 +5,7 @@ upload the inputs, fill the workflow template of the job (``comfyui_workflows``)
 follow its progress, download the output, make it an H.264/AAC MP4 if it is not one, and
 delete the prompt from the server. A request's LoRAs (fetched by the worker) are linked or
 copied into ``lora_dir``, a folder the servers read LoRAs from, under names unique to the
-job, named in the template's LoRA slots (``comfyui_workflows.fill_loras``) and removed
+attempt, named in the template's LoRA slots (``comfyui_workflows.fill_loras``) and removed
 after the job. (An upload cannot do it: ComfyUI's ``/upload/image`` writes only to its
 input, temp and output folders, and ``LoraLoaderModelOnly`` reads only its ``loras``
 model folders.) The protocol and what each failure means for the job
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import threading
@@ -89,10 +90,13 @@ class ComfyUIEngine:
     def run(self, job: EngineJob, report: Report) -> EngineResult:
         kind = wf.kind_for(job.family, job.files)
         template, origin = wf.load_template(kind, job.model_id, self.workflows_dir)
+        # unique to the attempt: a stale attempt of the same job cannot delete this one's
+        tag = secrets.token_hex(4)
         names = [
-            (f"vidq-{job.request_id}-{f.index}-{f.sha256[:16]}.safetensors", f.scale, f.transformer)
+            (f"vidq-{job.request_id}-{tag}-{f.index}-{f.sha256[:16]}.safetensors", f.scale,
+             f.transformer)
             for f in job.loras
-        ]
+        ]  # fmt: skip
         template = wf.fill_loras(template, names, origin)
         staged = self._stage_loras(job, [name for name, _, _ in names])
         try:
