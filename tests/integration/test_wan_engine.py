@@ -328,3 +328,36 @@ def test_a_file_that_is_not_a_lora_for_wan_fails_the_job_naming_it(
     _run(engine, _job(tmp_path, "after", "t2v", size))
     before, after = (_frames(str(tmp_path / f"{n}.mp4")) for n in ("before", "after"))
     assert np.array_equal(before, after)
+
+
+def test_a_peft_trained_lora_in_diffusers_key_format_applies(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    """A LoRA as diffusers' own training scripts save it (peft's state dict, keys
+    ``transformer.blocks.N.attn1.to_q.lora_A.weight``), made here on the tiny transformer."""
+    import torch
+    from diffusers import WanTransformer3DModel
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_configs import configs
+
+    torch.manual_seed(4)
+    model = WanTransformer3DModel(**configs("t2v", tiny=True).transformer)
+    model.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                   target_modules=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj"])
+    )  # fmt: skip
+    state = {
+        f"transformer.{k}": v.contiguous() for k, v in get_peft_model_state_dict(model).items()
+    }
+    assert any(k.endswith("lora_A.weight") for k in state)
+    save_file(state, str(tmp_path / "peft.safetensors"))
+    size = {"width": 128, "height": 128, "seed": 17}
+    _run(engine, _job(tmp_path, "base", "t2v", size))
+    lora = _lora_file(tmp_path / "peft.safetensors", transformer="high")
+    meta, _ = _run(engine, _job(tmp_path, "peft", "t2v", size, [lora]))
+    _run(engine, _job(tmp_path, "after", "t2v", size))
+    base, peft, after = (_frames(str(tmp_path / f"{n}.mp4")) for n in ("base", "peft", "after"))
+    assert not np.array_equal(peft, base) and np.array_equal(after, base)
+    assert meta["loras"][0]["transformer"] == "high"
