@@ -64,6 +64,8 @@ def test_loras_are_fetched_by_the_worker_and_recorded_in_the_result(tmp_path: Pa
         assert job is not None and job.attempt == 1, "a 404 is final: not retried"
         assert job.error is not None and "loras[0] (http://127.0.0.1" in job.error
         assert "/gone): URL answered HTTP 404" in job.error
+        fal = client.get(f"/queue/vidq/{T2V}/requests/{missing.json()['request_id']}")
+        assert fal.status_code == 422, fal.text  # the inputs', as fal's model errors
 
 
 def test_a_lora_over_the_byte_limit_fails_the_job_naming_it(tmp_path: Path) -> None:
@@ -81,6 +83,8 @@ def test_a_lora_over_the_byte_limit_fails_the_job_naming_it(tmp_path: Path) -> N
         job = server.store.get(int(r.json()["request_id"]))
         assert job is not None and job.attempt == 1 and job.error is not None
         assert "loras[0] (http://127.0.0.1" in job.error and "VIDQ_MAX_LORA_BYTES" in job.error
+        fal = client.get(f"/queue/vidq/{T2V}/requests/{r.json()['request_id']}")
+        assert fal.status_code == 422, fal.text
 
 
 def test_bad_loras_are_refused_at_submit_naming_the_item(tmp_path: Path) -> None:

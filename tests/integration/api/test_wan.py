@@ -93,4 +93,6 @@ def test_loras_over_http_are_fetched_applied_and_a_bad_one_fails_once(
         assert job is not None and job.attempt == 1 and job.error_type == "InvalidLora"
         assert job.error is not None and f"loras[0] ({base}/notes.txt)" in job.error
         assert "not a safetensors file" in job.error
+        fal = client.get(f"/queue/vidq/wan22-fast-t2v/requests/{bad.json()['request_id']}")
+        assert fal.status_code == 422 and fal.json()["error_type"] == "InvalidLora", fal.text
         assert "/notes.txt" in hits
