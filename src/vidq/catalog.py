@@ -11,7 +11,7 @@ import difflib
 import enum
 import re
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -98,6 +98,48 @@ class _Inputs(BaseModel):
     )
 
 
+LORAS_MAX = 16  # the schema's own cap; VIDQ_MAX_LORAS (default 3) is checked at submit
+LORA_SCALE_MAX = 4.0
+LORA_URL_MAX_CHARS = 4096
+
+
+class LoraWeight(BaseModel):
+    """One LoRA to apply for this request only, as fal's ``loras`` items: fetched by the
+    worker from ``path`` (an https URL), at ``scale``, into the expert ``transformer``
+    names (``high``: the high-noise expert, ``low``: the low-noise one, ``both``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    path: str = Field(
+        ...,
+        min_length=1,
+        max_length=LORA_URL_MAX_CHARS,
+        description="https URL of a .safetensors LoRA for this model (fetched by the worker, "
+        "SSRF-safe, at most VIDQ_MAX_LORA_BYTES).",
+    )
+    scale: float = Field(
+        1.0,
+        ge=-LORA_SCALE_MAX,
+        le=LORA_SCALE_MAX,
+        description="How strongly the LoRA applies; 0 leaves the model as it is.",
+    )
+    transformer: Literal["high", "low", "both"] = Field(
+        "high",
+        description="Which Wan 2.2 A14B expert takes it: the high-noise one (`high`), the "
+        "low-noise one (`low`) or `both`; single-expert models take every LoRA.",
+    )
+
+
+def _loras() -> Any:
+    return Field(
+        None,
+        max_length=LORAS_MAX,
+        description="LoRAs applied for this request only (at most VIDQ_MAX_LORAS, 3 by "
+        "default), as fal's `loras`.",
+        examples=[[{"path": "https://example.com/style.safetensors", "scale": 1.0}]],
+    )
+
+
 def _check_side(name: str, value: int | None) -> None:
     if value is not None and value % SIDE_MULTIPLE:
         raise ValueError(f"{name} must be a multiple of {SIDE_MULTIPLE} (got {value})")
@@ -110,6 +152,7 @@ class T2VInputs(_Inputs):
     width: int = Field(1280, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
     height: int = Field(720, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
     duration: int = Field(5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds, 16 fps.")
+    loras: list[LoraWeight] | None = _loras()
 
     @field_validator("width", "height")
     @classmethod
@@ -221,6 +264,7 @@ class I2VInputs(_ImageInputs):
         title="Last frame",
         json_schema_extra=_media("image"),
     )
+    loras: list[LoraWeight] | None = _loras()
 
 
 class S2VInputs(_ImageInputs):

@@ -44,6 +44,7 @@ from vidq.store.base import JobStore, RetentionStore
 from vidq.worker import Worker, WorkerOptions
 from vidq.worker.limits import RunLimits
 from vidq.worker.local import LocalSource
+from vidq.worker.loras import LoraOptions
 from vidq.worker.ports import Reaper, Source
 from vidq.worker.remote import CLAIM_WAIT_S, ProtocolError, RemoteAPI, RemoteSource, TokenRefused
 from vidq.worker.slots import WorkerGroup, resolve_gpus
@@ -242,6 +243,14 @@ def worker_options(
         name=name,
         warmup=settings.worker.warmup,
         preview_interval_s=settings.worker.preview_interval,
+        loras=LoraOptions(
+            cache_dir=settings.resolved_lora_cache_dir(),
+            cache_bytes=settings.worker.lora_cache_bytes,
+            max_bytes=settings.limits.max_lora_bytes,
+            timeout_s=settings.worker.lora_fetch_timeout,
+            allow_http=settings.limits.fetch_allow_http,
+            allow_networks=settings.limits.fetch_allow_networks,
+        ),
     )
 
 

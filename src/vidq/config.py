@@ -230,6 +230,23 @@ class WorkerSettings(_Group):
         description="Remote-worker mode: allow a plain `http://` server that is not on "
         "loopback (the token then crosses the network in clear).",
     )
+    lora_cache_dir: Path | None = Field(
+        default=None,
+        description="Where a worker keeps the LoRAs it fetched for requests, by content "
+        "hash; unset: `lora-cache` in the data folder.",
+    )
+    lora_cache_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="Bytes of LoRAs the cache keeps; past it the least recently used are "
+        "deleted (never those of the job at hand).",
+    )
+    lora_fetch_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Deadline of fetching one LoRA URL, all of it (connect, headers, "
+        "redirects, body): LoRAs are hundreds of megabytes, unlike input media.",
+    )
 
     @field_validator("pools", mode="before")
     @classmethod
@@ -344,6 +361,13 @@ class ComfyUISettings(_Group):
         description="Folder of workflow templates (`<model id>.json` or `<kind>.json`) "
         "that replace the built-in ones.",
     )
+    lora_dir: Path | None = Field(
+        default=None,
+        description="A folder the ComfyUI servers read LoRAs from (one of their `loras` "
+        "model paths, e.g. a shared volume listed in `extra_model_paths.yaml`) that this "
+        "worker can write: a request's LoRAs are placed there for its job, then removed. "
+        "Unset: requests with `loras` fail on this engine.",
+    )
     job_timeout: float = Field(
         default=3600.0, gt=0, description="Seconds one ComfyUI job may take."
     )
@@ -365,7 +389,7 @@ class ComfyUISettings(_Group):
             return tuple(str(u).strip().rstrip("/") for u in value if str(u).strip())
         return value
 
-    @field_validator("workflows_dir", mode="after")
+    @field_validator("workflows_dir", "lora_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # The engine runs in a child process: hand it a path that does not depend on a cwd.
@@ -440,6 +464,18 @@ class LimitsSettings(_Group):
         default=32 * 1024 * 1024,
         ge=1024,
         description="Largest decoded input (data URI or fetched URL), per input (413 above).",
+    )
+    max_loras: int = Field(
+        default=3,
+        ge=0,
+        description="LoRAs one request may name (`loras`, Wan text- and image-to-video; 422 "
+        "above; the schema allows 16 at most).",
+    )
+    max_lora_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024,
+        description="Largest LoRA file a worker fetches (a rank-64 Wan 2.2 A14B LoRA is "
+        "about 0.6 GB in bf16, rank 128 about 1.2 GB); the job fails above it.",
     )
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="Largest image input, width x height (422 above)."
@@ -655,6 +691,10 @@ class Settings(BaseSettings):
     def resolved_storage_url(self) -> str:
         """``storage.storage_url``, else the blobs folder in the data dir."""
         return self.storage.storage_url or f"file://{self.data_dir.resolve() / 'blobs'}"
+
+    def resolved_lora_cache_dir(self) -> Path:
+        """``worker.lora_cache_dir``, else ``lora-cache`` in the data dir (absolute)."""
+        return (self.worker.lora_cache_dir or self.data_dir / "lora-cache").resolve()
 
     def engine_settings(self) -> dict[str, BaseModel]:
         """Engine name -> the settings group its engine is built with."""

@@ -8,6 +8,8 @@ default message.
     ├── UserError                  (400) the request is wrong
     │   ├── InvalidRequestId       (400) request id is not a number
     │   ├── InvalidInput           (422) an input field is invalid; names the field
+    │   │   └── UrlUnreachable     (422) an input URL's server could not be reached (a
+    │   │                                worker fetching a LoRA retries the attempt)
     │   ├── PayloadTooLarge        (413) body or decoded input over its limit
     │   ├── Unauthorized           (401) missing or unknown token
     │   ├── Forbidden              (403) the token's role may not do this (worker tokens)
@@ -24,7 +26,8 @@ default message.
     ├── LeaseLost                  (---) a worker's fenced update changed no row
     └── EngineError                (---) an engine failed one attempt
         ├── EngineCrashed          (---) the engine child process died
-        └── EngineUnavailable      (---) the engine cannot run here (weights, GPU)
+        ├── EngineUnavailable      (---) the engine cannot run here (weights, GPU)
+        └── InvalidLora            (---) a request's LoRA does not fit the model (final)
 """
 
 from __future__ import annotations
@@ -91,6 +94,11 @@ class InvalidInput(UserError):
     def detail(self) -> Any:
         # The shape FastAPI uses for validation errors, so clients parse one format.
         return [{"loc": [self.where, *self.loc], "msg": self.reason, "type": self.kind}]
+
+
+class UrlUnreachable(InvalidInput):
+    """An input URL's server could not be reached, timed out or answered 5xx: the API
+    answers 422 as for any bad URL; a worker fetching a LoRA retries the attempt."""
 
 
 class PayloadTooLarge(UserError):
@@ -206,3 +214,7 @@ class EngineCrashed(EngineError):
 
 class EngineUnavailable(EngineError):
     """The engine cannot run on this worker."""
+
+
+class InvalidLora(EngineError):
+    """A LoRA of the request is not a LoRA for this model (final: not retried)."""

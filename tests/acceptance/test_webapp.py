@@ -262,6 +262,12 @@ def test_invalid_input_is_shown_next_to_its_field(page: Page, server: Stack) -> 
     page.get_by_role("button", name="Generate").click()
     expect(error).to_contain_text("multiple of 16")
     expect(page.locator(".run")).to_be_empty()  # nothing was queued
+    # loras is typed as JSON; a LoRA on a loopback address is refused next to its field
+    page.get_by_label("Width", exact=True).fill("208")
+    page.get_by_label("Loras", exact=True).fill('[{"path": "https://127.0.0.1/a.safetensors"}]')
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("[data-field=loras] .field-error")).to_contain_text("not a public address")
+    expect(page.locator(".run")).to_be_empty()
 
 
 def test_a_hostile_prompt_is_text(page: Page, server: Stack, shots: Path) -> None:

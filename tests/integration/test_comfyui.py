@@ -634,3 +634,116 @@ def test_worker_runs_foley_and_fails_cleanly_on_comfyui_errors(
     )
     assert failed.state.value == "FAILED" and failed.attempt == 1
     assert "HunyuanVideoFoleyGenerateAudio" in (failed.error or "")
+
+
+# -- LoRAs ---------------------------------------------------------------------------------
+def _lora(tmp_path: Path, name: str, data: bytes, index: int, scale: float, expert: str) -> Any:
+    import hashlib
+
+    from vidq.engines.base import LoraFile
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    return LoraFile(index, f"loras[{index}] (https://h/{name})", str(path), sha, len(data),
+                    scale, expert)  # fmt: skip
+
+
+def test_loras_fill_the_templates_slots_and_leave_nothing_behind(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    both = _lora(tmp_path, "both.safetensors", b"both" * 100, 0, 0.6, "both")
+    low = _lora(tmp_path, "low.safetensors", b"low" * 100, 1, 1.25, "low")
+    job = dataclasses.replace(
+        _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128), loras=[both, low]
+    )
+    result, _ = _run(_engine(comfy, lora_dir=str(comfy.lora_dir)), job)
+    (graph,) = comfy.prompts
+    tag = graph["30"]["inputs"]["lora_name"].split("-")[2]  # the attempt's own
+    name0 = f"vidq-7-{tag}-0-{both.sha256[:16]}.safetensors"
+    name1 = f"vidq-7-{tag}-1-{low.sha256[:16]}.safetensors"
+
+    def lora_node(nid: str) -> tuple[Any, ...]:
+        i = graph[nid]["inputs"]
+        return graph[nid]["class_type"], i["model"], i["lora_name"], i["strength_model"]
+
+    # high-noise chain: Lightning (3) -> the "both" LoRA (the slot, 30) -> sampling (5)
+    assert lora_node("30") == ("LoraLoaderModelOnly", ["3", 0], name0, 0.6)
+    assert graph["5"]["inputs"]["model"] == ["30", 0]
+    # low-noise chain: Lightning (4) -> "both" (31) -> "low" (31_lora1) -> sampling (6)
+    assert lora_node("31") == ("LoraLoaderModelOnly", ["4", 0], name0, 0.6)
+    assert lora_node("31_lora1") == ("LoraLoaderModelOnly", ["31", 0], name1, 1.25)
+    assert graph["6"]["inputs"]["model"] == ["31_lora1", 0]
+    # the server found the files, whole, when the prompt was queued; they are gone now
+    assert comfy.lora_files == {name0: b"both" * 100, name1: b"low" * 100}
+    assert list(comfy.lora_dir.iterdir()) == []
+    assert result.meta["loras"][1] == {
+        "sha256": low.sha256, "bytes": 300, "scale": 1.25, "transformer": "low"
+    }  # fmt: skip
+
+
+def test_without_loras_the_slots_are_bypassed(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    _run(_engine(comfy), _job(tmp_path, "t2v", "wan22-fast-t2v", width=128, height=128))
+    (graph,) = comfy.prompts
+    assert "30" not in graph and "31" not in graph
+    assert graph["5"]["inputs"]["model"] == ["3", 0] and graph["6"]["inputs"]["model"] == ["4", 0]
+
+
+def test_loras_without_a_slot_or_a_lora_folder_fail_the_job_clearly(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    import json
+
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    shipped = json.loads(
+        (Path(__file__).parents[2] / "src/vidq/engines/workflows/s2v.json").read_text()
+    )
+    (folder / "t2v.json").write_text(json.dumps(shipped))  # a valid graph without a slot
+    lora = _lora(tmp_path, "a.safetensors", b"a" * 10, 0, 1.0, "high")
+    job = dataclasses.replace(_job(tmp_path, "t2v", "wan22-fast-t2v"), loras=[lora])
+    proc = EngineProcess(
+        "comfyui",
+        ComfyUISettings(urls=comfy.url, workflows_dir=folder, lora_dir=comfy.lora_dir),
+        ["wan22-t2v"],
+    )
+    proc.start()
+    try:
+        with pytest.raises(EngineFailed) as err:
+            proc.run(job, lambda _k, _n: None, lambda: False)
+        assert not err.value.retryable
+        assert "workflow" in err.value.message and "has no LoRA slot" in err.value.message
+    finally:
+        proc.stop()
+    with pytest.raises(EngineError, match="no LoRA folder"):
+        _run(_engine(comfy), job)
+    assert comfy.prompts == []
+
+
+def test_worker_fetches_a_lora_and_comfyui_gets_it_in_its_slot(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    from tests.support.loopback import loopback_http
+
+    data = b"lora bytes" * 1000
+    settings = {
+        "engines": ENGINES, "comfyui_url": comfy.url, "comfyui_lora_dir": comfy.lora_dir,
+        "fetch_allow_http": "true", "fetch_allow_networks": "127.0.0.1/32",
+    }  # fmt: skip
+    with (
+        loopback_http({"/l.safetensors": (200, {}, data)}) as (base, _hits),
+        stack(tmp_path / "data", **settings) as server,
+    ):
+        client = server.client(server.token("alice"))
+        loras = [{"path": f"{base}/l.safetensors", "scale": 0.5, "transformer": "high"}]
+        rid = client.post("/queue/wan22-fast-t2v", json={**T2V, "loras": loras}).json()[
+            "request_id"
+        ]
+        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+        assert status["status"] == "COMPLETED", status
+    (graph,) = comfy.prompts
+    (name,) = comfy.lora_files
+    assert comfy.lora_files[name] == data
+    assert graph["30"]["inputs"]["lora_name"] == name and "31" not in graph
+    assert graph["30"]["inputs"]["strength_model"] == 0.5
+    assert list(comfy.lora_dir.iterdir()) == []

@@ -24,7 +24,7 @@ from PIL import Image
 from tests.support.media import probe_mp4
 from tests.support.processes import ROOT
 from vidq.config import WanSettings
-from vidq.engines.base import EngineJob
+from vidq.engines.base import EngineJob, LoraFile
 from vidq.worker.child import EngineFailed, EngineProcess
 
 pytestmark = pytest.mark.slow  # torch on the CPU
@@ -51,7 +51,14 @@ def engine(models_dir: Path) -> Iterator[EngineProcess]:
         proc.stop()
 
 
-def _job(tmp: Path, name: str, family: str, inputs: dict[str, Any], **files: Path) -> EngineJob:
+def _job(
+    tmp: Path,
+    name: str,
+    family: str,
+    inputs: dict[str, Any],
+    loras: list[LoraFile] | None = None,
+    **files: Path,
+) -> EngineJob:
     return EngineJob(
         request_id=1,
         model_id=f"wan22-fast-{family}",
@@ -61,6 +68,7 @@ def _job(tmp: Path, name: str, family: str, inputs: dict[str, Any], **files: Pat
         files={k: str(v) for k, v in files.items()},
         output_path=str(tmp / f"{name}.mp4"),
         steps=4,
+        loras=loras or [],
     )
 
 
@@ -307,3 +315,124 @@ def test_a_configured_tiny_decoder_makes_the_previews(models_dir: Path, tmp_path
     )
     with pytest.raises(EngineFailed, match="VIDQ_WAN_PREVIEW_DECODER"):
         bad.start()
+
+
+def _lora_file(
+    path: Path, index: int = 0, scale: float = 1.0, transformer: str = "both"
+) -> LoraFile:
+    data = path.read_bytes()
+    import hashlib
+
+    return LoraFile(
+        index=index, name=f"loras[{index}] (http://example.test/{path.name})", path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(), size=len(data), scale=scale,
+        transformer=transformer,
+    )  # fmt: skip
+
+
+def _random_lora(path: Path, seed: int, family: str = "t2v") -> Path:
+    """A random LoRA for the tiny experts, in the lightx2v key format diffusers converts
+    (``diffusion_model.blocks.N.self_attn.q.lora_down.weight`` ...), strong enough to
+    change the frames."""
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_configs import configs, lightx2v_lora
+
+    save_file(lightx2v_lora(configs(family, tiny=True), scale=1.0, seed=seed), str(path))
+    return path
+
+
+def test_a_lora_applies_for_its_job_only(engine: EngineProcess, tmp_path: Path) -> None:
+    lora = _random_lora(tmp_path / "style.safetensors", seed=21)
+    size = {"width": 128, "height": 128, "seed": 17}
+
+    def frames(name: str, loras: list[LoraFile]) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
+        meta, _ = _run(engine, _job(tmp_path, name, "t2v", size, loras))
+        return _frames(str(tmp_path / f"{name}.mp4")), meta
+
+    base, _ = frames("base", [])
+    zero, zero_meta = frames("zero", [_lora_file(lora, scale=0.0)])
+    full, full_meta = frames("full", [_lora_file(lora, scale=1.0)])
+    high, _ = frames("high", [_lora_file(lora, scale=1.0, transformer="high")])
+    after, after_meta = frames("after", [])
+    assert np.array_equal(zero, base), "scale 0 gives the frames of no LoRA"
+    assert not np.array_equal(full, base), "scale 1 changes the frames"
+    assert not np.array_equal(high, full), "the high-noise expert alone differs from both"
+    assert np.array_equal(after, base), "the next job without a LoRA runs the base weights"
+    assert full_meta["loras"] == [
+        {"sha256": _lora_file(lora).sha256, "bytes": lora.stat().st_size, "scale": 1.0,
+         "transformer": "both"}
+    ]  # fmt: skip
+    assert "loras" not in after_meta and "lora_load" not in after_meta["seconds"]
+    for meta in (zero_meta, full_meta):
+        print(
+            f"LoRA on the tiny Wan T2V pipeline (2 experts): load "
+            f"{meta['seconds']['lora_load'] * 1000:.1f} ms, unload "
+            f"{meta['seconds']['lora_unload'] * 1000:.1f} ms"
+        )
+
+
+def test_a_file_that_is_not_a_lora_for_wan_fails_the_job_naming_it(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    wrong_keys = tmp_path / "wrong.safetensors"
+    save_file({"unet.down.0.weight": torch.zeros(4, 4)}, str(wrong_keys))
+    wrong_shape = tmp_path / "shape.safetensors"
+    save_file(
+        {
+            "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 7),
+            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(7, 4),
+        },
+        str(wrong_shape),
+    )
+    not_safetensors = tmp_path / "notes.safetensors"
+    not_safetensors.write_bytes(b"PK\x03\x04 this is a zip, not a LoRA")
+    size = {"width": 128, "height": 128, "seed": 17}
+    _run(engine, _job(tmp_path, "before", "t2v", size))
+    for i, path in enumerate((wrong_keys, wrong_shape, not_safetensors)):
+        good = _lora_file(_random_lora(tmp_path / "good.safetensors", seed=3), index=0)
+        bad = _lora_file(path, index=1)
+        with pytest.raises(EngineFailed) as err:
+            _run(engine, _job(tmp_path, f"bad{i}", "t2v", size, [good, bad]))
+        assert err.value.error_type == "InvalidLora" and not err.value.retryable
+        assert f"loras[1] (http://example.test/{path.name})" in err.value.message
+    # the good LoRA, loaded before the bad one, was removed with it
+    _run(engine, _job(tmp_path, "after", "t2v", size))
+    before, after = (_frames(str(tmp_path / f"{n}.mp4")) for n in ("before", "after"))
+    assert np.array_equal(before, after)
+
+
+def test_a_peft_trained_lora_in_diffusers_key_format_applies(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    """A LoRA as diffusers' own training scripts save it (peft's state dict, keys
+    ``transformer.blocks.N.attn1.to_q.lora_A.weight``), made here on the tiny transformer."""
+    import torch
+    from diffusers import WanTransformer3DModel
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_configs import configs
+
+    torch.manual_seed(4)
+    model = WanTransformer3DModel(**configs("t2v", tiny=True).transformer)
+    model.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                   target_modules=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj"])
+    )  # fmt: skip
+    state = {
+        f"transformer.{k}": v.contiguous() for k, v in get_peft_model_state_dict(model).items()
+    }
+    assert any(k.endswith("lora_A.weight") for k in state)
+    save_file(state, str(tmp_path / "peft.safetensors"))
+    size = {"width": 128, "height": 128, "seed": 17}
+    _run(engine, _job(tmp_path, "base", "t2v", size))
+    lora = _lora_file(tmp_path / "peft.safetensors", transformer="high")
+    meta, _ = _run(engine, _job(tmp_path, "peft", "t2v", size, [lora]))
+    _run(engine, _job(tmp_path, "after", "t2v", size))
+    base, peft, after = (_frames(str(tmp_path / f"{n}.mp4")) for n in ("base", "peft", "after"))
+    assert not np.array_equal(peft, base) and np.array_equal(after, base)
+    assert meta["loras"][0]["transformer"] == "high"

@@ -4,6 +4,7 @@ token's role, and 422s that name the field."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -531,5 +532,48 @@ def test_a_remote_worker_publishes_previews_and_leaves_none(tmp_path: Path) -> N
             job = store.get(int(rid))
             assert job is not None and job.result_meta["previews"] >= 1
             assert blobs.keys("previews/") == []
+    finally:
+        store.close()
+
+
+def test_a_remote_worker_fetches_a_jobs_loras_itself(tmp_path: Path) -> None:
+    """The job a remote worker claims carries its LoRA URLs (the API checked and never
+    fetched them); the worker fetches them under its own outbound settings and the result
+    records them."""
+    from tests.support.loopback import loopback_http
+    from vidq.compose import worker_options
+
+    lora = b"lora" * 300
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    user = create_token(store, "alice")
+    token = create_token(store, "gpu", worker=True)
+    loopback = {"fetch_allow_http": True, "fetch_allow_networks": "127.0.0.1/32"}
+    settings = Settings.load(data_dir=tmp_path / "worker", limits=loopback)
+    app = create_app(settings, store, blobs)
+    auth = {"Authorization": f"Bearer {user}"}
+    try:
+        with (
+            loopback_http({"/l.safetensors": (200, {}, lora)}) as (base, hits),
+            serve_app(app) as url,
+            httpx.Client(base_url=url, headers=auth) as client,
+        ):
+            body = {**SMALL, "loras": [{"path": f"{base}/l.safetensors?sig=x", "scale": 0.3}]}
+            r = client.post(f"/queue/{T2V}", json=body)
+            assert r.status_code == 200, r.text
+            assert hits == []
+            api = RemoteAPI(url, token)
+            options = dataclasses.replace(
+                worker_options(settings, burst=True, pools=[POOL], name="remote-1"),
+                engines={POOL: "preview"},
+            )
+            assert Worker(RemoteSource(api, wait_s=0.0), options).run() == 1
+            api.close()
+            result = client.get(f"/queue/{T2V}/requests/{r.json()['request_id']}").json()
+            assert result["loras"] == [{"sha256": hashlib.sha256(lora).hexdigest(),
+                                        "bytes": len(lora), "scale": 0.3,
+                                        "transformer": "high"}]  # fmt: skip
+            assert hits == ["/l.safetensors?sig=x"]
+            assert (tmp_path / "worker" / "lora-cache").is_dir()
     finally:
         store.close()

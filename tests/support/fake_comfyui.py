@@ -8,7 +8,10 @@ It speaks ComfyUI's HTTP and websocket protocol with the message shapes of Comfy
 ``execution_error``, ``execution_interrupted``, and ``executing`` with ``node: null`` after
 the prompt is done, error or not), ``/history/{id}`` entries with ``outputs`` and
 ``status: {status_str, completed, messages}``, ``/view``, ``/upload/image``, ``/queue``,
-``/interrupt``. Nodes "run" on the CPU and make a real MP4 from the inputs with PyAV.
+``/interrupt``. A ``LoraLoaderModelOnly`` naming a ``vidq-...`` file must find it in
+``lora_dir`` (``models/loras``), as ComfyUI validates a LoRA name against that folder; the
+bytes of each one a queued prompt named are kept in ``lora_files``. Nodes "run" on the
+CPU and make a real MP4 from the inputs with PyAV.
 
 ``mode`` chooses a behaviour: ``ok``, ``error`` (the sampler raises), ``oom``,
 ``drop_ws`` (the websocket is closed after the first progress message; execution goes on),
@@ -69,6 +72,7 @@ ACTIVE = {
     "SaveVideo",
 }
 OUTPUT = {"SaveVideo"}
+LORA = "LoraLoaderModelOnly"
 
 
 class Interrupted(Exception):
@@ -81,8 +85,12 @@ class FakeComfyUI:
     def __init__(self, root: Path, port: int | None = None) -> None:
         self.input_dir = root / "input"
         self.output_dir = root / "output"
+        # ComfyUI's models/loras: where vidq places a request's LoRAs (VIDQ_COMFYUI_LORA_DIR)
+        self.lora_dir = root / "models" / "loras"
         self.input_dir.mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.lora_dir.mkdir(parents=True, exist_ok=True)
+        self.lora_files: dict[str, bytes] = {}  # LoRAs in lora_dir a prompt named, when queued
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mode = "ok"
@@ -233,6 +241,10 @@ class FakeComfyUI:
         self._number += 1
         self.prompts.append(graph)
         self.prompt_ids.append(prompt_id)
+        for node in graph.values():
+            name = str(node["inputs"].get("lora_name", "")) if node["class_type"] == LORA else ""
+            if (self.lora_dir / name).is_file():
+                self.lora_files[name] = (self.lora_dir / name).read_bytes()
         client_id = body.get("client_id")
         self._pending.append(prompt_id)
         asyncio.get_running_loop().create_task(self._execute(prompt_id, graph, client_id))
@@ -246,7 +258,13 @@ class FakeComfyUI:
         keys = {"LoadImage": "image", "LoadAudio": "audio", "LoadVideo": "file"}
         for nid, node in graph.items():
             key = keys.get(node["class_type"])
-            if key and not (self.input_dir / str(node["inputs"][key])).is_file():
+            folder = self.input_dir
+            name = str(node["inputs"].get("lora_name", ""))
+            if node["class_type"] == LORA and name.startswith("vidq-"):
+                # a request's LoRA must be in the loras folder (the shipped Lightning
+                # LoRAs' names are taken as installed)
+                key, folder = "lora_name", self.lora_dir
+            if key and not (folder / str(node["inputs"][key])).is_file():
                 errors[nid] = {
                     "errors": [
                         {

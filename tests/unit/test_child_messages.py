@@ -3,13 +3,14 @@ codec and comes back equal, as JSON (never pickle), and what is not a message is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
 import pytest
 from pydantic import ValidationError
 
-from vidq.engines.base import EngineJob, EngineResult
+from vidq.engines.base import EngineJob, EngineResult, LoraFile
 from vidq.worker.child_messages import (
     Failed,
     Failure,
@@ -28,8 +29,10 @@ JOB = EngineJob(
     inputs={"prompt": "a fox \u00e9\U0001f98a", "seed": 3, "nested": [1, {"a": None}]},
     files={"image": "/tmp/job/input-image"}, output_path="/tmp/job/output.mp4", steps=4,
 )  # fmt: skip
+LORA = LoraFile(0, "loras[0] (https://h/a)", "/cache/ab.safetensors", "ab" * 32, 10, 0.5, "both")
 MESSAGES: list[Message] = [
     Ready(),
+    RunJob(dataclasses.replace(JOB, loras=[LORA, dataclasses.replace(LORA, index=1)])),
     LoadFailed(Failure("EngineUnavailable", "no weights", retryable=True)),
     RunJob(JOB),
     Progress(3, 4),

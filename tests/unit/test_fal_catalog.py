@@ -84,3 +84,64 @@ def test_foley_and_ids() -> None:
     native = to_native(endpoint, body)
     assert native["data_uri"] == "https://x/v.mp4" and native["prompt"] == "rain"
     assert ENDPOINTS[f"{WAN}/speech-to-video"].app == ("fal-ai", "wan")
+
+
+@pytest.mark.parametrize(
+    ("endpoint_id", "model_id", "extra"),
+    [
+        (f"{WAN}/text-to-video/lora", "wan22-t2v-fp8", {}),
+        (f"{WAN}/image-to-video/lora", "wan22-i2v-fp8", {"image_url": "https://x/y.png"}),
+    ],
+)
+def test_the_lora_endpoints_pass_loras_as_fal_words_them(
+    endpoint_id: str, model_id: str, extra: dict[str, str]
+) -> None:
+    endpoint = ENDPOINTS[endpoint_id]
+    assert endpoint.model.id == model_id and endpoint.app == ("fal-ai", "wan")
+    loras = [{"path": "https://h/a.safetensors"}, {"path": "https://h/b", "scale": 0.5,
+                                                   "transformer": "both"}]  # fmt: skip
+    body = endpoint.schema.model_validate({"prompt": "p", "loras": loras, **extra})
+    native = input_schema(endpoint.model).model_validate(to_native(endpoint, body))
+    assert native.model_dump(mode="json")["loras"] == [
+        {"path": "https://h/a.safetensors", "scale": 1.0, "transformer": "high"},  # fal's defaults
+        {"path": "https://h/b", "scale": 0.5, "transformer": "both"},
+    ]
+    without = to_native(endpoint, endpoint.schema.model_validate({"prompt": "p", **extra}))
+    assert "loras" not in without  # an empty list is not stored with the job
+    with pytest.raises(pydantic.ValidationError) as err:
+        endpoint.schema.model_validate(
+            {"prompt": "p", **extra, "loras": [loras[0], {"path": "https://h", "scale": "inf"}]}
+        )
+    assert [e["loc"] for e in err.value.errors()] == [("loras", 1, "scale")]
+
+
+def test_the_other_wan_endpoints_refuse_loras_naming_the_lora_endpoint() -> None:
+    endpoint = ENDPOINTS[f"{WAN}/image-to-video/turbo"]
+    body = endpoint.schema.model_validate(
+        {"prompt": "p", "image_url": "https://x/y.png", "loras": [{"path": "https://h/a"}]}
+    )
+    with pytest.raises(FieldClash) as err:
+        to_native(endpoint, body)
+    assert err.value.field == "loras"
+    assert f"send them to {WAN}/image-to-video/lora" in str(err.value)
+
+
+def test_native_lora_items_are_checked_strictly() -> None:
+    from vidq.catalog import MODELS
+
+    schema = input_schema(MODELS["wan22-fast-t2v"])
+    ok = {"path": "https://h/a"}
+    schema.model_validate({"prompt": "p", "loras": [ok] * 16})
+    cases = [
+        ([ok] * 17, ("loras",)),
+        ([ok, {"scale": 1}], ("loras", 1, "path")),
+        ([{**ok, "scale": 4.5}], ("loras", 0, "scale")),
+        ([{**ok, "scale": float("nan")}], ("loras", 0, "scale")),
+        ([{**ok, "transformer": "HIGH"}], ("loras", 0, "transformer")),
+        ([{**ok, "weight_name": "x"}], ("loras", 0, "weight_name")),
+        ([{"path": ""}], ("loras", 0, "path")),
+    ]
+    for loras, loc in cases:
+        with pytest.raises(pydantic.ValidationError) as err:
+            schema.model_validate({"prompt": "p", "loras": loras})
+        assert [e["loc"] for e in err.value.errors()] == [loc], loras

@@ -271,3 +271,41 @@ def test_tls_is_verified_against_the_name_not_the_pinned_address(tmp_path: Path)
         with pytest.raises(InvalidInput, match="URL fetch failed") as err:
             anyio.run(fetching.fetch, "data_uri", f"https://other.test:{port}/a", p, trust)
         assert "hostname mismatch" in str(err.value.__cause__).lower()
+
+
+def test_check_url_applies_the_fetch_rules_without_connecting() -> None:
+    """What the API checks of a LoRA's URL at submit (the worker fetches it later)."""
+    resolved: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        if host == "nowhere.example":
+            raise OSError("no such host")
+        return {"public.example": ["93.184.216.34"], "inside.example": ["10.1.2.3"]}[host]
+
+    policy = FetchPolicy(max_bytes=10, resolver=resolver)
+
+    def check(url: str, p: FetchPolicy = policy) -> None:
+        anyio.run(fetching.check_url, "loras[0].path", url, p)
+
+    check("https://public.example/a.safetensors?sig=1")
+    check("https://8.8.8.8/a")  # an address needs no resolver
+    refusals = {
+        "ftp://public.example/a": "must be an https URL",
+        "nope": "must be an https URL",
+        "http://public.example/a": "scheme 'http' is not allowed",
+        "https://inside.example/a": "not a public address",
+        "https://[::127.0.0.1]/a": "is not allowed",
+        "https://127.0.0.1/a": "not a public address",
+    }
+    for url, why in refusals.items():
+        with pytest.raises(InvalidInput, match=why) as err:
+            check(url)
+        assert err.value.field == "loras[0].path"
+    with pytest.raises(fetching.UrlUnreachable, match="cannot resolve"):
+        check("https://nowhere.example/a")
+    check(
+        "http://127.0.0.1:9/a",
+        dataclasses.replace(policy, allow_http=True, allow_networks=LOOPBACK),
+    )
+    assert resolved == ["public.example", "inside.example", "nowhere.example"]

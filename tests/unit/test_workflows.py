@@ -69,7 +69,7 @@ def test_shipped_template_is_complete_and_consistent(kind: str) -> None:
     assert origin == f"{kind}.json"
     used = wf.placeholders(template)
     assert NEEDS[kind] | {"filename_prefix"} <= used <= set(wf.PLACEHOLDERS)
-    graph = wf.fill(template, VALUES)
+    graph = wf.fill(wf.fill_loras(template, [], origin), VALUES)
     assert not any(isinstance(v, str) and "{{" in v for v in _walk(graph))
     for node_id, node in graph.items():
         for value in node["inputs"].values():
@@ -158,6 +158,34 @@ def test_the_engine_provides_every_documented_placeholder(tmp_path: Path) -> Non
     )
     uploads = {"image": "a.png", "last_image": "b.png", "audio": "c.wav", "video": "d.mp4"}
     values = ComfyUIEngine(ComfyUISettings(urls="http://127.0.0.1:1"))._values(job, uploads)
-    assert set(values) == set(wf.PLACEHOLDERS)
+    assert set(values) == set(wf.PLACEHOLDERS) - set(wf.LORA_SLOTS)  # slots: fill_loras
     assert (values["frames"], values["steps"], values["half_steps"]) == (49, 8, 4)
     assert 0 <= values["seed"] < 2**32 and values["filename_prefix"] == "vidq/3"
+
+
+def test_lora_slots_become_chains_or_are_bypassed() -> None:
+    template = {
+        "1": {"class_type": "UNETLoader", "inputs": {}},
+        "2": {"class_type": "LoraLoaderModelOnly",
+              "inputs": {"model": ["1", 0], "lora_name": "{{lora}}", "strength_model": 1.0}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "seed": "{{seed}}"}},
+        "4": {"class_type": "SaveVideo", "inputs": {"video": ["3", 0]}},
+    }  # fmt: skip
+    assert wf.lora_slots(template) == {"2": "lora"}
+    loras = [("a.safetensors", 0.5, "high"), ("b.safetensors", -1.0, "low"), ("c", 2.0, "both")]
+    graph = wf.fill_loras(template, loras, "x.json")
+    chain = [("2", ["1", 0]), ("2_lora1", ["2", 0]), ("2_lora2", ["2_lora1", 0])]
+    for (nid, link), (name, scale, _) in zip(chain, loras, strict=True):
+        assert graph[nid]["inputs"] == {"model": link, "lora_name": name, "strength_model": scale}
+    assert graph["3"]["inputs"]["model"] == ["2_lora2", 0]
+    wf.check_graph(graph, "x.json")
+    assert template["2"]["inputs"]["lora_name"] == "{{lora}}"  # the template is not changed
+    bypassed = wf.fill_loras(template, [], "x.json")
+    assert "2" not in bypassed and bypassed["3"]["inputs"]["model"] == ["1", 0]
+    slot = {**template["2"]["inputs"], "lora_name": "{{lora_high}}"}
+    high_only = {**template, "2": {**template["2"], "inputs": slot}}
+    graph = wf.fill_loras(high_only, [("b", 1.0, "low")], "x.json")
+    assert "2" not in graph and graph["3"]["inputs"]["model"] == ["1", 0]
+    no_slot = {k: v for k, v in bypassed.items()}
+    with pytest.raises(wf.WorkflowError, match=r"x\.json has no LoRA slot"):
+        wf.fill_loras(no_slot, loras, "x.json")

@@ -21,6 +21,19 @@ Report = Callable[[int, int], None]  # (done, total) -> None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LoraFile:
+    """One LoRA of a job, fetched by the worker (``vidq.worker.loras``) into its cache."""
+
+    index: int  # its place in the request's ``loras``
+    name: str  # how errors name it: ``loras[i] (https://host/path)``, no query string
+    path: str  # the local file (in the worker's LoRA cache)
+    sha256: str  # of the file's bytes
+    size: int  # bytes
+    scale: float
+    transformer: str  # "high" | "low" | "both"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EngineJob:
     """One attempt of a job, as an engine sees it. JSON-serialisable."""
 
@@ -36,6 +49,7 @@ class EngineJob:
     # most how often (seconds; 0: none).
     preview_path: str = ""
     preview_interval_s: float = 0.0
+    loras: list[LoraFile] = dataclasses.field(default_factory=list)  # applied for this job only
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +88,15 @@ class NoPreviews:
 
 
 NO_PREVIEWS = NoPreviews()
+
+
+def lora_meta(loras: list[LoraFile]) -> list[dict[str, Any]]:
+    """What a result's meta records of the LoRAs an engine applied (``loras``; the native
+    result shows it): each one's content hash, size, scale and expert."""
+    return [
+        {"sha256": f.sha256, "bytes": f.size, "scale": f.scale, "transformer": f.transformer}
+        for f in loras
+    ]
 
 
 class Engine(Protocol):

@@ -3,7 +3,12 @@
 Per job: pick a server (the reachable one with the shortest queue), open its websocket,
 upload the inputs, fill the workflow template of the job (``comfyui_workflows``), queue it,
 follow its progress, download the output, make it an H.264/AAC MP4 if it is not one, and
-delete the prompt from the server. The protocol and what each failure means for the job
+delete the prompt from the server. A request's LoRAs (fetched by the worker) are linked or
+copied into ``lora_dir``, a folder the servers read LoRAs from, under names unique to the
+attempt, named in the template's LoRA slots (``comfyui_workflows.fill_loras``) and removed
+after the job. (An upload cannot do it: ComfyUI's ``/upload/image`` writes only to its
+input, temp and output folders, and ``LoraLoaderModelOnly`` reads only its ``loras``
+model folders.) The protocol and what each failure means for the job
 (final or retried) are in ``comfyui_client``.
 """
 
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import secrets
 import shutil
 import signal
 import threading
@@ -26,7 +33,7 @@ from PIL import Image
 from vidq.catalog import FPS, get_model, new_seed
 from vidq.config import ComfyUISettings
 from vidq.engines import comfyui_workflows as wf
-from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
+from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report, lora_meta
 from vidq.engines.comfyui_client import (
     ComfyUIExecutionError,
     ComfyUISession,
@@ -62,6 +69,7 @@ class ComfyUIEngine:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise EngineUnavailable(f"ComfyUI URL must be http(s): {display_url(url)}")
         self.workflows_dir = settings.workflows_dir
+        self.lora_dir = settings.lora_dir
         self.job_timeout = settings.job_timeout
         self.http_timeout = settings.http_timeout
         self.connect_wait = settings.connect_wait
@@ -82,6 +90,60 @@ class ComfyUIEngine:
     def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
         kind = wf.kind_for(job.family, job.files)
         template, origin = wf.load_template(kind, job.model_id, self.workflows_dir)
+        # unique to the attempt: a stale attempt of the same job cannot delete this one's
+        tag = secrets.token_hex(4)
+        names = [
+            (f"vidq-{job.request_id}-{tag}-{f.index}-{f.sha256[:16]}.safetensors", f.scale,
+             f.transformer)
+            for f in job.loras
+        ]  # fmt: skip
+        template = wf.fill_loras(template, names, origin)
+        staged = self._stage_loras(job, [name for name, _, _ in names])
+        try:
+            return self._run(job, report, previews, template, origin)
+        finally:
+            for path in staged:
+                path.unlink(missing_ok=True)
+
+    def _stage_loras(self, job: EngineJob, names: list[str]) -> list[Path]:
+        """Put the job's LoRA files in ``lora_dir`` under ``names`` (a hard link when the
+        cache is on the same file system, else a copy; written under a temporary name and
+        renamed, so the server never reads half a file); the paths placed."""
+        if not job.loras:
+            return []
+        if self.lora_dir is None:
+            raise EngineUnavailable(
+                "this worker's ComfyUI engine has no LoRA folder (VIDQ_COMFYUI_LORA_DIR); "
+                "it cannot run requests with loras"
+            )
+        placed: list[Path] = []
+        try:
+            for lora, name in zip(job.loras, names, strict=True):
+                target = self.lora_dir / name
+                partial = self.lora_dir / f".{name}.partial"
+                partial.unlink(missing_ok=True)
+                try:
+                    os.link(lora.path, partial)
+                except OSError:
+                    shutil.copyfile(lora.path, partial)
+                os.replace(partial, target)
+                placed.append(target)
+        except OSError as exc:
+            for path in placed:
+                path.unlink(missing_ok=True)
+            raise EngineUnavailable(
+                f"cannot place the LoRAs in {self.lora_dir}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return placed
+
+    def _run(
+        self,
+        job: EngineJob,
+        report: Report,
+        previews: Previews,
+        template: wf.Workflow,
+        origin: str,
+    ) -> EngineResult:
         deadline = time.monotonic() + self.job_timeout
         url = pick_server(
             self.urls,
@@ -136,6 +198,7 @@ class ComfyUIEngine:
                 "seed": values["seed"],
                 "frames": values["frames"],
                 "fps": FPS,
+                **({"loras": lora_meta(job.loras)} if job.loras else {}),
             },
         )
 

@@ -10,6 +10,14 @@ A template is a ComfyUI workflow in *API format* (``{"<node id>": {"class_type":
 Substitution walks the parsed JSON, never the text, so a prompt holding quotes or braces
 cannot change the graph. The placeholders are listed in ``PLACEHOLDERS``.
 
+A template may declare LoRA slots: a ``LoraLoaderModelOnly`` node whose ``lora_name`` is
+exactly ``"{{lora_high}}"`` (the high-noise expert's chain), ``"{{lora_low}}"`` (the
+low-noise one's) or ``"{{lora}}"`` (a single-model template: every LoRA). ``fill_loras``
+turns each slot into a chain of one ``LoraLoaderModelOnly`` per LoRA the slot takes (file
+name, ``strength_model`` = scale), the slot's consumers linked to the chain's end; a slot
+no LoRA fills is bypassed (its consumers take the slot's own ``model`` input), so a job
+without LoRAs runs the graph the template would be without its slots.
+
 Which template a job uses (first that exists): ``<workflows_dir>/<model id>.json``,
 ``<workflows_dir>/<kind>.json``, then the one shipped in ``vidq/engines/workflows/<kind>.json``;
 ``kind`` is ``t2v``, ``i2v``, ``flf2v`` (an I2V job with a last frame), ``s2v`` or ``foley``.
@@ -47,7 +55,16 @@ PLACEHOLDERS: dict[str, str] = {
     "filename_prefix": "where the output node saves: 'vidq/<request id>' (string)",
     "request_id": "the request id (int)",
     "model_id": "the public model id (string)",
+    "lora_high": "LoRA slot (a LoraLoaderModelOnly's lora_name): LoRAs for the high-noise expert",
+    "lora_low": "LoRA slot (a LoraLoaderModelOnly's lora_name): LoRAs for the low-noise expert",
+    "lora": "LoRA slot (a LoraLoaderModelOnly's lora_name): every LoRA of the request",
 }
+LORA_SLOTS = {  # slot placeholder -> the ``transformer`` values of the LoRAs it takes
+    "lora_high": ("high", "both"),
+    "lora_low": ("low", "both"),
+    "lora": ("high", "low", "both"),
+}
+LORA_NODE = "LoraLoaderModelOnly"
 
 # Nodes whose output the engine downloads; a template needs one of them.
 OUTPUT_NODES = frozenset({"SaveVideo", "VHS_VideoCombine"})
@@ -139,6 +156,57 @@ def _fill(value: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(value, list):
         return [_fill(v, values) for v in value]
     return value
+
+
+def lora_slots(graph: Mapping[str, Any]) -> dict[str, str]:
+    """The template's LoRA slots: node id -> slot placeholder name."""
+    slots: dict[str, str] = {}
+    for nid, node in graph.items():
+        if node.get("class_type") != LORA_NODE:
+            continue
+        whole = _TOKEN.fullmatch(str(node.get("inputs", {}).get("lora_name", "")))
+        if whole and whole.group(1) in LORA_SLOTS:
+            slots[nid] = whole.group(1)
+    return slots
+
+
+def fill_loras(template: Workflow, loras: list[tuple[str, float, str]], origin: str) -> Workflow:
+    """A copy of ``template`` with its LoRA slots filled by ``loras`` ((file name, scale,
+    transformer), in the request's order): see the module docstring. ``WorkflowError`` for
+    a slot node without a ``model`` link, and when ``loras`` is not empty and the template
+    has no slot."""
+    graph: Workflow = copy.deepcopy(template)
+    slots = lora_slots(graph)
+    if loras and not slots:
+        raise WorkflowError(
+            f"workflow {origin} has no LoRA slot (a {LORA_NODE} node whose lora_name is "
+            '"{{lora_high}}", "{{lora_low}}" or "{{lora}}"); this request has LoRAs'
+        )
+    for nid, slot in slots.items():
+        source = graph[nid]["inputs"].get("model")
+        if not isinstance(source, list):
+            raise WorkflowError(f"workflow {origin}: LoRA slot {nid!r} has no model link")
+        taken = [(name, scale) for name, scale, expert in loras if expert in LORA_SLOTS[slot]]
+        end: list[Any] = list(source)
+        chain: set[str] = set()
+        for k, (name, scale) in enumerate(taken):
+            node_id = nid if k == 0 else f"{nid}_lora{k}"
+            graph[node_id] = {
+                "class_type": LORA_NODE,
+                "inputs": {"model": end, "lora_name": name, "strength_model": scale},
+                "_meta": {"title": f"vidq LoRA {k + 1} ({slot})"},
+            }
+            chain.add(node_id)
+            end = [node_id, 0]
+        if not taken:
+            del graph[nid]
+        for other_id, other in graph.items():
+            if other_id in chain:
+                continue
+            for key, value in other.get("inputs", {}).items():
+                if value == [nid, 0]:
+                    other["inputs"][key] = list(end)
+    return graph
 
 
 def check_graph(graph: Any, origin: str) -> None:

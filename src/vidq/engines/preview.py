@@ -4,7 +4,8 @@ It is what the embedded default runs, so that everything but the neural network 
 used and tested anywhere. Every family is made from its inputs: T2V from the prompt
 (palette, motion path and the prompt's text), I2V from the image (and the last frame),
 S2V from the image and the audio, Foley from the video (see ``preview_media``). The same
-inputs always give the same output.
+inputs always give the same output. A request's LoRAs (fetched by the worker) are recorded
+in the result (``loras``: hashes and scales), not applied: there are no weights.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from vidq.config import PreviewSettings
-from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
+from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report, lora_meta
 from vidq.engines.preview_media import conditioning_image, i2v_frames, s2v_frames, video_motion
 from vidq.engines.previews import shrink
 from vidq.errors import EngineError
@@ -93,6 +94,8 @@ class PreviewEngine:
             self._encode(out, plan, frames, audio, job.steps, report, previews)
         report(total, total)
         meta.update(plan.as_json())
+        if job.loras:  # accepted and recorded; a preview has no weights to apply them to
+            meta["loras"] = lora_meta(job.loras)
         return EngineResult(name=_NAMES[job.family], meta=meta)
 
     # -- inputs ----------------------------------------------------------------------

@@ -13,6 +13,10 @@ downloaded. Pipelines are loaded once per engine process and reused for every jo
 - With ``base="ti2v-5b"`` both families run the single-expert TI2V-5B model instead, at
   ``TI2V_STEPS`` steps and guidance 5.0 (no Lightning LoRA exists in this layout for it).
 
+A request's ``loras`` (fetched by the worker) are peft adapters on the experts they name
+for that job only (``wan_pipeline.job_loras``), removed after it, whatever its end; a file
+that is not a LoRA for this model fails the job (``InvalidLora``, not retried).
+
 Progress is reported as steps, then the VAE decode, then the MP4 encode.
 """
 
@@ -37,7 +41,7 @@ from vidq.catalog import (
     new_seed,
 )
 from vidq.config import WanSettings
-from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
+from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report, lora_meta
 from vidq.engines.wan_decoder import PreviewDecoder
 from vidq.engines.wan_layout import BASES, wan_weights
 from vidq.engines.wan_pipeline import (
@@ -47,6 +51,7 @@ from vidq.engines.wan_pipeline import (
     Request,
     free_memory,
     generate,
+    job_loras,
     load_pipeline,
     offline,
     out_of_memory,
@@ -180,9 +185,10 @@ class WanEngine:
         pipe = self._pipeline(key)
         total = request.steps + 2  # denoising steps, the VAE decode, the MP4 encode
         report(0, total)
-        out = generate(
-            pipe, request, lambda done: report(done, total), previews, self.preview_decoder
-        )
+        with job_loras(pipe, job.loras) as lora_timing:
+            out = generate(
+                pipe, request, lambda done: report(done, total), previews, self.preview_decoder
+            )
         report(request.steps + 1, total)
         started = time.perf_counter()
         write_mp4(
@@ -217,7 +223,16 @@ class WanEngine:
                     "denoise": round(sum(out.step_s), 4),
                     "decode": round(out.decode_s, 4),
                     "encode": round(encode_s, 4),
+                    **(
+                        {
+                            "lora_load": round(lora_timing.load_s, 4),
+                            "lora_unload": round(lora_timing.unload_s, 4),
+                        }
+                        if job.loras
+                        else {}
+                    ),
                 },
+                **({"loras": lora_meta(job.loras)} if job.loras else {}),
             },
         )
 

@@ -5,15 +5,18 @@ benchmark share.
   Lightning LoRAs fused into both experts, optional fp8 experts, attention backend, VAE tiling.
 - ``generate``: one video, timed per phase (text encoding, denoising steps, VAE decode),
   reporting progress after each step and after the decode.
+- ``job_loras``: a request's LoRAs as peft adapters on the experts they name, for one
+  job; removed when it ends, however it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,11 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from vidq.engines.base import NO_PREVIEWS, Previews
+from vidq.engines.base import NO_PREVIEWS, LoraFile, Previews
 from vidq.engines.wan_decoder import PreviewDecoder
 from vidq.engines.wan_layout import WanWeights, missing_message
 from vidq.engines.wan_preview import LATENT_FPS, latent_rgb
-from vidq.errors import EngineUnavailable
+from vidq.errors import EngineUnavailable, InvalidLora
 from vidq.media.sizing import crop_for
 
 LIGHTNING_SHIFT = 5.0  # the flow shift the lightx2v 4-step LoRAs were distilled with
@@ -169,6 +172,110 @@ def load_lightning(
         expert.fuse_lora(lora_scale=1.0)
         expert.unload_lora()
     pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=LIGHTNING_SHIFT)
+
+
+JOB_ADAPTER = "vidq_job_"  # the prefix of a job's LoRA adapters
+
+
+@dataclasses.dataclass
+class LoraTiming:
+    """Seconds a job's LoRAs took to load (read, check, inject, set scales) and unload."""
+
+    load_s: float = 0.0
+    unload_s: float = 0.0
+
+
+@contextlib.contextmanager
+def job_loras(pipe: Pipe, loras: Sequence[LoraFile]) -> Iterator[LoraTiming]:
+    """Apply ``loras`` to ``pipe`` for the block: each one a peft adapter at its scale on
+    the expert it names (``high``: ``transformer``, ``low``: ``transformer_2``, ``both``;
+    a single-expert pipeline takes every LoRA on its one transformer). ``InvalidLora``
+    naming the LoRA for a file that is not a safetensors LoRA fitting these experts. The
+    adapters are removed when the block ends, raising or not, so the next job runs the
+    base weights."""
+    timing = LoraTiming()
+    if not loras:
+        yield timing
+        return
+    started = time.perf_counter()
+    try:
+        scales: dict[int, tuple[Any, list[str], list[float]]] = {}
+        for lora in loras:
+            state = _read_lora(lora)
+            for expert, into_2 in _targets(pipe, lora.transformer):
+                name = f"{JOB_ADAPTER}{lora.index}_{'low' if into_2 else 'high'}"
+                _load_adapter(pipe, expert, lora, state, name, into_2)
+                _, names, weights = scales.setdefault(id(expert), (expert, [], []))
+                names.append(name)
+                weights.append(lora.scale)
+        for expert, names, weights in scales.values():
+            expert.set_adapters(names, weights=weights)
+        timing.load_s = time.perf_counter() - started
+        yield timing
+    finally:
+        unloading = time.perf_counter()
+        for expert in _experts(pipe):
+            drop_job_adapters(expert)
+        timing.unload_s = time.perf_counter() - unloading
+
+
+def _read_lora(lora: LoraFile) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(lora.path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidLora(f"{lora.name}: not a safetensors file ({exc})") from exc
+    if not state:
+        raise InvalidLora(f"{lora.name}: the safetensors file holds no tensors")
+    return state
+
+
+def _targets(pipe: Pipe, transformer: str) -> list[tuple[Any, bool]]:
+    """(expert, whether it is ``transformer_2``) for a LoRA's ``transformer`` field."""
+    second = getattr(pipe, "transformer_2", None)
+    if second is None or pipe.transformer is None:
+        return [(pipe.transformer if pipe.transformer is not None else second, second is not None)]
+    return {
+        "high": [(pipe.transformer, False)],
+        "low": [(second, True)],
+        "both": [(pipe.transformer, False), (second, True)],
+    }.get(transformer, [(pipe.transformer, False)])
+
+
+def _load_adapter(
+    pipe: Pipe,
+    expert: Any,
+    lora: LoraFile,
+    state: dict[str, torch.Tensor],
+    name: str,
+    into_2: bool,
+) -> None:
+    """Load ``state`` into ``expert`` as adapter ``name``; InvalidLora if the keys or
+    shapes do not fit (diffusers loads nothing, and says so only in a log line, when no
+    key names one of the expert's layers: the adapter's absence tells)."""
+    try:
+        pipe.load_lora_weights(dict(state), adapter_name=name, load_into_transformer_2=into_2)
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        raise InvalidLora(
+            f"{lora.name}: not a LoRA for this Wan model ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
+    if name not in (getattr(expert, "peft_config", None) or {}):
+        raise InvalidLora(f"{lora.name}: not a LoRA for this Wan model (no key fits its layers)")
+
+
+def drop_job_adapters(expert: Any) -> None:
+    """Remove the job adapters of ``expert``; with no other adapter left, its peft layers
+    too, so that it is the plain model again."""
+    loaded = list(getattr(expert, "peft_config", None) or {})
+    ours = [n for n in loaded if n.startswith(JOB_ADAPTER)]
+    if not loaded:
+        return
+    if len(ours) == len(loaded):
+        expert.unload_lora()
+    else:
+        expert.delete_adapters(ours)
 
 
 def _experts(pipe: Pipe) -> list[Any]:

@@ -3,9 +3,11 @@
 Where media is fetched and decoded: in the API, at submit. The API's submit route fetches
 a request's URL inputs here, asynchronously on its event loop, *before* it takes a request
 thread; the bytes are then checked and decoded (``media/inputs.py``) in a thread bounded by
-the API's ``decode_concurrency`` limiter, stored as blobs, and the worker never sees a URL.
-So a remote server, however slow, holds no request thread: status polls, other users'
-submits, ``/health`` and ``/ready`` never wait on it.
+the API's ``decode_concurrency`` limiter, stored as blobs, and the worker never sees an
+input URL. (A request's LoRAs are the one exception: the API only checks their URLs,
+``check_url``, and the worker fetches them when it runs the job, ``fetch_to``, under the
+same policy: ``vidq.worker.loras``.) So a remote server, however slow, holds no request
+thread: status polls, other users' submits, ``/health`` and ``/ready`` never wait on it.
 
 The rules, each enforced on every request including each redirect hop:
 
@@ -29,18 +31,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import anyio
 import httpx
 
-from vidq.errors import InvalidInput, PayloadTooLarge
+from vidq.errors import InvalidInput, PayloadTooLarge, UrlUnreachable
 from vidq.media.outbound import (
     IPNetwork,
     KeyedLimit,
     NetPolicy,
     PinnedTransport,
     Resolver,
+    checked_target,
     system_resolver,
     tls_context,
 )
@@ -72,10 +75,26 @@ async def fetch(
         with anyio.fail_after(policy.timeout_s):
             return await _get(field, url, policy, tls)
     except TimeoutError:
-        raise InvalidInput(field, f"URL fetch took over {policy.timeout_s:g} s") from None
+        raise UrlUnreachable(field, f"URL fetch took over {policy.timeout_s:g} s") from None
 
 
 async def _get(field: str, url: str, policy: FetchPolicy, tls: ssl.SSLContext | None) -> bytes:
+    chunks: list[bytes] = []
+    await _stream(field, url, policy, tls, chunks.append)
+    return b"".join(chunks)
+
+
+async def _stream(
+    field: str,
+    url: str,
+    policy: FetchPolicy,
+    tls: ssl.SSLContext | None,
+    write: Callable[[bytes], object],
+) -> int:
+    """GET ``url`` under ``policy``, handing the body to ``write`` chunk by chunk (at most
+    ``policy.max_bytes``); the bytes read. Errors name ``field``: ``UrlUnreachable`` when
+    the server could not be reached, timed out or answered 5xx (another try may work),
+    ``InvalidInput`` / ``PayloadTooLarge`` for everything else."""
     # httpx's own timeouts are per operation; the caller's deadline bounds the whole.
     timeout = httpx.Timeout(policy.timeout_s, connect=min(5.0, policy.timeout_s))
     try:
@@ -89,28 +108,69 @@ async def _get(field: str, url: str, policy: FetchPolicy, tls: ssl.SSLContext | 
             ) as client,
             client.stream("GET", url, headers={"accept-encoding": "identity"}) as response,
         ):
+            if response.status_code >= 500:
+                raise UrlUnreachable(field, f"URL answered HTTP {response.status_code}")
             if response.status_code != 200:
                 raise InvalidInput(field, f"URL answered HTTP {response.status_code}")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > policy.max_bytes:
                 raise PayloadTooLarge(f"{field}: over the limit of {policy.max_bytes} bytes")
-            chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > policy.max_bytes:
                     raise PayloadTooLarge(f"{field}: over the limit of {policy.max_bytes} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+                write(chunk)
+            return size
     except httpx.TooManyRedirects as exc:
         raise InvalidInput(field, f"URL redirects more than {policy.max_redirects} times") from exc
     except httpx.TimeoutException as exc:
-        raise InvalidInput(field, f"URL fetch took over {policy.timeout_s:g} s") from exc
+        raise UrlUnreachable(field, f"URL fetch took over {policy.timeout_s:g} s") from exc
     except httpx.InvalidURL as exc:
         raise InvalidInput(field, "not a valid URL") from exc
-    except httpx.HTTPError as exc:
+    except httpx.TransportError as exc:
         # The message of a transport error can hold the URL (and a signature): leave it out.
+        raise UrlUnreachable(field, f"URL fetch failed ({type(exc).__name__})") from exc
+    except httpx.HTTPError as exc:
         raise InvalidInput(field, f"URL fetch failed ({type(exc).__name__})") from exc
+
+
+async def fetch_to(
+    field: str,
+    url: str,
+    policy: FetchPolicy,
+    write: Callable[[bytes], object],
+    tls: ssl.SSLContext | None = None,
+) -> int:
+    """Stream the body of ``url`` to ``write`` under ``policy``, all of it within
+    ``policy.timeout_s`` (a worker fetching a LoRA to a file); the bytes written. Errors
+    as ``_stream``'s."""
+    try:
+        with anyio.fail_after(policy.timeout_s):
+            return await _stream(field, url, policy, tls, write)
+    except TimeoutError:
+        raise UrlUnreachable(field, f"URL fetch took over {policy.timeout_s:g} s") from None
+
+
+async def check_url(field: str, url: str, policy: FetchPolicy) -> None:
+    """Whether a fetch of ``url`` under ``policy`` could start: an http(s) URL (http only
+    when allowed) whose host resolves to addresses the rules allow, checked as a fetch
+    checks them (``PinnedTransport``), without connecting; InvalidInput naming ``field``.
+    For URLs that are fetched later, elsewhere (a LoRA, by the worker, which checks again
+    on every hop)."""
+    try:
+        parsed = httpx.URL(url.strip())
+    except httpx.InvalidURL as exc:
+        raise InvalidInput(field, "not a valid URL") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidInput(field, "must be an https URL")
+    try:
+        with anyio.fail_after(policy.timeout_s):
+            await checked_target(field, parsed, policy.net)
+    except TimeoutError:
+        raise InvalidInput(
+            field, f"URL host did not resolve within {policy.timeout_s:g} s"
+        ) from None
 
 
 class Fetcher:

@@ -37,7 +37,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from vidq.errors import InvalidInput
+from vidq.errors import InvalidInput, UrlUnreachable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -122,15 +122,14 @@ class PinnedTransport(httpx.AsyncBaseTransport):
             limits=httpx.Limits(max_keepalive_connections=0),
         )
 
+    async def check(self, url: httpx.URL) -> str:
+        """The address a request to ``url`` would connect to (``checked_target``)."""
+        return await checked_target(self.field, url, self.policy, self._resolving)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "https" and not (url.scheme == "http" and self.policy.allow_http):
-            raise InvalidInput(self.field, f"URL scheme {url.scheme!r} is not allowed; use https")
+        address = await self.check(url)
         host = url.host
-        if not host:
-            raise InvalidInput(self.field, "URL has no host")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        address = await self._checked_address(host, port)
         extensions = dict(request.extensions)
         if url.scheme == "https" and address != host:
             extensions["sni_hostname"] = host
@@ -145,33 +144,46 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         )
         return await self._inner.handle_async_request(pinned)
 
-    async def _checked_address(self, host: str, port: int) -> str:
-        try:
-            ipaddress.ip_address(host)
-            addresses: Sequence[str] = [host]
-        except ValueError:
-            try:
-                # Abandoned on the caller's deadline: a resolver that never answers keeps
-                # only its own thread, not the request.
-                addresses = await anyio.to_thread.run_sync(
-                    self.policy.resolver,
-                    host,
-                    port,
-                    abandon_on_cancel=True,
-                    limiter=self._resolving,
-                )
-            except (OSError, UnicodeError) as exc:
-                raise InvalidInput(self.field, f"cannot resolve URL host {host!r}") from exc
-        if not addresses:
-            raise InvalidInput(self.field, f"cannot resolve URL host {host!r}")
-        for address in addresses:
-            why = address_refusal(address, self.policy.allow_networks)
-            if why is not None:
-                raise InvalidInput(self.field, f"URL host {host!r} is not allowed: {why}")
-        return addresses[0].split("%", 1)[0]
-
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+async def checked_target(
+    field: str, url: httpx.URL, policy: NetPolicy, resolving: anyio.CapacityLimiter | None = None
+) -> str:
+    """The address a request to ``url`` may connect to: the scheme passes the policy and
+    every address the host resolves to passes the rules; InvalidInput naming ``field``
+    otherwise (``UrlUnreachable`` when the host does not resolve: a DNS outage or a typo).
+    ``resolving``: the limiter of the resolver's thread (not the request thread pool's)."""
+    if url.scheme != "https" and not (url.scheme == "http" and policy.allow_http):
+        raise InvalidInput(field, f"URL scheme {url.scheme!r} is not allowed; use https")
+    host = url.host
+    if not host:
+        raise InvalidInput(field, "URL has no host")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        ipaddress.ip_address(host)
+        addresses: Sequence[str] = [host]
+    except ValueError:
+        try:
+            # Abandoned on the caller's deadline: a resolver that never answers keeps
+            # only its own thread, not the request.
+            addresses = await anyio.to_thread.run_sync(
+                policy.resolver,
+                host,
+                port,
+                abandon_on_cancel=True,
+                limiter=resolving or anyio.CapacityLimiter(1),
+            )
+        except (OSError, UnicodeError) as exc:
+            raise UrlUnreachable(field, f"cannot resolve URL host {host!r}") from exc
+    if not addresses:
+        raise UrlUnreachable(field, f"cannot resolve URL host {host!r}")
+    for address in addresses:
+        why = address_refusal(address, policy.allow_networks)
+        if why is not None:
+            raise InvalidInput(field, f"URL host {host!r} is not allowed: {why}")
+    return addresses[0].split("%", 1)[0]
 
 
 @dataclasses.dataclass

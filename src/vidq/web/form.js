@@ -22,10 +22,16 @@ function kindOf(p) {
   if (p.contentMediaType) return "file";
   if (p.types.length !== 1) return "text"; // e.g. an integer or a string: typed as text
   const [type] = p.types;
+  if (type === "array" || type === "object") return "json"; // e.g. loras: typed as JSON
   if (type === "boolean") return "checkbox";
   if (type === "integer" || type === "number") return "number";
   if (type === "string" && (p.maxLength ?? 0) >= LONG_TEXT) return "textarea";
   return "text";
+}
+
+/** A JSON field's value: the parsed JSON, or the text as typed (the API's 422 then names it). */
+function parseJson(text) {
+  try { return JSON.parse(text); } catch { return text; }
 }
 
 function readFile(file) {
@@ -91,10 +97,12 @@ export function schemaForm(schema, values = {}) {
       }
       if (kind === "text") attrs.type = "text";
       if (prop.maxLength && kind !== "number") attrs.maxlength = prop.maxLength;
-      if (prop.examples) attrs.placeholder = `e.g. ${prop.examples.join(", ")}`;
+      if (kind === "json" && prop.examples) attrs.placeholder = `e.g. ${JSON.stringify(prop.examples[0])}`;
+      else if (prop.examples) attrs.placeholder = `e.g. ${prop.examples.join(", ")}`;
       else if (initial === null || initial === undefined) attrs.placeholder = prop.nullable ? "optional" : "";
-      field.control = h(kind === "textarea" ? "textarea" : "input", { ...attrs, rows: kind === "textarea" ? (name === "prompt" ? 3 : 2) : undefined });
-      if (initial !== null && initial !== undefined) field.control.value = String(initial);
+      const area = kind === "textarea" || kind === "json";
+      field.control = h(area ? "textarea" : "input", { ...attrs, rows: area ? (name === "prompt" ? 3 : 2) : undefined });
+      if (initial !== null && initial !== undefined) field.control.value = kind === "json" ? JSON.stringify(initial) : String(initial);
       wrap.append(head, field.control, hint ?? "", error);
     }
     field.control.addEventListener("input", () => onchange());
@@ -117,6 +125,7 @@ export function schemaForm(schema, values = {}) {
         else if (kind === "checkbox") value = control.checked;
         else if (control.value.trim() === "") value = undefined;
         else if (kind === "number") value = Number(control.value);
+        else if (kind === "json") value = parseJson(control.value);
         else if (prop.types.includes("integer") && /^\d+$/.test(control.value.trim())) value = Number(control.value.trim());
         else value = control.value;
         if (value === undefined || (value === prop.default && !required.has(name))) continue;

@@ -1,4 +1,5 @@
-"""The worker loop: claim -> download inputs -> engine child -> upload -> fenced complete.
+"""The worker loop: claim -> download inputs (and fetch LoRAs: ``loras.py``) -> engine
+child -> upload -> fenced complete.
 
 The loop speaks only to its ports (``ports.py``): a ``Source`` hands it claimed
 ``Attempt``s, local (``local.py``: the job store and the blob store) or remote
@@ -42,6 +43,7 @@ from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
 from vidq.worker.child import EngineFailed, EngineProcess
 from vidq.worker.limits import RunLimits
+from vidq.worker.loras import LoraFetcher, LoraOptions
 from vidq.worker.ports import Attempt, Reaper, Source
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class WorkerOptions:
     gpu: str | None = None  # the GPU slot's device (CUDA_VISIBLE_DEVICES of its engines)
     warmup: bool = False  # also run one tiny text-to-video generation before the first claim
     preview_interval_s: float = 2.0  # at most one live preview per this many seconds; 0: none
+    loras: LoraOptions | None = None  # how requests' LoRAs are fetched; None: refused
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, with jitter so that jobs
@@ -116,6 +119,7 @@ class Worker:
         self._warming = "its engines"
         self._last_reap = 0.0
         self._ran = Ran()  # what the current attempt's engine used so far (one job at a time)
+        self._loras = LoraFetcher(options.loras) if options.loras is not None else None
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *, drain: bool = True) -> None:
@@ -381,6 +385,11 @@ class Worker:
     def _engine_job(self, attempt: Attempt, model: Model, workdir: Path) -> EngineJob:
         files = attempt.download_inputs(workdir)
         inputs = dict(attempt.job.inputs)
+        loras = []
+        if inputs.get("loras"):
+            if self._loras is None:
+                raise VidqError("this worker is not set up to fetch LoRAs")
+            loras = self._loras.fetch(inputs["loras"])
         return EngineJob(
             request_id=attempt.job.id,
             model_id=model.id,
@@ -392,6 +401,7 @@ class Worker:
             steps=model.steps_for(bool(inputs.get("higher_quality_with_more_steps"))),
             preview_path=str(workdir / "preview.webp"),
             preview_interval_s=self.options.preview_interval_s,
+            loras=loras,
         )
 
     def _run_engine(

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.support.stack import Stack, stack
 from tests.support.wait import eventually, wait_status
+from vidq.engines.previews import MAX_FRAMES, MAX_SIDE
 
 MODEL = "wan22-fast-t2v"
 # 4 steps of 0.6 s over 2 s of 128x128 frames: the run takes about 2.4 s, so previews at a
@@ -37,14 +38,16 @@ def _preview(client: httpx.Client, rid: str) -> dict[str, Any] | None:
     return body.get("preview") if body["status"] == "IN_PROGRESS" else None
 
 
-def _frames(data: bytes) -> list[Image.Image]:
+def _frames(data: bytes) -> tuple[list[Image.Image], int]:
+    """The frames of an animated WebP and how long it plays (ms)."""
     with Image.open(io.BytesIO(data)) as img:
         assert img.format == "WEBP"
-        frames = []
+        frames, played = [], 0
         for i in range(getattr(img, "n_frames", 1)):
             img.seek(i)
             frames.append(img.convert("RGB").copy())
-        return frames
+            played += int(img.info.get("duration", 0))
+        return frames, played
 
 
 def test_a_running_job_shows_a_moving_preview_that_is_gone_when_it_ends(running: Stack) -> None:
@@ -58,8 +61,8 @@ def test_a_running_job_shows_a_moving_preview_that_is_gone_when_it_ends(running:
     got = httpx.get(first["url"], timeout=10)
     assert got.status_code == 200 and got.headers["content-type"] == "image/webp"
     assert got.headers["cache-control"] == "no-store"
-    early = _frames(got.content)
-    assert 1 <= len(early) and max(early[0].size) <= 256
+    early, early_ms = _frames(got.content)
+    assert 1 <= len(early) <= MAX_FRAMES and max(early[0].size) <= MAX_SIDE
 
     # a later preview shows a later step and more of the video
     def later() -> dict[str, Any] | None:
@@ -67,8 +70,8 @@ def test_a_running_job_shows_a_moving_preview_that_is_gone_when_it_ends(running:
         return shown if shown is not None and shown["step"] > first["step"] else None
 
     second = eventually(later, 60, interval=0.05, what="a later preview")
-    late = _frames(httpx.get(second["url"], timeout=10).content)
-    assert len(late) > len(early)
+    late, late_ms = _frames(httpx.get(second["url"], timeout=10).content)
+    assert len(late) <= MAX_FRAMES and late_ms > early_ms  # more of the video, as long to play
 
     # The other user sees neither the job nor its preview.
     bob = s.client(s.token("bob"))

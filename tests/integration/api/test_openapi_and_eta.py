@@ -3,6 +3,7 @@ history, log hygiene."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,12 @@ def test_openapi_and_models_describe_every_model(tmp_path: Path) -> None:
             assert path in spec["paths"], path
         t2v = spec["components"]["schemas"]["T2VInputs"]["properties"]
         assert t2v["width"]["maximum"] == 1920 and t2v["duration"]["maximum"] == 10
+        # every reference resolves within the document (ReDoc renders nothing otherwise)
+        assert "#/$defs/" not in json.dumps(spec)
+        lora = spec["paths"]["/queue/fal-ai/wan/v2.2-a14b/text-to-video/lora"]["post"]
+        body = lora["requestBody"]["content"]["application/json"]["schema"]
+        item = body["properties"]["loras"]["items"]
+        assert set(item["properties"]) == {"path", "scale", "transformer"}
 
         models = {m["id"]: m for m in httpx.get(f"{server.url}/models").json()["models"]}
         assert set(models) == set(MODELS)

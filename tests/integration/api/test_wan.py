@@ -42,3 +42,57 @@ def test_t2v_over_http_makes_the_requested_video_with_the_seed(
         meta = job.result_meta
     assert meta["engine"] == "wan" and meta["seed"] == 1234 and meta["steps"] == 4
     assert meta["lightning"] is True and len(meta["step_seconds"]) == 4
+
+
+def test_loras_over_http_are_fetched_applied_and_a_bad_one_fails_once(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """A request's LoRA is served by a loopback server (reachable only with the
+    local-testing fetch settings), fetched by the worker, applied by the wan engine; a
+    file that is not a LoRA for Wan fails its job at the first attempt, naming it."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from tests.support.loopback import loopback_http
+    from vidq.engines.wan_configs import configs, lightx2v_lora
+
+    save_file(lightx2v_lora(configs("t2v", tiny=True), scale=1.0, seed=5), tmp_path / "s.bin")
+    lora = (tmp_path / "s.bin").read_bytes()
+    routes = {"/style.safetensors": (200, {}, lora), "/notes.txt": (200, {}, b"hello" * 50)}
+    settings = {
+        "engines": WAN_POOLS, "models_dir": models_dir, "wan_dtype": "float32",
+        "fetch_allow_http": "true", "fetch_allow_networks": "127.0.0.1/32",
+    }  # fmt: skip
+    with (
+        loopback_http(routes) as (base, hits),
+        stack(tmp_path / "data", pools="wan22-t2v", **settings) as server,
+    ):
+        client = server.client(server.token("alice"))
+        body = {"prompt": "a cat", "width": 128, "height": 128, "duration": 1, "seed": 3}
+        good = [{"path": f"{base}/style.safetensors", "scale": 0.8, "transformer": "low"}]
+        ok = client.post("/queue/wan22-fast-t2v", json={**body, "loras": good})
+        bad = client.post(
+            "/queue/wan22-fast-t2v", json={**body, "loras": [{"path": f"{base}/notes.txt"}]}
+        )
+        assert ok.status_code == bad.status_code == 200, (ok.text, bad.text)
+        done = wait_status(
+            client, "wan22-fast-t2v", ok.json()["request_id"], {"COMPLETED", "FAILED"}, 180
+        )
+        assert done["status"] == "COMPLETED", done
+        result = client.get(f"/queue/wan22-fast-t2v/requests/{ok.json()['request_id']}").json()
+        assert result["loras"] == [
+            {"sha256": hashlib.sha256(lora).hexdigest(), "bytes": len(lora), "scale": 0.8,
+             "transformer": "low"}
+        ]  # fmt: skip
+        failed = wait_status(
+            client, "wan22-fast-t2v", bad.json()["request_id"], {"COMPLETED", "FAILED"}, 180
+        )
+        assert failed["status"] == "FAILED"
+        job = server.store.get(int(bad.json()["request_id"]))
+        assert job is not None and job.attempt == 1 and job.error_type == "InvalidLora"
+        assert job.error is not None and f"loras[0] ({base}/notes.txt)" in job.error
+        assert "not a safetensors file" in job.error
+        fal = client.get(f"/queue/vidq/wan22-fast-t2v/requests/{bad.json()['request_id']}")
+        assert fal.status_code == 422 and fal.json()["error_type"] == "InvalidLora", fal.text
+        assert "/notes.txt" in hits

@@ -22,7 +22,9 @@ from vidq.store.base import SubmitStore
 REQUEST_ID_HEADER = "x-fal-request-id"
 # Failures the engine attributes to the inputs are 422 (as fal's model errors); the
 # rest (crashes, lost workers, engines that cannot run) are the server's: 500.
-_INPUT_ERRORS = {"EngineError", "InvalidInput", "unknown_model"}
+# (``InvalidLora``, ``PayloadTooLarge``: a request's LoRA is not one for the model, or
+# is over VIDQ_MAX_LORA_BYTES; the worker found out, fetching or loading it.)
+_INPUT_ERRORS = {"EngineError", "InvalidInput", "InvalidLora", "PayloadTooLarge", "unknown_model"}
 
 
 def urls(base: str, owner: str, model_id: str, job_id: int) -> dict[str, str]:

@@ -21,6 +21,8 @@ schema (the fields, ranges and enums of fal's public model pages) and then trans
 - a field of vidq's native vocabulary that the mapping itself sets (``width``,
   ``duration``, ``data_uri``, ...) is refused by name on an alias rather than silently
   overridden.
+- ``loras`` (``path``, ``scale``, ``transformer``) passes as it is, on the ``/lora``
+  endpoints only, as at fal; the other aliases refuse it by name, pointing at ``/lora``.
 - ``seed`` passes as it is; without one, the submit draws it (``catalog.new_seed``, as
   for every request), so fal's result can answer with the seed used.
 
@@ -42,6 +44,7 @@ from vidq.catalog import (
     PROMPT_MAX_CHARS,
     SEED_MAX,
     Family,
+    LoraWeight,
     Model,
 )
 
@@ -136,6 +139,14 @@ class FalWanT2V(_FalFull):
     aspect_ratio: Aspect = "16:9"
 
 
+class FalWanT2VLora(FalWanT2V):
+    """fal-ai/wan/v2.2-a14b/text-to-video/lora."""
+
+    loras: list[LoraWeight] = Field(
+        default_factory=list, description="LoRAs for this request (at most VIDQ_MAX_LORAS)."
+    )
+
+
 class FalWanT2VTurbo(_FalInputs):
     """fal-ai/wan/v2.2-a14b/text-to-video/turbo (81 frames: 5 s)."""
 
@@ -148,6 +159,14 @@ class FalWanI2V(_FalFull):
     image_url: str = Field(..., min_length=1, description="The first frame (URL or data URI).")
     end_image_url: str | None = Field(None, min_length=1, description="Optional last frame.")
     aspect_ratio: AspectOrAuto = Field("auto", description="auto: the image's aspect.")
+
+
+class FalWanI2VLora(FalWanI2V):
+    """fal-ai/wan/v2.2-a14b/image-to-video/lora."""
+
+    loras: list[LoraWeight] = Field(
+        default_factory=list, description="LoRAs for this request (at most VIDQ_MAX_LORAS)."
+    )
 
 
 class FalWanI2VTurbo(_FalInputs):
@@ -225,7 +244,9 @@ def _table() -> dict[str, FalEndpoint]:
     rows: list[tuple[str, str, type[BaseModel]]] = [
         (f"{wan}/text-to-video", "wan22-t2v-fp8", FalWanT2V),
         (f"{wan}/text-to-video/turbo", "wan22-fast-t2v", FalWanT2VTurbo),
+        (f"{wan}/text-to-video/lora", "wan22-t2v-fp8", FalWanT2VLora),
         (f"{wan}/image-to-video", "wan22-i2v-fp8", FalWanI2V),
+        (f"{wan}/image-to-video/lora", "wan22-i2v-fp8", FalWanI2VLora),
         (f"{wan}/image-to-video/turbo", "wan22-fast-i2v", FalWanI2VTurbo),
         (f"{wan}/speech-to-video", "wan22-s2v-fast", FalWanS2V),
         ("fal-ai/hunyuan-video-foley", "hunyuan-foley", FalFoley),
@@ -264,13 +285,9 @@ def to_native(endpoint: FalEndpoint, inputs: BaseModel) -> dict[str, Any]:
     """The native inputs of a request validated with ``endpoint.schema`` (the mapping in
     the module docstring). FieldClash if it carries a field the mapping sets."""
     data = inputs.model_dump(exclude_none=True)
-    for name in _DERIVED:
-        if name in (inputs.model_extra or {}):
-            raise FieldClash(
-                name,
-                f"'{name}' is not a field of {endpoint.id}; use its own fields "
-                "(resolution, aspect_ratio, num_frames, image_url, ...)",
-            )
+    _refuse_extras(endpoint, inputs.model_extra or {})
+    if not data.get("loras"):
+        data.pop("loras", None)
     for name in IGNORED:
         data.pop(name, None)
     family = endpoint.model.family
@@ -297,6 +314,29 @@ def to_native(endpoint: FalEndpoint, inputs: BaseModel) -> dict[str, Any]:
         width, height = SIZES[(resolution, aspect)]
         data["new_resolution"] = f"{width}x{height}"
     return data
+
+
+def _refuse_extras(endpoint: FalEndpoint, extra: dict[str, Any]) -> None:
+    """FieldClash for a native field the mapping sets, or ``loras`` off a /lora endpoint."""
+    for name in _DERIVED:
+        if name in extra:
+            raise FieldClash(
+                name,
+                f"'{name}' is not a field of {endpoint.id}; use its own fields "
+                "(resolution, aspect_ratio, num_frames, image_url, ...)",
+            )
+    if "loras" in extra:
+        raise FieldClash(
+            "loras", f"{endpoint.id} takes no LoRAs; send them to {_lora_endpoint(endpoint)}"
+        )
+
+
+def _lora_endpoint(endpoint: FalEndpoint) -> str:
+    """The ``/lora`` endpoint of ``endpoint``'s family (where fal takes ``loras``)."""
+    for other in ENDPOINTS.values():
+        if other.model.family is endpoint.model.family and "loras" in other.schema.model_fields:
+            return other.id
+    return "an endpoint that takes LoRAs"
 
 
 def native_names(family: Family, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, submit_store, upload_store
@@ -103,6 +104,27 @@ def _alias_route(endpoint_id: str) -> Any:
     return submit_alias
 
 
+def inline_defs(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` (the ``loras`` items) written in place:
+    a ``#/$defs/...`` reference inside /openapi.json's paths resolves against the OpenAPI
+    document, not this schema, and ReDoc fails to render the whole page on it."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
+
+
 # fal's endpoint ids, each with fal's own input schema in /openapi.json.
 for _endpoint in ENDPOINTS.values():
     router.add_api_route(
@@ -115,7 +137,7 @@ for _endpoint in ENDPOINTS.values():
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _endpoint.schema.model_json_schema()}},
+                "content": {"application/json": {"schema": inline_defs(_endpoint.schema)}},
             }
         },
     )

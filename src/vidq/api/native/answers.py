@@ -99,13 +99,16 @@ def _put(body: dict[str, Any], key: str, value: float | None) -> None:
 
 
 def result(video: dict[str, Any], job: Job) -> dict[str, Any]:
-    """The native dialect's result: the spec's ``{"video": {...}}``, the seed used and
-    what the request cost (``metrics``)."""
+    """The native dialect's result: the spec's ``{"video": {...}}``, the seed used, what
+    the request cost (``metrics``) and the LoRAs applied (``loras``), if any."""
     body: dict[str, Any] = {"video": video}
     seed = progress.seed_of(job)
     if seed is not None:
         body["seed"] = seed
     body["metrics"] = progress.metrics(job)
+    loras = job.result_meta.get("loras")
+    if loras:  # what the engine applied: each LoRA's sha256, size, scale, expert
+        body["loras"] = loras
     return body
 
 

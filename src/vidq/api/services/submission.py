@@ -3,10 +3,11 @@
 
 A submit first replays an earlier one with the same Idempotency-Key, if there is one;
 else it checks what needs no media (the priority against the token's maximum, no
-reserved ``_`` fields) and draws the seed, hands the media to the intake
-(``media/intake.py``: fetched or read from the caller's uploads, checked, stored as
-blobs) and, in the intake's thread, inserts the job: its webhook with it, within the
-token's limits. Nothing is queued (and no blob is left) if any input is bad.
+reserved ``_`` fields, the count of LoRAs and their URLs: never fetched here) and draws
+the seed, hands the media to the intake (``media/intake.py``: fetched or read from the
+caller's uploads, checked, stored as blobs) and, in the intake's thread, inserts the
+job: its webhook with it, within the token's limits. Nothing is queued (and no blob is
+left) if any input is bad.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from vidq.api.context import AppContext
 from vidq.api.eta import work_units
 from vidq.api.parsing.headers import Deadline
 from vidq.api.services.uploads import OwnUploads
-from vidq.catalog import Model, _Inputs, new_seed
+from vidq.catalog import Model, _Inputs, input_schema, new_seed
 from vidq.errors import Conflict, InvalidInput
 from vidq.jobs import Job, NewJob
+from vidq.media.fetch import check_url
 from vidq.media.intake import StoredInputs
 from vidq.media.sizing import Plan
 from vidq.store.base import SubmitStore, Token, UploadStore
@@ -55,6 +57,7 @@ async def submit(
             return job, True
     prio = body.priority if priority is None else priority
     inputs = _checked_inputs(body, token, prio)
+    await _check_loras(ctx, model, inputs)
     own = OwnUploads(uploads, ctx.storage, base, token.user, ctx.settings.limits.max_input_bytes)
 
     def enqueue(stored: StoredInputs) -> Job:
@@ -110,6 +113,28 @@ def _checked_inputs(body: _Inputs, token: Token, priority: int) -> dict[str, Any
     # retry) runs with it, and the answers about the request report it.
     inputs.setdefault("seed", new_seed())
     return inputs
+
+
+async def _check_loras(ctx: AppContext, model: Model, inputs: dict[str, Any]) -> None:
+    """At most ``max_loras`` LoRAs, each ``path`` a URL the outbound policy of input URLs
+    would fetch (its scheme and the addresses its host resolves to), and only for the
+    families that take them (the schema checked the items). The API does not fetch them:
+    the worker does, under the same policy, when it runs the job."""
+    if "loras" in inputs and "loras" not in input_schema(model).model_fields:
+        raise InvalidInput("loras", f"{model.id} takes no LoRAs (Wan text- and image-to-video do)")
+    loras = inputs.get("loras") or []
+    limit = ctx.settings.limits.max_loras
+    if len(loras) > limit:
+        raise InvalidInput(
+            "loras", f"at most {limit} LoRAs per request (got {len(loras)})", loc=["loras"]
+        )
+    for i, lora in enumerate(loras):
+        try:
+            await check_url(f"loras[{i}].path", str(lora["path"]), ctx.intake.fetcher.policy)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"loras[{i}].path", exc.reason, kind=exc.kind, loc=["loras", i, "path"]
+            ) from None
 
 
 def replayed(store: SubmitStore, model: Model, token: Token, key: str | None) -> Job | None:
