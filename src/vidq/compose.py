@@ -241,6 +241,9 @@ def worker_options(
         logs=log_setup(settings),
         name=name,
         warmup=settings.worker.warmup,
+        probe_s=settings.worker.engine_probe_seconds,
+        probe_max_s=settings.worker.engine_probe_max_seconds,
+        load_failures=settings.worker.engine_load_failures,
     )
 
 

@@ -197,6 +197,24 @@ class WorkerSettings(_Group):
         '"warming" until then); with this, it also runs one tiny text-to-video generation '
         "on each. A `--burst` worker loads on its first job instead, unless this is set.",
     )
+    engine_probe_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="A worker whose engine is down (its ComfyUI servers unreachable, or its "
+        "engine child failing to start) claims nothing and probes the engine after this "
+        "many seconds, doubling the wait after each probe that fails.",
+    )
+    engine_probe_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The longest wait between two probes of an engine that is down.",
+    )
+    engine_load_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Failed starts of an engine child in a row (its load raising, or the "
+        "child dying before it is ready) after which the worker holds the engine down.",
+    )
     max_jobs: int | None = Field(
         default=None,
         ge=1,

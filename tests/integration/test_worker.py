@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support.stack import stack
 from tests.support.wait import eventually
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
@@ -96,6 +97,41 @@ def test_a_worker_loads_its_engine_before_its_first_claim(
     finally:
         worker.stop()
         thread.join(30)
+
+
+def test_admin_workers_shows_a_worker_warming_while_its_engine_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a worker loads its engine (held here in a slow start) `/admin/workers` says
+    ``warming`` and its ``/health`` says so; once loaded, its first claim says ``ready``."""
+    loading, go = threading.Event(), threading.Event()
+    real_start = EngineProcess.start
+
+    def slow_start(self: EngineProcess) -> None:
+        loading.set()
+        assert go.wait(30)
+        real_start(self)
+
+    monkeypatch.setattr(EngineProcess, "start", slow_start)
+    with stack(tmp_path / "data", workers=0) as server:
+        admin = server.client(server.admin_token)
+
+        def state() -> str | None:
+            rows = {w["name"]: w for w in admin.get("/admin/workers").json()["workers"]}
+            return rows.get("loader", {}).get("state")
+
+        thread = server.start_worker(name="loader")
+        try:
+            assert loading.wait(30)
+            assert state() == "warming"
+            assert thread.worker.unhealthy() == "loader: warming (loading engine preview)"
+            go.set()
+            eventually(lambda: state() == "ready", 30, what="the worker to be ready")
+            assert thread.worker.unhealthy() is None
+        finally:
+            go.set()
+            thread.stop()
+        assert state() == "stopped"
 
 
 def test_warmup_runs_a_tiny_generation_and_a_burst_worker_loads_on_its_first_job(
