@@ -399,7 +399,7 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, server, server.admin_token)
     page.get_by_role("link", name="Dashboard").click()
-    table = page.locator(".dashboard table")
+    table = page.locator(".dashboard table.pools")
     expect(table).to_be_visible()
     row = table.locator("tbody tr", has=page.locator("th", has_text="wan22-t2v")).first
     cells = row.locator("td")
@@ -407,6 +407,9 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     assert int(cells.nth(5).inner_text()) >= 1  # completed in the last hour
     assert cells.nth(4).inner_text() != "–"  # a median run time
     expect(page.locator(".dashboard .hint").first).to_contain_text("Updated")
+    # Each worker with what it is doing: the stack's worker finished its job and waits.
+    worker = page.locator(".dashboard table.workers tbody tr", has_text=server.workers[0].name)
+    expect(worker.locator(".badge")).to_have_text("idle")
     failure = page.locator(".failures li").first
     expect(failure.locator(".error-text")).to_have_text(XSS)  # as text
     expect(failure).to_contain_text(f"#{claimed.job.id}")
