@@ -23,7 +23,7 @@ from tests.support.media import encode_image, picture
 from tests.support.stack import Stack, stack
 from tests.support.tools import missing
 from tests.support.wait import wait_status
-from vidq.jobs import NewJob
+from vidq.jobs import NewJob, WorkerState
 
 SMALL = {"Prompt": "a paper boat on a pond", "Width": "128", "Height": "128", "Duration": "1"}
 XSS = '<img src=x onerror="window.__xss = 1; alert(1)">'
@@ -390,6 +390,11 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     claimed = store.claim(["web-test-pool"], "test-worker", 30)
     assert claimed is not None and claimed.lease_token
     store.fail(claimed.job.id, claimed.lease_token, XSS, "engine", retry=False)
+    # A worker whose engine is down, as it says so (its reason shown as text).
+    store.register_worker(
+        "gpu-down", ["hunyuan-foley"], {"hunyuan-foley": "comfyui"},
+        state=WorkerState.ENGINE_DOWN, reason=f"engine comfyui down: {XSS}",
+    )  # fmt: skip
     sign_in(page, server, user_token(server, "dave"))
     expect(page.get_by_role("link", name="Dashboard")).to_be_hidden()
     page.goto(server.url + "/#/dashboard")
@@ -410,6 +415,9 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     # Each worker with what it is doing: the stack's worker finished its job and waits.
     worker = page.locator(".dashboard table.workers tbody tr", has_text=server.workers[0].name)
     expect(worker.locator(".badge")).to_have_text("idle")
+    down = page.locator(".dashboard table.workers tbody tr", has_text="gpu-down")
+    expect(down.locator(".badge")).to_have_text("engine down")
+    expect(down.locator(".error-text")).to_have_text(f" engine comfyui down: {XSS}")
     failure = page.locator(".failures li").first
     expect(failure.locator(".error-text")).to_have_text(XSS)  # as text
     expect(failure).to_contain_text(f"#{claimed.job.id}")
