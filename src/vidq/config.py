@@ -359,8 +359,9 @@ class ComfyUISettings(_Group):
     connect_wait: float = Field(
         default=60.0,
         ge=0,
-        description="Seconds to wait for a ComfyUI server to answer before the attempt "
-        "fails (and is retried).",
+        description="Seconds to wait for a ComfyUI server to answer; past it the job goes "
+        "back to the queue without spending an attempt and the worker holds the engine down "
+        "(probing it) until a server answers.",
     )
 
     @field_validator("urls", mode="before")
