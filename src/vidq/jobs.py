@@ -43,6 +43,7 @@ class WorkerState(enum.StrEnum):
     WARMING = "warming"  # loading its engines before its first claim
     READY = "ready"  # claiming (a claim says so by itself)
     ENGINE_DOWN = "engine_down"  # an engine's backend is unreachable: not claiming, probing
+    DRAINING = "draining"  # asked to stop: finishing its current job, claiming nothing more
     STOPPED = "stopped"  # its loop ended (shutdown, burst drained, a limit reached)
 
 

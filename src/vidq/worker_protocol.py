@@ -59,7 +59,7 @@ class ClaimBody(Presence):
 
 class AnnounceBody(Presence):
     """What a worker that is not claiming is doing (``POST /worker/v1/announce``): loading
-    its engines, its engine's backend down (``reason``: why), or stopped. A worker that
+    its engines, its engine's backend down (``reason``: why), draining, or stopped. A worker that
     never sends it (an older one) shows as ``ready`` from its claims."""
 
     state: WorkerState

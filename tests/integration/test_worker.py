@@ -134,6 +134,34 @@ def test_admin_workers_shows_a_worker_warming_while_its_engine_loads(
         assert state() == "stopped"
 
 
+def test_admin_workers_shows_a_worker_draining_its_job_then_stopped(tmp_path: Path) -> None:
+    """Asked to stop mid-job (SIGTERM's drain), a worker says ``draining`` with its
+    current job, finishes it, and says ``stopped``."""
+    with stack(tmp_path / "data", workers=0, preview_step_seconds=0.5, lease_seconds=1) as s:
+        admin = s.client(s.admin_token)
+        client = s.client(s.token("alice"))
+
+        def row() -> dict[str, object]:
+            rows = {w["name"]: w for w in admin.get("/admin/workers").json()["workers"]}
+            return dict(rows.get("drainer", {}))
+
+        thread = s.start_worker(name="drainer")
+        body = {"prompt": "x", "width": 128, "height": 128, "duration": 1}
+        rid = client.post("/queue/wan22-fast-t2v", json=body).json()["request_id"]
+        busy = eventually(lambda: (r := row()).get("current_job") == int(rid) and r, 30,
+                          what="the worker to run the job")  # fmt: skip
+        assert busy["state"] == "ready"
+        thread.worker.stop()  # drain
+        draining = eventually(lambda: (r := row()).get("state") == "draining" and r, 30,
+                              what="the worker to say draining")  # fmt: skip
+        assert draining["current_job"] == int(rid)
+        assert thread.join(60) == 1
+        stopped = row()
+        assert stopped["state"] == "stopped" and stopped["current_job"] is None
+        status = client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()
+        assert status["status"] == "COMPLETED"
+
+
 def test_warmup_runs_a_tiny_generation_and_a_burst_worker_loads_on_its_first_job(
     backends: tuple[SQLiteStore, LocalBlobStore],
     caplog: pytest.LogCaptureFixture,

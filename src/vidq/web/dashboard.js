@@ -8,12 +8,13 @@ const REFRESH_MS = 5000;
 const LIVE_S = 60; // a worker seen within this long is live (the API's own window)
 
 // What a worker is doing, in words, and the class of its badge: what it said it is doing
-// (warming, engine down, stopped), else busy or idle from its current job; a worker whose
+// (warming, engine down, stopped, draining), else busy or idle from its current job; a worker whose
 // every pool is paused claims nothing either.
 export function workerState(w, paused) {
   if (w.state === "engine_down") return { text: "engine down", cls: "w-down" };
   if (w.state === "warming") return { text: "warming", cls: "w-warming" };
   if (w.state === "stopped") return { text: "stopped", cls: "w-stopped" };
+  if (w.state === "draining") return { text: "draining", cls: "w-warming" };
   if (w.current_job !== null && w.current_job !== undefined) return { text: "busy", cls: "w-busy" };
   if (w.pools.length > 0 && w.pools.every((p) => paused.has(p))) return { text: "idle, pool paused", cls: "w-paused" };
   return { text: "idle", cls: "w-idle" };
@@ -23,7 +24,7 @@ export function workerState(w, paused) {
 function poolWorkers(workers) {
   const pools = new Map();
   for (const w of workers) {
-    if (w.last_seen_seconds > LIVE_S || w.state === "stopped") continue;
+    if (w.last_seen_seconds > LIVE_S || w.state === "stopped" || w.state === "draining") continue;
     for (const p of w.pools) {
       const seen = pools.get(p) ?? { live: 0, down: 0 };
       seen.live += 1;

@@ -99,7 +99,7 @@ class Source(Protocol):
         reason: str | None = None,
     ) -> None:
         """Say that ``worker`` is alive but not claiming, and what it is doing (warming,
-        its engine down with ``reason``, stopped), for operators; a claim says ``ready``
+        its engine down with ``reason``, draining, stopped), for operators; a claim says ``ready``
         by itself. ``ServiceUnavailable``: the loop goes on (it is advisory)."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:

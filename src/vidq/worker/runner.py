@@ -138,6 +138,7 @@ class Worker:
         # Engines held down (name -> Down), replaced whole so ``unhealthy`` (another
         # thread) reads a consistent dict; failed starts in a row, per engine.
         self.down: dict[str, Down] = {}
+        self._said_draining = False
         self._load_failures: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -600,6 +601,9 @@ class Worker:
             except ServiceUnavailable:
                 continue  # keep trying; the lease decides
             self.last_contact = time.monotonic()
+            if self._stopping.is_set() and not self._said_draining:
+                self._said_draining = True  # asked to stop mid-job: say so, once
+                self._announce(WorkerState.DRAINING)
             if lease is Lease.LOST:
                 if finished.is_set():
                     break  # sent while the complete committed: not a lost lease

@@ -2,9 +2,10 @@
 
 workers:
 - ``state``: ``warming`` (loading its engines), ``ready`` (claiming; every claim sets it),
-  ``engine_down`` (an engine's backend is unreachable: it claims nothing and probes it) or
-  ``stopped`` (its loop ended); rows of workers that registered before this revision, and
-  of older workers that only claim, read ``ready``.
+  ``engine_down`` (an engine's backend is unreachable: it claims nothing and probes it),
+  ``draining`` (asked to stop, finishing its current job) or ``stopped`` (its loop
+  ended); rows of workers that registered before this revision, and of older workers
+  that only claim, read ``ready``.
 - ``state_reason``: why, for ``engine_down`` (the probe's or the failed load's message).
 
 Revision ID: 0013
