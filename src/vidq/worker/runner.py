@@ -213,8 +213,9 @@ class Worker:
         failure). A readiness probe on ``/health`` of ``--metrics-port`` reads it."""
         if self.ready_at is None:
             return f"{self.name}: warming (loading {self._warming})"
-        if self.down:
-            return f"{self.name}: {self._down_reason()}"
+        down = self.down  # one read: the loop replaces it whole
+        if down:
+            return f"{self.name}: {_down_reason(down)}"
         if self.last_contact is None:
             return f"{self.name}: has not reached its job store yet"
         silent = time.monotonic() - self.last_contact
@@ -328,7 +329,7 @@ class Worker:
         )
 
     def _down_reason(self) -> str | None:
-        return "; ".join(f"engine {k} down: {v.reason}" for k, v in self.down.items()) or None
+        return _down_reason(self.down)
 
     def _started(self, name: str) -> None:
         """Engine ``name``'s child is running: its failed starts in a row are over."""
@@ -672,3 +673,8 @@ class Worker:
             attempt.release(self._ran)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper gives the job back
+
+
+def _down_reason(down: Mapping[str, Down]) -> str | None:
+    """Why the engines held down are: ``engine NAME down: REASON`` each; None if none."""
+    return "; ".join(f"engine {k} down: {v.reason}" for k, v in down.items()) or None
