@@ -251,6 +251,9 @@ def worker_options(
             allow_http=settings.limits.fetch_allow_http,
             allow_networks=settings.limits.fetch_allow_networks,
         ),
+        probe_s=settings.worker.engine_probe_seconds,
+        probe_max_s=settings.worker.engine_probe_max_seconds,
+        load_failures=settings.worker.engine_load_failures,
     )
 
 

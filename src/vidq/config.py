@@ -203,6 +203,24 @@ class WorkerSettings(_Group):
         description="While a job runs, its engine shows the video so far as a live preview "
         "(the status's `preview`) at most once per this many seconds; 0: no previews.",
     )
+    engine_probe_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="A worker whose engine is down (its ComfyUI servers unreachable, or its "
+        "engine child failing to start) claims nothing and probes the engine after this "
+        "many seconds, doubling the wait after each probe that fails.",
+    )
+    engine_probe_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The longest wait between two probes of an engine that is down.",
+    )
+    engine_load_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Failed starts of an engine child in a row (its load raising, or the "
+        "child dying before it is ready) after which the worker holds the engine down.",
+    )
     max_jobs: int | None = Field(
         default=None,
         ge=1,
@@ -377,8 +395,9 @@ class ComfyUISettings(_Group):
     connect_wait: float = Field(
         default=60.0,
         ge=0,
-        description="Seconds to wait for a ComfyUI server to answer before the attempt "
-        "fails (and is retried).",
+        description="Seconds to wait for a ComfyUI server to answer; past it the job goes "
+        "back to the queue without spending an attempt and the worker holds the engine down "
+        "(probing it) until a server answers.",
     )
 
     @field_validator("urls", mode="before")

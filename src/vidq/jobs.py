@@ -36,6 +36,17 @@ class WebhookState(enum.StrEnum):
     GIVEN_UP = "given_up"  # out of attempts, or the target is not allowed; done
 
 
+class WorkerState(enum.StrEnum):
+    """What a worker says it is doing (``/admin/workers``); idle or busy is read from its
+    current job, not stored."""
+
+    WARMING = "warming"  # loading its engines before its first claim
+    READY = "ready"  # claiming (a claim says so by itself)
+    ENGINE_DOWN = "engine_down"  # an engine's backend is unreachable: not claiming, probing
+    DRAINING = "draining"  # asked to stop: finishing its current job, claiming nothing more
+    STOPPED = "stopped"  # its loop ended (shutdown, burst drained, a limit reached)
+
+
 class WireStatus(enum.StrEnum):
     """External statuses of the spec."""
 

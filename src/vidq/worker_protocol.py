@@ -9,8 +9,8 @@ ignore fields they do not know, so a newer server can add some. The bounds are w
 once, here: a value the worker does not choose (an engine's error text, a backoff) is fitted
 to them by the model itself (``FailBody.fitted``), never cut by hand at a call site.
 
-Imports nothing of vidq: it sits below both ``vidq.api`` and ``vidq.worker`` (the layers in
-``pyproject.toml``).
+Imports nothing of vidq but the core's enums (``vidq.jobs``): it sits below both
+``vidq.api`` and ``vidq.worker`` (the layers in ``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vidq.jobs import WorkerState
 
 VERSION = 1
 PREFIX = "/worker/v1"
@@ -43,15 +45,42 @@ class _Answer(BaseModel):
 
 
 # -- requests (worker -> API) -------------------------------------------------------------
-class ClaimBody(_Request):
-    """Take a job of these pools; wait up to ``wait_s`` for one."""
+class Presence(_Request):
+    """A worker, its pools and their engines, as ``/admin/workers`` shows them."""
 
     worker: Name
     pools: list[PoolName] = Field(min_length=1, max_length=100)
     engines: dict[PoolName, Annotated[str, Field(max_length=50)]] = Field(
         default_factory=dict, max_length=100
     )  # pool -> engine, shown on /admin/workers
+
+
+class ClaimBody(Presence):
+    """Take a job of these pools; wait up to ``wait_s`` for one (the worker is ``ready``)."""
+
     wait_s: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S)
+
+
+class AnnounceBody(Presence):
+    """What a worker that is not claiming is doing (``POST /worker/v1/announce``): loading
+    its engines, its engine's backend down (``reason``: why), draining, or stopped. A worker that
+    never sends it (an older one) shows as ``ready`` from its claims."""
+
+    state: WorkerState
+    reason: str | None = Field(default=None, max_length=1000)
+
+    @classmethod
+    def fitted(
+        cls,
+        worker: str,
+        pools: list[str],
+        engines: dict[str, str],
+        state: WorkerState,
+        reason: str | None,
+    ) -> AnnounceBody:
+        """An announce whose reason (an engine's error text) is cut to its bound."""
+        cut = None if reason is None else _cut(cls, "reason", reason)
+        return cls(worker=worker, pools=pools, engines=engines, state=state, reason=cut)
 
 
 class Fenced(_Request):

@@ -443,6 +443,7 @@ def test_admin_commands(tmp_path: Path) -> None:
         header, row = _table(out["workers_table"].stdout)
         shown = dict(zip(header, row, strict=True))
         assert shown["name"] == "serve-0" and f"{POOL_T2V}=preview" in shown["engines"]
+        assert worker["state"] == shown["state"] == "ready"  # what it said: claiming
 
         denied = out["user_token"]
         assert denied.returncode == 1 and denied.stdout == ""

@@ -34,7 +34,7 @@ from tests.support.media import b64, encode_image, picture, png_header_bomb, pro
 from tests.support.processes import Server, free_port, serve, stop_process
 from tests.support.remote import worker_token
 from tests.support.stack import Stack, stack
-from tests.support.wait import eventually, wait_status
+from tests.support.wait import eventually, until, wait_status
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V, I2V_MODEL = "wan22-fast-t2v", "wan22-fast-i2v"
@@ -227,6 +227,47 @@ class _Worker:
         return self.log.read_text().splitlines()
 
 
+def test_a_worker_process_says_its_comfyui_is_down(tmp_path: Path) -> None:
+    """`vidq worker --metrics-port` whose ComfyUI is down from the start: its warm-up's
+    probe holds the engine down, so `/health` is 503 with the reason, the engine gauge is
+    0 and `/admin/workers` says engine_down, before any claim; SIGTERM: stopped."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    with stack(tmp_path / "data", workers=0) as srv:
+        port = free_port()
+        proc = srv.worker_process(
+            "--pools", POOL_T2V, "--metrics-port", str(port),
+            engines=f"{POOL_T2V}=comfyui", comfyui_url=dead, engine_probe_seconds=0.2,
+        )  # fmt: skip
+        admin = srv.client(srv.admin_token)
+
+        def health() -> httpx.Response | None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            except httpx.TransportError:
+                return None  # not listening yet
+
+        def shown() -> dict[str, Any]:  # its one row (named <host>:<pid>:<slot>)
+            rows = admin.get("/admin/workers").json()["workers"]
+            return dict(rows[0]) if rows else {}
+
+        try:
+            down = until(health, lambda r: r is not None and "down" in r.text, 60,
+                         what="/health to say the engine is down")  # fmt: skip
+            assert down is not None and down.status_code == 503
+            detail = down.json()["detail"]
+            assert detail.endswith(
+                f": engine comfyui down: no ComfyUI server answered: {dead}: "
+                "connection refused or unreachable"
+            )
+            m = _metrics(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+            assert m['vidq_worker_engine_up{engine="comfyui",slot="cpu"}'] == 0
+            row = eventually(lambda: (w := shown()).get("state") == "engine_down" and w, 30)
+            assert detail == f"{row['name']}: {row['state_reason']}"
+        finally:
+            stop_process(proc)
+        assert shown()["state"] == "stopped"
+
+
 def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Path) -> None:
     """Two `vidq worker`s (one pool each) with the collector every 0.2 s and outputs kept 0
     s: the blobs of finished requests go without `vidq gc`, one collector at a time; the
@@ -255,6 +296,7 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
             m = _metrics(scraped.text)
             assert m[f'vidq_worker_attempts_total{{outcome="completed",pool="{POOL_T2V}"}}'] == 1
             assert m[f'vidq_worker_busy{{pool="{POOL_T2V}"}}'] == 0
+            assert m['vidq_worker_engine_up{engine="preview",slot="cpu"}'] == 1
             assert POOL_I2V not in scraped.text  # the other worker's jobs are not its own
             # the t2v output, the i2v input and output: deleted by the workers' collectors
             eventually(

@@ -23,7 +23,7 @@ from tests.support.media import encode_image, picture
 from tests.support.stack import Stack, stack
 from tests.support.tools import missing
 from tests.support.wait import wait_status
-from vidq.jobs import NewJob
+from vidq.jobs import NewJob, WorkerState
 
 SMALL = {"Prompt": "a paper boat on a pond", "Width": "128", "Height": "128", "Duration": "1"}
 XSS = '<img src=x onerror="window.__xss = 1; alert(1)">'
@@ -397,6 +397,11 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     claimed = store.claim(["web-test-pool"], "test-worker", 30)
     assert claimed is not None and claimed.lease_token
     store.fail(claimed.job.id, claimed.lease_token, XSS, "engine", retry=False)
+    # A worker whose engine is down, as it says so (its reason shown as text).
+    store.register_worker(
+        "gpu-down", ["hunyuan-foley"], {"hunyuan-foley": "comfyui"},
+        state=WorkerState.ENGINE_DOWN, reason=f"engine comfyui down: {XSS}",
+    )  # fmt: skip
     sign_in(page, server, user_token(server, "dave"))
     expect(page.get_by_role("link", name="Dashboard")).to_be_hidden()
     page.goto(server.url + "/#/dashboard")
@@ -406,7 +411,7 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, server, server.admin_token)
     page.get_by_role("link", name="Dashboard").click()
-    table = page.locator(".dashboard table")
+    table = page.locator(".dashboard table.pools")
     expect(table).to_be_visible()
     row = table.locator("tbody tr", has=page.locator("th", has_text="wan22-t2v")).first
     cells = row.locator("td")
@@ -414,6 +419,12 @@ def test_dashboard_for_admins_only(page: Page, server: Stack, shots: Path) -> No
     assert int(cells.nth(5).inner_text()) >= 1  # completed in the last hour
     assert cells.nth(4).inner_text() != "–"  # a median run time
     expect(page.locator(".dashboard .hint").first).to_contain_text("Updated")
+    # Each worker with what it is doing: the stack's worker finished its job and waits.
+    worker = page.locator(".dashboard table.workers tbody tr", has_text=server.workers[0].name)
+    expect(worker.locator(".badge")).to_have_text("idle")
+    down = page.locator(".dashboard table.workers tbody tr", has_text="gpu-down")
+    expect(down.locator(".badge")).to_have_text("engine down")
+    expect(down.locator(".error-text")).to_have_text(f" engine comfyui down: {XSS}")
     failure = page.locator(".failures li").first
     expect(failure.locator(".error-text")).to_have_text(XSS)  # as text
     expect(failure).to_contain_text(f"#{claimed.job.id}")

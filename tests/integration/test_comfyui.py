@@ -5,6 +5,7 @@ right job state."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -16,15 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from tests.support.fake_comfyui import FakeComfyUI, preview_colour
 from tests.support.media import probe_mp4, result_mp4
 from tests.support.processes import free_port
 from tests.support.stack import Stack, stack
-from tests.support.wait import eventually, wait_status
+from tests.support.wait import eventually, holds, until, wait_status
+from vidq.compose import worker_options
 from vidq.config import ComfyUISettings
 from vidq.engines.base import EngineJob
 from vidq.engines.comfyui import ComfyUIEngine
@@ -37,8 +41,9 @@ from vidq.engines.comfyui_client import (
     preview_frame,
 )
 from vidq.errors import EngineError, LeaseLost
-from vidq.jobs import NewJob
+from vidq.jobs import JobState, NewJob
 from vidq.media.video import write_mp4
+from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
 from vidq.storage import open_storage
 from vidq.store import open_store
 from vidq.worker import Worker, WorkerOptions
@@ -423,6 +428,7 @@ def test_server_down_is_retryable_through_the_engine_child(tmp_path: Path) -> No
     finally:
         proc.stop()
     assert failed.value.retryable and failed.value.error_type == "ComfyUIUnavailable"
+    assert failed.value.down  # unreachable: the worker holds the engine down
     assert "connection refused" in failed.value.message
 
 
@@ -488,50 +494,149 @@ def test_worker_fails_the_job_with_comfyuis_error(comfy: FakeComfyUI, tmp_path: 
     assert len(comfy.prompts) == 1  # a workflow error is final: not retried
 
 
-def test_worker_retries_until_the_server_is_back(tmp_path: Path) -> None:
+# -- an engine that says when it is down ----------------------------------------------
+DOWN = {
+    "engines": ENGINES, "comfyui_connect_wait": 0.5, "engine_probe_seconds": 0.2,
+    "engine_probe_max_seconds": 1.0, "lease_seconds": 5,
+}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _watched_worker(server: Stack) -> Iterator[tuple[Worker, str, CollectorRegistry]]:
+    """A worker on the stack's settings, as `vidq worker --metrics-port` runs one: its
+    ``/health`` and ``/metrics`` served on a loopback port (the URL yielded)."""
+    registry = CollectorRegistry()
+    options = worker_options(server.settings, name="gpu-box")
+    worker = Worker(
+        LocalSource(server.store, server.storage), options, WorkerMetrics(registry),
+        reaper=server.store,
+    )  # fmt: skip
     port = free_port()
-    settings = {
-        "engines": ENGINES,
-        "comfyui_url": f"http://127.0.0.1:{port}",
-        "comfyui_connect_wait": 0.3,
-        "max_attempts": 10,
-    }
-    with stack(tmp_path / "data", **settings) as server:
+    serve_worker_metrics(registry, port, host="127.0.0.1", unhealthy=worker.unhealthy)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker, f"http://127.0.0.1:{port}", registry
+    finally:
+        worker.stop(drain=False)
+        thread.join(30)
+
+
+def _health(url: str) -> httpx.Response:
+    return httpx.get(f"{url}/health", timeout=5)
+
+
+def _shown(server: Stack, name: str = "gpu-box") -> dict[str, Any]:
+    admin = server.client(server.admin_token)
+    rows = {w["name"]: w for w in admin.get("/admin/workers").json()["workers"]}
+    return rows.get(name, {})
+
+
+def test_a_worker_holds_its_engine_down_while_comfyui_is_down(tmp_path: Path) -> None:
+    """ComfyUI killed and left down: the job that meets it is given back unspent, the
+    worker says engine_down (``/health`` 503 with the reason, ``vidq_worker_engine_up`` 0,
+    ``/admin/workers``), claims nothing and probes; the job stays queued with its attempt
+    count still. ComfyUI back: the worker recovers and the job completes."""
+    comfy = FakeComfyUI(tmp_path / "comfy").start()
+    up = {"slot": "cpu", "engine": "comfyui"}
+    with (
+        stack(tmp_path / "data", workers=0, comfyui_url=comfy.url, **DOWN) as server,
+        _watched_worker(server) as (worker, url, registry),
+    ):
+        client = server.client(server.token("alice"))
+        eventually(lambda: _health(url).status_code == 200, 30, what="the worker to be healthy")
+        assert registry.get_sample_value("vidq_worker_engine_up", up) == 1
+        assert _shown(server)["state"] == "ready"
+
+        comfy.stop()
+        killed = time.monotonic()
+        rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
+        down = until(lambda: _health(url), lambda r: r.status_code == 503, 30,
+                     what="/health to say the engine is down")  # fmt: skip
+        detected = time.monotonic() - killed
+        assert down.json()["detail"].startswith("gpu-box: engine comfyui down: ")
+        assert "connection refused" in down.json()["detail"]
+        assert registry.get_sample_value("vidq_worker_engine_up", up) == 0
+        shown = eventually(lambda: (w := _shown(server))["state"] == "engine_down" and w,
+                           10, what="/admin/workers to say engine_down")  # fmt: skip
+        assert "ComfyUI" in shown["state_reason"] and shown["current_job"] is None
+
+        def queued_once() -> bool:
+            job = server.store.get(int(rid))
+            return job is not None and job.state is JobState.RETRY and job.attempt == 1
+
+        eventually(queued_once, 10, what="the job to be given back")
+        # Several probes go by (0.2 s doubling to 1 s): no claim, no attempt spent.
+        holds(queued_once, 3.0, what="the job to stay queued, its attempt unspent")
+        status = client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()
+        assert status["status"] == "IN_QUEUE"
+
+        with FakeComfyUI(tmp_path / "comfy-again", port=comfy.port) as again:
+            restarted = time.monotonic()
+            eventually(lambda: _health(url).status_code == 200, 30, what="the worker to recover")
+            recovered = time.monotonic() - restarted
+            assert registry.get_sample_value("vidq_worker_engine_up", up) == 1
+            done = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
+            assert done["status"] == "COMPLETED", done
+            assert len(again.prompts) == 1
+            shown = _shown(server)
+            assert shown["state"] == "ready" and shown["state_reason"] is None
+        job = server.store.get(int(rid))
+        assert job is not None and job.attempt == 2 and worker.down == {}
+    print(f"\nComfyUI killed -> worker /health 503: {detected:.2f} s (a job submitted at the "
+          f"kill, connect wait 0.5 s); restarted -> /health 200: {recovered:.2f} s "
+          "(probes 0.2 s doubling to 1 s)")  # fmt: skip
+
+
+def test_a_worker_that_starts_with_comfyui_down_says_so_before_its_first_claim(
+    tmp_path: Path,
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with stack(tmp_path / "data", workers=0, comfyui_url=dead, **DOWN) as server:
         client = server.client(server.token("alice"))
         rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
-        # one attempt failed on the dead server
-        eventually(lambda: _attempt(server, rid) >= 2, 30, what="the job to be retried")
-        assert client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()["status"] in {
-            "IN_QUEUE",
-            "IN_PROGRESS",
-        }
-        with FakeComfyUI(tmp_path / "comfy", port=port) as comfy:
-            status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
-            assert status["status"] == "COMPLETED", status
-            assert len(comfy.prompts) == 1
-        assert 2 <= _attempt(server, rid) < 10
+        with _watched_worker(server) as (_, url, _):
+            shown = eventually(lambda: (w := _shown(server)).get("state") == "engine_down" and w,
+                               30, what="/admin/workers to say engine_down")  # fmt: skip
+            assert "no ComfyUI server answered" in shown["state_reason"]
+            assert _health(url).status_code == 503
+            holds(lambda: server.store.get(int(rid)).attempt == 0, 1.0, what="no claim")  # type: ignore[union-attr]
+        assert _shown(server)["state"] == "stopped"  # said by the loop's end
 
 
-def _attempt(server: Stack, rid: str) -> int:
-    job = server.store.get(int(rid))
-    assert job is not None
-    return job.attempt
-
-
-def test_worker_fails_after_attempts_when_the_server_stays_down(tmp_path: Path) -> None:
-    settings = {
-        "engines": ENGINES,
-        "comfyui_url": f"http://127.0.0.1:{free_port()}",
-        "comfyui_connect_wait": 0.2,
-        "max_attempts": 2,
-    }
-    with stack(tmp_path / "data", **settings) as server:
+def test_an_engine_child_that_fails_to_start_again_and_again_is_held_down(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    """Its load raises (a workflows folder that does not exist) at warm-up and on two jobs'
+    claims in a row: the engine is held down with the load's error, the job is given back
+    unspent each time (it never fails), and a probe that starts the child again brings it
+    back once the folder is there."""
+    folder = tmp_path / "workflows"
+    settings = {**DOWN, "comfyui_url": comfy.url, "comfyui_workflows_dir": folder,
+                "max_attempts": 1}  # fmt: skip
+    with (
+        stack(tmp_path / "data", workers=0, **settings) as server,
+        _watched_worker(server) as (_, url, registry),
+    ):
         client = server.client(server.token("alice"))
         rid = client.post("/queue/wan22-fast-t2v", json=T2V).json()["request_id"]
-        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"})
-        assert status["status"] == "FAILED"
-        body = client.get(f"/queue/wan22-fast-t2v/requests/{rid}").json()
-        assert "no ComfyUI server answered" in str(body)
+        down = until(lambda: _health(url), lambda r: r.status_code == 503 and "down" in r.text,
+                     30, what="the engine to be held down")  # fmt: skip
+        assert "failed to load" in down.json()["detail"]
+        assert f"workflows folder {folder} does not exist" in down.json()["detail"]
+        assert registry.get_sample_value(
+            "vidq_worker_engine_up", {"slot": "cpu", "engine": "comfyui"}
+        ) == 0  # fmt: skip
+        shown = _shown(server)
+        assert shown["state"] == "engine_down" and "does not exist" in shown["state_reason"]
+        job = server.store.get(int(rid))
+        # warm-up, then two claims: three failed starts in a row, none spent an attempt
+        assert job is not None and job.state is JobState.RETRY and job.attempt == 2
+        holds(lambda: server.store.get(int(rid)).attempt == 2, 1.0, what="no more claims")  # type: ignore[union-attr]
+        folder.mkdir()
+        done = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"}, timeout=60)
+        assert done["status"] == "COMPLETED", done
+        assert _health(url).status_code == 200
 
 
 def _frames(path: Path) -> list[Any]:

@@ -154,8 +154,25 @@ def test_a_worker_token_keeps_a_bounded_number_of_names(tmp_path: Path) -> None:
             assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "engines"]
             bad = claim("w1", engines={POOL: "made-up"})
             assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "engines"]
+
+            # An announce (a worker not claiming) is held to the same names and engines.
+            def announce(name: str, **extra: Any) -> Any:
+                body = {"worker": name, "pools": [POOL], "state": "engine_down", **extra}
+                return client.post("/worker/v1/announce", json=body,
+                                   headers={"Authorization": f"Bearer {worker}"})  # fmt: skip
+
+            refused = announce("w4", reason="down")
+            assert refused.status_code == 429 and refused.json()["limit"] == "max_workers_per_token"
+            bad = announce("w1", engines={"not-a-pool": "preview"})
+            assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "engines"]
+            assert announce("w2", reason="comfyui refused").json() == {"ok": True}
             listed = client.get("/admin/workers", headers={"Authorization": f"Bearer {admin}"})
-            assert sorted(w["name"] for w in listed.json()["workers"]) == ["w0", "w1", "w2"]
+            rows = {w["name"]: w for w in listed.json()["workers"]}
+            assert sorted(rows) == ["w0", "w1", "w2"]
+            assert (rows["w2"]["state"], rows["w2"]["state_reason"]) == (
+                "engine_down", "comfyui refused"
+            )  # fmt: skip
+            assert rows["w1"]["state"] == "ready"
     finally:
         store.close()
 

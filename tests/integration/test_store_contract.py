@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from tests.support.processes import vidq_env
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
-from vidq.jobs import JobState, NewJob, Ran, WebhookState, queue_rank
+from vidq.jobs import JobState, NewJob, Ran, WebhookState, WorkerState, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.base import (
     Cancel,
@@ -1455,6 +1455,37 @@ def test_user_stats_and_workers(store: JobStore) -> None:
     assert info.current_job == running.id and info.jobs_done == 1 and info.seen_s_ago < 60
 
 
+def test_a_worker_says_what_it_is_doing(store: JobStore) -> None:
+    """A worker that is not claiming registers its state (warming, engine down with the
+    reason, stopped); a claim's registration says ready and clears the reason; a worker
+    token's names stay bounded whatever the state."""
+    assert store.register_worker("w1", [POOL], {POOL: "comfyui"}, state=WorkerState.WARMING)
+    (info,) = store.workers()
+    assert (info.state, info.state_reason) == (WorkerState.WARMING, None)
+    down = "no ComfyUI server answered: http://127.0.0.1:1: connection refused"
+    store.register_worker("w1", [POOL], {POOL: "comfyui"}, state=WorkerState.ENGINE_DOWN,
+                          reason=down)  # fmt: skip
+    (info,) = store.workers()
+    assert (info.state, info.state_reason) == (WorkerState.ENGINE_DOWN, down)
+    assert info.engines == {POOL: "comfyui"} and info.seen_s_ago < 60
+    store.register_worker("w1", [POOL], {POOL: "comfyui"})  # a claim's
+    (info,) = store.workers()
+    assert (info.state, info.state_reason) == (WorkerState.READY, None)
+    store.register_worker("w1", [POOL], state=WorkerState.STOPPED)
+    assert store.workers()[0].state is WorkerState.STOPPED
+    # A worker token's second name is refused past its limit, in any state.
+    assert store.register_worker("r1", [POOL], owner="ops", max_names=1,
+                                 state=WorkerState.WARMING)  # fmt: skip
+    assert not store.register_worker("r2", [POOL], owner="ops", max_names=1,
+                                     state=WorkerState.ENGINE_DOWN, reason="x")  # fmt: skip
+    assert store.register_worker("r1", [POOL], owner="ops", max_names=1,
+                                 state=WorkerState.ENGINE_DOWN, reason="x")  # fmt: skip
+    states = {w.name: (w.state, w.state_reason) for w in store.workers()}
+    assert states == {
+        "w1": (WorkerState.STOPPED, None), "r1": (WorkerState.ENGINE_DOWN, "x"),
+    }  # fmt: skip
+
+
 def test_pool_stats_and_recent_failures(store: JobStore) -> None:
     """The dashboard's figures: running now, completed/failed and the medians of the
     window, and the latest failures of every user (``/admin/queues``)."""
@@ -1679,7 +1710,7 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             tokens = {c["name"] for c in inspector.get_columns("tokens")}
             assert "daily_gpu_seconds" in tokens
             assert {"webhook_state", "webhook_attempts", "webhook_next_at"} <= columns
-            assert {"name", "pools", "seen_at"} <= {
+            assert {"name", "pools", "seen_at", "state", "state_reason"} <= {
                 c["name"] for c in inspector.get_columns("workers")
             }
             indexes = {i["name"]: i for i in inspector.get_indexes("jobs")}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support.stack import stack
 from tests.support.wait import eventually
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
@@ -96,6 +97,69 @@ def test_a_worker_loads_its_engine_before_its_first_claim(
     finally:
         worker.stop()
         thread.join(30)
+
+
+def test_admin_workers_shows_a_worker_warming_while_its_engine_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a worker loads its engine (held here in a slow start) `/admin/workers` says
+    ``warming`` and its ``/health`` says so; once loaded, its first claim says ``ready``."""
+    loading, go = threading.Event(), threading.Event()
+    real_start = EngineProcess.start
+
+    def slow_start(self: EngineProcess) -> None:
+        loading.set()
+        assert go.wait(30)
+        real_start(self)
+
+    monkeypatch.setattr(EngineProcess, "start", slow_start)
+    with stack(tmp_path / "data", workers=0) as server:
+        admin = server.client(server.admin_token)
+
+        def state() -> str | None:
+            rows = {w["name"]: w for w in admin.get("/admin/workers").json()["workers"]}
+            return rows.get("loader", {}).get("state")
+
+        thread = server.start_worker(name="loader")
+        try:
+            assert loading.wait(30)
+            assert state() == "warming"
+            assert thread.worker.unhealthy() == "loader: warming (loading engine preview)"
+            go.set()
+            eventually(lambda: state() == "ready", 30, what="the worker to be ready")
+            assert thread.worker.unhealthy() is None
+        finally:
+            go.set()
+            thread.stop()
+        assert state() == "stopped"
+
+
+def test_admin_workers_shows_a_worker_draining_its_job_then_stopped(tmp_path: Path) -> None:
+    """Asked to stop mid-job (SIGTERM's drain), a worker says ``draining`` with its
+    current job, finishes it, and says ``stopped``."""
+    with stack(tmp_path / "data", workers=0, preview_step_seconds=0.5, lease_seconds=1) as s:
+        admin = s.client(s.admin_token)
+        client = s.client(s.token("alice"))
+
+        def row() -> dict[str, object]:
+            rows = {w["name"]: w for w in admin.get("/admin/workers").json()["workers"]}
+            return dict(rows.get("drainer", {}))
+
+        thread = s.start_worker(name="drainer")
+        body = {"prompt": "x", "width": 128, "height": 128, "duration": 1}
+        rid = client.post("/queue/wan22-fast-t2v", json=body).json()["request_id"]
+        busy = eventually(lambda: (r := row()).get("current_job") == int(rid) and r, 30,
+                          what="the worker to run the job")  # fmt: skip
+        assert busy["state"] == "ready"
+        thread.worker.stop()  # drain
+        draining = eventually(lambda: (r := row()).get("state") == "draining" and r, 30,
+                              what="the worker to say draining")  # fmt: skip
+        assert draining["current_job"] == int(rid)
+        assert thread.join(60) == 1
+        stopped = row()
+        assert stopped["state"] == "stopped" and stopped["current_job"] is None
+        status = client.get(f"/queue/wan22-fast-t2v/requests/{rid}/status").json()
+        assert status["status"] == "COMPLETED"
 
 
 def test_warmup_runs_a_tiny_generation_and_a_burst_worker_loads_on_its_first_job(

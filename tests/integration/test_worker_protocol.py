@@ -21,11 +21,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.support.loopback import serve_app
+from tests.support.processes import free_port
 from tests.support.servers import SeaweedServer
+from tests.support.wait import eventually
 from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.api.worker import outputs
-from vidq.config import Settings
+from vidq.config import ComfyUISettings, Settings
 from vidq.jobs import Ran
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
@@ -285,6 +287,13 @@ def test_worker_and_user_tokens_are_kept_apart(api: Api) -> None:
         ("/worker/v1/jobs/1/complete",
          {"lease_token": "t", "key": "k", "size": 1, "sha256": "xyz"}, ["body", "sha256"]),
         ("/worker/v1/jobs/x/heartbeat", {"lease_token": "t"}, ["path", "job_id"]),
+        ("/worker/v1/announce", {"worker": "w1", "pools": [POOL], "state": "sleeping"},
+         ["body", "state"]),
+        ("/worker/v1/announce",
+         {"worker": "w1", "pools": [POOL], "state": "engine_down", "reason": "x" * 1001},
+         ["body", "reason"]),
+        ("/worker/v1/announce", {"worker": "w1", "pools": ["nope"], "state": "warming"},
+         ["body", "pools"]),
     ],
 )  # fmt: skip
 def test_bad_bodies_name_the_field(shared_api: Api, path: str, body: Any, loc: list[str]) -> None:
@@ -316,6 +325,8 @@ def test_admin_workers_shows_each_remote_slot_with_its_current_job(
         assert set(shown) == set(jobs)
         for name, job in jobs.items():
             assert shown[name]["current_job"] == job["id"] and shown[name]["jobs_done"] == 0
+            # a claim says ready by itself (an older worker that never announces)
+            assert (shown[name]["state"], shown[name]["state_reason"]) == ("ready", None)
             assert shown[name]["engines"] == {POOL: "preview"} and shown[name]["pools"] == [POOL]
         assert {j["id"] for j in jobs.values()} == set(rids[:2])
         # gpu0 finishes: no current job, one done; gpu1 still shows its job.
@@ -575,5 +586,50 @@ def test_a_remote_worker_fetches_a_jobs_loras_itself(tmp_path: Path) -> None:
                                         "transformer": "high"}]  # fmt: skip
             assert hits == ["/l.safetensors?sig=x"]
             assert (tmp_path / "worker" / "lora-cache").is_dir()
+    finally:
+        store.close()
+
+
+def test_a_remote_workers_state_reaches_admin_workers(tmp_path: Path) -> None:
+    """A remote worker that is not claiming says what it is doing over ``/worker/v1``
+    (``announce``): its ComfyUI down (found by its warm-up's probe) is shown on
+    ``/admin/workers`` with the reason, and its stop too; an announce is held to the
+    token's pools like a claim."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    admin = create_token(store, "ops", admin=True)
+    token = create_token(store, "gpu", worker=True, pools=[POOL])
+    app = create_app(Settings.load(worker={"lease_seconds": 30}), store, blobs)
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        with serve_app(app) as url, httpx.Client(base_url=url) as client:
+
+            def shown() -> dict[str, Any]:
+                r = client.get("/admin/workers", headers={"Authorization": f"Bearer {admin}"})
+                return {w["name"]: w for w in r.json()["workers"]}.get("remote-1", {})
+
+            refused = client.post(
+                "/worker/v1/announce", headers={"Authorization": f"Bearer {token}"},
+                json={"worker": "remote-1", "pools": ["wan22-i2v"], "state": "warming"},
+            )  # fmt: skip
+            assert refused.status_code == 403 and shown() == {}
+            api = RemoteAPI(url, token)
+            options = WorkerOptions(
+                pools=(POOL,), engines={POOL: "comfyui"}, name="remote-1", probe_s=0.2,
+                engine_settings={"comfyui": ComfyUISettings(urls=dead, connect_wait=0.2)},
+            )  # fmt: skip
+            worker = Worker(RemoteSource(api, wait_s=0.0), options)
+            thread = threading.Thread(target=worker.run, daemon=True)
+            thread.start()
+            try:
+                row = eventually(lambda: (w := shown()).get("state") == "engine_down" and w,
+                                 30, what="the remote worker's engine_down")  # fmt: skip
+                assert row["engines"] == {POOL: "comfyui"} and row["current_job"] is None
+                assert row["state_reason"].startswith("engine comfyui down: no ComfyUI server")
+            finally:
+                worker.stop(drain=False)
+                thread.join(30)
+            assert shown()["state"] == "stopped"
+            api.close()
     finally:
         store.close()

@@ -17,6 +17,8 @@ from vidq.worker.child_messages import (
     Finished,
     LoadFailed,
     Message,
+    Probe,
+    ProbeResult,
     Progress,
     Ready,
     RunJob,
@@ -38,6 +40,10 @@ MESSAGES: list[Message] = [
     Progress(3, 4),
     Finished(EngineResult("WanVideo2_2_I2V", {"frames": 17, "fps": 16.0, "device": "1"})),
     Failed(Failure("RuntimeError", "RuntimeError: boom", True, "Traceback ...", restart=True)),
+    Failed(Failure("ComfyUIUnavailable", "no ComfyUI server answered", True, down=True)),
+    Probe(),
+    ProbeResult(),
+    ProbeResult("no ComfyUI server answered: http://gpu-1:8188: connection refused"),
 ]
 
 

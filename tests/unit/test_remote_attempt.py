@@ -15,10 +15,12 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
+from vidq.jobs import WorkerState
 from vidq.store.base import Lease
 from vidq.worker.remote import ProtocolError, RemoteAPI, RemoteAttempt, RemoteSource
 from vidq.worker_protocol import (
     PREFIX,
+    AnnounceBody,
     ClaimBody,
     CompleteBody,
     FailBody,
@@ -40,6 +42,7 @@ class FakeAPI:
         self.claims: list[dict[str, Any]] = []  # answers to the next claims
         self.lease = "held"  # the heartbeats' answer; "" for 409
         self.stored: dict[str, bytes] = {}  # signed-URL path -> body
+        self.announce_status = 200  # 404: an API from before the announce route
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -56,12 +59,14 @@ class FakeAPI:
         name = route.rsplit("/", 1)[-1]
         model: type[BaseModel] = {
             "claim": ClaimBody, "heartbeat": Fenced, "progress": ProgressBody, "fail": FailBody,
-            "upload": UploadBody, "complete": CompleteBody,
+            "upload": UploadBody, "complete": CompleteBody, "announce": AnnounceBody,
         }[name]  # fmt: skip
         read = model.model_validate(body)  # as the server would: a 422 here fails the test
         self.sent.append((route, read))
         if name == "claim":
             return httpx.Response(200, json=self.claims.pop(0))
+        if name == "announce" and self.announce_status != 200:
+            return httpx.Response(self.announce_status, json={"detail": "Not found."})
         if name == "heartbeat":
             if not self.lease:
                 return httpx.Response(409, json={"detail": "lost"})
@@ -196,3 +201,20 @@ def test_an_empty_claim_says_how_many_jobs_are_queued(fake: FakeAPI, source: Rem
     fake.claims = [{"job": None, "queued": {POOL: 3}}]
     assert source.claim("w", [POOL], {}, 30) is None
     assert source.queue_depths() == {POOL: 3}
+
+
+def test_announce_sends_the_state_with_its_reason_cut_to_its_bound(
+    fake: FakeAPI, source: RemoteSource
+) -> None:
+    """What an engine said (any length) is sent as far as it fits, never refused; an API
+    from before the route (404) or one that refuses is only logged: the loop goes on."""
+    source.announce("box:1:gpu0", [POOL], {POOL: "comfyui"}, WorkerState.ENGINE_DOWN, "x" * 5000)
+    ((route, sent),) = fake.of(AnnounceBody)
+    assert route == "/announce" and sent.state is WorkerState.ENGINE_DOWN
+    assert sent.reason == "x" * 1000 and sent.engines == {POOL: "comfyui"}
+    for status in (404, 429):
+        fake.announce_status = status
+        source.announce("box:1:gpu0", [POOL], {}, WorkerState.STOPPED)
+    assert [read.state for _, read in fake.of(AnnounceBody)] == [
+        WorkerState.ENGINE_DOWN, WorkerState.STOPPED, WorkerState.STOPPED,
+    ]  # fmt: skip

@@ -256,7 +256,11 @@ async def usage_of_users(
     return JSONResponse(await run_in_threadpool(work))
 
 
-@router.get("/admin/workers", summary="Workers: pools, engines, current job, heartbeat age")
+@router.get(
+    "/admin/workers",
+    summary="Workers: pools, engines, state (warming, ready, engine down), current job, "
+    "heartbeat age",
+)
 async def workers(
     token: Token = Depends(admin), store: OperatorStore = Depends(operator_store)
 ) -> Response:
@@ -270,6 +274,8 @@ async def workers(
                     "current_job": w.current_job,
                     "last_seen_seconds": w.seen_s_ago,
                     "jobs_done": w.jobs_done,
+                    "state": w.state.value,
+                    "state_reason": w.state_reason,
                 }
                 for w in store.workers()
             ]

@@ -128,14 +128,19 @@ def usage(
 
 @app.command("workers")
 def workers(as_json: JsonOpt = False, url: Url = None, token: TokenOpt = None) -> None:
-    """Workers: pools, engines, current job, seconds since last seen, jobs done."""
+    """Workers: pools, engines, state (and why), current job, seconds since last seen,
+    jobs done."""
     body = _call(url, token, "GET", "/admin/workers")
     rows = [
         {**w, "pools": ",".join(w["pools"]),
-         "engines": ",".join(f"{p}={e}" for p, e in w["engines"].items())}
+         "engines": ",".join(f"{p}={e}" for p, e in w["engines"].items()),
+         # an older server answers no state
+         "state": " ".join(filter(None, (w.get("state"), w.get("state_reason"))))}
         for w in body["workers"]
     ]  # fmt: skip
-    columns = ("name", "pools", "engines", "current_job", "last_seen_seconds", "jobs_done")
+    columns = (
+        "name", "pools", "engines", "state", "current_job", "last_seen_seconds", "jobs_done"
+    )  # fmt: skip
     _show(body, as_json, "workers", rows, columns)
 
 

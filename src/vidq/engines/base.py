@@ -100,7 +100,11 @@ def lora_meta(loras: list[LoraFile]) -> list[dict[str, Any]]:
 
 
 class Engine(Protocol):
-    """A video generator."""
+    """A video generator. An engine whose work runs on a backend it does not own (a
+    ComfyUI server) may also have ``probe() -> str | None``: None when the backend answers,
+    else why not; the worker asks it while it holds the engine down (``worker/runner.py``).
+    An exception whose class has ``backend_down = True`` says the backend is unreachable:
+    the job is given back unspent and the engine held down until a probe answers."""
 
     name: str
 

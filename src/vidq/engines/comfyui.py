@@ -39,6 +39,7 @@ from vidq.engines.comfyui_client import (
     ComfyUISession,
     display_url,
     pick_server,
+    probe_servers,
 )
 from vidq.errors import EngineError, EngineUnavailable
 from vidq.media.video import is_browser_mp4, transcode_mp4
@@ -85,6 +86,11 @@ class ComfyUIEngine:
         in_child = multiprocessing.parent_process() is not None
         if in_child and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    def probe(self) -> str | None:
+        """None when one of the servers answers ``GET /prompt``, else why none did (the
+        worker asks while it holds this engine down)."""
+        return probe_servers(self.urls, http_timeout=self.http_timeout)
 
     # -- one job ---------------------------------------------------------------------
     def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:

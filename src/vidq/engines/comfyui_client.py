@@ -13,7 +13,10 @@ Websocket ``/ws?clientId=...`` messages are ``{"type", "data"}``: ``progress``
 
 Failures (``EngineError`` is final for the job; anything else is retried by the worker):
 
-- server unreachable, 5xx, an HTTP call slower than ``http_timeout``: ``ComfyUIUnavailable``.
+- server unreachable, 5xx, an HTTP call slower than ``http_timeout``: ``ComfyUIUnavailable``;
+  unreachable (no server answers within ``connect_wait``, a refused connection, a websocket
+  that does not come back) is ``down``: the job is given back unspent and the worker holds
+  the engine down, probing it (``probe_servers``), until a server answers.
 - the websocket drops: reconnect with the same client id, read ``/history``; a prompt found
   in neither history nor queue is lost (server restarted): ``ComfyUIPromptLost``; a server
   that does not answer again within ``connect_wait``: ``ComfyUIUnavailable``.
@@ -57,7 +60,13 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif", ".webp")
 
 
 class ComfyUIUnavailable(ConnectionError):
-    """No ComfyUI server answered (retried)."""
+    """No ComfyUI server answered (retried). ``down``: the server is unreachable, not just
+    slow or failing one call; the worker then gives the job back unspent and holds the
+    engine down until a probe (``probe_servers``) answers (``Engine.probe``)."""
+
+    def __init__(self, message: str, *, down: bool = False) -> None:
+        super().__init__(message)
+        self.backend_down = down
 
 
 class ComfyUIPromptLost(ComfyUIUnavailable):
@@ -98,26 +107,43 @@ def pick_server(
     wait_until = min(deadline, time.monotonic() + connect_wait)
     delay = 0.5
     while True:
-        errors: list[str] = []
-        best: tuple[int, str] | None = None
-        for url in urls:
-            try:
-                r = httpx.get(f"{url}/prompt", timeout=http_timeout)
-                r.raise_for_status()
-                queued = int(r.json().get("exec_info", {}).get("queue_remaining", 0))
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
-                errors.append(f"{display_url(url)}: {_why(exc)}")
-                continue
-            if best is None or queued < best[0]:
-                best = (queued, url)
+        best, errors = _queue_lengths(urls, http_timeout)
         if best is not None:
             return best[1]
         if time.monotonic() >= wait_until:
             raise ComfyUIUnavailable(
-                f"no ComfyUI server answered within {connect_wait:g} s: " + "; ".join(errors)
+                f"no ComfyUI server answered within {connect_wait:g} s: " + "; ".join(errors),
+                down=True,
             )
         time.sleep(min(delay, max(0.0, wait_until - time.monotonic())))
         delay = min(delay * 2, 5.0)
+
+
+def probe_servers(urls: list[str], *, http_timeout: float) -> str | None:
+    """One round of ``GET /prompt`` on every server: None when one answers, else why none
+    did (the worker's probe of an engine it holds down)."""
+    best, errors = _queue_lengths(urls, http_timeout)
+    return None if best is not None else "no ComfyUI server answered: " + "; ".join(errors)
+
+
+def _queue_lengths(
+    urls: list[str], http_timeout: float
+) -> tuple[tuple[int, str] | None, list[str]]:
+    """The answering server with the fewest queued prompts (and that number), and why
+    each other server did not answer."""
+    errors: list[str] = []
+    best: tuple[int, str] | None = None
+    for url in urls:
+        try:
+            r = httpx.get(f"{url}/prompt", timeout=http_timeout)
+            r.raise_for_status()
+            queued = int(r.json().get("exec_info", {}).get("queue_remaining", 0))
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            errors.append(f"{display_url(url)}: {_why(exc)}")
+            continue
+        if best is None or queued < best[0]:
+            best = (queued, url)
+    return best, errors
 
 
 def _why(exc: Exception) -> str:
@@ -192,7 +218,7 @@ class ComfyUISession:
                 f"within {self.http_timeout:g} s"
             ) from exc
         except httpx.HTTPError as exc:
-            raise ComfyUIUnavailable(f"{where} is unreachable: {_why(exc)}") from exc
+            raise ComfyUIUnavailable(f"{where} is unreachable: {_why(exc)}", down=True) from exc
         if r.status_code >= 500:
             raise ComfyUIUnavailable(f"{where} answered HTTP {r.status_code} to {method} {path}")
         return r
@@ -370,7 +396,8 @@ class ComfyUISession:
                 if left <= 0:
                     raise ComfyUIUnavailable(
                         f"ComfyUI at {display_url(self.url)} stopped answering during prompt "
-                        f"{prompt_id} and did not come back within {self.connect_wait:g} s"
+                        f"{prompt_id} and did not come back within {self.connect_wait:g} s",
+                        down=True,
                     ) from exc
                 time.sleep(min(delay, left))  # the last try is at ``give_up``
                 delay = min(delay * 2, 5.0)

@@ -203,6 +203,12 @@ class WorkerMetrics:
             "loaded; with --warmup, a first generation run).",
             ["slot"], registry=registry,
         )  # fmt: skip
+        self.engine_up = Gauge(
+            "vidq_worker_engine_up",
+            "1 while a worker slot's engine can serve, 0 while the worker holds it down (its "
+            "backend unreachable, or its child failing to start) and probes it.",
+            ["slot", "engine"], registry=registry,
+        )  # fmt: skip
         self._lock = threading.Lock()
 
     def attempt(self, pool: str, outcome: str) -> None:

@@ -30,7 +30,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from vidq.jobs import Claim, Hold, Job, JobState, NewJob, Ran, WebhookState
+from vidq.jobs import Claim, Hold, Job, JobState, NewJob, Ran, WebhookState, WorkerState
 
 MAX_WEIGHT = 100  # a token's fair-share weight is 1..MAX_WEIGHT
 
@@ -252,6 +252,8 @@ class WorkerInfo:
     seen_s_ago: float  # since its last claim attempt (its heartbeat to the store)
     current_job: int | None
     jobs_done: int  # completed by it
+    state: WorkerState = WorkerState.READY  # as it last said (idle/busy: ``current_job``)
+    state_reason: str | None = None  # why, for ``engine_down``
 
 
 # A metric sample: (family, labels as sorted JSON) -> value (see ``store/counters.py``).
@@ -280,8 +282,11 @@ class WorkerStore(Protocol):
         *,
         owner: str | None = None,
         max_names: int | None = None,
+        state: WorkerState = WorkerState.READY,
+        reason: str | None = None,
     ) -> bool:
-        """Record that a worker is alive, its pools and their engines (for operators).
+        """Record that a worker is alive, its pools and their engines, and what it says it
+        is doing (``state``, ``reason``: why, for ``engine_down``), for operators.
         ``owner`` (a worker token's user) keeps at most ``max_names`` names alive: a new
         name past that is refused (False); a name it has is always refreshed."""
 

@@ -41,6 +41,8 @@ from vidq.worker.child_messages import (
     LoadFailed,
     Message,
     PreviewReady,
+    Probe,
+    ProbeResult,
     Progress,
     Ready,
     RunJob,
@@ -87,8 +89,11 @@ def _child_main(
             message = _recv(conn)
         except (EOFError, OSError):
             return
+        if isinstance(message, Probe):
+            _send(conn, ProbeResult(_probe(engine)))
+            continue
         if not isinstance(message, RunJob):
-            continue  # the parent sends jobs only
+            continue  # the parent sends jobs and probes only
         job = message.job
         previews = PreviewWriter(
             job.preview_path, job.preview_interval_s,
@@ -110,6 +115,18 @@ def _child_main(
             _send(conn, Failed(describe(exc)))
 
 
+def _probe(engine: object) -> str | None:
+    """The engine's own probe (``Engine.probe``); an engine without one is up."""
+    probe = getattr(engine, "probe", None)
+    if probe is None:
+        return None
+    try:
+        reason = probe()
+    except Exception as exc:
+        return f"the probe failed: {type(exc).__name__}: {exc}"
+    return None if reason is None else str(reason)
+
+
 def describe(exc: BaseException) -> Failure:
     """How the child reports ``exc``: an ``EngineError`` is the user's to read and final;
     anything else is an internal error, retried, with its traceback for the log."""
@@ -121,16 +138,24 @@ def describe(exc: BaseException) -> Failure:
         traceback="" if user_facing else traceback.format_exc(limit=8),
         # The engine asks for a fresh process (e.g. after a GPU out-of-memory error).
         restart=bool(getattr(exc, "restart_child", False)),
+        down=bool(getattr(exc, "backend_down", False)),
     )
 
 
 class EngineFailed(EngineError):
     """The engine reported an error for this attempt."""
 
-    def __init__(self, message: str, error_type: str, retryable: bool) -> None:
+    def __init__(
+        self, message: str, error_type: str, retryable: bool, *, down: bool = False
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.retryable = retryable
+        self.down = down  # the engine's backend is unreachable (``Failure.down``)
+
+
+class EngineLoadFailed(EngineFailed):
+    """The engine child did not start: its engine failed to load, or it died first."""
 
 
 class EngineProcess:
@@ -191,14 +216,43 @@ class EngineProcess:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
-        message = self._wait(lambda: False)
+        try:
+            message = self._wait(lambda: False)
+        except EngineCrashed as exc:
+            raise EngineLoadFailed(
+                f"engine {self.engine_name!r} died while loading: {exc.message}",
+                "EngineCrashed",
+                True,
+            ) from exc
         if isinstance(message, LoadFailed):
             self.stop()
-            raise EngineFailed(
+            raise EngineLoadFailed(
                 f"engine {self.engine_name!r} failed to load: {message.failure.message}",
                 message.failure.type,
                 True,
             )
+
+    def probe(self, timeout_s: float = 60.0) -> str | None:
+        """Whether the engine can serve: None, or why not. Starts the child if it is not
+        running (a load that fails is the reason), then asks the engine's own probe
+        (``Probe``; an engine without one is up). A child that does not answer within
+        ``timeout_s`` is stopped and that is the reason."""
+        try:
+            self.ready()
+        except (EngineFailed, EngineCrashed) as exc:
+            return exc.message
+        assert self._conn is not None
+        _send(self._conn, Probe())
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                message = self._wait(lambda: time.monotonic() > deadline)
+                if isinstance(message, ProbeResult):
+                    return message.reason
+        except LeaseLost:
+            return f"engine {self.engine_name!r} did not answer a probe in {timeout_s:g} s"
+        except EngineCrashed as exc:
+            return exc.message
 
     def stop(self) -> None:
         """Terminate the child (it is restarted on the next job)."""
@@ -244,7 +298,9 @@ class EngineProcess:
                     )
                 if failure.restart:
                     self.stop()  # the next job starts a fresh child
-                raise EngineFailed(failure.message, failure.type, failure.retryable)
+                raise EngineFailed(
+                    failure.message, failure.type, failure.retryable, down=failure.down
+                )
 
     def _wait(self, should_abort: Callable[[], bool]) -> Message:
         assert self._conn is not None and self._proc is not None

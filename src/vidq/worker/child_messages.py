@@ -7,6 +7,8 @@ read back, validated, by ``decode`` on the other side.
     child -> parent, once:   Ready | LoadFailed
     parent -> child:         RunJob
     child -> parent:         (Progress | PreviewReady)*, then Finished | Failed
+    parent -> child:         Probe  (between jobs, while the worker holds its engine down)
+    child -> parent:         ProbeResult
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class Failure:
     retryable: bool  # an internal error (another attempt may succeed), not the user's input
     traceback: str = ""  # for the worker's log; empty for errors a user should read
     restart: bool = False  # the engine asks for a fresh child (e.g. a GPU out of memory)
+    # the engine's backend is unreachable (a ComfyUI server down): not the job's fault; the
+    # worker gives the job back unspent and probes the engine until it answers
+    down: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,7 +92,24 @@ class Failed:
     kind: Literal["failed"] = "failed"
 
 
-Message = Ready | LoadFailed | RunJob | Progress | PreviewReady | Finished | Failed
+@dataclasses.dataclass(frozen=True, slots=True)
+class Probe:
+    """Is the engine's backend reachable? (``Engine.probe``; engines without one are up)"""
+
+    kind: Literal["probe"] = "probe"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The probe's answer: ``reason`` is why the backend is down; None: it is up."""
+
+    reason: str | None = None
+    kind: Literal["probe_result"] = "probe_result"
+
+
+Message = (
+    Ready | LoadFailed | RunJob | Progress | PreviewReady | Finished | Failed | Probe | ProbeResult
+)
 
 _CODEC: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="kind")])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidq.errors import VidqError
-from vidq.jobs import PREVIEW_TYPE, Claim, Ran, output_key, preview_key
+from vidq.jobs import PREVIEW_TYPE, Claim, Ran, WorkerState, output_key, preview_key
 from vidq.storage.base import WorkerBlobs
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, WorkerStore
@@ -46,6 +46,16 @@ class LocalSource:
         if job.attempt > 1:  # uploads of earlier attempts that never completed
             sweep_attempts(self.blobs, job, lambda attempt: attempt < job.attempt)
         return LocalAttempt(self.store, self.blobs, claim, lease_s)
+
+    def announce(
+        self,
+        worker: str,
+        pools: Sequence[str],
+        engines: Mapping[str, str],
+        state: WorkerState,
+        reason: str | None = None,
+    ) -> None:
+        self.store.register_worker(worker, pools, engines, state=state, reason=reason)
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         self.store.wait_for_jobs(pools, timeout)

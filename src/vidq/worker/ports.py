@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from vidq.jobs import Ran
+from vidq.jobs import Ran, WorkerState
 from vidq.store.base import Lease, ReapResult
 
 
@@ -94,6 +94,18 @@ class Source(Protocol):
         """Say that ``worker`` is alive with its pools and their engines (for operators),
         and take the first queued job of these pools, if any, leased for ``lease_s``
         seconds (a remote source's lease is the server's)."""
+
+    def announce(
+        self,
+        worker: str,
+        pools: Sequence[str],
+        engines: Mapping[str, str],
+        state: WorkerState,
+        reason: str | None = None,
+    ) -> None:
+        """Say that ``worker`` is alive but not claiming, and what it is doing (warming,
+        its engine down with ``reason``, draining, stopped), for operators; a claim says ``ready``
+        by itself. ``ServiceUnavailable``: the loop goes on (it is advisory)."""
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """Block until a job may have been queued in these pools, or ``timeout`` passes

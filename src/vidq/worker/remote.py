@@ -35,13 +35,14 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
-from vidq.jobs import PREVIEW_TYPE, Ran, output_key
+from vidq.jobs import PREVIEW_TYPE, Ran, WorkerState, output_key
 from vidq.storage.outputs import size_and_sha256
 from vidq.store.base import Lease
 from vidq.worker.ports import Assignment
 from vidq.worker_protocol import (
     LEASE_HEADER,
     PREFIX,
+    AnnounceBody,
     ClaimAnswer,
     ClaimBody,
     ClaimedJob,
@@ -304,6 +305,26 @@ class RemoteSource:
                 self._queued = dict(answer.queued or {})
             return None
         return RemoteAttempt(self.api, answer.job, answer.downloads or {}, lease_s=self.lease_s)
+
+    def announce(
+        self,
+        worker: str,
+        pools: Sequence[str],
+        engines: Mapping[str, str],
+        state: WorkerState,
+        reason: str | None = None,
+    ) -> None:
+        """``POST /worker/v1/announce``, tried briefly (it is advisory and said again); an
+        API from before the route (404) is left alone: it shows the worker from its claims."""
+        body = AnnounceBody.fitted(worker, list(pools), dict(engines), state, reason)
+        response = self.api.call("POST", "/announce", body, retry_s=5.0)
+        if response.status_code == 404:
+            return
+        if not response.is_success:
+            log.warning(
+                "announce refused: HTTP %s: %s", response.status_code, _detail(response),
+                extra={"worker": worker},
+            )  # fmt: skip
 
     def wait_for_jobs(self, pools: Sequence[str], timeout: float) -> None:
         """The claim already waited on the server; a claim that did not (burst) waits

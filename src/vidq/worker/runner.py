@@ -12,6 +12,13 @@ worker stops the engine the same way, keeps no output and records CANCELLED
 (``finish_cancel``). Outputs are uploaded under a key unique to the attempt, so a stale
 worker can never overwrite the output of the attempt that won.
 
+An engine whose backend is unreachable (a ComfyUI server down: the engine's failure says
+``down``) or whose child fails to start ``load_failures`` times in a row is held down: the
+job that met it is given back unspent (``release``), the worker claims nothing, says so
+(``Source.announce``: ``engine_down`` with the reason; ``/health`` 503; the gauge
+``vidq_worker_engine_up`` 0) and probes the engine (``EngineProcess.probe``) with a backoff
+from ``probe_s`` doubling to ``probe_max_s`` until it answers; then it claims again.
+
 What an attempt cost is measured here, for local and remote workers alike: the seconds of
 the engine call on the slot's device (``jobs.Ran``), handed to whichever end the attempt
 reaches (complete, fail, release, cancelled), which records it in its fenced update.
@@ -37,11 +44,11 @@ from pydantic import BaseModel
 from vidq.catalog import DURATION_MIN, MODELS, SIDE_MIN, Family, Model, get_model
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
-from vidq.jobs import Ran
+from vidq.jobs import Ran, WorkerState
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
-from vidq.worker.child import EngineFailed, EngineProcess
+from vidq.worker.child import EngineFailed, EngineLoadFailed, EngineProcess
 from vidq.worker.limits import RunLimits
 from vidq.worker.loras import LoraFetcher, LoraOptions
 from vidq.worker.ports import Attempt, Reaper, Source
@@ -78,12 +85,25 @@ class WorkerOptions:
     warmup: bool = False  # also run one tiny text-to-video generation before the first claim
     preview_interval_s: float = 2.0  # at most one live preview per this many seconds; 0: none
     loras: LoraOptions | None = None  # how requests' LoRAs are fetched; None: refused
+    probe_s: float = 1.0  # an engine held down is probed after this long, doubling ...
+    probe_max_s: float = 30.0  # ... up to this
+    load_failures: int = 3  # failed starts of an engine child in a row that hold it down
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, with jitter so that jobs
         failed by one outage (storage down) do not all come back at the same instant."""
         nominal = min(self.retry_backoff_max_s, self.retry_backoff_s * 2.0 ** max(0, attempt - 1))
         return nominal * random.uniform(0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Down:
+    """An engine this worker holds down: why, and when it is probed next."""
+
+    reason: str
+    since: float  # time.monotonic() when it went down
+    delay: float  # the wait before the next probe after this one
+    next_probe: float  # time.monotonic() of the next probe
 
 
 class Worker:
@@ -120,6 +140,11 @@ class Worker:
         self._last_reap = 0.0
         self._ran = Ran()  # what the current attempt's engine used so far (one job at a time)
         self._loras = LoraFetcher(options.loras) if options.loras is not None else None
+        # Engines held down (name -> Down), replaced whole so ``unhealthy`` (another
+        # thread) reads a consistent dict; failed starts in a row, per engine.
+        self.down: dict[str, Down] = {}
+        self._said_draining = False
+        self._load_failures: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *, drain: bool = True) -> None:
@@ -146,6 +171,11 @@ class Worker:
             self._warm()
             while not self._stopping.is_set():
                 self._maybe_reap()
+                if self.down:  # claim nothing until every engine answers its probe
+                    if self.limits.idle_expired():
+                        break
+                    self._probe_down()
+                    continue
                 if not self.limits.begin_claim():
                     break
                 attempt: Attempt | None = None
@@ -177,6 +207,8 @@ class Worker:
                 done += 1
         finally:
             self.close()
+            if self.ready_at is not None:
+                self._announce(WorkerState.STOPPED)
         return done
 
     def unhealthy(self) -> str | None:
@@ -186,6 +218,9 @@ class Worker:
         failure). A readiness probe on ``/health`` of ``--metrics-port`` reads it."""
         if self.ready_at is None:
             return f"{self.name}: warming (loading {self._warming})"
+        down = self.down  # one read: the loop replaces it whole
+        if down:
+            return f"{self.name}: {_down_reason(down)}"
         if self.last_contact is None:
             return f"{self.name}: has not reached its job store yet"
         silent = time.monotonic() - self.last_contact
@@ -200,8 +235,11 @@ class Worker:
         text-to-video pool (the first run of a pipeline is slower than the next). A burst
         worker (drain the queue, then exit) loads on its first job instead, unless
         ``warmup``. An engine that fails to load here is logged; its first job tries
-        again and fails as it would have."""
+        again (a start that fails counts towards holding the engine down). Each engine is
+        probed too, so that a worker whose backend is down (a ComfyUI server) says
+        ``engine_down`` before its first claim."""
         if not self.options.burst or self.options.warmup:
+            self._announce(WorkerState.WARMING)
             for name in dict.fromkeys(self._engine_name(p) for p in self.options.pools):
                 if self._stopping.is_set():
                     break
@@ -209,8 +247,14 @@ class Worker:
                 try:
                     engine = self._engine_process(name)
                     engine.ready()
-                    if self.options.warmup:
+                    self._started(name)
+                    reason = engine.probe()
+                    if reason is not None:
+                        self._mark_down(name, reason)
+                    elif self.options.warmup:
                         self._warm_run(name, engine)
+                except EngineLoadFailed as exc:
+                    self._start_failed(name, exc.message)
                 except (EngineFailed, EngineCrashed, LeaseLost) as exc:
                     log.warning(
                         "engine %s did not warm up: %s", name, exc.message or type(exc).__name__,
@@ -243,6 +287,87 @@ class Worker:
             "engine %s warm-up run (%s) took %.2f s", name, model.id, time.monotonic() - started,
             extra={"worker": self.name},
         )  # fmt: skip
+
+    # -- engines held down ------------------------------------------------------------
+    def _mark_down(self, name: str, reason: str) -> None:
+        """Hold engine ``name`` down: no claims until a probe answers (module docstring)."""
+        now = time.monotonic()
+        if name not in self.down:
+            log.warning(
+                "engine %s down, not claiming until it answers: %s", name, reason,
+                extra={"worker": self.name},
+            )  # fmt: skip
+            delay = self.options.probe_s
+            self.down = {**self.down, name: Down(reason, now, delay, now + delay)}
+            self._engine_up(name, False)
+        self._announce(WorkerState.ENGINE_DOWN, self._down_reason())
+
+    def _probe_down(self) -> None:
+        """Wait for the next probe that is due (or a stop), then probe what is due: an
+        engine that answers is up again; one that does not waits twice as long."""
+        wait = min(d.next_probe for d in self.down.values()) - time.monotonic()
+        if wait > 0:
+            self._stopping.wait(wait)
+            return
+        for name, down in list(self.down.items()):
+            if down.next_probe > time.monotonic():
+                continue
+            reason = self._engine_process(name).probe()
+            now = time.monotonic()
+            if reason is None:
+                log.info(
+                    "engine %s is up again after %.1f s", name, now - down.since,
+                    extra={"worker": self.name},
+                )  # fmt: skip
+                self.down = {k: v for k, v in self.down.items() if k != name}
+                self._load_failures[name] = 0
+                self._engine_up(name, True)
+                continue
+            delay = min(self.options.probe_max_s, down.delay * 2)
+            self.down = {
+                **self.down, name: dataclasses.replace(
+                    down, reason=reason, delay=delay, next_probe=now + delay
+                ),
+            }  # fmt: skip
+        self._announce(
+            WorkerState.ENGINE_DOWN if self.down else WorkerState.READY, self._down_reason()
+        )
+
+    def _down_reason(self) -> str | None:
+        return _down_reason(self.down)
+
+    def _started(self, name: str) -> None:
+        """Engine ``name``'s child is running: its failed starts in a row are over."""
+        self._load_failures[name] = 0
+        if name not in self.down:
+            self._engine_up(name, True)
+
+    def _start_failed(self, name: str, reason: str) -> None:
+        """A start of engine ``name``'s child failed; ``load_failures`` in a row hold the
+        engine down, with the load's error as the reason."""
+        failures = self._load_failures.get(name, 0) + 1
+        self._load_failures[name] = failures
+        log.warning(
+            "engine %s failed to start (%d in a row): %s", name, failures, reason,
+            extra={"worker": self.name},
+        )  # fmt: skip
+        if failures >= self.options.load_failures:
+            self._mark_down(name, reason)
+
+    def _engine_up(self, name: str, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.engine_up.labels(self._slot(), name).set(1 if up else 0)
+
+    def _announce(self, state: WorkerState, reason: str | None = None) -> None:
+        """Tell the store (or the API) what this worker is doing while it is not claiming
+        (a claim says ``ready`` by itself); advisory: a failure is logged, never raised."""
+        try:
+            self.source.announce(self.name, self.options.pools, self.options.engines, state, reason)
+            self.last_contact = time.monotonic()
+        except VidqError as exc:
+            log.warning(
+                "could not announce %s: %s", state.value, exc.message, extra={"worker": self.name}
+            )
 
     def _slot(self) -> str:
         return f"gpu{self.options.gpu}" if self.options.gpu is not None else "cpu"
@@ -316,7 +441,7 @@ class Worker:
                 self._release(attempt)
                 log.info("job released on shutdown", extra=extra)
         except EngineFailed as exc:
-            self._fail(attempt, exc.message, exc.error_type, retry=exc.retryable)
+            outcome = self._engine_failed(attempt, exc)
         except EngineCrashed as exc:
             self._fail(attempt, exc.message, "engine_crashed", retry=True)
         except ServiceUnavailable as exc:
@@ -332,6 +457,22 @@ class Worker:
             if self.metrics is not None:
                 self.metrics.busy.labels(job.pool).dec()
                 self.metrics.attempt(job.pool, outcome)
+
+    def _engine_failed(self, attempt: Attempt, exc: EngineFailed) -> str:
+        """An engine's failure: the job's (a failed attempt), or the engine's (its child
+        did not start, its backend is unreachable: the job is given back unspent and the
+        engine counted or held down); the attempt's outcome."""
+        name = self._engine_name(attempt.job.pool)
+        if isinstance(exc, EngineLoadFailed):
+            self._release(attempt)
+            self._start_failed(name, exc.message)
+            return "released"
+        if exc.down:
+            self._release(attempt)
+            self._mark_down(name, exc.message)
+            return "released"
+        self._fail(attempt, exc.message, exc.error_type, retry=exc.retryable)
+        return "failed"
 
     def _attempt(
         self,
@@ -439,6 +580,7 @@ class Worker:
             return lost.is_set() or cancel.is_set() or self._abort.is_set()
 
         engine.ready()  # a load is the engine's, not this job's: it serves every job after
+        self._started(name)
         started = time.monotonic()
         try:
             return engine.run(engine_job, on_progress, should_abort, on_preview)
@@ -482,6 +624,9 @@ class Worker:
             except ServiceUnavailable:
                 continue  # keep trying; the lease decides
             self.last_contact = time.monotonic()
+            if self._stopping.is_set() and not self._said_draining:
+                self._said_draining = True  # asked to stop mid-job: say so, once
+                self._announce(WorkerState.DRAINING)
             if lease is Lease.LOST:
                 if finished.is_set():
                     break  # sent while the complete committed: not a lost lease
@@ -550,3 +695,8 @@ class Worker:
             attempt.release(self._ran)
         except ServiceUnavailable:
             pass  # the lease will expire and the reaper gives the job back
+
+
+def _down_reason(down: Mapping[str, Down]) -> str | None:
+    """Why the engines held down are: ``engine NAME down: REASON`` each; None if none."""
+    return "; ".join(f"engine {k} down: {v.reason}" for k, v in down.items()) or None

@@ -6,7 +6,9 @@ tokens (``vidq token create --worker``) may use them (any other token gets 404),
 worker token may use nothing else (``context.caller`` answers 403).
 
 - ``claim`` long-polls (up to ``MAX_WAIT_S``) on the store's own wake-ups and answers the
-  job, its lease token and expiry, and a short-lived download URL per input;
+  job, its lease token and expiry, and a short-lived download URL per input; it registers
+  the worker as ``ready``, and ``announce`` registers one that is not claiming (warming,
+  its engine down, stopped) with its state;
 - ``heartbeat``, ``progress``, ``fail``, ``cancelled``, ``release`` and ``complete`` are
   fenced by the attempt's lease token: 409 once the attempt has lost the job;
 - outputs are uploaded without storage credentials: ``upload`` answers a presigned PUT of
@@ -63,6 +65,7 @@ from vidq.worker_protocol import (
     MAX_WAIT_S,
     PREFIX,
     VERSION,
+    AnnounceBody,
     ClaimAnswer,
     ClaimBody,
     ClaimedJob,
@@ -74,6 +77,7 @@ from vidq.worker_protocol import (
     FailBody,
     Fenced,
     HeartbeatAnswer,
+    Presence,
     ProgressBody,
     Stored,
     UploadBody,
@@ -127,24 +131,7 @@ async def config(request: Request, token: Worker) -> Response:
 @router.post("/claim", summary="Take a job (long-poll up to wait_s)", response_model=ClaimAnswer)
 async def claim(request: Request, body: ClaimBody, token: Worker, store: Queue) -> Response:
     ctx = context(request)
-    unknown = [p for p in body.pools if p not in POOLS]
-    if unknown:
-        raise InvalidInput("pools", f"unknown pools: {', '.join(unknown)[:200]}")
-    if token.pools is not None:
-        others = [p for p in body.pools if p not in token.pools]
-        if others:
-            raise Forbidden(
-                f"this worker token may not claim from {', '.join(others)[:200]}",
-                loc=["body", "pools"],
-            )
-    strays = [p for p in body.engines if p not in body.pools]
-    if strays or any(e not in ENGINES for e in body.engines.values()):
-        detail = (
-            f"pools not claimed: {', '.join(strays)[:200]}"
-            if strays
-            else (f"engines are {', '.join(ENGINES)}")
-        )
-        raise InvalidInput("engines", detail)
+    _check_presence(body, token)
     base = ctx.base_url(request)
     gone = threading.Event()  # the worker hung up: stop waiting, take no job for it
 
@@ -358,7 +345,56 @@ async def signed_upload(
     return _answer(Stored(stored=key, size=size), status=201)
 
 
+@router.post(
+    "/announce",
+    summary="Say what a worker that is not claiming is doing (warming, engine down, stopped)",
+    response_model=Done,
+)
+async def announce(request: Request, body: AnnounceBody, token: Worker, store: Queue) -> Response:
+    ctx = context(request)
+    _check_presence(body, token)
+    most = ctx.settings.limits.max_workers_per_token
+    registered = await run_in_threadpool(
+        store.register_worker, body.worker, body.pools, body.engines, owner=token.user,
+        max_names=most, state=body.state, reason=body.reason,
+    )  # fmt: skip
+    if not registered:
+        raise _too_many_names(most)
+    return _answer(Done(ok=True))
+
+
 # -- the work behind the routes ---------------------------------------------------------
+def _check_presence(body: Presence, token: Token) -> None:
+    """A claim's or an announce's pools are known and the token's, and its engines name
+    those pools and known engines."""
+    unknown = [p for p in body.pools if p not in POOLS]
+    if unknown:
+        raise InvalidInput("pools", f"unknown pools: {', '.join(unknown)[:200]}")
+    if token.pools is not None:
+        others = [p for p in body.pools if p not in token.pools]
+        if others:
+            raise Forbidden(
+                f"this worker token may not claim from {', '.join(others)[:200]}",
+                loc=["body", "pools"],
+            )
+    strays = [p for p in body.engines if p not in body.pools]
+    if strays or any(e not in ENGINES for e in body.engines.values()):
+        detail = (
+            f"pools not claimed: {', '.join(strays)[:200]}"
+            if strays
+            else (f"engines are {', '.join(ENGINES)}")
+        )
+        raise InvalidInput("engines", detail)
+
+
+def _too_many_names(most: int) -> RateLimited:
+    return RateLimited(
+        f"max_workers_per_token: this worker token keeps {most} worker names alive "
+        "already; reuse a name, or wait a minute for an unused one to lapse",
+        limit="max_workers_per_token", value=most, retry_after=60,
+    )  # fmt: skip
+
+
 def _claim(
     ctx: AppContext,
     store: WorkerStore,
@@ -375,11 +411,7 @@ def _claim(
     if not store.register_worker(
         body.worker, body.pools, body.engines, owner=token.user, max_names=most
     ):
-        raise RateLimited(
-            f"max_workers_per_token: this worker token keeps {most} worker names alive "
-            "already; reuse a name, or wait a minute for an unused one to lapse",
-            limit="max_workers_per_token", value=most, retry_after=60,
-        )  # fmt: skip
+        raise _too_many_names(most)
     deadline = time.monotonic() + body.wait_s
     claim: Claim | None = None
     while not gone.is_set():

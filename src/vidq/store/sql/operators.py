@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from vidq.jobs import Job, JobState
+from vidq.jobs import Job, JobState, WorkerState
 from vidq.store.base import DailyUsage, Failure, PoolStats, UserStats, WorkerInfo
 from vidq.store.rows import daily_usage_from_row, job_from_row
 from vidq.store.sql.core import NO_CURSOR, Queries
@@ -65,6 +65,8 @@ class OperatorQueries(Queries):
                     pair.split("=", 1) for pair in (r["engines"] or "").split(",") if "=" in pair
                 ),
                 seen_s_ago=round(max(0.0, float(r["age"])), 3),
+                state=_worker_state(r["state"]),
+                state_reason=r["state_reason"] or None,
                 current_job=int(r["job"]) if r["job"] is not None else None,
                 jobs_done=int(r["done"]),
             )
@@ -124,3 +126,12 @@ class OperatorQueries(Queries):
             )
             for r in self._rows(self._sql.recent_failures, limit=limit)
         ]
+
+
+def _worker_state(value: str | None) -> WorkerState:
+    """A stored worker state; one this version does not know (a newer worker's) reads as
+    ``ready``, as rows from before the column do."""
+    try:
+        return WorkerState(value or WorkerState.READY)
+    except ValueError:
+        return WorkerState.READY

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vidq.jobs import Claim, Ran
+from vidq.jobs import Claim, Ran, WorkerState
 from vidq.store.base import Lease, ReapResult
 from vidq.store.driver import Driver, Row, Session
 from vidq.store.rows import claim_from_row, dumps
@@ -197,12 +197,14 @@ class QueueQueries(Queries):
         *,
         owner: str | None = None,
         max_names: int | None = None,
+        state: WorkerState = WorkerState.READY,
+        reason: str | None = None,
     ) -> bool:
         engines_text = ",".join(f"{p}={e}" for p, e in (engines or {}).items())
         changed = self._count(
             self._sql.register_worker, name=worker, pools=",".join(pools), engines=engines_text,
             owner=owner, max_names=-1 if max_names is None else max_names,
-            window_s=LIVE_WINDOW_S,
+            window_s=LIVE_WINDOW_S, state=state.value, reason=reason or None,
         )  # fmt: skip
         return changed > 0
 

@@ -52,7 +52,7 @@ class OperatorStatements(RoleStatements):
     # GET /admin/usage: every user's jobs, video seconds and GPU-seconds per day and model.
     all_usage = Statement(daily_usage_of("1 = 1"))
     workers = Statement("""
-        SELECT name, pools, engines, {NOW} - seen_at AS age,
+        SELECT name, pools, engines, {NOW} - seen_at AS age, state, state_reason,
             (SELECT min(id) FROM jobs WHERE state = 'RUNNING' AND worker = w.name) AS job,
             (SELECT count(*) FROM jobs WHERE state = 'COMPLETED' AND worker = w.name) AS done
         FROM workers AS w ORDER BY name""")

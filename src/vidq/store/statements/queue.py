@@ -184,16 +184,17 @@ class QueueStatements(RoleStatements):
         RETURNING id""")
     # A worker token (``:owner``) keeps at most ``:max_names`` names alive (seen within
     # ``:window_s``): a name it already has is always refreshed; local workers (no owner,
-    # no limit) register freely.
+    # no limit) register freely. ``:state``/``:reason``: what the worker says it is doing.
     register_worker = Statement("""
-        INSERT INTO workers (name, pools, engines, seen_at, owner)
-        SELECT :name, :pools, :engines, {NOW}, :owner
+        INSERT INTO workers (name, pools, engines, seen_at, owner, state, state_reason)
+        SELECT :name, :pools, :engines, {NOW}, :owner, :state, :reason
         WHERE :max_names < 0
             OR EXISTS (SELECT 1 FROM workers WHERE name = :name AND owner = :owner)
             OR (SELECT count(*) FROM workers
                 WHERE owner = :owner AND seen_at > {NOW} - :window_s) < :max_names
         ON CONFLICT (name) DO UPDATE SET pools = excluded.pools, engines = excluded.engines,
-            seen_at = excluded.seen_at, owner = excluded.owner""")
+            seen_at = excluded.seen_at, owner = excluded.owner, state = excluded.state,
+            state_reason = excluded.state_reason""")
     queue_depths = Statement("""
         SELECT pool, count(*) AS queued FROM jobs
         WHERE state IN ('PENDING', 'RETRY') GROUP BY pool""")
