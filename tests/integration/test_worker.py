@@ -261,12 +261,17 @@ def test_crash_is_retried_then_failed_after_max_attempts(
     )
     stop = threading.Event()
 
-    def kill_children() -> None:  # kill every engine child as soon as it appears
+    def kill_children() -> None:
+        # Kill the engine child of each attempt once it runs the job (it reported a step):
+        # a child killed while it loads is a failed start, which holds the engine down
+        # after VIDQ_ENGINE_LOAD_FAILURES of them (test_comfyui.py) instead of failing jobs.
         while not stop.is_set():
-            for engine in list(worker._engines.values()):
-                if engine.alive and engine._proc is not None and engine._proc.pid:
-                    os.kill(engine._proc.pid, signal.SIGKILL)
-            time.sleep(0.3)
+            job = store.get(job_id)
+            if job is not None and job.state is JobState.RUNNING and job.progress_done >= 1:
+                for engine in list(worker._engines.values()):
+                    if engine.alive and engine._proc is not None and engine._proc.pid:
+                        os.kill(engine._proc.pid, signal.SIGKILL)
+            time.sleep(0.05)
 
     t = threading.Thread(target=kill_children, daemon=True)
     t.start()
