@@ -588,6 +588,29 @@ def test_a_worker_holds_its_engine_down_while_comfyui_is_down(tmp_path: Path) ->
           "(probes 0.2 s doubling to 1 s)")  # fmt: skip
 
 
+def test_an_idle_worker_notices_comfyui_gone_without_a_job(tmp_path: Path) -> None:
+    """No job meets the dead server: the idle worker's own probe (every
+    ``engine_probe_max_seconds``, here 1 s) reports it, and its recovery too."""
+    comfy = FakeComfyUI(tmp_path / "comfy").start()
+    with (
+        stack(tmp_path / "data", workers=0, comfyui_url=comfy.url, **DOWN) as server,
+        _watched_worker(server) as (worker, url, _registry),
+    ):
+        eventually(lambda: _health(url).status_code == 200, 30, what="the worker to be healthy")
+        comfy.stop()
+        killed = time.monotonic()
+        down = until(lambda: _health(url), lambda r: r.status_code == 503, 30,
+                     what="/health to say the engine is down")  # fmt: skip
+        detected = time.monotonic() - killed
+        assert "engine comfyui down" in down.json()["detail"]
+        eventually(lambda: _shown(server)["state"] == "engine_down", 10, what="engine_down")
+        with FakeComfyUI(tmp_path / "comfy-again", port=comfy.port):
+            eventually(lambda: _health(url).status_code == 200, 30, what="the worker to recover")
+            assert worker.down == {}
+        assert server.store.get(1) is None  # no job was needed to find out
+    print(f"\nComfyUI killed, idle worker -> /health 503: {detected:.2f} s (probes every 1 s)")
+
+
 def test_a_worker_that_starts_with_comfyui_down_says_so_before_its_first_claim(
     tmp_path: Path,
 ) -> None:

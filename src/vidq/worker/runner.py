@@ -145,6 +145,7 @@ class Worker:
         self.down: dict[str, Down] = {}
         self._said_draining = False
         self._load_failures: dict[str, int] = {}
+        self._last_idle_probe = time.monotonic()  # ``_probe_idle``
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *, drain: bool = True) -> None:
@@ -198,6 +199,9 @@ class Worker:
                         continue
                     if self.options.burst and not self._backing_off():
                         break
+                    self._probe_idle()
+                    if self.down:
+                        continue
                     self.source.wait_for_jobs(self.options.pools, self.options.poll_s)
                     continue
                 try:
@@ -332,6 +336,21 @@ class Worker:
         self._announce(
             WorkerState.ENGINE_DOWN if self.down else WorkerState.READY, self._down_reason()
         )
+
+    def _probe_idle(self) -> None:
+        """An idle worker probes its running engines every ``probe_max_s``, so that a
+        backend that went away while no job came (ComfyUI killed) is reported before the
+        next job meets it. An engine whose child is not running is left alone: starting it
+        is a job's (or a probe of an engine held down)."""
+        now = time.monotonic()
+        if now - self._last_idle_probe < self.options.probe_max_s:
+            return
+        self._last_idle_probe = now
+        for name, engine in list(self._engines.items()):
+            if engine.alive and name not in self.down:
+                reason = engine.probe()
+                if reason is not None:
+                    self._mark_down(name, reason)
 
     def _down_reason(self) -> str | None:
         return _down_reason(self.down)
