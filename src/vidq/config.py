@@ -213,7 +213,8 @@ class WorkerSettings(_Group):
     engine_probe_max_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="The longest wait between two probes of an engine that is down.",
+        description="The longest wait between two probes of an engine that is down; an idle "
+        "worker also probes its running engines this often.",
     )
     engine_load_failures: int = Field(
         default=3,
