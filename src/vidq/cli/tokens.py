@@ -236,7 +236,7 @@ TOKEN_HEADER = "\t".join(
 def _token_line(t: Token, usage: Usage | None) -> str:
     """One token as ``token list`` shows it (``TOKEN_HEADER``): limits as used/limit, or
     the limit alone without usage (``-``: unlimited)."""
-    state = "revoked" if t.revoked else "active"
+    state = "revoked" if t.revoked else "expired" if t.expired else "active"
     role = "admin" if t.admin else "user"
     if t.worker:
         role = f"worker(pools={','.join(t.pools) if t.pools else 'all'})"
