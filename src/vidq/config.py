@@ -465,7 +465,6 @@ class LimitsSettings(_Group):
     max_tokens_per_user: int = Field(
         default=10,
         ge=1,
-        le=1000,
         description="Live API tokens (neither revoked nor expired) a user may hold when "
         "they create one themselves (`POST /tokens`, the web app's API keys page): a create "
         "past it is 409. All their live tokens count; `vidq token create` is not refused.",

@@ -1254,6 +1254,8 @@ def test_user_tokens_names_expiry_cap_and_owner(store: JobStore) -> None:
     assert found is not None and found[0].expired
     cli = store.create_token("ann", "p" * 64, 7, admin=False)  # counts, and is unnamed
     assert cli.name is None and cli.expires_at is None and not cli.expired
+    named = store.create_token("cat", "s" * 64, 1, admin=False, name="ci", expires_at=now - 5)
+    assert (named.name, named.expires_at, named.expired) == ("ci", now - 5, True)
     full = store.create_user_token(
         "ann", "q" * 64, 7, quota, name="3rd", expires_at=None, max_live=2
     )

@@ -34,13 +34,17 @@ def create_token(
     *,
     worker: bool = False,
     pools: Sequence[str] | None = None,
+    name: str | None = None,
+    expires_at: float | None = None,
 ) -> str:
     """Create a token for ``user`` with these limits (``worker``: a worker token for
-    ``pools``, None: every pool); returns the token (only its hash is stored)."""
+    ``pools``, None: every pool), named ``name``, refused from ``expires_at`` (database
+    time; None: never); returns the token (only its hash is stored)."""
     token = new_token()
     store.create_token(
-        user, hash_token(token), max_priority, admin, quota, worker=worker, pools=pools
-    )
+        user, hash_token(token), max_priority, admin, quota, worker=worker, pools=pools,
+        name=name, expires_at=expires_at,
+    )  # fmt: skip
     return token
 
 

@@ -33,6 +33,8 @@ from typing import Any, Protocol
 from vidq.jobs import Claim, Hold, Job, JobState, NewJob, Ran, WebhookState
 
 MAX_WEIGHT = 100  # a token's fair-share weight is 1..MAX_WEIGHT
+TOKEN_NAME_MAX = 100  # characters of a token's name
+TOKEN_EXPIRY_DAYS_MAX = 3650  # the longest expiry a token may be given, in days
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -440,8 +442,11 @@ class TokenStore(Protocol):
         *,
         worker: bool = False,
         pools: Sequence[str] | None = None,
+        name: str | None = None,
+        expires_at: float | None = None,
     ) -> Token:
-        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool)."""
+        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool),
+        named ``name``, refused from ``expires_at`` (database time; None: never)."""
 
     def create_user_token(
         self,

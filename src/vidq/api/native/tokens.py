@@ -16,15 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from vidq.api.context import caller, context, submit_store, token_store
 from vidq.api.services.results import iso
 from vidq.api.services.tokens import (
-    EXPIRY_DAYS_MAX,
-    NAME_MAX,
     create_own_token,
     limits_view,
     listed,
     revoke,
     token_view,
 )
-from vidq.store.base import SubmitStore, Token, TokenStore
+from vidq.store.base import (
+    TOKEN_EXPIRY_DAYS_MAX,
+    TOKEN_NAME_MAX,
+    SubmitStore,
+    Token,
+    TokenStore,
+)
 
 router = APIRouter(tags=["tokens"])
 
@@ -37,10 +41,13 @@ class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TOKEN_NAME_MAX)
     ] = Field(description="What you call this key, to tell it from your others.")
     expires_in_days: int | None = Field(
-        None, ge=1, le=EXPIRY_DAYS_MAX, description="Refused after this many days (none: never)."
+        None,
+        ge=1,
+        le=TOKEN_EXPIRY_DAYS_MAX,
+        description="Refused after this many days (none: never).",
     )
 
 

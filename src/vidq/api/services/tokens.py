@@ -15,8 +15,6 @@ from vidq.store.base import Token, TokenStore
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
-NAME_MAX = 100  # characters of a token's name
-EXPIRY_DAYS_MAX = 3650
 LIST_MAX = 200  # a user's tokens listed, newest first (live ones are capped far below)
 
 

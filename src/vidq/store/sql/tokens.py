@@ -23,11 +23,14 @@ class TokenQueries(Queries):
         *,
         worker: bool = False,
         pools: Sequence[str] | None = None,
+        name: str | None = None,
+        expires_at: float | None = None,
     ) -> Token:
         row = self._row(
             self._sql.insert_token,
             owner=user, token_hash=token_hash, max_priority=max_priority, admin=admin,
-            worker=worker, pools=",".join(pools) if pools else None,
+            worker=worker, pools=",".join(pools) if pools else None, name=name,
+            expires_at=expires_at,
             **dataclasses.asdict(quota),
         )  # fmt: skip
         assert row is not None

@@ -12,10 +12,10 @@ class TokenStatements(RoleStatements):
     insert_token = Statement(f"""
         INSERT INTO tokens (owner, token_hash, max_priority, admin, max_queued, max_running,
             rate_per_minute, daily_video_seconds, daily_gpu_seconds, weight, worker, pools,
-            created_at)
+            name, expires_at, created_at)
         VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
             :rate_per_minute, :daily_video_seconds, :daily_gpu_seconds, :weight, :worker,
-            :pools, {{NOW}})
+            :pools, :name, :expires_at, {{NOW}})
         RETURNING {TOKEN_COLUMNS}""")
     # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
     # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.
