@@ -1723,7 +1723,7 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             assert {c.split()[-1] for c in JOB_COLUMNS.split(",")} <= columns
             assert {"higher_quality", "retry_at", "gpu_seconds", "device"} <= columns
             tokens = {c["name"] for c in inspector.get_columns("tokens")}
-            assert "daily_gpu_seconds" in tokens
+            assert {"daily_gpu_seconds", "name", "expires_at"} <= tokens
             assert {"webhook_state", "webhook_attempts", "webhook_next_at"} <= columns
             assert {"name", "pools", "seen_at"} <= {
                 c["name"] for c in inspector.get_columns("workers")
