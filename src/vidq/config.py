@@ -518,6 +518,13 @@ class LimitsSettings(_Group):
         description="Bytes a user may keep uploaded at once, the parts of uploads in "
         "progress included; 429 above.",
     )
+    max_tokens_per_user: int = Field(
+        default=10,
+        ge=1,
+        description="Live API tokens (neither revoked nor expired) a user may hold when "
+        "they create one themselves (`POST /tokens`, the web app's API keys page): a create "
+        "past it is 409. All their live tokens count; `vidq token create` is not refused.",
+    )
     max_workers_per_token: int = Field(
         default=64,
         ge=1,

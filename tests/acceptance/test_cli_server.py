@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
@@ -170,20 +171,34 @@ def test_token_list_has_a_header_row(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     listed = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()
     header = (
-        "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY GPU_S_TODAY WEIGHT"
+        "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY GPU_S_TODAY "
+        "WEIGHT NAME EXPIRES"
     ).split()
     assert [line.split("\t") for line in listed] == [
         header,
-        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-", "0/-", "3"],
+        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-", "0/-", "3", "-", "-"],
     ]
     updated = run_cli(env, "token", "update", "1", "--max-queued", "none", "--weight", "1",
                       cwd=tmp_path)  # fmt: skip
     assert [line.split("\t") for line in updated.stdout.splitlines()] == [
         header,
-        ["1", "ann", "100", "user", "active", "-", "-", "-", "-", "-", "1"],
+        ["1", "ann", "100", "user", "active", "-", "-", "-", "-", "-", "1", "-", "-"],
     ]
     refused = run_cli(env, "token", "update", "1", "--weight", "101", cwd=tmp_path)
     assert refused.returncode != 0 and "--weight" in refused.stderr
+
+    # a name and an expiry, as POST /tokens gives them (the web app's API keys page)
+    named = run_cli(env, "token", "create", "--user", "bo", "--name", " ci runner ",
+                    "--expires-in-days", "2", cwd=tmp_path)  # fmt: skip
+    assert named.returncode == 0, named.stderr
+    row = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()[2].split("\t")
+    assert row[:2] == ["2", "bo"] and row[-2] == "ci runner"
+    expires = datetime.datetime.fromisoformat(row[-1])
+    left = expires - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(days=2, minutes=-5) < left <= datetime.timedelta(days=2)
+    for option, value in (("--name", " "), ("--expires-in-days", "0")):
+        bad = run_cli(env, "token", "create", "--user", "bo", option, value, cwd=tmp_path)
+        assert bad.returncode != 0 and option in bad.stderr, bad.stderr
 
 
 def test_version(tmp_path: Path) -> None:

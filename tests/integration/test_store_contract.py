@@ -1233,6 +1233,52 @@ def test_token_limits_round_trip(store: TokenStore) -> None:
     assert store.update_token(t.id, 20, quota) is None
 
 
+def test_user_tokens_names_expiry_cap_and_owner(store: JobStore) -> None:
+    """A user's own tokens (migration 0014): a name and an expiry, refused past the cap of
+    live ones (an expired or revoked one frees its place), listed and revoked per user."""
+    quota = Quota(max_queued=2, weight=3)
+    now = store.now()
+    made = store.create_user_token(
+        "ann", "n" * 64, 7, quota, name="laptop", expires_at=now + 3600, max_live=2
+    )
+    assert made is not None and (made.name, made.max_priority, made.quota) == ("laptop", 7, quota)
+    assert not made.admin and not made.worker and not made.revoked and not made.expired
+    assert made.expires_at is not None and abs(made.expires_at - (now + 3600)) < 1
+    found = store.token_by_hash("n" * 64)
+    assert found is not None and found[0] == made
+    gone = store.create_user_token(
+        "ann", "o" * 64, 7, quota, name="old", expires_at=now - 1, max_live=2
+    )
+    assert gone is not None and gone.expired  # an expired token is still found, marked
+    found = store.token_by_hash("o" * 64)
+    assert found is not None and found[0].expired
+    cli = store.create_token("ann", "p" * 64, 7, admin=False)  # counts, and is unnamed
+    assert cli.name is None and cli.expires_at is None and not cli.expired
+    named = store.create_token("cat", "s" * 64, 1, admin=False, name="ci", expires_at=now - 5)
+    assert (named.name, named.expires_at, named.expired) == ("ci", now - 5, True)
+    full = store.create_user_token(
+        "ann", "q" * 64, 7, quota, name="3rd", expires_at=None, max_live=2
+    )
+    assert full is None and store.token_by_hash("q" * 64) is None  # nothing stored
+    bob = store.create_user_token(
+        "bob", "r" * 64, 1, Quota(), name="b", expires_at=None, max_live=2
+    )
+    assert bob is not None  # the cap is per user
+
+    assert [t.id for t in store.list_tokens("ann")] == [made.id, gone.id, cli.id]
+    assert [t.id for t in store.list_tokens("bob")] == [bob.id]
+    assert not store.revoke_token(made.id, "bob")  # not bob's: untouched
+    assert store.token_by_hash("n" * 64) is not None
+    assert store.revoke_token(made.id, "ann") and not store.revoke_token(made.id, "ann")
+    assert store.token_by_hash("n" * 64) is None
+    again = store.create_user_token(
+        "ann", "q" * 64, 7, quota, name="3rd", expires_at=None, max_live=2
+    )
+    assert again is not None and again.name == "3rd"
+    listed = {t.id: t for t in store.list_tokens()}
+    assert listed[made.id].revoked and listed[gone.id].expired and listed[again.id].name == "3rd"
+
+
 # ========================================================================================
 # UploadStore: uploaded files
 # What the fal upload routes ask of the store (expiry: the collector's).
@@ -1708,7 +1754,7 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
             assert {c.split()[-1] for c in JOB_COLUMNS.split(",")} <= columns
             assert {"higher_quality", "retry_at", "gpu_seconds", "device"} <= columns
             tokens = {c["name"] for c in inspector.get_columns("tokens")}
-            assert "daily_gpu_seconds" in tokens
+            assert {"daily_gpu_seconds", "name", "expires_at"} <= tokens
             assert {"webhook_state", "webhook_attempts", "webhook_next_at"} <= columns
             assert {"name", "pools", "seen_at", "state", "state_reason"} <= {
                 c["name"] for c in inspector.get_columns("workers")

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from vidq.api import admin, docs, files, ops, web, webhooks
+from vidq.api import admin, admin_tokens, docs, files, ops, web, webhooks
 from vidq.api.auth import Authenticator
 from vidq.api.context import AppContext
 from vidq.api.eta import EtaEstimator
@@ -28,7 +28,7 @@ from vidq.api.fal import queue as fal
 from vidq.api.fal import run as fal_run
 from vidq.api.fal import storage as fal_storage
 from vidq.api.guard import RequestGuard
-from vidq.api.native import requests
+from vidq.api.native import requests, tokens
 from vidq.api.native import routes as native
 from vidq.api.native.fastpath import StatusFastPath
 from vidq.api.worker import routes as worker
@@ -121,9 +121,11 @@ def create_app(
     # /requests), so that a submit does not first try every admin and ops route.
     app.include_router(native.router)
     app.include_router(requests.router)
+    app.include_router(tokens.router)
     app.include_router(fal.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(admin_tokens.router)
     app.include_router(files.router)
     # Behind the fast path (which counts its polls itself, cheaper), inside the body guard
     # (which copies the scope: the router's route must land in the scope this one reads).

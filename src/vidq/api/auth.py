@@ -34,13 +34,17 @@ def create_token(
     *,
     worker: bool = False,
     pools: Sequence[str] | None = None,
+    name: str | None = None,
+    expires_at: float | None = None,
 ) -> str:
     """Create a token for ``user`` with these limits (``worker``: a worker token for
-    ``pools``, None: every pool); returns the token (only its hash is stored)."""
+    ``pools``, None: every pool), named ``name``, refused from ``expires_at`` (database
+    time; None: never); returns the token (only its hash is stored)."""
     token = new_token()
     store.create_token(
-        user, hash_token(token), max_priority, admin, quota, worker=worker, pools=pools
-    )
+        user, hash_token(token), max_priority, admin, quota, worker=worker, pools=pools,
+        name=name, expires_at=expires_at,
+    )  # fmt: skip
     return token
 
 
@@ -62,8 +66,9 @@ def parse_authorization(header: str | None) -> str:
 
 
 class Authenticator:
-    """Resolves tokens to their records, with a short cache (revocation takes effect
-    within ``ttl_s``)."""
+    """Resolves tokens to their records, with a short cache: a revocation through this
+    API process (``forget``) takes effect on the next request, one through another replica
+    or the CLI within ``ttl_s``, and so does an expiry."""
 
     def __init__(self, store: TokenStore, ttl_s: float = 2.0) -> None:
         self.store = store
@@ -77,8 +82,14 @@ class Authenticator:
             return hit[1]
         return None
 
+    def forget(self, token_id: int) -> None:
+        """Drop the token ``token_id`` from the cache (it was just revoked here)."""
+        with self._lock:
+            for digest in [d for d, (_, t) in self._cache.items() if t.id == token_id]:
+                del self._cache[digest]
+
     def lookup(self, token: str) -> Token:
-        """The live token record; Unauthorized if unknown or revoked."""
+        """The live token record; Unauthorized if unknown, revoked or expired."""
         digest = hash_token(token)
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > time.monotonic():
@@ -86,8 +97,16 @@ class Authenticator:
         found = self.store.token_by_hash(digest)
         if found is None or not hmac.compare_digest(found[1], digest):
             raise Unauthorized()
+        if found[0].expired:
+            raise Unauthorized(
+                f"This token expired at {_utc(found[0].expires_at)}: create a new one."
+            )
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (time.monotonic() + self.ttl_s, found[0])
         return found[0]
+
+
+def _utc(when: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when or 0))

@@ -4,6 +4,7 @@ store itself (run where the server's data folder is, or with its database URL)."
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +12,17 @@ import typer
 from vidq.cli.common import DataDir, Init, cannot_start, say_database
 from vidq.config import Settings
 from vidq.errors import CannotStart
-from vidq.store.base import MAX_WEIGHT, JobStore, Quota, Token, Usage
+from vidq.store.base import (
+    MAX_WEIGHT,
+    TOKEN_EXPIRY_DAYS_MAX,
+    TOKEN_NAME_MAX,
+    JobStore,
+    Quota,
+    Token,
+    Usage,
+)
+
+DAY_S = 86_400.0
 
 app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
 
@@ -100,6 +111,12 @@ def token_create(
     pools: Annotated[
         str | None, typer.Option(help="With --worker: the pools it may claim from (default: all).")
     ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="What to call it (shown by `token list`, the web app).")
+    ] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(help="Refused after this many days (default: never).")
+    ] = None,
     init: Init = False,
 ) -> None:
     """Create a token; prints only the token on stdout. Limits not given come from the
@@ -111,6 +128,11 @@ def token_create(
         raise typer.BadParameter("user must be 1-200 characters")
     _max_priority(max_priority)
     _weight(weight)
+    label = _name(name)
+    if expires_in_days is not None and not 1 <= expires_in_days <= TOKEN_EXPIRY_DAYS_MAX:
+        raise typer.BadParameter(
+            f"must be 1 to {TOKEN_EXPIRY_DAYS_MAX}", param_hint="--expires-in-days"
+        )
     settings = Settings.load(data_dir=data_dir)
     limits = settings.limits
     defaults = Quota(
@@ -130,11 +152,20 @@ def token_create(
         },
     )  # fmt: skip
     store = open_job_store(settings, create=init)
+    expires_at = None if expires_in_days is None else store.now() + expires_in_days * DAY_S
     token = create_token(
         store, user.strip(), max_priority=max_priority, admin=admin, quota=quota,
-        worker=worker, pools=worker_pools,
+        worker=worker, pools=worker_pools, name=label, expires_at=expires_at,
     )  # fmt: skip
     typer.echo(token)
+
+
+def _name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.strip() or len(value.strip()) > TOKEN_NAME_MAX:
+        raise typer.BadParameter(f"must be 1-{TOKEN_NAME_MAX} characters", param_hint="--name")
+    return value.strip()
 
 
 def _worker_pools(worker: bool, admin: bool, pools: str | None) -> tuple[str, ...] | None:
@@ -226,17 +257,18 @@ def token_list(data_dir: DataDir = None, init: Init = False) -> None:
         typer.echo(_token_line(t, usage.get(t.user)))
 
 
-# The columns of ``token list`` (tab-separated, as its rows).
+# The columns of ``token list`` (tab-separated, as its rows); NAME and EXPIRES last, so
+# that scripts reading the earlier columns by position keep working.
 TOKEN_HEADER = "\t".join(
     ["ID", "USER", "MAX_PRIORITY", "ROLE", "STATE", "QUEUED", "RUNNING", "PER_MINUTE",
-     "VIDEO_S_TODAY", "GPU_S_TODAY", "WEIGHT"]
+     "VIDEO_S_TODAY", "GPU_S_TODAY", "WEIGHT", "NAME", "EXPIRES"]
 )  # fmt: skip
 
 
 def _token_line(t: Token, usage: Usage | None) -> str:
     """One token as ``token list`` shows it (``TOKEN_HEADER``): limits as used/limit, or
     the limit alone without usage (``-``: unlimited)."""
-    state = "revoked" if t.revoked else "active"
+    state = "revoked" if t.revoked else "expired" if t.expired else "active"
     role = "admin" if t.admin else "user"
     if t.worker:
         role = f"worker(pools={','.join(t.pools) if t.pools else 'all'})"
@@ -257,5 +289,11 @@ def _token_line(t: Token, usage: Usage | None) -> str:
             shown(q.daily_video_seconds, today),
             shown(q.daily_gpu_seconds, None if u is None else round(u.gpu_seconds_today, 1)),
             str(q.weight),
+            (t.name or "-").replace("\t", " "),
+            "-" if t.expires_at is None else _utc(t.expires_at),
         ]
     )  # fmt: skip
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

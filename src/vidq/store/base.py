@@ -33,6 +33,8 @@ from typing import Any, Protocol
 from vidq.jobs import Claim, Hold, Job, JobState, NewJob, Ran, WebhookState, WorkerState
 
 MAX_WEIGHT = 100  # a token's fair-share weight is 1..MAX_WEIGHT
+TOKEN_NAME_MAX = 100  # characters of a token's name
+TOKEN_EXPIRY_DAYS_MAX = 3650  # the longest expiry a token may be given, in days
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,6 +98,9 @@ class Token:
     quota: Quota = Quota()
     worker: bool = False  # a worker token: only the /worker/v1 routes (remote workers)
     pools: tuple[str, ...] | None = None  # a worker token's pools; None: every pool
+    name: str | None = None  # what its user called it (None: made by the CLI unnamed)
+    expires_at: float | None = None  # database time it is refused from; None: never
+    expired: bool = False  # expires_at has passed (the database clock, when it was read)
 
 
 class Lease(enum.Enum):
@@ -442,8 +447,27 @@ class TokenStore(Protocol):
         *,
         worker: bool = False,
         pools: Sequence[str] | None = None,
+        name: str | None = None,
+        expires_at: float | None = None,
     ) -> Token:
-        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool)."""
+        """Store a token's hash (``worker``: a worker token, for ``pools`` or every pool),
+        named ``name``, refused from ``expires_at`` (database time; None: never)."""
+
+    def create_user_token(
+        self,
+        user: str,
+        token_hash: str,
+        max_priority: int,
+        quota: Quota,
+        *,
+        name: str,
+        expires_at: float | None,
+        max_live: int,
+    ) -> Token | None:
+        """A user's own token (no admin, no worker role) named ``name``, refused from
+        ``expires_at`` (database time; None: never); None, and nothing stored, if ``user``
+        already holds ``max_live`` live tokens (neither revoked nor expired). Serialised
+        with the user's other creates, so that the cap holds across API replicas."""
 
     def update_token(self, token_id: int, max_priority: int, quota: Quota) -> Token | None:
         """Set a live token's limits; None if no such live token."""
@@ -452,13 +476,14 @@ class TokenStore(Protocol):
         """The token with this id, revoked or not; None if there is none."""
 
     def token_by_hash(self, token_hash: str) -> tuple[Token, str] | None:
-        """The live (not revoked) token with this hash, and the stored hash."""
+        """The token with this hash unless revoked, and the stored hash (an expired one
+        too: ``Token.expired`` says so, for a clear refusal)."""
 
-    def revoke_token(self, token_id: int) -> bool:
-        """Revoke; False if no such live token."""
+    def revoke_token(self, token_id: int, user: str | None = None) -> bool:
+        """Revoke; False if no such live token (``user``: of that user only)."""
 
-    def list_tokens(self) -> list[Token]:
-        """All tokens (no secrets)."""
+    def list_tokens(self, user: str | None = None) -> list[Token]:
+        """All tokens, or ``user``'s, revoked ones too, oldest first (no secrets)."""
 
 
 class UploadStore(Protocol):

@@ -25,7 +25,8 @@ JOB_COLUMNS = (
 TOKEN_COLUMNS = (
     "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
     "max_queued, max_running, rate_per_minute, daily_video_seconds, weight, worker, pools, "
-    "daily_gpu_seconds"
+    "daily_gpu_seconds, name, expires_at, "
+    "(expires_at IS NOT NULL AND expires_at <= {NOW}) AS expired"
 )
 UPLOAD_COLUMNS = "id, owner, key, content_type, file_name, size, created_at, expires_at, received"
 
@@ -91,6 +92,9 @@ def token_from_row(row: Any) -> Token:
         ),
         worker=bool(row["worker"]),
         pools=tuple(row["pools"].split(",")) if row["pools"] else None,
+        name=row["name"],
+        expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
+        expired=bool(row["expired"]),
     )
 
 

@@ -1,10 +1,11 @@
-// The vidq web app: sign in with an API token, then Playground, History and (for admin
-// tokens) Dashboard, as hash routes (#/playground, #/history/42, ...).
+// The vidq web app: sign in with an API token, then Playground, History, API keys and (for
+// admin tokens) Dashboard, as hash routes (#/playground, #/history/42, #/keys, ...).
 
 import { api, ApiError, explain, session, whenUnauthorized } from "./api.js";
 import { dashboard } from "./dashboard.js";
 import { fill, h } from "./dom.js";
 import { history, requestView } from "./history.js";
+import { keys } from "./keys.js";
 import { playground } from "./playground.js";
 
 const view = document.getElementById("view");
@@ -76,6 +77,7 @@ function route() {
   if (name === "history" && arg) show(requestView(decodeURIComponent(arg), runAgain));
   else if (name === "history") show(history());
   else if (name === "dashboard" && admin) show(dashboard());
+  else if (name === "keys") show(keys({ admin }));
   else {
     if (name !== "playground") { location.replace("#/playground"); return; }
     pg ??= playground();

@@ -12,10 +12,10 @@ class TokenStatements(RoleStatements):
     insert_token = Statement(f"""
         INSERT INTO tokens (owner, token_hash, max_priority, admin, max_queued, max_running,
             rate_per_minute, daily_video_seconds, daily_gpu_seconds, weight, worker, pools,
-            created_at)
+            name, expires_at, created_at)
         VALUES (:owner, :token_hash, :max_priority, :admin, :max_queued, :max_running,
             :rate_per_minute, :daily_video_seconds, :daily_gpu_seconds, :weight, :worker,
-            :pools, {{NOW}})
+            :pools, :name, :expires_at, {{NOW}})
         RETURNING {TOKEN_COLUMNS}""")
     # Returns only the id, the token is read afterwards (``token_by_id``): SQLite 3.40's
     # RETURNING answers ``revoked_at IS NOT NULL`` wrongly under ``WHERE revoked_at IS NULL``.
@@ -33,3 +33,23 @@ class TokenStatements(RoleStatements):
     revoke_token = Statement("""
         UPDATE tokens SET revoked_at = {NOW} WHERE id = :id AND revoked_at IS NULL""")
     list_tokens = Statement(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id")
+    list_user_tokens = Statement(
+        f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE owner = :owner ORDER BY id"
+    )
+    revoke_user_token = Statement("""
+        UPDATE tokens SET revoked_at = {NOW}
+        WHERE id = :id AND owner = :owner AND revoked_at IS NULL""")
+    # A user's own token, only while they hold fewer than :max_live live ones (the caller
+    # takes ``lock_user`` first on PostgreSQL, so that concurrent creates see each other).
+    # Returns only the id, as ``update_token`` (SQLite's RETURNING quirk under a condition
+    # on ``revoked_at``); the token is read afterwards.
+    insert_user_token = Statement("""
+        INSERT INTO tokens (owner, token_hash, name, expires_at, max_priority, admin,
+            max_queued, max_running, rate_per_minute, daily_video_seconds, daily_gpu_seconds,
+            weight, worker, pools, created_at)
+        SELECT :owner, :token_hash, :name, :expires_at, :max_priority, :admin,
+            :max_queued, :max_running, :rate_per_minute, :daily_video_seconds,
+            :daily_gpu_seconds, :weight, :worker, NULL, {NOW}
+        WHERE (SELECT count(*) FROM tokens WHERE owner = :owner AND revoked_at IS NULL
+            AND (expires_at IS NULL OR expires_at > {NOW})) < :max_live
+        RETURNING id""")
