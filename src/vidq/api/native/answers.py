@@ -140,7 +140,20 @@ def details(ctx: AppContext, store: SubmitStore, job: Job, base: str) -> dict[st
         "eta_seconds": progress.eta_remaining(ctx.eta, job, place.position, place.hold),
         "run_seconds": progress.run_seconds(job),
         "metrics": progress.metrics(job),
+        # the finished video's {width, height, fps, frames, seconds, file_size}
+        "output": output_facts(job),
     }
+
+
+def output_facts(job: Job) -> dict[str, Any] | None:
+    """What the worker measured of a completed request's video; None before it completed,
+    once it expired, or for outputs stored before it was measured."""
+    video = job.result_meta.get("video")
+    if job.state is not JobState.COMPLETED or job.expired_at is not None:
+        return None
+    if not isinstance(video, dict):
+        return None
+    return {**video, "file_size": job.result_meta.get("file_size")}
 
 
 def submitted_inputs(job: Job) -> dict[str, Any]:
