@@ -145,7 +145,9 @@ def test_a_refused_submit_keeps_the_last_panel_and_says_why_in_one_line(
     expect(panel.locator(".state .badge")).to_be_visible()
 
 
-def test_presets_fill_the_size_and_image_sizing_is_advanced(page: Page, slow: Stack) -> None:
+def test_presets_fill_the_size_and_image_sizing_is_advanced(
+    page: Page, slow: Stack, shots: Path
+) -> None:
     sign_in(page, slow, slow.token("panel-presets"))
     fill_form(page, T2V, {"Prompt": "a kite"})
     presets = page.get_by_role("group", name="Common sizes")
@@ -180,6 +182,7 @@ def test_presets_fill_the_size_and_image_sizing_is_advanced(page: Page, slow: St
     for label in ("Height", "Min Height", "Use Best Resolution", "New Resolution"):
         expect(page.get_by_label(label, exact=True)).to_be_visible()
     advanced.get_by_role("button", name="720p").click()
+    page.screenshot(path=shots / "panel-i2v-advanced.png", full_page=True)
     expect(page.get_by_label("Height", exact=True)).to_have_value("720")
     # the help is written for people: no markdown, no spec jargon
     help_text = " ".join(page.locator(".fields .hint").all_inner_texts())
