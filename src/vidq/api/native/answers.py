@@ -6,6 +6,7 @@ used per day (``GET /usage``, ``GET /admin/usage``)."""
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,7 +154,20 @@ def output_facts(job: Job) -> dict[str, Any] | None:
         return None
     if not isinstance(video, dict):
         return None
-    return {**video, "file_size": job.result_meta.get("file_size")}
+    # A remote worker reported it: only its numbers are passed on, nothing else it sent.
+    facts: dict[str, Any] = {k: _number(video.get(k)) for k in _OUTPUT_FACTS}
+    facts["file_size"] = _number(job.result_meta.get("file_size"))
+    return facts
+
+
+_OUTPUT_FACTS = ("width", "height", "fps", "frames", "seconds")
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def submitted_inputs(job: Job) -> dict[str, Any]:
