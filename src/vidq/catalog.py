@@ -114,8 +114,8 @@ class LoraWeight(BaseModel):
         ...,
         min_length=1,
         max_length=LORA_URL_MAX_CHARS,
-        description="https URL of a .safetensors LoRA for this model (fetched by the worker, "
-        "SSRF-safe, at most VIDQ_MAX_LORA_BYTES).",
+        description="Where the LoRA file (.safetensors, made for this model) can be downloaded: "
+        "an https link the server can reach.",
     )
     scale: float = Field(
         1.0,
@@ -125,8 +125,8 @@ class LoraWeight(BaseModel):
     )
     transformer: Literal["high", "low", "both"] = Field(
         "high",
-        description="Which Wan 2.2 A14B expert takes it: the high-noise one (`high`), the "
-        "low-noise one (`low`) or `both`; single-expert models take every LoRA.",
+        description="Which half of the model takes it: high (the early, high-noise steps), "
+        "low (the later, low-noise steps) or both.",
     )
 
 
@@ -134,8 +134,8 @@ def _loras() -> Any:
     return Field(
         None,
         max_length=LORAS_MAX,
-        description="LoRAs applied for this request only (at most VIDQ_MAX_LORAS, 3 by "
-        "default), as fal's `loras`.",
+        description="Style or character weights applied to this request only (at most 3 "
+        "unless the server says otherwise).",
         examples=[[{"path": "https://example.com/style.safetensors", "scale": 1.0}]],
     )
 
@@ -149,9 +149,14 @@ class T2VInputs(_Inputs):
     """Text-to-video inputs."""
 
     prompt: str = Field(..., min_length=1, max_length=PROMPT_MAX_CHARS)
-    width: int = Field(1280, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
-    height: int = Field(720, ge=SIDE_MIN, le=SIDE_MAX, description="Multiple of 16.")
-    duration: int = Field(5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds, 16 fps.")
+    width: int = Field(1280, ge=SIDE_MIN, le=SIDE_MAX, description="In pixels, a multiple of 16.")
+    height: int = Field(720, ge=SIDE_MIN, le=SIDE_MAX, description="In pixels, a multiple of 16.")
+    duration: int = Field(
+        5,
+        ge=DURATION_MIN,
+        le=DURATION_MAX,
+        description="Seconds of video, at 16 frames per second.",
+    )
     loras: list[LoraWeight] | None = _loras()
 
     @field_validator("width", "height")
@@ -163,8 +168,8 @@ class T2VInputs(_Inputs):
 
 
 _MEDIA_FORMS = (
-    "Raw base64 (as in the spec), a base64 `data:` URI, or an https URL (e.g. a pre-signed "
-    "S3 URL; fetched once at submit, SSRF-safe). The format is read from the bytes."
+    "Send a file, an https link (downloaded once when you submit; private and local "
+    "addresses are refused) or base64 data. The format is read from the file itself."
 )
 _IMAGE_DOC = f"The first frame: a PNG, JPEG or WEBP image. {_MEDIA_FORMS}"
 
@@ -183,32 +188,35 @@ class _ImageInputs(_Inputs):
         ..., min_length=1, description=_IMAGE_DOC, title="Image", json_schema_extra=_media("image")
     )
     duration: int = Field(
-        5, ge=DURATION_MIN, le=DURATION_MAX, description="Seconds; 16*duration+1 frames at 16 fps."
+        5,
+        ge=DURATION_MIN,
+        le=DURATION_MAX,
+        description="Seconds of video, at 16 frames per second.",
     )
     height: int | None = Field(
         None,
         ge=SIDE_MIN,
         le=SIDE_MAX,
-        description="Multiple of 16. The video's height (with use_best_resolution: the "
-        "image's short side). Wins over min_height. Default 480.",
+        description="The video's height in pixels, a multiple of 16; 480 when neither this nor "
+        "the minimum height is set. With best resolution on, the image's short side.",
     )
     min_height: int | None = Field(
         None,
         ge=SIDE_MIN,
         le=SIDE_MAX,
-        description="Multiple of 16. Used as `height` when `height` is not given.",
+        description="A multiple of 16, used as the height when no height is set.",
     )
     use_best_resolution: bool = Field(
         False,
-        description="Match the image's shortest side to height/min_height (a 9:16 image at "
-        "480 gives 480x832; without it 256x480). The other side is rounded down to a "
-        "multiple of 32; the aspect comes from the image.",
+        description="Make the image's short side the height (a portrait 9:16 image at 480 "
+        "gives 480x832 instead of 256x480). The video keeps the image's shape; the other "
+        "side is rounded down to a multiple of 32.",
     )
     new_resolution: int | str | None = Field(
         None,
-        description="Resize the input image before generation: 'WIDTHxHEIGHT' (exactly that "
-        "size, centre-cropped), 'Np' (short side N, upscale only) or an integer N (height N, "
-        f"upscale only). Sides {SIDE_MIN}..{NEW_RESOLUTION_MAX}.",
+        description="Resize the image before generating: 1280x720 gives exactly that size "
+        "(cropped at the centre), 720p makes the short side 720 and 720 makes the height 720 "
+        f"(these two only enlarge). Sides from {SIDE_MIN} to {NEW_RESOLUTION_MAX} pixels.",
         examples=["1280x720", "720p", 720],
     )
 
@@ -254,13 +262,12 @@ def parse_new_resolution(value: str | int) -> tuple[str, int, int]:
 
 class I2VInputs(_ImageInputs):
     """Image-to-video inputs (first frame, optional last frame). The aspect comes from the
-    image; `width` is not used."""
+    image; there is no width field."""
 
     second_image_uri: str | None = Field(
         None,
         min_length=1,
-        description=f"Optional last frame (first+last frame), same forms as data_uri. "
-        f"{_MEDIA_FORMS}",
+        description=f"Optional: the image the video ends on. {_MEDIA_FORMS}",
         title="Last frame",
         json_schema_extra=_media("image"),
     )
@@ -268,12 +275,12 @@ class I2VInputs(_ImageInputs):
 
 
 class S2VInputs(_ImageInputs):
-    """Sound+image-to-video inputs. The aspect comes from the image; `width` is not used."""
+    """Sound+image-to-video inputs. The aspect comes from the image; there is no width field."""
 
     audio_uri: str = Field(
         ...,
         min_length=1,
-        description=f"The audio: WAV, MP3, FLAC, OGG, AAC or M4A, up to 60 s by default. "
+        description=f"The sound: WAV, MP3, FLAC, OGG, AAC or M4A, up to 60 s by default. "
         f"{_MEDIA_FORMS}",
         title="Audio",
         json_schema_extra=_media("audio"),
@@ -282,8 +289,8 @@ class S2VInputs(_ImageInputs):
         None,
         ge=DURATION_MIN,
         le=DURATION_MAX,
-        description="Seconds; 16*duration+1 frames. Default: the audio's length rounded up "
-        "(1..10). The audio is trimmed or padded with silence to the video.",
+        description="Seconds of video, at 16 frames per second. Empty: the sound's length "
+        "rounded up (1 to 10 s); the sound is cut or padded with silence to fit.",
     )
 
 

@@ -36,6 +36,18 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+# Pydantic starts the message of an error raised in a validator with its kind; a person
+# reading "width must be a multiple of 16" needs no "Value error, " before it.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def plain_message(msg: str) -> str:
+    """A validation error's ``msg`` without pydantic's prefix (its ``type`` keeps the kind)."""
+    for prefix in _PYDANTIC_PREFIXES:
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
 
 class VidqError(Exception):
     """Internal error."""

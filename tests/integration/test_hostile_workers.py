@@ -102,11 +102,17 @@ def test_what_a_worker_reports_is_checked(api: Api) -> None:
     key, sha, url = api.upload(job)
     assert api.put(url).status_code == 201
     body = {"lease_token": job["lease_token"], "key": key, "size": len(VIDEO), "sha256": sha,
-            "meta": {"engine": "preview", "file_size": -1}}  # fmt: skip
+            "meta": {"engine": "preview", "file_size": -1,
+                     "video": {"width": "<b>wide</b>", "height": 128, "fps": True,
+                               "seconds": 1.5, "extra": "x" * 100}}}  # fmt: skip
     r = api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/complete", body)
     assert r.json() == {"completed": True, "replayed": False}
     result = api.call(api.user, "GET", f"/queue/vidq/{T2V}/requests/{rid}").json()
     assert result["video"]["file_size"] == len(VIDEO)
+    # the video's facts the worker reported: its numbers only, the size the API checked
+    output = api.call(api.user, "GET", f"/requests/{rid}").json()["output"]
+    assert output == {"width": None, "height": 128, "fps": None, "frames": None,
+                      "seconds": 1.5, "file_size": len(VIDEO)}  # fmt: skip
 
 
 def test_a_released_attempt_number_is_not_reused(api: Api) -> None:

@@ -33,7 +33,7 @@ from vidq.api.native import routes as native
 from vidq.api.native.fastpath import StatusFastPath
 from vidq.api.worker import routes as worker
 from vidq.config import Settings
-from vidq.errors import RateLimited, ServiceUnavailable, VidqError
+from vidq.errors import RateLimited, ServiceUnavailable, VidqError, plain_message
 from vidq.media.decode import DecodePool
 from vidq.media.fetch import Fetcher, FetchPolicy
 from vidq.media.inputs import Limits
@@ -109,7 +109,11 @@ def create_app(
     async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
         # Never echo inputs back: they can be megabytes of base64.
         detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": plain_message(str(e.get("msg", ""))),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
         return JSONResponse({"detail": detail}, status_code=422)

@@ -36,7 +36,13 @@ async def list_models(request: Request) -> Response:
                     "input_schema": schema_json(m),
                 }
                 for m in MODELS.values()
-            ]
+            ],
+            # What a media input may weigh, so that a client refuses a file before sending
+            # it: decoded (each input), and as the request's body (base64 adds a third).
+            "limits": {
+                "max_input_bytes": settings.limits.max_input_bytes,
+                "max_body_bytes": settings.limits.max_body_bytes,
+            },
         }
     )
 

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -110,6 +111,26 @@ def probe_video(source: bytes | Path, fmt: str | None, *, max_frames: int) -> Vi
         if next(iter(container.decode(video=0)), None) is None:
             raise ValueError("the video stream holds no decodable frame")
     return VideoMeta(width=width, height=height, fps=fps.limit_denominator(1001), frames=frames)
+
+
+def output_facts(path: Path) -> dict[str, Any] | None:
+    """A finished video's size, frame rate and length, as the answers report them
+    (``{width, height, fps, frames, seconds}``); None if it cannot be read."""
+    try:
+        meta = probe_video(path, None, max_frames=OUTPUT_FRAMES_MAX)
+    except (ValueError, OSError, av.FFmpegError):
+        return None
+    return {
+        "width": meta.width,
+        "height": meta.height,
+        "fps": round(float(meta.fps), 3),
+        "frames": meta.frames,
+        "seconds": round(meta.seconds, 3),
+    }
+
+
+# Far above any output (10 s at 60 fps is 600 frames): a bound on the probe, not a rule.
+OUTPUT_FRAMES_MAX = 100_000
 
 
 def read_frames(

@@ -9,13 +9,15 @@ export const session = {
   clear() { sessionStorage.removeItem(KEY); },
 };
 
-/** An answer that is not 2xx: its status, the API's `detail` and Retry-After. */
+/** An answer that is not 2xx: its status, the API's `detail`, Retry-After and the whole
+ * JSON body (a 429 names its `limit` and `value` there). */
 export class ApiError extends Error {
-  constructor(status, detail, retryAfter = null) {
+  constructor(status, detail, retryAfter = null, body = null) {
     super(typeof detail === "string" ? detail : `HTTP ${status}`);
     this.status = status;
     this.detail = detail;
     this.retryAfter = retryAfter;
+    this.body = body;
   }
 }
 
@@ -43,18 +45,40 @@ export async function api(path, { method = "GET", body, token, signal } = {}) {
   }
   const data = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
-    const error = new ApiError(res.status, data?.detail ?? res.statusText, res.headers.get("Retry-After"));
+    const error = new ApiError(res.status, data?.detail ?? res.statusText, res.headers.get("Retry-After"), data);
     if (res.status === 401 && token === undefined) onUnauthorized(error);
     throw error;
   }
   return data;
 }
 
+// A token's limits (docs/api.md "Limits per token") as a person says them.
+const LIMITS = {
+  max_queued: (n) => `you already have ${n} ${n === 1 ? "request" : "requests"} waiting, the most this token may queue`,
+  rate_per_minute: (n) => `this token may send ${n} ${n === 1 ? "request" : "requests"} a minute`,
+  daily_video_seconds: (n) => `this token's ${n} s of video for today are used up`,
+  daily_gpu_seconds: (n) => `this token's ${n} GPU-seconds for today are used up`,
+};
+
+/** When to try again, from a Retry-After in seconds: "in 42 s", "in 3 min", "at 01:00". */
+export function retryWhen(after) {
+  const s = Number(after);
+  if (!Number.isFinite(s) || s <= 0) return "later";
+  if (s < 90) return `in ${Math.ceil(s)} s`;
+  if (s < 3600) return `in ${Math.ceil(s / 60)} min`;
+  const at = new Date(Date.now() + s * 1000);
+  return `at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+}
+
 /** An error in words, for a person. */
 export function explain(err) {
   if (!(err instanceof ApiError)) return String(err?.message ?? err);
   const detail = typeof err.detail === "string" ? err.detail : "";
-  const later = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : " Try again later.";
+  const later = `; try again ${retryWhen(err.retryAfter)}.`;
+  const limit = err.body?.limit;
+  if (err.status === 429 && LIMITS[limit]) {
+    return `Not sent: ${LIMITS[limit](err.body.value)}${later}`;
+  }
   switch (err.status) {
     case 0: return err.message;
     case 401: return "That token was not accepted.";
@@ -62,8 +86,8 @@ export function explain(err) {
     case 409: return detail || "That is not possible in the request's current state.";
     case 413: return `Too large: ${detail || "the request is over the server's limit."}`;
     case 422: return "Some inputs are not valid: see the messages next to the fields.";
-    case 429: return `Too many requests${detail ? `: ${detail}` : "."}${later}`;
-    case 503: return `The service is unavailable${detail ? `: ${detail}` : "."}${later}`;
+    case 429: return `Not sent: too many requests${detail ? ` (${detail.replace(/\.$/, "")})` : ""}${later}`;
+    case 503: return `Not sent: the service is unavailable${detail ? ` (${detail.replace(/\.$/, "")})` : ""}${later}`;
     default: return detail || `The server answered HTTP ${err.status}.`;
   }
 }
@@ -94,8 +118,18 @@ export async function* statusStream(modelId, requestId, signal) {
   }
 }
 
-/** The signed URL of a completed request's video (the fal dialect's result route). */
+/** A completed request's result (the fal dialect's result route): `video` {url, file_size, ...}, `seed`. */
+export async function result(modelId, requestId) {
+  return api(`/queue/vidq/${encodeURIComponent(modelId)}/requests/${encodeURIComponent(requestId)}`);
+}
+
+/** The signed URL of a completed request's video. */
 export async function videoUrl(modelId, requestId) {
-  const body = await api(`/queue/vidq/${encodeURIComponent(modelId)}/requests/${encodeURIComponent(requestId)}`);
-  return body.video.url;
+  return (await result(modelId, requestId)).video.url;
+}
+
+/** Cancel a queued or running request (native dialect; a running one is stopped by its
+ * worker within a heartbeat). */
+export async function cancel(modelId, requestId) {
+  return api(`/queue/${encodeURIComponent(modelId)}/requests/${encodeURIComponent(requestId)}/cancel?running=true`, { method: "PUT" });
 }

@@ -48,6 +48,14 @@ export function seconds(s) {
   return m < 90 ? `${m} min ${Math.round(s % 60)} s` : `${(s / 3600).toFixed(1)} h`;
 }
 
+/** A file size in words: "830 KB", "1.4 MB". */
+export function bytes(n) {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${Math.round(n / 1024)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
 export function when(epochSeconds) {
   if (!epochSeconds) return "–";
   return new Date(epochSeconds * 1000).toLocaleString();

@@ -1,12 +1,43 @@
 // A form made from a model's input JSON schema (GET /models: the same schema as
 // /openapi.json): one labelled control per property, defaults and limits from the schema,
-// file pickers (with drag and drop) for the media fields, sent as data: URIs.
+// size presets, file pickers (with drag and drop) for the media fields, checked on choice
+// (kind and size) and sent as data: URIs.
 
-import { h, fill } from "./dom.js";
+import { bytes, h, fill } from "./dom.js";
 
 const LONG_TEXT = 1000; // strings allowed to be this long get a text area
 // Options every family shares come after the family's own fields (schema order otherwise).
 const LATER = ["negative_prompt", "priority", "seed", "higher_quality_with_more_steps"];
+// Where the image sets the video's shape (no width field), how it is sized is a detail:
+// these fields go under "Advanced", closed.
+const ADVANCED = ["height", "min_height", "use_best_resolution", "new_resolution"];
+// Size presets: [label, width, height]; only those the schema's bounds allow are offered
+// (sides are multiples of 16). Without a width field, the heights alone.
+const SIZES = [
+  ["16:9", 1280, 720], ["16:9", 832, 480], ["9:16", 720, 1280], ["9:16", 480, 832],
+  ["1:1", 960, 960], ["1:1", 480, 480], ["4:3", 960, 720], ["3:4", 720, 960],
+];
+const HEIGHTS = [["480p", 480], ["720p", 720]];
+// Room left in a request's body for what is not the file (prompt, options, JSON).
+const BODY_ROOM = 16 * 1024;
+
+/** What the first bytes of a file say it is: "image", "audio", "video", or null. The
+ * server reads the format from the bytes too; the browser's type is only a fallback. */
+function sniff(b) {
+  const ascii = (from, to) => String.fromCharCode(...b.slice(from, to));
+  if (b[0] === 0x89 && ascii(1, 4) === "PNG") return "image";
+  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "image";
+  if (ascii(0, 4) === "RIFF" && ascii(8, 12) === "WEBP") return "image";
+  if (ascii(0, 4) === "RIFF" && ascii(8, 12) === "WAVE") return "audio";
+  if (ascii(0, 3) === "ID3" || ascii(0, 4) === "fLaC" || ascii(0, 4) === "OggS") return "audio";
+  if (b[0] === 0xff && (b[1] & 0xe0) === 0xe0) return "audio"; // an MPEG or AAC frame
+  if (ascii(4, 8) === "ftyp") return ascii(8, 11) === "M4A" ? "audio" : "video";
+  if (["moov", "mdat", "wide", "free", "skip"].includes(ascii(4, 8))) return "video"; // a QuickTime MOV
+  if (b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3) return "video"; // WebM, MKV
+  return null;
+}
+
+const KIND_WORDS = { image: "an image (PNG, JPEG or WEBP)", audio: "a sound file", video: "a video" };
 
 /** The property with its `anyOf` folded: the non-null variant's keywords, and `types`. */
 function fold(prop) {
@@ -43,12 +74,19 @@ function readFile(file) {
   });
 }
 
-/** The form for `schema`, prefilled with `values` where given. */
-export function schemaForm(schema, values = {}) {
+/** The form for `schema`, prefilled with `values` where given; `limits` (GET /models'):
+ * the largest file the server takes. */
+export function schemaForm(schema, values = {}, { limits = null } = {}) {
   const required = new Set(schema.required ?? []);
   const fields = new Map(); // name -> {prop, kind, control, error, file}
-  const element = h("div", { class: "fields" });
+  const element = h("div", { class: "form-body" });
+  const main = h("div", { class: "fields" });
+  const props = schema.properties ?? {};
+  const imageSized = !("width" in props);
+  const advancedFields = h("div", { class: "fields" });
+  const advanced = h("details", { class: "advanced" }, h("summary", {}, "Advanced"), advancedFields);
   let onchange = () => {};
+  const largest = fileLimit(limits);
 
   const rank = ([name]) => (LATER.includes(name) ? 1 : 0);
   const properties = Object.entries(schema.properties ?? {}).sort((a, b) => rank(a) - rank(b));
@@ -62,6 +100,7 @@ export function schemaForm(schema, values = {}) {
     const described = [hint && `${id}-hint`, `${id}-error`].filter(Boolean).join(" ");
     const field = { name, prop, kind, error, file: null };
     const wrap = h("div", { class: `field kind-${kind}`, "data-field": name });
+    field.wrap = wrap;
     const label = h("label", { for: id }, title);
     const head = required.has(name) ? h("div", { class: "label-row" }, label, h("span", { class: "req" }, "required")) : label;
     const initial = values[name] ?? prop.default;
@@ -73,8 +112,19 @@ export function schemaForm(schema, values = {}) {
       field.control = h("input", { type: "file", id, name, accept: prop.contentMediaType, "aria-describedby": described });
       field.chosen = h("div", { class: "chosen", "aria-live": "polite" });
       const drop = h("div", { class: "drop" }, field.control, h("span", { class: "hint" }, "or drop a file here"));
+      const wanted = (prop.contentMediaType ?? "").split("/")[0];
       const take = async (file) => {
         if (!file) return;
+        const refused = await refuse(file, wanted, largest);
+        if (refused) {
+          field.file = null;
+          field.control.value = "";
+          showFile(field);
+          showError(field, refused);
+          onchange();
+          return;
+        }
+        hideError(field);
         field.file = { name: file.name, type: file.type, uri: await readFile(file) };
         showFile(field);
         onchange();
@@ -108,8 +158,12 @@ export function schemaForm(schema, values = {}) {
     field.control.addEventListener("input", () => onchange());
     field.control.addEventListener("change", () => onchange());
     fields.set(name, field);
-    element.append(wrap);
+    (imageSized && ADVANCED.includes(name) ? advancedFields : main).append(wrap);
   }
+  const presets = sizePresets(props, fields, () => onchange());
+  if (presets) (imageSized ? advancedFields : main).prepend(presets);
+  element.append(main);
+  if (advancedFields.childElementCount) element.append(advanced);
 
   return {
     element,
@@ -147,9 +201,8 @@ export function schemaForm(schema, values = {}) {
         const loc = Array.isArray(item.loc) ? item.loc : [];
         const field = fields.get(String(loc[0] === "body" ? loc[1] : loc[0]));
         if (!field) { rest.push(item.msg ?? String(item)); continue; }
-        fill(field.error, item.msg ?? "invalid");
-        field.error.hidden = false;
-        field.control.setAttribute("aria-invalid", "true");
+        showError(field, item.msg ?? "invalid");
+        if (advanced.contains(field.wrap)) advanced.open = true;
       }
       const first = element.querySelector("[aria-invalid=true]");
       if (first) first.focus();
@@ -157,13 +210,76 @@ export function schemaForm(schema, values = {}) {
     },
 
     clearErrors() {
-      for (const f of fields.values()) {
-        f.error.hidden = true;
-        fill(f.error);
-        f.control.removeAttribute("aria-invalid");
-      }
+      for (const f of fields.values()) hideError(f);
     },
   };
+}
+
+function showError(field, text) {
+  fill(field.error, text);
+  field.error.hidden = false;
+  field.control.setAttribute("aria-invalid", "true");
+}
+
+function hideError(field) {
+  field.error.hidden = true;
+  fill(field.error);
+  field.control.removeAttribute("aria-invalid");
+}
+
+/** The largest file the server takes: a decoded input's limit, and the request's body
+ * limit with the file in base64 (a third larger) and room for the other fields. */
+function fileLimit(limits) {
+  if (!limits) return null;
+  const sizes = [limits.max_input_bytes, Math.floor(((limits.max_body_bytes ?? 0) - BODY_ROOM) * 3 / 4)];
+  return Math.max(0, Math.min(...sizes.filter((n) => Number.isFinite(n))));
+}
+
+/** Why `file` cannot go in a field that takes `wanted` ("image", ...), or null. */
+async function refuse(file, wanted, largest) {
+  if (largest !== null && file.size > largest) {
+    return `${file.name} is too large (${bytes(file.size)}): this server takes files up to ${bytes(largest)}.`;
+  }
+  if (!wanted) return null;
+  const head = new Uint8Array(await file.slice(0, 16).arrayBuffer());
+  // Every image format the server takes is known here by its bytes; a sound or video in
+  // a format not listed may still be one, as the browser's type says.
+  const kind = sniff(head) ?? (wanted === "image" ? null : (file.type || "").split("/")[0] || null);
+  if (kind !== wanted) return `${file.name} is not ${KIND_WORDS[wanted] ?? wanted}: choose another file.`;
+  return null;
+}
+
+/** Buttons that fill width and height (or the height alone) with a common size. */
+function sizePresets(props, fields, changed) {
+  const width = fields.get("width");
+  const height = fields.get("height");
+  if (!height || height.kind !== "number" && height.kind !== "text") return null;
+  const fits = (f, n) => !f || ((f.prop.minimum ?? 0) <= n && n <= (f.prop.maximum ?? Infinity) && n % 16 === 0);
+  const choices = width
+    ? SIZES.filter(([, w, hh]) => fits(width, w) && fits(height, hh)).map(([ratio, w, hh]) => [`${ratio} · ${w}×${hh}`, w, hh])
+    : HEIGHTS.filter(([, hh]) => fits(height, hh)).map(([label, hh]) => [label, null, hh]);
+  if (!choices.length) return null;
+  const buttons = choices.map(([label, w, hh]) => {
+    const b = h("button", { type: "button", class: "quiet preset", "aria-pressed": "false", "data-size": w ? `${w}x${hh}` : String(hh) }, label);
+    b.addEventListener("click", () => {
+      if (width) width.control.value = String(w);
+      height.control.value = String(hh);
+      mark();
+      changed();
+    });
+    return b;
+  });
+  const mark = () => {
+    for (const b of buttons) {
+      const now = width ? `${width.control.value}x${height.control.value}` : height.control.value;
+      b.setAttribute("aria-pressed", String(b.dataset.size === now));
+    }
+  };
+  for (const f of [width, height]) f?.control.addEventListener("input", mark);
+  mark();
+  return h("div", { class: "field presets-field" },
+    h("p", { class: "label", id: "size-presets" }, width ? "Common sizes" : "Common heights"),
+    h("div", { class: "presets", role: "group", "aria-labelledby": "size-presets" }, buttons));
 }
 
 function showFile(field) {

@@ -1,10 +1,11 @@
 // The playground: pick a model, fill the form made from its schema, Generate, follow the
-// request live (queue position and why it waits, then "k/n" progress and the ETA when
-// there is one), show its seed and play the result.
+// request live (queue position and why it waits, then "k/n" progress, the ETA when there
+// is one and the video so far), cancel it, show its seed, play the result and say what
+// it is (size, frame rate, length, file size, run time).
 
-import { api, ApiError, explain, statusStream, videoUrl } from "./api.js";
+import { api, ApiError, cancel, explain, result, statusStream, videoUrl } from "./api.js";
 import { snippets } from "./code.js";
-import { add, badge, fill, h, holdWords, safeUrl, seconds } from "./dom.js";
+import { add, badge, bytes, fill, h, holdWords, safeUrl, seconds } from "./dom.js";
 import { schemaForm } from "./form.js";
 
 const FAMILIES = {
@@ -16,11 +17,18 @@ const FAMILIES = {
 const POLL_MS = 1000;
 
 let models = null; // GET /models, once per page load
+let limits = null; // its `limits`: the largest media input and request body
 
 export async function loadModels() {
-  models ??= (await api("/models")).models;
+  if (models === null) {
+    const listing = await api("/models");
+    limits = listing.limits ?? null;
+    models = listing.models;
+  }
   return models;
 }
+
+const PREVIEW_ENGINE = "This server runs the preview engine for this model: videos are placeholders made on the CPU, no AI model is loaded.";
 
 /** The playground view; `prefill` ({model_id, inputs}) comes from "Run again". */
 export function playground(prefill = null) {
@@ -36,8 +44,9 @@ export function playground(prefill = null) {
   const progress = h("div", { class: "run", "aria-live": "polite" });
   const codeSlot = h("div", { class: "code-tabs" });
   const code = h("details", { class: "code" }, h("summary", {}, "Copy as code"), codeSlot);
+  const engineBanner = h("p", { class: "engine-banner", role: "note", hidden: true });
   add(view, h("h1", { id: "pg-title" }, "Playground"),
-    h("div", { class: "pg-grid" }, h("div", { class: "pg-form" }, form, code), progress));
+    h("div", { class: "pg-grid" }, h("div", { class: "pg-form" }, engineBanner, form, code), progress));
 
   let current = null; // {model, form}
   let tracking = null; // AbortController of the request being followed
@@ -62,12 +71,14 @@ export function playground(prefill = null) {
     const model = models.find((m) => m.id === modelId) ?? models[0];
     picker.value = model.id;
     const previous = current ? current.form.values() : {};
-    const built = schemaForm(model.input_schema, values ?? carry(previous, model));
+    const built = schemaForm(model.input_schema, values ?? carry(previous, model), { limits });
     built.onchange = renderCode;
     current = { model, form: built };
     fill(formSlot, built.element);
     fill(view.querySelector("#model-about"),
       `${FAMILIES[model.family] ?? model.family} · tier ${model.tier} · pool ${model.pool} · engine ${model.engine}`);
+    fill(engineBanner, model.engine === "preview" ? PREVIEW_ENGINE : "");
+    engineBanner.hidden = model.engine !== "preview";
     formError.hidden = true;
     renderCode();
   };
@@ -92,11 +103,12 @@ export function playground(prefill = null) {
     built.clearErrors();
     formError.hidden = true;
     generate.disabled = true;
-    tracking?.abort(); // one request at a time on screen: the new one replaces the last
-    tracking = new AbortController();
-    fill(progress);
     try {
       const submitted = await api(`/queue/${encodeURIComponent(model.id)}`, { method: "POST", body: built.values() });
+      // One request at a time on screen: an accepted one replaces the last; a refused
+      // one leaves its panel as it is (the line above the button says why).
+      tracking?.abort();
+      tracking = new AbortController();
       follow(progress, model.id, submitted.request_id, tracking.signal);
     } catch (err) {
       if (err instanceof ApiError && err.status === 422 && Array.isArray(err.detail)) {
@@ -138,9 +150,25 @@ export async function follow(panel, modelId, requestId, signal) {
   // The video so far while it renders (the engine's live preview, an animated image).
   const preview = h("figure", { class: "live-preview", hidden: true },
     h("img", { alt: "Live preview of the video so far" }), h("figcaption", { class: "hint" }));
-  const result = h("div", { class: "result" });
+  const slot = h("div", { class: "result" });
+  // Cancel, queued or running: a running job is stopped by its worker within a heartbeat.
+  const stop = h("button", { type: "button", class: "cancel" }, "Cancel");
+  const stopping = h("p", { class: "hint", "aria-live": "polite" });
+  const controls = h("div", { class: "actions run-actions" }, stop, stopping);
   fill(panel, h("h2", {}, `Request ${requestId}`), state, hold,
-    h("div", { class: "bar" }, bar, counts, eta), seed, preview, result);
+    h("div", { class: "bar" }, bar, counts, eta), seed, controls, preview, slot);
+  stop.addEventListener("click", async () => {
+    stop.disabled = true;
+    fill(stopping, "Cancelling…");
+    try {
+      await cancel(modelId, requestId);
+      fill(stopping, "Cancelling: the request stops in a few seconds.");
+    } catch (err) {
+      if (signal.aborted) return;
+      fill(stopping, explain(err));
+      stop.disabled = false;
+    }
+  });
 
   const showPreview = (p) => {
     const url = safeUrl(p.url);
@@ -165,6 +193,7 @@ export async function follow(panel, modelId, requestId, signal) {
       fill(counts, `${s.done}/${s.total}`);
     }
     fill(eta, s.eta !== undefined && s.eta !== null && !isFinal(s.status) ? `ETA ${seconds(s.eta)}` : "");
+    controls.hidden = isFinal(s.status);
   };
 
   let last = null;
@@ -187,7 +216,7 @@ export async function follow(panel, modelId, requestId, signal) {
       show(last);
     } catch (err) {
       if (signal.aborted) return;
-      fill(result, h("p", { class: "form-error" }, explain(err)));
+      fill(slot, h("p", { class: "form-error" }, explain(err)));
     }
     if (!isFinal(last?.status)) await new Promise((r) => setTimeout(r, POLL_MS));
   }
@@ -196,10 +225,43 @@ export async function follow(panel, modelId, requestId, signal) {
   if (last.status === "COMPLETED") {
     bar.value = bar.max;
     if (bar.max > 1) fill(counts, `${bar.max}/${bar.max}`);
-    await showVideo(result, modelId, requestId);
+    await showResult(slot, modelId, requestId, signal);
   } else if (last.error) {
-    fill(result, h("p", { class: "form-error" }, last.error));
+    fill(slot, h("p", { class: "form-error" }, last.error));
   }
+}
+
+/** The finished video, its download link and what it is. */
+async function showResult(slot, modelId, requestId, signal) {
+  try {
+    const [res, info] = await Promise.all([
+      result(modelId, requestId),
+      api(`/requests/${encodeURIComponent(requestId)}`, { signal }),
+    ]);
+    const url = safeUrl(res.video?.url);
+    if (!url) return;
+    const video = h("video", { src: url, controls: true, preload: "metadata", playsInline: true, class: "player" });
+    fill(slot, video, h("p", {}, h("a", { href: url, download: `vidq-${requestId}.mp4` }, "Download MP4")),
+      resultFacts(res, info));
+  } catch (err) {
+    if (!signal.aborted) fill(slot, h("p", { class: "form-error" }, explain(err)));
+  }
+}
+
+/** Seed, size, frame rate, length, file size and run time of a completed request. */
+function resultFacts(res, info) {
+  const out = info.output ?? {};
+  const rows = [
+    ["Seed", res.seed ?? info.seed],
+    ["Size", out.width && out.height ? `${out.width} × ${out.height}` : null],
+    ["Frame rate", out.fps ? `${out.fps} fps` : null],
+    ["Length", out.seconds ? `${out.seconds.toFixed(2)} s (${out.frames} frames)` : null],
+    ["File size", bytes(res.video?.file_size ?? out.file_size)],
+    ["Run time", info.run_seconds ? seconds(info.run_seconds) : null],
+    ["GPU time", info.metrics ? `${seconds(info.metrics.gpu_seconds)}${info.metrics.device ? ` on ${info.metrics.device}` : ""}` : null],
+  ].filter(([, v]) => v !== null && v !== undefined);
+  return h("dl", { class: "facts result-facts", "aria-label": "About this video" },
+    rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
 }
 
 /** The result player and its download link. */

@@ -45,6 +45,7 @@ from vidq.catalog import DURATION_MIN, MODELS, SIDE_MIN, Family, Model, get_mode
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Ran, WorkerState
+from vidq.media.video import output_facts
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
@@ -514,6 +515,8 @@ class Worker:
         meta = {
             **result.meta, "engine": self._engine_name(attempt.job.pool),
             "file_size": output.stat().st_size,
+            # what the answers show of the result: its size, frame rate and length
+            "video": output_facts(output),
         }  # fmt: skip
         if not self._complete(attempt, meta, lost, self._ran):
             # A cancel requested since the last heartbeat wins over the completion.

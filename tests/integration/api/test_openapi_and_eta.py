@@ -40,7 +40,12 @@ def test_openapi_and_models_describe_every_model(tmp_path: Path) -> None:
         item = body["properties"]["loras"]["items"]
         assert set(item["properties"]) == {"path", "scale", "transformer"}
 
-        models = {m["id"]: m for m in httpx.get(f"{server.url}/models").json()["models"]}
+        listed = httpx.get(f"{server.url}/models").json()
+        models = {m["id"]: m for m in listed["models"]}
+        assert listed["limits"] == {
+            "max_input_bytes": 32 * 1024 * 1024,
+            "max_body_bytes": 64 * 1024 * 1024,
+        }
         assert set(models) == set(MODELS)
         assert models["wan22-fast-t2v-pro"]["tier"] == "pro"
         assert models["wan22-fast-t2v-pro"]["pool"] == models["wan22-fast-t2v"]["pool"]

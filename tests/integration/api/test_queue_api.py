@@ -215,5 +215,16 @@ def test_error_codes_and_isolation(tmp_path: Path) -> None:
             assert r.status_code == 422, (raw, r.status_code, r.text)
             detail = r.json()["detail"]
             assert any(field in [str(x) for x in d["loc"]] for d in detail), (raw, detail)
+        # A validator's message reads as it was written, without pydantic's "Value error, "
+        # (the type keeps the kind), on both dialects.
+        for path in (f"/queue/{T2V}", f"/queue/vidq/{T2V}"):
+            side = alice.post(path, json={**SMALL, "width": 200}).json()["detail"]
+            assert side == [
+                {
+                    "loc": ["body", "width"],
+                    "msg": "width must be a multiple of 16 (got 200)",
+                    "type": "value_error",
+                }
+            ], (path, side)
         over = alice.post(f"/queue/{T2V}", json={**SMALL, "priority": 41}).json()["detail"]
         assert "maximum of 40" in over[0]["msg"]

@@ -46,6 +46,7 @@ def test_usage_is_the_sum_of_the_requests_metrics(tmp_path: Path, database: Data
                 "bob": [(T2V, submit(bob))]}  # fmt: skip
         queued = ann.get(f"/queue/{T2V}/requests/{jobs['ann'][0][1]}/status").json()
         assert "metrics" not in queued  # nothing spent before the first start
+        assert ann.get(f"/requests/{jobs['ann'][0][1]}").json()["output"] is None
         assert s.drain() == 4
 
         metrics: dict[str, list[tuple[str, dict[str, Any]]]] = {"ann": [], "bob": []}
@@ -60,6 +61,12 @@ def test_usage_is_the_sum_of_the_requests_metrics(tmp_path: Path, database: Data
                 run = client.get(f"/requests/{rid}").json()
                 assert run["metrics"] == m
                 assert 4 * STEP_S <= m["gpu_seconds"] <= run["run_seconds"] + 0.05
+                # the video as the worker measured it (the web app's result facts)
+                size = client.get(f"/queue/vidq/{model}/requests/{rid}").json()["video"]
+                assert run["output"] == {
+                    "width": SMALL["width"], "height": SMALL["height"], "fps": 16.0,
+                    "frames": 17, "seconds": 1.062, "file_size": size["file_size"],
+                }  # fmt: skip
                 result = client.get(f"/queue/{model}/requests/{rid}").json()
                 assert result["metrics"] == m and result["video"]["data_uri"]
                 fal = client.get(f"/queue/vidq/{model}/requests/{rid}/status").json()

@@ -31,7 +31,7 @@ from vidq.api.parsing.body import submitted
 from vidq.api.parsing.params import model_or_404
 from vidq.api.services import submission
 from vidq.catalog import Model, _Inputs, get_model, input_schema
-from vidq.errors import InvalidInput, NotFound
+from vidq.errors import InvalidInput, NotFound, plain_message
 from vidq.jobs import Job
 from vidq.store.base import SubmitStore, Token, UploadStore
 
@@ -83,7 +83,9 @@ def _errors(exc: pydantic.ValidationError, names: dict[str, str]) -> list[dict[s
         loc = list(e.get("loc", ()))
         if loc and isinstance(loc[0], str) and loc[0] in names:
             loc[0] = names[loc[0]]
-        out.append({"loc": ["body", *loc], "msg": e.get("msg", ""), "type": e.get("type")})
+        out.append(
+            {"loc": ["body", *loc], "msg": plain_message(e.get("msg", "")), "type": e.get("type")}
+        )
     return out
 
 

@@ -6,6 +6,7 @@ used per day (``GET /usage``, ``GET /admin/usage``)."""
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,7 +144,33 @@ def details(ctx: AppContext, store: SubmitStore, job: Job, base: str) -> dict[st
         "eta_seconds": progress.eta_remaining(ctx.eta, job, place.position, place.hold),
         "run_seconds": progress.run_seconds(job),
         "metrics": progress.metrics(job),
+        # the finished video's {width, height, fps, frames, seconds, file_size}
+        "output": output_facts(job),
     }
+
+
+def output_facts(job: Job) -> dict[str, Any] | None:
+    """What the worker measured of a completed request's video; None before it completed,
+    once it expired, or for outputs stored before it was measured."""
+    video = job.result_meta.get("video")
+    if job.state is not JobState.COMPLETED or job.expired_at is not None:
+        return None
+    if not isinstance(video, dict):
+        return None
+    # A remote worker reported it: only its numbers are passed on, nothing else it sent.
+    facts: dict[str, Any] = {k: _number(video.get(k)) for k in _OUTPUT_FACTS}
+    facts["file_size"] = _number(job.result_meta.get("file_size"))
+    return facts
+
+
+_OUTPUT_FACTS = ("width", "height", "fps", "frames", "seconds")
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def submitted_inputs(job: Job) -> dict[str, Any]:
