@@ -20,6 +20,7 @@ class Backend:
     def __init__(self, down_for: int) -> None:
         self.left = down_for
         self.probes: list[float] = []
+        self.alive = True
 
     def ready(self) -> None:
         pass

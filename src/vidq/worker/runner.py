@@ -318,7 +318,7 @@ class Worker:
             if down.next_probe > time.monotonic():
                 continue
             reason = self._engine_process(name).probe()
-            now = time.monotonic()
+            now = self._last_idle_probe = time.monotonic()
             if reason is None:
                 log.info(
                     "engine %s is up again after %.1f s", name, now - down.since,
@@ -344,7 +344,7 @@ class Worker:
         next job meets it. An engine whose child is not running is left alone: starting it
         is a job's (or a probe of an engine held down)."""
         now = time.monotonic()
-        if now - self._last_idle_probe < self.options.probe_max_s:
+        if self._stopping.is_set() or now - self._last_idle_probe < self.options.probe_max_s:
             return
         self._last_idle_probe = now
         for name, engine in list(self._engines.items()):

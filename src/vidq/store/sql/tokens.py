@@ -53,8 +53,8 @@ class TokenQueries(Queries):
             "max_live": max_live, **dataclasses.asdict(quota),
         }  # fmt: skip
         with self.driver.transaction() as db:
-            if self._sql.lock_user is not None:
-                db.row(self._sql.lock_user, {"owner": user})
+            if self._sql.lock_token_owner is not None:
+                db.row(self._sql.lock_token_owner, {"owner": user})
             made = db.row(self._sql.insert_user_token, params)
             row = db.row(self._sql.token_by_id, {"id": made["id"]}) if made else None
         return token_from_row(row) if row else None

@@ -87,6 +87,8 @@ class PostgresStatements(Statements):
     CREATED_DAY = "floor(created_at / 86400)::bigint"  # a plain cast would round
     # A transaction-scoped lock per user (key 1987470152 names vidq's submit limits).
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
+    # Key 1987470155 names a user's token creates (``TokenStatements.insert_user_token``).
+    lock_token_owner = Statement("SELECT pg_advisory_xact_lock(1987470155, hashtext(:owner))")
     # Key 1987470153 names the claims' max_running check (see ``QueueStatements.lock_running``).
     lock_running = Statement("SELECT pg_advisory_xact_lock(1987470153, hashtext(:owner))")
     # Fair share's claim as two statements in one transaction: the lock of every pool the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from vidq.store.rows import TOKEN_COLUMNS
 from vidq.store.statements.base import RoleStatements, Statement
 
@@ -39,8 +41,11 @@ class TokenStatements(RoleStatements):
     revoke_user_token = Statement("""
         UPDATE tokens SET revoked_at = {NOW}
         WHERE id = :id AND owner = :owner AND revoked_at IS NULL""")
+    # On PostgreSQL a transaction-scoped lock per user (the dialect's value), taken before
+    # ``insert_user_token`` so that concurrent creates of one user see each other.
+    lock_token_owner: ClassVar[Statement | None] = None
     # A user's own token, only while they hold fewer than :max_live live ones (the caller
-    # takes ``lock_user`` first on PostgreSQL, so that concurrent creates see each other).
+    # takes ``lock_token_owner`` first).
     # Returns only the id, as ``update_token`` (SQLite's RETURNING quirk under a condition
     # on ``revoked_at``); the token is read afterwards.
     insert_user_token = Statement("""
