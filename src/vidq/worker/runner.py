@@ -37,6 +37,7 @@ from vidq.catalog import DURATION_MIN, MODELS, SIDE_MIN, Family, Model, get_mode
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Ran
+from vidq.media.poster import make_poster
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
@@ -351,6 +352,8 @@ class Worker:
             **result.meta, "engine": self._engine_name(attempt.job.pool),
             "file_size": output.stat().st_size,
         }  # fmt: skip
+        if self._poster(attempt, output, workdir):
+            meta["poster"] = True  # the API signs a URL of it (jobs.poster_key)
         if not self._complete(attempt, meta, lost, self._ran):
             # A cancel requested since the last heartbeat wins over the completion.
             (cancel if self._finish_cancel(attempt) else lost).set()
@@ -374,6 +377,17 @@ class Worker:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _poster(self, attempt: Attempt, video: Path, workdir: Path) -> bool:
+        """Make and store the output's poster frame (the gallery's still). Advisory: a
+        video it cannot decode or a store that refuses it leaves the job without one."""
+        still = workdir / "poster.jpg"
+        try:
+            make_poster(video, still)
+            return attempt.poster(still)
+        except VidqError as exc:
+            log.warning("no poster frame: %s", exc.message, extra={"job_id": attempt.job.id})
+            return False
 
     def _engine_name(self, pool: str) -> str:
         return self.options.engines.get(pool, "preview")
