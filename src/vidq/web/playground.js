@@ -203,11 +203,12 @@ export async function follow(panel, modelId, requestId, signal) {
 }
 
 /** The result player and its download link. */
-export async function showVideo(slot, modelId, requestId, { small = false } = {}) {
+export async function showVideo(slot, modelId, requestId, { small = false, poster = null } = {}) {
   try {
     const url = safeUrl(await videoUrl(modelId, requestId));
     if (!url) return;
-    const video = h("video", { src: url, controls: true, preload: "metadata", playsInline: true, class: small ? "thumb" : "player" });
+    const still = poster ? safeUrl(poster) : null; // the gallery's poster frame, while it loads
+    const video = h("video", { src: url, controls: true, preload: "metadata", playsInline: true, poster: still ?? undefined, class: small ? "thumb" : "player" });
     fill(slot, video, small ? "" : h("p", {}, h("a", { href: url, download: `vidq-${requestId}.mp4` }, "Download MP4")));
   } catch (err) {
     fill(slot, h("p", { class: "form-error" }, explain(err)));

@@ -37,7 +37,6 @@ from vidq.catalog import DURATION_MIN, MODELS, SIDE_MIN, Family, Model, get_mode
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Ran
-from vidq.media.poster import make_poster
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
@@ -381,6 +380,10 @@ class Worker:
     def _poster(self, attempt: Attempt, video: Path, workdir: Path) -> bool:
         """Make and store the output's poster frame (the gallery's still). Advisory: a
         video it cannot decode or a store that refuses it leaves the job without one."""
+        # Imported here: this package is in every engine's fork server (worker/child.py),
+        # which must not load FFmpeg for engines that do not use it.
+        from vidq.media.poster import make_poster
+
         still = workdir / "poster.jpg"
         try:
             make_poster(video, still)
