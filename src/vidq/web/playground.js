@@ -22,7 +22,7 @@ export async function loadModels() {
   return models;
 }
 
-/** The playground view; `prefill` ({model_id, inputs}) comes from "Run again". */
+/** The playground view; `prefill` ({model_id, inputs}) comes from "Use these settings again". */
 export function playground(prefill = null) {
   const view = h("section", { class: "playground", "aria-labelledby": "pg-title" });
   const picker = h("select", { id: "model", name: "model" });
