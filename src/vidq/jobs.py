@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 
@@ -142,6 +143,9 @@ class Job:
     # blobs are deleted, or being deleted); None while they are kept
     expired_at: float | None = None
     inputs_expired_at: float | None = None
+    # when its user deleted it (``DELETE /requests/{id}``): its blobs go as retention's do
+    # (both marks above are set with it); the row stays, for its status, usage and cost
+    deleted_at: float | None = None
     # what it cost (``Ran``): engine seconds over its attempts (a running attempt's time
     # since it started included), the device of its last attempt, its first start
     gpu_seconds: float = 0.0
@@ -236,6 +240,33 @@ def output_attempt(job: Attempted, key: str) -> int | None:
     if not _OUTPUT_NAME.fullmatch(name) or not attempt.isdigit() or len(attempt) != 5:
         return None
     return int(attempt)
+
+
+POSTER_TYPE = "image/jpeg"  # a still of a finished video (media/poster.py)
+_POSTER_SUFFIX = ".poster.jpg"
+
+
+def poster_key(output: str) -> str:
+    """``<output key without .mp4>.poster.jpg``: the poster frame stored next to an output
+    (``outputs/<tier>/<id>_0_<name>_<attempt>.poster.jpg``), deleted with it."""
+    return output.removesuffix(".mp4") + _POSTER_SUFFIX
+
+
+def poster_output(key: str) -> str | None:
+    """The output key whose poster ``key`` is, or None if ``key`` is no poster key."""
+    return key.removesuffix(_POSTER_SUFFIX) + ".mp4" if key.endswith(_POSTER_SUFFIX) else None
+
+
+def output_blobs(result_key: str | None) -> tuple[str, ...]:
+    """The blobs of a completed job's output: its video and its poster frame (which a job
+    may lack; deleting a missing blob is no error)."""
+    return (result_key, poster_key(result_key)) if result_key else ()
+
+
+def input_blobs(inputs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The blobs of a job's media inputs (``inputs["_blobs"]``: field -> key)."""
+    blobs = inputs.get("_blobs", {})
+    return tuple(str(k) for k in blobs.values()) if isinstance(blobs, dict) else ()
 
 
 PREVIEW_PREFIX = "previews/"

@@ -29,6 +29,9 @@ MAX_PARTS = 10_000  # S3's limit on the parts of a multipart upload
 # WebP of at most MAX_PREVIEW_BYTES, fenced by the lease token in this header.
 LEASE_HEADER = "X-Vidq-Lease-Token"
 MAX_PREVIEW_BYTES = 2 << 20
+# An output's poster frame is PUT as raw JPEG bytes (``PUT /jobs/{id}/poster?key=<the
+# attempt's upload key>``), fenced the same way, after the upload and before the complete.
+MAX_POSTER_BYTES = 1 << 20
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 PoolName = Annotated[str, Field(min_length=1, max_length=100)]

@@ -231,15 +231,15 @@ def test_sign_in_generate_history_and_sign_out(
     expect(rows).to_have_count(2)
     expect(rows.nth(0).locator(".prompt")).to_have_text("the boat sails")
     expect(rows.nth(1).locator(".prompt")).to_have_text("a paper boat on a pond")
-    expect(rows.nth(0).locator("video")).to_have_count(1)
-    page.wait_for_function("() => [...document.querySelectorAll('.requests video')]"
-                           ".every(v => v.readyState >= 1)")  # fmt: skip
+    expect(rows.nth(0).locator("img.poster")).to_have_count(1)  # a still, no player
+    page.wait_for_function("() => [...document.querySelectorAll('.requests img.poster')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
     page.screenshot(path=shots / "04-history.png", full_page=True)
     rows.nth(1).get_by_role("link").click()
     expect(page.locator(".inputs")).to_contain_text("a paper boat on a pond")
     expect(page.locator(".run video")).to_be_visible()
     page.screenshot(path=shots / "05-request.png", full_page=True)
-    page.get_by_role("button", name="Run again").click()
+    page.get_by_role("button", name="Use these settings again").click()
     expect(page.get_by_label("Model")).to_have_value("wan22-fast-t2v")
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("a paper boat on a pond")
     expect(page.get_by_label("Width", exact=True)).to_have_value("128")
@@ -384,8 +384,8 @@ def test_a_paused_queue_is_said_with_no_eta_and_the_seed_is_shown(
             expect(hold).to_be_hidden()
             expect(page.locator(".run .state")).to_contain_text("Position in queue: 0")
             expect(page.locator(".run .eta")).to_be_empty()
-            # Run again makes the same video: the drawn seed is filled in.
-            page.get_by_role("button", name="Run again").click()
+            # Using these settings again makes the same video: the drawn seed is filled in.
+            page.get_by_role("button", name="Use these settings again").click()
             expect(page.get_by_label("Seed", exact=True)).to_have_value(str(mine["seed"]))
         finally:
             ops.post("/admin/pools/wan22-t2v/resume")

@@ -25,11 +25,12 @@ import sqlalchemy as sa
 
 from tests.support.processes import vidq_env
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
-from vidq.jobs import JobState, NewJob, Ran, WebhookState, WorkerState, queue_rank
+from vidq.jobs import JobState, NewJob, Ran, WebhookState, WorkerState, poster_key, queue_rank
 from vidq.store import JobStore, open_store
 from vidq.store.base import (
     Cancel,
     DueWebhook,
+    JobFilter,
     Lease,
     Quota,
     RetentionStore,
@@ -1438,6 +1439,62 @@ def _finish(store: JobStore, outcome: str, *, pool: str = POOL, user: str = "ali
     return job.id
 
 
+def test_list_filters_and_prompt_search(store: JobStore) -> None:
+    def enqueue(prompt: str, user: str = "alice", model: str = "wan22-fast-t2v") -> int:
+        job = dataclasses.replace(new(user), model_id=model, inputs={"prompt": prompt})
+        return store.enqueue(job).id
+
+    fox = enqueue("A Red Fox")
+    joy = enqueue("100% pure_joy \\ back")
+    sea = enqueue("a calm sea", model="wan22-fast-t2v-pro")
+    bob = enqueue("a red fox", user="bob")
+    nothing = store.enqueue(dataclasses.replace(new(), inputs={"width": 128})).id  # no prompt
+    claimed = store.claim([POOL], "w1", 30)  # the oldest: fox
+    assert claimed is not None and claimed.job.id == fox
+    assert store.complete(fox, claimed.lease_token, f"outputs/free/{fox}.mp4", {})
+
+    def ids(**where: Any) -> list[int]:
+        return [j.id for j in store.list_jobs("alice", 10, None, JobFilter(**where))]
+
+    assert ids() == [nothing, sea, joy, fox]
+    assert ids(model_id="wan22-fast-t2v-pro") == [sea]
+    assert ids(states=(JobState.COMPLETED,)) == [fox]
+    assert ids(states=(JobState.PENDING, JobState.RETRY)) == [nothing, sea, joy]
+    assert ids(states=(JobState.PENDING,), model_id="wan22-fast-t2v") == [nothing, joy]
+    assert ids(prompt="red fOX") == [fox]  # any case; never bob's
+    assert [j.id for j in store.list_jobs("bob", 10, None, JobFilter(prompt="FOX"))] == [bob]
+    assert ids(prompt="%") == ids(prompt="_") == ids(prompt="\\") == [joy]  # literally
+    assert ids(prompt="e_j") == [joy] and ids(prompt="a_c") == [] and ids(prompt="1%0") == []
+    assert ids(prompt="a") == [sea, joy, fox]  # a job without a prompt never matches
+    page = store.list_jobs("alice", 1, sea, JobFilter(prompt="a"))
+    assert [j.id for j in page] == [joy]  # paged with ``before``
+
+
+def test_delete_job_marks_a_finished_job_and_its_blobs(store: JobStore) -> None:
+    done = _finish(store, "completed")
+    failed = _finish(store, "failed")
+    queued = store.enqueue(new()).id
+    assert store.delete_job(done, "bob") is None  # not bob's
+    assert store.delete_job(queued, "alice") is None  # not finished
+    job = store.delete_job(done, "alice")
+    assert job is not None and job.deleted_at is not None
+    assert job.expired_at is not None and job.inputs_expired_at is not None
+    assert job.state is JobState.COMPLETED and job.result_key == f"outputs/free/{done}.mp4"
+    assert store.delete_job(done, "alice") is None  # once
+    gone = store.delete_job(failed, "alice")
+    assert gone is not None and gone.expired_at is None and gone.inputs_expired_at is not None
+    assert [j.id for j in store.list_jobs("alice", 10)] == [queued]  # out of the list
+    # Marked: the collector takes both whatever the TTLs, if the caller did not finish.
+    assert {d.job_id for d in store.outputs_due(10**9, 10) if d.marked} == {done}
+    assert {d.job_id for d in store.inputs_due(10**9, 10) if d.marked} == {done, failed}
+    store.output_deleted(done)
+    store.inputs_deleted(done)
+    assert store.outputs_due(10**9, 10) == []
+    kept = store.get(done, "alice")
+    assert kept is not None and kept.deleted_at == job.deleted_at  # the row stays
+    assert [u.jobs for u in store.daily_usage("alice", 1)] == [3]  # usage counts it
+
+
 def test_admin_jobs_cancel_retry(store: JobStore) -> None:
     failed = _finish(store, "failed", pool=OTHER, user="carol")
     a = store.enqueue(new("alice"))
@@ -1587,7 +1644,8 @@ def test_retention_marks_before_deleting_and_purges_into_the_rollup(store: JobSt
     before = store.job_samples()
     assert [d.job_id for d in store.inputs_due(3600, 10)] == []  # not old enough
     (due,) = store.outputs_due(0, 10)
-    assert (due.job_id, due.keys, due.marked) == (done, (f"outputs/free/{done}.mp4",), False)
+    output = f"outputs/free/{done}.mp4"
+    assert (due.job_id, due.keys, due.marked) == (done, (output, poster_key(output)), False)
     assert [d.job_id for d in store.inputs_due(0, 10)] == [done]
     store.expire_output(done)
     job = store.get(done)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.media import probe_mp4
 from vidq.errors import StoreUnavailable
-from vidq.jobs import JobState, NewJob, Ran
+from vidq.jobs import JobState, NewJob, Ran, poster_key
 from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.sqlite import SQLiteStore
@@ -64,7 +64,8 @@ def test_complete_is_retried_through_an_outage(tmp_path: Path, commit_first: boo
     done = store.get(job.id)
     assert done is not None and done.state is JobState.COMPLETED and done.attempt == 1
     assert store.calls >= 2
-    assert blobs.keys("outputs/") == [done.result_key]  # kept, exactly one
+    # kept, exactly one, with its poster frame
+    assert blobs.keys("outputs/") == sorted([done.result_key, poster_key(done.result_key or "")])
     info = probe_mp4(blobs.get_bytes(done.result_key or ""), tmp_path)
     assert (info.width, info.height, info.frames) == (128, 128, 17)
     store.close()

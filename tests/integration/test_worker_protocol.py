@@ -28,14 +28,14 @@ from vidq.api import create_app
 from vidq.api.auth import create_token
 from vidq.api.worker import outputs
 from vidq.config import ComfyUISettings, Settings
-from vidq.jobs import Ran
+from vidq.jobs import Ran, poster_key
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.s3 import S3BlobStore
 from vidq.store import open_store
 from vidq.store.sql import SQLStore
 from vidq.worker.remote import RemoteAPI, RemoteSource, check_server_url
 from vidq.worker.runner import Worker, WorkerOptions
-from vidq.worker_protocol import LEASE_HEADER, MAX_PREVIEW_BYTES
+from vidq.worker_protocol import LEASE_HEADER, MAX_POSTER_BYTES, MAX_PREVIEW_BYTES
 
 T2V = "wan22-fast-t2v"
 POOL = "wan22-t2v"
@@ -543,6 +543,13 @@ def test_a_remote_worker_publishes_previews_and_leaves_none(tmp_path: Path) -> N
             job = store.get(int(rid))
             assert job is not None and job.result_meta["previews"] >= 1
             assert blobs.keys("previews/") == []
+            # The remote worker stored its output's poster frame through the protocol.
+            assert job.result_meta["poster"] is True and job.result_key
+            assert blobs.exists(poster_key(job.result_key))
+            shown = client.get(f"/requests/{rid}").json()["poster_url"]
+            still = httpx.get(shown, timeout=30)
+            assert still.status_code == 200 and still.headers["content-type"] == "image/jpeg"
+            assert Image.open(io.BytesIO(still.content)).size == (128, 128)
     finally:
         store.close()
 
@@ -633,3 +640,42 @@ def test_a_remote_workers_state_reaches_admin_workers(tmp_path: Path) -> None:
             api.close()
     finally:
         store.close()
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 18), (10, 120, 200)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def test_a_poster_is_put_fenced_checked_and_swept_with_its_attempt(api: Api) -> None:
+    rid = api.submit()
+    job = api.claim()["job"]
+    key, _, url = api.upload(job)
+    assert api.put(url).status_code == 201
+    auth = {"Authorization": f"Bearer {api.worker}", "Content-Type": "image/jpeg"}
+
+    def put(data: bytes, lease: str | None = job["lease_token"], of: str = key) -> httpx.Response:
+        headers = {**auth, **({LEASE_HEADER: lease} if lease is not None else {})}
+        path = f"/worker/v1/jobs/{rid}/poster"
+        return api.client.put(path, params={"key": of}, content=data, headers=headers)
+
+    r = put(_jpeg(), lease=None)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", LEASE_HEADER]
+    assert put(_jpeg(), lease="stale").status_code == 409
+    r = put(_webp())
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert put(b"\xff\xd8\xff" + bytes(MAX_POSTER_BYTES)).status_code == 413
+    other = key.replace("_00001.mp4", "_00002.mp4")  # not this attempt's upload
+    r = put(_jpeg(), of=other)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "key"], r.text
+    assert put(_jpeg(), of="x" * 1001).status_code == 422
+    assert api.blobs.keys("outputs/") == [key]  # nothing refused was stored
+    assert put(_jpeg()).json() == {"ok": True}
+    assert api.blobs.get_bytes(poster_key(key)) == _jpeg()
+    # The attempt fails before its complete: the next attempt's claim sweeps both.
+    fail = {"lease_token": job["lease_token"], "message": "x", "error_type": "e", "retry": True}
+    assert api.call(api.worker, "POST", f"/worker/v1/jobs/{rid}/fail", fail).is_success
+    assert put(_jpeg()).status_code == 409  # fenced out after its end
+    assert api.claim()["job"]["attempt"] == 2
+    assert api.blobs.keys("outputs/") == []

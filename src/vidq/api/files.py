@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from vidq.api.context import caller, context, submit_store
 from vidq.api.services.results import require_not_expired
 from vidq.errors import NotFound, Unauthorized
-from vidq.jobs import PREVIEW_PREFIX, PREVIEW_TYPE
+from vidq.jobs import POSTER_TYPE, PREVIEW_PREFIX, PREVIEW_TYPE, poster_output
 from vidq.store.base import SubmitStore, Token
 
 router = APIRouter()
@@ -59,4 +59,6 @@ async def signed_file(
     path = storage.open_path(key)
     if key.startswith(PREVIEW_PREFIX):  # a live preview: written over while its job runs
         return FileResponse(path, media_type=PREVIEW_TYPE, headers={"Cache-Control": "no-store"})
+    if poster_output(key) is not None:  # a poster frame: never written over
+        return FileResponse(path, media_type=POSTER_TYPE, headers={"Cache-Control": "private"})
     return FileResponse(path, media_type="video/mp4", filename=path.name)

@@ -7,6 +7,8 @@ job's row ``job_ttl`` after, once its blobs are gone (a row's counters move to t
 rollup). Only finished jobs are ever selected, so no blob of a live job is touched.
 Live previews (``previews/``) are deleted by the attempt that wrote them when it ends; one
 left by a worker that was killed is deleted here, as soon as its attempt is not running.
+A request its user deletes (``DELETE /requests/{id}``) gets the same marks at once and its
+blobs deleted by ``delete_now``; whatever that could not delete, the next collection does.
 Uploads (fal's upload routes) are their own: a job copies an upload into its inputs at
 submit, so an upload goes at the expiry its uploader asked for, else ``upload_ttl`` after
 it was made; its blob (and any multipart parts) first, then its row, so a crash between
@@ -30,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from vidq.errors import VidqError
-from vidq.jobs import PREVIEW_PREFIX, preview_attempt
+from vidq.jobs import PREVIEW_PREFIX, Job, JobState, input_blobs, output_blobs, preview_attempt
 from vidq.storage.base import BlobStore
 from vidq.store.base import DueBlobs, RetentionStore, Upload
 
@@ -213,6 +215,27 @@ class Collector:
                 continue
             self.store.delete_upload(upload.id)
             report.uploads_expired += 1
+
+
+def delete_now(store: RetentionStore, storage: BlobStore, job: Job) -> None:
+    """Delete the blobs of a job its user deleted (``SubmitStore.delete_job`` set the
+    marks): the output and poster of a completed job, and the inputs, each set then
+    marked deleted, as a collection does. A blob the storage fails to delete is logged and
+    left marked: the next collection takes the marked jobs first and finishes it."""
+    sets = [(input_blobs(job.inputs), store.inputs_deleted)]
+    if job.state is JobState.COMPLETED:
+        sets.append((output_blobs(job.result_key), store.output_deleted))
+    for keys, done in sets:
+        try:
+            for key in keys:
+                storage.delete(key)
+        except VidqError as exc:
+            log.warning(
+                "cannot delete a deleted request's blob yet: %s", exc.message,
+                extra={"job_id": job.id},
+            )  # fmt: skip
+            continue
+        done(job.id)
 
 
 def run_periodically(

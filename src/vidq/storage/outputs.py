@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vidq.errors import VidqError
-from vidq.jobs import Job, output_attempt, output_prefix
+from vidq.jobs import Job, output_attempt, output_prefix, poster_output
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,13 @@ class _Listing(Protocol):
 
 
 def sweep_attempts(storage: _Listing, job: Job, drop: Callable[[int], bool]) -> None:
-    """Delete ``job``'s output objects of the attempts ``drop`` names. A stale or killed
-    attempt cannot delete its own upload: the attempt that wins (or the next one) does.
+    """Delete ``job``'s output objects (videos and their posters) of the attempts ``drop``
+    names. A stale or killed attempt cannot delete its own upload: the attempt that wins
+    (or the next one) does.
     Never raises: what is left is an orphan for retention, not a failed job."""
     try:
         for key in storage.keys(output_prefix(job)):
-            attempt = output_attempt(job, key)
+            attempt = output_attempt(job, poster_output(key) or key)
             if attempt is not None and drop(attempt):
                 storage.delete(key)
                 log.info("deleted the upload of another attempt", extra={"key": key})

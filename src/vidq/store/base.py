@@ -369,6 +369,15 @@ class WorkerStore(Protocol):
         Wakes the pool's waiting workers."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which of a user's jobs a list shows (``GET /requests``); every part is optional."""
+
+    model_id: str | None = None
+    states: tuple[JobState, ...] = ()  # one wire status: one or two states; (): any
+    prompt: str | None = None  # a case-insensitive substring of the prompt, matched literally
+
+
 class SubmitStore(Protocol):
     """A user's jobs, as the user routes use them (``api/native/``, ``api/fal/``,
     ``api/files.py``, through ``api/services/``): submit, then read, list and cancel one's
@@ -429,8 +438,17 @@ class SubmitStore(Protocol):
         """What the user's jobs submitted on each of the last ``days`` UTC days (today
         included) used, per day and model, oldest first."""
 
-    def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
-        """The user's jobs, newest first."""
+    def list_jobs(
+        self, user: str, limit: int, before_id: int | None = None, where: JobFilter = ...
+    ) -> list[Job]:
+        """The user's jobs that are not deleted and match ``where``, newest first."""
+
+    def delete_job(self, job_id: int, user: str) -> Job | None:
+        """Mark the user's finished job deleted, with the retention marks of its blobs
+        (``expired_at`` of a completed job, ``inputs_expired_at``), atomically; the job as
+        marked, or None (not the user's, not finished, or deleted already). The caller
+        deletes the blobs and records it (``RetentionStore.output_deleted``,
+        ``inputs_deleted``); a failure there leaves them to the collector."""
 
 
 class TokenStore(Protocol):

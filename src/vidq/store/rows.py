@@ -20,7 +20,8 @@ JOB_COLUMNS = (
     "max_attempts, lease_token, worker, progress_done, progress_total, work_units, "
     "result_key, result_meta, error, error_type, idempotency_key, webhook_url, "
     "webhook_dialect, webhook_base, created_at, started_at, finished_at, lease_until, "
-    f"expired_at, inputs_expired_at, {GPU_SECONDS} AS gpu_seconds, device, first_started_at"
+    f"expired_at, inputs_expired_at, {GPU_SECONDS} AS gpu_seconds, device, first_started_at, "
+    "deleted_at"
 )
 TOKEN_COLUMNS = (
     "id, owner, max_priority, admin, created_at, revoked_at IS NOT NULL AS revoked, "
@@ -65,6 +66,7 @@ def job_from_row(row: Any) -> Job:
         gpu_seconds=float(row["gpu_seconds"] or 0.0),
         device=row["device"],
         first_started_at=row["first_started_at"],
+        deleted_at=row["deleted_at"],
     )
 
 

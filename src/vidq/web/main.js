@@ -75,7 +75,7 @@ function route() {
     else link.removeAttribute("aria-current");
   }
   if (name === "history" && arg) show(requestView(decodeURIComponent(arg), runAgain));
-  else if (name === "history") show(history());
+  else if (name === "history") show(history(runAgain));
   else if (name === "dashboard" && admin) show(dashboard());
   else if (name === "keys") show(keys({ admin }));
   else {

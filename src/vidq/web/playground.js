@@ -30,7 +30,7 @@ export async function loadModels() {
 
 const PREVIEW_ENGINE = "This server runs the preview engine for this model: videos are placeholders made on the CPU, no AI model is loaded.";
 
-/** The playground view; `prefill` ({model_id, inputs}) comes from "Run again". */
+/** The playground view; `prefill` ({model_id, inputs}) comes from "Use these settings again". */
 export function playground(prefill = null) {
   const view = h("section", { class: "playground", "aria-labelledby": "pg-title" });
   const picker = h("select", { id: "model", name: "model" });
@@ -265,11 +265,12 @@ function resultFacts(res, info) {
 }
 
 /** The result player and its download link. */
-export async function showVideo(slot, modelId, requestId, { small = false } = {}) {
+export async function showVideo(slot, modelId, requestId, { small = false, poster = null } = {}) {
   try {
     const url = safeUrl(await videoUrl(modelId, requestId));
     if (!url) return;
-    const video = h("video", { src: url, controls: true, preload: "metadata", playsInline: true, class: small ? "thumb" : "player" });
+    const still = poster ? safeUrl(poster) : null; // the gallery's poster frame, while it loads
+    const video = h("video", { src: url, controls: true, preload: "metadata", playsInline: true, poster: still ?? undefined, class: small ? "thumb" : "player" });
     fill(slot, video, small ? "" : h("p", {}, h("a", { href: url, download: `vidq-${requestId}.mp4` }, "Download MP4")));
   } catch (err) {
     fill(slot, h("p", { class: "form-error" }, explain(err)));

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from vidq.errors import VidqError
-from vidq.jobs import PREVIEW_TYPE, Claim, Ran, WorkerState, output_key, preview_key
+from vidq.jobs import (
+    POSTER_TYPE,
+    PREVIEW_TYPE,
+    Claim,
+    Ran,
+    WorkerState,
+    output_key,
+    poster_key,
+    preview_key,
+)
 from vidq.storage.base import WorkerBlobs
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, WorkerStore
@@ -109,6 +118,14 @@ class LocalAttempt:
         self._output = output_key(self.job, name)
         self.blobs.put_file(self._output, path, OUTPUT_TYPE)
 
+    def poster(self, path: Path) -> bool:
+        if self._output is None:
+            raise VidqError("nothing was uploaded to make a poster of")
+        # Unfenced, as the upload is: the complete decides, and an attempt that does not win
+        # deletes its poster with its upload.
+        self.blobs.put_file(poster_key(self._output), path, POSTER_TYPE)
+        return True
+
     def complete(self, meta: dict[str, Any], ran: Ran = Ran()) -> bool:
         key = self._output
         if key is None:
@@ -175,5 +192,6 @@ class LocalAttempt:
             return
         try:
             self.blobs.delete(key)
+            self.blobs.delete(poster_key(key))
         except VidqError:
             log.warning("could not delete orphan upload", extra={"key": key})

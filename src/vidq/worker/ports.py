@@ -65,6 +65,11 @@ class Attempt(Protocol):
         ``WanVideo2_2_T2V``), under a key unique to the attempt; may be called again after
         it raised."""
 
+    def poster(self, path: Path) -> bool:
+        """Store the JPEG at ``path`` as the poster frame of this attempt's upload (under
+        ``jobs.poster_key`` of its key, so it goes wherever the upload goes); False if the
+        lease is lost. Called after ``upload``; advisory: a job completes without one."""
+
     def complete(self, meta: dict[str, Any], ran: Ran = Ran()) -> bool:
         """RUNNING -> COMPLETED with the uploaded output and ``meta``. May be called again
         after it raised ``ServiceUnavailable``: a try that committed with its answer lost

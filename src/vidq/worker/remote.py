@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
-from vidq.jobs import PREVIEW_TYPE, Ran, WorkerState, output_key
+from vidq.jobs import POSTER_TYPE, PREVIEW_TYPE, Ran, WorkerState, output_key
 from vidq.storage.outputs import size_and_sha256
 from vidq.store.base import Lease
 from vidq.worker.ports import Assignment
@@ -427,6 +427,23 @@ class RemoteAttempt:
         else:
             raise ProtocolError("the API named no upload URL")
         self._uploaded, self._parts, self._upload_id = body, parts, target.upload_id
+
+    def poster(self, path: Path) -> bool:
+        """PUTs the poster's bytes, naming the upload it shows, with the lease token."""
+        uploaded = self._uploaded
+        if uploaded is None:
+            raise VidqError("nothing was uploaded to make a poster of")
+        response = self.api.call(
+            "PUT", f"{self._path}/poster?key={quote(uploaded.key, safe='')}",
+            content=path.read_bytes(),
+            headers={LEASE_HEADER: self.lease_token, "Content-Type": POSTER_TYPE}, retry_s=2.0,
+        )  # fmt: skip
+        if response.status_code in (409, 404):
+            return False
+        if not response.is_success:  # advisory: the job completes without a poster
+            log.warning("poster refused: HTTP %s", response.status_code)
+            return False
+        return True
 
     def complete(self, meta: dict[str, Any], ran: Ran = Ran()) -> bool:
         """Names the uploaded object with its size and sha256; the server checks them, and

@@ -518,6 +518,8 @@ class Worker:
             # what the answers show of the result: its size, frame rate and length
             "video": output_facts(output),
         }  # fmt: skip
+        if self._poster(attempt, output, workdir):
+            meta["poster"] = True  # the API signs a URL of it (jobs.poster_key)
         if not self._complete(attempt, meta, lost, self._ran):
             # A cancel requested since the last heartbeat wins over the completion.
             (cancel if self._finish_cancel(attempt) else lost).set()
@@ -541,6 +543,21 @@ class Worker:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _poster(self, attempt: Attempt, video: Path, workdir: Path) -> bool:
+        """Make and store the output's poster frame (the gallery's still). Advisory: a
+        video it cannot decode or a store that refuses it leaves the job without one."""
+        # Imported here: this package is in every engine's fork server (worker/child.py),
+        # which must not load FFmpeg for engines that do not use it.
+        from vidq.media.poster import make_poster
+
+        still = workdir / "poster.jpg"
+        try:
+            make_poster(video, still)
+            return attempt.poster(still)
+        except VidqError as exc:
+            log.warning("no poster frame: %s", exc.message, extra={"job_id": attempt.job.id})
+            return False
 
     def _engine_name(self, pool: str) -> str:
         return self.options.engines.get(pool, "preview")

@@ -160,8 +160,9 @@ def test_retention_expires_blobs_then_rows(retention_server: Stack) -> None:
     models = [I2V, T2V]
     for model, rid in zip(models, rids, strict=True):
         wait_status(alice, model, rid, {"COMPLETED"})
-    outputs = keys("outputs/")
-    assert len(outputs) == 2 and len(keys("inputs/")) == 1
+    outputs = keys("outputs/")  # each video and its poster frame
+    assert len(outputs) == 4 and len(keys("inputs/")) == 1
+    assert sorted(k.rsplit(".", 1)[-1] for k in outputs) == ["jpg", "jpg", "mp4", "mp4"]
     # the download route of the t2v video (``bucket/key`` of its result_uri): 200 until it expires
     status = alice.get(f"/queue/{T2V}/requests/{rids[1]}/status").json()
     download = "/fal/download/" + status["statusMessages"]["result_uri"].split("://", 1)[1]
@@ -175,7 +176,7 @@ def test_retention_expires_blobs_then_rows(retention_server: Stack) -> None:
 
     # inputs go at once (input TTL 0), outputs after theirs: here 0 too
     report = srv.gc(output_ttl=0)
-    assert report["blobs_deleted"] == 3 and report["outputs_expired"] == 2
+    assert report["blobs_deleted"] == 5 and report["outputs_expired"] == 2
     assert keys("") == []
     for model, rid in zip(models, rids, strict=True):
         gone = alice.get(f"/queue/{model}/requests/{rid}")

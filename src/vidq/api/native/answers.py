@@ -12,7 +12,7 @@ from typing import Any
 
 from vidq.api.context import AppContext
 from vidq.api.services import progress
-from vidq.api.services.results import iso, preview
+from vidq.api.services.results import iso, poster_url, preview
 from vidq.jobs import WIRE_STATUS, Hold, Job, JobState
 from vidq.media.inputs import BLOB_PREFIX
 from vidq.store.base import DailyUsage, JobStatus, SubmitStore
@@ -113,8 +113,10 @@ def result(video: dict[str, Any], job: Job) -> dict[str, Any]:
     return body
 
 
-def summary(job: Job, base: str) -> dict[str, Any]:
-    """One request as ``GET /requests`` lists it."""
+def summary(job: Job, base: str, ctx: AppContext | None = None) -> dict[str, Any]:
+    """One request as ``GET /requests`` lists it; with ``ctx``, ``poster_url``: a signed
+    URL of its poster frame (a JPEG still) while its video is kept, else null."""
+    shown = {} if ctx is None else {"poster_url": poster_url(ctx, job, base)}
     return {
         **urls(base, job.model_id, job.id),
         "model_id": job.model_id,
@@ -127,7 +129,9 @@ def summary(job: Job, base: str) -> dict[str, Any]:
         "error": job.error if job.state is JobState.FAILED else None,
         "error_type": job.error_type if job.state is JobState.FAILED else None,
         "expired": job.expired_at is not None,
+        "deleted": job.deleted_at is not None,
         "seed": progress.seed_of(job),
+        **shown,
         **submitted_inputs(job),
     }
 
@@ -138,7 +142,7 @@ def details(ctx: AppContext, store: SubmitStore, job: Job, base: str) -> dict[st
     estimate) and run time."""
     place = progress.queue_place(store, job) if job.state.queued else progress.Place(0)
     return {
-        **summary(job, base),
+        **summary(job, base, ctx),
         "queue_position": place.position,
         "hold": place.hold,
         "eta_seconds": progress.eta_remaining(ctx.eta, job, place.position, place.hold),

@@ -1,6 +1,7 @@
 """vidq's own views of the caller's requests, on paths of neither dialect and in the native
-vocabulary: ``GET /requests`` (paged, newest first), ``GET /requests/{id}`` (one request
-with its model and structured progress; what the SDK and the CLI poll), ``GET /usage``
+vocabulary: ``GET /requests`` (paged, newest first; by model, status, prompt text),
+``GET /requests/{id}`` (one request with its model and structured progress; what the SDK
+and the CLI poll), ``DELETE /requests/{id}`` (a finished one's blobs), ``GET /usage``
 (what the caller's requests used per day and model) and ``GET /webhooks/secret`` (the key
 that signs the caller's webhooks).
 """
@@ -16,15 +17,18 @@ from starlette.concurrency import run_in_threadpool
 from vidq.api.context import caller, context, submit_store
 from vidq.api.native.answers import USAGE_DAYS_MAX, details, summary, usage
 from vidq.api.parsing.params import request_id
+from vidq.api.services import control
 from vidq.api.services.results import job_of
-from vidq.store.base import SubmitStore, Token
+from vidq.jobs import WIRE_STATUS, WireStatus
+from vidq.store.base import JobFilter, SubmitStore, Token
 
 router = APIRouter(tags=["requests"])
 
 PAGE_MAX = 100
+Q_MAX = 200  # the longest prompt search (``q``)
 
 
-@router.get("/requests", summary="Your requests, newest first (paged)")
+@router.get("/requests", summary="Your requests, newest first (paged; filters, prompt search)")
 async def list_requests(
     request: Request,
     limit: int = Query(20, ge=1, le=PAGE_MAX, description="Page size."),
@@ -34,18 +38,34 @@ async def list_requests(
         le=2**62,
         description="Only requests older than this id (the `next_before` of a page).",
     ),
+    model_id: str | None = Query(
+        None, min_length=1, max_length=200, description="Only this model's requests."
+    ),
+    status: WireStatus | None = Query(None, description="Only requests with this status."),
+    q: str | None = Query(
+        None,
+        min_length=1,
+        max_length=Q_MAX,
+        description="Only requests whose prompt contains this text (any case; `%` and `_` "
+        "match themselves).",
+    ),
     token: Token = Depends(caller),
     store: SubmitStore = Depends(submit_store),
 ) -> Response:
     ctx = context(request)
     base = ctx.base_url(request)
+    where = JobFilter(
+        model_id=model_id,
+        states=tuple(s for s, wire in WIRE_STATUS.items() if wire is status),
+        prompt=q,
+    )
 
     def work() -> dict[str, Any]:
-        jobs = store.list_jobs(token.user, limit + 1, before)
+        jobs = store.list_jobs(token.user, limit + 1, before, where)
         page = jobs[:limit]
         more = len(jobs) > limit
         return {
-            "requests": [summary(j, base) for j in page],
+            "requests": [summary(j, base, ctx) for j in page],
             "next_before": page[-1].id if more and page else None,
         }
 
@@ -65,6 +85,26 @@ async def get_request(
 
     def work() -> dict[str, Any]:
         return details(ctx, store, job_of(store, job_id, token), base)
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.delete("/requests/{rid}", summary="Delete one of your finished requests")
+async def delete_request(
+    rid: str,
+    request: Request,
+    token: Token = Depends(caller),
+) -> Response:
+    """Its video, poster and inputs are deleted from storage; the request stays, with its
+    status, times and cost, as ``deleted: true`` (out of ``GET /requests``; its result
+    answers 410). A queued or running request is refused (409): cancel it first."""
+    job_id = request_id(rid)
+    ctx = context(request)
+    base = ctx.base_url(request)
+
+    def work() -> dict[str, Any]:
+        job = control.delete_request(ctx.store, ctx.storage, job_id, token.user)
+        return summary(job, base, ctx)
 
     return JSONResponse(await run_in_threadpool(work))
 

@@ -1,5 +1,5 @@
 """What changes a request after its submit: a cancel (its user's, on either dialect, or
-an operator's) and an operator's retry."""
+an operator's), its user's delete, and an operator's retry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 from vidq.api.services.results import iso
 from vidq.errors import Conflict, Gone, NotFound
 from vidq.jobs import Job, JobState
-from vidq.store.base import Cancel, OperatorStore, SubmitStore
+from vidq.ops.retention import delete_now
+from vidq.storage.base import BlobStore
+from vidq.store.base import Cancel, JobStore, OperatorStore, SubmitStore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,28 @@ def cancel_job(
     if job is None:
         raise NotFound(f"Request {job_id} not found.")
     return None, job
+
+
+def delete_request(store: JobStore, storage: BlobStore, job_id: int, user: str) -> Job:
+    """Delete the user's finished request: its output, poster and inputs are deleted from
+    storage; its row stays (status, times, cost: usage and billing stay right) with
+    ``deleted_at`` set, out of the user's list; its result answers 410. A queued or
+    running request is refused (409: cancel it first); deleting a deleted one again
+    answers it as it is. NotFound for unknown ids and other users' requests."""
+    marked = store.delete_job(job_id, user)
+    if marked is not None:
+        delete_now(store, storage, marked)
+        log.info("request deleted by its user", extra={"job_id": job_id})
+        return store.get(job_id, user) or marked
+    job = store.get(job_id, user)
+    if job is None:
+        raise NotFound(f"Request {job_id} not found.")
+    if job.deleted_at is None:
+        raise Conflict(
+            f"Request {job_id} is {job.wire_status.value}: cancel it first; a request "
+            "can be deleted once it has ended."
+        )
+    return job
 
 
 def admin_cancel(store: SubmitStore, job_id: int) -> Job:

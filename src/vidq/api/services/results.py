@@ -10,7 +10,7 @@ from typing import Any
 
 from vidq.api.context import AppContext
 from vidq.errors import Conflict, Gone, NotFound
-from vidq.jobs import PREVIEW_TYPE, Job, JobState
+from vidq.jobs import PREVIEW_TYPE, Job, JobState, poster_key
 from vidq.store.base import JobStatus, SubmitStore, Token
 
 
@@ -29,7 +29,13 @@ def iso(ts: float | None) -> str:
 
 
 def require_not_expired(job: Job) -> None:
-    """410 once the collector expired the job's output (its blob is, or is being, deleted)."""
+    """410 once the collector expired the job's output (its blob is, or is being,
+    deleted), or its user deleted the request."""
+    if job.deleted_at is not None:
+        raise Gone(
+            f"Request {job.id} was deleted by its user at {iso(job.deleted_at)}; its video "
+            "and inputs are gone, its status is still available."
+        )
     if job.expired_at is not None:
         raise Gone(
             f"Request {job.id}'s video expired at {iso(job.expired_at)} and was deleted "
@@ -57,6 +63,20 @@ def video_b64(ctx: AppContext, job: Job) -> str:
 def video_url(ctx: AppContext, job: Job, base: str) -> str:
     """A signed download URL of the finished video (``VIDQ_SIGNED_URL_TTL``)."""
     return ctx.storage.signed_url(job.result_key or "", ctx.settings.storage.signed_url_ttl, base)
+
+
+def poster_url(ctx: AppContext, job: Job, base: str) -> str | None:
+    """A signed URL of the completed job's poster frame (``jobs.poster_key``), or None:
+    not completed, its worker stored none, or its output expired or was deleted."""
+    if (
+        job.state is not JobState.COMPLETED
+        or not job.result_key
+        or job.expired_at is not None
+        or not job.result_meta.get("poster")
+    ):
+        return None
+    ttl = ctx.settings.storage.signed_url_ttl
+    return ctx.storage.signed_url(poster_key(job.result_key), ttl, base)
 
 
 def preview(ctx: AppContext, job: JobStatus, base: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from vidq.errors import InvalidInput, NotFound, VidqError
-from vidq.jobs import Job, JobState, output_attempt, output_prefix
+from vidq.jobs import Job, JobState, output_attempt, output_prefix, poster_key
 from vidq.storage.base import BlobStore
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import size_and_sha256
@@ -158,6 +158,7 @@ def drop_stale_upload(storage: BlobStore, job: Job, key: str) -> None:
     current = job.attempt if job.state is JobState.RUNNING else job.attempt + 1
     if attempt is not None and attempt < current and key != job.result_key:
         delete_quietly(storage, key)
+        delete_quietly(storage, poster_key(key))
 
 
 def delete_quietly(storage: BlobStore, key: str) -> None:

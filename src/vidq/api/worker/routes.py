@@ -55,12 +55,22 @@ from vidq.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from vidq.jobs import PREVIEW_TYPE, Claim, Job, Ran, output_attempt, preview_key
+from vidq.jobs import (
+    POSTER_TYPE,
+    PREVIEW_TYPE,
+    Claim,
+    Job,
+    Ran,
+    output_attempt,
+    poster_key,
+    preview_key,
+)
 from vidq.storage.local import LocalBlobStore
 from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, Token, WorkerStore
 from vidq.worker_protocol import (
     LEASE_HEADER,
+    MAX_POSTER_BYTES,
     MAX_PREVIEW_BYTES,
     MAX_WAIT_S,
     PREFIX,
@@ -299,6 +309,41 @@ async def preview(
 
 
 @uploads.put(
+    "/jobs/{job_id}/poster",
+    summary="The poster frame of the attempt's upload (raw JPEG; fenced by the lease header)",
+    response_model=Done,
+)
+async def poster(
+    request: Request,
+    job_id: JobId,
+    token: Worker,
+    store: Queue,
+    key: Annotated[str, Query(min_length=1, max_length=1000)],
+) -> Response:
+    """Stored under ``jobs.poster_key(key)``, next to the upload it shows, so it goes
+    where the upload goes (swept with a losing attempt's, expired with the result)."""
+    lease_token = request.headers.get(LEASE_HEADER, "")
+    if not lease_token:
+        raise InvalidInput(LEASE_HEADER, "the lease token header is missing", where="header")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_POSTER_BYTES:
+            raise PayloadTooLarge(f"a poster is at most {MAX_POSTER_BYTES} bytes")
+    if data[:3] != b"\xff\xd8\xff":
+        raise InvalidInput("", "a poster is a JPEG image")
+    ctx = context(request)
+
+    def work() -> bool:
+        job = _held(store, token, job_id, lease_token)
+        outputs.own_key(job, key)
+        ctx.storage.put_bytes(poster_key(key), bytes(data), POSTER_TYPE)
+        return True
+
+    return _fenced(await run_in_threadpool(work))
+
+
+@uploads.put(
     "/uploads/{job_id}/{key:path}",
     summary="Signed output upload (local storage; the URL is the credential)",
     response_model=Stored,
@@ -470,6 +515,7 @@ def _complete(
         return CompleteAnswer(completed=True, replayed=True)
     # the lease was lost meanwhile: the job never took it
     outputs.delete_quietly(ctx.storage, body.key)
+    outputs.delete_quietly(ctx.storage, poster_key(body.key))
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
 
 

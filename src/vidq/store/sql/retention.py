@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from vidq.jobs import input_blobs, output_blobs
 from vidq.store.base import DueBlobs, Upload
 from vidq.store.counters import job_samples
 from vidq.store.rows import upload_from_row
@@ -25,8 +26,7 @@ class RetentionQueries(Queries):
     def inputs_due(self, ttl_s: float, limit: int) -> list[DueBlobs]:
         due = []
         for row in self._rows(self._sql.inputs_due, ttl=ttl_s, limit=limit):
-            blobs = json.loads(row["inputs"]).get("_blobs", {})
-            keys = tuple(str(k) for k in blobs.values())
+            keys = input_blobs(json.loads(row["inputs"]))
             due.append(DueBlobs(int(row["id"]), keys, row["inputs_expired_at"] is not None))
         return due
 
@@ -40,7 +40,7 @@ class RetentionQueries(Queries):
         return [
             DueBlobs(
                 int(r["id"]),
-                (r["result_key"],) if r["result_key"] else (),
+                output_blobs(r["result_key"]),
                 r["expired_at"] is not None,
             )
             for r in self._rows(self._sql.outputs_due, ttl=ttl_s, limit=limit)

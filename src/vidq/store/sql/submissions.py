@@ -10,7 +10,7 @@ from typing import Any
 
 from vidq.errors import RateLimited, StoreUnavailable
 from vidq.jobs import Job, JobState, NewJob, WebhookState, queue_rank
-from vidq.store.base import Cancel, DailyUsage, JobStatus, Quota, Usage
+from vidq.store.base import Cancel, DailyUsage, JobFilter, JobStatus, Quota, Usage
 from vidq.store.driver import Driver, Row, Session
 from vidq.store.positions import (
     Queue,
@@ -206,10 +206,28 @@ class SubmitQueries(Queries):
         rows = self._rows(self._sql.daily_usage, owner=user, back_s=(days - 1) * 86400)
         return [daily_usage_from_row(r) for r in rows]
 
-    def list_jobs(self, user: str, limit: int, before_id: int | None = None) -> list[Job]:
+    def list_jobs(
+        self, user: str, limit: int, before_id: int | None = None, where: JobFilter = JobFilter()
+    ) -> list[Job]:
         before = before_id if before_id is not None else NO_CURSOR
-        rows = self._rows(self._sql.list_jobs, owner=user, before=before, limit=limit)
+        states: list[str | None] = [s.value for s in where.states] or [None]
+        rows = self._rows(
+            self._sql.list_jobs, owner=user, before=before, limit=limit,
+            model_id=where.model_id, state1=states[0], state2=states[-1],
+            pattern=None if where.prompt is None else like_pattern(where.prompt),
+        )  # fmt: skip
         return [job_from_row(r) for r in rows]
+
+    def delete_job(self, job_id: int, user: str) -> Job | None:
+        row = self._row(self._sql.delete_job, id=job_id, owner=user)
+        return None if row is None else job_from_row(row)
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (escape character ``\\``) for a lower-cased substring of ``text``
+    matched literally: its ``%``, ``_`` and ``\\`` are escaped."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 # When a refused submit may try again: a queued job leaves the queue within moments on a

@@ -63,6 +63,7 @@ class SQLiteStatements(Statements):
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
     DAY = "(CAST(strftime('%s', 'now', 'start of day') AS REAL))"
     CREATED_DAY = "CAST(created_at / 86400 AS INTEGER)"  # truncates: the floor of a positive
+    PROMPT = "CAST(json_extract(inputs, '$.prompt') AS TEXT)"
     # One UPDATE: SQLite takes the database's write lock when a writing statement starts,
     # before it reads (as BEGIN IMMEDIATE would), so two claimers never pick one row.
     claim = Statement(f"""
@@ -85,6 +86,7 @@ class PostgresStatements(Statements):
     NOW = "extract(epoch from now())::float8"
     DAY = "extract(epoch from date_trunc('day', now() AT TIME ZONE 'UTC'))::float8"
     CREATED_DAY = "floor(created_at / 86400)::bigint"  # a plain cast would round
+    PROMPT = "(inputs::jsonb ->> 'prompt')"
     # A transaction-scoped lock per user (key 1987470152 names vidq's submit limits).
     lock_user = Statement("SELECT pg_advisory_xact_lock(1987470152, hashtext(:owner))")
     # Key 1987470155 names a user's token creates (``TokenStatements.insert_user_token``).

@@ -4,7 +4,8 @@ namespace of named statements is filled in for one dialect and one driver.
 In a statement ``:name`` is a parameter (each driver converts it to its own placeholder
 style), ``{NOW}`` the database clock in seconds since the epoch, ``{DAY}`` the start of the
 current UTC day, ``{CREATED_DAY}`` the UTC day a job was created on (whole days since the
-epoch); each dialect (``statements/__init__.py``) gives those expressions.
+epoch), ``{PROMPT}`` a job's prompt input as text; each dialect (``statements/__init__.py``)
+gives those expressions.
 
 A statement marked ``wakes`` may move jobs into the queue (PENDING or RETRY); it returns
 the ``state`` and ``pool`` of every row it changed, and when one of them is queued the
@@ -39,6 +40,7 @@ class RoleStatements:
     NOW: ClassVar[str]  # the database clock as float seconds since the epoch
     DAY: ClassVar[str]  # the start of the current UTC day, in the same unit
     CREATED_DAY: ClassVar[str]  # a job's ``created_at`` as whole UTC days since the epoch
+    PROMPT: ClassVar[str]  # a job's ``prompt`` input as text (NULL without one)
 
     now = Statement("SELECT {NOW} AS now")
 
@@ -56,8 +58,9 @@ class RoleStatements:
 
     @classmethod
     def expand(cls, stmt: Statement) -> Statement:
-        """``stmt`` with this dialect's ``{NOW}``, ``{DAY}`` and ``{CREATED_DAY}``."""
-        sql = stmt.sql.replace("{CREATED_DAY}", cls.CREATED_DAY)
+        """``stmt`` with this dialect's ``{NOW}``, ``{DAY}``, ``{CREATED_DAY}`` and
+        ``{PROMPT}``."""
+        sql = stmt.sql.replace("{CREATED_DAY}", cls.CREATED_DAY).replace("{PROMPT}", cls.PROMPT)
         sql = sql.replace("{DAY}", cls.DAY).replace("{NOW}", cls.NOW)
         return dataclasses.replace(stmt, sql=sql)
 

@@ -135,9 +135,30 @@ class SubmitStatements(RoleStatements):
         WHERE id = :id AND owner = :owner
             AND (state IN ('PENDING', 'RETRY') OR (:running AND state = 'RUNNING'))
         RETURNING state""")
+    # GET /requests: a page of the user's requests that are not deleted, newest first,
+    # each filter off when its parameter is NULL: the model, the states (one wire status
+    # is one or two), and ``:pattern``, a LIKE pattern (``\\`` escapes) the lower-cased
+    # prompt must match. The filters read the rows of the (owner, id) index's range: a
+    # scan of the user's own rows only, bounded by the page size once enough match.
     list_jobs = Statement(f"""
-        SELECT {JOB_COLUMNS} FROM jobs WHERE owner = :owner AND id < :before
+        SELECT {JOB_COLUMNS} FROM jobs
+        WHERE owner = :owner AND id < :before AND deleted_at IS NULL
+            AND (CAST(:model_id AS TEXT) IS NULL OR model_id = :model_id)
+            AND (CAST(:state1 AS TEXT) IS NULL OR state IN (:state1, :state2))
+            AND (CAST(:pattern AS TEXT) IS NULL OR lower({{PROMPT}}) LIKE :pattern ESCAPE '\\')
         ORDER BY id DESC LIMIT :limit""")
+    # DELETE /requests/{id}: a finished job of the user's is marked deleted, with the
+    # retention marks of its blobs (a completed job's output, and the inputs), which the
+    # caller then deletes as the collector does (a rerun of the collector finishes what
+    # a failure left). No row: not the user's, not finished, or deleted already.
+    delete_job = Statement(f"""
+        UPDATE jobs SET deleted_at = {{NOW}},
+            expired_at = CASE WHEN state = 'COMPLETED' THEN coalesce(expired_at, {{NOW}})
+                ELSE expired_at END,
+            inputs_expired_at = coalesce(inputs_expired_at, {{NOW}})
+        WHERE id = :id AND owner = :owner AND deleted_at IS NULL
+            AND state IN ('COMPLETED', 'FAILED', 'CANCELLED')
+        RETURNING {JOB_COLUMNS}""")
 
     @classmethod
     def insert_limited(cls, limits: Sequence[str]) -> Statement:
