@@ -327,6 +327,13 @@ class PreviewSettings(_Group):
         description="Pause per step of the preview engine, so that tests and demos can "
         "watch a job in progress.",
     )
+    fail_prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Requests whose prompt contains this text fail in the preview engine "
+        "(error type `PreviewFailure`, no retries), so that a client's handling of a failed "
+        "request can be tried against a local server; unset: none fail.",
+    )
 
 
 class WanSettings(_Group):

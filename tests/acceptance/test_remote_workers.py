@@ -128,7 +128,9 @@ def test_killed_remote_worker_job_is_retried_and_completes_once(
     assert status["status"] == "COMPLETED", status
     assert status["statusMessages"]["result_uri"].endswith("_00002.mp4")  # the second attempt
     blobs = sorted(p.name for p in (shared.data_dir / "blobs").rglob(f"{rid}_0_*"))
-    assert len(blobs) == 1 and blobs[0].endswith("_00002.mp4"), blobs
+    # the winning attempt's video and its poster frame, nothing of the other attempt
+    assert len(blobs) == 2 and blobs[0].endswith("_00002.mp4"), blobs
+    assert blobs[1].endswith("_00002.poster.jpg"), blobs
 
 
 def test_stopped_remote_worker_loses_the_job_cleanly(shared: Stack, tmp_path: Path) -> None:
@@ -156,7 +158,9 @@ def test_stopped_remote_worker_loses_the_job_cleanly(shared: Stack, tmp_path: Pa
     status = wait_status(client, T2V, rid, {"COMPLETED"})
     assert status["statusMessages"]["result_uri"].endswith("_00002.mp4")
     blobs = sorted(p.name for p in (shared.data_dir / "blobs").rglob(f"{rid}_0_*"))
-    assert len(blobs) == 1 and blobs[0].endswith("_00002.mp4"), blobs
+    # the winning attempt's video and its poster frame, nothing of the other attempt
+    assert len(blobs) == 2 and blobs[0].endswith("_00002.mp4"), blobs
+    assert blobs[1].endswith("_00002.poster.jpg"), blobs
 
 
 def test_remote_worker_keeps_its_job_through_an_api_restart(tmp_path: Path) -> None:
@@ -200,7 +204,7 @@ def test_a_lost_complete_answer_completes_once(shared: Stack, tmp_path: Path) ->
     assert status["status"] == "COMPLETED", status
     assert status["statusMessages"]["result_uri"].endswith("_00001.mp4")
     blobs = sorted(p.name for p in (shared.data_dir / "blobs").rglob(f"{rid}_0_*"))
-    assert len(blobs) == 1, blobs
+    assert len(blobs) == 2 and blobs[1].endswith(".poster.jpg"), blobs  # the video, its poster
 
 
 def test_worker_tokens_and_refused_starts(shared: Stack, tmp_path: Path) -> None:

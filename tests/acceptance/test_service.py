@@ -298,11 +298,12 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
             assert m[f'vidq_worker_busy{{pool="{POOL_T2V}"}}'] == 0
             assert m['vidq_worker_engine_up{engine="preview",slot="cpu"}'] == 1
             assert POOL_I2V not in scraped.text  # the other worker's jobs are not its own
-            # the t2v output, the i2v input and output: deleted by the workers' collectors
+            # the t2v output and its poster, the i2v input, output and poster: deleted by the
+            # workers' collectors
             eventually(
-                lambda: sum(p["blobs"] for p in first.passes + second.passes) >= 3,
+                lambda: sum(p["blobs"] for p in first.passes + second.passes) >= 5,
                 20,
-                what="the collectors to delete the three blobs",
+                what="the collectors to delete the five blobs",
             )
             assert local_blobs(data) == []
             for model, rid in rids:
@@ -325,7 +326,7 @@ def test_workers_collect_in_turn_serve_metrics_and_log_from_engines(tmp_path: Pa
         assert len({p["holder"] for p in passes}) == 2, passes  # both took a turn
         for before, after in itertools.pairwise(passes):
             assert after["start"] >= before["end"], (before, after)  # never two at once
-        assert sum(p["blobs"] for p in passes) == 3  # each blob deleted once
+        assert sum(p["blobs"] for p in passes) == 5  # each blob deleted once
 
     # the JSON worker: a line from its engine child, parsed, with time, level and logger
     records = [json.loads(line) for line in logs[0]]  # every line of it is JSON

@@ -130,10 +130,11 @@ def _data_uri(data: bytes, content_type: str) -> str:
 
 
 def failing() -> dict[str, Any]:
-    """fal's speech-to-video endpoint id, its pool served by an engine that does not exist."""
+    """fal's speech-to-video endpoint id, with a prompt the server's preview engine fails
+    (VIDQ_PREVIEW_FAIL_PROMPT)."""
     updates: list[dict[str, Any]] = []
     arguments = {
-        "prompt": "sings",
+        "prompt": "sings [fail]",
         "image_url": _data_uri(_png((64, 64), "white"), "image/png"),
         "audio_url": _data_uri(_wav(1.0), "audio/wav"),
         "num_frames": 40,

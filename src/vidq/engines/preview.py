@@ -39,6 +39,10 @@ _NAMES = {
 }
 
 
+class PreviewFailure(EngineError):
+    """A failure asked for (``VIDQ_PREVIEW_FAIL_PROMPT``): the engine failed the request."""
+
+
 class PreviewEngine:
     """Makes preview videos on the CPU (see module docstring)."""
 
@@ -48,6 +52,7 @@ class PreviewEngine:
     def __init__(self, settings: PreviewSettings, pools: Sequence[str] = ()) -> None:
         # Optional pause per step so that queued/in-progress states can be observed.
         self.step_seconds = settings.step_seconds
+        self.fail_prompt = settings.fail_prompt  # a prompt holding it fails, on purpose
 
     def load(self) -> None:
         """Nothing to load."""
@@ -55,6 +60,11 @@ class PreviewEngine:
     def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
         if job.family not in _NAMES:
             raise EngineError(f"the preview engine does not handle {job.family!r}")
+        if self.fail_prompt and self.fail_prompt in str(job.inputs.get("prompt", "")):
+            raise PreviewFailure(
+                f"the preview engine fails requests whose prompt contains {self.fail_prompt!r} "
+                "(VIDQ_PREVIEW_FAIL_PROMPT)"
+            )
         out = Path(job.output_path)
         total = job.steps + 1  # denoising-like steps, then the encode
         meta: dict[str, object] = {"engine": "preview"}

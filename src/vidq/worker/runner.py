@@ -45,7 +45,6 @@ from vidq.catalog import DURATION_MIN, MODELS, SIDE_MIN, Family, Model, get_mode
 from vidq.engines.base import EngineJob, EngineResult
 from vidq.errors import EngineCrashed, LeaseLost, ServiceUnavailable, VidqError
 from vidq.jobs import Ran, WorkerState
-from vidq.media.video import output_facts
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics
 from vidq.store.base import Lease
@@ -512,6 +511,10 @@ class Worker:
             raise LeaseLost()
         output = Path(engine_job.output_path)
         self._upload(attempt, output, result.name, lost)
+        # PyAV, imported here: ``vidq.worker`` is loaded by every engine's fork server,
+        # which must not hold FFmpeg for an engine that does not use it (the wan child)
+        from vidq.media.video import output_facts
+
         meta = {
             **result.meta, "engine": self._engine_name(attempt.job.pool),
             "file_size": output.stat().st_size,

@@ -31,12 +31,12 @@ DRIVER = Path(__file__).parents[2] / "support" / "fal_py_driver.py"
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("fal-py")
     cert, key = self_signed(root / "tls")
-    # the pool wan22-s2v is served by an engine that does not exist: its jobs really fail
-    # (the worker cannot load the engine), with one attempt.
+    # a prompt holding "[fail]" fails in the preview engine (VIDQ_PREVIEW_FAIL_PROMPT), with
+    # one attempt
     with stack(
         root / "data",
         tls=(cert, key),
-        engines="wan22-s2v=nonexistent",
+        preview_fail_prompt="[fail]",
         max_attempts=1,
         preview_step_seconds=0.15,
     ) as server:
@@ -119,12 +119,12 @@ def test_a_failing_job_is_completed_with_an_error(tls_server: Stack) -> None:
     out = drive(tls_server, "failing")
     final = out["updates"][-1]
     assert final["type"] == "Completed"
-    assert final["error_type"] == "EngineUnavailable"
-    assert "nonexistent" in final["error"]
+    assert final["error_type"] == "PreviewFailure"
+    assert "[fail]" in final["error"]
     assert any(line["level"] == "ERROR" for line in final["logs"])
     error = out["error"]
-    assert error["status_code"] == 500 and error["error_type"] == "EngineUnavailable"
-    assert "nonexistent" in error["message"] and error["request_id"]
+    assert error["status_code"] == 500 and error["error_type"] == "PreviewFailure"
+    assert "[fail]" in error["message"] and error["request_id"]
 
 
 def test_invalid_input_is_a_422_naming_the_field(tls_server: Stack) -> None:

@@ -80,16 +80,17 @@ def test_typed_errors(server: Stack) -> None:
 
 
 def test_failed_request_and_too_large_body(tmp_path: Path) -> None:
-    settings = {"engines": "wan22-t2v-fp8=nonexistent", "max_attempts": 1, "max_body_bytes": 4096}
+    # The preview engine fails requests whose prompt holds "[fail]" (VIDQ_PREVIEW_FAIL_PROMPT).
+    settings = {"preview_fail_prompt": "[fail]", "max_attempts": 1, "max_body_bytes": 4096}
     with stack(tmp_path / "data", **settings) as s:
         with vidq.Client(s.url, s.token("fails")) as client:
             with pytest.raises(vidq.PayloadTooLargeError) as big:
                 client.submit("wan22-fast-t2v", {**SMALL, "negative_prompt": "x" * 5000})
             assert big.value.status_code == 413
             with pytest.raises(vidq.RequestFailed) as failed:
-                client.run("wan22-t2v-fp8", SMALL)
-            assert failed.value.error_type == "EngineUnavailable"
-            assert "nonexistent" in failed.value.error
+                client.run("wan22-t2v-fp8", {**SMALL, "prompt": "a [fail] on purpose"})
+            assert failed.value.error_type == "PreviewFailure"
+            assert "[fail]" in failed.value.error
 
 
 def test_async_client(server: Stack, tmp_path: Path) -> None:

@@ -115,14 +115,15 @@ def test_fal_webhook_is_signed_retried_and_carries_the_video(
 
 
 def test_native_webhook_reports_a_failure(tmp_path: Path, receiver: str) -> None:
-    settings = {"engines": "wan22-t2v-fp8=nonexistent", "max_attempts": 1}
+    settings = {"preview_fail_prompt": "[fail]", "max_attempts": 1}
     with stack(tmp_path / "data", **HOOKS, **settings) as server:
         client = server.client(server.token("hooked"))
-        r = client.post("/queue/wan22-t2v-fp8", params={"fal_webhook": receiver}, json=SMALL)
+        body = {**SMALL, "prompt": "a [fail] on purpose"}
+        r = client.post("/queue/wan22-t2v-fp8", params={"fal_webhook": receiver}, json=body)
         assert r.status_code == 200, r.text
         payload = json.loads(wait_for(1)[0][1])
-        assert payload["status"] == "ERROR" and "nonexistent" in payload["error"]
-        assert payload["payload"]["error_type"] == "EngineUnavailable"
+        assert payload["status"] == "ERROR" and "[fail]" in payload["error"]
+        assert payload["payload"]["error_type"] == "PreviewFailure"
 
 
 def test_unsafe_webhook_targets_are_422(tmp_path: Path) -> None:
