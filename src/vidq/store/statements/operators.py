@@ -70,6 +70,16 @@ class OperatorStatements(RoleStatements):
         SELECT pool, state, created_at, started_at, finished_at, {NOW} AS now FROM jobs
         WHERE state = 'RUNNING' OR finished_at > {NOW} - :window_s
            OR started_at > {NOW} - :window_s""")
+    # The dashboard's history (``/admin/history``): every job that was queued, started or
+    # finished in the window. A job is queued from ``created_at`` until its first start (or
+    # its end, if it never started); the queued jobs older than the window are the queue
+    # itself, so the read stays bounded by what the window touched.
+    pool_history = Statement("""
+        SELECT pool, state, created_at, first_started_at, finished_at FROM jobs
+        WHERE created_at <= :until
+          AND (coalesce(first_started_at, finished_at) IS NULL
+               OR coalesce(first_started_at, finished_at) > :since
+               OR finished_at > :since)""")
     recent_failures = Statement("""
         SELECT id, owner, model_id, pool, error, error_type, finished_at FROM jobs
         WHERE state = 'FAILED' ORDER BY finished_at DESC, id DESC LIMIT :limit""")
