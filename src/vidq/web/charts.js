@@ -44,7 +44,7 @@ function latest(values) {
 
 /** One chart: `series` = [{name, label, cls, values}] over the same buckets; `format`
  * writes a value in words; `summary` is the chart's text alternative. */
-export function chart({ title, summary, series, format = String }) {
+export function chart({ title, summary, series, span, format = String }) {
   const n = Math.max(...series.map((s) => s.values.length), 1);
   const known = series.flatMap((s) => s.values.filter((v) => v !== null && v !== undefined));
   const top = Math.max(1, ...known);
@@ -52,7 +52,7 @@ export function chart({ title, summary, series, format = String }) {
   const drawing = svg("svg", {
     class: "chart", role: "img", "aria-label": summary, "data-max": top,
     viewBox: `0 ${-(top + pad)} ${Math.max(n - 1, 1)} ${top + 2 * pad}`,
-    preserveAspectRatio: "none", focusable: "false",
+    preserveAspectRatio: "none",
   }, svg("title", {}, summary),
   svg("line", { class: "grid", x1: 0, x2: n - 1, y1: 0, y2: 0, "vector-effect": "non-scaling-stroke" }),
   svg("line", { class: "grid", x1: 0, x2: n - 1, y1: -top, y2: -top, "vector-effect": "non-scaling-stroke" }),
@@ -65,6 +65,7 @@ export function chart({ title, summary, series, format = String }) {
     h("figcaption", {}, h("strong", {}, title), " ",
       h("span", { class: "hint" }, `top ${format(top)}`)),
     drawing,
+    h("p", { class: "axis hint", "aria-hidden": "true" }, h("span", {}, span), h("span", {}, "now")),
     h("p", { class: "legend" }, series.map((s) => h("span", { class: `key ${s.cls}` },
       `${s.label}: ${latest(s.values) === null ? "–" : format(latest(s.values))}`))));
 }
@@ -74,17 +75,19 @@ export function poolCharts(pool, p, minutes, step) {
   const per = step >= 120 ? `${step / 60} min` : "min";
   const last = (values) => latest(values) ?? "none";
   const sum = (values) => values.reduce((a, b) => a + b, 0);
-  const span = `last ${minutes} min`;
+  const span = `${minutes} min ago`;
   const waitText = (v) => (v === null ? "none" : seconds(v));
   return [
     chart({
       title: "Queue depth",
-      summary: `${pool}, queue depth over the ${span}: now ${last(p.queued)}, peak ${Math.max(0, ...p.queued)}`,
+      summary: `${pool}, queue depth over the last ${minutes} min: now ${last(p.queued)}, peak ${Math.max(0, ...p.queued)}`,
+      span,
       series: [{ name: "queued", label: "now", cls: "c-queued", values: p.queued }],
     }),
     chart({
       title: `Finished per ${per}`,
-      summary: `${pool}, jobs finished per ${per} over the ${span}: ${sum(p.completed)} completed, ${sum(p.failed)} failed; latest ${per}: ${last(p.completed)} completed, ${last(p.failed)} failed`,
+      summary: `${pool}, jobs finished per ${per} over the last ${minutes} min: ${sum(p.completed)} completed, ${sum(p.failed)} failed; latest ${per}: ${last(p.completed)} completed, ${last(p.failed)} failed`,
+      span,
       series: [
         { name: "completed", label: "completed", cls: "c-completed", values: p.completed },
         { name: "failed", label: "failed", cls: "c-failed", values: p.failed },
@@ -92,7 +95,8 @@ export function poolCharts(pool, p, minutes, step) {
     }),
     chart({
       title: "Wait (submit → start)",
-      summary: `${pool}, wait from submit to start per ${per} over the ${span}: latest p50 ${waitText(latest(p.wait_p50_s))}, p95 ${waitText(latest(p.wait_p95_s))}`,
+      summary: `${pool}, wait from submit to start per ${per} over the last ${minutes} min: latest p50 ${waitText(latest(p.wait_p50_s))}, p95 ${waitText(latest(p.wait_p95_s))}`,
+      span,
       series: [
         { name: "wait_p50_s", label: "p50", cls: "c-p50", values: p.wait_p50_s },
         { name: "wait_p95_s", label: "p95", cls: "c-p95", values: p.wait_p95_s },

@@ -81,12 +81,15 @@ export function dashboard() {
   }, "Retry");
 
   let timer = null;
+  let latest = 0; // only the newest refresh draws: an older answer may predate an action
   const refresh = async () => {
-    // The tables are rebuilt on each refresh: the focused button is found again by its key.
-    const focused = view.contains(document.activeElement) ? document.activeElement?.dataset?.key : undefined;
+    const mine = ++latest;
     try {
       const [q, wk, past] = await Promise.all([api("/admin/queues"), api("/admin/workers"),
         api(`/admin/history?minutes=${HISTORY_MIN}`)]);
+      if (mine !== latest) return;
+      // The tables are rebuilt: the focused button is found again by its key.
+      const focused = view.contains(document.activeElement) ? document.activeElement.dataset?.key : undefined;
       const hour = Math.round((q.window_s ?? 3600) / 60);
       const paused = new Set(Object.entries(q.pools).filter(([, p]) => p.paused).map(([name]) => name));
       const byPool = poolWorkers(wk.workers);
@@ -131,7 +134,7 @@ export function dashboard() {
       fill(updated, `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`);
       if (focused) view.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
     } catch (err) {
-      fill(updated, explain(err));
+      if (mine === latest) fill(updated, explain(err));
     }
   };
   refresh();
