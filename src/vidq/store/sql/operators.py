@@ -3,6 +3,8 @@ paused pools, the dashboard's pool figures and failures, users and workers."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -145,7 +147,7 @@ class OperatorQueries(Queries):
         times = [first + i * step_s for i in range(n)]
         ends = [min(t + step_s, now) for t in times]
         rows = self._rows(self._sql.pool_history, since=first, until=now)
-        queued: dict[str, list[int]] = defaultdict(lambda: [0] * n)
+        marks: dict[str, list[int]] = defaultdict(lambda: [0] * (n + 1))
         started: dict[str, list[int]] = defaultdict(lambda: [0] * n)
         completed: dict[str, list[int]] = defaultdict(lambda: [0] * n)
         failed: dict[str, list[int]] = defaultdict(lambda: [0] * n)
@@ -160,10 +162,14 @@ class OperatorQueries(Queries):
             start = None if r["first_started_at"] is None else float(r["first_started_at"])
             end = None if r["finished_at"] is None else float(r["finished_at"])
             left = start if start is not None else end  # when it stopped waiting
-            q = queued[pool]
-            for i, at in enumerate(ends):
-                if created <= at and (left is None or left > at):
-                    q[i] += 1
+            # Queued at each bucket end in [created, left): a run of buckets, marked at its
+            # two ends (the counts are summed below), so a row costs two searches, not n.
+            mark = marks[pool]  # every pool the window touched is listed
+            first_in = bisect.bisect_left(ends, created)
+            past = n if left is None else bisect.bisect_left(ends, left, lo=first_in)
+            if first_in < past:
+                mark[first_in] += 1
+                mark[past] -= 1
             if start is not None and (b := bucket(start)) is not None:
                 started[pool][b] += 1
                 waits[pool][b].append(max(0.0, start - created))
@@ -172,14 +178,14 @@ class OperatorQueries(Queries):
                 failed[pool][b] += r["state"] == "FAILED"
         pools = {
             p: PoolHistory(
-                queued=tuple(queued[p]),
+                queued=tuple(itertools.accumulate(marks[p][:n])),
                 started=tuple(started[p]),
                 completed=tuple(completed[p]),
                 failed=tuple(failed[p]),
                 wait_p50_s=tuple(_rank(w, 0.50) for w in waits[p]),
                 wait_p95_s=tuple(_rank(w, 0.95) for w in waits[p]),
             )
-            for p in sorted(queued)
+            for p in sorted(marks)
         }
         return History(times=tuple(times), step_s=step_s, now=now, pools=pools)
 
