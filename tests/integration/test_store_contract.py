@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sqlite3
 import subprocess
 import sys
@@ -1616,6 +1617,67 @@ def test_pool_stats_and_recent_failures(store: JobStore) -> None:
         (bad.id, "b", POOL, "engine <b>crash</b>", "engine")
     ]
     assert store.get(other.id) is not None
+
+
+def _set_times(
+    db_url: str, times: dict[int, tuple[str, float, float | None, float | None]]
+) -> None:
+    """Give jobs a state and known times (created, first started, finished), as if they
+    had run then: the store's clock cannot be moved, the rows can."""
+    engine = sa.create_engine(sqlalchemy_url(db_url))
+    try:
+        with engine.begin() as conn:
+            for job_id, (state, created, started, finished) in times.items():
+                conn.execute(
+                    sa.text(
+                        "UPDATE jobs SET state = :state, created_at = :created, "
+                        "first_started_at = :started, started_at = :started, "
+                        "finished_at = :finished WHERE id = :id"
+                    ),
+                    {"state": state, "created": created, "started": started,
+                     "finished": finished, "id": job_id},
+                )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_pool_history_from_known_times(store: JobStore, db_url: str) -> None:
+    """The dashboard's charts (``/admin/history``): per minute, the queue depth at the
+    minute's end, first starts with their wait p50/p95, completed and failed jobs; jobs that
+    touched no minute of the window count nowhere."""
+    empty = store.pool_history(3600, 60)
+    assert empty.pools == {} and len(empty.times) == 60
+    assert all(t % 60 == 0 for t in empty.times)
+    assert empty.times[-1] <= empty.now < empty.times[-1] + 60
+    a, b, c, d, e, f = (store.enqueue(new(u)) for u in "abcdef")
+    g = store.enqueue(new("g", pool=OTHER))
+    m0 = math.floor(store.now() / 60) * 60 - 300  # a whole minute, 5 minutes ago
+    m1, m2, old = m0 + 60, m0 + 120, store.now() - 7200
+    _set_times(db_url, {
+        a.id: ("COMPLETED", m0 + 10, m0 + 40, m1 + 5),  # waited 30 s
+        b.id: ("FAILED", m0 + 20, m1 + 20, m1 + 50),  # waited 60 s
+        c.id: ("COMPLETED", m0 + 50, m1 + 30, m2 + 10),  # waited 40 s
+        d.id: ("CANCELLED", m0 + 15, None, m2 + 30),  # cancelled while queued
+        e.id: ("PENDING", old, None, None),  # queued for two hours: queued in every minute
+        f.id: ("COMPLETED", old, old + 100, old + 200),  # before the window: nowhere
+        g.id: ("COMPLETED", m2 + 1, m2 + 6, m2 + 20),
+    })  # fmt: skip
+    past = store.pool_history(3600, 60)
+    assert set(past.pools) == {POOL, OTHER}
+    i = past.times.index(m0)
+    h = past.pools[POOL]
+    assert h.queued[i - 1 : i + 3] == (1, 4, 2, 1)  # at each minute's end
+    assert h.queued[0] == 1 and h.queued[-1] == 1  # e, all along
+    assert h.started[i : i + 3] == (1, 2, 0) and sum(h.started) == 3
+    assert (h.wait_p50_s[i], h.wait_p95_s[i]) == (30, 30)
+    assert (h.wait_p50_s[i + 1], h.wait_p95_s[i + 1]) == (40, 60)  # nearest rank of 40, 60
+    assert h.wait_p50_s[i + 2] is None
+    assert h.completed[i : i + 3] == (0, 1, 1) and sum(h.completed) == 2
+    assert h.failed[i : i + 3] == (0, 1, 0) and sum(h.failed) == 1
+    o = past.pools[OTHER]
+    assert o.completed[i + 2] == 1 and o.wait_p50_s[i + 2] == 5 and set(o.queued) == {0}
+    five = store.pool_history(3600, 300)  # 5-minute buckets: the same jobs, summed
+    assert len(five.times) == 12 and sum(five.pools[POOL].completed) == 2
 
 
 # ========================================================================================

@@ -25,7 +25,7 @@ from vidq.catalog import MODELS, POOLS
 from vidq.errors import NotFound
 from vidq.jobs import Job, JobState, WireStatus
 from vidq.ops.metrics import CONTENT_TYPE, render
-from vidq.store.base import OperatorStore, PoolStats, SubmitStore, Token
+from vidq.store.base import OperatorStore, PoolHistory, PoolStats, SubmitStore, Token
 
 router = APIRouter(tags=["admin"])
 
@@ -89,6 +89,38 @@ async def queues(
                 for p in pools
             },
             "failures": [dataclasses.asdict(f) for f in store.recent_failures(FAILURES_SHOWN)],
+        }
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+# The history's longest window, and its bucket: a minute up to two hours, else 5 minutes.
+HISTORY_MINUTES_MAX = 360
+
+
+@router.get(
+    "/admin/history",
+    summary="Per pool, the last minutes: queue depth, throughput, wait p50/p95 per bucket",
+)
+async def history(
+    minutes: int = Query(60, ge=5, le=HISTORY_MINUTES_MAX, description="How far back, in minutes."),
+    token: Token = Depends(admin),
+    store: OperatorStore = Depends(operator_store),
+) -> Response:
+    """The dashboard's charts, from the jobs' rows (what retention purged is gone)."""
+    step_s = 60.0 if minutes <= 120 else 300.0
+
+    def work() -> dict[str, Any]:
+        past = store.pool_history(minutes * 60.0, step_s)
+        pools = sorted({m.pool for m in MODELS.values()} | set(past.pools))
+        n = len(past.times)
+        quiet = PoolHistory((0,) * n, (0,) * n, (0,) * n, (0,) * n, (None,) * n, (None,) * n)
+        return {
+            "minutes": minutes,
+            "step_s": past.step_s,
+            "now": past.now,
+            "times": list(past.times),
+            "pools": {p: dataclasses.asdict(past.pools.get(p, quiet)) for p in pools},
         }
 
     return JSONResponse(await run_in_threadpool(work))

@@ -206,6 +206,30 @@ class PoolStats:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PoolHistory:
+    """One pool's recent past for the operators' dashboard (``/admin/history``): one value
+    per bucket of ``History.times`` in each tuple."""
+
+    queued: tuple[int, ...]  # jobs waiting for their first start at the bucket's end
+    started: tuple[int, ...]  # first starts in the bucket (the waits' sample size)
+    completed: tuple[int, ...]  # finished COMPLETED in the bucket
+    failed: tuple[int, ...]  # finished FAILED in the bucket
+    wait_p50_s: tuple[float | None, ...]  # submit -> first start of the bucket's starts
+    wait_p95_s: tuple[float | None, ...]  # (nearest rank; None when none started)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class History:
+    """Every pool's recent past in buckets of ``step_s`` seconds aligned on the clock; the
+    last bucket is the current one, up to ``now`` (database time)."""
+
+    times: tuple[float, ...]  # each bucket's start, seconds since the epoch
+    step_s: float
+    now: float
+    pools: Mapping[str, PoolHistory]  # only the pools with jobs in the window
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Failure:
     """A failed job as the operators' dashboard lists it."""
 
@@ -609,6 +633,12 @@ class OperatorStore(Protocol):
 
     def recent_failures(self, limit: int) -> list[Failure]:
         """The latest failed jobs of every user, newest first."""
+
+    def pool_history(self, window_s: float, step_s: float) -> History:
+        """Per pool, the last ``window_s`` seconds in buckets of ``step_s``: queue depth,
+        first starts, completed and failed jobs, and the wait (submit -> first start)
+        p50/p95. Computed from the jobs' rows, so what retention purged is not counted,
+        and a job waiting again after a failed attempt is not queued again."""
 
     def user_stats(self, since: float) -> list[UserStats]:
         """Per user: queued and running now; completed and failed since ``since``

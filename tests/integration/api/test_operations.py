@@ -1,24 +1,28 @@
 """Day-2 operations on the in-process stack, on each job store (the store counts, lists
 and expires): Prometheus metrics after a scripted run, JSON logs without secrets, the admin
-routes (and their 404 for other tokens), pausing a pool across a restart, and retention
-with TTLs of seconds on local storage (SQLite) and S3 (PostgreSQL). A collector SIGKILLed
-mid-batch: tests/acceptance/test_faults.py; `vidq worker` processes collecting in turn:
-tests/acceptance/test_service.py; `vidq gc` itself: tests/acceptance/test_cli_server.py."""
+routes (and their 404 for other tokens), the dashboard's history, pausing a pool across a
+restart, and retention with TTLs of seconds on local storage (SQLite) and S3
+(PostgreSQL). A collector SIGKILLed mid-batch: tests/acceptance/test_faults.py; `vidq
+worker` processes collecting in turn: tests/acceptance/test_service.py; `vidq gc` itself:
+tests/acceptance/test_cli_server.py."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.support.api_calls import local_blobs, submit
 from tests.support.media import b64, encode_image, picture
 from tests.support.stack import Stack, stack
 from tests.support.stores import Database
 from tests.support.wait import wait_status
+from vidq.store.migrate import sqlalchemy_url
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}
 T2V, I2V = "wan22-fast-t2v", "wan22-fast-i2v"
@@ -141,6 +145,52 @@ def test_metrics_logs_and_admin_routes(tmp_path: Path, database: Database) -> No
     text = "\n".join(lines)
     for secret in (user, srv.admin_token, "signature=", b64(PNG)[:64]):
         assert secret not in text
+
+
+def test_history_of_the_last_hour(tmp_path: Path, database: Database) -> None:
+    """``GET /admin/history``: per pool and minute, the queue depth, first starts with
+    their wait p50/p95, completed and failed jobs, for admins only."""
+    with stack(tmp_path / "data", database=database, workers=0, gc_interval=3600) as srv:
+        alice, admin = srv.client(srv.token("alice")), srv.client(srv.admin_token)
+        ids = [submit(alice, T2V, SMALL) for _ in range(3)]
+        waiting = admin.get("/admin/history").json()["pools"][POOL_T2V]
+        assert waiting["queued"][-1] == 3 and sum(waiting["started"]) == 0
+        assert srv.drain() == 3
+        # Two of them as if they had run ten minutes ago (the rows' times, rewritten).
+        m0 = math.floor(srv.store.now() / 60) * 60 - 600
+        engine = sa.create_engine(sqlalchemy_url(srv.settings.resolved_database_url()))
+        try:
+            with engine.begin() as conn:
+                for rid, created, started, finished in (
+                    (ids[0], m0 + 5, m0 + 15, m0 + 45), (ids[1], m0 + 5, m0 + 65, m0 + 70),
+                ):  # fmt: skip
+                    conn.execute(
+                        sa.text(
+                            "UPDATE jobs SET created_at = :c, first_started_at = :s, "
+                            "started_at = :s, finished_at = :f WHERE id = :id"
+                        ),
+                        {"c": created, "s": started, "f": finished, "id": int(rid)},
+                    )
+        finally:
+            engine.dispose()
+        body = admin.get("/admin/history").json()
+        assert (body["minutes"], body["step_s"], len(body["times"])) == (60, 60, 60)
+        assert body["times"][-1] <= body["now"] < body["times"][-1] + 60
+        h, i = body["pools"][POOL_T2V], body["times"].index(m0)
+        assert h["queued"][i - 1 : i + 2] == [0, 1, 0]  # the second waited past m0's end
+        assert h["started"][i : i + 2] == [1, 1] and sum(h["started"]) == 3
+        assert (h["wait_p50_s"][i], h["wait_p95_s"][i]) == (10, 10)
+        assert (h["wait_p50_s"][i + 1], h["wait_p95_s"][i + 1]) == (60, 60)
+        assert h["completed"][i : i + 2] == [1, 1] and sum(h["completed"]) == 3
+        assert sum(h["failed"]) == 0 and h["queued"][-1] == 0
+        assert set(body["pools"][POOL_I2V]["completed"]) == {0}
+        long = admin.get("/admin/history", params={"minutes": 180}).json()
+        assert (long["step_s"], len(long["times"])) == (300, 36)
+        assert sum(long["pools"][POOL_T2V]["completed"]) == 3
+        bad = admin.get("/admin/history", params={"minutes": 4})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "minutes"]
+        assert alice.get("/admin/history").status_code == 404
+        assert srv.client(None).get("/admin/history").status_code == 401
 
 
 @pytest.fixture

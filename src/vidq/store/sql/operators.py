@@ -3,12 +3,23 @@ paused pools, the dashboard's pool figures and failures, users and workers."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from vidq.jobs import Job, JobState, WorkerState
-from vidq.store.base import DailyUsage, Failure, PoolStats, UserStats, WorkerInfo
+from vidq.store.base import (
+    DailyUsage,
+    Failure,
+    History,
+    PoolHistory,
+    PoolStats,
+    UserStats,
+    WorkerInfo,
+)
 from vidq.store.rows import daily_usage_from_row, job_from_row
 from vidq.store.sql.core import NO_CURSOR, Queries
 
@@ -126,6 +137,65 @@ class OperatorQueries(Queries):
             )
             for r in self._rows(self._sql.recent_failures, limit=limit)
         ]
+
+    def pool_history(self, window_s: float, step_s: float) -> History:
+        # Buckets aligned on the clock (whole minutes for a 60 s step), the last one the
+        # current; one read of the rows the window touched, the figures taken here.
+        now = self.now()
+        n = max(1, math.ceil(window_s / step_s))
+        first = math.floor(now / step_s) * step_s - (n - 1) * step_s
+        times = [first + i * step_s for i in range(n)]
+        ends = [min(t + step_s, now) for t in times]
+        rows = self._rows(self._sql.pool_history, since=first, until=now)
+        marks: dict[str, list[int]] = defaultdict(lambda: [0] * (n + 1))
+        started: dict[str, list[int]] = defaultdict(lambda: [0] * n)
+        completed: dict[str, list[int]] = defaultdict(lambda: [0] * n)
+        failed: dict[str, list[int]] = defaultdict(lambda: [0] * n)
+        waits: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(n)])
+
+        def bucket(t: float) -> int | None:
+            i = math.floor((t - first) / step_s)
+            return i if 0 <= i < n and t <= now else None
+
+        for r in rows:
+            pool, created = r["pool"], float(r["created_at"])
+            start = None if r["first_started_at"] is None else float(r["first_started_at"])
+            end = None if r["finished_at"] is None else float(r["finished_at"])
+            left = start if start is not None else end  # when it stopped waiting
+            # Queued at each bucket end in [created, left): a run of buckets, marked at its
+            # two ends (the counts are summed below), so a row costs two searches, not n.
+            mark = marks[pool]  # every pool the window touched is listed
+            first_in = bisect.bisect_left(ends, created)
+            past = n if left is None else bisect.bisect_left(ends, left, lo=first_in)
+            if first_in < past:
+                mark[first_in] += 1
+                mark[past] -= 1
+            if start is not None and (b := bucket(start)) is not None:
+                started[pool][b] += 1
+                waits[pool][b].append(max(0.0, start - created))
+            if end is not None and (b := bucket(end)) is not None:
+                completed[pool][b] += r["state"] == "COMPLETED"
+                failed[pool][b] += r["state"] == "FAILED"
+        pools = {
+            p: PoolHistory(
+                queued=tuple(itertools.accumulate(marks[p][:n])),
+                started=tuple(started[p]),
+                completed=tuple(completed[p]),
+                failed=tuple(failed[p]),
+                wait_p50_s=tuple(_rank(w, 0.50) for w in waits[p]),
+                wait_p95_s=tuple(_rank(w, 0.95) for w in waits[p]),
+            )
+            for p in sorted(marks)
+        }
+        return History(times=tuple(times), step_s=step_s, now=now, pools=pools)
+
+
+def _rank(values: list[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile (a value that occurred), rounded to milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3)
 
 
 def _worker_state(value: str | None) -> WorkerState:

@@ -70,6 +70,20 @@ class OperatorStatements(RoleStatements):
         SELECT pool, state, created_at, started_at, finished_at, {NOW} AS now FROM jobs
         WHERE state = 'RUNNING' OR finished_at > {NOW} - :window_s
            OR started_at > {NOW} - :window_s""")
+    # The dashboard's history (``/admin/history``): the jobs finished in the window and the
+    # unfinished ones (a job finished before it was queued and started before it too). Three
+    # parts, each over a partial index (finished, queued, running), so the read is bounded
+    # by what the window touched, not by the table; the predicates are the indexes' own.
+    pool_history = Statement("""
+        SELECT pool, state, created_at, first_started_at, finished_at FROM jobs
+        WHERE state IN ('COMPLETED', 'FAILED', 'CANCELLED') AND finished_at > :since
+          AND created_at <= :until
+        UNION ALL
+        SELECT pool, state, created_at, first_started_at, finished_at FROM jobs
+        WHERE state IN ('PENDING', 'RETRY') AND created_at <= :until
+        UNION ALL
+        SELECT pool, state, created_at, first_started_at, finished_at FROM jobs
+        WHERE state = 'RUNNING' AND created_at <= :until""")
     recent_failures = Statement("""
         SELECT id, owner, model_id, pool, error, error_type, finished_at FROM jobs
         WHERE state = 'FAILED' ORDER BY finished_at DESC, id DESC LIMIT :limit""")
