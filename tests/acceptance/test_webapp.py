@@ -137,7 +137,11 @@ def generate_and_play(page: Page) -> dict[str, Any]:
         }).observe(document.querySelector('.run'), {subtree: true, childList: true,
                                                      characterData: true});
     }""")
+    heading = page.locator(".run h2")
+    before = heading.inner_text() if heading.count() else None
     page.get_by_role("button", name="Generate").click()
+    if before is not None:  # the panel keeps the last request until the new one is queued
+        expect(heading).not_to_have_text(before, timeout=30_000)
     video = page.locator(".run video")
     expect(video).to_be_visible(timeout=60_000)
     page.wait_for_function(
