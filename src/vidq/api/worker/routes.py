@@ -287,22 +287,16 @@ async def preview(
     store: Queue,
     step: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    lease_token = request.headers.get(LEASE_HEADER, "")
-    if not lease_token:
-        raise InvalidInput(LEASE_HEADER, "the lease token header is missing", where="header")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_PREVIEW_BYTES:
-            raise PayloadTooLarge(f"a preview is at most {MAX_PREVIEW_BYTES} bytes")
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        raise InvalidInput("", "a preview is a WebP image")
+    lease_token, data = await _fenced_image(
+        request, MAX_PREVIEW_BYTES, "a preview", "a WebP image",
+        lambda head: head[:4] == b"RIFF" and head[8:12] == b"WEBP",
+    )  # fmt: skip
     ctx = context(request)
 
     def work() -> bool:
         job = _held(store, token, job_id, lease_token)
         key = preview_key(job)
-        ctx.storage.put_bytes(key, bytes(data), PREVIEW_TYPE)
+        ctx.storage.put_bytes(key, data, PREVIEW_TYPE)
         return store.preview(job_id, lease_token, key, step)
 
     return _fenced(await run_in_threadpool(work))
@@ -322,22 +316,16 @@ async def poster(
 ) -> Response:
     """Stored under ``jobs.poster_key(key)``, next to the upload it shows, so it goes
     where the upload goes (swept with a losing attempt's, expired with the result)."""
-    lease_token = request.headers.get(LEASE_HEADER, "")
-    if not lease_token:
-        raise InvalidInput(LEASE_HEADER, "the lease token header is missing", where="header")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_POSTER_BYTES:
-            raise PayloadTooLarge(f"a poster is at most {MAX_POSTER_BYTES} bytes")
-    if data[:3] != b"\xff\xd8\xff":
-        raise InvalidInput("", "a poster is a JPEG image")
+    lease_token, data = await _fenced_image(
+        request, MAX_POSTER_BYTES, "a poster", "a JPEG image",
+        lambda head: head[:3] == b"\xff\xd8\xff",
+    )  # fmt: skip
     ctx = context(request)
 
     def work() -> bool:
         job = _held(store, token, job_id, lease_token)
         outputs.own_key(job, key)
-        ctx.storage.put_bytes(poster_key(key), bytes(data), POSTER_TYPE)
+        ctx.storage.put_bytes(poster_key(key), data, POSTER_TYPE)
         return True
 
     return _fenced(await run_in_threadpool(work))
@@ -517,6 +505,25 @@ def _complete(
     outputs.delete_quietly(ctx.storage, body.key)
     outputs.delete_quietly(ctx.storage, poster_key(body.key))
     raise Conflict("This attempt no longer holds the job; its upload is deleted.")
+
+
+async def _fenced_image(
+    request: Request, max_bytes: int, what: str, kind: str, fits: Callable[[bytes], bool]
+) -> tuple[str, bytes]:
+    """The lease token header and the body of a small image an attempt PUTs (its live
+    preview, its poster frame): 422 without the header or for another format (``fits``
+    reads the first bytes), 413 past ``max_bytes``."""
+    lease_token = request.headers.get(LEASE_HEADER, "")
+    if not lease_token:
+        raise InvalidInput(LEASE_HEADER, "the lease token header is missing", where="header")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(f"{what} is at most {max_bytes} bytes")
+    if not fits(bytes(data[:16])):
+        raise InvalidInput("", f"{what} is {kind}")
+    return lease_token, bytes(data)
 
 
 def _end(
