@@ -313,6 +313,11 @@ class WorkerService:
     def name(self) -> str:
         return self.group.name
 
+    @property
+    def engine_down(self) -> bool:
+        """Whether a slot ended holding an engine down (a ``--burst`` worker exits then)."""
+        return any(worker.down for worker in self.group.workers)
+
     def run(self) -> int:
         """Serve until stopped (``stop``) or a limit ends it; the jobs done. A worker token
         refused while running (revoked) raises ``CannotStart``."""

@@ -875,3 +875,28 @@ def test_worker_fetches_a_lora_and_comfyui_gets_it_in_its_slot(
     assert graph["30"]["inputs"]["lora_name"] == name and "31" not in graph
     assert graph["30"]["inputs"]["strength_model"] == 0.5
     assert list(comfy.lora_dir.iterdir()) == []
+
+
+def test_a_burst_worker_whose_comfyui_is_down_exits_and_leaves_the_job_queued(
+    tmp_path: Path,
+) -> None:
+    """A worker that drains the queue and exits cannot wait for a dead server: it gives the
+    job it met back (unspent) and ends (`vidq worker --burst` exits 3: operations.md)."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    storage = open_storage(f"file://{tmp_path / 'blobs'}", secret=b"k" * 32)
+    dead = f"http://127.0.0.1:{free_port()}"
+    job = store.enqueue(NewJob("alice", "wan22-fast-t2v", "wan22-t2v", 0, 0, dict(T2V)))
+    options = WorkerOptions(
+        pools=("wan22-t2v",), engines={"wan22-t2v": "comfyui"}, burst=True,
+        engine_settings={"comfyui": ComfyUISettings(urls=dead, connect_wait=0)},
+    )  # fmt: skip
+    worker = Worker(LocalSource(store, storage), options, reaper=store)
+    try:
+        started = time.monotonic()
+        worker.run()  # the one attempt it took, given back
+        assert time.monotonic() - started < 30
+        assert set(worker.down) == {"comfyui"}
+        back = store.get(job.id)
+        assert back is not None and back.state.queued and back.error is None
+    finally:
+        store.close()

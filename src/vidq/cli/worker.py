@@ -101,3 +101,5 @@ def worker(
         "worker finished %d jobs%s", done, f" ({reason})" if reason else "",
         extra={"worker": service.name},
     )  # fmt: skip
+    if burst and service.engine_down:
+        raise typer.Exit(3)  # its engine is down: the queue was not drained

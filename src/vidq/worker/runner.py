@@ -175,6 +175,12 @@ class Worker:
                 if self.down:  # claim nothing until every engine answers its probe
                     if self.limits.idle_expired():
                         break
+                    if self.options.burst:  # a worker that drains and exits cannot serve
+                        log.error(
+                            "burst worker exits: %s", self._down_reason(),
+                            extra={"worker": self.name},
+                        )  # fmt: skip
+                        break
                     self._probe_down()
                     continue
                 if not self.limits.begin_claim():
