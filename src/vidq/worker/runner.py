@@ -173,13 +173,7 @@ class Worker:
             while not self._stopping.is_set():
                 self._maybe_reap()
                 if self.down:  # claim nothing until every engine answers its probe
-                    if self.limits.idle_expired():
-                        break
-                    if self.options.burst:  # a worker that drains and exits cannot serve
-                        log.error(
-                            "burst worker exits: %s", self._down_reason(),
-                            extra={"worker": self.name},
-                        )  # fmt: skip
+                    if self._end_while_down():
                         break
                     self._probe_down()
                     continue
@@ -342,6 +336,16 @@ class Worker:
         self._announce(
             WorkerState.ENGINE_DOWN if self.down else WorkerState.READY, self._down_reason()
         )
+
+    def _end_while_down(self) -> bool:
+        """Whether a worker holding an engine down ends: past ``--max-idle``, or a burst
+        worker (it drains the queue and exits: it cannot, so it says why and ends)."""
+        if self.limits.idle_expired():
+            return True
+        if self.options.burst:
+            log.error("burst worker exits: %s", self._down_reason(), extra={"worker": self.name})
+            return True
+        return False
 
     def _probe_idle(self) -> None:
         """An idle worker probes its running engines every ``probe_max_s``, so that a
