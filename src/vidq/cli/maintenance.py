@@ -85,14 +85,37 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 
 @models_app.command("check")
 def models_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A models file (TOML) to check, as `vidq serve` and `vidq worker` check "
+            "VIDQ_MODELS_FILE at start, without starting anything; exit 2 when it is refused."
+        ),
+    ] = None,
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="Weights folder (VIDQ_MODELS_DIR).")
     ] = None,
 ) -> None:
-    """Report, per model id of the wan engine, which weight files are present and missing."""
-    from vidq.catalog import MODELS
+    """With FILE: check that models file and list its ids. Without: report, per model id
+    of the wan engine, which weight files are present and missing."""
+    from vidq.catalog import MODELS, load
     from vidq.engines.wan_layout import wan_weights
+    from vidq.models_file import ModelsFileError
 
+    if file is not None:
+        try:
+            models = load(file)
+        except ModelsFileError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for m in models.values():
+            extra = " (opt-in)" if m.opt_in else ""
+            aliases = "".join(f", fal {a.endpoint}" for a in m.fal)
+            typer.echo(
+                f"{m.id}: {m.family.value}, pool {m.pool}{extra}, engine {m.engine}{aliases}"
+            )
+        typer.echo(f"{file}: {len(models)} models, ok")
+        return
     wan = Settings.load(wan={"models_dir": models_dir}).wan
     if wan.models_dir is None:
         typer.echo("VIDQ_MODELS_DIR (or --models-dir) is not set", err=True)
