@@ -91,7 +91,7 @@ OPTIONS: dict[str, type[_Strict]] = {
 
 
 class FalAlias(_Strict):
-    endpoint: str = Field(pattern=r"^[a-z0-9-]+/[a-z0-9./-]+$")
+    endpoint: str = Field(pattern=r"^[A-Za-z0-9-]+/[A-Za-z0-9./-]+$")  # fal ids ignore case
     schema_: Literal[FAL_SCHEMAS] = Field(alias="schema")  # type: ignore[valid-type]
 
 
@@ -182,7 +182,7 @@ def read(path: Path | None = None) -> tuple[ModelsFile, dict[str, BaseModel]]:
             opts = OPTIONS[entry.engine].model_validate(entry.options)
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = ".".join(str(p) for p in ("options", *err["loc"]))
+            field = _dotted(["options", *err["loc"]])
             message = (
                 f"the {entry.engine} engine has no option {err['loc'][-1]!r}"
                 if err["type"] == "extra_forbidden"
@@ -204,7 +204,7 @@ def _place(name: str, exc: ValidationError, entries: Any) -> ModelsFileError:
         mid = entries[index].get("id") if isinstance(entries, list) else None
         entry = f"#{index + 1}" + (f" ({mid})" if isinstance(mid, str) else "")
         loc = loc[2:]
-    field = ".".join(str(p) for p in loc)
+    field = _dotted(loc)
     message = err["msg"]
     if err["type"] == "literal_error" and loc and loc[-1] == "family":
         message = f"unknown family {err['input']!r}; known: {', '.join(FAMILIES)}"
@@ -213,6 +213,14 @@ def _place(name: str, exc: ValidationError, entries: Any) -> ModelsFileError:
     elif err["type"] == "extra_forbidden":
         message = "unknown field"
     return ModelsFileError(name, entry, field, message)
+
+
+def _dotted(loc: list[Any]) -> str:
+    """A pydantic location as the file reads: ``fal[0].endpoint``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def template_graph(base: Path, template: str) -> tuple[Mapping[str, Any], str]:
