@@ -417,6 +417,8 @@ def load(path: Path | None = None) -> dict[str, Model]:
         opts = options[entry.id]
         values = opts.model_dump(exclude_none=True)
         values.pop("inputs", None)
+        if "fps" in type(opts).model_fields:  # an engine with an fps option gets the entry's
+            values.setdefault("fps", entry.fps)
         if getattr(opts, "inputs", None):
             values["inputs"] = [i.model_dump() for i in opts.inputs]  # type: ignore[attr-defined]
         if entry.engine == "comfyui" and "template" in values and path is not None:

@@ -175,3 +175,13 @@ def test_vidq_serve_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"{path}: entry #1 (acme-t2v) family: unknown family 't2a'" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_the_inputs_page_lists_every_id_and_alias_of_the_shipped_file() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "inputs.md").read_text()
+    models_table = page.split("## Models", 1)[1].split("\n## ", 1)[0]
+    fal_table = page.split("## fal endpoint ids", 1)[1].split("\n## ", 1)[0]
+    for m in load().values():
+        assert f"`{m.id}`" in models_table and f"`{m.pool}`" in models_table, m.id
+        for alias in m.fal:
+            assert f"| `{alias.endpoint}` | `{m.id}` |" in fal_table, alias.endpoint
