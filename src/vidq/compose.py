@@ -297,7 +297,9 @@ def remote_source(settings: Settings, *, burst: bool) -> tuple[RemoteSource, Wor
         except ProtocolError as exc:
             raise CannotStart(exc.message) from None
     allowed = tuple(config.pools)
-    pools = settings.worker.pools or allowed
+    # unnamed: the token's pools but the opt-in ones (LTX-2's), as a local worker's default
+    opt_in = set(POOLS) - set(DEFAULT_POOLS)
+    pools = settings.worker.pools or tuple(p for p in allowed if p not in opt_in)
     refused = sorted(set(pools) - set(allowed))
     if refused:
         raise CannotStart(

@@ -5,14 +5,26 @@ input reaches the graph the fake ComfyUI runs."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.fake_comfyui import FakeComfyUI
 from tests.support.media import probe_mp4, result_mp4
 from tests.support.stack import stack
 from tests.support.wait import eventually, wait_status
+from vidq import catalog
+
+
+@pytest.fixture(autouse=True)
+def shipped_catalog_after() -> Iterator[None]:
+    """A stack with a models file makes it this process's catalog; later tests of the
+    process that build workers without a stack find the shipped one again."""
+    yield
+    catalog.install(None)
+
 
 FINETUNE = """
 [[model]]
