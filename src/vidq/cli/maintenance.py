@@ -97,17 +97,19 @@ def models_check(
     ] = None,
 ) -> None:
     """With FILE: check that models file and list its ids. Without: report, per model id
-    of the wan engine, which weight files are present and missing."""
-    from vidq.catalog import MODELS, load
+    of the wan engine (of VIDQ_MODELS_FILE, or the shipped file), which weight files are
+    present and missing."""
+    from vidq.catalog import load
     from vidq.engines.wan_layout import wan_weights
     from vidq.models_file import ModelsFileError
 
+    settings = Settings.load(wan={"models_dir": models_dir})
+    try:
+        models = load(file or settings.models_file)
+    except ModelsFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if file is not None:
-        try:
-            models = load(file)
-        except ModelsFileError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
         for m in models.values():
             extra = " (opt-in)" if m.opt_in else ""
             aliases = "".join(f", fal {a.endpoint}" for a in m.fal)
@@ -116,14 +118,14 @@ def models_check(
             )
         typer.echo(f"{file}: {len(models)} models, ok")
         return
-    wan = Settings.load(wan={"models_dir": models_dir}).wan
+    wan = settings.wan
     if wan.models_dir is None:
         typer.echo("VIDQ_MODELS_DIR (or --models-dir) is not set", err=True)
         raise typer.Exit(2)
     typer.echo(f"models dir: {wan.models_dir} (wan base: {wan.base})")
     incomplete = 0
-    for model in MODELS.values():
-        if model.family.value not in ("t2v", "i2v"):
+    for model in models.values():
+        if model.engine != "wan" or model.family.value not in ("t2v", "i2v"):
             typer.echo(f"{model.id}: not a wan-engine model (engine of pool {model.pool})")
             continue
         weights = wan_weights(wan.models_dir, model.family.value, wan.base)
