@@ -391,7 +391,8 @@ def _schema_of(entry: models_file.Entry, opts: BaseModel) -> type[_Inputs]:
                 )
             return value
 
-        validators["_multiple_of_16"] = field_validator(*sides)(_sides)
+        if sides:  # foley has none
+            validators["_multiple_of_16"] = field_validator(*sides)(_sides)
     extra = getattr(opts, "inputs", [])
     for item in extra:
         kind = _TYPES[item.type]
