@@ -67,6 +67,9 @@ def test_ltx2_entries_are_opt_in_with_their_contract() -> None:
     assert [a.endpoint for a in t2v.fal] == ["fal-ai/ltx-2/text-to-video"]
     assert [a.endpoint for a in i2v.fal] == ["fal-ai/ltx-2/image-to-video"]
     assert t2v.opt_in and i2v.opt_in and t2v.fps == 24 and t2v.frame_rule == "8k+1"
+    # what reaches the engine as EngineJob.options (the contract with the ltx2 engine)
+    assert t2v.options == {"pipeline": "LTX2Pipeline", "fps": 24}
+    assert i2v.options == {"pipeline": "LTX2ImageToVideoPipeline", "fps": 24}
     schema = input_schema(t2v)
     assert schema(prompt="a").width == 1280 and schema(prompt="a").height == 704
     with pytest.raises(ValueError, match="multiple of 32"):
