@@ -56,6 +56,18 @@ class TemplateInput(_Strict):
     node: str = Field(min_length=1)
     input: str = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _typed(self) -> TemplateInput:
+        numeric = self.type in ("int", "float")
+        if not numeric and (self.ge is not None or self.le is not None):
+            raise ValueError(f"ge and le apply to int and float inputs, not {self.type}")
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        if isinstance(self.default, bool) != (self.type == "bool") or not isinstance(
+            self.default, kinds[self.type]
+        ):
+            raise ValueError(f"the default {self.default!r} is not of type {self.type}")
+        return self
+
 
 class PreviewOptions(_Strict):
     """The preview engine takes no options."""

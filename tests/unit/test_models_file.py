@@ -188,3 +188,16 @@ def test_the_inputs_page_lists_every_id_and_alias_of_the_shipped_file() -> None:
         assert f"`{m.id}`" in models_table and f"`{m.pool}`" in models_table, m.id
         for alias in m.fal:
             assert f"| `{alias.endpoint}` | `{m.id}` |" in fal_table, alias.endpoint
+
+
+def test_a_template_input_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(
+        BAD["template input naming a missing node"][0]
+        .replace('node = "999"', 'node = "3"')
+        .replace('type = "float"', 'type = "str"')
+    )
+    with pytest.raises(ModelsFileError) as caught:
+        load(path)
+    assert caught.value.field == "options.inputs[0]"
+    assert "the default 1.0 is not of type str" in str(caught.value)
