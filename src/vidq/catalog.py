@@ -452,7 +452,6 @@ MODELS: dict[str, Model] = load()
 POOLS: list[str] = sorted({m.pool for m in MODELS.values()})
 # The pools a worker serves when neither VIDQ_POOLS nor --pools names any: not opt-in ones.
 DEFAULT_POOLS: list[str] = sorted({m.pool for m in MODELS.values() if not m.opt_in})
-INSTALLED: list[Path | None] = [None]  # the file the catalog came from (None: shipped)
 
 
 def install(path: Path | None) -> None:
@@ -463,7 +462,6 @@ def install(path: Path | None) -> None:
     MODELS.update(models)
     POOLS[:] = sorted({m.pool for m in models.values()})
     DEFAULT_POOLS[:] = sorted({m.pool for m in models.values() if not m.opt_in})
-    INSTALLED[:] = [path]
 
 
 def get_model(model_id: str) -> Model | None:
