@@ -1,5 +1,5 @@
-"""Model ids -> Model (family, tier, pool, engine variant, defaults), and the input schema
-of each family.
+"""Model ids -> Model (family, tier, pool, engine and its options, defaults), built from
+the models file (``models_file.py``, docs/models.md), and the input schema of each family.
 
 Models that differ only by tier share one pool; the tier orders jobs within it.
 """
@@ -11,9 +11,19 @@ import difflib
 import enum
 import re
 import secrets
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+
+from vidq import models_file
 
 # Wan's VAE downsamples by 8 and its transformer patches by 2: sides must be multiples of 16.
 SIDE_MULTIPLE = 16
@@ -52,24 +62,6 @@ class Tier(enum.IntEnum):
     BASE = 0  # the plain model id
     PRO = 1  # "-pro"
     PREMIUM = 2  # "-premium"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Model:
-    """One public model id."""
-
-    id: str
-    family: Family
-    tier: Tier
-    pool: str
-    variant: str  # engine variant: "fast" (4-step Lightning), "fp8", "s2v", "foley"
-    steps: int  # denoising steps by default
-    steps_hq: int  # with higher_quality_with_more_steps
-    eta_seconds: float  # GPU engines: run time of a 1280x720 5 s clip, until the pool has history
-    output_name: str  # the middle of the output file name, as the spec's examples
-
-    def steps_for(self, higher_quality: bool) -> int:
-        return self.steps_hq if higher_quality else self.steps
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,43 +311,157 @@ INPUT_SCHEMAS: dict[Family, type[_Inputs]] = {
 
 
 # ---------------------------------------------------------------------------------------
-# The catalog.
+# The catalog: built from the models file (``models_file.py``; the shipped one by default).
 
 
-def _tiers(
-    base_id: str, family: Family, pool: str, variant: str, eta: float, name: str
-) -> list[Model]:
-    ids = {Tier.BASE: base_id, Tier.PRO: f"{base_id}-pro", Tier.PREMIUM: f"{base_id}-premium"}
-    steps, steps_hq = (4, 8) if variant != "foley" else (25, 50)
-    return [
-        Model(mid, family, tier, pool, variant, steps, steps_hq, eta, name)
-        for tier, mid in ids.items()
-    ]
+@dataclasses.dataclass(frozen=True, slots=True)
+class FalAlias:
+    """A fal endpoint id that serves a model, with the fal input schema it takes (a name
+    that ``api/fal/catalog.py`` maps to its class)."""
+
+    endpoint: str
+    schema: str
 
 
-def _single(mid: str, family: Family, pool: str, eta: float, name: str) -> Model:
-    return Model(mid, family, Tier.BASE, pool, "fp8", 4, 8, eta, name)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Model:
+    """One public model id."""
+
+    id: str
+    family: Family
+    tier: Tier
+    pool: str
+    variant: str  # engine variant: "fast" (4-step Lightning), "fp8", "s2v", "foley", "ltx2"
+    steps: int  # denoising steps by default
+    steps_hq: int  # with higher_quality_with_more_steps
+    eta_seconds: float  # GPU engines: run time of a 1280x720 5 s clip, until the pool has history
+    output_name: str  # the middle of the output file name, as the spec's examples
+    engine: str = "preview"  # whose options ``options`` are (models_file.ENGINES)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    fal: tuple[FalAlias, ...] = ()
+    fps: int = FPS
+    frame_rule: str = "4k+1"
+    opt_in: bool = False  # served only by workers whose pools name its pool
+    schema: type[_Inputs] | None = dataclasses.field(default=None, compare=False)
+
+    def steps_for(self, higher_quality: bool) -> int:
+        return self.steps_hq if higher_quality else self.steps
 
 
-def _build() -> dict[str, Model]:
-    models = [
-        *_tiers("wan22-fast-t2v", Family.T2V, "wan22-t2v", "fast", 180, "WanVideo2_2_T2V"),
-        _single("wan22-t2v-fp8", Family.T2V, "wan22-t2v-fp8", 180, "WanVideo2_2_T2V"),
-        _single("wan22-fast-t2v-fp8", Family.T2V, "wan22-t2v-fp8", 180, "WanVideo2_2_T2V"),
-        *_tiers("wan22-fast-i2v", Family.I2V, "wan22-i2v", "fast", 120, "WanVideo2_2_I2V"),
-        _single("wan22-i2v-fp8", Family.I2V, "wan22-i2v-fp8", 120, "WanVideo2_2_I2V"),
-        _single("wan22-fast-i2v-fp8", Family.I2V, "wan22-i2v-fp8", 120, "WanVideo2_2_I2V"),
-        *_tiers("wan22-s2v-fast", Family.S2V, "wan22-s2v", "s2v", 240, "WanVideo2_2_S2V"),
-        *_tiers("hunyuan-foley", Family.FOLEY, "hunyuan-foley", "foley", 90, "HunyuanFoley"),
-    ]
-    # The spec names the S2V tiers wan22-s2v-pro / -premium, not wan22-s2v-fast-pro.
-    renamed = {"wan22-s2v-fast-pro": "wan22-s2v-pro", "wan22-s2v-fast-premium": "wan22-s2v-premium"}
-    models = [dataclasses.replace(m, id=renamed.get(m.id, m.id)) for m in models]
-    return {m.id: m for m in models}
+_TIERS = {"base": Tier.BASE, "pro": Tier.PRO, "premium": Tier.PREMIUM}
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-MODELS: dict[str, Model] = _build()
-POOLS: tuple[str, ...] = tuple(sorted({m.pool for m in MODELS.values()}))
+def _schema_of(entry: models_file.Entry, opts: BaseModel) -> type[_Inputs]:
+    """The input schema of an entry: its family's, with the entry's defaults and bounds
+    and its template's own inputs; the family's class itself when the entry changes none."""
+    base = INPUT_SCHEMAS[Family(entry.family)]
+    fields: dict[str, Any] = {}
+    validators: dict[str, Any] = {}
+    bounds, defaults = entry.bounds, entry.defaults
+    if bounds is not None or defaults.model_dump(exclude_none=True):
+        b = bounds or models_file.Bounds.model_validate({})
+        sides = [n for n in ("width", "height", "min_height") if n in base.model_fields]
+        for name in [*sides, "duration"]:
+            info = base.model_fields.get(name)
+            if info is None:
+                continue
+            lo, hi = (
+                (b.side_min, b.side_max) if name != "duration" else (b.duration_min, b.duration_max)
+            )
+            default = getattr(defaults, name, None) if name != "min_height" else None
+            unit = f"a multiple of {b.side_multiple}" if name != "duration" else "seconds"
+            doc = (info.description or "").replace("a multiple of 16", unit)
+            doc = doc.replace("16 frames per second", f"{entry.fps} frames per second")
+            fields[name] = (
+                info.annotation,
+                Field(
+                    default if default is not None else info.default,
+                    ge=lo,
+                    le=hi,
+                    description=doc or None,
+                ),
+            )
+        multiple = b.side_multiple
+
+        def _sides(cls: type, value: int | None, info: ValidationInfo) -> int | None:
+            if value is not None and value % multiple:
+                raise ValueError(
+                    f"{info.field_name} must be a multiple of {multiple} (got {value})"
+                )
+            return value
+
+        if sides:  # foley has none
+            validators["_multiple_of_16"] = field_validator(*sides)(_sides)
+    extra = getattr(opts, "inputs", [])
+    for item in extra:
+        kind = _TYPES[item.type]
+        fields[item.name] = (
+            kind,
+            Field(item.default, ge=item.ge, le=item.le, description=item.description or None),
+        )
+    if not fields:
+        return base
+    name = "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]", entry.id)) + "Inputs"
+    made: type[_Inputs] = create_model(
+        name, __base__=base, __doc__=base.__doc__, __validators__=validators, **fields
+    )
+    return made
+
+
+def load(path: Path | None = None) -> dict[str, Model]:
+    """The models of the file at ``path`` (the shipped one when None), in file order.
+    ``models_file.ModelsFileError`` names the file, entry and field of what is wrong."""
+    parsed, options = models_file.read(path)
+    models: dict[str, Model] = {}
+    for entry in parsed.model:
+        opts = options[entry.id]
+        values = opts.model_dump(exclude_none=True)
+        values.pop("inputs", None)
+        if "fps" in type(opts).model_fields:  # an engine with an fps option gets the entry's
+            values.setdefault("fps", entry.fps)
+        if getattr(opts, "inputs", None):
+            values["inputs"] = [i.model_dump() for i in opts.inputs]  # type: ignore[attr-defined]
+        if entry.engine == "comfyui" and "template" in values and path is not None:
+            values["template_dir"] = str(Path(path).resolve().parent)
+        models[entry.id] = Model(
+            id=entry.id,
+            family=Family(entry.family),
+            tier=_TIERS[entry.tier],
+            pool=entry.pool,
+            variant=entry.variant,
+            steps=entry.steps,
+            steps_hq=entry.steps_hq,
+            eta_seconds=float(entry.eta_seconds),
+            output_name=entry.output_name,
+            engine=entry.engine,
+            options=values,
+            fal=tuple(FalAlias(a.endpoint.lower(), a.schema_) for a in entry.fal),
+            fps=entry.fps,
+            frame_rule=entry.frame_rule,
+            opt_in=entry.opt_in,
+            schema=_schema_of(entry, opts),
+        )
+    return models
+
+
+# One catalog per process: the shipped file at import, replaced in place by ``install``
+# (the composition root calls it with VIDQ_MODELS_FILE before it builds an app or worker),
+# so that every module holding these names sees the same models.
+MODELS: dict[str, Model] = load()
+POOLS: list[str] = sorted({m.pool for m in MODELS.values()})
+# The pools a worker serves when neither VIDQ_POOLS nor --pools names any: not opt-in ones.
+DEFAULT_POOLS: list[str] = sorted({m.pool for m in MODELS.values() if not m.opt_in})
+
+
+def install(path: Path | None) -> None:
+    """Make the models of ``path`` (the shipped file when None) this process's catalog.
+    ``models_file.ModelsFileError`` leaves the catalog as it was."""
+    models = load(path)
+    MODELS.clear()
+    MODELS.update(models)
+    POOLS[:] = sorted({m.pool for m in models.values()})
+    DEFAULT_POOLS[:] = sorted({m.pool for m in models.values() if not m.opt_in})
 
 
 def get_model(model_id: str) -> Model | None:
@@ -370,7 +476,7 @@ def closest_model(model_id: str) -> str | None:
 
 
 def input_schema(model: Model) -> type[_Inputs]:
-    return INPUT_SCHEMAS[model.family]
+    return model.schema or INPUT_SCHEMAS[model.family]
 
 
 def schema_json(model: Model) -> dict[str, Any]:

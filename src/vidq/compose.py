@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from vidq.catalog import MODELS, POOLS
+from vidq import catalog
+from vidq.catalog import DEFAULT_POOLS, MODELS, POOLS
 from vidq.config import Settings
 from vidq.config_doc import mask
 from vidq.engines.wan_layout import missing_message, wan_weights
 from vidq.errors import CannotStart, EngineUnavailable, ServiceUnavailable, StoreUnavailable
+from vidq.models_file import ModelsFileError
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
 from vidq.ops.retention import Collector, RetentionPolicy, run_periodically
@@ -185,6 +187,17 @@ def process_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}"
 
 
+# --- the models file -------------------------------------------------------------------------
+def load_models(settings: Settings) -> None:
+    """Make the models file of these settings (VIDQ_MODELS_FILE; the shipped one when unset)
+    this process's catalog, before anything is built from it. ``CannotStart`` (exit 2)
+    naming the file, the entry and the field of what is wrong."""
+    try:
+        catalog.install(settings.models_file)
+    except ModelsFileError as exc:
+        raise CannotStart(f"refusing to start: the models file {exc}") from None
+
+
 # --- workers ----------------------------------------------------------------------------------
 def wan_problems(settings: Settings, pools: Sequence[str]) -> list[str]:
     """Why the wan engine cannot serve ``pools`` here (missing weights); empty when it can."""
@@ -216,7 +229,7 @@ def worker_options(
 ) -> WorkerOptions:
     """How a worker of these settings behaves. ``CannotStart`` for an unknown pool, or for
     wan pools whose weights are missing (before anything is opened)."""
-    chosen = tuple(pools or settings.worker.pools or POOLS)
+    chosen = tuple(pools or settings.worker.pools or DEFAULT_POOLS)
     unknown = sorted(set(chosen) - set(POOLS))
     if unknown:
         raise CannotStart(
@@ -284,7 +297,9 @@ def remote_source(settings: Settings, *, burst: bool) -> tuple[RemoteSource, Wor
         except ProtocolError as exc:
             raise CannotStart(exc.message) from None
     allowed = tuple(config.pools)
-    pools = settings.worker.pools or allowed
+    # unnamed: the token's pools but the opt-in ones (LTX-2's), as a local worker's default
+    opt_in = set(POOLS) - set(DEFAULT_POOLS)
+    pools = settings.worker.pools or tuple(p for p in allowed if p not in opt_in)
     refused = sorted(set(pools) - set(allowed))
     if refused:
         raise CannotStart(
@@ -344,6 +359,7 @@ def build_worker(settings: Settings, *, burst: bool = False, init: bool = False)
     for the database; ``init`` may create a SQLite one). ``CannotStart`` for what the
     operator must fix: no GPU for ``--gpus all``, unknown pools, missing weights, a refused
     worker token, no data folder."""
+    load_models(settings)
     try:
         devices = resolve_gpus(settings.worker.gpus, os.environ)
     except EngineUnavailable as exc:
@@ -431,6 +447,7 @@ def build_api(settings: Settings, *, create: bool = True) -> ApiService:
     from vidq.api import create_app  # the web framework: a worker process never loads it
     from vidq.api.auth import create_token
 
+    load_models(settings)
     options = [worker_options(settings, name=f"serve-{i}") for i in range(settings.server.workers)]
     backends = open_backends(settings, create=create, patient=True)
     store = backends.store

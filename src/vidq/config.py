@@ -143,7 +143,9 @@ class WorkerSettings(_Group):
     """What a worker serves and how it holds its jobs."""
 
     pools: Annotated[tuple[str, ...] | None, NoDecode] = Field(
-        default=None, description="Pools this worker serves; unset: every pool."
+        default=None,
+        description="Pools this worker serves; unset: every pool of the models file but its "
+        "opt-in ones (`opt_in = true`, e.g. LTX-2's), which a worker serves only when named.",
     )
     engine: str = Field(
         default="preview",
@@ -672,6 +674,13 @@ class Settings(BaseSettings):
         description="Data folder (relative to the working directory): the SQLite job "
         "store, local blobs and the generated secret key live here unless configured "
         "elsewhere.",
+    )
+    models_file: Path | None = Field(
+        default=None,
+        description="The models file (TOML, docs/models.md): the model ids served, their "
+        "pools, engines, defaults and fal aliases. Unset: the shipped one (the 16 Wan 2.2 and "
+        "HunyuanVideo-Foley ids, and LTX-2's opt-in two). Checked at start; `vidq models check "
+        "FILE` checks one without starting anything.",
     )
     log_level: str = Field(
         default="INFO",

@@ -27,6 +27,7 @@ PAGES = [
     "docs/engines/wan.md",
     "docs/engines/comfyui.md",
     "docs/configuration.md",
+    "docs/models.md",
     "docs/spec/video-generation-api.md",
 ]
 README_MAX_LINES = 150

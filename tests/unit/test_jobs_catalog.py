@@ -3,7 +3,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from vidq.catalog import MODELS, POOLS, Family, T2VInputs, Tier, frame_count, get_model
+from vidq.catalog import (
+    DEFAULT_POOLS,
+    MODELS,
+    POOLS,
+    Family,
+    T2VInputs,
+    Tier,
+    frame_count,
+    get_model,
+)
 from vidq.jobs import TRANSITIONS, WIRE_STATUS, JobState, WireStatus, queue_rank
 
 SPEC_IDS = {
@@ -15,7 +24,9 @@ SPEC_IDS = {
 
 
 def test_every_spec_model_id_is_in_the_catalog() -> None:
-    assert set(MODELS) == SPEC_IDS
+    # the spec's 16, and LTX-2's two opt-in ids (issue 26)
+    assert set(MODELS) == SPEC_IDS | {"ltx2-t2v", "ltx2-i2v"}
+    assert {m.id for m in MODELS.values() if m.opt_in} == {"ltx2-t2v", "ltx2-i2v"}
 
 
 def test_tiers_share_a_pool_and_variants_do_not() -> None:
@@ -27,7 +38,8 @@ def test_tiers_share_a_pool_and_variants_do_not() -> None:
     assert fp8 and fp8.pool != base.pool
     assert get_model("wan22-fast-t2v-fp8").pool == fp8.pool  # type: ignore[union-attr]
     assert get_model("wan22-s2v-pro").family is Family.S2V  # type: ignore[union-attr]
-    assert len(POOLS) == 6
+    assert len(POOLS) == 8  # 6, and LTX-2's two
+    assert len(DEFAULT_POOLS) == 6
 
 
 def test_queue_rank_orders_tier_then_priority() -> None:

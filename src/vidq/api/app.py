@@ -123,9 +123,11 @@ def create_app(
     # The router tries routes in this order, matching each one's pattern: the submit and
     # request routes of both dialects come first (no other path starts with /queue or
     # /requests), so that a submit does not first try every admin and ops route.
+    app.include_router(native.model_router())  # the catalog's ids, before /queue/{model_id}
     app.include_router(native.router)
     app.include_router(requests.router)
     app.include_router(tokens.router)
+    app.include_router(fal.alias_router())  # the catalog's fal endpoint ids
     app.include_router(fal.router)
     app.include_router(ops.router)
     app.include_router(admin.router)

@@ -85,22 +85,47 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 
 @models_app.command("check")
 def models_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A models file (TOML) to check, as `vidq serve` and `vidq worker` check "
+            "VIDQ_MODELS_FILE at start, without starting anything; exit 2 when it is refused."
+        ),
+    ] = None,
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="Weights folder (VIDQ_MODELS_DIR).")
     ] = None,
 ) -> None:
-    """Report, per model id of the wan engine, which weight files are present and missing."""
-    from vidq.catalog import MODELS
+    """With FILE: check that models file and list its ids. Without: report, per model id
+    of the wan engine (of VIDQ_MODELS_FILE, or the shipped file), which weight files are
+    present and missing."""
+    from vidq.catalog import load
     from vidq.engines.wan_layout import wan_weights
+    from vidq.models_file import ModelsFileError
 
-    wan = Settings.load(wan={"models_dir": models_dir}).wan
+    settings = Settings.load(wan={"models_dir": models_dir})
+    try:
+        models = load(file or settings.models_file)
+    except ModelsFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if file is not None:
+        for m in models.values():
+            extra = " (opt-in)" if m.opt_in else ""
+            aliases = "".join(f", fal {a.endpoint}" for a in m.fal)
+            typer.echo(
+                f"{m.id}: {m.family.value}, pool {m.pool}{extra}, engine {m.engine}{aliases}"
+            )
+        typer.echo(f"{file}: {len(models)} models, ok")
+        return
+    wan = settings.wan
     if wan.models_dir is None:
         typer.echo("VIDQ_MODELS_DIR (or --models-dir) is not set", err=True)
         raise typer.Exit(2)
     typer.echo(f"models dir: {wan.models_dir} (wan base: {wan.base})")
     incomplete = 0
-    for model in MODELS.values():
-        if model.family.value not in ("t2v", "i2v"):
+    for model in models.values():
+        if model.engine != "wan" or model.family.value not in ("t2v", "i2v"):
             typer.echo(f"{model.id}: not a wan-engine model (engine of pool {model.pool})")
             continue
         weights = wan_weights(wan.models_dir, model.family.value, wan.base)

@@ -50,6 +50,11 @@ class EngineJob:
     preview_path: str = ""
     preview_interval_s: float = 0.0
     loras: list[LoraFile] = dataclasses.field(default_factory=list)  # applied for this job only
+    # The model's engine options from the models file (docs/models.md), e.g. a comfyui
+    # ``template`` and its ``inputs``, or ltx2's ``steps``/``guidance``/``fps``; engines read
+    # what they know, with their defaults when absent.
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    output_name: str = ""  # the model's output_name (the engine's own when empty)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

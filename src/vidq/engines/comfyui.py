@@ -94,8 +94,11 @@ class ComfyUIEngine:
 
     # -- one job ---------------------------------------------------------------------
     def run(self, job: EngineJob, report: Report, previews: Previews = NO_PREVIEWS) -> EngineResult:
-        kind = wf.kind_for(job.family, job.files)
-        template, origin = wf.load_template(kind, job.model_id, self.workflows_dir)
+        own = wf.model_template(job.options)  # the models file's template, if it names one
+        if own is None:
+            kind = wf.kind_for(job.family, job.files)
+            own = wf.load_template(kind, job.model_id, self.workflows_dir)
+        template, origin = own
         # unique to the attempt: a stale attempt of the same job cannot delete this one's
         tag = secrets.token_hex(4)
         names = [
@@ -175,6 +178,7 @@ class ComfyUIEngine:
                 uploads["video"] = uploads.pop("image")
             values = self._values(job, uploads)
             graph = wf.fill(template, values)
+            graph = wf.fill_inputs(graph, list(job.options.get("inputs") or []), job.inputs)
             wf.check_graph(graph, origin)
             prompt_id = session.submit(graph)
             extra = {"job_id": job.request_id, "prompt_id": prompt_id}
@@ -194,8 +198,9 @@ class ComfyUIEngine:
             finally:
                 session.forget(prompt_id)
         model = get_model(job.model_id)
+        name = job.output_name or (model.output_name if model is not None else "ComfyUI")
         return EngineResult(
-            name=model.output_name if model is not None else "ComfyUI",
+            name=name,
             meta={
                 "engine": "comfyui",
                 "server": display_url(url),

@@ -106,6 +106,38 @@ def load_template(kind: str, model_id: str, workflows_dir: Path | None) -> tuple
     return parse_template(shipped.read_text(encoding="utf-8"), f"{kind}.json"), f"{kind}.json"
 
 
+def model_template(options: Mapping[str, Any]) -> tuple[Workflow, str] | None:
+    """The template a models-file entry names (its ``template`` option: a file relative to
+    the models file's folder, ``template_dir``, or a shipped kind), or None without one."""
+    name = options.get("template")
+    if not isinstance(name, str):
+        return None
+    base = Path(str(options.get("template_dir") or "."))
+    path = base / name
+    if path.is_file():
+        return parse_template(path.read_text(encoding="utf-8"), str(path)), str(path)
+    if name in KINDS:
+        return load_template(name, "", None)
+    raise WorkflowError(f"the model's workflow template {name!r} is not in {base}")
+
+
+def fill_inputs(
+    graph: Workflow, declared: list[Mapping[str, Any]], inputs: Mapping[str, Any]
+) -> Workflow:
+    """A copy of ``graph`` with each input the model's entry declares (``options.inputs``:
+    name, node, input, default) written into its node input: the request's value, else
+    the default. The models file was checked to name nodes that exist."""
+    filled: Workflow = copy.deepcopy(graph)
+    for item in declared:
+        node = filled.get(str(item["node"]))
+        if not isinstance(node, dict):
+            raise WorkflowError(f"the workflow has no node {item['node']!r} for {item['name']!r}")
+        node.setdefault("inputs", {})[str(item["input"])] = inputs.get(
+            str(item["name"]), item.get("default")
+        )
+    return filled
+
+
 def parse_template(text: str, origin: str) -> Workflow:
     """Parse and check a template's shape, links, output node and placeholder names."""
     try:

@@ -284,6 +284,7 @@ class Worker:
                 request_id=0, model_id=model.id, family=model.family.value,
                 variant=model.variant, inputs=dict(WARMUP_INPUTS), files={},
                 output_path=str(Path(workdir) / "warmup.mp4"), steps=model.steps,
+                options=dict(model.options), output_name=model.output_name,
             )  # fmt: skip
             started = time.monotonic()
             engine.run(job, lambda done, total: None, self._stopping.is_set)
@@ -595,6 +596,8 @@ class Worker:
             preview_path=str(workdir / "preview.webp"),
             preview_interval_s=self.options.preview_interval_s,
             loras=loras,
+            options=dict(model.options),
+            output_name=model.output_name,
         )
 
     def _run_engine(

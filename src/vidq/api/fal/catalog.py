@@ -239,28 +239,45 @@ _WAN_NAMES = {
 _FOLEY_NAMES = {"data_uri": "video_url", "prompt": "text_prompt"}
 
 
+# The fal schema names of the models file (``models_file.FAL_SCHEMAS``) -> their classes.
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "wan-t2v": FalWanT2V,
+    "wan-t2v-turbo": FalWanT2VTurbo,
+    "wan-t2v-lora": FalWanT2VLora,
+    "wan-i2v": FalWanI2V,
+    "wan-i2v-turbo": FalWanI2VTurbo,
+    "wan-i2v-lora": FalWanI2VLora,
+    "wan-s2v": FalWanS2V,
+    "foley": FalFoley,
+}
+
+
 def _table() -> dict[str, FalEndpoint]:
-    wan = "fal-ai/wan/v2.2-a14b"
-    rows: list[tuple[str, str, type[BaseModel]]] = [
-        (f"{wan}/text-to-video", "wan22-t2v-fp8", FalWanT2V),
-        (f"{wan}/text-to-video/turbo", "wan22-fast-t2v", FalWanT2VTurbo),
-        (f"{wan}/text-to-video/lora", "wan22-t2v-fp8", FalWanT2VLora),
-        (f"{wan}/image-to-video", "wan22-i2v-fp8", FalWanI2V),
-        (f"{wan}/image-to-video/lora", "wan22-i2v-fp8", FalWanI2VLora),
-        (f"{wan}/image-to-video/turbo", "wan22-fast-i2v", FalWanI2VTurbo),
-        (f"{wan}/speech-to-video", "wan22-s2v-fast", FalWanS2V),
-        ("fal-ai/hunyuan-video-foley", "hunyuan-foley", FalFoley),
-    ]
+    """Every fal alias of the catalog's models (the models file's ``fal`` lists)."""
     return {
-        eid: FalEndpoint(
-            eid, MODELS[mid], schema, _FOLEY_NAMES if schema is FalFoley else _WAN_NAMES
+        alias.endpoint: FalEndpoint(
+            alias.endpoint,
+            model,
+            SCHEMAS[alias.schema],
+            _FOLEY_NAMES if SCHEMAS[alias.schema] is FalFoley else _WAN_NAMES,
         )
-        for eid, mid, schema in rows
+        for model in MODELS.values()
+        for alias in model.fal
     }
 
 
+# Built from the catalog; ``refresh`` rebuilds them in place after ``catalog.install``.
 ENDPOINTS: dict[str, FalEndpoint] = _table()
-APPS: frozenset[tuple[str, str]] = frozenset(e.app for e in ENDPOINTS.values())
+APPS: set[tuple[str, str]] = {e.app for e in ENDPOINTS.values()}
+
+
+def refresh() -> None:
+    """Follow the catalog (called when an app is built, after the models file is read)."""
+    table = _table()
+    ENDPOINTS.clear()
+    ENDPOINTS.update(table)
+    APPS.clear()
+    APPS.update(e.app for e in table.values())
 
 
 def get_endpoint(endpoint_id: str) -> FalEndpoint | None:

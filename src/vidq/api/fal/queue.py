@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vidq.api.context import caller, context, submit_store, upload_store
 from vidq.api.fal import answers, inputs
-from vidq.api.fal.catalog import ENDPOINTS
+from vidq.api.fal.catalog import ENDPOINTS, refresh
 from vidq.api.parsing.body import JsonRoute
 from vidq.api.parsing.headers import REPLAYED_HEADER
 from vidq.api.parsing.params import request_id, truthy
@@ -125,22 +125,27 @@ def inline_defs(model: type[BaseModel]) -> dict[str, Any]:
     return inlined
 
 
-# fal's endpoint ids, each with fal's own input schema in /openapi.json.
-for _endpoint in ENDPOINTS.values():
-    router.add_api_route(
-        f"/queue/{_endpoint.id}",
-        _alias_route(_endpoint.id),
-        methods=["POST"],
-        name=f"fal_{_endpoint.id}",
-        summary=f"Submit to {_endpoint.id} (fal endpoint id; served by {_endpoint.model.id})",
-        description=(_endpoint.schema.__doc__ or "").strip(),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": inline_defs(_endpoint.schema)}},
-            }
-        },
-    )
+def alias_router() -> APIRouter:
+    """fal's endpoint ids of the catalog, each with fal's own input schema in /openapi.json
+    (built per app, after the models file is read; included before ``router``)."""
+    refresh()
+    aliases = APIRouter(route_class=router.route_class)
+    for endpoint in ENDPOINTS.values():
+        aliases.add_api_route(
+            f"/queue/{endpoint.id}",
+            _alias_route(endpoint.id),
+            methods=["POST"],
+            name=f"fal_{endpoint.id}",
+            summary=f"Submit to {endpoint.id} (fal endpoint id; served by {endpoint.model.id})",
+            description=(endpoint.schema.__doc__ or "").strip(),
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": inline_defs(endpoint.schema)}},
+                }
+            },
+        )
+    return aliases
 
 
 async def _job(

@@ -62,22 +62,27 @@ def _submit_route(model: Model) -> Any:
     return create_request
 
 
-for _model in MODELS.values():
-    router.add_api_route(
-        f"/queue/{_model.id}",
-        _submit_route(_model),
-        methods=["POST"],
-        name=f"create_{_model.id}",
-        summary=f"Create a request ({_model.id})",
-        tags=[_model.family.value],
-        responses={
-            200: {"description": "Queued: request_id and the URLs to poll, fetch and cancel."},
-            401: {"description": "Missing or unknown token."},
-            413: {"description": "Body too large."},
-            422: {"description": "Invalid input or X-Request-Timeout header."},
-            429: {"description": "Over a limit of the token; see Retry-After."},
-        },
-    )
+def model_router() -> APIRouter:
+    """One submit route per model of the catalog (built per app, after the models file is
+    read; included before ``router``, whose ``/queue/{model_id}`` answers the unknown)."""
+    models = APIRouter(route_class=JsonRoute)
+    for model in MODELS.values():
+        models.add_api_route(
+            f"/queue/{model.id}",
+            _submit_route(model),
+            methods=["POST"],
+            name=f"create_{model.id}",
+            summary=f"Create a request ({model.id})",
+            tags=[model.family.value],
+            responses={
+                200: {"description": "Queued: request_id and the URLs to poll, fetch and cancel."},
+                401: {"description": "Missing or unknown token."},
+                413: {"description": "Body too large."},
+                422: {"description": "Invalid input or X-Request-Timeout header."},
+                429: {"description": "Over a limit of the token; see Retry-After."},
+            },
+        )
+    return models
 
 
 @router.post("/queue/{model_id}", include_in_schema=False)
