@@ -154,7 +154,7 @@ class LTX2Engine:
 
         started = time.perf_counter()
         pipe = LTX2Pipeline.from_pretrained(
-            str(weights.pipeline_dir), torch_dtype=self.options.torch_dtype()
+            str(weights.pipeline_dir), dtype=self.options.torch_dtype()
         )
         if self.options.offload:
             pipe.enable_model_cpu_offload(device=device)
