@@ -135,6 +135,14 @@ def test_i2v_starts_from_the_image_with_sound(engine: EngineProcess, tmp_path: P
     # the image's 5:3 aspect at height 96 -> 160 x 96; 2 s at 24 fps -> 49 frames
     _check_av(job.output_path, tmp_path, (160, 96), 49)
     assert meta["frames"] == 49
+    # the image conditions the video: another image, same seed and prompt, another video
+    other = tmp_path / "other.png"
+    picture(160, 96, seed=4).save(other)
+    again = _job(tmp_path, "i2v-other", "i2v", {"duration": 2, "height": 96}, data_uri=other)
+    _run(engine, again)
+    v1, _ = _decode(job.output_path)
+    v2, _ = _decode(again.output_path)
+    assert _mean_diff(v1, v2) > 5.0
 
 
 def test_i2v_without_its_image_is_a_clear_error(engine: EngineProcess, tmp_path: Path) -> None:
