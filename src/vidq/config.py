@@ -381,7 +381,14 @@ class LTX2Settings(_Group):
         default=None,
         validation_alias=AliasChoices("models_dir", "VIDQ_MODELS_DIR"),
         description="Folder of local model weights (diffusers layout); the LTX-2 pipeline is "
-        "read from its `LTX-2` folder unless a model's `weights` option names another.",
+        "read from its `VIDQ_LTX2_WEIGHTS` folder unless a model's `weights` option names "
+        "another.",
+    )
+    weights: str = Field(
+        default="LTX-2",
+        description="The LTX-2 pipeline's folder under the models dir (diffusers layout), "
+        "loaded when the engine starts; models whose `weights` option names another folder "
+        "load it at their first job.",
     )
     device: str = Field(default="auto", description="Device: auto, cuda, cuda:N or cpu.")
     dtype: str = Field(

@@ -168,3 +168,28 @@ def test_no_models_dir_is_unavailable(tmp_path: Path) -> None:
     proc = EngineProcess("ltx2", LTX2Settings(device="cpu"), POOLS)
     with pytest.raises(EngineFailed, match="the ltx2 engine needs model weights"):
         proc.start()
+
+
+def test_the_weights_setting_names_another_folder(tmp_path: Path) -> None:
+    from vidq.engines.ltx2_configs import write_tiny_ltx2
+
+    write_tiny_ltx2(tmp_path, "LTX-2-finetune")
+    settings = LTX2Settings(
+        models_dir=tmp_path, weights="LTX-2-finetune", dtype="float32", device="cpu"
+    )
+    proc = EngineProcess("ltx2", settings, POOLS)
+    proc.start()
+    try:
+        job = _job(tmp_path, "ft", "t2v", {"width": 64, "height": 64})
+        meta, _ = _run(proc, job)
+    finally:
+        proc.stop()
+    assert meta["model"] == "LTX-2 (LTX-2-finetune)"
+    _check_av(job.output_path, tmp_path, (64, 64), 25)
+
+
+def test_a_weights_folder_outside_the_models_dir_is_refused(tmp_path: Path) -> None:
+    settings = LTX2Settings(models_dir=tmp_path, weights="../elsewhere", device="cpu")
+    proc = EngineProcess("ltx2", settings, POOLS)
+    with pytest.raises(EngineFailed, match="must be a folder name under the models dir"):
+        proc.start()

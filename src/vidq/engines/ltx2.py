@@ -13,7 +13,8 @@ compresses time 8x, keeping the first frame), the audio lasts frames / fps secon
 
 Per-model engine options (``EngineJob.options``, from the models file), all optional:
 
-- ``weights``: the folder under ``models_dir`` (default ``LTX-2``).
+- ``weights``: the folder under ``models_dir`` (default ``VIDQ_LTX2_WEIGHTS``, ``LTX-2``;
+  another folder is loaded at its first job).
 - ``distilled`` (default true): the step-distilled schedule LTX-2 publishes for its
   distilled checkpoint (``DISTILLED_SIGMA_VALUES``: 8 steps, guidance 1.0, no STG or
   modality guidance). The folder's transformer must then hold the distilled weights.
@@ -42,7 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vidq.catalog import new_seed
 from vidq.config import LTX2Settings
 from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
-from vidq.engines.ltx2_layout import DEFAULT_FOLDER, ltx2_weights, missing_message
+from vidq.engines.ltx2_layout import ltx2_weights, missing_message
 from vidq.engines.wan_pipeline import (
     GPUOutOfMemory,
     PipelineOptions,
@@ -123,6 +124,7 @@ class LTX2Engine:
         if settings.models_dir is None:
             raise EngineUnavailable("the ltx2 engine needs model weights: set VIDQ_MODELS_DIR")
         self.models_dir = settings.models_dir
+        self.default_folder = settings.weights
         self.options = PipelineOptions(
             settings.device, settings.dtype, "native", settings.vae_tiling, settings.offload
         )
@@ -134,7 +136,7 @@ class LTX2Engine:
         """Load the default weights folder's pipeline (a clear EngineUnavailable when
         its files are missing)."""
         offline()
-        self._pipeline(DEFAULT_FOLDER)
+        self._pipeline(self.default_folder)
 
     def _pipeline(self, folder: str) -> Any:
         pipe = self._pipes.get(folder)
@@ -194,7 +196,7 @@ class LTX2Engine:
     def _run(
         self, job: EngineJob, options: dict[str, Any], request: LTX2Request, report: Report
     ) -> EngineResult:
-        folder = str(options.get("weights") or DEFAULT_FOLDER)
+        folder = str(options.get("weights") or self.default_folder)
         pipe = self._pipeline(folder)
         total = request.steps + 2  # denoising steps, the decodes (video, audio), the MP4
         report(0, total)
