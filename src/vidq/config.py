@@ -374,6 +374,38 @@ class WanSettings(_Group):
     )
 
 
+class LTX2Settings(_Group):
+    """The ltx2 engine (LTX-2 video with sound through diffusers)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDQ_LTX2_")
+
+    models_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("models_dir", "VIDQ_MODELS_DIR"),
+        description="Folder of local model weights (diffusers layout); the LTX-2 pipeline is "
+        "read from its `VIDQ_LTX2_WEIGHTS` folder unless a model's `weights` option names "
+        "another.",
+    )
+    weights: str = Field(
+        default="LTX-2",
+        description="The LTX-2 pipeline's folder under the models dir (diffusers layout), "
+        "loaded when the engine starts; models whose `weights` option names another folder "
+        "load it at their first job.",
+    )
+    device: str = Field(default="auto", description="Device: auto, cuda, cuda:N or cpu.")
+    dtype: str = Field(
+        default="bfloat16", description="Weights dtype: bfloat16, float16 or float32."
+    )
+    vae_tiling: bool = Field(
+        default=False, description="Decode the video VAE in tiles (lower peak memory)."
+    )
+    offload: bool = Field(
+        default=False,
+        description="Model CPU offload, for GPUs too small to hold LTX-2 and its Gemma 3 "
+        "text encoder at once.",
+    )
+
+
 class ComfyUISettings(_Group):
     """The comfyui engine (workflows on ComfyUI servers)."""
 
@@ -697,6 +729,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
     preview: PreviewSettings = Field(default_factory=lambda: PreviewSettings())
     wan: WanSettings = Field(default_factory=lambda: WanSettings())
+    ltx2: LTX2Settings = Field(default_factory=lambda: LTX2Settings())
     comfyui: ComfyUISettings = Field(default_factory=lambda: ComfyUISettings())
     retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
@@ -741,7 +774,12 @@ class Settings(BaseSettings):
 
     def engine_settings(self) -> dict[str, BaseModel]:
         """Engine name -> the settings group its engine is built with."""
-        return {"preview": self.preview, "wan": self.wan, "comfyui": self.comfyui}
+        return {
+            "preview": self.preview,
+            "wan": self.wan,
+            "ltx2": self.ltx2,
+            "comfyui": self.comfyui,
+        }
 
 
 # Group name -> its class, in the order of the fields of Settings.

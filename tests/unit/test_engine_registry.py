@@ -20,7 +20,7 @@ from vidq.errors import EngineUnavailable
 def test_an_unknown_engine_names_the_known_ones() -> None:
     with pytest.raises(EngineUnavailable) as err:
         create_engine("sora", engine_options(None))
-    assert err.value.message == "unknown engine 'sora'; known: preview, wan, comfyui"
+    assert err.value.message == "unknown engine 'sora'; known: preview, wan, ltx2, comfyui"
 
 
 def test_an_engine_whose_dependencies_are_missing_is_unavailable(
@@ -41,7 +41,7 @@ def test_an_engine_is_built_from_its_settings_sent_as_json() -> None:
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_each_entry_names_an_engine_that_takes_its_settings_group(name: str) -> None:
-    if name == "wan":
+    if name in ("wan", "ltx2"):
         pytest.importorskip("diffusers")
     module, class_name = ENGINES[name]
     cls = getattr(importlib.import_module(module), class_name)

@@ -31,6 +31,7 @@ __all__ = [
 ENGINES: dict[str, tuple[str, str]] = {  # name -> (module, class)
     "preview": ("vidq.engines.preview", "PreviewEngine"),
     "wan": ("vidq.engines.wan", "WanEngine"),
+    "ltx2": ("vidq.engines.ltx2", "LTX2Engine"),
     "comfyui": ("vidq.engines.comfyui", "ComfyUIEngine"),
 }
 

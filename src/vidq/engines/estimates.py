@@ -6,7 +6,7 @@ through this table, which imports no engine module (no torch, no weights). An en
 with nothing to go on answers None, and the request then has no ETA at all: a made-up
 figure would be worse than none.
 
-- ``wan`` and ``comfyui`` (GPUs): the catalog's per-model figure for a 1280x720 5 s clip
+- ``wan``, ``ltx2`` and ``comfyui`` (GPUs): the catalog's per-model figure for a 1280x720 5 s clip
   (``Model.eta_seconds``), scaled to the job's work units.
 - ``preview`` (CPU): None. Its runs take about a second to a few seconds, depending on the
   machine and ``VIDQ_PREVIEW_STEP_SECONDS``; the pool's first completed job gives the
@@ -39,6 +39,7 @@ def no_estimate(model: Model, units: float, settings: Settings) -> float | None:
 ESTIMATES: dict[str, Estimate] = {  # engine name -> its estimate (engines/__init__.ENGINES)
     "preview": no_estimate,
     "wan": gpu_catalog,
+    "ltx2": gpu_catalog,
     "comfyui": gpu_catalog,
 }
 
