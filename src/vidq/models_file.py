@@ -203,8 +203,23 @@ def read(path: Path | None = None) -> tuple[ModelsFile, dict[str, BaseModel]]:
             raise ModelsFileError(name, label, field, message) from None
         if isinstance(opts, ComfyUIOptions):
             _check_template(name, label, path.parent, entry, opts)
+        _check_pace(name, label, entry, opts)
         options[entry.id] = opts
     return parsed, options
+
+
+def _check_pace(name: str, label: str, entry: Any, opts: BaseModel) -> None:
+    """An engine without an ``fps`` option makes Wan's pace (16 fps, 4k+1 frames): an
+    entry of it that asks for another is refused, not silently served at 16 fps."""
+    if "fps" in type(opts).model_fields:
+        return
+    for field, fixed in (("fps", 16), ("frame_rule", "4k+1")):
+        if getattr(entry, field) != fixed:
+            raise ModelsFileError(
+                name, label, field,
+                f"the {entry.engine} engine makes videos at 16 fps of 4k+1 frames; only an "
+                f"engine with an fps option (ltx2) takes another {field}",
+            )  # fmt: skip
 
 
 def _place(name: str, exc: ValidationError, entries: Any) -> ModelsFileError:

@@ -125,6 +125,12 @@ BAD = {
         "duplicate alias 'Acme/A'",
     ),
     "unknown field": (GOOD + "colour = 'red'\n", "#1 (acme-t2v)", "colour", "unknown field"),
+    "a pace the engine cannot make": (
+        GOOD + "fps = 24\n",
+        "#1 (acme-t2v)",
+        "fps",
+        "the preview engine makes videos at 16 fps of 4k+1 frames",
+    ),
 }
 
 
