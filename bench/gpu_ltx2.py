@@ -22,14 +22,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from vidq.config import LTX2Settings
-from vidq.engines.base import EngineJob
-from vidq.engines.ltx2 import LTX2Engine
-from vidq.engines.ltx2_configs import write_tiny_ltx2
+    from vidq.engines.base import EngineJob
+
+# torch, diffusers and the engine are imported once the arguments are checked (in ``run``):
+# a usage error is answered at once, not after seconds of imports.
 
 
 def parse() -> argparse.Namespace:
@@ -48,6 +49,8 @@ def parse() -> argparse.Namespace:
 
 
 def _job(family: str, args: argparse.Namespace, out: Path, image: Path) -> EngineJob:
+    from vidq.engines.base import EngineJob
+
     width = args.width or (96 if args.tiny else 768)
     height = args.height or (64 if args.tiny else 512)
     inputs: dict[str, Any] = {
@@ -80,6 +83,8 @@ def _row(family: str, meta: dict[str, Any], total: float, device: torch.device) 
         "total_s": round(total, 3),
     }
     if device.type == "cuda":
+        import torch
+
         row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return row
 
@@ -89,6 +94,16 @@ def main() -> int:
     if not args.tiny and args.models_dir is None:
         print("give --models-dir (with an LTX-2/ folder) or --tiny", file=sys.stderr)
         return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidq.config import LTX2Settings
+    from vidq.engines.ltx2 import LTX2Engine
+    from vidq.engines.ltx2_configs import write_tiny_ltx2
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models_dir = args.models_dir

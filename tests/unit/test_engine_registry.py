@@ -7,6 +7,8 @@ import importlib
 import json
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,36 @@ def test_every_engine_has_an_estimate_the_api_reads_without_importing_engines() 
         check=True,
     )
     assert proc.stdout.strip() == "['vidq.engines.base', 'vidq.engines.estimates']"
+
+
+def test_an_ltx2_engine_without_its_weights_is_refused_before_torch_is_imported(
+    tmp_path: Path,
+) -> None:
+    """The ltx2 engine's preflight (engines/ltx2_layout.py) refuses missing weights, no
+    models folder and a weights folder outside it before its module and torch load."""
+    code = textwrap.dedent("""
+        import json, sys
+        from vidq.engines import create_engine
+        from vidq.errors import EngineError
+        for settings in json.loads(sys.argv[1]):
+            try:
+                create_engine("ltx2", {"settings": settings})
+            except EngineError as exc:
+                print(type(exc).__name__, exc.message.splitlines()[0])
+        print(sorted(m for m in ("torch", "diffusers", "vidq.engines.ltx2") if m in sys.modules))
+    """)
+    cases = [{"models_dir": str(tmp_path)}, {}, {"models_dir": str(tmp_path), "weights": "../x"}]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cases)],
+        env={"PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.splitlines() == [
+        f"EngineUnavailable weights for LTX-2 in {tmp_path / 'LTX-2'} are incomplete",
+        "EngineUnavailable the ltx2 engine needs model weights: set VIDQ_MODELS_DIR",
+        "EngineError ltx2 weights folder '../x' must be a folder name under the models dir",
+        "[]",
+    ]

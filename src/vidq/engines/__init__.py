@@ -36,6 +36,13 @@ ENGINES: dict[str, tuple[str, str]] = {  # name -> (module, class)
 }
 
 
+# Checks an engine can make before its module (and torch) is imported: a function of the
+# engine's settings as JSON that raises what the engine's load would (``create_engine``).
+PREFLIGHT: dict[str, tuple[str, str]] = {  # name -> (module, function)
+    "ltx2": ("vidq.engines.ltx2_layout", "preflight"),
+}
+
+
 # Engines whose modules load no GPU library. A worker's fork server imports them once, so
 # each engine child it forks (a fresh one after a crash, one per GPU slot) starts without
 # importing them again. The wan engine's module imports torch: that stays in the child,
@@ -60,11 +67,14 @@ def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
     """The engine called ``name``, built from ``engine_options``; imports its module now.
 
     EngineUnavailable for a name the registry does not know, or an engine whose optional
-    dependencies are not installed."""
+    dependencies are not installed; what its ``PREFLIGHT`` check raises, before the import."""
     entry = ENGINES.get(name)
     if entry is None:
         raise EngineUnavailable(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     module, class_name = entry
+    if name in PREFLIGHT:
+        check_module, function = PREFLIGHT[name]
+        getattr(importlib.import_module(check_module), function)(options.get("settings", {}))
     try:
         cls = getattr(importlib.import_module(module), class_name)
     except ModuleNotFoundError as exc:

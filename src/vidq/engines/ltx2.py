@@ -43,7 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vidq.catalog import new_seed
 from vidq.config import LTX2Settings
 from vidq.engines.base import NO_PREVIEWS, EngineJob, EngineResult, Previews, Report
-from vidq.engines.ltx2_layout import ltx2_weights, missing_message
+from vidq.engines.ltx2_layout import models_dir_of, usable
 from vidq.engines.wan_pipeline import (
     GPUOutOfMemory,
     PipelineOptions,
@@ -51,7 +51,7 @@ from vidq.engines.wan_pipeline import (
     offline,
     out_of_memory,
 )
-from vidq.errors import EngineError, EngineUnavailable
+from vidq.errors import EngineError
 from vidq.media.video import write_mp4
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,7 @@ class LTX2Engine:
     settings_type = LTX2Settings
 
     def __init__(self, settings: LTX2Settings, pools: Sequence[str] = ()) -> None:
-        if settings.models_dir is None:
-            raise EngineUnavailable("the ltx2 engine needs model weights: set VIDQ_MODELS_DIR")
-        self.models_dir = settings.models_dir
+        self.models_dir = models_dir_of(settings)
         self.default_folder = settings.weights
         self.options = PipelineOptions(
             settings.device, settings.dtype, "native", settings.vae_tiling, settings.offload
@@ -142,12 +140,7 @@ class LTX2Engine:
         pipe = self._pipes.get(folder)
         if pipe is not None:
             return pipe
-        try:
-            weights = ltx2_weights(self.models_dir, folder)
-        except ValueError as exc:
-            raise EngineError(str(exc)) from exc
-        if weights.missing():
-            raise EngineUnavailable(missing_message(weights))
+        weights = usable(self.models_dir, folder)
         device = self.options.torch_device()
         if device.type == "cuda":  # one 19B pipeline at a time on a GPU
             self._pipes.clear()

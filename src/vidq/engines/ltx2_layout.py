@@ -17,7 +17,12 @@ fine-tune, or a folder whose ``transformer/`` holds the step-distilled weights).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from vidq.config import LTX2Settings
+from vidq.errors import EngineError, EngineUnavailable
 
 DEFAULT_FOLDER = "LTX-2"
 
@@ -71,3 +76,30 @@ def missing_message(weights: LTX2Weights) -> str:
     """A one-paragraph message naming what is missing."""
     missing = "\n".join(f"  missing: {p}" for p in weights.missing())
     return f"weights for LTX-2 in {weights.pipeline_dir} are incomplete\n{missing}"
+
+
+def models_dir_of(settings: LTX2Settings) -> Path:
+    """The models folder the engine reads; EngineUnavailable when none is set."""
+    if settings.models_dir is None:
+        raise EngineUnavailable("the ltx2 engine needs model weights: set VIDQ_MODELS_DIR")
+    return settings.models_dir
+
+
+def usable(models_dir: Path, folder: str) -> LTX2Weights:
+    """The weights in ``models_dir / folder``, ready to load: EngineError for a folder
+    outside ``models_dir``, EngineUnavailable naming what is missing."""
+    try:
+        weights = ltx2_weights(models_dir, folder)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    if weights.missing():
+        raise EngineUnavailable(missing_message(weights))
+    return weights
+
+
+def preflight(settings: Mapping[str, Any]) -> None:
+    """The engine's checks that need no torch (the registry runs them before it imports
+    the engine): a worker whose weights are missing says so at once, not after seconds
+    of imports. ``settings``: the engine's settings as JSON."""
+    parsed = LTX2Settings.model_validate(settings)
+    usable(models_dir_of(parsed), parsed.weights)
