@@ -23,7 +23,7 @@ from tests.support.tls import self_signed
 from vidq.errors import InvalidInput, PayloadTooLarge
 from vidq.media import fetch as fetching
 from vidq.media.fetch import Fetcher, FetchPolicy
-from vidq.media.outbound import address_refusal
+from vidq.media.outbound import address_refusal, tls_context
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 
@@ -309,3 +309,20 @@ def test_check_url_applies_the_fetch_rules_without_connecting() -> None:
         dataclasses.replace(policy, allow_http=True, allow_networks=LOOPBACK),
     )
     assert resolved == ["public.example", "inside.example", "nowhere.example"]
+
+
+def test_the_tls_context_is_built_once_per_trust_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One context per process and trust setting: shared, and SSL_CERT_FILE still counts."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    default = tls_context()
+    assert tls_context() is default
+    cert, _ = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    own = tls_context()
+    assert own is not default and tls_context() is own
+    assert [c["subject"] for c in own.get_ca_certs()] == [
+        c["subject"] for c in ssl.create_default_context(cafile=str(cert)).get_ca_certs()
+    ]

@@ -22,6 +22,8 @@ Differences from the native dialect, all taken from the clients' sources:
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -107,7 +109,13 @@ def _alias_route(endpoint_id: str) -> Any:
 def inline_defs(model: type[BaseModel]) -> dict[str, Any]:
     """``model``'s JSON schema with its ``$defs`` (the ``loras`` items) written in place:
     a ``#/$defs/...`` reference inside /openapi.json's paths resolves against the OpenAPI
-    document, not this schema, and ReDoc fails to render the whole page on it."""
+    document, not this schema, and ReDoc fails to render the whole page on it. Made once
+    per schema class (half of building an app's routes), a copy per app."""
+    return copy.deepcopy(_inlined(model))
+
+
+@functools.cache
+def _inlined(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
 
