@@ -58,7 +58,7 @@ def _drawn(page: Page, pool: str) -> dict[str, list[tuple[float, float]]]:
         pool,
     )
     return {
-        name: [(float(x), -float(y)) for x, y in (p.split(",") for p in pts)]
+        name: [(float(x), 0.0 - float(y)) for x, y in (p.split(",") for p in pts)]  # not -0.0
         for name, pts in points.items()
     }
 
