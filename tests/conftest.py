@@ -134,6 +134,15 @@ def pg_url(pg_server: PostgresServer) -> str:
     return pg_server.create_database()
 
 
+@pytest.fixture
+def pg_head_url(pg_server: PostgresServer) -> str:
+    """The URL of a fresh database at the head revision (a copy of one migrated once): what
+    a first start would leave, for tests that are not about the migrations."""
+    if not pg_server.running():
+        pg_server.start()
+    return pg_server.create_database(migrated=True)
+
+
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedServer]:
     """SeaweedFS with its S3 gateway on loopback, for the whole session."""
@@ -148,12 +157,14 @@ def seaweed() -> Iterator[SeaweedServer]:
 
 
 @pytest.fixture(scope="session")
-def tiny_wan_models(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def tiny_wan_models(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
     """Tiny random-weight Wan 2.2 T2V and I2V pipelines with their LoRAs, in the layout
     the engine reads; read-only for the tests. Under xdist the run's workers share one
     copy: the first to get the lock writes it, the others wait and find it."""
     root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
+    if hasattr(request.config, "workerinput"):  # an xdist worker (none with -p no:xdist)
         root = root.parent  # the run's folder, shared by its workers
     path = root / "tiny-wan-models"
     with (root / "tiny-wan-models.lock").open("w") as lock:
@@ -169,11 +180,12 @@ def tiny_wan_models(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest) -> Database:
-    """The job store of a test that runs on both: SQLite, then a fresh PostgreSQL database.
-    Chosen here, before the test starts a stack or a server; pass it to ``stack()`` or
+    """The job store of a test that runs on both: SQLite, then a fresh PostgreSQL database
+    at the head revision (as the SQLite file a stack or server is seeded with). Chosen
+    here, before the test starts a stack or a server; pass it to ``stack()`` or
     ``serve()``, which check that the running server uses it."""
     if request.param == "postgres":
-        return Database("postgres", request.getfixturevalue("pg_url"))
+        return Database("postgres", request.getfixturevalue("pg_head_url"))
     return Database("sqlite")
 
 

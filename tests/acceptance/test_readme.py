@@ -31,7 +31,8 @@ def readme_block(title: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve(tmp_path_factory.mktemp("readme") / "data", preview_step_seconds=0.05) as s:
+    data = tmp_path_factory.mktemp("readme") / "data"  # empty: serve makes its store
+    with serve(data, seed=False, preview_step_seconds=0.05) as s:
         # the first request of this server: a one-second clip
         with s.client(s.admin_token) as client:
             small = {"prompt": "a first try", "width": 128, "height": 128, "duration": 1}

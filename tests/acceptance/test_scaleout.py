@@ -36,13 +36,13 @@ def aws_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, aws_env: None) -> Iterator[Stack]:
+def cluster(tmp_path: Path, pg_head_url: str, aws_env: None) -> Iterator[Stack]:
     """An API with no workers of its own on PostgreSQL + S3."""
     bucket = f"e2e-{time.monotonic_ns() % 10**9}"
     with stack(
         tmp_path / "api",
         workers=0,
-        database=Database("postgres", pg_url),
+        database=Database("postgres", pg_head_url),
         storage_url=f"s3://{bucket}",
         lease_seconds=3,
         reaper_interval=0.5,

@@ -22,8 +22,8 @@ LOCAL = "http://localhost"  # a Host the API answers without VIDQ_PUBLIC_URL
 
 
 @pytest.fixture
-def pg_store(pg_url: str) -> Iterator[JobStore]:
-    store = open_store(pg_url)
+def pg_store(pg_head_url: str) -> Iterator[JobStore]:
+    store = open_store(pg_head_url)
     try:
         yield store
     finally:

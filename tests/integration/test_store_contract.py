@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.processes import vidq_env
+from tests.support.stores import seed_sqlite
 from vidq.errors import Conflict, RateLimited, StoreUnavailable
 from vidq.jobs import JobState, NewJob, Ran, WebhookState, WorkerState, poster_key, queue_rank
 from vidq.store import JobStore, open_store
@@ -46,10 +47,27 @@ OTHER = "wan22-i2v"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def fresh_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, for the tests of the migrations themselves."""
+    if dialect == "sqlite":
         return f"sqlite:///{tmp_path / 'vidq.db'}"
     url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database at the head revision: a copy of one the migrations built once per test
+    process (tests/support/stores.py, PostgresServer.create_database)."""
+    if dialect == "sqlite":
+        seed_sqlite(tmp_path)
+        return f"sqlite:///{tmp_path / 'vidq.db'}"
+    url: str = request.getfixturevalue("pg_head_url")
     return url
 
 
@@ -327,16 +345,16 @@ def test_positions_count_only_what_workers_claim_first(fifo: JobStore) -> None:
     assert [j.job.id for j in order if j is not None] == [ann[1].id, ben[0].id, ben[1].id]
 
 
-def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -> None:
+def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_head_url: str) -> None:
     """Long queues may answer from a snapshot up to MAX_STALE_S old (store/positions.py)."""
     from vidq.store.positions import LONG_QUEUE
     from vidq.store.postgres import PostgresStore
 
-    store = open_store(pg_url)
+    store = open_store(pg_head_url)
     assert isinstance(store, PostgresStore)
     try:
         n = LONG_QUEUE + 500
-        with psycopg.connect(pg_url) as conn:
+        with psycopg.connect(pg_head_url) as conn:
             conn.execute(
                 """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
                     inputs, max_attempts, created_at)
@@ -360,7 +378,7 @@ def test_postgres_long_queue_positions_come_from_a_fresh_snapshot(pg_url: str) -
         store.close()
 
 
-def test_postgres_claims_are_not_jit_compiled_behind_a_long_backoff(pg_url: str) -> None:
+def test_postgres_claims_are_not_jit_compiled_behind_a_long_backoff(pg_head_url: str) -> None:
     """Jobs in retry back-off raise the claim's estimated cost past PostgreSQL's
     ``jit_above_cost``; compiling the claim then took 0.2-0.9 s a claim. The store's
     connections turn JIT off; a plain connection to the same server compiles the claim
@@ -368,10 +386,10 @@ def test_postgres_claims_are_not_jit_compiled_behind_a_long_backoff(pg_url: str)
     from vidq.store.postgres import PostgresStore
     from vidq.store.statements import PostgresStatements, Statement
 
-    store = open_store(pg_url)
+    store = open_store(pg_head_url)
     assert isinstance(store, PostgresStore)
     try:
-        with psycopg.connect(pg_url) as conn:
+        with psycopg.connect(pg_head_url) as conn:
             conn.execute(
                 """INSERT INTO jobs (owner, model_id, pool, tier, priority, rank, state,
                     inputs, max_attempts, created_at, retry_at)
@@ -389,7 +407,7 @@ def test_postgres_claims_are_not_jit_compiled_behind_a_long_backoff(pg_url: str)
             db.run(Statement("ROLLBACK AND CHAIN"), {})  # the EXPLAIN ANALYZE took nothing
         assert "JIT" not in plan[0], plan[0].get("JIT")
         assert store.claim([POOL], "w", 30) is None  # all in back-off
-        with psycopg.connect(pg_url) as conn:
+        with psycopg.connect(pg_head_url) as conn:
             if conn.execute("SELECT pg_jit_available()").fetchone() == (True,):
                 conn.execute("BEGIN")
                 [[plain]] = conn.execute(explain.sql, params).fetchall()
@@ -1861,9 +1879,9 @@ def test_sqlite_busy_database_is_store_unavailable(tmp_path: Path) -> None:
         impatient.close()
 
 
-def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
-    open_store(db_url).close()
-    engine = sa.create_engine(sqlalchemy_url(db_url))
+def test_migrations_build_the_schema_the_code_uses(fresh_url: str) -> None:
+    open_store(fresh_url).close()
+    engine = sa.create_engine(sqlalchemy_url(fresh_url))
     try:
         with engine.connect() as conn:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
@@ -1899,11 +1917,11 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
         engine.dispose()
 
 
-def test_a_job_queued_before_the_seed_column_reports_its_seed(db_url: str) -> None:
+def test_a_job_queued_before_the_seed_column_reports_its_seed(fresh_url: str) -> None:
     """Migration 0009 fills the ``seed`` column from the inputs of the jobs already there,
     so their status polls report the seed they run with; a job without one has none."""
-    upgrade(db_url, "0008")
-    engine = sa.create_engine(sqlalchemy_url(db_url))
+    upgrade(fresh_url, "0008")
+    engine = sa.create_engine(sqlalchemy_url(fresh_url))
     try:
         with engine.begin() as conn:
             for inputs in ('{"prompt": "a fox", "seed": 4294967295}', '{"prompt": "a fox"}'):
@@ -1917,7 +1935,7 @@ def test_a_job_queued_before_the_seed_column_reports_its_seed(db_url: str) -> No
                 )
     finally:
         engine.dispose()
-    store = open_store(db_url)  # migrates to the head
+    store = open_store(fresh_url)  # migrates to the head
     try:
         seeded, unseeded = (store.job_status(i, "alice") for i in (1, 2))
         assert seeded is not None and seeded.seed == 2**32 - 1
@@ -1929,11 +1947,11 @@ def test_a_job_queued_before_the_seed_column_reports_its_seed(db_url: str) -> No
         store.close()
 
 
-def test_an_up_to_date_database_opens_without_alembic(db_url: str) -> None:
+def test_an_up_to_date_database_opens_without_alembic(fresh_url: str) -> None:
     """Every vidq process opens its store at start. When the database already stands at the
     newest revision that costs one query: Alembic, its scripts and SQLAlchemy stay
     unloaded (they cost a `vidq worker` or `vidq token` start about 0.3 CPU-seconds)."""
-    open_store(db_url).close()  # a fresh database: Alembic builds it
+    open_store(fresh_url).close()  # a fresh database: Alembic builds it
     code = (
         "import sys, json; from vidq.store import open_store; "
         "s = open_store(sys.argv[1]); s.close(); "
@@ -1941,16 +1959,16 @@ def test_an_up_to_date_database_opens_without_alembic(db_url: str) -> None:
         "& {'alembic', 'sqlalchemy'})))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, db_url], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code, fresh_url], capture_output=True, text=True, timeout=60,
         check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
 
 
-def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) -> None:
+def test_concurrent_migrations_on_a_fresh_database(fresh_url: str, tmp_path: Path) -> None:
     """API replicas and workers all migrate at start: four at once must all succeed."""
-    env = vidq_env(tmp_path, database_url=db_url)
+    env = vidq_env(tmp_path, database_url=fresh_url)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "vidq", "db", "upgrade"],
@@ -1962,7 +1980,7 @@ def test_concurrent_migrations_on_a_fresh_database(db_url: str, tmp_path: Path) 
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [o[1].decode()[-500:] for o in outs]
-    store = open_store(db_url, migrate=False)
+    store = open_store(fresh_url, migrate=False)
     try:
         assert store.enqueue(new()).id > 0
     finally:

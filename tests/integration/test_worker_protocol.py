@@ -310,7 +310,7 @@ def test_admin_workers_shows_each_remote_slot_with_its_current_job(
 ) -> None:
     """Each GPU slot of a remote worker claims under its own name (``host:pid:gpuN``), and
     `/admin/workers` lists it with its engines and its current job, as for a local slot."""
-    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    url = request.getfixturevalue("pg_head_url") if backend == "postgres" else None
     api = Api(tmp_path, lease_s=30, database_url=url)
     with api.client:
         rids = [api.submit() for _ in range(3)]

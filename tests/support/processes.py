@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.stores import Database, mint_token
+from tests.support.stores import Database, mint_token, seed_sqlite
 from tests.support.tls import client_tls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,17 +138,21 @@ def serve(
     workers: int = 1,
     tls: tuple[Path, Path] | None = None,
     database: Database | None = None,
+    seed: bool = True,
     **settings: Any,
 ) -> Iterator[Server]:
     """Start `vidq serve` on a free port; yield once /health answers; stop it afterwards.
     ``tls``: (certificate, key) PEM files to serve HTTPS with (the cert must be its own CA).
     ``database`` (the ``database`` fixture) chooses the job store, and is checked against
-    what the running server really uses."""
+    what the running server really uses. ``seed``: a new data folder gets a copy of an
+    empty, migrated SQLite store (``seed_sqlite``); False: `vidq serve` makes its own."""
     if database is not None:
         settings = {**database.settings(), **settings}
     port = free_port()
     env = vidq_env(data_dir, **settings)
     data_dir.mkdir(parents=True, exist_ok=True)
+    if seed and "database_url" not in settings:
+        seed_sqlite(data_dir)
     log = (data_dir / "serve.log").open("ab")  # the server's log, for tests and post-mortems
     args = ["serve", "--port", str(port), "--workers", str(workers)]
     if tls is not None:

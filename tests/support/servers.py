@@ -131,14 +131,38 @@ class PostgresServer:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A fresh empty database; returns its URL."""
+    def create_database(self, prefix: str = "t", *, migrated: bool = False) -> str:
+        """A fresh database; returns its URL. Empty, or ``migrated``: at the head revision,
+        a copy of a template database migrated once per cluster (a migration run costs
+        0.2-0.6 CPU-s; a copy, a file copy on the server)."""
         import psycopg
 
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        template = f' TEMPLATE "{self._template()}"' if migrated else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
+
+    def _template(self) -> str:
+        """The migrated template database (made on first use; nothing stays connected to
+        it, which CREATE DATABASE ... TEMPLATE requires)."""
+        import psycopg
+
+        from vidq.store import migrate
+
+        name = "vidq_head"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return name
+            conn.execute(f'CREATE DATABASE "{name}_partial"')
+        migrate.upgrade(self.url(f"{name}_partial"))
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (f"{name}_partial",),
+            )
+            conn.execute(f'ALTER DATABASE "{name}_partial" RENAME TO "{name}"')
+        return name
 
     def destroy(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):

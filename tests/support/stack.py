@@ -37,7 +37,7 @@ import httpx
 
 from tests.support.loopback import serve_app
 from tests.support.processes import vidq_env, vidq_worker
-from tests.support.stores import Database, mint_token
+from tests.support.stores import Database, mint_token, seed_sqlite
 from tests.support.tls import client_tls
 from vidq.config import Settings
 
@@ -210,6 +210,8 @@ def stack(
     if database is not None:
         values = {**database.settings(), **values}
     settings = _build_settings(data_dir, workers, values)
+    if settings.resolved_database_url() == f"sqlite:///{data_dir.resolve() / 'vidq.db'}":
+        seed_sqlite(data_dir)
     with contextlib.ExitStack() as cleanup:
         log = data_dir / "serve.log" if logs else None
         if log is not None:
