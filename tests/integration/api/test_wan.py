@@ -4,12 +4,13 @@ check` and a worker refusing to start without weights: tests/acceptance/test_cli
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.media import probe_mp4, result_mp4
-from tests.support.stack import stack
+from tests.support.stack import Stack, stack
 from tests.support.wait import wait_status
 
 pytestmark = pytest.mark.slow  # torch on the CPU
@@ -18,34 +19,39 @@ WAN_POOLS = "wan22-t2v=wan,wan22-i2v=wan"
 
 
 @pytest.fixture(scope="module")
-def models_dir(tiny_wan_models: Path) -> Path:
-    return tiny_wan_models
+def wan(tiny_wan_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack for the module (its worker loads the tiny pipelines once), allowed to
+    fetch from loopback over http (the local-testing fetch settings) for the LoRA test."""
+    settings = {
+        "engines": WAN_POOLS, "models_dir": tiny_wan_models, "wan_dtype": "float32",
+        "fetch_allow_http": "true", "fetch_allow_networks": "127.0.0.1/32",
+    }  # fmt: skip
+    data = tmp_path_factory.mktemp("wan") / "data"
+    with stack(data, pools="wan22-t2v", **settings) as server:
+        yield server
 
 
-def test_t2v_over_http_makes_the_requested_video_with_the_seed(
-    tmp_path: Path, models_dir: Path
-) -> None:
-    settings = {"engines": WAN_POOLS, "models_dir": models_dir, "wan_dtype": "float32"}
-    with stack(tmp_path / "data", pools="wan22-t2v", **settings) as server:
-        client = server.client(server.token("alice"))
-        body = {"prompt": "a cat runs on grass", "width": 160, "height": 128, "duration": 1}
-        r = client.post("/queue/wan22-fast-t2v", json={**body, "seed": 1234})
-        assert r.status_code == 200, r.text
-        rid = r.json()["request_id"]
-        status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"}, 180)
-        assert status["status"] == "COMPLETED", status
-        info = probe_mp4(result_mp4(client, "wan22-fast-t2v", rid), tmp_path)
-        assert (info.width, info.height, info.frames) == (160, 128, 17)
-        assert info.codec == "h264"
-        job = server.store.get(int(rid))
-        assert job is not None
-        meta = job.result_meta
+def test_t2v_over_http_makes_the_requested_video_with_the_seed(tmp_path: Path, wan: Stack) -> None:
+    server = wan
+    client = server.client(server.token("alice"))
+    body = {"prompt": "a cat runs on grass", "width": 160, "height": 128, "duration": 1}
+    r = client.post("/queue/wan22-fast-t2v", json={**body, "seed": 1234})
+    assert r.status_code == 200, r.text
+    rid = r.json()["request_id"]
+    status = wait_status(client, "wan22-fast-t2v", rid, {"COMPLETED", "FAILED"}, 180)
+    assert status["status"] == "COMPLETED", status
+    info = probe_mp4(result_mp4(client, "wan22-fast-t2v", rid), tmp_path)
+    assert (info.width, info.height, info.frames) == (160, 128, 17)
+    assert info.codec == "h264"
+    job = server.store.get(int(rid))
+    assert job is not None
+    meta = job.result_meta
     assert meta["engine"] == "wan" and meta["seed"] == 1234 and meta["steps"] == 4
     assert meta["lightning"] is True and len(meta["step_seconds"]) == 4
 
 
 def test_loras_over_http_are_fetched_applied_and_a_bad_one_fails_once(
-    tmp_path: Path, models_dir: Path
+    tmp_path: Path, wan: Stack
 ) -> None:
     """A request's LoRA is served by a loopback server (reachable only with the
     local-testing fetch settings), fetched by the worker, applied by the wan engine; a
@@ -60,14 +66,8 @@ def test_loras_over_http_are_fetched_applied_and_a_bad_one_fails_once(
     save_file(lightx2v_lora(configs("t2v", tiny=True), scale=1.0, seed=5), tmp_path / "s.bin")
     lora = (tmp_path / "s.bin").read_bytes()
     routes = {"/style.safetensors": (200, {}, lora), "/notes.txt": (200, {}, b"hello" * 50)}
-    settings = {
-        "engines": WAN_POOLS, "models_dir": models_dir, "wan_dtype": "float32",
-        "fetch_allow_http": "true", "fetch_allow_networks": "127.0.0.1/32",
-    }  # fmt: skip
-    with (
-        loopback_http(routes) as (base, hits),
-        stack(tmp_path / "data", pools="wan22-t2v", **settings) as server,
-    ):
+    server = wan
+    with loopback_http(routes) as (base, hits):
         client = server.client(server.token("alice"))
         body = {"prompt": "a cat", "width": 128, "height": 128, "duration": 1, "seed": 3}
         good = [{"path": f"{base}/style.safetensors", "scale": 0.8, "transformer": "low"}]
