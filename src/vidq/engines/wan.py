@@ -112,9 +112,16 @@ class WanEngine:
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self) -> None:
-        """Load the pipelines of the pools this worker serves (on a GPU: the first one;
-        others are swapped in when a job needs them)."""
+        """Load the preview decoder, if one is configured (first: a file that is not one
+        fails the load in a moment, not after the pipelines' weights), then the pipelines
+        of the pools this worker serves (on a GPU: the first one; others are swapped in
+        when a job needs them)."""
         offline()
+        if self.preview_decoder_path is not None:
+            self.preview_decoder = PreviewDecoder.load(
+                self.preview_decoder_path, self.options.torch_device(), self.options.torch_dtype()
+            )
+            log.info("loaded the preview decoder %s", self.preview_decoder_path)
         keys: list[_Key] = []
         for pool in self.pools:
             model = next((m for m in MODELS.values() if m.pool == pool), None)
@@ -124,11 +131,6 @@ class WanEngine:
                     keys.append(key)
         for key in keys[: self._max_resident()]:
             self._pipeline(key)
-        if self.preview_decoder_path is not None:
-            self.preview_decoder = PreviewDecoder.load(
-                self.preview_decoder_path, self.options.torch_device(), self.options.torch_dtype()
-            )
-            log.info("loaded the preview decoder %s", self.preview_decoder_path)
 
     def _max_resident(self) -> int:
         if self.resident > 0:
