@@ -444,7 +444,7 @@ def build_api(settings: Settings, *, create: bool = True) -> ApiService:
     """The `vidq serve` of these settings: the store (created if it is a new SQLite one,
     waiting for an unreachable database), an admin token when the store has none, the app,
     and ``settings.server.workers`` in-process workers sharing the app's metrics."""
-    from vidq.api import create_app  # the web framework: a worker process never loads it
+    from vidq.api.app import create_app  # the web framework: a worker process never loads it
     from vidq.api.auth import create_token
 
     load_models(settings)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
 
-from vidq.api import create_app
+from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings
 from vidq.storage.local import LocalBlobStore

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from tests.integration.test_worker_protocol import POOL, T2V, VIDEO, Api, output_key
 from tests.support.servers import SeaweedServer
-from vidq.api import create_app
+from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings
 from vidq.storage.local import LocalBlobStore

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vidq.api import create_app
+from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings
 from vidq.ops.metrics import HTTP_BUCKETS, HttpMetrics

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.servers import SeaweedServer, free_port
-from vidq.api import create_app
+from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.config import Settings
 from vidq.errors import StorageUnavailable

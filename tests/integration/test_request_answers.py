@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from vidq.api import create_app
+from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.catalog import MODELS
 from vidq.config import Settings, WorkerSettings

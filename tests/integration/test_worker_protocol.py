@@ -24,7 +24,7 @@ from tests.support.loopback import serve_app
 from tests.support.processes import free_port
 from tests.support.servers import SeaweedServer
 from tests.support.wait import eventually
-from vidq.api import create_app
+from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.api.worker import outputs
 from vidq.config import ComfyUISettings, Settings

@@ -1,6 +1,7 @@
 """What a module loads: the API-only install has no torch or diffusers unless the wan engine
 runs, and the ``vidq`` command loads the server's parts only for a server command, so that
-a client command (``vidq status``) starts in a fraction of a second."""
+a client command (``vidq status``) starts in a fraction of a second; the ``vidq token``
+commands (``vidq.api.auth``) load no web framework either."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _loaded(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_api_and_layout_do_not_import_torch() -> None:
     code = (
-        "import sys; import vidq.cli.main, vidq.api, vidq.worker, vidq.engines.base, "
+        "import sys; import vidq.cli.main, vidq.api.app, vidq.worker, vidq.engines.base, "
         "vidq.engines.wan_layout; "
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules); "
         "print(heavy); sys.exit(1 if heavy else 0)"
@@ -37,6 +38,17 @@ def test_the_command_loads_no_server_part_until_a_server_command_runs() -> None:
     code = (
         "import sys; import vidq.cli.main; "
         f"print(sorted(m for m in {server!r} if m in sys.modules))"
+    )
+    proc = _loaded(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_the_token_commands_load_no_web_framework() -> None:
+    web = ("fastapi", "starlette", "uvicorn", "av")
+    code = (
+        "import sys; import vidq.cli.main, vidq.api.auth; "
+        f"print(sorted(m for m in {web!r} if m in sys.modules))"
     )
     proc = _loaded(code)
     assert proc.returncode == 0, proc.stderr

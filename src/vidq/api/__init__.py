@@ -1,5 +1,4 @@
-"""The HTTP API: ``create_app(settings, store, storage)``."""
+"""The HTTP API: ``vidq.api.app.create_app(settings, store, storage)``.
 
-from vidq.api.app import create_app
-
-__all__ = ["create_app"]
+The package imports nothing itself, so a command that needs one of its modules (the
+``vidq token`` commands use ``auth``) does not load the web framework and every route."""
