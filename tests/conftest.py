@@ -9,6 +9,7 @@
   decides ask for it.
 - ``tiny_wan_models`` is a folder of tiny random-weight Wan pipelines, written once per
   run and shared by every xdist worker (building one takes seconds of torch).
+- ``in_process`` builds an engine in the test's process (tests/support/engines.py).
 - Each layer's tests carry the layer's marker (``unit``, ``integration``, ``acceptance``).
 - In CI (``CI`` set, as ``.ci/run`` does) a skipped test fails the run: a missing tool
   must not pass for a green run (tests/support/tools.py).
@@ -19,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,18 @@ def tiny_wan_models(
             write_tiny_models(partial)
             partial.rename(path)
     return path
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Any, list[str]], Any]:
+    """``in_process(name, settings, pools)``: engine ``name`` built and loaded in this
+    process (``engines.build``). What loading sets in the environment is put back after
+    the test, so the processes later tests start do not inherit it."""
+    from tests.support import engines  # PIL and numpy: for the tests that use it
+
+    for key in engines.HF_ENV:
+        monkeypatch.delenv(key, raising=False)
+    return engines.build
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

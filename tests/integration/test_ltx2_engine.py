@@ -1,13 +1,14 @@
 """The ltx2 engine on a tiny random-weight LTX-2 pipeline, on the CPU, offline.
 
-Jobs run through ``EngineProcess`` (the spawned engine child the worker uses); the MP4s are
-decoded with PyAV: an H.264 video stream of the pipeline's size and 8k+1 frames, and an AAC
-audio stream as long as the video.
+Jobs run through ``EngineProcess`` (the engine child the worker uses, one for the module);
+the other weights folder is checked on an engine built in the test's process
+(``in_process``, tests/support/engines.py). The MP4s are decoded with PyAV: an H.264 video
+stream of the pipeline's size and 8k+1 frames, and an AAC audio stream as long as the video.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tests.support.engines import run_here
 from tests.support.media import picture, probe_mp4
 from vidq.config import LTX2Settings
-from vidq.engines.base import EngineJob
+from vidq.engines.base import Engine, EngineJob
 from vidq.worker.child import EngineFailed, EngineProcess
 
 pytestmark = pytest.mark.slow  # torch on the CPU
@@ -170,20 +172,17 @@ def test_no_models_dir_is_unavailable(tmp_path: Path) -> None:
         proc.start()
 
 
-def test_the_weights_setting_names_another_folder(tmp_path: Path) -> None:
+def test_the_weights_setting_names_another_folder(
+    tmp_path: Path, in_process: Callable[[str, LTX2Settings, list[str]], Engine]
+) -> None:
     from vidq.engines.ltx2_configs import write_tiny_ltx2
 
     write_tiny_ltx2(tmp_path, "LTX-2-finetune")
     settings = LTX2Settings(
         models_dir=tmp_path, weights="LTX-2-finetune", dtype="float32", device="cpu"
     )
-    proc = EngineProcess("ltx2", settings, POOLS)
-    proc.start()
-    try:
-        job = _job(tmp_path, "ft", "t2v", {"width": 64, "height": 64})
-        meta, _ = _run(proc, job)
-    finally:
-        proc.stop()
+    job = _job(tmp_path, "ft", "t2v", {"width": 64, "height": 64})
+    meta, _ = run_here(in_process("ltx2", settings, POOLS), job)
     assert meta["model"] == "LTX-2 (LTX-2-finetune)"
     _check_av(job.output_path, tmp_path, (64, 64), 25)
 

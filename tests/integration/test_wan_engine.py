@@ -1,7 +1,10 @@
 """The wan engine on tiny random-weight Wan 2.2 pipelines, on the CPU, offline.
 
-Jobs run through ``EngineProcess`` (the spawned engine child the worker uses); the MP4s are
-decoded. The Lightning LoRA test checks the lightx2v key format lands in both experts.
+Jobs run through ``EngineProcess`` (the engine child the worker uses, one for the module);
+the MP4s are decoded. The checks of one engine setting (fp8 on the CPU, the TI2V-5B base,
+the preview decoder) build the engine in the test's own process (``in_process``,
+tests/support/engines.py). The Lightning LoRA test checks the lightx2v key format lands in
+both experts.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +24,18 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from tests.support.engines import run_here
 from tests.support.media import probe_mp4
 from tests.support.processes import ROOT
 from vidq.config import WanSettings
-from vidq.engines.base import EngineJob, LoraFile
+from vidq.engines.base import Engine, EngineJob, LoraFile
+from vidq.errors import EngineError
 from vidq.worker.child import EngineFailed, EngineProcess
 
 pytestmark = pytest.mark.slow  # torch on the CPU
 
 POOLS = ["wan22-t2v", "wan22-i2v"]
+InProcess = Callable[[str, WanSettings, list[str]], Engine]
 
 
 def _settings(models_dir: Path, **kw: Any) -> WanSettings:
@@ -139,12 +145,13 @@ def test_unreadable_image_is_a_clear_error(engine: EngineProcess, tmp_path: Path
     assert not err.value.retryable
 
 
-def test_fp8_on_cpu_is_unavailable_with_a_clear_message(models_dir: Path) -> None:
-    proc = EngineProcess("wan", _settings(models_dir), ["wan22-t2v-fp8"])
-    with pytest.raises(EngineFailed) as err:
-        proc.start()
-    assert "fp8 models need an NVIDIA GPU with compute capability 8.9" in err.value.message
-    assert "runs on cpu" in err.value.message
+def test_fp8_on_cpu_is_unavailable_with_a_clear_message(
+    models_dir: Path, in_process: InProcess
+) -> None:
+    with pytest.raises(EngineError) as err:
+        in_process("wan", _settings(models_dir), ["wan22-t2v-fp8"])
+    assert "fp8 models need an NVIDIA GPU with compute capability 8.9" in str(err.value)
+    assert "runs on cpu" in str(err.value)
 
 
 def test_lightx2v_lora_is_fused_into_both_experts() -> None:
@@ -173,30 +180,28 @@ def test_lightx2v_lora_is_fused_into_both_experts() -> None:
     assert not any("lora" in n for n, _ in pipe.transformer_2.named_parameters())
 
 
-def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(tmp_path: Path) -> None:
+def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(
+    tmp_path: Path, in_process: InProcess
+) -> None:
     from vidq.engines.wan_configs import write_tiny_ti2v
 
     write_tiny_ti2v(tmp_path / "models")
-    proc = EngineProcess("wan", _settings(tmp_path / "models", base="ti2v-5b"), POOLS)
-    proc.start()
-    try:
-        # 144 is not a multiple of TI2V-5B's 32-pixel grid: rendered at 160, cropped.
-        t2v = _job(tmp_path, "t2v", "t2v", {"width": 128, "height": 144, "seed": 3})
-        meta, progress = _run(proc, t2v)
-        info = probe_mp4(Path(t2v.output_path).read_bytes(), tmp_path)
-        assert (info.width, info.height, info.frames) == (128, 144, 17)
-        assert meta["steps"] == 30 and meta["guidance"] == 5.0 and not meta["lightning"]
-        assert progress[-1] == [32, 32]
-        first = _image(tmp_path / "first.png", (128, 128), (10, 200, 10))
-        i2v = _job(tmp_path, "i2v", "i2v", {"seed": 3}, data_uri=first)
-        _run(proc, i2v)
-        info = probe_mp4(Path(i2v.output_path).read_bytes(), tmp_path)
-        assert (info.width, info.height, info.frames) == (128, 128, 17)
-        flf = _job(tmp_path, "flf", "i2v", {}, data_uri=first, second_image_uri=first)
-        with pytest.raises(EngineFailed, match="first\\+last frame needs the I2V-A14B"):
-            _run(proc, flf)
-    finally:
-        proc.stop()
+    engine = in_process("wan", _settings(tmp_path / "models", base="ti2v-5b"), POOLS)
+    # 144 is not a multiple of TI2V-5B's 32-pixel grid: rendered at 160, cropped.
+    t2v = _job(tmp_path, "t2v", "t2v", {"width": 128, "height": 144, "seed": 3})
+    meta, progress = run_here(engine, t2v)
+    info = probe_mp4(Path(t2v.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 144, 17)
+    assert meta["steps"] == 30 and meta["guidance"] == 5.0 and not meta["lightning"]
+    assert progress[-1] == [32, 32]
+    first = _image(tmp_path / "first.png", (128, 128), (10, 200, 10))
+    i2v = _job(tmp_path, "i2v", "i2v", {"seed": 3}, data_uri=first)
+    run_here(engine, i2v)
+    info = probe_mp4(Path(i2v.output_path).read_bytes(), tmp_path)
+    assert (info.width, info.height, info.frames) == (128, 128, 17)
+    flf = _job(tmp_path, "flf", "i2v", {}, data_uri=first, second_image_uri=first)
+    with pytest.raises(EngineError, match="first\\+last frame needs the I2V-A14B"):
+        run_here(engine, flf)
 
 
 def test_gpu_out_of_memory_fails_the_attempt_retryably_with_a_fresh_child(
@@ -282,7 +287,9 @@ def test_previews_of_the_latents_are_published_each_due_step(
     assert diff.mean() < 0.5, diff.mean()
 
 
-def test_a_configured_tiny_decoder_makes_the_previews(models_dir: Path, tmp_path: Path) -> None:
+def test_a_configured_tiny_decoder_makes_the_previews(
+    models_dir: Path, tmp_path: Path, in_process: InProcess
+) -> None:
     """With VIDQ_WAN_PREVIEW_DECODER the previews come from the tiny VAE decoder (twice the
     latents' size: 40x32 for a 160x128 video) instead of the projection (20x16); a file
     that is not a decoder stops the engine from loading, saying so."""
@@ -292,29 +299,23 @@ def test_a_configured_tiny_decoder_makes_the_previews(models_dir: Path, tmp_path
 
     weights = tmp_path / "taew2_1.safetensors"
     save_file(PreviewDecoder(16, 1).state_dict(), str(weights))
-    proc = EngineProcess("wan", _settings(models_dir, preview_decoder=weights), ["wan22-t2v"])
-    proc.start()
-    try:
-        job = dataclasses.replace(
-            _job(tmp_path, "decoded", "t2v", {"width": 160, "height": 128, "seed": 3}),
-            preview_path=str(tmp_path / "preview.webp"), preview_interval_s=1e-6,
-        )  # fmt: skip
-        sizes: list[tuple[int, int, int]] = []
+    engine = in_process("wan", _settings(models_dir, preview_decoder=weights), ["wan22-t2v"])
+    job = dataclasses.replace(
+        _job(tmp_path, "decoded", "t2v", {"width": 160, "height": 128, "seed": 3}),
+        preview_path=str(tmp_path / "preview.webp"), preview_interval_s=1e-6,
+    )  # fmt: skip
+    sizes: list[tuple[int, int, int]] = []
 
-        def on_preview(path: Path, step: int) -> None:
-            with Image.open(path) as img:
-                sizes.append((step, *img.size))
+    def on_preview(step: int) -> None:
+        with Image.open(job.preview_path) as img:
+            sizes.append((step, *img.size))
 
-        proc.run(job, lambda k, n: None, lambda: False, on_preview)
-        assert sizes == [(1, 40, 32), (2, 40, 32), (3, 40, 32), (4, 40, 32)]
-    finally:
-        proc.stop()
+    run_here(engine, job, on_preview)
+    assert sizes == [(1, 40, 32), (2, 40, 32), (3, 40, 32), (4, 40, 32)]
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
-    bad = EngineProcess(
-        "wan", _settings(models_dir, preview_decoder=tmp_path / "bad.safetensors"), ["wan22-t2v"]
-    )
-    with pytest.raises(EngineFailed, match="VIDQ_WAN_PREVIEW_DECODER"):
-        bad.start()
+    with pytest.raises(EngineError, match="VIDQ_WAN_PREVIEW_DECODER"):
+        in_process("wan", _settings(models_dir, preview_decoder=tmp_path / "bad.safetensors"),
+                   ["wan22-t2v"])  # fmt: skip
 
 
 def _lora_file(
