@@ -229,14 +229,14 @@ engine.stop()
 @pytest.mark.parametrize(
     ("engine", "held"),
     [("preview", {"libavcodec": True, "_multiarray_umath": True, "libtorch": False}),
-     ("wan", {"libavcodec": False, "_multiarray_umath": False, "libtorch": False})],
+     ("wan", {"libavcodec": True, "_multiarray_umath": True, "libtorch": False})],
 )  # fmt: skip
-def test_the_fork_server_holds_the_engines_imports_unless_they_load_a_gpu_library(
+def test_the_fork_server_holds_the_media_imports_and_never_torch(
     engine: str, held: dict[str, bool]
 ) -> None:
-    """A worker's fork server imports the preview engine's module (FFmpeg, numpy) once, so
-    each engine child it forks starts without importing them; never torch, which an engine
-    child loads itself after it has chosen its GPU."""
+    """A worker's fork server imports the preview engine's module (FFmpeg, numpy) once,
+    whatever engine started it, so each engine child it forks starts without importing
+    them; never torch, which an engine child loads itself after it has chosen its GPU."""
     if engine == "wan":
         pytest.importorskip("torch")
     out = subprocess.run(

@@ -51,8 +51,13 @@ FORK_SERVER_PRELOAD = ("preview", "comfyui")
 
 
 def preload_modules(name: str) -> list[str]:
-    """The modules a fork server may import ahead for engine ``name`` (see above)."""
-    return [ENGINES[name][0]] if name in FORK_SERVER_PRELOAD and name in ENGINES else []
+    """The modules a fork server may import ahead for engine ``name`` (see above): its own
+    module where it loads no GPU library, and the preview engine's for every engine. Its
+    libraries (numpy, Pillow, PyAV) are the ones every engine's child writes its video
+    with, and one fork server serves all of a process's children, whatever engine it was
+    started for."""
+    own = [ENGINES[name][0]] if name in FORK_SERVER_PRELOAD and name in ENGINES else []
+    return list(dict.fromkeys([ENGINES["preview"][0], *own]))
 
 
 def engine_options(settings: BaseModel | None, pools: Iterable[str] = ()) -> dict[str, Any]:

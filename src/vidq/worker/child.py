@@ -194,10 +194,11 @@ class EngineProcess:
         """Start the child and wait until its engine is loaded."""
         ctx = multiprocessing.get_context("forkserver")
         # The fork server (one per worker process, started at its first child) imports this
-        # module and the engine's own where that loads no GPU library (``preload_modules``)
-        # once, then forks each child: a new child skips Python's start-up and these
-        # imports (about a second of CPU each). The server is a fresh process, started
-        # before any engine ran, so it holds no threads, CUDA context or weights to fork.
+        # module, the preview engine's (numpy, Pillow, PyAV) and the engine's own where that
+        # loads no GPU library (``preload_modules``) once, then forks each child: a new
+        # child skips Python's start-up and these imports (about a second of CPU each).
+        # The server is a fresh process, started before any engine ran, so it holds no
+        # threads, CUDA context or weights to fork.
         ctx.set_forkserver_preload([__name__, *preload_modules(self.engine_name)])
         parent, child = ctx.Pipe()
         proc = ctx.Process(
