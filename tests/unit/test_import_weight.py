@@ -5,8 +5,10 @@ commands (``vidq.api.auth``) load no web framework either."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.processes import ROOT
 
@@ -53,3 +55,49 @@ def test_the_token_commands_load_no_web_framework() -> None:
     proc = _loaded(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+HEAVY = {"torch", "diffusers", "transformers"}  # and safetensors.torch, which imports torch
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it is imported: its module-level imports (those
+    under ``if TYPE_CHECKING:`` left out)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_collecting_the_tests_imports_no_torch() -> None:
+    """Every xdist worker imports every test module to collect it: a module-level import
+    that loads torch (directly, or through a module of vidq or tests/support that does)
+    costs each of them about 1.5 CPU-s. Tests import such modules inside themselves."""
+    modules = {
+        ".".join(path.relative_to(base).with_suffix("").parts): path
+        for base, top in ((ROOT / "src", "vidq"), (ROOT, "tests"))
+        for path in (base / top).rglob("*.py")
+        if "node_modules" not in path.parts
+    }
+    imports = {name: _top_level_imports(path) for name, path in modules.items()}
+    heavy: set[str] = set()
+    changed = True
+    while changed:  # a module is heavy when it imports torch or a heavy module
+        changed = False
+        for name, imported in imports.items():
+            if name not in heavy and any(
+                m in heavy or m.split(".")[0] in HEAVY or m == "safetensors.torch" for m in imported
+            ):
+                heavy.add(name)
+                changed = True
+    assert "vidq.engines.wan_pipeline" in heavy  # the check sees a module that does
+    collected = sorted(
+        n for n in heavy
+        if n.startswith("tests.") and (n.rsplit(".", 1)[-1].startswith("test_")
+                                       or n.endswith("conftest"))
+    )  # fmt: skip
+    assert not collected, f"these test modules import torch when collected: {collected}"

@@ -1,21 +1,24 @@
 """The preview writer (one per interval, atomic files, bounded size), the latent
-projection of Wan latents, and the tiny VAE decoder that loads TAEHV's weight files."""
+projection of Wan latents, and the tiny VAE decoder that loads TAEHV's weight files.
+
+torch is imported by the tests that use it, not at the top: every xdist worker imports
+every test module to collect it (about 1.5 CPU-s each for torch)."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from vidq.engines.previews import MAX_FRAMES, MAX_SIDE, PreviewWriter, encode, shrink
-from vidq.engines.wan_decoder import PreviewDecoder
-from vidq.engines.wan_preview import latent_rgb
 from vidq.errors import EngineUnavailable
+
+if TYPE_CHECKING:
+    from vidq.engines.wan_decoder import PreviewDecoder
 
 
 class Clock:
@@ -70,6 +73,10 @@ def test_the_preview_is_small_and_moves() -> None:
 
 
 def test_latents_become_one_rgb_frame_per_latent_frame() -> None:
+    import torch
+
+    from vidq.engines.wan_preview import latent_rgb
+
     latents = torch.randn(1, 16, 5, 12, 20)
     frames = latent_rgb(latents)
     assert len(frames) == 5 and frames[0].shape == (12, 20, 3) and frames[0].dtype == np.uint8
@@ -85,6 +92,11 @@ def _taehv_file(path: Path, latent_channels: int = 16, patch: int = 1) -> Previe
     """A weight file laid out as TAEHV's published ones (encoder and decoder keys; the
     second and third temporal stages trained at stride 2: twice the rows), from a random
     decoder; returns that decoder as the file's rows it should use."""
+    import torch
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_decoder import PreviewDecoder
+
     torch.manual_seed(0)
     made = PreviewDecoder(latent_channels, patch)
     state = {k: v.clone() for k, v in made.state_dict().items()}
@@ -100,6 +112,11 @@ def _taehv_file(path: Path, latent_channels: int = 16, patch: int = 1) -> Previe
 def test_a_taehv_weight_file_loads_and_decodes_one_frame_per_latent_frame(
     tmp_path: Path, channels: int, patch: int, size: tuple[int, int]
 ) -> None:
+    import torch
+
+    from vidq.engines.wan_decoder import PreviewDecoder
+    from vidq.engines.wan_preview import latent_rgb
+
     made = _taehv_file(tmp_path / "taew.safetensors", channels, patch)
     loaded = PreviewDecoder.load(tmp_path / "taew.safetensors", torch.device("cpu"), torch.float32)
     assert (loaded.latent_channels, loaded.patch) == (channels, patch)
@@ -116,6 +133,11 @@ def test_a_taehv_weight_file_loads_and_decodes_one_frame_per_latent_frame(
 
 
 def test_a_file_that_is_no_taehv_decoder_is_refused_saying_why(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from vidq.engines.wan_decoder import PreviewDecoder
+
     cpu, f32 = torch.device("cpu"), torch.float32
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(EngineUnavailable, match="not a readable safetensors file"):
