@@ -36,7 +36,8 @@ def test_cli_api_and_layout_do_not_import_torch() -> None:
 
 
 def test_the_command_loads_no_server_part_until_a_server_command_runs() -> None:
-    server = ("fastapi", "starlette", "uvicorn", "alembic", "sqlalchemy", "av", "boto3")
+    server = ("fastapi", "starlette", "uvicorn", "alembic", "sqlalchemy", "av", "boto3",
+              "pydantic_settings")  # fmt: skip
     code = (
         "import sys; import vidq.cli.main; "
         f"print(sorted(m for m in {server!r} if m in sys.modules))"

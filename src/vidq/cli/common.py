@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from vidq.config import Settings
 from vidq.errors import CannotStart
 from vidq.ops.logs import JsonFormatter
 from vidq.ops.logs import configure_logging as configure
+
+if TYPE_CHECKING:  # the settings (pydantic-settings) load with a server command only
+    from vidq.config import Settings
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (VIDQ_DATA_DIR).")]
 Init = Annotated[
@@ -23,6 +25,14 @@ Init = Annotated[
         "(`vidq serve` does; otherwise a missing one is an error).",
     ),
 ]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings.load``: the settings, imported here so that pydantic-settings loads with
+    a server command only (a client command starts without it)."""
+    from vidq.config import Settings
+
+    return Settings.load(**overrides)
 
 
 def configure_logging(settings: Settings) -> None:

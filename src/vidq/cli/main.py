@@ -9,7 +9,6 @@ import typer
 from vidq.cli import admin, client, maintenance, tokens
 from vidq.cli.serve import serve
 from vidq.cli.worker import worker
-from vidq.config import Settings
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="vidq: self-hosted video generation."
@@ -27,15 +26,16 @@ app.add_typer(admin.app, name="admin")  # the admin routes, over HTTP
 
 def main() -> None:
     from pydantic import ValidationError
-    from pydantic_settings import BaseSettings
 
-    from vidq.config import GROUPS, env_name
-
-    classes: dict[str, type[BaseSettings]] = {cls.__name__: cls for cls in GROUPS.values()}
-    classes["Settings"] = Settings
     try:
         app()
     except ValidationError as exc:
+        from pydantic_settings import BaseSettings  # a server command loaded them already
+
+        from vidq.config import GROUPS, Settings, env_name
+
+        classes: dict[str, type[BaseSettings]] = {cls.__name__: cls for cls in GROUPS.values()}
+        classes["Settings"] = Settings
         model = classes.get(exc.title)
         if model is None:
             raise  # not a setting: a bug, keep its traceback

@@ -9,8 +9,14 @@ from typing import Annotated
 
 import typer
 
-from vidq.cli.common import DataDir, Init, cannot_start, configure_logging, say_database
-from vidq.config import Settings
+from vidq.cli.common import (
+    DataDir,
+    Init,
+    cannot_start,
+    configure_logging,
+    load_settings,
+    say_database,
+)
 from vidq.errors import CannotStart
 
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
@@ -31,7 +37,7 @@ def gc(
 
     from vidq.compose import collector, open_backends, process_name
 
-    settings = Settings.load(data_dir=data_dir)
+    settings = load_settings(data_dir=data_dir)
     configure_logging(settings)
     try:
         backends = open_backends(settings, create=init)
@@ -54,7 +60,7 @@ def config_show(data_dir: DataDir = None) -> None:
     (env, flag, default). Passwords, tokens and keys are masked."""
     from vidq.config_doc import effective
 
-    settings = Settings.load(data_dir=data_dir)
+    settings = load_settings(data_dir=data_dir)
     rows = [("GROUP", "NAME", "VARIABLE", "VALUE", "SOURCE")]
     flags = frozenset({"data_dir"} if data_dir is not None else ())
     for row in effective(settings, flags):
@@ -73,7 +79,7 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     from vidq.compose import sqlite_path
     from vidq.store.migrate import upgrade
 
-    settings = Settings.load(data_dir=data_dir)
+    settings = load_settings(data_dir=data_dir)
     url = settings.resolved_database_url()
     path = sqlite_path(url)
     if path is not None:  # the explicit migration command may create a SQLite database
@@ -103,7 +109,7 @@ def models_check(
     from vidq.engines.wan_layout import wan_weights
     from vidq.models_file import ModelsFileError
 
-    settings = Settings.load(wan={"models_dir": models_dir})
+    settings = load_settings(wan={"models_dir": models_dir})
     try:
         models = load(file or settings.models_file)
     except ModelsFileError as exc:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vidq.cli.common import DataDir, cannot_start, configure_logging
-from vidq.config import Settings
+from vidq.cli.common import DataDir, cannot_start, configure_logging, load_settings
 from vidq.errors import CannotStart
 
 
@@ -27,7 +26,7 @@ def serve(
 
     from vidq.compose import build_api
 
-    settings = Settings.load(
+    settings = load_settings(
         data_dir=data_dir, server={"host": host, "port": port, "workers": workers}
     )
     configure_logging(settings)

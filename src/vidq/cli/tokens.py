@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vidq.cli.common import DataDir, Init, cannot_start, say_database
-from vidq.config import Settings
+from vidq.cli.common import DataDir, Init, cannot_start, load_settings, say_database
 from vidq.errors import CannotStart
 from vidq.store.base import (
     MAX_WEIGHT,
@@ -21,6 +20,9 @@ from vidq.store.base import (
     Token,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from vidq.config import Settings
 
 DAY_S = 86_400.0
 
@@ -133,7 +135,7 @@ def token_create(
         raise typer.BadParameter(
             f"must be 1 to {TOKEN_EXPIRY_DAYS_MAX}", param_hint="--expires-in-days"
         )
-    settings = Settings.load(data_dir=data_dir)
+    settings = load_settings(data_dir=data_dir)
     limits = settings.limits
     defaults = Quota(
         max_queued=limits.default_max_queued,
@@ -213,7 +215,7 @@ def token_update(
     }  # fmt: skip
     for name, raw in options.items():  # bad values fail before the store is opened
         parse_limit(raw, name.replace("_", "-"))
-    store = open_job_store(Settings.load(data_dir=data_dir), create=init)
+    store = open_job_store(load_settings(data_dir=data_dir), create=init)
     current = next((t for t in store.list_tokens() if t.id == token_id and not t.revoked), None)
     if current is None:
         typer.echo(f"no live token with id {token_id}", err=True)
@@ -237,7 +239,7 @@ def token_revoke(
     init: Init = False,
 ) -> None:
     """Revoke a token by id."""
-    store = open_job_store(Settings.load(data_dir=data_dir), create=init)
+    store = open_job_store(load_settings(data_dir=data_dir), create=init)
     if not store.revoke_token(token_id):
         typer.echo(f"no live token with id {token_id}", err=True)
         raise typer.Exit(1)
@@ -248,7 +250,7 @@ def token_revoke(
 def token_list(data_dir: DataDir = None, init: Init = False) -> None:
     """List tokens (ids, users, limits and their users' current usage; never the tokens
     themselves)."""
-    store = open_job_store(Settings.load(data_dir=data_dir), create=init)
+    store = open_job_store(load_settings(data_dir=data_dir), create=init)
     usage: dict[str, Usage] = {}
     typer.echo(TOKEN_HEADER)
     for t in store.list_tokens():

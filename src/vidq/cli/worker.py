@@ -8,8 +8,14 @@ from typing import Annotated
 
 import typer
 
-from vidq.cli.common import DataDir, Init, cannot_start, configure_logging, say_database
-from vidq.config import Settings
+from vidq.cli.common import (
+    DataDir,
+    Init,
+    cannot_start,
+    configure_logging,
+    load_settings,
+    say_database,
+)
 from vidq.errors import CannotStart
 
 
@@ -67,7 +73,7 @@ def worker(
     remote worker that reaches only the API (docs/remote-workers.md)."""
     from vidq.compose import build_worker
 
-    settings = Settings.load(
+    settings = load_settings(
         data_dir=data_dir,
         worker={
             "pools": pools, "metrics_port": metrics_port, "gpus": gpus, "max_jobs": max_jobs,
