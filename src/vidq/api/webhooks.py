@@ -46,6 +46,7 @@ connecting.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -60,6 +61,8 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
@@ -210,6 +213,8 @@ class WebhookDispatcher:
         self._inflight: set[int] = set()  # job ids with a delivery task here (loop only)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: anyio.Event | None = None  # set by stop(): the loop ends without its sleep
+        self._loop: anyio.lowlevel.EventLoopToken | None = None
         self._server_secret: bytes | None = None
         settings = ctx.settings
         self._per_user = KeyedLimit(settings.limits.webhook_per_user)
@@ -248,7 +253,11 @@ class WebhookDispatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the loop now (not at its next poll, up to ``POLL_S`` later) and wait for it."""
         self._stop.set()
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                anyio.from_thread.run_sync(self._wake.set, token=self._loop)
         if self._thread is not None:
             self._thread.join(5)
 
@@ -256,13 +265,15 @@ class WebhookDispatcher:
         """The dispatcher's loop: poll the store, start a delivery per due webhook."""
         everyone = anyio.Semaphore(self._slots)
         after = 0  # the poll's cursor: job ids above it come next
+        self._wake, self._loop = anyio.Event(), anyio.lowlevel.current_token()
         async with anyio.create_task_group() as tasks:
             while not self._stop.is_set():
                 try:
                     after = await self._poll(tasks, everyone, after)
                 except VidqError as exc:
                     log.warning("webhooks: %s", exc.message)
-                await anyio.sleep(POLL_S)
+                with anyio.move_on_after(POLL_S):
+                    await self._wake.wait()
             tasks.cancel_scope.cancel()
 
     async def _poll(self, tasks: anyio.abc.TaskGroup, everyone: anyio.Semaphore, after: int) -> int:

@@ -137,6 +137,24 @@ def test_unsafe_webhook_targets_are_422(tmp_path: Path) -> None:
         assert client.get("/requests").json()["requests"] == []
 
 
+def test_an_api_stops_its_dispatcher_at_once_not_at_its_next_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutting an API down ends the dispatcher's loop at once: with a poll a minute apart,
+    its thread is gone when the server has stopped (``stop`` waits 5 s for it at most)."""
+    from vidq.api import webhooks
+
+    monkeypatch.setattr(webhooks, "POLL_S", 60.0)
+
+    def dispatchers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "vidq-webhooks"}
+
+    before = dispatchers()
+    with stack(tmp_path / "data", workers=0):
+        assert len(dispatchers() - before) == 1
+    assert dispatchers() - before == set()
+
+
 def test_pending_webhook_survives_an_api_restart(
     tmp_path: Path, receiver: str, database: Database
 ) -> None:
