@@ -5,6 +5,7 @@ traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import typer
@@ -17,6 +18,11 @@ INSTALL_SERVER = "pip install '<the vidq checkout or wheel>[server]'"
 
 def main() -> None:
     """Run the ``vidq`` command."""
+    # Every server command loads the settings (pydantic-settings, of the server extra), and
+    # vidq.cli.main imports them only when one runs: look for them without importing them.
+    if importlib.util.find_spec("pydantic_settings") is None:
+        client_only(missing="pydantic_settings", args=sys.argv[1:])
+        return
     try:
         from vidq.cli import main as cli
     except ModuleNotFoundError as exc:

@@ -64,13 +64,20 @@ def test_a_running_job_shows_a_moving_preview_that_is_gone_when_it_ends(running:
     early, early_ms = _frames(got.content)
     assert 1 <= len(early) <= MAX_FRAMES and max(early[0].size) <= MAX_SIDE
 
-    # a later preview shows a later step and more of the video
-    def later() -> dict[str, Any] | None:
+    # A later preview shows a later step and more of the video. The preview's file is
+    # replaced at each step: what a status names may be newer when it is fetched, so its
+    # frames are read as they are served, until they show more than the first did.
+    def later() -> tuple[dict[str, Any], list[Image.Image], int] | None:
         shown = _preview(alice, rid)
-        return shown if shown is not None and shown["step"] > first["step"] else None
+        if shown is None or shown["step"] <= first["step"]:
+            return None
+        got = httpx.get(shown["url"], timeout=10)
+        if got.status_code != 200:  # the job ended meanwhile: its preview is gone
+            return None
+        frames, played = _frames(got.content)
+        return (shown, frames, played) if played > early_ms else None
 
-    second = eventually(later, 60, interval=0.05, what="a later preview")
-    late, late_ms = _frames(httpx.get(second["url"], timeout=10).content)
+    second, late, late_ms = eventually(later, 60, interval=0.05, what="a later, longer preview")
     assert len(late) <= MAX_FRAMES and late_ms > early_ms  # more of the video, as long to play
 
     # The other user sees neither the job nor its preview.
