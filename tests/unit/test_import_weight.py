@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import ROOT
 
 
@@ -35,23 +37,22 @@ def test_cli_api_and_layout_do_not_import_torch() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_the_command_loads_no_server_part_until_a_server_command_runs() -> None:
-    server = ("fastapi", "starlette", "uvicorn", "alembic", "sqlalchemy", "av", "boto3",
-              "pydantic_settings")  # fmt: skip
+@pytest.mark.parametrize(
+    ("imported", "absent"),
+    [
+        # the vidq command loads the server's parts only when a server command runs
+        ("vidq.cli.main", ("fastapi", "starlette", "uvicorn", "alembic", "sqlalchemy", "av",
+                           "boto3", "pydantic_settings")),
+        # the vidq token commands (vidq.api.auth) load no web framework
+        ("vidq.cli.main, vidq.api.auth", ("fastapi", "starlette", "uvicorn", "av")),
+    ],
+    ids=["the command", "the token commands"],
+)  # fmt: skip
+def test_a_command_loads_no_server_part_it_does_not_run(
+    imported: str, absent: tuple[str, ...]
+) -> None:
     code = (
-        "import sys; import vidq.cli.main; "
-        f"print(sorted(m for m in {server!r} if m in sys.modules))"
-    )
-    proc = _loaded(code)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]", proc.stdout
-
-
-def test_the_token_commands_load_no_web_framework() -> None:
-    web = ("fastapi", "starlette", "uvicorn", "av")
-    code = (
-        "import sys; import vidq.cli.main, vidq.api.auth; "
-        f"print(sorted(m for m in {web!r} if m in sys.modules))"
+        f"import sys; import {imported}; print(sorted(m for m in {absent!r} if m in sys.modules))"
     )
     proc = _loaded(code)
     assert proc.returncode == 0, proc.stderr

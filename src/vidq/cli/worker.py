@@ -8,14 +8,8 @@ from typing import Annotated
 
 import typer
 
-from vidq.cli.common import (
-    DataDir,
-    Init,
-    cannot_start,
-    configure_logging,
-    load_settings,
-    say_database,
-)
+from vidq.cli import common
+from vidq.cli.common import DataDir, Init, cannot_start, configure_logging, say_database
 from vidq.errors import CannotStart
 
 
@@ -73,7 +67,7 @@ def worker(
     remote worker that reaches only the API (docs/remote-workers.md)."""
     from vidq.compose import build_worker
 
-    settings = load_settings(
+    settings = common.load_settings(
         data_dir=data_dir,
         worker={
             "pools": pools, "metrics_port": metrics_port, "gpus": gpus, "max_jobs": max_jobs,
