@@ -378,6 +378,9 @@ def test_a_prompt_whose_answer_was_lost_is_removed_from_the_server(
     (pid,) = comfy.prompt_ids
     assert pid in comfy.deleted
     assert pid in comfy.dequeued or comfy.interrupts == 1
+    if pid in comfy.dequeued:  # still queued (a busy machine): removed, it never runs
+        assert comfy.interrupts == 0 and pid not in comfy.history
+        return
     eventually(lambda: pid in comfy.history, 10, what="the interrupted prompt to end")
     assert comfy.history[pid]["status"]["status_str"] == "error"  # interrupted, not run out
 
