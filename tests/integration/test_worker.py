@@ -215,11 +215,15 @@ try:
     engine.start()
 except Exception as exc:  # the wan engine without weights: its fork server stays
     print(type(exc).__name__, file=sys.stderr)
-(server,) = [
-    pid for pid in os.listdir("/proc") if pid.isdigit()
-    and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())
-    and b"multiprocessing.forkserver" in open(f"/proc/{pid}/cmdline", "rb").read()
-]
+def forkserver(pid):  # a child that exits during the scan (the failed engine's) is skipped
+    try:
+        parent = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+        return parent == str(os.getpid()) and (
+            b"multiprocessing.forkserver" in open(f"/proc/{pid}/cmdline", "rb").read()
+        )
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+(server,) = [pid for pid in os.listdir("/proc") if pid.isdigit() and forkserver(pid)]
 maps = open(f"/proc/{server}/maps").read()
 print(json.dumps({lib: lib in maps for lib in ("libavcodec", "_multiarray_umath", "libtorch")}))
 engine.stop()
