@@ -107,6 +107,34 @@ def test_s3_signed_url_downloads_over_http_and_expires(seaweed: SeaweedServer) -
         store.close()
 
 
+def test_s3_put_file_sends_a_small_file_in_one_put_and_a_large_one_in_parts(
+    seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    """Below the multipart threshold one PUT; from it on boto3's upload in parts. S3 tells
+    them apart by the ETag: a multipart object's ends in ``-<number of parts>``."""
+    store = S3BlobStore(
+        f"t-{uuid.uuid4().hex[:10]}", endpoint_url=seaweed.endpoint, region="us-east-1",
+        access_key=seaweed.access_key, secret_key=seaweed.secret_key,
+        multipart_threshold=5 * 1024 * 1024,  # S3's smallest part
+    )  # fmt: skip
+    try:
+        for name, size, parts in (("small", 5 * 1024 * 1024 - 1, None), ("large", 11 << 20, 2)):
+            src = tmp_path / f"{name}.mp4"
+            src.write_bytes(uuid.uuid4().bytes * (size // 16) + b"x" * (size % 16))
+            store.put_file(f"outputs/free/{name}.mp4", src, "video/mp4")
+            head = store._client.head_object(Bucket=store.bucket, Key=f"outputs/free/{name}.mp4")
+            etag = head["ETag"].strip('"')
+            assert (etag.rpartition("-")[2] if "-" in etag else None) == (
+                str(parts) if parts else None
+            ), (name, etag)
+            assert head["ContentLength"] == size and head["ContentType"] == "video/mp4"
+            dest = tmp_path / f"{name}.out"
+            store.download(f"outputs/free/{name}.mp4", dest)
+            assert dest.read_bytes() == src.read_bytes()
+    finally:
+        store.close()
+
+
 def test_local_signed_url_verifies_and_rejects_tampering(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs", b"s" * 32, "vidq")
     store.put_bytes("outputs/free/1.mp4", b"data", "video/mp4")

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 
 from vidq.errors import InvalidInput
+from vidq.media.video import small_on_one_thread
 
 POSTER_WIDTH = 480  # at most this wide; never scaled up
 _QUALITY = 4  # MJPEG qscale: 2 (best) .. 31; 4 keeps a 480 px still near 20-40 KB
@@ -23,6 +24,7 @@ def make_poster(video: Path, dst: Path, *, max_width: int = POSTER_WIDTH) -> Non
             if not container.streams.video:
                 raise InvalidInput("video", "the file has no video stream")
             stream = container.streams.video[0]
+            small_on_one_thread(stream)
             target = max(stream.frames, 0) // 3  # 0 when the count is unknown: the first
             frame = None
             for index, decoded in enumerate(container.decode(stream)):
