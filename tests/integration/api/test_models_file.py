@@ -16,14 +16,18 @@ from tests.support.media import probe_mp4, result_mp4
 from tests.support.stack import stack
 from tests.support.wait import eventually, wait_status
 from vidq import catalog
+from vidq.api.fal import catalog as fal_catalog
 
 
 @pytest.fixture(autouse=True)
 def shipped_catalog_after() -> Iterator[None]:
-    """A stack with a models file makes it this process's catalog; later tests of the
-    process that build workers without a stack find the shipped one again."""
+    """A stack with a models file makes it this process's catalog, and its fal aliases
+    (``fal.catalog.ENDPOINTS``, rebuilt when an app is built); later tests of the process
+    find the shipped ones again, those that build no app too (tests/unit/test_fal_catalog.py
+    failed after this file once it ran on the same xdist worker)."""
     yield
     catalog.install(None)
+    fal_catalog.refresh()
 
 
 FINETUNE = """
