@@ -155,16 +155,23 @@ function showSecret(box, made) {
 
 // -- listing and revoking -------------------------------------------------------------------
 
+// Only the newest listing of a box draws: an older answer that comes late (the first load
+// of every user's keys, after a filter asked for one user's) must not replace it.
+const newest = new WeakMap();
+
 async function loadTokens(box, path, { owner, reload }) {
+  const mine = {};
+  newest.set(box, mine);
   try {
     const { tokens } = await api(path);
+    if (newest.get(box) !== mine) return;
     if (!tokens.length) { fill(box, h("p", { class: "hint" }, owner ? "No keys." : "You have no keys.")); return; }
     const cols = [...(owner ? ["User"] : []), "Name", "Created", "Expires", "State", ""];
     fill(box, h("div", { class: "table-wrap" }, h("table", { class: "tokens" },
       h("thead", {}, h("tr", {}, cols.map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, tokens.map((t) => tokenRow(t, { owner, reload }))))));
   } catch (err) {
-    fill(box, h("p", { class: "form-error" }, explain(err)));
+    if (newest.get(box) === mine) fill(box, h("p", { class: "form-error" }, explain(err)));
   }
 }
 
