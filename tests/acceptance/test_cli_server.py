@@ -408,9 +408,13 @@ def test_admin_commands(tmp_path: Path) -> None:
         assert resumed.returncode == 0 and resumed.stdout == f"pool {POOL_I2V}: running\n"
         assert wait_status(alice, I2V, doomed, {"FAILED", "COMPLETED"})["status"] == "FAILED"
         wait_status(alice, T2V, done, {"COMPLETED"})
+        # paused, so that no worker claims it before the answer reads it back (a CI run saw
+        # IN_PROGRESS there)
+        assert _run(env, "pause", POOL_I2V).returncode == 0
         retried = _run(env, "retry", doomed)
         assert retried.returncode == 0, retried.stderr
         assert retried.stdout == f"request {doomed} (alice): IN_QUEUE\n"
+        assert _run(env, "resume", POOL_I2V).returncode == 0
         wait_status(alice, I2V, doomed, {"FAILED"})  # its input is still gone
 
         calls = {
