@@ -6,10 +6,12 @@ locally, saying so, and fail in CI (tests/support/tools.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,21 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _chromium() -> str:
-    """Debian's chromium; installed with apt when missing (as root, or with sudo)."""
+    """Debian's chromium; installed with apt when missing (as root, or with sudo).
+
+    Every browser module of every xdist worker may get here at once on a fresh machine, and
+    apt-get refuses to run while another holds dpkg's lock: one lock file for all of them
+    makes the first install and the others wait, then find it on PATH."""
     found = shutil.which("chromium")
     if found:
         return found
+    lock = Path(tempfile.gettempdir()) / "vidq-tests-chromium-install.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        return shutil.which("chromium") or _install_chromium()
+
+
+def _install_chromium() -> str:
     sudo: list[str] = []
     if os.geteuid() != 0:
         if shutil.which("sudo") is None:
@@ -45,7 +58,8 @@ def _chromium() -> str:
         sudo = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        subprocess.run([*sudo, *cmd], check=True, env=env, timeout=900, capture_output=True)
+        done = subprocess.run([*sudo, *cmd], check=False, env=env, timeout=900, capture_output=True)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr.decode()[-2000:]}"
     found = shutil.which("chromium")
     assert found, "apt-get installed chromium, but it is not on PATH"
     return found
