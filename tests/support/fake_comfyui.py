@@ -103,6 +103,7 @@ class FakeComfyUI:
         self.prompts: list[dict[str, Any]] = []  # every accepted graph
         self.history: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []  # history entries deleted
+        self.ended: dict[str, str] = {}  # each prompt that ran to its end: its status_str
         self.dequeued: list[str] = []  # pending prompts deleted from the queue
         self.prompt_ids: list[str] = []  # every queued prompt's id
         self.interrupts = 0
@@ -445,6 +446,7 @@ class FakeComfyUI:
         messages: list[list[Any]],
     ) -> None:
         outs = [n for n, v in graph.items() if v["class_type"] in OUTPUT]
+        self.ended[pid] = status  # kept when a client deletes the history entry
         self.history[pid] = {
             "prompt": [self._number, pid, graph, {"client_id": cid}, outs],
             "outputs": ui,
