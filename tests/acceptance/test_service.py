@@ -448,7 +448,9 @@ def test_a_claim_whose_worker_hung_up_takes_no_job(api_only: Server) -> None:
 
 
 def test_an_api_without_workers_collects(tmp_path: Path) -> None:
-    with serve(tmp_path / "data", workers=0, upload_ttl=0, gc_interval=0.5) as server:
+    # The upload expires 3 s after it is stored: long enough to see it stored first on a
+    # busy machine (with no time to live at all, the collector could take it first).
+    with serve(tmp_path / "data", workers=0, upload_ttl=3, gc_interval=0.5) as server:
         token = server.token("alice")
         auth = server.client(token).post("/fal/storage/auth/token", json={}).json()
         cdn = httpx.Client(
