@@ -5,35 +5,11 @@ imports only httpx, never the server's dependencies, and only when one of its na
 first used.
 """
 
+# ruff: noqa: F405 (__all__ names what the star import above gives type checkers)
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from vidq.client import (
-        APIError,
-        AsyncClient,
-        AsyncRequestHandle,
-        AuthenticationError,
-        BadRequestError,
-        Client,
-        ConflictError,
-        NotFoundError,
-        PayloadTooLargeError,
-        RateLimited,
-        RequestCancelled,
-        RequestFailed,
-        RequestHandle,
-        RetryPolicy,
-        ServerError,
-        ServiceUnavailableError,
-        Status,
-        TransportError,
-        ValidationError,
-        VidqClientError,
-        WaitTimeout,
-        as_input,
-        encode_file,
-        verify_webhook,
-    )
+if TYPE_CHECKING:  # the names of __all__, for type checkers
+    from vidq.client import *  # noqa: F403
 
 __all__ = [
     "APIError",
