@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     from vidq.engines.base import EngineJob
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the tiny weights
+
 # torch, diffusers and the engine are imported once the arguments are checked (in ``run``):
 # a usage error is answered at once, not after seconds of imports.
 
@@ -99,10 +101,10 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from tests.support.ltx2_models import write_tiny_ltx2
 
     from vidq.config import LTX2Settings
     from vidq.engines.ltx2 import LTX2Engine
-    from vidq.engines.ltx2_configs import write_tiny_ltx2
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

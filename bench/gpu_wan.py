@@ -1,7 +1,7 @@
 """Seconds per video of the wan engine's generation path, split by phase, and peak GPU memory.
 
 Builds Wan2.2 T2V-A14B and I2V-A14B from their published configs (restated in
-``vidq.engines.wan_configs``) with random bf16 weights (nothing is downloaded), fuses a
+``tests.support.wan_models``) with random bf16 weights (nothing is downloaded), fuses a
 random rank-64 LoRA in the lightx2v format into both experts (the 4-step fast mode), and
 times 1280x720, 81 frames (5 s at 16 fps), batch 1, through ``vidq.engines.wan_pipeline.
 generate`` (the code the engine runs), then the MP4 encode. Then the same with fp8 experts.
@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the random-weight builders
+
 import numpy as np
 import torch
 from PIL import Image
+from tests.support.wan_models import build_pipeline, configs, lightx2v_lora
 
 from vidq.catalog import FPS
-from vidq.engines.wan_configs import build_pipeline, configs, lightx2v_lora
 from vidq.engines.wan_pipeline import (
     PipelineOptions,
     Request,

@@ -27,12 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the random-weight builders
+
 import torch
+from tests.support.wan_models import build_pipeline, configs
 
 from vidq.catalog import FPS
 from vidq.engines.base import NO_PREVIEWS, Previews
 from vidq.engines.previews import PreviewWriter
-from vidq.engines.wan_configs import build_pipeline, configs
 from vidq.engines.wan_pipeline import PipelineOptions, Request, generate, offline, prepare_pipeline
 from vidq.engines.wan_preview import LATENT_FPS, latent_rgb
 

@@ -20,12 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # the random-weight builders (tests.support)
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from tests.support.wan_models import build_pipeline, configs, lightx2v_lora  # noqa: E402
 
 from vidq.engines.base import LoraFile  # noqa: E402
-from vidq.engines.wan_configs import build_pipeline, configs, lightx2v_lora  # noqa: E402
 from vidq.engines.wan_pipeline import job_loras, load_lightning  # noqa: E402
 
 

@@ -171,7 +171,7 @@ def tiny_wan_models(
     with (root / "tiny-wan-models.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
-            from vidq.engines.wan_configs import write_tiny_models
+            from tests.support.wan_models import write_tiny_models
 
             partial = root / "tiny-wan-models.partial"
             write_tiny_models(partial)

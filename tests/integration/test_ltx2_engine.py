@@ -34,7 +34,7 @@ def _settings(models_dir: Path) -> LTX2Settings:
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vidq.engines.ltx2_configs import write_tiny_ltx2
+    from tests.support.ltx2_models import write_tiny_ltx2
 
     path = tmp_path_factory.mktemp("tiny-ltx2-models")
     write_tiny_ltx2(path)
@@ -175,7 +175,7 @@ def test_no_models_dir_is_unavailable(tmp_path: Path) -> None:
 def test_the_weights_setting_names_another_folder(
     tmp_path: Path, in_process: Callable[[str, LTX2Settings, list[str]], Engine]
 ) -> None:
-    from vidq.engines.ltx2_configs import write_tiny_ltx2
+    from tests.support.ltx2_models import write_tiny_ltx2
 
     write_tiny_ltx2(tmp_path, "LTX-2-finetune")
     settings = LTX2Settings(

@@ -157,7 +157,7 @@ def test_fp8_on_cpu_is_unavailable_with_a_clear_message(
 def test_lightx2v_lora_is_fused_into_both_experts() -> None:
     import torch
 
-    from vidq.engines.wan_configs import build_pipeline, configs, lightx2v_lora
+    from tests.support.wan_models import build_pipeline, configs, lightx2v_lora
     from vidq.engines.wan_pipeline import LIGHTNING_SHIFT, load_lightning
 
     cfg = configs("t2v", tiny=True)
@@ -183,7 +183,7 @@ def test_lightx2v_lora_is_fused_into_both_experts() -> None:
 def test_ti2v_5b_alternative_renders_on_its_grid_and_crops(
     tmp_path: Path, in_process: InProcess
 ) -> None:
-    from vidq.engines.wan_configs import write_tiny_ti2v
+    from tests.support.wan_models import write_tiny_ti2v
 
     write_tiny_ti2v(tmp_path / "models")
     engine = in_process("wan", _settings(tmp_path / "models", base="ti2v-5b"), POOLS)
@@ -337,7 +337,7 @@ def _random_lora(path: Path, seed: int, family: str = "t2v") -> Path:
     change the frames."""
     from safetensors.torch import save_file
 
-    from vidq.engines.wan_configs import configs, lightx2v_lora
+    from tests.support.wan_models import configs, lightx2v_lora
 
     save_file(lightx2v_lora(configs(family, tiny=True), scale=1.0, seed=seed), str(path))
     return path
@@ -416,7 +416,7 @@ def test_a_peft_trained_lora_in_diffusers_key_format_applies(
     from peft import LoraConfig, get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from vidq.engines.wan_configs import configs
+    from tests.support.wan_models import configs
 
     torch.manual_seed(4)
     model = WanTransformer3DModel(**configs("t2v", tiny=True).transformer)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # torch on the CPU
 
 @pytest.fixture(scope="module")
 def ltx2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from vidq.engines.ltx2_configs import write_tiny_ltx2
+    from tests.support.ltx2_models import write_tiny_ltx2
 
     models = tmp_path_factory.mktemp("ltx2-models")
     write_tiny_ltx2(models)

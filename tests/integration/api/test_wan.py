@@ -61,7 +61,7 @@ def test_loras_over_http_are_fetched_applied_and_a_bad_one_fails_once(
     from safetensors.torch import save_file
 
     from tests.support.loopback import loopback_http
-    from vidq.engines.wan_configs import configs, lightx2v_lora
+    from tests.support.wan_models import configs, lightx2v_lora
 
     save_file(lightx2v_lora(configs("t2v", tiny=True), scale=1.0, seed=5), tmp_path / "s.bin")
     lora = (tmp_path / "s.bin").read_bytes()
