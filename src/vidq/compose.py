@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from vidq import catalog
+from vidq.blobs import load_secret, open_storage
+from vidq.blobs.base import BlobStore
 from vidq.catalog import DEFAULT_POOLS, MODELS, POOLS
 from vidq.config import Settings
 from vidq.config_doc import mask
@@ -39,8 +41,6 @@ from vidq.models_file import ModelsFileError
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
 from vidq.ops.retention import Collector, RetentionPolicy, run_periodically
-from vidq.storage import load_secret, open_storage
-from vidq.storage.base import BlobStore
 from vidq.store import open_store
 from vidq.store.base import JobStore, RetentionStore
 from vidq.worker import Worker, WorkerOptions

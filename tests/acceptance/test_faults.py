@@ -102,7 +102,7 @@ def retention_stack(
 # Deletes one blob at a time, slowly, and says so: the test kills it mid-batch.
 _SLOW_GC = """
 import sys, time
-from vidq.storage import local, s3
+from vidq.blobs import local, s3
 for cls in (local.LocalBlobStore, s3.S3BlobStore):
     def slow(self, key, _orig=cls.delete):
         _orig(self, key)
@@ -434,7 +434,7 @@ def test_no_job_lost_or_duplicated_under_faults(
         print(f"completed by remote workers: {by_remote} of {len(rows)}")
         assert by_remote > 0
 
-        from vidq.storage.s3 import S3BlobStore
+        from vidq.blobs.s3 import S3BlobStore
 
         store = S3BlobStore(bucket, endpoint_url=seaweed.endpoint, access_key=seaweed.access_key,
                             secret_key=seaweed.secret_key)  # fmt: skip

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from tests.support.servers import SeaweedServer, free_port
+from vidq.blobs import BlobStore
+from vidq.blobs.local import LocalBlobStore
+from vidq.blobs.s3 import S3BlobStore
 from vidq.errors import NotFound, PayloadTooLarge, StorageUnavailable
-from vidq.storage import BlobStore
-from vidq.storage.local import LocalBlobStore
-from vidq.storage.s3 import S3BlobStore
 
 
 def s3_store(server: SeaweedServer, bucket: str) -> S3BlobStore:

@@ -28,6 +28,7 @@ from tests.support.media import probe_mp4, result_mp4
 from tests.support.processes import free_port
 from tests.support.stack import Stack, stack
 from tests.support.wait import eventually, holds, until, wait_status
+from vidq.blobs import open_storage
 from vidq.compose import worker_options
 from vidq.config import ComfyUISettings
 from vidq.engines.base import EngineJob
@@ -44,7 +45,6 @@ from vidq.errors import EngineError, LeaseLost
 from vidq.jobs import JobState, NewJob
 from vidq.media.video import write_mp4
 from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
-from vidq.storage import open_storage
 from vidq.store import open_store
 from vidq.worker import Worker, WorkerOptions
 from vidq.worker.child import EngineFailed, EngineProcess

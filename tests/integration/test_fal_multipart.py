@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
+from vidq.blobs.local import LocalBlobStore
 from vidq.config import Settings
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 
 PARTS = [b"\x89PNG first part " * 64, b"second part" * 32, b"end"]

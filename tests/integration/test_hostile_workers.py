@@ -21,9 +21,9 @@ from tests.integration.test_worker_protocol import POOL, T2V, VIDEO, Api, output
 from tests.support.servers import SeaweedServer
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
+from vidq.blobs.local import LocalBlobStore
+from vidq.blobs.s3 import S3BlobStore
 from vidq.config import Settings
-from vidq.storage.local import LocalBlobStore
-from vidq.storage.s3 import S3BlobStore
 from vidq.store import open_store
 
 

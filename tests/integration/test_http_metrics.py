@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
+from vidq.blobs.local import LocalBlobStore
 from vidq.config import Settings
 from vidq.ops.metrics import HTTP_BUCKETS, HttpMetrics
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 
 SMALL = {"prompt": "a red fox", "width": 128, "height": 128, "duration": 1}

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from tests.support.servers import SeaweedServer, free_port
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
+from vidq.blobs.local import LocalBlobStore
+from vidq.blobs.s3 import S3BlobStore
 from vidq.config import Settings
 from vidq.errors import StorageUnavailable
-from vidq.storage.local import LocalBlobStore
-from vidq.storage.s3 import S3BlobStore
 from vidq.store import JobStore, open_store
 
 LOCAL = "http://localhost"  # a Host the API answers without VIDQ_PUBLIC_URL

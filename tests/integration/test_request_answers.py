@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
+from vidq.blobs.local import LocalBlobStore
 from vidq.catalog import MODELS
 from vidq.config import Settings, WorkerSettings
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import JobStore, Quota
 from vidq.worker import Worker, WorkerOptions

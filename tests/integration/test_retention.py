@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vidq.blobs.local import LocalBlobStore
 from vidq.jobs import JobState, NewJob, preview_key
 from vidq.ops.retention import Collector, RetentionPolicy
-from vidq.storage.local import LocalBlobStore
 from vidq.store import JobStore, open_store
 from vidq.store.base import DueBlobs
 

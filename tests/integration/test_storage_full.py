@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from tests.support.media import b64, encode_image, picture
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
+from vidq.blobs import local
+from vidq.blobs.local import LocalBlobStore
 from vidq.config import Settings
 from vidq.jobs import JobState, NewJob
-from vidq.storage import local
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import JobStore
 from vidq.worker import Worker, WorkerOptions

@@ -19,12 +19,12 @@ from prometheus_client import CollectorRegistry
 
 from tests.support.stack import stack
 from tests.support.wait import eventually
+from vidq.blobs.local import LocalBlobStore
 from vidq.config import PreviewSettings
 from vidq.engines.base import EngineJob
 from vidq.errors import EngineCrashed, StorageUnavailable, StoreUnavailable
 from vidq.jobs import JobState, NewJob, Ran
 from vidq.ops.metrics import WorkerMetrics
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.base import Lease
 from vidq.store.sqlite import SQLiteStore

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tests.support.media import probe_mp4
+from vidq.blobs.local import LocalBlobStore
 from vidq.errors import StoreUnavailable
 from vidq.jobs import JobState, NewJob, Ran, poster_key
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 from vidq.store.sqlite import SQLiteStore
 from vidq.worker import Worker, WorkerOptions

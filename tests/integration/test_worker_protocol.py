@@ -27,10 +27,10 @@ from tests.support.wait import eventually
 from vidq.api.app import create_app
 from vidq.api.auth import create_token
 from vidq.api.worker import outputs
+from vidq.blobs.local import LocalBlobStore
+from vidq.blobs.s3 import S3BlobStore
 from vidq.config import ComfyUISettings, Settings
 from vidq.jobs import Ran, poster_key
-from vidq.storage.local import LocalBlobStore
-from vidq.storage.s3 import S3BlobStore
 from vidq.store import open_store
 from vidq.store.sql import SQLStore
 from vidq.worker.remote import RemoteAPI, RemoteSource, check_server_url

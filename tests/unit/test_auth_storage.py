@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from vidq.api.auth import Authenticator, create_token, hash_token, parse_authorization
+from vidq.blobs.local import LocalBlobStore
 from vidq.errors import NotFound, Unauthorized
-from vidq.storage.local import LocalBlobStore
 from vidq.store import open_store
 
 

@@ -10,7 +10,7 @@ from tests.support.processes import ROOT
 
 SERVER_MODULES = (
     "fastapi", "starlette", "sqlalchemy", "alembic", "psycopg", "boto3", "botocore", "av",
-    "PIL", "numpy", "torch", "uvicorn", "pydantic", "vidq.api", "vidq.store", "vidq.storage",
+    "PIL", "numpy", "torch", "uvicorn", "pydantic", "vidq.api", "vidq.store", "vidq.blobs",
     "vidq.worker", "vidq.engines", "vidq.media",
 )  # fmt: skip
 

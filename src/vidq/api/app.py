@@ -32,6 +32,7 @@ from vidq.api.native import requests, tokens
 from vidq.api.native import routes as native
 from vidq.api.native.fastpath import StatusFastPath
 from vidq.api.worker import routes as worker
+from vidq.blobs.base import BlobStore
 from vidq.config import Settings
 from vidq.errors import RateLimited, ServiceUnavailable, VidqError, plain_message
 from vidq.media.decode import DecodePool
@@ -39,7 +40,6 @@ from vidq.media.fetch import Fetcher, FetchPolicy
 from vidq.media.inputs import Limits
 from vidq.media.intake import MediaIntake
 from vidq.ops.metrics import HttpMetrics, HttpMetricsMiddleware, JobFamilies
-from vidq.storage.base import BlobStore
 from vidq.store.base import JobStore
 
 log = logging.getLogger(__name__)

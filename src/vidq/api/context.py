@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from vidq.api.auth import Authenticator, parse_authorization, require_user_role
 from vidq.api.eta import EtaEstimator
+from vidq.blobs.base import BlobStore
 from vidq.config import Settings
 from vidq.media.intake import MediaIntake
-from vidq.storage.base import BlobStore
 from vidq.store.base import (
     JobStore,
     OperatorStore,

@@ -49,7 +49,7 @@ async def signed_file(
 ) -> Response:
     """Serves an object of the local store to whoever holds a valid, unexpired signature."""
     ctx = context(request)
-    from vidq.storage.local import LocalBlobStore
+    from vidq.blobs.local import LocalBlobStore
 
     storage = ctx.storage
     if not isinstance(storage, LocalBlobStore) or bucket != storage.bucket:

@@ -231,7 +231,7 @@ class WebhookDispatcher:
 
     def secret_for(self, user: str) -> str:
         if self._server_secret is None:
-            from vidq.storage import load_secret
+            from vidq.blobs import load_secret
 
             settings = self.ctx.settings
             key = settings.storage.secret_key

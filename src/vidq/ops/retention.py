@@ -31,9 +31,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from vidq.blobs.base import BlobStore
 from vidq.errors import VidqError
 from vidq.jobs import PREVIEW_PREFIX, Job, JobState, input_blobs, output_blobs, preview_attempt
-from vidq.storage.base import BlobStore
 from vidq.store.base import DueBlobs, RetentionStore, Upload
 
 log = logging.getLogger(__name__)

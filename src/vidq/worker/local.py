@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vidq.blobs.base import WorkerBlobs
+from vidq.blobs.outputs import sweep_attempts
 from vidq.errors import VidqError
 from vidq.jobs import (
     POSTER_TYPE,
@@ -27,8 +29,6 @@ from vidq.jobs import (
     poster_key,
     preview_key,
 )
-from vidq.storage.base import WorkerBlobs
-from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, WorkerStore
 from vidq.worker.ports import Assignment
 

@@ -34,9 +34,9 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from vidq.blobs.outputs import size_and_sha256
 from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
 from vidq.jobs import POSTER_TYPE, PREVIEW_TYPE, Ran, WorkerState, output_key
-from vidq.storage.outputs import size_and_sha256
 from vidq.store.base import Lease
 from vidq.worker.ports import Assignment
 from vidq.worker_protocol import (

@@ -66,7 +66,7 @@ _NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _secret(ctx: AppContext) -> bytes:
-    from vidq.storage import load_secret
+    from vidq.blobs import load_secret
 
     key = ctx.settings.storage.secret_key
     return load_secret(ctx.settings.data_dir, key.get_secret_value() if key else None)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 
 from vidq.api.services.results import iso
+from vidq.blobs.base import BlobStore
 from vidq.errors import Conflict, Gone, NotFound
 from vidq.jobs import Job, JobState
 from vidq.ops.retention import delete_now
-from vidq.storage.base import BlobStore
 from vidq.store.base import Cancel, JobStore, OperatorStore, SubmitStore
 
 log = logging.getLogger(__name__)

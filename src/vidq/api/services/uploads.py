@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from vidq.blobs.base import BlobStore
 from vidq.errors import InvalidInput, NotFound, PayloadTooLarge
-from vidq.storage.base import BlobStore
 from vidq.store.base import UploadStore
 
 FILES_PATH = "/fal/files"  # {base}/fal/files/{id}/{file name}

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from vidq.blobs.base import BlobStore
+from vidq.blobs.local import LocalBlobStore
+from vidq.blobs.outputs import size_and_sha256
 from vidq.errors import InvalidInput, NotFound, VidqError
 from vidq.jobs import Job, JobState, output_attempt, output_prefix, poster_key
-from vidq.storage.base import BlobStore
-from vidq.storage.local import LocalBlobStore
-from vidq.storage.outputs import size_and_sha256
 from vidq.worker_protocol import (
     MAX_PARTS,
     PREFIX,
@@ -59,7 +59,7 @@ def upload_target(storage: BlobStore, job: Job, body: UploadBody, base: str) -> 
         })  # fmt: skip
         url = f"{base}{PREFIX}/uploads/{job.id}/{quote(body.key)}?{query}"
         return UploadTarget(method="PUT", url=url, headers={"Content-Type": OUTPUT_TYPE})
-    from vidq.storage.s3 import S3BlobStore, checksum_header
+    from vidq.blobs.s3 import S3BlobStore, checksum_header
 
     if not isinstance(storage, S3BlobStore):
         raise VidqError("this storage offers no upload URLs")
@@ -105,7 +105,7 @@ def signature(
 
 def assemble(storage: BlobStore, body: CompleteBody, upload_id: str) -> None:
     """Finish a multipart upload (S3), unless an earlier try of this complete did."""
-    from vidq.storage.s3 import S3BlobStore
+    from vidq.blobs.s3 import S3BlobStore
 
     if not isinstance(storage, S3BlobStore) or not body.parts:
         raise InvalidInput("upload_id", "no multipart upload to finish here")
@@ -121,7 +121,7 @@ def check_object(storage: BlobStore, body: CompleteBody) -> None:
     """422 unless the object exists with the size and sha256 the worker reports. On S3 the
     checksum S3 verified at the upload answers without reading the object; an object
     that has none (the parts of a multipart upload) is read back once and hashed."""
-    from vidq.storage.s3 import S3BlobStore
+    from vidq.blobs.s3 import S3BlobStore
 
     if isinstance(storage, S3BlobStore):
         try:

@@ -44,6 +44,8 @@ from vidq.api.auth import parse_authorization
 from vidq.api.context import AppContext, context, worker_store
 from vidq.api.parsing.body import JsonRoute
 from vidq.api.worker import outputs
+from vidq.blobs.local import LocalBlobStore
+from vidq.blobs.outputs import sweep_attempts
 from vidq.catalog import POOLS
 from vidq.engines import ENGINES
 from vidq.errors import (
@@ -65,8 +67,6 @@ from vidq.jobs import (
     poster_key,
     preview_key,
 )
-from vidq.storage.local import LocalBlobStore
-from vidq.storage.outputs import sweep_attempts
 from vidq.store.base import Lease, Token, WorkerStore
 from vidq.worker_protocol import (
     LEASE_HEADER,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from vidq.storage.base import BlobStore
+from vidq.blobs.base import BlobStore
 
 __all__ = ["BlobStore", "load_secret", "open_storage"]
 
@@ -25,11 +25,11 @@ def load_secret(data_dir: Path, configured: str | None) -> bytes:
 def open_storage(url: str, *, secret: bytes, bucket: str = "vidq") -> BlobStore:
     """The adapter for a storage URL: ``file:///path`` or ``s3://bucket``."""
     if url.startswith("file://"):
-        from vidq.storage.local import LocalBlobStore
+        from vidq.blobs.local import LocalBlobStore
 
         return LocalBlobStore(Path(url.removeprefix("file://")), secret, bucket)
     if url.startswith("s3://"):
-        from vidq.storage.s3 import S3BlobStore  # type: ignore[import-not-found,unused-ignore]
+        from vidq.blobs.s3 import S3BlobStore  # type: ignore[import-not-found,unused-ignore]
 
         store: BlobStore = S3BlobStore.from_url(url)
         return store
