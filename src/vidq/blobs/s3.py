@@ -11,9 +11,11 @@ default CRC headers. The bucket is created on first use if it is missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,9 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 # Codes (or HTTP statuses) of a store that has no room: quotas and full disks.
 _FULL = {"InsufficientStorage", "507", "QuotaExceeded", "XMinioStorageFull", "StorageFull"}
 _NO_BUCKET = {"NoSuchBucket"}
+_OURS_ALREADY = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+# a multipart completion S3 refuses for its parts (the upload is then dropped)
+_PARTS_REFUSED = {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit
 
 
@@ -96,44 +101,34 @@ class S3BlobStore:
             if self._bucket_ready:
                 return
             try:
-                self._client.head_bucket(Bucket=self.bucket)
-            except botocore.exceptions.ClientError as exc:
-                if _code(exc) not in _MISSING | _NO_BUCKET:
-                    raise _unavailable(exc, "cannot access bucket") from exc
+                with _translated("cannot access bucket", missing=True):
+                    self._client.head_bucket(Bucket=self.bucket)
+            except NotFound:
                 self._create_bucket()
-            except botocore.exceptions.BotoCoreError as exc:
-                raise _unavailable(exc, "cannot reach object storage") from exc
             self._bucket_ready = True
 
     def _create_bucket(self) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-        try:
+        with _translated("cannot create bucket", allowed=_OURS_ALREADY):
             self._client.create_bucket(**kwargs)
             log.info("created bucket %s", self.bucket)
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise _unavailable(exc, "cannot create bucket") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot reach object storage") from exc
 
     # -- objects ---------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._ensure_bucket()
-        try:
+        with _translated("cannot write object"):
             self._client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
             )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _unavailable(exc, "cannot write object") from exc
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         """A file below the multipart threshold goes up in one PUT from this thread (a
         typical output: about half the CPU of boto3's transfer manager, which starts its
         threads for every file); a larger one in parallel parts."""
         self._ensure_bucket()
-        try:
+        with _translated("cannot write object"):
             if path.stat().st_size < self._transfer.multipart_threshold:
                 with path.open("rb") as body:
                     self._client.put_object(
@@ -144,13 +139,9 @@ class S3BlobStore:
                 str(path), self.bucket, key, ExtraArgs={"ContentType": content_type},
                 Config=self._transfer,
             )  # fmt: skip
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _unavailable(exc, "cannot write object") from exc
-        except boto3.exceptions.S3UploadFailedError as exc:
-            raise StorageUnavailable(f"cannot write object: {exc}") from exc
 
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
-        try:
+        with _translated("cannot read object", missing=True):
             obj = self._client.get_object(Bucket=self.bucket, Key=key)
             body = obj["Body"]
             try:
@@ -161,63 +152,41 @@ class S3BlobStore:
             finally:
                 body.close()
             return data
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _MISSING | _NO_BUCKET:
-                raise NotFound("No such object.") from exc
-            raise _unavailable(exc, "cannot read object") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot read object") from exc
 
     def download(self, key: str, path: Path) -> None:
         try:
-            obj = self._client.get_object(Bucket=self.bucket, Key=key)
-            body = obj["Body"]
-            try:
-                with path.open("wb") as fh:
-                    for chunk in body.iter_chunks(1 << 20):
-                        fh.write(chunk)
-            finally:
-                body.close()
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _MISSING | _NO_BUCKET:
-                raise NotFound("No such object.") from exc
-            raise _unavailable(exc, "cannot read object") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot read object") from exc
-        except OSError as exc:
+            with _translated("cannot read object", missing=True):
+                obj = self._client.get_object(Bucket=self.bucket, Key=key)
+                body = obj["Body"]
+                try:
+                    with path.open("wb") as fh:
+                        for chunk in body.iter_chunks(1 << 20):
+                            fh.write(chunk)
+                finally:
+                    body.close()
+        except OSError as exc:  # the local file (a store's error is a VidqError by now)
             raise StorageUnavailable(f"cannot write local file: {exc.strerror}") from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with _translated("cannot delete object", allowed=_MISSING | _NO_BUCKET):
             self._client.delete_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _MISSING | _NO_BUCKET:
-                return
-            raise _unavailable(exc, "cannot delete object") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot delete object") from exc
 
     def exists(self, key: str) -> bool:
         try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _MISSING | _NO_BUCKET:
-                return False
-            raise _unavailable(exc, "cannot read object") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot read object") from exc
+            with _translated("cannot read object", missing=True):
+                self._client.head_object(Bucket=self.bucket, Key=key)
+        except NotFound:
+            return False
+        return True
 
     def signed_url(self, key: str, ttl_s: int, base_url: str) -> str:
         """A presigned GET URL (``base_url`` is unused: the S3 server serves it)."""
-        try:
+        with _translated("cannot sign URL"):
             url: str = self._client.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
             )
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot sign URL") from exc
         return url
 
     def upload_url(self, key: str, ttl_s: int, content_type: str, sha256: str) -> str:
@@ -230,26 +199,18 @@ class S3BlobStore:
             "Bucket": self.bucket, "Key": key, "ContentType": content_type,
             "ChecksumSHA256": checksum_header(sha256),
         }  # fmt: skip
-        try:
+        with _translated("cannot sign URL"):
             url: str = self._client.generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S))
             )
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot sign URL") from exc
         return url
 
     def sha256_of(self, key: str) -> tuple[int, str | None]:
         """The size of ``key`` and the sha256 S3 checked at its upload (hex; None when it
         was uploaded without one, as the parts of a multipart upload are), without
         reading it; NotFound if there is no such object."""
-        try:
+        with _translated("cannot read object", missing=True):
             head = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in _MISSING | _NO_BUCKET:
-                raise NotFound("No such object.") from exc
-            raise _unavailable(exc, "cannot read object") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot read object") from exc
         checksum = head.get("ChecksumSHA256")
         if not checksum or "-" in str(checksum):  # a multipart composite is not the file's
             return int(head["ContentLength"]), None
@@ -259,17 +220,15 @@ class S3BlobStore:
     def start_multipart(self, key: str, content_type: str) -> str:
         """Start a multipart upload of ``key``; its upload id."""
         self._ensure_bucket()
-        try:
+        with _translated("cannot start a multipart upload"):
             answer = self._client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType=content_type
             )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _unavailable(exc, "cannot start a multipart upload") from exc
         return str(answer["UploadId"])
 
     def part_url(self, key: str, upload_id: str, number: int, ttl_s: int) -> str:
         """A presigned PUT URL for part ``number`` (1-based); its answer's ETag names it."""
-        try:
+        with _translated("cannot sign URL"):
             url: str = self._client.generate_presigned_url(
                 "upload_part",
                 Params={
@@ -278,8 +237,6 @@ class S3BlobStore:
                 },
                 ExpiresIn=max(1, min(int(ttl_s), MAX_PRESIGN_S)),
             )  # fmt: skip
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot sign URL") from exc
         return url
 
     def finish_multipart(self, key: str, upload_id: str, etags: list[tuple[int, str]]) -> None:
@@ -287,23 +244,21 @@ class S3BlobStore:
         a part is unknown (then the upload is aborted)."""
         parts = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(etags)]
         try:
-            self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )  # fmt: skip
-        except botocore.exceptions.ClientError as exc:
-            if _code(exc) in ("NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
-                self.abort_multipart(key, upload_id)
-                raise NotFound(f"multipart upload refused: {_code(exc)}") from exc
-            raise _unavailable(exc, "cannot finish a multipart upload") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _unavailable(exc, "cannot finish a multipart upload") from exc
+            with _translated("cannot finish a multipart upload", refused=_PARTS_REFUSED):
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )  # fmt: skip
+        except NotFound:
+            self.abort_multipart(key, upload_id)
+            raise
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop a multipart upload and its parts (no error if it is gone)."""
         try:
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            with _translated("cannot abort a multipart upload"):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except StorageUnavailable:  # its parts expire with the bucket's lifecycle rules
             log.warning("could not abort a multipart upload", extra={"key": key})
 
     def uri(self, key: str) -> str:
@@ -316,14 +271,12 @@ class S3BlobStore:
     def keys(self, prefix: str) -> list[str]:
         self._ensure_bucket()
         found: list[str] = []
-        try:
+        with _translated("cannot list objects"):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix
             )
             for page in pages:
                 found.extend(str(item["Key"]) for item in page.get("Contents", []))
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _unavailable(exc, "cannot list objects") from exc
         return sorted(found)
 
     def close(self) -> None:
@@ -332,6 +285,35 @@ class S3BlobStore:
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def _translated(
+    what: str,
+    *,
+    missing: bool = False,
+    refused: frozenset[str] | set[str] = frozenset(),
+    allowed: frozenset[str] | set[str] = frozenset(),
+) -> Iterator[None]:
+    """S3's errors as vidq's, in one place: a missing object or bucket is NotFound (with
+    ``missing``), a code in ``refused`` is NotFound naming it, a code in ``allowed`` is no error,
+    a full store is StorageFull and anything else StorageUnavailable (``what`` says what
+    failed; no URL is kept, since a presigned or endpoint URL may hold secrets)."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        code = _code(exc)
+        if code in allowed:
+            return
+        if missing and code in _MISSING | _NO_BUCKET:
+            raise NotFound("No such object.") from exc
+        if code in refused:
+            raise NotFound(f"{what}: S3 refused it ({code})") from exc
+        raise _unavailable(exc, what) from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise _unavailable(exc, what) from exc
+    except boto3.exceptions.S3UploadFailedError as exc:  # the transfer manager's wrapper
+        raise StorageUnavailable(f"{what}: {exc}") from exc
 
 
 def _unavailable(exc: Exception, what: str) -> StorageUnavailable:
