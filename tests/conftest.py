@@ -58,6 +58,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = _longest_files_first(items)
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the files that mostly wait down one lane
+    (tests/support/lanes.py)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from tests.support.lanes import WaitLaneScheduling
+
+    return WaitLaneScheduling(config, log)
+
+
 def _longest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
     """The items file by file, the files likely to take longest first: those with a
     ``slow`` test, then by layer (acceptance, integration, unit), then by number of tests.
