@@ -60,13 +60,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: absent with -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` with the files that mostly wait down one lane
-    (tests/support/lanes.py)."""
+    """``--dist loadfile`` with the files that mostly wait down one lane and those that
+    import torch down another (tests/support/lanes.py)."""
     if config.getoption("dist") != "loadfile":
         return None
-    from tests.support.lanes import WaitLaneScheduling
+    from tests.support.lanes import LaneScheduling
 
-    return WaitLaneScheduling(config, log)
+    return LaneScheduling(config, log)
 
 
 def _longest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
