@@ -63,18 +63,20 @@ lint: install
 	    || exit 1; \
 	done
 
-# Test files run in 4 processes (-n 4, one file per process at a time: a file's module-scoped
+# Test files run in 5 processes (-n 5, one file per process at a time: a file's module-scoped
 # servers stay in one process): much of their time is spent waiting on servers, PostgreSQL
-# and worker processes, so this cuts the wall time even on 2 cores. CONTRIBUTING.md ("Tests")
-# says how to run one layer, one file or one marker.
+# and worker processes, so this cuts the wall time even on 2 cores. The files that mostly
+# wait, and those that import torch, go down a lane each (tests/support/lanes.py); measured
+# on 2 cores with the lanes: -n 4 299 s, -n 5 272 s, -n 6 289 s (more CPU). CONTRIBUTING.md
+# ("Tests") says how to run one layer, one file or one marker.
 # Python may write bytecode while the tests run, even where the machine says not to
 # (PYTHONDONTWRITEBYTECODE): otherwise each of the suite's processes (the pytest workers and
 # the vidq processes the tests start) compiles and assert-rewrites the same modules again.
 # One OpenMP thread per process (OMP_NUM_THREADS=1): torch's threads spin while they wait
-# for each other when 4 test processes share 2 cores (bench/gpu_wan.py --tiny alone: 9.5
+# for each other when 5 test processes share 2 cores (bench/gpu_wan.py --tiny alone: 9.5
 # CPU-seconds with torch's 2 threads, 7.4 with 1, in the same wall time).
 PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 $(BIN)/pytest
-PARALLEL := -n 4 --dist loadfile --no-loadscope-reorder
+PARALLEL := -n 5 --dist loadfile --no-loadscope-reorder
 test: install lint
 	$(PYTEST) -q $(PARALLEL)
 

@@ -1,6 +1,6 @@
 """How ``make test`` hands files to its xdist workers: two kinds of file go down a lane each.
 
-``make test`` runs 4 xdist workers on 2 cores, file by file (``--dist loadfile``), and two
+``make test`` runs 5 xdist workers on 2 cores, file by file (``--dist loadfile``), and two
 kinds of file are worth keeping on one worker at a time:
 
 - ``WAITING``: files that spend most of their time waiting on purpose (webhook backoffs, a
