@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,28 +41,27 @@ class LocalBlobStore:
         return path
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        path = self._path(key)
-        tmp = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-            with os.fdopen(fd, "wb") as fh:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            _discard(tmp)
-            raise _write_error(exc) from exc
+
+        self._put(key, write)
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
+        self._put(key, lambda tmp: shutil.copyfile(path, tmp))
+
+    def _put(self, key: str, fill: Callable[[str], object]) -> None:
+        """``fill`` a temporary file beside the object, then move it into place: a reader
+        sees the old object or the whole new one, never part of it."""
         dest = self._path(key)
         tmp = None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")
             os.close(fd)
-            shutil.copyfile(path, tmp)
+            fill(tmp)
             os.replace(tmp, dest)
         except OSError as exc:
             _discard(tmp)
