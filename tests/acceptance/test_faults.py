@@ -355,6 +355,9 @@ def test_no_job_lost_or_duplicated_under_faults(
         "reaper_interval": 0.5,
         "max_attempts": MAX_ATTEMPTS,
         "poll_interval": 0.5,
+        # the workers' collector deletes the late uploads of attempts that lost their job
+        # (a resumed worker's, killed before it deleted them) within the settling below
+        "gc_interval": 5.0,
     }
     started = time.monotonic()
     with contextlib.ExitStack() as stack:

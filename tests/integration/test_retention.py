@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vidq.blobs.local import LocalBlobStore
-from vidq.jobs import JobState, NewJob, preview_key
+from vidq.jobs import JobState, NewJob, output_key, poster_key, preview_key
 from vidq.ops.retention import Collector, RetentionPolicy
 from vidq.store import JobStore, open_store
 from vidq.store.base import DueBlobs
@@ -84,5 +84,44 @@ def test_the_collector_deletes_the_previews_of_attempts_no_longer_running(tmp_pa
         report = collector.collect()
         assert report.previews_deleted == 2
         assert blobs.keys("previews/") == [new_key]
+    finally:
+        store.close()
+
+
+def test_the_collector_deletes_late_uploads_of_attempts_that_lost_a_retried_job(
+    tmp_path: Path,
+) -> None:
+    """An attempt that lost its job (its worker paused past its lease) stores its video and
+    poster after the winner swept the other attempts' uploads, then its worker is killed
+    before it deletes them: the collector does. The result, its poster, and the uploads of
+    a job that ran once are kept."""
+    store = open_store(f"sqlite:///{tmp_path / 'vidq.db'}")
+    blobs = LocalBlobStore(tmp_path / "blobs", b"k" * 32)
+    try:
+        new = NewJob(user="alice", model_id="wan22-fast-t2v", pool=POOL, tier=0, priority=0,
+                     inputs={"prompt": "p"}, max_attempts=3)  # fmt: skip
+        once = store.enqueue(new)
+        job = store.enqueue(new)
+        first_once = store.claim([POOL], "w", 30)
+        first = store.claim([POOL], "w", 30)
+        assert first_once is not None and first is not None and first.job.id == job.id
+        kept = output_key(first_once.job, "Preview_T2V")
+        assert store.complete(once.id, first_once.lease_token, kept, {})
+        assert store.fail(job.id, first.lease_token, "lost", "engine", retry=True)
+        second = store.claim([POOL], "w", 30)
+        assert second is not None and second.job.attempt == 2
+        result = output_key(second.job, "Preview_T2V")
+        assert store.complete(job.id, second.lease_token, result, {})
+        late = output_key(first.job, "Preview_T2V")  # stored after the winner's sweep
+        for key in (kept, result, late):
+            blobs.put_bytes(key, b"mp4", "video/mp4")
+            blobs.put_bytes(poster_key(key), b"jpg", "image/jpeg")
+        collector = Collector(store, blobs, RetentionPolicy(), "gc")
+        assert collector.dry_run().would_delete == [late, poster_key(late)]
+        report = collector.collect()
+        assert report.late_uploads_deleted == 2
+        assert blobs.keys("outputs/") == sorted(
+            [kept, poster_key(kept), result, poster_key(result)]
+        )
     finally:
         store.close()

@@ -1751,6 +1751,34 @@ def test_retention_marks_before_deleting_and_purges_into_the_rollup(store: JobSt
     assert store.job_samples() == before  # the purged row's counters moved to the rollup
 
 
+def test_retried_finished_lists_the_retried_jobs_that_ended_lately(store: JobStore) -> None:
+    """What the collector sweeps for late uploads: finished jobs of more than one attempt,
+    newest first; a job of one attempt, or one still running, is not listed."""
+    _finish(store, "completed")  # one attempt
+
+    def retried(end: str) -> int:
+        job = store.enqueue(new())
+        first = store.claim([POOL], "w", 30)
+        assert first is not None and first.job.id == job.id
+        assert store.fail(job.id, first.lease_token, "lost", "engine", True, 0.0)
+        second = store.claim([POOL], "w", 30)
+        assert second is not None and second.job.attempt == 2
+        if end == "completed":
+            key = f"outputs/free/{job.id}_0_Preview_T2V_00002.mp4"
+            assert store.complete(job.id, second.lease_token, key, {})
+        elif end == "failed":
+            assert store.fail(job.id, second.lease_token, "bad", "engine", False, 0.0)
+        return job.id
+
+    won, lost, running = retried("completed"), retried("failed"), retried("running")
+    listed = store.retried_finished(600, 10)
+    assert [j.id for j in listed] == [lost, won]  # newest first; the running one is not
+    assert [j.state for j in listed] == [JobState.FAILED, JobState.COMPLETED]
+    assert listed[1].attempt == 2 and listed[1].result_key is not None
+    assert [j.id for j in store.retried_finished(600, 1)] == [lost]
+    assert running not in {j.id for j in store.retried_finished(10**6, 10)}
+
+
 # ========================================================================================
 # MetricStore and RunTimeStore: metric samples and gauges, recent run times
 # What ops/metrics.py's JobFamilies and api/eta.py ask of the store.

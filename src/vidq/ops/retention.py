@@ -7,6 +7,10 @@ job's row ``job_ttl`` after, once its blobs are gone (a row's counters move to t
 rollup). Only finished jobs are ever selected, so no blob of a live job is touched.
 Live previews (``previews/``) are deleted by the attempt that wrote them when it ends; one
 left by a worker that was killed is deleted here, as soon as its attempt is not running.
+Late uploads: an attempt that lost a retried job (its worker paused or cut off past its
+lease) may store its video or poster after the winner swept the other attempts' uploads,
+and be killed before it deletes them; the uploads of losing attempts of every retried job
+that ended in the last ``LATE_UPLOAD_WINDOW_S`` are deleted here.
 A request its user deletes (``DELETE /requests/{id}``) gets the same marks at once and its
 blobs deleted by ``delete_now``; whatever that could not delete, the next collection does.
 Uploads (fal's upload routes) are their own: a job copies an upload into its inputs at
@@ -32,13 +36,24 @@ import time
 from collections.abc import Callable
 
 from vidq.blobs.base import BlobStore
+from vidq.blobs.outputs import attempt_uploads
 from vidq.errors import VidqError
-from vidq.jobs import PREVIEW_PREFIX, Job, JobState, input_blobs, output_blobs, preview_attempt
+from vidq.jobs import (
+    PREVIEW_PREFIX,
+    Job,
+    JobState,
+    input_blobs,
+    output_attempt,
+    output_blobs,
+    preview_attempt,
+)
 from vidq.store.base import DueBlobs, RetentionStore, Upload
 
 log = logging.getLogger(__name__)
 
 LEASE = "gc"
+# How long after a retried job ended its losing attempts' late uploads are looked for.
+LATE_UPLOAD_WINDOW_S = 600.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +84,7 @@ class Report:
     jobs_purged: int = 0
     uploads_expired: int = 0
     previews_deleted: int = 0  # live previews of attempts no longer running
+    late_uploads_deleted: int = 0  # uploads of attempts that lost a retried job
     would_delete: list[str] = dataclasses.field(default_factory=list)  # dry run: the keys
 
     def as_json(self) -> dict[str, object]:
@@ -117,6 +133,7 @@ class Collector:
             if len(uploads) < policy.batch or (renew is not None and not renew()):
                 break
         self._drop_previews(report)
+        self._drop_late_uploads(report)
         while True:
             purged = self.store.purge_jobs(policy.job_ttl, policy.batch)
             report.jobs_purged += purged
@@ -148,6 +165,9 @@ class Collector:
         for key in self._orphan_previews():
             report.would_delete.append(key)
             report.previews_deleted += 1
+        for key in self._late_uploads():
+            report.would_delete.append(key)
+            report.late_uploads_deleted += 1
         return report
 
     def _orphan_previews(self) -> list[str]:
@@ -167,6 +187,30 @@ class Collector:
                 report.blobs_deleted += 1
         except VidqError as exc:
             log.warning("gc: could not delete orphan previews: %s", exc.message)
+
+    def _late_uploads(self) -> list[str]:
+        """The uploads of attempts that lost a retried job ended in the last
+        ``LATE_UPLOAD_WINDOW_S`` (the attempts up to the job's last, less the one whose
+        output is the result; a job retried by an admin since has later attempts, kept)."""
+        found: list[str] = []
+        for job in self.store.retried_finished(LATE_UPLOAD_WINDOW_S, self.policy.batch * 10):
+            won = output_attempt(job, job.result_key) if job.result_key else None
+
+            def lost(attempt: int, last: int = job.attempt, won: int | None = won) -> bool:
+                return attempt <= last and attempt != won
+
+            found += attempt_uploads(self.storage, job, lost)
+        return found
+
+    def _drop_late_uploads(self, report: Report) -> None:
+        try:
+            for key in self._late_uploads():
+                self.storage.delete(key)
+                log.info("gc: deleted a late upload of a losing attempt", extra={"key": key})
+                report.late_uploads_deleted += 1
+                report.blobs_deleted += 1
+        except VidqError as exc:
+            log.warning("gc: could not delete late uploads: %s", exc.message)
 
     def _due(self, kind: str, limit: int | None = None) -> list[DueBlobs]:
         limit = limit or self.policy.batch

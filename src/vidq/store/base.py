@@ -695,6 +695,10 @@ class RetentionStore(Protocol):
     def running_attempts(self) -> set[tuple[int, int]]:
         """(job id, attempt) of every running attempt."""
 
+    def retried_finished(self, window_s: float, limit: int) -> list[Job]:
+        """Finished jobs of more than one attempt that ended in the last ``window_s``
+        seconds, newest first."""
+
     def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
         """Uploads past their requested expiry, or without one older than ``max_age_s``
         (oldest first): for retention, which deletes the blob, then ``delete_upload``."""

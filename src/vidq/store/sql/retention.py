@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from vidq.jobs import input_blobs, output_blobs
+from vidq.jobs import Job, input_blobs, output_blobs
 from vidq.store.base import DueBlobs, Upload
 from vidq.store.counters import job_samples
-from vidq.store.rows import upload_from_row
+from vidq.store.rows import job_from_row, upload_from_row
 from vidq.store.sql.core import Queries
 
 
@@ -66,6 +66,10 @@ class RetentionQueries(Queries):
 
     def running_attempts(self) -> set[tuple[int, int]]:
         return {(int(r["id"]), int(r["attempt"])) for r in self._rows(self._sql.running_attempts)}
+
+    def retried_finished(self, window_s: float, limit: int) -> list[Job]:
+        rows = self._rows(self._sql.retried_finished, window_s=window_s, limit=limit)
+        return [job_from_row(r) for r in rows]
 
     def expired_uploads(self, max_age_s: float, limit: int) -> list[Upload]:
         rows = self._rows(self._sql.expired_uploads, max_age_s=max_age_s, limit=limit)

@@ -1,11 +1,12 @@
 """The statements of the retention collector (``RetentionStore``, ``ops/retention.py``):
 its fleet-wide lease, the jobs whose blobs are due, the marks before and after deleting
-them, the purge of old rows into the metric rollup, expired uploads, and the running
-attempts (whose live previews are kept)."""
+them, the purge of old rows into the metric rollup, expired uploads, the running
+attempts (whose live previews are kept) and the retried jobs that finished lately (whose
+losing attempts' late uploads are swept)."""
 
 from __future__ import annotations
 
-from vidq.store.rows import UPLOAD_COLUMNS
+from vidq.store.rows import JOB_COLUMNS, UPLOAD_COLUMNS
 from vidq.store.statements.base import RoleStatements, Statement
 from vidq.store.statements.metrics import job_counts_of, job_durations_of
 
@@ -28,6 +29,12 @@ class RetentionStatements(RoleStatements):
     release_lease = Statement("DELETE FROM leases WHERE name = :name AND holder = :holder")
     # The attempts running now: a live preview of any other attempt is an orphan.
     running_attempts = Statement("SELECT id, attempt FROM jobs WHERE state = 'RUNNING'")
+    # Retried jobs that finished in the last ``:window_s``: an attempt that lost such a job
+    # may have stored an upload after the winner's sweep (and died before deleting it).
+    retried_finished = Statement(f"""
+        SELECT {JOB_COLUMNS} FROM jobs
+        WHERE {_FINISHED} AND attempt > 1 AND finished_at >= {{NOW}} - :window_s
+        ORDER BY finished_at DESC, id DESC LIMIT :limit""")
     # Inputs due: finished before ``:cutoff``, or marked expired by a run that stopped
     # before deleting them.
     inputs_due = Statement(f"""
