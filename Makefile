@@ -90,6 +90,7 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/outbound.py
 	$(BIN)/python bench/outputs.py
+	$(BIN)/python bench/cli.py
 
 # --- the locks ------------------------------------------------------------------------------
 # uv resolves (fast, and it can target another Python and platform than this machine's); it

@@ -36,7 +36,13 @@ from vidq.catalog import DEFAULT_POOLS, MODELS, POOLS
 from vidq.config import Settings
 from vidq.config_doc import mask
 from vidq.engines.wan_layout import missing_message, wan_weights
-from vidq.errors import CannotStart, EngineUnavailable, ServiceUnavailable, StoreUnavailable
+from vidq.errors import (
+    CannotStart,
+    EngineUnavailable,
+    ServiceUnavailable,
+    StoreUnavailable,
+    TokenRefused,
+)
 from vidq.models_file import ModelsFileError
 from vidq.ops.logs import LogSetup
 from vidq.ops.metrics import WorkerMetrics, serve_worker_metrics
@@ -48,11 +54,12 @@ from vidq.worker.limits import RunLimits
 from vidq.worker.local import LocalSource
 from vidq.worker.loras import LoraOptions
 from vidq.worker.ports import Reaper, Source
-from vidq.worker.remote import CLAIM_WAIT_S, ProtocolError, RemoteAPI, RemoteSource, TokenRefused
 from vidq.worker.slots import WorkerGroup, resolve_gpus
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from vidq.worker.remote import RemoteSource
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +281,9 @@ def remote_source(settings: Settings, *, burst: bool) -> tuple[RemoteSource, Wor
     """A remote worker's source of attempts and its options: the API's ``/worker/v1``
     routes, with the server's lease and the worker token's pools (default: all of them).
     Waits out an API that is not up yet, as a local worker waits for its database."""
+    # The worker protocol's client (httpx): imported by the remote workers alone.
+    from vidq.worker.remote import CLAIM_WAIT_S, ProtocolError, RemoteAPI, RemoteSource
+
     secret = settings.worker.worker_token
     if secret is None:
         raise CannotStart("a remote worker needs a worker token", option="--token")

@@ -10,8 +10,6 @@ import sys
 
 import typer
 
-from vidq.cli import client as cli_client
-
 # vidq is installed from a checkout or a wheel (docs/clients.md#installing-the-sdk)
 INSTALL_SERVER = "pip install '<the vidq checkout or wheel>[server]'"
 
@@ -35,6 +33,8 @@ def main() -> None:
 
 def client_only(missing: str, args: list[str]) -> None:
     """The CLI without the server, whose dependency ``missing`` is not installed."""
+    from vidq.cli import client as cli_client
+
     command = next((arg for arg in args if not arg.startswith("-")), None)
     if command is not None and command not in cli_client.NAMES:
         typer.echo(

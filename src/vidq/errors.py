@@ -216,6 +216,10 @@ class LeaseLost(VidqError):
     """The worker no longer holds the job's lease."""
 
 
+class TokenRefused(VidqError):
+    """The API refused a remote worker's token (revoked, unknown, or not a worker token)."""
+
+
 class EngineError(VidqError):
     """The engine failed to generate the video."""
 

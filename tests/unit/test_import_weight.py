@@ -1,8 +1,9 @@
 """What a module loads: the API-only install has no torch or diffusers unless the wan engine
 runs, and the ``vidq`` command loads the server's parts only for a server command, so that
 a client command (``vidq status``) starts in a fraction of a second; the ``vidq token``
-commands (``vidq.api.auth``) load no web framework either; an engine's fork server (one per
-worker process) loads what engine children share and nothing of the worker loop."""
+commands (``vidq.api.auth``) load no web framework either, and neither they nor a local
+worker load an HTTP client; an engine's fork server (one per worker process) loads what
+engine children share and nothing of the worker loop."""
 
 from __future__ import annotations
 
@@ -46,12 +47,17 @@ def test_cli_api_and_layout_do_not_import_torch() -> None:
                            "boto3", "pydantic_settings")),
         # the vidq token commands (vidq.api.auth) load no web framework
         ("vidq.cli.main, vidq.api.auth", ("fastapi", "starlette", "uvicorn", "av")),
+        # a server command or a local worker (the composition root) loads no HTTP client:
+        # the SDK, rich's tables, the worker protocol's client and the LoRA fetcher's wait
+        # for the command, the remote worker or the first LoRA that needs them
+        ("vidq.console, vidq.cli.main, vidq.compose",
+         ("httpx", "vidq.client", "vidq.worker.remote", "vidq.media.fetch", "rich.table")),
         # an engine's fork server: the child's module and the preview engine's, without the
         # SDK (httpx) or the worker loop, its store ports and metrics
         ("vidq.worker.child, vidq.engines.preview",
          ("httpx", "vidq.client", "vidq.worker.runner", "prometheus_client", "sqlalchemy")),
     ],
-    ids=["the command", "the token commands", "the fork server"],
+    ids=["the command", "the token commands", "a local worker", "the fork server"],
 )  # fmt: skip
 def test_a_command_loads_no_server_part_it_does_not_run(
     imported: str, absent: tuple[str, ...]

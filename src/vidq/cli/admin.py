@@ -10,11 +10,8 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from vidq.cli.client import TokenOpt, Url, _client, _fail, print_usage
-from vidq.client import NotFoundError, VidqClientError
+from vidq.cli.client import TokenOpt, Url, connected, print_usage
 
 app = typer.Typer(no_args_is_help=True, help="Operators' commands (admin token).")
 
@@ -24,8 +21,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the server's JSON a
 def _call(
     url: str | None, token: str | None, method: str, path: str, **params: Any
 ) -> dict[str, Any]:
+    from vidq.client import NotFoundError  # the SDK: imported by the commands (cli/client.py)
+
     query = {k: v for k, v in params.items() if v is not None}
-    with _client(url, token) as client:
+    with connected(url, token) as client:
         try:
             body: dict[str, Any] = client.request(method, path, params=query or None).json()
         except NotFoundError as exc:
@@ -33,8 +32,6 @@ def _call(
             typer.echo(f"error: {exc} (or this is not an admin token: see `vidq token create "
                        "--admin`)", err=True)  # fmt: skip
             raise typer.Exit(1) from exc
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
     return body
 
 
@@ -43,6 +40,9 @@ def _show(body: dict[str, Any], as_json: bool, title: str, rows: list[dict[str, 
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column)

@@ -8,29 +8,29 @@ mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 import vidq
-from vidq.client import (
-    Client,
-    RateLimited,
-    Status,
-    ValidationError,
-    VidqClientError,
-    as_input,
-)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vidq.client import Client, Status, ValidationError, VidqClientError
+
+# The SDK (httpx) and rich's tables and progress bars are imported by the commands that use
+# them: every `vidq` command, `vidq worker` and `vidq token create` included, loads this
+# module to list its commands, and would otherwise pay for them at each start.
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL (VIDQ_URL, `vidq login`).")]
 TokenOpt = Annotated[
@@ -53,6 +53,8 @@ def _saved() -> dict[str, Any]:
 
 
 def _client(url: str | None, token: str | None) -> Client:
+    from vidq.client import Client
+
     saved = _saved()
     url = url or os.environ.get("VIDQ_URL") or saved.get("url")
     token = token or os.environ.get("VIDQ_TOKEN") or saved.get("token")
@@ -61,7 +63,22 @@ def _client(url: str | None, token: str | None) -> Client:
     return Client(url, token)
 
 
+@contextlib.contextmanager
+def connected(url: str | None, token: str | None) -> Iterator[Client]:
+    """A client of the server ``--url/--token`` (or the environment, or ``vidq login``)
+    name; an SDK error in the block ends the command with it (exit 1)."""
+    from vidq.client import VidqClientError
+
+    with _client(url, token) as client:
+        try:
+            yield client
+        except VidqClientError as exc:
+            raise _fail(exc) from exc
+
+
 def _fail(exc: VidqClientError) -> typer.Exit:
+    from vidq.client import RateLimited
+
     hint = ""
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
         hint = f" (retry in {exc.retry_after:g} s)"
@@ -74,6 +91,8 @@ def login(
     token: Annotated[str, typer.Option("--token", prompt=True, hide_input=True)],
 ) -> None:
     """Check a token against a server and remember both (config file, mode 0600)."""
+    from vidq.client import Client, VidqClientError
+
     try:
         with Client(url, token) as client:
             client.requests(limit=1)
@@ -131,6 +150,8 @@ class Inputs:
 
 def _media(value: str, name: str) -> str:
     """A media input as sent: URLs and data: URIs as they are, files read and encoded."""
+    from vidq.client import as_input
+
     try:
         return as_input(value)
     except OSError as exc:
@@ -279,23 +300,23 @@ def submit(
     token: TokenOpt = None,
 ) -> None:
     """Submit a request, show its queue position and progress, then save the MP4."""
+    from rich.console import Console
+
+    from vidq.client import ValidationError
+
     flags = {
         "--prompt": prompt, "--image": image, "--video": video, "--last-image": last_image,
         "--audio": audio, "--width": width, "--height": height, "--duration": duration,
         "--priority": priority, "--seed": seed,
     }  # fmt: skip
-    console = Console(stderr=True)
-    with _client(url, token) as client:
-        try:
-            inputs = build_inputs(client, model, flags, pairs or [], json_file)
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
+    with connected(url, token) as client:
+        inputs = build_inputs(client, model, flags, pairs or [], json_file)
         try:
             handle = client.submit(model, inputs.values, binary_output=True)
             typer.echo(f"request {handle.request_id} submitted ({model})")
             if no_wait:
                 return
-            final = _follow(handle.wait, console)
+            final = _follow(handle.wait, Console(stderr=True))
             if final.status != "COMPLETED":
                 typer.echo(f"request {handle.request_id} {final.status}: {final.error or ''}")
                 raise typer.Exit(1)
@@ -303,13 +324,19 @@ def submit(
         except ValidationError as exc:
             typer.echo(f"error: {inputs.refused(exc)}", err=True)
             raise typer.Exit(1) from exc
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
     typer.echo(f"saved {path} ({path.stat().st_size} bytes)")
 
 
 def _follow(wait: Any, console: Console) -> Status:
     """Show the queue position while queued, then a progress bar with steps and ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     state: dict[str, Any] = {"last": None, "task": None, "started": time.monotonic()}
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -375,11 +402,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
 ) -> None:
     """Show a request's status, queue position, progress and ETA."""
-    with _client(url, token) as client:
-        try:
-            st = client.get_handle(request_id).status()
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
+    with connected(url, token) as client:
+        st = client.get_handle(request_id).status()
     if as_json:
         typer.echo(json.dumps(st.raw, indent=2))
         return
@@ -406,11 +430,8 @@ def cancel(
     token: TokenOpt = None,
 ) -> None:
     """Cancel a queued request (with --running, a running one too)."""
-    with _client(url, token) as client:
-        try:
-            done = client.get_handle(request_id).cancel(running=running)
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
+    with connected(url, token) as client:
+        done = client.get_handle(request_id).cancel(running=running)
     if done:
         typer.echo(f"request {request_id} cancelled")
     else:
@@ -424,11 +445,8 @@ def result(
     token: TokenOpt = None,
 ) -> None:
     """Download a completed request's MP4."""
-    with _client(url, token) as client:
-        try:
-            path = client.get_handle(request_id).download(output)
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
+    with connected(url, token) as client:
+        path = client.get_handle(request_id).download(output)
     typer.echo(f"saved {path} ({path.stat().st_size} bytes)")
 
 
@@ -439,11 +457,8 @@ def requests(
     token: TokenOpt = None,
 ) -> None:
     """List your requests, newest first."""
-    with _client(url, token) as client:
-        try:
-            page = client.requests(limit=limit, before=before)
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
+    with connected(url, token) as client:
+        page = client.requests(limit=limit, before=before)
     typer.echo("REQUEST_ID\tMODEL_ID\tSTATUS\tCREATED")  # tab-separated, as the rows
     for r in page["requests"]:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
@@ -464,11 +479,8 @@ def usage(
 ) -> None:
     """What your requests used per UTC day and model: requests, video seconds and
     GPU-seconds (running requests: their time so far)."""
-    with _client(url, token) as client:
-        try:
-            body = client.usage(days)
-        except VidqClientError as exc:
-            raise _fail(exc) from exc
+    with connected(url, token) as client:
+        body = client.usage(days)
     print_usage(body, as_json, "usage")
 
 
@@ -478,6 +490,9 @@ def print_usage(body: dict[str, Any], as_json: bool, title: str, *, users: bool 
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     columns = (("user",) if users else ()) + USAGE_COLUMNS
     table = Table(title=f"{title} since {body['since']} (UTC)")
     for column in columns:

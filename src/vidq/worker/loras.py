@@ -33,15 +33,19 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 
 from vidq.engines.base import LoraFile
 from vidq.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable, UrlUnreachable
-from vidq.media.fetch import FetchPolicy, fetch_to
-from vidq.media.outbound import tls_context
+
+if TYPE_CHECKING:
+    from vidq.media.fetch import FetchPolicy
+
+# ``media/fetch.py`` and ``media/outbound.py`` (httpx) are imported by the first fetch: a
+# worker process loads this module whether or not its jobs ever name a LoRA.
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,8 @@ class LoraOptions:
     allow_networks: tuple[Any, ...] = ()  # non-global networks allowed (testing only)
 
     def policy(self) -> FetchPolicy:
+        from vidq.media.fetch import FetchPolicy
+
         return FetchPolicy(
             max_bytes=self.max_bytes,
             timeout_s=self.timeout_s,
@@ -200,6 +206,8 @@ class LoraFetcher:
         return files
 
     def _one(self, name: str, url: str) -> tuple[str, int, Path]:
+        from vidq.media.fetch import fetch_to
+
         policy = self.options.policy()
         with self.cache.writing() as (fh, partial):
             digest = hashlib.sha256()
@@ -225,6 +233,8 @@ class LoraFetcher:
             return sha, size, self.cache.commit(partial, sha)
 
     def _tls_context(self) -> Any:
+        from vidq.media.outbound import tls_context
+
         with self._tls_lock:  # built once, lazily: ~0.1 s of CPU
             if self._tls is None:
                 self._tls = tls_context()

@@ -35,7 +35,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from vidq.blobs.outputs import size_and_sha256
-from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, VidqError
+from vidq.errors import NotFound, ServiceUnavailable, StorageUnavailable, TokenRefused, VidqError
 from vidq.jobs import POSTER_TYPE, PREVIEW_TYPE, Ran, WorkerState, output_key
 from vidq.store.base import Lease
 from vidq.worker.ports import Assignment
@@ -68,10 +68,6 @@ _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class TokenRefused(VidqError):
-    """The API refused the worker token (revoked, unknown, or not a worker token)."""
 
 
 class ProtocolError(VidqError):
