@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support.processes import vidq_env
 from tests.support.stack import stack
+from tests.support.stores import seed_sqlite
 from tests.support.wait import eventually
 from vidq.blobs.local import LocalBlobStore
 from vidq.config import PreviewSettings
@@ -249,6 +251,45 @@ def test_the_fork_server_holds_the_media_imports_and_never_torch(
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == held
+
+
+# `vidq worker --burst` as the command builds it (vidq.compose), in a process that then says
+# which media libraries it loaded.
+_WORKER_LOADS = """
+import json, sys
+from vidq.compose import build_worker
+from vidq.config import Settings
+done = build_worker(Settings.load(), burst=True).run()
+loaded = sorted(m for m in ("av", "numpy", "PIL") if m in sys.modules)
+print(json.dumps({"done": done, "loaded": loaded}))
+"""
+
+
+def test_the_engine_child_describes_the_output_and_the_worker_loads_no_media(
+    tmp_path: Path,
+) -> None:
+    """The engine child reports the video's facts and writes its poster frame (it holds
+    PyAV, NumPy and Pillow already); the worker process stores both and never imports
+    them (a quarter of a second of CPU at each worker's start)."""
+    data = tmp_path / "data"
+    seed_sqlite(data)
+    store = open_store(f"sqlite:///{data / 'vidq.db'}")
+    try:
+        job_id = new_job(store)
+        out = subprocess.run(
+            [sys.executable, "-c", _WORKER_LOADS], env=vidq_env(data),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"done": 1, "loaded": []}
+        job = store.get(job_id)
+        assert job is not None and job.state is JobState.COMPLETED, job
+        assert job.result_meta["video"] == {
+            "width": 128, "height": 128, "fps": 16.0, "frames": 17, "seconds": 1.062
+        }  # fmt: skip
+        assert job.result_meta["poster"] is True
+    finally:
+        store.close()
 
 
 def test_crash_is_retried_then_failed_after_max_attempts(

@@ -49,6 +49,9 @@ class EngineJob:
     # most how often (seconds; 0: none).
     preview_path: str = ""
     preview_interval_s: float = 0.0
+    # Where the child writes the output's poster frame, the gallery's still (none: no
+    # poster); the child, not the engine, makes it after the run (``worker/child.py``).
+    poster_path: str = ""
     loras: list[LoraFile] = dataclasses.field(default_factory=list)  # applied for this job only
     # The model's engine options from the models file (docs/models.md), e.g. a comfyui
     # ``template`` and its ``inputs``, or ltx2's ``steps``/``guidance``/``fps``; engines read

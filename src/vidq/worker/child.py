@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from vidq.engines import engine_options, preload_modules
 from vidq.engines.base import EngineJob, EngineResult
-from vidq.errors import EngineCrashed, EngineError, LeaseLost
+from vidq.errors import EngineCrashed, EngineError, LeaseLost, VidqError
 from vidq.ops.logs import LogSetup, configure_logging
 from vidq.worker.child_messages import (
     Failed,
@@ -110,9 +110,27 @@ def _child_main(
                     **result.meta, "previews": previews.published,
                     "preview_seconds": round(previews.seconds, 4),
                 })  # fmt: skip
-            _send(conn, Finished(result))
+            _send(conn, Finished(_described(job, result)))
         except Exception as exc:
             _send(conn, Failed(describe(exc)))
+
+
+def _described(job: EngineJob, result: EngineResult) -> EngineResult:
+    """``result`` with what the answers report of its video (``meta["video"]``: size, frame
+    rate and length; None when it cannot be read), and its poster frame written to the
+    job's ``poster_path``: advisory, a video it cannot decode has none. The child does both
+    since it holds PyAV, NumPy and Pillow already (its fork server imported them), so the
+    worker process never loads them."""
+    from vidq.media.poster import make_poster
+    from vidq.media.video import output_facts
+
+    output = Path(job.output_path)
+    if job.poster_path:
+        try:
+            make_poster(output, Path(job.poster_path))
+        except VidqError as exc:
+            log.warning("no poster frame: %s", exc.message, extra={"job_id": job.request_id})
+    return dataclasses.replace(result, meta={**result.meta, "video": output_facts(output)})
 
 
 def _probe(engine: object) -> str | None:

@@ -522,17 +522,12 @@ class Worker:
             raise LeaseLost()
         output = Path(engine_job.output_path)
         self._upload(attempt, output, result.name, lost)
-        # PyAV, imported here: ``vidq.worker`` is loaded by every engine's fork server,
-        # which must not hold FFmpeg for an engine that does not use it (the wan child)
-        from vidq.media.video import output_facts
-
+        # the engine child described the video (``meta["video"]``) and made its poster
         meta = {
             **result.meta, "engine": self._engine_name(attempt.job.pool),
             "file_size": output.stat().st_size,
-            # what the answers show of the result: its size, frame rate and length
-            "video": output_facts(output),
         }  # fmt: skip
-        if self._poster(attempt, output, workdir):
+        if self._poster(attempt, Path(engine_job.poster_path)):
             meta["poster"] = True  # the API signs a URL of it (jobs.poster_key)
         if not self._complete(attempt, meta, lost, self._ran):
             # A cancel requested since the last heartbeat wins over the completion.
@@ -558,16 +553,12 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _poster(self, attempt: Attempt, video: Path, workdir: Path) -> bool:
-        """Make and store the output's poster frame (the gallery's still). Advisory: a
-        video it cannot decode or a store that refuses it leaves the job without one."""
-        # Imported here: this package is in every engine's fork server (worker/child.py),
-        # which must not load FFmpeg for engines that do not use it.
-        from vidq.media.poster import make_poster
-
-        still = workdir / "poster.jpg"
+    def _poster(self, attempt: Attempt, still: Path) -> bool:
+        """Store the output's poster frame (the gallery's still), if the engine child made
+        one. Advisory: a store that refuses it leaves the job without one."""
+        if not still.is_file():
+            return False
         try:
-            make_poster(video, still)
             return attempt.poster(still)
         except VidqError as exc:
             log.warning("no poster frame: %s", exc.message, extra={"job_id": attempt.job.id})
@@ -594,6 +585,7 @@ class Worker:
             output_path=str(workdir / "output.mp4"),
             steps=model.steps_for(bool(inputs.get("higher_quality_with_more_steps"))),
             preview_path=str(workdir / "preview.webp"),
+            poster_path=str(workdir / "poster.jpg"),
             preview_interval_s=self.options.preview_interval_s,
             loras=loras,
             options=dict(model.options),
