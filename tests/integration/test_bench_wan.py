@@ -1,15 +1,14 @@
-"""bench/gpu_wan.py runs end to end with tiny configs on the CPU (its GPU figures need a GPU)."""
+"""bench/gpu_wan.py runs end to end with tiny configs on the CPU (its GPU figures need a GPU),
+in this process (``tests/support/benches.py``)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, vidq_env
+from tests.support.benches import run_bench
 
 pytestmark = pytest.mark.slow  # torch on the CPU
 
@@ -17,15 +16,7 @@ pytestmark = pytest.mark.slow  # torch on the CPU
 def test_gpu_wan_bench_runs_tiny_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["--tiny", "--duration", "1", "--width", "128", "--height", "128", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_wan.py"), *args],
-        env=vidq_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    assert run_bench("gpu_wan.py", *args) == 0
     rows = json.loads(out.read_text())
     timed = [r for r in rows if "total_s" in r]
     assert [r["model"] for r in timed] == ["Wan2.2-T2V-A14B (tiny)", "Wan2.2-I2V-A14B (tiny)"]

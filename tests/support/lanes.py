@@ -44,6 +44,8 @@ TORCH = frozenset(
     {
         "tests/integration/test_wan_engine.py",
         "tests/integration/test_ltx2_engine.py",
+        "tests/integration/test_bench_wan.py",  # the GPU benchmarks, run in the process
+        "tests/integration/test_bench_ltx2.py",
         "tests/integration/api/test_wan.py",
         "tests/integration/api/test_ltx2_api.py",
         "tests/integration/test_worker.py",
