@@ -3,7 +3,8 @@
 - which data folder and database they use, and that none of them but `vidq serve`,
   `vidq db upgrade` and ``--init`` makes a new one (a token in a new, empty database is
   one no server knows); `vidq --version`;
-- `vidq token create/list/update` with limits, and `vidq submit` over a limit;
+- (`vidq token create/list/update` with limits, and `vidq submit` over a limit, run in the
+  test's process: tests/integration/test_cli_tokens.py);
 - `vidq models check`, and a worker refusing to start without its weights;
 - `vidq config` (every setting, secrets masked) and refused settings;
 - `vidq admin ...` against a running server (the in-process stack: the command is the
@@ -12,7 +13,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import subprocess
@@ -164,105 +164,12 @@ def test_a_postgres_database_is_used_as_configured(tmp_path: Path, pg_url: str) 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_token_list_has_a_header_row(tmp_path: Path) -> None:
-    env = _shell(tmp_path)
-    created = run_cli(env, "token", "create", "--user", "ann", "--max-queued", "2",
-                      "--weight", "3", "--init", cwd=tmp_path)  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    listed = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()
-    header = (
-        "ID USER MAX_PRIORITY ROLE STATE QUEUED RUNNING PER_MINUTE VIDEO_S_TODAY GPU_S_TODAY "
-        "WEIGHT NAME EXPIRES"
-    ).split()
-    assert [line.split("\t") for line in listed] == [
-        header,
-        ["1", "ann", "100", "user", "active", "0/2", "0/-", "0/-", "0/-", "0/-", "3", "-", "-"],
-    ]
-    updated = run_cli(env, "token", "update", "1", "--max-queued", "none", "--weight", "1",
-                      cwd=tmp_path)  # fmt: skip
-    assert [line.split("\t") for line in updated.stdout.splitlines()] == [
-        header,
-        ["1", "ann", "100", "user", "active", "-", "-", "-", "-", "-", "1", "-", "-"],
-    ]
-    refused = run_cli(env, "token", "update", "1", "--weight", "101", cwd=tmp_path)
-    assert refused.returncode != 0 and "--weight" in refused.stderr
-
-    # a name and an expiry, as POST /tokens gives them (the web app's API keys page)
-    named = run_cli(env, "token", "create", "--user", "bo", "--name", " ci runner ",
-                    "--expires-in-days", "2", cwd=tmp_path)  # fmt: skip
-    assert named.returncode == 0, named.stderr
-    row = run_cli(env, "token", "list", cwd=tmp_path).stdout.splitlines()[2].split("\t")
-    assert row[:2] == ["2", "bo"] and row[-2] == "ci runner"
-    expires = datetime.datetime.fromisoformat(row[-1])
-    left = expires - datetime.datetime.now(datetime.UTC)
-    assert datetime.timedelta(days=2, minutes=-5) < left <= datetime.timedelta(days=2)
-    for option, value in (("--name", " "), ("--expires-in-days", "0")):
-        bad = run_cli(env, "token", "create", "--user", "bo", option, value, cwd=tmp_path)
-        assert bad.returncode != 0 and option in bad.stderr, bad.stderr
-
-
 def test_version(tmp_path: Path) -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     out = run_cli(_shell(tmp_path), "--version", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"vidq {pyproject['project']['version']}\n"
     assert list(tmp_path.iterdir()) == []
-
-
-# -- token limits from the command line, against a running server ----------------------------
-
-
-def _token(env: dict[str, str], user: str, *options: str) -> str:
-    out = run_cli(env, "token", "create", "--user", user, *options)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-def test_token_limits_set_listed_lifted_and_refused(tmp_path: Path) -> None:
-    """`vidq token create/list/update` with limits on a server's data folder (the stack in
-    this process; the 429s themselves: tests/integration/api/test_limits.py), and
-    `vidq submit` over a limit."""
-    with stack(tmp_path / "data", workers=0) as server:
-        env = server.env
-        queued = _token(env, "ann", "--max-queued", "2")
-        with server.client(queued) as c:
-            for _ in range(2):
-                assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
-            assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 429
-
-        # 17 frames at 16 fps: 1.0625 s of video per request.
-        daily = _token(env, "cid", "--daily-video-seconds", "2")
-        with server.client(daily) as c:
-            assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
-        out = run_cli(
-            {**env, "VIDQ_URL": server.url, "VIDQ_TOKEN": daily},
-            "submit", T2V, "-p", "a fox", "--width", "128", "--height", "128",
-            "--duration", "1", "--no-wait",
-        )  # fmt: skip
-        assert out.returncode != 0 and "daily_video_seconds" in out.stderr, out.stderr
-        assert "retry in" in out.stderr
-
-        listed = run_cli(env, "token", "list")
-        assert listed.returncode == 0, listed.stderr
-        rows = [line.split("\t") for line in listed.stdout.splitlines()]
-        columns = rows[0]
-        ann = next(dict(zip(columns, row, strict=True)) for row in rows if row[1] == "ann")
-        assert (ann["QUEUED"], ann["RUNNING"]) == ("2/2", "0/-"), ann
-
-        # Bad limits on the command line: clear errors, nothing created.
-        for bad in ("-1", "abc", "1.5"):
-            out = run_cli(env, "token", "create", "--user", "x", "--max-queued", bad)
-            assert out.returncode == 2 and "--max-queued" in out.stderr, out.stderr
-        assert "\tx\t" not in run_cli(env, "token", "list").stdout
-        token_id = ann["ID"]
-        lifted = run_cli(env, "token", "update", token_id, "--max-queued", "none")
-        assert lifted.returncode == 0, lifted.stderr
-        header, row = (line.split("\t") for line in lifted.stdout.splitlines())
-        assert header == columns and dict(zip(header, row, strict=True))["QUEUED"] == "-"
-        with server.client(queued) as c:  # no limit any more (within the 2 s token cache)
-            assert c.post(f"/queue/{T2V}", json=SMALL).status_code == 200
-        out = run_cli(env, "token", "update", token_id, "--rate-per-minute", "-3")
-        assert out.returncode == 2 and "--rate-per-minute" in out.stderr
 
 
 # -- `vidq models check` and a worker without its weights --------------------------------------

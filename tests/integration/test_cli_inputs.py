@@ -7,35 +7,16 @@ its download, are tests/acceptance/test_cli_client.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.support.cli import Outcome, invoke
 from tests.support.media import encode_image, picture
 from tests.support.stack import Stack, stack
-from vidq.cli.main import app
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What one ``vidq`` command did: its exit status and output."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(env: dict[str, str], *args: str) -> Outcome:
-    """``vidq ARGS`` with ``env`` as its environment, in this process."""
-    result = CliRunner().invoke(app, list(args), env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Outcome(result.exit_code, result.stdout, result.stderr)
 
 
 # -- `vidq submit` with any input of a model's schema ---------------------------------------
@@ -85,7 +66,7 @@ def submitted(server: Stack, env: dict[str, str], out: Outcome) -> Any:
 def test_i_gives_any_input_typed_by_the_schema(
     server: Stack, env: dict[str, str], files: dict[str, Path]
 ) -> None:
-    out = run_cli(
+    out = invoke(
         env, "submit", "wan22-fast-i2v", "--image", str(files["first"]), "--no-wait",
         "-i", "negative_prompt=blurry, static", "-i", "seed=7",
         "-i", "higher_quality_with_more_steps=true", "-i", "new_resolution=720p",
@@ -99,7 +80,7 @@ def test_i_gives_any_input_typed_by_the_schema(
     assert inputs["higher_quality_with_more_steps"] is True
     assert inputs["new_resolution"] == "720p"
     # new_resolution is an integer or a string: a number is sent as a number
-    out = run_cli(env, "submit", "wan22-fast-i2v", "--image", str(files["first"]), "--no-wait",
+    out = invoke(env, "submit", "wan22-fast-i2v", "--image", str(files["first"]), "--no-wait",
                   "-i", "new_resolution=720")  # fmt: skip
     assert submitted(server, env, out)["inputs"]["new_resolution"] == 720
 
@@ -110,19 +91,19 @@ def test_json_file_with_i_and_flags_on_top(
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"prompt": "from the file", "width": 160, "height": 128,
                                 "duration": 2, "seed": 1, "negative_prompt": "file"}))  # fmt: skip
-    out = run_cli(env, "submit", "wan22-fast-t2v", "--json", str(spec), "-i", "seed=2",
+    out = invoke(env, "submit", "wan22-fast-t2v", "--json", str(spec), "-i", "seed=2",
                   "--width", "192", "--no-wait")  # fmt: skip
     inputs = submitted(server, env, out)["inputs"]
     assert {k: inputs[k] for k in ("prompt", "width", "height", "duration", "seed")} == {
         "prompt": "from the file", "width": 192, "height": 128, "duration": 2, "seed": 2,
     }  # fmt: skip
     assert inputs["negative_prompt"] == "file"
-    out = run_cli(env, "submit", "wan22-fast-t2v", "--json", str(spec), "-p", "the flag",
+    out = invoke(env, "submit", "wan22-fast-t2v", "--json", str(spec), "-p", "the flag",
                   "-i", "prompt=the -i", "--no-wait")  # fmt: skip
     assert submitted(server, env, out)["inputs"]["prompt"] == "the flag"
 
     spec.write_text("[1, 2]")
-    out = run_cli(env, "submit", "wan22-fast-t2v", "--json", str(spec))
+    out = invoke(env, "submit", "wan22-fast-t2v", "--json", str(spec))
     assert out.returncode == 2 and "--json" in out.stderr and "no JSON object" in out.stderr
 
 
@@ -139,7 +120,7 @@ def test_json_file_with_i_and_flags_on_top(
 def test_i_refuses_unknown_keys_and_values_of_the_wrong_type(
     env: dict[str, str], args: list[str], named: str, says: str
 ) -> None:
-    out = run_cli(env, "submit", "wan22-fast-t2v", "-p", "a fox", *args, "--no-wait")
+    out = invoke(env, "submit", "wan22-fast-t2v", "-p", "a fox", *args, "--no-wait")
     assert out.returncode == 2, out.stderr
     assert f"Invalid value for {named}: {says}" in out.stderr
 
@@ -164,7 +145,7 @@ def test_a_refused_input_is_named_by_the_flag_that_gave_it(
         (["wan22-fast-i2v", "-p", "no image"], "--image/--video"),
     ]  # fmt: skip
     for args, named in cases:
-        out = run_cli(env, "submit", *args, "--no-wait")
+        out = invoke(env, "submit", *args, "--no-wait")
         assert out.returncode == 1, (args, out.stderr)
         assert out.stderr.startswith(f"error: HTTP 422: {named}: "), (args, out.stderr)
         wire = {"data_uri", "second_image_uri", "audio_uri"} & set(out.stderr.split())
@@ -173,12 +154,12 @@ def test_a_refused_input_is_named_by_the_flag_that_gave_it(
 
 def test_an_unknown_model_id_gets_a_suggestion(server: Stack, env: dict[str, str]) -> None:
     for extra in ([], ["-i", "seed=1"]):  # with -i, the schema of no model types it
-        out = run_cli(env, "submit", "wan22-fast-tv2", "-p", "a fox", *extra)
+        out = invoke(env, "submit", "wan22-fast-tv2", "-p", "a fox", *extra)
         assert out.returncode == 1
         assert out.stderr == (
             "error: HTTP 404: Unknown model 'wan22-fast-tv2'; did you mean 'wan22-fast-t2v'?\n"
         )
-    out = run_cli(env, "submit", "no-such-model", "-p", "a fox")
+    out = invoke(env, "submit", "no-such-model", "-p", "a fox")
     assert out.returncode == 1
     assert out.stderr == "error: HTTP 404: Unknown model 'no-such-model'.\n"
     with server.client(env["VIDQ_TOKEN"]) as c:
