@@ -19,14 +19,15 @@ from tests.support.wait import eventually, wait_status
 from vidq.engines.previews import MAX_FRAMES, MAX_SIDE
 
 MODEL = "wan22-fast-t2v"
-# 4 steps of 0.6 s over 2 s of 128x128 frames: the run takes about 2.4 s, so previews at a
-# 0.5 s interval show several different steps.
+# 4 steps of 1 s over 2 s of 128x128 frames: the run takes about 4 s, so previews at a
+# 0.5 s interval show each step, each for about a second: a loaded machine's status polls,
+# slower than the steps, would see the first preview late and the job end before a later one.
 JOB = {"prompt": "a lighthouse at dusk", "width": 128, "height": 128, "duration": 2}
 
 
 @pytest.fixture
 def running(tmp_path: Path) -> Any:
-    with stack(tmp_path / "data", preview_step_seconds=0.6, preview_interval=0.5) as s:
+    with stack(tmp_path / "data", preview_step_seconds=1.0, preview_interval=0.5) as s:
         yield s
 
 
