@@ -38,8 +38,12 @@ def status_with(s: Stack, secret: str) -> int:
 
 
 def open_keys(page: Page) -> None:
+    """The API keys page, once its usage, limits and keys have loaded: each replaces a
+    "Loading…" line and moves what is below it, so a click before then (on a loaded
+    machine) can land where a button was."""
     page.get_by_role("link", name="API keys").click()
     expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
+    expect(page.get_by_text("Loading…")).to_have_count(0)
 
 
 def test_create_use_and_revoke_a_key_from_the_page(page: Page, server: Stack, shots: Path) -> None:
